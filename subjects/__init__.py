@@ -1,0 +1,51 @@
+"""Timestep's wire contract: run ids and the msgspec types of every message.
+
+This package depends on nothing else of Timestep's, so any service can vendor it.
+"""
+
+from subjects.events import (
+    EVENT_TYPES,
+    Accepted,
+    Approval,
+    Cancelled,
+    Completed,
+    Delta,
+    ErrorInfo,
+    Failed,
+    Interrupted,
+    Queued,
+    Rejected,
+    RunEvent,
+    Started,
+    TokenUsage,
+    ToolCall,
+    ToolOutput,
+    decode_event,
+    encode_event,
+)
+from subjects.ids import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, is_valid_run_id, run_id_problem
+
+__all__ = [
+    "EVENT_TYPES",
+    "Accepted",
+    "Approval",
+    "Cancelled",
+    "Completed",
+    "Delta",
+    "ErrorInfo",
+    "Failed",
+    "Interrupted",
+    "Queued",
+    "RUN_ID_MAX_LENGTH",
+    "RUN_ID_PATTERN",
+    "Rejected",
+    "RunEvent",
+    "Started",
+    "TokenUsage",
+    "ToolCall",
+    "ToolOutput",
+    "decode_event",
+    "encode_event",
+    "is_valid_run_id",
+    "run_id_problem",
+]

@@ -1,0 +1,129 @@
+"""A run's lifecycle events: one msgspec Struct per type, tagged by `type`.
+
+Every event carries `run_id`, `seq` (1, 2, 3, ... within the run, assigned
+deterministically, so a replayed workflow re-creates the same numbers) and
+`time` (UTC). The same types travel in-process (event sinks, listeners) and
+on the wire (`timestep.runs.events.<run_id>.<type>`).
+"""
+
+from datetime import datetime
+from typing import Any, Union
+
+import msgspec
+
+
+class TokenUsage(msgspec.Struct, kw_only=True):
+    """Model usage summed over a run."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True):
+    """What went wrong: `type` is a stable class name, `message` says what and how to fix it."""
+
+    type: str
+    message: str
+
+
+class Approval(msgspec.Struct, kw_only=True):
+    """A tool call waiting for a human decision."""
+
+    call_id: str
+    tool: str
+    arguments: str
+
+
+class _Event(msgspec.Struct, tag_field="type", kw_only=True):
+    run_id: str
+    seq: int
+    time: datetime
+
+
+class Accepted(_Event, tag="accepted", kw_only=True):
+    """The request was validated and durably handed over."""
+
+
+class Rejected(_Event, tag="rejected", kw_only=True):
+    """The request was refused; nothing ran."""
+
+    error: ErrorInfo
+
+
+class Queued(_Event, tag="queued", kw_only=True):
+    """The run waits in `queue` for its turn."""
+
+    queue: str
+
+
+class Started(_Event, tag="started", kw_only=True):
+    """The run's workflow began executing."""
+
+
+class Delta(_Event, tag="delta", kw_only=True):
+    """A piece of streamed model text, in order."""
+
+    text: str
+
+
+class ToolCall(_Event, tag="tool_call", kw_only=True):
+    """A tool is about to run (durably, as its own step)."""
+
+    tool: str
+    call_id: str
+    arguments: str
+
+
+class ToolOutput(_Event, tag="tool_output", kw_only=True):
+    """A tool finished; `output` is its result as text."""
+
+    call_id: str
+    output: str
+
+
+class Interrupted(_Event, tag="interrupted", kw_only=True):
+    """The run stopped to wait for approval of these tool calls; its state is saved."""
+
+    approvals: list[Approval]
+
+
+class Completed(_Event, tag="completed", kw_only=True):
+    """The run finished with `output` (the agent's final output, as JSON)."""
+
+    output: Any
+    usage: TokenUsage
+
+
+class Failed(_Event, tag="failed", kw_only=True):
+    """The run ended with an error."""
+
+    error: ErrorInfo
+
+
+class Cancelled(_Event, tag="cancelled", kw_only=True):
+    """The run was cancelled (by request or by its timeout)."""
+
+
+RunEvent = Union[
+    Accepted, Rejected, Queued, Started, Delta, ToolCall, ToolOutput, Interrupted, Completed, Failed, Cancelled
+]
+
+EVENT_TYPES: dict[str, type] = {
+    cls.__struct_config__.tag: cls  # type: ignore[attr-defined]
+    for cls in RunEvent.__args__  # type: ignore[attr-defined]
+}
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(RunEvent)
+
+
+def encode_event(event: RunEvent) -> bytes:
+    """JSON bytes of an event."""
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes | str) -> RunEvent:
+    """Decode and validate an event; raises `msgspec.ValidationError` naming the bad field."""
+    return _decoder.decode(data)

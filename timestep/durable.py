@@ -1,0 +1,301 @@
+"""Turn every model call, tool call and session read or write of an agent run into its own durable step.
+
+The Agents SDK's `Runner` drives the run as usual; what it calls is wrapped:
+
+- the model (`DurableModel`): each `get_response` is a step. With `stream=True`
+  the step consumes the model's streaming API and hands text deltas to the
+  run's listeners as they arrive; the step's result is the final response.
+- each function tool: its invocation is a step, emitting `tool_call` and
+  `tool_output`. Parallel tool calls pass a turnstile in the order the model
+  listed them, so step numbers are the same on replay.
+- the session (`DurableSession`): reads and writes are steps, so a replayed run
+  neither sees history it wrote itself nor writes it twice.
+
+After a crash the workflow replays: finished steps return their recorded
+results without running, and only the step that was in flight runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import pickle
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agents import Agent, FunctionTool, Handoff, Model, ModelProvider, Usage
+from agents.exceptions import ModelBehaviorError
+from agents.items import ModelResponse
+from openai.types.responses import ResponseFunctionToolCall
+
+from subjects.events import Delta, RunEvent, ToolCall, ToolOutput
+from timestep import engine
+from timestep.events import dispatch, now
+
+Emit = Callable[..., Awaitable[None]]
+
+
+class Turnstile:
+    """Lets concurrent tool calls start their steps one after another, in a fixed order."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self._next = dict(zip(ids, ids[1:]))
+        self._events = {i: asyncio.Event() for i in ids}
+        if ids:
+            self._events[ids[0]].set()
+
+    async def wait_for(self, call_id: str) -> None:
+        event = self._events.get(call_id)
+        if event is not None:
+            await event.wait()
+
+    def allow_next_after(self, call_id: str) -> None:
+        following = self._next.get(call_id)
+        if following is not None:
+            self._events[following].set()
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """What a step records: its value or its error, and how many event numbers it used."""
+
+    value: Any
+    error: BaseException | None
+    used: int
+
+
+class RunRecorder:
+    """Per-run bookkeeping while the workflow executes.
+
+    `seq` numbers events deterministically: events made by workflow code get the
+    next number at once and are delivered by the next step that really runs (so a
+    replay does not deliver them again); events made inside a step get numbers from
+    the step's own counter, and the step records how many it used.
+    """
+
+    def __init__(self, run_id: str, *, stream: bool) -> None:
+        self.run_id = run_id
+        self.stream = stream
+        self.seq = 0
+        self.turnstile = Turnstile([])
+        self._pending: list[RunEvent] = []
+
+    def event(self, cls: type, **fields: Any) -> None:
+        """Queue an event made by workflow code; the next executed step delivers it."""
+        self.seq += 1
+        self._pending.append(cls(run_id=self.run_id, seq=self.seq, time=now(), **fields))
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[[Emit], Awaitable[Any]],
+        *,
+        reserve: int | None = None,
+        preemptible: bool = False,
+    ) -> Any:
+        """Run `fn(emit)` as one durable step. `reserve` fixes how many event numbers the
+        step may use (needed when steps run concurrently); otherwise it uses what it needs."""
+        pending, self._pending = self._pending, []
+        base = self.seq
+        if reserve is not None:
+            self.seq += reserve
+
+        async def body() -> _Outcome:
+            for event in pending:
+                await dispatch(event)
+            counter = base
+
+            async def emit(cls: type, **fields: Any) -> None:
+                nonlocal counter
+                counter += 1
+                await dispatch(cls(run_id=self.run_id, seq=counter, time=now(), **fields))
+
+            try:
+                return _Outcome(await fn(emit), None, counter - base)
+            except Exception as exc:  # recorded, then raised again outside the step
+                return _Outcome(None, _picklable(exc), counter - base)
+
+        outcome: _Outcome = await engine.step(name, body, preemptible=preemptible)
+        if reserve is None:
+            self.seq = base + outcome.used
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value
+
+    async def flush(self, name: str, fn: Callable[[Emit], Awaitable[Any]] | None = None) -> Any:
+        """A closing step: deliver queued events, then run `fn(emit)` if given."""
+
+        async def run(emit: Emit) -> Any:
+            return await fn(emit) if fn is not None else None
+
+        return await self.step(name, run)
+
+
+def _picklable(exc: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+# --- the model ------------------------------------------------------------------
+
+
+class DurableModel(Model):
+    """A model whose every call is one durable step."""
+
+    def __init__(self, inner: Model, recorder: RunRecorder) -> None:
+        self.inner = inner
+        self.recorder = recorder
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        streaming = self.recorder.stream
+
+        async def call(emit: Emit) -> ModelResponse:
+            if streaming:
+                return await _consume_stream(self.inner, args, kwargs, emit)
+            return await self.inner.get_response(*args, **kwargs)
+
+        response: ModelResponse = await self.recorder.step("model", call, preemptible=True)
+        ids = [item.call_id for item in response.output if isinstance(item, ResponseFunctionToolCall)]
+        self.recorder.turnstile = Turnstile(ids)
+        return response
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Timestep streams inside the durable model step; run with stream=True instead of Runner.run_streamed")
+
+    def get_retry_advice(self, request: Any) -> Any:
+        return self.inner.get_retry_advice(request)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def _consume_stream(inner: Model, args: tuple, kwargs: dict, emit: Emit) -> ModelResponse:
+    """Drive the model's streaming API, emitting text deltas in order; return the final response."""
+    final = None
+    done_items: list[Any] = []
+    async for event in inner.stream_response(*args, **kwargs):
+        kind = getattr(event, "type", None)
+        if kind == "response.output_text.delta":
+            await emit(Delta, text=event.delta)
+        elif kind == "response.output_item.done":
+            done_items.append(event.item)
+        elif kind == "response.completed":
+            final = event.response
+        elif kind in ("response.failed", "response.incomplete", "error", "response.error"):
+            raise ModelBehaviorError(f"model stream ended with {kind}")
+    if final is None:
+        raise ModelBehaviorError("model stream ended without a response.completed event")
+    usage = Usage(requests=1)
+    if final.usage is not None:
+        usage = Usage(
+            requests=1,
+            input_tokens=final.usage.input_tokens,
+            output_tokens=final.usage.output_tokens,
+            total_tokens=final.usage.total_tokens,
+            input_tokens_details=final.usage.input_tokens_details,
+            output_tokens_details=final.usage.output_tokens_details,
+        )
+    return ModelResponse(
+        output=list(final.output) or done_items,
+        usage=usage,
+        response_id=final.id,
+        request_id=getattr(final, "_request_id", None),
+    )
+
+
+class DurableModelProvider(ModelProvider):
+    """Resolves model names with `base` and wraps what it returns in `DurableModel`."""
+
+    def __init__(self, base: ModelProvider, recorder: RunRecorder) -> None:
+        self.base = base
+        self.recorder = recorder
+
+    def get_model(self, model_name: str | None) -> Model:
+        return DurableModel(self.base.get_model(model_name), self.recorder)
+
+
+# --- tools and agents -------------------------------------------------------------
+
+
+def _as_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    try:
+        return json.dumps(output, default=str)
+    except Exception:
+        return str(output)
+
+
+def _durable_tool(tool: FunctionTool, recorder: RunRecorder) -> FunctionTool:
+    original = tool.on_invoke_tool
+
+    async def invoke(ctx: Any, arguments: str) -> Any:
+        call_id = ctx.tool_call_id
+        await recorder.turnstile.wait_for(call_id)
+        recorder.turnstile.allow_next_after(call_id)
+
+        async def run(emit: Emit) -> Any:
+            await emit(ToolCall, tool=tool.name, call_id=call_id, arguments=arguments)
+            output = await original(ctx, arguments)
+            await emit(ToolOutput, call_id=call_id, output=_as_text(output))
+            return output
+
+        return await recorder.step(f"tool:{tool.name}", run, reserve=2, preemptible=True)
+
+    return dataclasses.replace(tool, on_invoke_tool=invoke)
+
+
+def wrap_agent(agent: Agent, recorder: RunRecorder, _memo: dict[int, Agent] | None = None) -> Agent:
+    """A clone of `agent` (and of the agents it hands off to) whose model and tools are durable."""
+    memo = {} if _memo is None else _memo
+    if id(agent) in memo:
+        return memo[id(agent)]
+    changes: dict[str, Any] = {
+        "tools": [_durable_tool(t, recorder) if isinstance(t, FunctionTool) else t for t in agent.tools],
+    }
+    if isinstance(agent.model, Model) and not isinstance(agent.model, DurableModel):
+        changes["model"] = DurableModel(agent.model, recorder)
+    clone = agent.clone(**changes)
+    memo[id(agent)] = clone
+    clone.handoffs = [_wrap_handoff(h, recorder, memo) for h in agent.handoffs]
+    return clone
+
+
+def _wrap_handoff(handoff: Agent | Handoff, recorder: RunRecorder, memo: dict[int, Agent]) -> Agent | Handoff:
+    if isinstance(handoff, Agent):
+        return wrap_agent(handoff, recorder, memo)
+    original = handoff.on_invoke_handoff
+
+    async def invoke(*args: Any, **kwargs: Any) -> Agent:
+        return wrap_agent(await original(*args, **kwargs), recorder, memo)
+
+    return dataclasses.replace(handoff, on_invoke_handoff=invoke)
+
+
+# --- sessions ---------------------------------------------------------------------
+
+
+class DurableSession:
+    """Any SDK session, with each read and write a durable step."""
+
+    def __init__(self, inner: Any, recorder: RunRecorder) -> None:
+        self.inner = inner
+        self.recorder = recorder
+        self.session_id = inner.session_id
+        self.session_settings = getattr(inner, "session_settings", None)
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        return await self.recorder.step("session.get_items", lambda _: self.inner.get_items(limit))
+
+    async def add_items(self, items: list[Any]) -> None:
+        await self.recorder.step("session.add_items", lambda _: self.inner.add_items(items))
+
+    async def pop_item(self) -> Any:
+        return await self.recorder.step("session.pop_item", lambda _: self.inner.pop_item())
+
+    async def clear_session(self) -> None:
+        await self.recorder.step("session.clear", lambda _: self.inner.clear_session())

@@ -1,0 +1,293 @@
+"""The one place Timestep talks to DBOS.
+
+Everything durable goes through these few functions: configure and launch,
+declare a workflow, run a step, start / enqueue / look up workflows, queues,
+and schedules. The rest of the package never imports `dbos`, so the engine
+can be swapped (or stood in for) without touching the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from dbos import DBOS, SetEnqueueOptions, SetWorkflowID, SetWorkflowTimeout
+from dbos import error as dbos_error
+
+from timestep.errors import ConfigurationError, DuplicateRunError, ValidationError
+from timestep.settings import Settings
+
+log = logging.getLogger("timestep.engine")
+
+T = TypeVar("T")
+
+#: Raised by `get_result()` of a workflow that was cancelled (by request or timeout).
+WorkflowCancelled = (dbos_error.DBOSAwaitedWorkflowCancelledError, dbos_error.DBOSWorkflowCancelledError)
+#: Raised inside a workflow when it is cancelled while running; must never be swallowed.
+CancelledInside = dbos_error.DBOSWorkflowCancelledError
+NonExistentWorkflow = dbos_error.DBOSNonExistentWorkflowError
+
+_NAME = re.compile(r"^[a-z0-9_-]{3,256}$")
+_lock = threading.RLock()
+_config: dict[str, Any] | None = None
+_launched = False
+_after_launch: list[Callable[[], None]] = []
+
+
+def database_url(explicit: str | None = None, settings: Settings | None = None) -> str:
+    """The system database: `explicit`, else PG_CONNECTION_URI, else SQLite in TIMESTEP_HOME."""
+    if explicit:
+        return explicit
+    settings = settings or Settings.from_env()
+    if settings.database_url:
+        return settings.database_url
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{settings.home / 'timestep.sqlite'}"
+
+
+def configure(name: str = "timestep", system_database_url: str | None = None) -> dict[str, Any]:
+    """Create the process's DBOS instance (idempotent). Returns the config in force."""
+    global _config
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValidationError("name", f"{name!r} is not a valid application name", "use 3-256 characters of a-z, 0-9, '_' and '-'")
+    if system_database_url is not None and not re.match(r"^(sqlite|postgres|postgresql)(\+\w+)?://", system_database_url):
+        raise ValidationError(
+            "system_database_url",
+            f"{_redact(system_database_url)!r} is neither a sqlite:/// nor a postgresql:// URL",
+            "pass e.g. 'sqlite:////abs/path/timestep.sqlite' or 'postgresql://user:pass@host:5432/db'",
+        )
+    settings = Settings.from_env()
+    config: dict[str, Any] = {
+        "name": name,
+        "system_database_url": database_url(system_database_url, settings),
+        "application_version": settings.application_version,
+        "executor_id": settings.executor_id,
+        "max_executor_threads": settings.max_threads,
+        "scheduler_polling_interval_sec": 1.0,
+        "log_level": settings.log_level,
+    }
+    with _lock:
+        if _config is not None:
+            if _config == config:
+                return _config
+            if _launched:
+                raise ConfigurationError(
+                    f"Timestep is already launched on {_redact(_config['system_database_url'])} as {_config['name']!r}; "
+                    "call configure_dbos() with other settings only before ensure_dbos_launched()"
+                )
+            DBOS.destroy(destroy_registry=False)
+        DBOS(config=config)  # type: ignore[arg-type]
+        _config = config
+        return config
+
+
+def launch() -> None:
+    """Launch DBOS once (idempotent). Inside a running event loop, recovered async
+    workflows run on that loop. Hooks queued with `after_launch` run right after."""
+    global _launched
+    with _lock:
+        if _launched:
+            return
+        if _config is None:
+            configure()
+        DBOS.launch()
+        _launched = True
+        hooks = list(_after_launch)
+        _after_launch.clear()
+    _run_off_loop(hooks)
+
+
+def is_launched() -> bool:
+    return _launched
+
+
+def after_launch(hook: Callable[[], None]) -> None:
+    """Run `hook` right after `launch()` (used for queues and schedules set up before launch)."""
+    with _lock:
+        if not _launched:
+            _after_launch.append(hook)
+            return
+    _run_off_loop([hook])
+
+
+def _run_off_loop(hooks: list[Callable[[], None]]) -> None:
+    """DBOS's blocking calls refuse to run on an event loop's thread; run them on another."""
+    if not hooks:
+        return
+    if not in_event_loop():
+        for hook in hooks:
+            hook()
+        return
+    errors: list[BaseException] = []
+
+    def run_all() -> None:
+        try:
+            for hook in hooks:
+                hook()
+        except BaseException as exc:  # re-raised on the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_all, name="timestep-launch")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def shutdown() -> None:
+    """Stop DBOS (tests and clean exits). Registered workflows stay registered."""
+    global _config, _launched
+    with _lock:
+        if _config is not None:
+            DBOS.destroy(destroy_registry=False)
+        _config = None
+        _launched = False
+
+
+def current_config() -> dict[str, Any] | None:
+    return _config
+
+
+def is_sqlite() -> bool:
+    return _config is not None and _config["system_database_url"].startswith("sqlite")
+
+
+def workflow(name: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+    """Declare a durable workflow under a stable name (a rename would strand in-flight runs)."""
+    return DBOS.workflow(name=name)
+
+
+async def step(name: str, fn: Callable[[], Awaitable[T]], *, preemptible: bool = False) -> T:
+    """Run `fn` as one checkpointed step of the current workflow: on replay its recorded
+    result (or exception) comes back and `fn` does not run again."""
+    return await DBOS.run_step_async({"name": name, "preemptible": preemptible}, fn)
+
+
+def current_workflow_id() -> str:
+    workflow_id = DBOS.workflow_id
+    if workflow_id is None:
+        raise RuntimeError("not inside a Timestep workflow")
+    return workflow_id
+
+
+async def start(fn: Callable[..., Awaitable[T]], arg: Any, *, workflow_id: str, timeout_seconds: float | None) -> Any:
+    """Start `fn(arg)` as workflow `workflow_id`; an id used before returns the first run's handle."""
+    with SetWorkflowID(workflow_id), SetWorkflowTimeout(timeout_seconds):
+        return await DBOS.start_workflow_async(fn, arg)
+
+
+async def enqueue(
+    queue: str,
+    fn: Callable[..., Awaitable[T]],
+    arg: Any,
+    *,
+    workflow_id: str,
+    priority: int,
+    deduplication_id: str | None,
+    return_existing: bool,
+    timeout_seconds: float | None,
+) -> Any:
+    options = SetEnqueueOptions(
+        priority=priority,
+        deduplication_id=deduplication_id,
+        duplication_policy="return-existing" if return_existing else "reject",
+    )
+    try:
+        with SetWorkflowID(workflow_id), SetWorkflowTimeout(timeout_seconds), options:
+            return await DBOS.enqueue_workflow_async(queue, fn, arg)
+    except dbos_error.DBOSQueueDeduplicatedError:
+        raise DuplicateRunError(deduplication_id or "", queue) from None
+
+
+async def retrieve(workflow_id: str) -> Any:
+    return await DBOS.retrieve_workflow_async(workflow_id)
+
+
+async def status(workflow_id: str) -> Any:
+    handle = await DBOS.retrieve_workflow_async(workflow_id)
+    return await handle.get_status()
+
+
+async def cancel(workflow_id: str) -> None:
+    await DBOS.cancel_workflow_async(workflow_id)
+
+
+async def resume(workflow_id: str) -> Any:
+    return await DBOS.resume_workflow_async(workflow_id)
+
+
+async def list_workflows(**filters: Any) -> list[Any]:
+    return await DBOS.list_workflows_async(**filters)
+
+
+async def list_steps(workflow_id: str) -> list[Any]:
+    return await DBOS.list_workflow_steps_async(workflow_id)
+
+
+# --- queues -------------------------------------------------------------------
+
+
+def limiter_period(period: float) -> float:
+    """The period to hand DBOS so that no rolling window of `period` seconds starts more than `limit`.
+
+    On SQLite before Python 3.12, DBOS reads the database clock in whole seconds
+    (`strftime('%s')`) both when it stamps a start and when it counts the window,
+    so a window of `period` seconds could hold up to twice the limit. Counting
+    over ceil(period) seconds plus a hair covers every start that a true rolling
+    window of `period` seconds contains, at the cost of admitting a little less.
+    """
+    if is_sqlite() and sys.version_info < (3, 12):
+        return math.ceil(period) + 0.01
+    return period
+
+
+def register_queue(
+    name: str, *, limit: int | None, period: float | None, concurrency: int | None, poll_seconds: float, replace: bool
+) -> None:
+    """Create queue `name`, or (with `replace`) change its policy. Blocking: call off the event loop."""
+    limiter = {"limit": limit, "period": limiter_period(period)} if limit is not None and period is not None else None
+    DBOS.register_queue(
+        name,
+        global_concurrency=concurrency,
+        limiter=limiter,  # type: ignore[arg-type]
+        polling_interval_sec=poll_seconds,
+        on_conflict="always_update" if replace else "never_update",
+    )
+
+
+def queue_policy(name: str) -> Any:
+    """The stored policy of queue `name`, or None."""
+    return DBOS.retrieve_queue(name)
+
+
+# --- schedules ----------------------------------------------------------------
+
+
+def apply_schedule(name: str, fn: Callable[..., Any], cron: str, context: Any) -> None:
+    DBOS.apply_schedules([{"schedule_name": name, "workflow_fn": fn, "schedule": cron, "context": context}])
+
+
+def list_schedules(workflow_name: str) -> list[Any]:
+    return list(DBOS.list_schedules(workflow_name=workflow_name))
+
+
+def delete_schedule(name: str) -> None:
+    DBOS.delete_schedule(name)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False

@@ -1,0 +1,69 @@
+"""One exception hierarchy. Every message names the field at fault and the fix."""
+
+
+class TimestepError(Exception):
+    """Base class of every error Timestep raises on purpose."""
+
+
+class ValidationError(TimestepError, ValueError):
+    """Bad input, found before anything was written.
+
+    >>> raise ValidationError("workflow_id", "contains '.'", "use letters, digits, '_' and '-'")
+    """
+
+    def __init__(self, field: str, problem: str, fix: str = "") -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        message = f"{field}: {problem}"
+        if fix:
+            message += f"; {fix}"
+        super().__init__(message)
+
+
+class UnknownAgentError(ValidationError):
+    """No agent is registered under this name in this process."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            "agent",
+            f"no agent named {name!r} is registered (registered: {names})",
+            "call timestep.register_agent(agent) at start-up, before ensure_dbos_launched()",
+        )
+        self.name = name
+
+
+class ConfigurationError(TimestepError):
+    """Timestep was configured twice in incompatible ways, or not at all."""
+
+
+class DuplicateRunError(TimestepError):
+    """A queued run with the same deduplication id is still queued or running."""
+
+    def __init__(self, deduplication_id: str, queue: str) -> None:
+        super().__init__(
+            f"deduplication_id: {deduplication_id!r} is already queued or running on queue {queue!r}; "
+            "wait for it, or pass on_duplicate='return' to get its handle instead"
+        )
+        self.deduplication_id = deduplication_id
+        self.queue = queue
+
+
+class RunCancelledError(TimestepError):
+    """The run was cancelled before it finished."""
+
+    def __init__(self, workflow_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"run {workflow_id!r} was cancelled")
+        self.workflow_id = workflow_id
+
+
+class RunTimeoutError(RunCancelledError):
+    """The run exceeded its `timeout_seconds` and was cancelled."""
+
+    def __init__(self, workflow_id: str, timeout_seconds: float) -> None:
+        super().__init__(
+            workflow_id,
+            f"run {workflow_id!r} exceeded timeout_seconds={timeout_seconds:g} and was cancelled",
+        )
+        self.timeout_seconds = timeout_seconds

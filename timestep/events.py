@@ -1,0 +1,83 @@
+"""Where a run's lifecycle events go: one small sink interface.
+
+The runner hands every event (the msgspec types of `subjects.events`) to the
+registered sinks and to the listeners of that run. The NATS bus is one sink;
+a test or a UI can be another. Events are produced inside durable steps with
+deterministic `seq` numbers, so a sink sees each event at least once and can
+drop repeats by `(run_id, seq)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Protocol
+
+from subjects.events import RunEvent
+
+log = logging.getLogger("timestep.events")
+
+Listener = Callable[[RunEvent], Awaitable[None] | None]
+
+
+class EventSink(Protocol):
+    """Receives every event of every run in this process."""
+
+    async def emit(self, event: RunEvent) -> None: ...
+
+
+_sinks: list[EventSink] = []
+_listeners: dict[str, list[Listener]] = {}
+
+
+def add_event_sink(sink: EventSink) -> None:
+    """Send every run's events to `sink` too.
+
+    >>> class Printer:
+    ...     async def emit(self, event): print(event.type, event.run_id)
+    >>> add_event_sink(Printer())
+    """
+    if sink not in _sinks:
+        _sinks.append(sink)
+
+
+def remove_event_sink(sink: EventSink) -> None:
+    if sink in _sinks:
+        _sinks.remove(sink)
+
+
+def listen(run_id: str, listener: Listener) -> Callable[[], None]:
+    """Call `listener` with each event of run `run_id` (in order); returns the function that stops it."""
+    _listeners.setdefault(run_id, []).append(listener)
+
+    def stop() -> None:
+        listeners = _listeners.get(run_id)
+        if listeners and listener in listeners:
+            listeners.remove(listener)
+            if not listeners:
+                del _listeners[run_id]
+
+    return stop
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def dispatch(event: RunEvent) -> None:
+    """Hand `event` to every sink and to the run's listeners. A failing sink or
+    listener is logged and never breaks the run."""
+    for sink in list(_sinks):
+        try:
+            await sink.emit(event)
+        except Exception:
+            log.exception("event sink %r failed on %s event of run %s", sink, type(event).__name__, event.run_id)
+    for listener in list(_listeners.get(event.run_id, ())):
+        try:
+            result = listener(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("listener failed on %s event of run %s", type(event).__name__, event.run_id)

@@ -1,0 +1,47 @@
+"""configure_dbos() and ensure_dbos_launched(): idempotent, in any order, with or without a running event loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from typing import Any
+
+from timestep import engine
+from timestep.queues import register_default_queue
+from timestep.settings import Settings
+
+
+class _Done:
+    """An already-finished awaitable, so `ensure_dbos_launched()` works with or without `await`."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+def configure_dbos(name: str = "timestep", system_database_url: str | None = None) -> dict[str, Any]:
+    """Choose the database and application name (idempotent; before launch you may change them).
+
+    Database: `system_database_url`, else PG_CONNECTION_URI, else SQLite at
+    $TIMESTEP_HOME/timestep.sqlite (default ./.timestep/). The application
+    version (TIMESTEP_APP_VERSION) and executor id (TIMESTEP_EXECUTOR_ID) are
+    pinned so a restarted process recovers its in-flight runs.
+
+    >>> configure_dbos(system_database_url="postgresql://postgres@127.0.0.1:5432/test")
+    """
+    logging.getLogger("timestep").setLevel(Settings.from_env().log_level)
+    return engine.configure(name=name, system_database_url=system_database_url)
+
+
+def ensure_dbos_launched() -> _Done:
+    """Launch DBOS once and recover this executor's unfinished runs. Register agents first.
+
+    Works called plainly or awaited, inside or outside an event loop:
+
+    >>> register_agent(agent)
+    >>> await ensure_dbos_launched()
+    """
+    if not engine.is_launched():
+        engine.after_launch(register_default_queue)
+        engine.launch()
+    return _Done()

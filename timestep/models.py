@@ -1,0 +1,26 @@
+"""Which models runs use: the SDK's OpenAI models with OPENAI_API_KEY (OPENAI_BASE_URL
+points them at any OpenAI-compatible server), else the offline demo model."""
+
+from __future__ import annotations
+
+import logging
+
+from agents import ModelProvider
+from agents.models.multi_provider import MultiProvider
+
+from timestep.offline_model import OfflineModelProvider
+from timestep.settings import Settings
+
+log = logging.getLogger("timestep.models")
+_warned = False
+
+
+def default_model_provider(settings: Settings | None = None) -> ModelProvider:
+    global _warned
+    settings = settings or Settings.from_env()
+    if settings.openai_api_key_set:
+        return MultiProvider()
+    if not _warned:
+        _warned = True
+        log.warning("OPENAI_API_KEY is not set: agents without a Model object use the offline demo model, which is rules, not an LLM")
+    return OfflineModelProvider()

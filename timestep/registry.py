@@ -1,0 +1,57 @@
+"""Agents by name. Workflows carry an agent's name (an Agent with tools cannot be
+pickled); every process that may run or recover a run registers the same agents
+at start-up, before `ensure_dbos_launched()`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from agents import Agent
+
+from timestep.errors import UnknownAgentError, ValidationError
+
+_agents: dict[str, Agent] = {}
+_lock = threading.Lock()
+
+
+def register_agent(agent: Agent) -> Agent:
+    """Make `agent` findable by its name in this process (idempotent; re-registering replaces).
+
+    >>> register_agent(Agent(name="support", instructions="Help."))
+    """
+    if not isinstance(agent, Agent):
+        raise ValidationError("agent", f"expected an agents.Agent, got {type(agent).__name__}", "pass Agent(name=..., ...)")
+    if not isinstance(agent.name, str) or not agent.name.strip():
+        raise ValidationError("agent.name", "is empty", "give the agent a unique name")
+    with _lock:
+        _agents[agent.name] = agent
+    return agent
+
+
+def get_agent(name: str) -> Agent:
+    """The agent registered as `name`; raises UnknownAgentError naming the registered ones."""
+    with _lock:
+        agent = _agents.get(name)
+        if agent is None:
+            raise UnknownAgentError(name, list(_agents))
+        return agent
+
+
+def registered_agents() -> list[str]:
+    with _lock:
+        return sorted(_agents)
+
+
+async def wait_for_agent(name: str, timeout: float) -> Agent:
+    """Like get_agent, but gives start-up code `timeout` seconds to register it: a run
+    recovered at launch may start before the process finished registering its agents."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        with _lock:
+            if name in _agents:
+                return _agents[name]
+        if loop.time() >= deadline:
+            return get_agent(name)
+        await asyncio.sleep(0.05)

@@ -1,0 +1,381 @@
+"""Durable agent runs: the workflow, `run_agent_workflow`, `queue_agent_workflow` and their results."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from agents import Agent, RunConfig, Runner, RunState
+
+from subjects.events import (
+    Approval,
+    Cancelled,
+    Completed,
+    ErrorInfo,
+    Failed,
+    Interrupted,
+    RunEvent,
+    Started,
+    TokenUsage,
+)
+from subjects.ids import run_id_problem
+from timestep import engine, queues, registry
+from timestep.durable import DurableModelProvider, DurableSession, RunRecorder, wrap_agent
+from timestep.errors import RunCancelledError, RunTimeoutError, ValidationError
+from timestep.events import dispatch, listen, now
+from timestep.launch import ensure_dbos_launched
+from timestep.models import default_model_provider
+from timestep.sessions import DatabaseSession
+from timestep.settings import Settings
+from timestep.state_store import clear_keys, save_serialized, state_keys
+
+#: How long a recovered run waits for start-up code to register its agent.
+AGENT_WAIT_SECONDS = 10.0
+DEFAULT_MAX_TURNS = 10
+
+_ROLES = {"user", "assistant", "system", "developer"}
+
+
+class RunSpec(msgspec.Struct, kw_only=True):
+    """A run's workflow input, as DBOS stores it: names and data only, no live objects."""
+
+    agent: str
+    input: str | list[Any] | None = None
+    state: str | None = None
+    session_id: str | None = None
+    stream: bool = False
+    max_turns: int = DEFAULT_MAX_TURNS
+
+
+class RunResult(msgspec.Struct, kw_only=True):
+    """What a finished run returns.
+
+    `status` is "completed" or "interrupted"; `interruptions` lists the tool calls
+    waiting for approval (the run's state is saved: see `RunStateStore`).
+    """
+
+    workflow_id: str
+    status: str
+    output: Any = None
+    interruptions: list[Approval] = msgspec.field(default_factory=list)
+    usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
+    last_agent: str | None = None
+
+
+class RunStatus(msgspec.Struct, kw_only=True):
+    """Where a run stands: ENQUEUED, PENDING (running), SUCCESS, ERROR or CANCELLED."""
+
+    workflow_id: str
+    status: str
+    queue_name: str | None
+    priority: int | None
+    executor_id: str | None
+    recovery_attempts: int | None
+    created_at: float | None
+    updated_at: float | None
+
+
+# Live session objects handed in by callers, by session id (a custom SDK session
+# cannot be pickled into the workflow's input). A recovered run whose session
+# object is gone uses the database session of the same id.
+_sessions: dict[str, Any] = {}
+
+
+def _session_for(session_id: str) -> Any:
+    return _sessions.get(session_id) or DatabaseSession(session_id)
+
+
+@engine.workflow("timestep.agent_run")
+async def agent_run(spec: RunSpec) -> RunResult:
+    """One agent run. Model calls, tool calls and session I/O are steps (see `durable`)."""
+    run_id = engine.current_workflow_id()
+    agent = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
+    recorder = RunRecorder(run_id, stream=spec.stream)
+    recorder.event(Started)
+    durable_agent = wrap_agent(agent, recorder)
+    session = DurableSession(_session_for(spec.session_id), recorder) if spec.session_id else None
+    run_input: Any = await RunState.from_string(durable_agent, spec.state) if spec.state else spec.input
+    config = RunConfig(
+        model_provider=DurableModelProvider(default_model_provider(), recorder),
+        tracing_disabled=not Settings.from_env().tracing,
+    )
+    try:
+        result = await Runner.run(durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns)
+    except (engine.CancelledInside, asyncio.CancelledError):
+        recorder.seq += 1
+        await dispatch(Cancelled(run_id=run_id, seq=recorder.seq, time=now()))
+        raise
+    except Exception as exc:
+        error = ErrorInfo(type=type(exc).__name__, message=str(exc))
+        await recorder.flush("run.failed", lambda emit: emit(Failed, error=error))
+        raise
+
+    usage = _usage(result.context_wrapper.usage)
+    last_agent = result.last_agent.name
+    if result.interruptions:
+        approvals = [Approval(call_id=i.call_id or "", tool=i.name or "", arguments=i.arguments or "") for i in result.interruptions]
+        serialized = result.to_state().to_string()
+
+        async def save(emit: Callable[..., Any]) -> None:
+            await save_serialized(state_keys(spec.session_id, run_id), agent.name, serialized)
+            await emit(Interrupted, approvals=approvals)
+
+        await recorder.flush("run.interrupted", save)
+        return RunResult(workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent)
+
+    output = result.final_output
+
+    async def complete(emit: Callable[..., Any]) -> None:
+        if spec.state and spec.session_id:
+            await clear_keys(state_keys(spec.session_id, None))
+        await emit(Completed, output=_jsonable(output), usage=usage)
+
+    await recorder.flush("run.completed", complete)
+    return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent)
+
+
+def _usage(usage: Any) -> TokenUsage:
+    return TokenUsage(
+        requests=usage.requests,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    try:
+        return msgspec.to_builtins(value)
+    except TypeError:
+        return str(value)
+
+
+# --- validation at the boundary ---------------------------------------------------
+
+
+def _check_input_items(input_items: Any) -> str | list[Any] | RunState:
+    if isinstance(input_items, (str, RunState)):
+        return input_items
+    if not isinstance(input_items, list):
+        raise ValidationError(
+            "input_items",
+            f"is a {type(input_items).__name__}",
+            "pass a string, a list of Responses-API input items, or a RunState to resume",
+        )
+    if not input_items:
+        raise ValidationError("input_items", "is an empty list", "pass at least one input item, or a string")
+    for index, item in enumerate(input_items):
+        where = f"input_items[{index}]"
+        if not isinstance(item, dict):
+            raise ValidationError(where, f"is a {type(item).__name__}", "each item must be a dict such as {'role': 'user', 'content': 'Hi'}")
+        kind = item.get("type")
+        if kind is not None and not isinstance(kind, str):
+            raise ValidationError(f"{where}.type", f"{kind!r} is not a string", "use e.g. 'message' or 'function_call_output'")
+        if kind in (None, "message"):
+            role = item.get("role")
+            if role not in _ROLES:
+                raise ValidationError(f"{where}.role", f"{role!r} is not one of {sorted(_ROLES)}", "a message needs a role, e.g. 'user'")
+            content = item.get("content")
+            if isinstance(content, list):
+                for part_index, part in enumerate(content):
+                    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                        raise ValidationError(
+                            f"{where}.content[{part_index}]",
+                            f"{part!r} has no 'type'",
+                            "content parts look like {'type': 'input_text', 'text': 'Hi'}",
+                        )
+            elif not isinstance(content, str):
+                raise ValidationError(f"{where}.content", f"is a {type(content).__name__}", "content is a string or a list of content parts")
+        elif kind in ("function_call_output", "function_call"):
+            if not isinstance(item.get("call_id"), str):
+                raise ValidationError(f"{where}.call_id", "is missing", f"a {kind} item needs the call_id of its tool call")
+    return input_items
+
+
+def _check_workflow_id(workflow_id: Any) -> None:
+    problem = run_id_problem(workflow_id)
+    if problem is not None:
+        raise ValidationError(
+            "workflow_id", f"{workflow_id!r} {problem}", "run ids are NATS subject tokens: letters, digits, '_' and '-'"
+        )
+
+
+def _check_timeout(timeout_seconds: Any) -> float | None:
+    if timeout_seconds is None:
+        return None
+    if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float)) or not timeout_seconds > 0:
+        raise ValidationError("timeout_seconds", f"{timeout_seconds!r} is not a positive number", "pass seconds, e.g. 300, or None for no timeout")
+    return float(timeout_seconds)
+
+
+def _session_id(session: Any) -> str | None:
+    if session is None:
+        return None
+    if isinstance(session, str):
+        if not session or len(session) > 255:
+            raise ValidationError("session", f"{session!r} is not a session id of 1 to 255 characters", "pass a session id such as 'user-42'")
+        return session
+    session_id = getattr(session, "session_id", None)
+    if not isinstance(session_id, str) or not session_id or not callable(getattr(session, "get_items", None)):
+        raise ValidationError("session", f"{type(session).__name__} is not an Agents SDK session", "pass a session id string or a Session object")
+    if not isinstance(session, DatabaseSession):
+        _sessions[session_id] = session
+    return session_id
+
+
+def _prepare(
+    agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any
+) -> tuple[RunSpec, str, float | None]:
+    """Validate everything before anything is written; register the agent for the caller."""
+    if not isinstance(agent, Agent):
+        raise ValidationError("agent", f"expected an agents.Agent, got {type(agent).__name__}", "pass the Agent to run")
+    items = _check_input_items(input_items)
+    if not isinstance(stream, bool):
+        raise ValidationError("stream", f"{stream!r} is not True or False", "pass stream=True to stream text deltas")
+    if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
+        raise ValidationError("max_turns", f"{max_turns!r} is not a whole number of at least 1", "pass e.g. max_turns=10")
+    timeout = _check_timeout(timeout_seconds)
+    if workflow_id is not None:
+        _check_workflow_id(workflow_id)
+    session_id = _session_id(session)
+    registry.register_agent(agent)
+    if isinstance(items, RunState):
+        state = items.to_string()
+        # Resuming the same decisions twice is one run, not two.
+        wid = workflow_id or "resume-" + hashlib.sha256(state.encode()).hexdigest()[:40]
+        return RunSpec(agent=agent.name, state=state, session_id=session_id, stream=stream, max_turns=max_turns), wid, timeout
+    wid = workflow_id or uuid.uuid4().hex
+    return RunSpec(agent=agent.name, input=items, session_id=session_id, stream=stream, max_turns=max_turns), wid, timeout
+
+
+async def _result(handle: Any, workflow_id: str) -> RunResult:
+    try:
+        return await handle.get_result()
+    except engine.WorkflowCancelled:
+        status = await engine.status(workflow_id)
+        deadline = status.workflow_deadline_epoch_ms if status else None
+        if deadline is not None and time.time() * 1000 >= deadline - 50:
+            raise RunTimeoutError(workflow_id, (status.workflow_timeout_ms or 0) / 1000) from None
+        raise RunCancelledError(workflow_id) from None
+
+
+async def run_agent_workflow(
+    agent: Agent,
+    input_items: str | list[Any] | RunState,
+    session: Any = None,
+    stream: bool = False,
+    workflow_id: str | None = None,
+    timeout_seconds: float | None = None,
+    *,
+    on_event: Callable[[RunEvent], Any] | None = None,
+    max_turns: int = DEFAULT_MAX_TURNS,
+) -> RunResult:
+    """Run `agent` as a durable workflow and return its result.
+
+    Every model call, tool call and session read/write is a step, so after a
+    crash the run resumes where it was. The same `workflow_id` again returns
+    the stored result and runs nothing. `on_event` receives the run's events
+    in order (with `stream=True`, text deltas too).
+
+    >>> result = await run_agent_workflow(agent, "What's the weather in Paris?", "user-42")
+    >>> result.output, result.interruptions, result.usage.total_tokens
+    """
+    spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns)
+    ensure_dbos_launched()
+    stop = listen(wid, on_event) if on_event is not None else None
+    try:
+        handle = await engine.start(agent_run, spec, workflow_id=wid, timeout_seconds=timeout)
+        return await _result(handle, wid)
+    finally:
+        if stop is not None:
+            stop()
+
+
+class RunHandle:
+    """A queued run: `workflow_id`, `await get_result()`, `await get_status()`, `await cancel()`."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+
+    async def get_result(self) -> RunResult:
+        return await _result(await engine.retrieve(self.workflow_id), self.workflow_id)
+
+    async def get_status(self) -> RunStatus:
+        s = await engine.status(self.workflow_id)
+        return RunStatus(
+            workflow_id=self.workflow_id,
+            status=s.status,
+            queue_name=s.queue_name,
+            priority=s.priority,
+            executor_id=s.executor_id,
+            recovery_attempts=s.recovery_attempts,
+            created_at=s.created_at / 1000 if s.created_at else None,
+            updated_at=s.updated_at / 1000 if s.updated_at else None,
+        )
+
+    async def cancel(self) -> None:
+        await engine.cancel(self.workflow_id)
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.workflow_id!r})"
+
+
+async def queue_agent_workflow(
+    agent: Agent,
+    input_items: str | list[Any] | RunState,
+    session: Any = None,
+    stream: bool = False,
+    queue_name: str | None = None,
+    priority: int | None = None,
+    deduplication_id: str | None = None,
+    workflow_id: str | None = None,
+    timeout_seconds: float | None = None,
+    *,
+    on_duplicate: str = "error",
+    max_turns: int = DEFAULT_MAX_TURNS,
+) -> RunHandle:
+    """Queue a durable run and return its handle at once.
+
+    The default queue admits 50 runs per 60 s (see `configure_queue`). A lower
+    `priority` runs first; a run without one runs after all prioritised runs.
+    A `deduplication_id` still queued or running raises DuplicateRunError, or
+    with `on_duplicate="return"` gives the existing run's handle.
+
+    >>> handle = await queue_agent_workflow(agent, "Summarise", priority=1, deduplication_id="user-42-summary")
+    >>> result = await handle.get_result()
+    """
+    queue = queues.check_queue_name(queue_name if queue_name is not None else queues.DEFAULT_QUEUE)
+    stored_priority = queues.check_priority(priority)
+    if deduplication_id is not None and (not isinstance(deduplication_id, str) or not 1 <= len(deduplication_id) <= 255):
+        raise ValidationError("deduplication_id", f"{deduplication_id!r} is not a string of 1 to 255 characters", "pass a stable key such as 'user-42-report'")
+    if on_duplicate not in ("error", "return"):
+        raise ValidationError("on_duplicate", f"{on_duplicate!r} is not 'error' or 'return'", "choose what a duplicate deduplication_id does")
+    spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns)
+    ensure_dbos_launched()
+    await queues.ensure_queue(queue)
+    handle = await engine.enqueue(
+        queue,
+        agent_run,
+        spec,
+        workflow_id=wid,
+        priority=stored_priority,
+        deduplication_id=deduplication_id,
+        return_existing=on_duplicate == "return",
+        timeout_seconds=timeout,
+    )
+    return RunHandle(handle.workflow_id)
+
+
+async def cancel_run(workflow_id: str) -> None:
+    """Cancel a queued or running run; awaiting its result raises RunCancelledError."""
+    _check_workflow_id(workflow_id)
+    ensure_dbos_launched()
+    await engine.cancel(workflow_id)

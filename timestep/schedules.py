@@ -1,0 +1,136 @@
+"""Cron schedules of agent runs, created, listed and deleted at run time. Each tick runs once
+across every process sharing the database (its run id is derived from the schedule and tick)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from agents import Agent, RunState
+from croniter import croniter
+
+from subjects.ids import run_id_problem
+from timestep import engine, registry
+from timestep.errors import ValidationError
+from timestep.runs import RunSpec, _check_input_items, _session_id, _result, agent_run
+
+WORKFLOW_NAME = "timestep.scheduled_run"
+_pending: dict[str, dict[str, Any]] = {}
+
+
+class ScheduleInfo(msgspec.Struct, kw_only=True):
+    name: str
+    crontab: str
+    agent: str
+    status: str
+    last_fired_at: str | None = None
+
+
+def check_crontab(crontab: object) -> str:
+    """5 fields (minute first) or 6 (seconds first), as DBOS reads them."""
+    if not isinstance(crontab, str):
+        raise ValidationError("crontab", f"{crontab!r} is not a string", "pass e.g. '*/5 * * * *'")
+    fields = crontab.split()
+    if len(fields) not in (5, 6):
+        raise ValidationError("crontab", f"{crontab!r} has {len(fields)} fields", "use 5 fields (minute hour day month weekday) or 6 with seconds first")
+    if not croniter.is_valid(crontab, second_at_beginning=len(fields) == 6):
+        raise ValidationError("crontab", f"{crontab!r} is not a valid cron expression", "e.g. '0 */6 * * *' (every 6 hours) or '*/10 * * * * *' (every 10 s)")
+    return " ".join(fields)
+
+
+def tick_run_id(name: str, scheduled_at: datetime) -> str:
+    """The run id of one tick: token-safe, the same in every process."""
+    return f"{name}-{scheduled_at.strftime('%Y%m%dT%H%M%S')}"[:128]
+
+
+@engine.workflow(WORKFLOW_NAME)
+async def scheduled_run(scheduled_at: datetime, context: dict[str, Any]) -> None:
+    spec = RunSpec(**context["spec"])
+    workflow_id = tick_run_id(context["name"], scheduled_at)
+    handle = await engine.start(agent_run, spec, workflow_id=workflow_id, timeout_seconds=None)
+    await _result(handle, workflow_id)
+
+
+def _apply(name: str, crontab: str, context: dict[str, Any]) -> None:
+    engine.apply_schedule(name, scheduled_run, crontab, context)
+
+
+async def create_scheduled_agent_workflow(
+    crontab: str,
+    agent: Agent,
+    input_items: str | list[Any],
+    session: Any = None,
+    stream: bool = False,
+    name: str | None = None,
+) -> str:
+    """Run `agent` on a cron schedule; returns the schedule's name. Creating a name again replaces it.
+
+    Works before or after launch; 6-field cron takes seconds first.
+
+    >>> await create_scheduled_agent_workflow("0 */6 * * *", agent, "Check the inbox", name="inbox-check")
+    """
+    crontab = check_crontab(crontab)
+    if not isinstance(agent, Agent):
+        raise ValidationError("agent", f"expected an agents.Agent, got {type(agent).__name__}", "pass the Agent to run")
+    items = _check_input_items(input_items)
+    if isinstance(items, RunState):
+        raise ValidationError("input_items", "is a RunState", "a schedule starts fresh runs: pass a string or input items")
+    if session is not None and not isinstance(session, str) and type(session).__name__ != "DatabaseSession":
+        raise ValidationError("session", f"{type(session).__name__} cannot be stored in a schedule", "pass a session id string")
+    session_id = _session_id(session)
+    if not isinstance(stream, bool):
+        raise ValidationError("stream", f"{stream!r} is not True or False", "pass stream=True to stream text deltas")
+    if name is None:
+        digest = hashlib.sha256(f"{crontab}|{agent.name}|{items!r}|{session_id}".encode()).hexdigest()[:12]
+        name = re.sub(r"[^A-Za-z0-9_-]", "-", agent.name)[:60] + "-" + digest
+    problem = run_id_problem(name)
+    if problem is not None or len(name) > 100:
+        raise ValidationError("name", f"{name!r} {problem or 'is longer than 100 characters'}", "use up to 100 letters, digits, '_' and '-'")
+    registry.register_agent(agent)
+    spec = RunSpec(agent=agent.name, input=items, session_id=session_id, stream=stream)
+    context = {"name": name, "spec": msgspec.to_builtins(spec)}
+    if engine.is_launched():
+        await asyncio.to_thread(_apply, name, crontab, context)
+    else:
+        _pending[name] = {"crontab": crontab, "agent": agent.name}
+        engine.after_launch(lambda: (_apply(name, crontab, context), _pending.pop(name, None)))
+    return name
+
+
+async def list_schedules() -> list[ScheduleInfo]:
+    """Every schedule of agent runs in the database (and those waiting for launch)."""
+    found = [
+        ScheduleInfo(name=n, crontab=p["crontab"], agent=p["agent"], status="PENDING_LAUNCH") for n, p in _pending.items()
+    ]
+    if engine.is_launched():
+        rows = await asyncio.to_thread(engine.list_schedules, WORKFLOW_NAME)
+        for row in rows:
+            context = row.get("context") or {}
+            found.append(
+                ScheduleInfo(
+                    name=row["schedule_name"],
+                    crontab=row["schedule"],
+                    agent=(context.get("spec") or {}).get("agent", "?"),
+                    status=row["status"],
+                    last_fired_at=row.get("last_fired_at"),
+                )
+            )
+    return sorted(found, key=lambda s: s.name)
+
+
+async def delete_schedule(name: str) -> bool:
+    """Delete schedule `name`; False when there was none. Runs already started are not affected."""
+    if name in _pending:
+        _pending.pop(name)
+        return True
+    if not engine.is_launched():
+        return False
+    existing = {s.name for s in await list_schedules()}
+    if name not in existing:
+        return False
+    await asyncio.to_thread(engine.delete_schedule, name)
+    return True

@@ -1,0 +1,91 @@
+"""Saved run states: where an interrupted run waits for its approvals."""
+
+from __future__ import annotations
+
+import time
+
+import sqlalchemy as sa
+from agents import Agent, RunState
+
+from timestep import store
+from timestep.errors import ValidationError
+
+
+def state_keys(session_id: str | None, workflow_id: str | None) -> list[str]:
+    keys = []
+    if workflow_id:
+        keys.append(f"workflow:{workflow_id}")
+    if session_id:
+        keys.append(f"session:{session_id}")
+    return keys
+
+
+class RunStateStore:
+    """Save, load and clear an agent run's `RunState`, keyed by session or workflow, in DBOS's database.
+
+    A run interrupted for approval saves its state here by itself, under its
+    workflow id and (when it has one) its session id:
+
+    >>> state = await RunStateStore(agent=agent, session_id="user-42").load()
+    >>> for item in state.get_interruptions():
+    ...     state.approve(item)
+    >>> result = await run_agent_workflow(agent, state, "user-42")
+    """
+
+    def __init__(self, agent: Agent, session_id: str | None = None, workflow_id: str | None = None) -> None:
+        if not isinstance(agent, Agent):
+            raise ValidationError("agent", f"expected an agents.Agent, got {type(agent).__name__}", "pass the agent the state belongs to")
+        if session_id is None and workflow_id is None:
+            raise ValidationError("session_id", "neither session_id nor workflow_id was given", "pass one of them to say which state to use")
+        for field, value in (("session_id", session_id), ("workflow_id", workflow_id)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValidationError(field, f"{value!r} is not a non-empty string", f"pass {field} as a string")
+        self.agent = agent
+        self.session_id = session_id
+        self.workflow_id = workflow_id
+        self._keys = state_keys(session_id, workflow_id)
+
+    async def save(self, state: RunState) -> None:
+        """Store `state` (replacing what was saved under the same keys)."""
+        await save_serialized(self._keys, self.agent.name, state.to_string())
+
+    async def load(self) -> RunState | None:
+        """The saved state, ready to approve or reject and resume; None when nothing is saved."""
+        table = store.run_states
+        keys = self._keys
+
+        def read(engine: sa.Engine) -> str | None:
+            with engine.connect() as conn:
+                rows = dict(conn.execute(sa.select(table.c.key, table.c.state).where(table.c.key.in_(keys))).all())
+            return next((rows[k] for k in keys if k in rows), None)
+
+        serialized = await store.run(read)
+        if serialized is None:
+            return None
+        return await RunState.from_string(self.agent, serialized)
+
+    async def clear(self) -> None:
+        """Forget the saved state."""
+        await clear_keys(self._keys)
+
+
+async def save_serialized(keys: list[str], agent_name: str, serialized: str) -> None:
+    table = store.run_states
+    now = time.time()
+
+    def write(engine: sa.Engine) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(table).where(table.c.key.in_(keys)))
+            conn.execute(sa.insert(table), [{"key": k, "agent": agent_name, "state": serialized, "updated_at": now} for k in keys])
+
+    await store.run(write)
+
+
+async def clear_keys(keys: list[str]) -> None:
+    table = store.run_states
+
+    def delete(engine: sa.Engine) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(table).where(table.c.key.in_(keys)))
+
+    await store.run(delete)

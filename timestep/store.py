@@ -1,0 +1,80 @@
+"""Timestep's own tables, in the same database as DBOS: conversation items and saved run states.
+
+SQLAlchemy Core (already a DBOS dependency) keeps one code path for SQLite and
+PostgreSQL. Calls are blocking and short; async callers go through `to_thread`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import sqlalchemy as sa
+
+from timestep import engine as dbos_engine
+
+T = TypeVar("T")
+
+metadata = sa.MetaData()
+
+session_items = sa.Table(
+    "timestep_session_items",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("session_id", sa.String(255), nullable=False, index=True),
+    sa.Column("item", sa.Text, nullable=False),
+)
+
+run_states = sa.Table(
+    "timestep_run_states",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("agent", sa.String(255), nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+_engines: dict[str, sa.Engine] = {}
+_lock = threading.Lock()
+
+
+def _sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def get_engine() -> sa.Engine:
+    """The engine for the database DBOS uses (or will use), tables created on first use."""
+    config = dbos_engine.current_config()
+    url = config["system_database_url"] if config else dbos_engine.database_url()
+    with _lock:
+        existing = _engines.get(url)
+        if existing is not None:
+            return existing
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 30})
+        else:
+            engine = sa.create_engine(_sqlalchemy_url(url), pool_pre_ping=True)
+        try:
+            metadata.create_all(engine)
+        except sa.exc.SQLAlchemyError:
+            metadata.create_all(engine)  # another process created them at the same moment
+        _engines[url] = engine
+        return engine
+
+
+async def run(fn: Callable[[sa.Engine], T]) -> T:
+    """Run a short blocking database function off the event loop."""
+    engine = get_engine()
+    return await asyncio.to_thread(fn, engine)
+
+
+def dispose() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
