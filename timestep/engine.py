@@ -9,12 +9,14 @@ can be swapped (or stood in for) without touching the runner.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID, SetWorkflowTimeout
@@ -283,6 +285,18 @@ def delete_schedule(name: str) -> None:
 
 def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+_io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="timestep-io")
+
+
+async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a short blocking call (database I/O, DBOS's blocking API) off the event loop.
+
+    Timestep keeps its own small pool: DBOS swaps the loop's default executor and
+    shuts it down on destroy, which would break `asyncio.to_thread` after a relaunch.
+    """
+    return await asyncio.get_running_loop().run_in_executor(_io_pool, functools.partial(fn, *args, **kwargs))
 
 
 def in_event_loop() -> bool:

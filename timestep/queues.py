@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import msgspec
@@ -92,7 +91,7 @@ async def configure_queue(name: str, limit: int | None = None, period: float | N
     """
     policy = check_policy(name, limit, period, concurrency)
     if engine.is_launched():
-        await asyncio.to_thread(_register, policy, replace=True)
+        await engine.blocking(_register, policy, replace=True)
     else:
         engine.after_launch(lambda: _register(policy, replace=True))
     return policy
@@ -108,6 +107,6 @@ async def ensure_queue(name: str) -> None:
     with _known_lock:
         if name in _known:
             return
-    await asyncio.to_thread(
+    await engine.blocking(
         _register, QueuePolicy(name=name, limit=DEFAULT_LIMIT, period=DEFAULT_PERIOD), replace=False
     )

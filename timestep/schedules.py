@@ -3,7 +3,6 @@ across every process sharing the database (its run id is derived from the schedu
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from datetime import datetime
@@ -94,7 +93,7 @@ async def create_scheduled_agent_workflow(
     spec = RunSpec(agent=agent.name, input=items, session_id=session_id, stream=stream)
     context = {"name": name, "spec": msgspec.to_builtins(spec)}
     if engine.is_launched():
-        await asyncio.to_thread(_apply, name, crontab, context)
+        await engine.blocking(_apply, name, crontab, context)
     else:
         _pending[name] = {"crontab": crontab, "agent": agent.name}
         engine.after_launch(lambda: (_apply(name, crontab, context), _pending.pop(name, None)))
@@ -107,7 +106,7 @@ async def list_schedules() -> list[ScheduleInfo]:
         ScheduleInfo(name=n, crontab=p["crontab"], agent=p["agent"], status="PENDING_LAUNCH") for n, p in _pending.items()
     ]
     if engine.is_launched():
-        rows = await asyncio.to_thread(engine.list_schedules, WORKFLOW_NAME)
+        rows = await engine.blocking(engine.list_schedules, WORKFLOW_NAME)
         for row in rows:
             context = row.get("context") or {}
             found.append(
@@ -132,5 +131,5 @@ async def delete_schedule(name: str) -> bool:
     existing = {s.name for s in await list_schedules()}
     if name not in existing:
         return False
-    await asyncio.to_thread(engine.delete_schedule, name)
+    await engine.blocking(engine.delete_schedule, name)
     return True

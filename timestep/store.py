@@ -6,7 +6,6 @@ PostgreSQL. Calls are blocking and short; async callers go through `to_thread`.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -70,7 +69,7 @@ def get_engine() -> sa.Engine:
 async def run(fn: Callable[[sa.Engine], T]) -> T:
     """Run a short blocking database function off the event loop."""
     engine = get_engine()
-    return await asyncio.to_thread(fn, engine)
+    return await engine.blocking(fn, engine)
 
 
 def dispose() -> None:

@@ -1,0 +1,114 @@
+"""Real components only: SQLite files, the PostgreSQL server when one is reachable, real DBOS.
+
+DBOS is one instance per process, so the in-process tests share one launched
+Timestep per backend (`db`, parametrized over SQLite and PostgreSQL); tests that
+need their own processes (crash recovery, two schedulers) get a fresh database
+of their own (`fresh_db_url`) and run `tests/worker.py` in subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import agents
+
+agents.set_tracing_disabled(True)
+os.environ.pop("OPENAI_API_KEY", None)
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_base() -> str:
+    return os.environ.get("PG_CONNECTION_URI") or DEFAULT_PG
+
+
+def _pg_problem() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(_pg_base(), connect_timeout=3):
+            return None
+    except Exception as exc:  # any failure means: skip, and say why
+        return f"PostgreSQL not reachable at {_pg_base()} ({type(exc).__name__}: {str(exc).strip()[:120]})"
+
+
+PG_PROBLEM = _pg_problem()
+
+
+def _with_database(url: str, name: str) -> str:
+    head, _, _ = url.rpartition("/")
+    return f"{head}/{name}"
+
+
+def _drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_base(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Databases:
+    """Makes fresh, empty databases of one backend and drops them afterwards."""
+
+    def __init__(self, backend: str, root: Path) -> None:
+        self.backend = backend
+        self.root = root
+        self._pg_names: list[str] = []
+
+    def new(self) -> str:
+        name = f"timestep_t_{uuid.uuid4().hex[:12]}"
+        if self.backend == "sqlite":
+            return f"sqlite:///{self.root / (name + '.sqlite')}"
+        self._pg_names.append(name)
+        return _with_database(_pg_base(), name)
+
+    def drop_all(self) -> None:
+        for name in self._pg_names:
+            try:
+                _drop_pg_database(name)
+            except Exception:
+                pass
+
+
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.skipif(PG_PROBLEM is not None, reason=PG_PROBLEM or "")),
+]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def databases(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    dbs = Databases(backend, tmp_path_factory.mktemp(f"db-{backend}"))
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+async def db(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Timestep configured and launched on a fresh database of this backend, in this process."""
+    from timestep import configure_dbos, engine, ensure_dbos_launched, store
+
+    os.environ["TIMESTEP_HOME"] = str(tmp_path_factory.mktemp("home"))
+    os.environ["TIMESTEP_QUEUE_POLL_SECONDS"] = "0.05"
+    url = databases.new()
+    configure_dbos(system_database_url=url)
+    ensure_dbos_launched()
+    yield url
+    engine.shutdown()
+    store.dispose()
+
+
+@pytest.fixture
+def fresh_db_url(databases: Databases) -> str:
+    """An empty database for subprocess tests, so no process recovers another test's runs."""
+    return databases.new()

@@ -1,0 +1,63 @@
+"""A run killed with SIGKILL mid-tool resumes in a new process, and nothing that finished runs again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+def _spawn(mode: str, db_url: str, log_dir: Path, executor: str = "local") -> subprocess.Popen:
+    env = {**os.environ, "TIMESTEP_EXECUTOR_ID": executor, "TIMESTEP_HOME": str(log_dir)}
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), mode, db_url, str(log_dir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared in {path}")
+
+
+def _calls(path: Path) -> list[str]:
+    return [line.split(" pid=")[0] for line in path.read_text().splitlines()]
+
+
+def test_sigkill_mid_tool_resumes_without_repeating_finished_steps(fresh_db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    (tmp_path / "block").touch()
+    first = _spawn("run", fresh_db_url, tmp_path)
+    try:
+        _wait_for_line(log, "tool:two:start", first)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+    assert _calls(log) == ["model:0", "tool:one", "model:1", "tool:two:start"]
+
+    (tmp_path / "block").unlink()
+    second = _spawn("recover", fresh_db_url, tmp_path)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1]) == {"output": "done: go"}
+
+    # Only the step in flight (tool two) ran again; model 1, tool 1 and model 2 were replayed.
+    assert _calls(log) == [
+        "model:0", "tool:one", "model:1", "tool:two:start",
+        "tool:two:start", "tool:two:end", "model:2",
+    ]
+    pids = {line.split(" pid=")[1] for line in log.read_text().splitlines()}
+    assert len(pids) == 2

@@ -1,0 +1,124 @@
+"""queue_agent_workflow: priority order, rolling-window rate limits, deduplication, run-time policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from agents import Agent, function_tool
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+
+import timestep
+from timestep import engine
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def recording_agent(started: list[tuple[str, float]], gate: asyncio.Event) -> Agent:
+    """Records each run's input text when its first model call starts; 'blocker' waits for `gate`."""
+
+    @function_tool
+    async def wait_gate() -> str:
+        await gate.wait()
+        return "open"
+
+    def respond(call) -> object:
+        text = call.input[0]["content"]
+        if len(call.input) == 1:
+            started.append((text, time.monotonic()))
+            if text == "blocker":
+                return [function_call("wait_gate", {}, call_id="g1")]
+        return [assistant_message(f"done {text}")]
+
+    return Agent(name=uid("queued"), model=ScriptedModel([ModelStep.respond(respond) for _ in range(200)]), tools=[wait_gate])
+
+
+async def _wait_until(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_lower_priority_runs_first_and_no_priority_runs_last(db: str) -> None:
+    queue = uid("prio")
+    await timestep.configure_queue(queue, concurrency=1)
+    started: list[tuple[str, float]] = []
+    gate = asyncio.Event()
+    agent = recording_agent(started, gate)
+    blocker = await timestep.queue_agent_workflow(agent, "blocker", queue_name=queue, priority=1)
+    await _wait_until(lambda: started)
+
+    handles = []
+    for text, priority in [("p5", 5), ("none-1", None), ("p1", 1), ("p3", 3), ("none-2", None), ("p2", 2)]:
+        handles.append(await timestep.queue_agent_workflow(agent, text, queue_name=queue, priority=priority))
+    assert (await handles[0].get_status()).status == "ENQUEUED"
+    gate.set()
+    await blocker.get_result()
+    for handle in handles:
+        assert (await handle.get_result()).status == "completed"
+    assert [text for text, _ in started] == ["blocker", "p1", "p2", "p3", "p5", "none-1", "none-2"]
+
+
+async def test_rate_limit_holds_in_every_rolling_window(db: str) -> None:
+    queue, limit, period = uid("rate"), 3, 1.0
+    await timestep.configure_queue(queue, limit=limit, period=period)
+    started: list[tuple[str, float]] = []
+    agent = recording_agent(started, asyncio.Event())
+    handles = [await timestep.queue_agent_workflow(agent, f"r{i}", queue_name=queue) for i in range(9)]
+    for handle in handles:
+        await handle.get_result()
+
+    times = sorted(t for _, t in started)
+    assert len(times) == 9
+    # Starts are timed at each run's first model call, a few ms after DBOS starts it;
+    # 0.1 s of slack keeps that jitter from counting as a violation.
+    busiest = max(sum(1 for u in times if t <= u < t + period - 0.1) for t in times)
+    assert busiest <= limit, f"{busiest} starts inside one {period}s window: {[round(t - times[0], 3) for t in times]}"
+    assert times[-1] - times[0] >= 2 * period - 0.1  # 9 runs at 3 per second take at least two more windows
+
+
+async def test_duplicate_deduplication_id_is_refused_or_returns_the_existing_run(db: str) -> None:
+    queue = uid("dedup")
+    await timestep.configure_queue(queue, concurrency=1)
+    started: list[tuple[str, float]] = []
+    gate = asyncio.Event()
+    agent = recording_agent(started, gate)
+    blocker = await timestep.queue_agent_workflow(agent, "blocker", queue_name=queue)
+    first = await timestep.queue_agent_workflow(agent, "report", queue_name=queue, deduplication_id="user-1-report")
+
+    with pytest.raises(timestep.DuplicateRunError, match="deduplication_id: 'user-1-report'"):
+        await timestep.queue_agent_workflow(agent, "report", queue_name=queue, deduplication_id="user-1-report")
+    same = await timestep.queue_agent_workflow(agent, "report", queue_name=queue, deduplication_id="user-1-report", on_duplicate="return")
+    assert same.workflow_id == first.workflow_id
+
+    gate.set()
+    await blocker.get_result()
+    assert (await first.get_result()).output == "done report"
+    again = await timestep.queue_agent_workflow(agent, "report", queue_name=queue, deduplication_id="user-1-report")
+    assert again.workflow_id != first.workflow_id
+    await again.get_result()
+    assert [t for t, _ in started].count("report") == 2
+
+
+async def test_default_queue_admits_50_per_60_seconds(db: str) -> None:
+    agent = recording_agent([], asyncio.Event())
+    handle = await timestep.queue_agent_workflow(agent, "hello")
+    assert (await handle.get_result()).output == "done hello"
+    policy = await engine.blocking(engine.queue_policy, "default")
+    assert policy.limiter["limit"] == 50
+    assert policy.limiter["period"] == engine.limiter_period(60.0)
+
+
+async def test_queue_policy_changes_at_run_time(db: str) -> None:
+    queue = uid("policy")
+    await timestep.configure_queue(queue, limit=5, period=10)
+    await timestep.configure_queue(queue, concurrency=3)
+    policy = await engine.blocking(engine.queue_policy, queue)
+    assert policy.limiter is None
+    assert policy.concurrency == 3

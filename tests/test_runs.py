@@ -1,0 +1,137 @@
+"""run_agent_workflow: durable runs, their events, idempotent ids, streaming, sessions, failures."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from agents import Agent, SQLiteSession, function_tool
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+import timestep
+from subjects.events import Completed, Delta, Failed, Started, ToolCall, ToolOutput
+from timestep import engine
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def weather_agent(name: str, calls: list[str]) -> tuple[Agent, ScriptedModel]:
+    @function_tool
+    def get_weather(city: str) -> str:
+        calls.append(city)
+        return f"sunny in {city}"
+
+    model = ScriptedModel(
+        [
+            [function_call("get_weather", {"city": "Paris"}, call_id="c1")],
+            [assistant_message("It is sunny in Paris.")],
+        ]
+    )
+    return Agent(name=name, model=model, tools=[get_weather]), model
+
+
+async def test_run_with_tool_call_completes_with_ordered_events(db: str) -> None:
+    calls: list[str] = []
+    agent, model = weather_agent(uid("weather"), calls)
+    events = []
+    result = await timestep.run_agent_workflow(agent, "Weather in Paris?", on_event=events.append)
+
+    assert result.status == "completed"
+    assert result.output == "It is sunny in Paris."
+    assert result.interruptions == []
+    assert result.usage.requests == 2
+    assert calls == ["Paris"]
+    assert [type(e) for e in events] == [Started, ToolCall, ToolOutput, Completed]
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert {e.run_id for e in events} == {result.workflow_id}
+    assert events[1].tool == "get_weather" and events[1].call_id == "c1" and events[1].arguments == '{"city":"Paris"}'
+    assert events[2].output == "sunny in Paris"
+    assert events[3].output == "It is sunny in Paris."
+
+
+async def test_each_model_and_tool_call_is_its_own_step(db: str) -> None:
+    agent, _ = weather_agent(uid("steps"), [])
+    result = await timestep.run_agent_workflow(agent, "Weather?")
+    names = [s["function_name"] for s in await engine.list_steps(result.workflow_id)]
+    assert names == ["model", "tool:get_weather", "model", "run.completed"]
+
+
+async def test_same_workflow_id_returns_stored_result_and_runs_nothing(db: str) -> None:
+    calls: list[str] = []
+    agent, model = weather_agent(uid("idem"), calls)
+    workflow_id = uid("idem-run")
+    first = await timestep.run_agent_workflow(agent, "Weather?", workflow_id=workflow_id)
+    second = await timestep.run_agent_workflow(agent, "Something else entirely", workflow_id=workflow_id)
+
+    assert second == first
+    assert calls == ["Paris"]
+    assert len(model.calls) == 2
+
+
+async def test_stream_delivers_text_deltas_in_order_and_a_durable_result(db: str) -> None:
+    agent = Agent(name=uid("streamer"), model=ScriptedModel([[assistant_message("one two three four")]]))
+    events = []
+    result = await timestep.run_agent_workflow(agent, "Count", stream=True, on_event=events.append)
+
+    deltas = [e for e in events if isinstance(e, Delta)]
+    assert "".join(d.text for d in deltas) == "one two three four"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert isinstance(events[-1], Completed)
+    assert result.output == "one two three four"
+    assert (await timestep.RunHandle(result.workflow_id).get_result()).output == "one two three four"
+
+
+async def test_session_id_alone_gives_conversation_memory(db: str) -> None:
+    session_id = uid("user")
+    model = ScriptedModel([[assistant_message("Hi Ada")], [assistant_message("You are Ada")]])
+    agent = Agent(name=uid("memory"), model=model)
+    await timestep.run_agent_workflow(agent, "I am Ada", session_id)
+    await timestep.run_agent_workflow(agent, "Who am I?", session_id)
+
+    second_input = model.calls[1].input
+    texts = [i.get("content") if isinstance(i.get("content"), str) else i["content"][0]["text"] for i in second_input]
+    assert texts == ["I am Ada", "Hi Ada", "Who am I?"]
+    stored = await timestep.DatabaseSession(session_id).get_items()
+    assert len(stored) == 4
+
+
+async def test_any_sdk_session_object_works(db: str, tmp_path) -> None:
+    session = SQLiteSession(uid("sdk"), str(tmp_path / "sdk-session.db"))
+    agent = Agent(name=uid("sdk-session"), model=ScriptedModel([[assistant_message("noted")]]))
+    await timestep.run_agent_workflow(agent, "remember this", session)
+    assert [i.get("role") for i in await session.get_items()] == ["user", "assistant"]
+
+
+async def test_failing_run_raises_and_emits_failed(db: str) -> None:
+    agent = Agent(name=uid("broken"), model=ScriptedModel([RuntimeError("model exploded")]))
+    events = []
+    with pytest.raises(RuntimeError, match="model exploded"):
+        await timestep.run_agent_workflow(agent, "hi", on_event=events.append)
+    assert [type(e) for e in events] == [Started, Failed]
+    assert events[-1].error.type == "RuntimeError" and "model exploded" in events[-1].error.message
+
+
+async def test_offline_demo_model_calls_a_named_tool(db: str) -> None:
+    agent = Agent(name=uid("offline"), tools=[function_tool(lambda city: f"rain in {city}", name_override="get_weather")])
+    result = await timestep.run_agent_workflow(agent, "get_weather city=Oslo")
+    assert result.output == "get_weather returned: rain in Oslo"
+
+
+async def test_event_sink_sees_every_event(db: str) -> None:
+    seen = []
+
+    class Sink:
+        async def emit(self, event) -> None:
+            seen.append(event)
+
+    sink = Sink()
+    timestep.add_event_sink(sink)
+    try:
+        agent, _ = weather_agent(uid("sink"), [])
+        result = await timestep.run_agent_workflow(agent, "Weather?")
+    finally:
+        timestep.remove_event_sink(sink)
+    mine = [type(e).__name__ for e in seen if e.run_id == result.workflow_id]
+    assert mine == ["Started", "ToolCall", "ToolOutput", "Completed"]
