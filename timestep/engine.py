@@ -99,10 +99,25 @@ def launch() -> None:
         if _config is None:
             configure()
         DBOS.launch()
+        if in_event_loop():
+            _point_loop_at_dbos_pool()
         _launched = True
         hooks = list(_after_launch)
         _after_launch.clear()
     _run_off_loop(hooks)
+
+
+def _point_loop_at_dbos_pool() -> None:
+    """DBOS sets the loop's default executor lazily, on its first async API call, and
+    shuts it down on destroy. After a relaunch in the same loop, a scheduled or
+    recovered workflow could start before any such call and find the old executor
+    shut: set the new one now. (The coroutine has no await; it finishes in one send.)"""
+    coro = DBOS._configure_asyncio_thread_pool()
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
 
 
 def is_launched() -> bool:

@@ -1,0 +1,83 @@
+"""Cron schedules: created before or after launch, listed, deleted, each tick run once across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from agents import Agent
+from agents.testing import ModelStep, ScriptedModel, assistant_message
+
+import timestep
+from timestep import engine
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+async def test_schedule_created_after_launch_fires_and_can_be_deleted(db: str) -> None:
+    seen: list[str] = []
+
+    def respond(call) -> object:
+        seen.append(call.input[0]["content"])
+        return [assistant_message("tock")]
+
+    agent = Agent(name=f"ticker-{uuid.uuid4().hex[:8]}", model=ScriptedModel([ModelStep.respond(respond) for _ in range(100)]))
+    name = await timestep.create_scheduled_agent_workflow("* * * * * *", agent, "tick", name=f"s-{uuid.uuid4().hex[:8]}")
+    listed = {s.name: s for s in await timestep.list_schedules()}
+    assert listed[name].crontab == "* * * * * *" and listed[name].agent == agent.name
+
+    deadline = time.monotonic() + 20
+    while not seen and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert seen and seen[0] == "tick"
+    runs = await engine.list_workflows(name="timestep.agent_run")
+    assert any(w.workflow_id.startswith(f"{name}-") for w in runs)
+
+    assert await timestep.delete_schedule(name) is True
+    assert await timestep.delete_schedule(name) is False
+    assert name not in {s.name for s in await timestep.list_schedules()}
+
+
+async def test_invalid_cron_is_refused_naming_the_field(db: str) -> None:
+    agent = Agent(name="cron-check")
+    for bad in ["every minute", "* * *", "61 * * * *", "* * * * * * *"]:
+        with pytest.raises(timestep.ValidationError, match="^crontab: "):
+            await timestep.create_scheduled_agent_workflow(bad, agent, "x")
+    with pytest.raises(timestep.ValidationError, match="^name: "):
+        await timestep.create_scheduled_agent_workflow("* * * * *", agent, "x", name="a.b")
+
+
+def test_each_tick_runs_once_with_two_processes(fresh_db_url: str, tmp_path: Path) -> None:
+    seconds = 6.0
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TIMESTEP_EXECUTOR_ID": f"scheduler-{index}", "TIMESTEP_HOME": str(tmp_path)}
+        if index == 1:
+            env["SCHEDULE_AFTER_LAUNCH"] = "1"
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), "schedule", fresh_db_url, str(tmp_path), str(seconds)],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+        )
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+
+    lines = (tmp_path / "calls.log").read_text().splitlines()
+    assert sum(1 for line in lines if line.startswith("ready")) == 2
+    firing_pids = {line.split(" pid=")[1] for line in lines if line.startswith("model:0")}
+    ticks = Counter(line.split(" pid=")[0] for line in lines if line.startswith("model:"))
+    # Each tick's run made its model calls once: three per run (tool one, tool two, answer).
+    runs = ticks["model:0"]
+    assert runs >= 3, lines
+    assert ticks["model:1"] == runs and ticks["model:2"] == runs
+    assert sum(1 for line in lines if line.startswith("tool:one")) == runs
+    assert firing_pids  # at least one process fired; which one is up to the database
