@@ -33,7 +33,7 @@ def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen, timeout: flo
 
 
 def _calls(path: Path) -> list[str]:
-    return [line.split(" pid=")[0] for line in path.read_text().splitlines()]
+    return [line.split(" ")[0] for line in path.read_text().splitlines()]
 
 
 def test_sigkill_mid_tool_resumes_without_repeating_finished_steps(fresh_db_url: str, tmp_path: Path) -> None:

@@ -73,11 +73,13 @@ def test_each_tick_runs_once_with_two_processes(fresh_db_url: str, tmp_path: Pat
 
     lines = (tmp_path / "calls.log").read_text().splitlines()
     assert sum(1 for line in lines if line.startswith("ready")) == 2
-    firing_pids = {line.split(" pid=")[1] for line in lines if line.startswith("model:0")}
-    ticks = Counter(line.split(" pid=")[0] for line in lines if line.startswith("model:"))
-    # Each tick's run made its model calls once: three per run (tool one, tool two, answer).
-    runs = ticks["model:0"]
-    assert runs >= 3, lines
-    assert ticks["model:1"] == runs and ticks["model:2"] == runs
-    assert sum(1 for line in lines if line.startswith("tool:one")) == runs
-    assert firing_pids  # at least one process fired; which one is up to the database
+    model_calls = Counter(line.split(" pid=")[0] for line in lines if line.startswith("model:"))
+    tick_runs = {key.split(" run=")[1] for key in model_calls}
+    # Every tick's run id is derived from the schedule and the tick, and each of its
+    # model calls happened once, in one process, though both processes ran the schedule.
+    assert len(tick_runs) >= 3, lines
+    assert all(run.startswith("every-second-") for run in tick_runs)
+    doubled = {key: n for key, n in model_calls.items() if n > 1}
+    assert doubled == {}
+    pids = {line.split(" pid=")[1] for line in lines if line.startswith("model:")}
+    assert len(pids) >= 1

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import agents
 from agents import Agent, function_tool
+from dbos import DBOS
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
 agents.set_tracing_disabled(True)
@@ -52,7 +53,7 @@ async def tool_two(x: int) -> str:
 def respond(call) -> object:
     """Deterministic by the conversation so far: tool one, then tool two, then the answer."""
     outputs = sum(1 for i in call.input if isinstance(i, dict) and i.get("type") == "function_call_output")
-    log(f"model:{outputs}")
+    log(f"model:{outputs} run={DBOS.workflow_id}")
     text = next((i["content"] for i in call.input if isinstance(i, dict) and i.get("role") == "user"), "")
     if outputs == 0:
         return [function_call("tool_one", {"x": 1}, call_id="c1")]

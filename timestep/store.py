@@ -68,8 +68,7 @@ def get_engine() -> sa.Engine:
 
 async def run(fn: Callable[[sa.Engine], T]) -> T:
     """Run a short blocking database function off the event loop."""
-    engine = get_engine()
-    return await engine.blocking(fn, engine)
+    return await dbos_engine.blocking(lambda: fn(get_engine()))
 
 
 def dispose() -> None:
