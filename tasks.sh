@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Timestep's task runner. Each task creates or updates the virtual environment first.
+#
+#   ./tasks.sh demo          run the demo (embedded default: SQLite in ./.timestep)
+#   ./tasks.sh test [ARGS]   run the whole test suite (ARGS go to pytest)
+#   ./tasks.sh setup         only create or update .venv
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${TIMESTEP_VENV:-.venv}"
+
+setup() {
+  local python="${PYTHON:-python3}"
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "Timestep needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2
+    exit 1
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$python" -m venv "$VENV"
+  fi
+  # Reinstall only when the project's metadata changed since the last install.
+  local want have=""
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  [ -f "$VENV/.installed" ] && have="$(cat "$VENV/.installed")"
+  if [ "$want" != "$have" ]; then
+    echo "Installing Timestep and its dependencies into $VENV ..." >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    echo "$want" > "$VENV/.installed"
+  fi
+}
+
+task="${1:-}"
+[ $# -gt 0 ] && shift
+case "$task" in
+  setup) setup ;;
+  demo) setup; exec "$VENV/bin/timestep" demo "$@" ;;
+  test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
