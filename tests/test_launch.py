@@ -1,0 +1,65 @@
+"""configure_dbos() and ensure_dbos_launched(): idempotent, any order, with or without a running loop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def _run(code: str, home: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY")}
+    env["TIMESTEP_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_launch_first_inside_a_loop_then_configure_is_a_no_op(tmp_path: Path) -> None:
+    done = _run(
+        """
+        import asyncio
+        from agents import Agent
+        import timestep
+
+        async def main():
+            timestep.ensure_dbos_launched()          # plain call, inside a running loop
+            await timestep.ensure_dbos_launched()    # awaited, again
+            timestep.configure_dbos()                # same defaults: nothing to do
+            result = await timestep.run_agent_workflow(Agent(name="a"), "hi", workflow_id="launch-1")
+            print(result.output)
+            try:
+                timestep.configure_dbos(system_database_url="sqlite:////tmp/elsewhere.sqlite")
+            except timestep.ConfigurationError as exc:
+                print("refused:", str(exc).split(";")[1].strip())
+
+        asyncio.run(main())
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "You said: hi",
+        "refused: call configure_dbos() with other settings only before ensure_dbos_launched()",
+    ]
+    assert (tmp_path / "timestep.sqlite").exists()
+
+
+def test_configure_and_launch_before_any_loop_like_the_seed(tmp_path: Path) -> None:
+    done = _run(
+        f"""
+        import asyncio
+        from agents import Agent
+        from timestep import configure_dbos, ensure_dbos_launched, run_agent_workflow
+
+        configure_dbos(system_database_url="sqlite:///{tmp_path}/seed.sqlite")
+        configure_dbos(system_database_url="sqlite:///{tmp_path}/seed.sqlite")
+        ensure_dbos_launched()
+        ensure_dbos_launched()
+        print(asyncio.run(run_agent_workflow(Agent(name="a"), "hello")).output)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "You said: hello"
+    assert (tmp_path / "seed.sqlite").exists()
