@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -78,10 +79,198 @@ async def _workflows(args: argparse.Namespace) -> int:
     return 2
 
 
+async def _up(args: argparse.Namespace) -> int:
+    from actors.system import ROLES, System, import_agent_modules
+
+    import_agent_modules(args.agents or [])
+    roles = set(args.role or ROLES)
+    system = System(roles)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await system.start()
+    from timestep.registry import registered_agents
+
+    print(f"timestep up: NATS {system.url}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}", flush=True)
+    await stop.wait()
+    print("timestep: stopping", flush=True)
+    await system.stop()
+    return 0
+
+
+async def _client(args: argparse.Namespace) -> Any:
+    from actors.system import find_url
+    from timestep.client import Client
+    from timestep.settings import Settings
+
+    return await Client.connect(find_url(Settings.from_env()))
+
+
+async def _print_events(client: Any, run_id: str | None, as_json: bool, stop_on_interrupt: bool = False) -> int:
+    from subjects.events import Failed, Interrupted, Rejected
+    from timestep.render import describe
+
+    code = 0
+    async for event in client.events(run_id):
+        print(encode_json(event) if as_json else describe(event, with_run=run_id is None), flush=True)
+        if isinstance(event, (Failed, Rejected)):
+            code = 1
+        if stop_on_interrupt and isinstance(event, Interrupted):
+            if not as_json:
+                for a in event.approvals:
+                    print(f"waiting for approval: timestep approve {event.run_id} {a.call_id}   (or: timestep reject ...)")
+            return 3
+    return code
+
+
+def encode_json(value: Any) -> str:
+    import msgspec
+
+    return msgspec.json.encode(value).decode()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from timestep.client import RunRejectedError
+
+    client = await _client(args)
+    try:
+        try:
+            run = await client.submit(
+                args.agent, args.text, id=args.id, session_id=args.session, queue=args.queue,
+                priority=args.priority, stream=args.stream, timeout_seconds=args.timeout,
+            )
+        except RunRejectedError as exc:
+            print(f"rejected: {exc}", file=sys.stderr)
+            return 2
+        if run.accepted is None:
+            print(f"no governor answered; run {run.run_id} is stored and will run when one is up", file=sys.stderr)
+        return await _print_events(client, run.run_id, args.json, stop_on_interrupt=not args.wait)
+    finally:
+        await client.close()
+
+
+async def _events(args: argparse.Namespace) -> int:
+    client = await _client(args)
+    try:
+        return await _print_events(client, args.run_id, args.json)
+    finally:
+        await client.close()
+
+
+async def _control(args: argparse.Namespace) -> int:
+    client = await _client(args)
+    try:
+        if args.command == "approve":
+            await client.approve(args.run_id, args.call_id, always=args.always)
+        elif args.command == "reject":
+            await client.reject(args.run_id, args.call_id, args.message)
+        else:
+            await client.cancel(args.run_id)
+        print(f"{args.command} sent for {args.run_id}")
+        return 0
+    finally:
+        await client.close()
+
+
+async def _schedules(args: argparse.Namespace) -> int:
+    client = await _client(args)
+    try:
+        if args.action == "create":
+            request = {"agent": args.agent, "input": args.text}
+            if args.queue:
+                request["queue"] = args.queue
+            schedule = await client.create_schedule(args.name, args.cron, request)
+            print(encode_json(schedule) if args.json else f"schedule {schedule.name}: {schedule.cron} -> {args.agent}")
+        elif args.action == "delete":
+            deleted = await client.delete_schedule(args.name)
+            print(encode_json({"deleted": deleted}) if args.json else ("deleted" if deleted else f"no schedule {args.name!r}"))
+            return 0 if deleted else 1
+        else:
+            schedules = await client.list_schedules()
+            if args.json:
+                print(encode_json(schedules))
+            for s in [] if args.json else schedules:
+                print(f"{s.name:<30} {s.cron:<20} {s.request.agent:<20} {s.request.input if isinstance(s.request.input, str) else '[items]'}")
+        return 0
+    finally:
+        await client.close()
+
+
+async def _queues(args: argparse.Namespace) -> int:
+    client = await _client(args)
+    try:
+        if args.action == "configure":
+            statuses = [await client.configure_queue(args.name, limit=args.limit, period_seconds=args.period, concurrency=args.concurrency, tokens_per_period=args.tokens)]
+        else:
+            statuses = await client.queue_status(args.name)
+        if args.json:
+            print(encode_json(statuses))
+            return 0
+        print(f"{'QUEUE':<24} {'LIMIT':<14} {'CONCURRENCY':<12} {'TOKENS':<16} {'WAITING':>8} {'RUNNING':>8} {'IN WINDOW':>10}")
+        for q in statuses:
+            limit = f"{q.limit}/{q.period_seconds:g}s" if q.limit else "-"
+            tokens = f"{q.tokens_in_window}/{q.tokens_per_period}" if q.tokens_per_period else "-"
+            print(f"{q.name:<24} {limit:<14} {str(q.concurrency or '-'):<12} {tokens:<16} {q.depth:>8} {q.running:>8} {q.admitted_in_window:>10}")
+        return 0
+    finally:
+        await client.close()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timestep", description="Durable OpenAI Agents SDK runs on DBOS.")
+    parser = argparse.ArgumentParser(prog="timestep", description="Durable OpenAI Agents SDK runs on DBOS, over NATS.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the demo: durable runs with a tool call, an approval and a queue")
+    demo = sub.add_parser("demo", help="run the demo: the whole system, runs submitted over the bus")
+    demo.add_argument("--library", action="store_true", help="the library demo instead: durable runs in this process, no NATS")
+
+    up = sub.add_parser("up", help="run the actors (embedded NATS when NATS_URL is unset)")
+    up.add_argument("--agents", nargs="+", metavar="MODULE", help="modules to import that register agents")
+    up.add_argument("--role", action="append", choices=["agent", "governor", "scheduler"], help="run only these roles (repeatable); default all")
+
+    run = sub.add_parser("run", help="submit a run and print its events as they arrive")
+    run.add_argument("agent")
+    run.add_argument("text")
+    run.add_argument("--id", help="the run id (default: a new one)")
+    run.add_argument("--session", help="session id (conversation memory)")
+    run.add_argument("--queue")
+    run.add_argument("--priority", type=int)
+    run.add_argument("--stream", action="store_true", help="stream text deltas")
+    run.add_argument("--timeout", type=float, help="timeout_seconds")
+    run.add_argument("--wait", action="store_true", help="keep following after an interruption")
+    run.add_argument("--json", action="store_true")
+
+    events = sub.add_parser("events", help="follow events (one run from its start, or every run's new ones)")
+    events.add_argument("run_id", nargs="?")
+    events.add_argument("--json", action="store_true")
+
+    approve = sub.add_parser("approve", help="approve a tool call of an interrupted run")
+    approve.add_argument("run_id")
+    approve.add_argument("call_id")
+    approve.add_argument("--always", action="store_true", help="approve this tool for the rest of the run")
+    reject = sub.add_parser("reject", help="reject a tool call of an interrupted run")
+    reject.add_argument("run_id")
+    reject.add_argument("call_id")
+    reject.add_argument("--message", help="what the model is told")
+    cancel = sub.add_parser("cancel", help="cancel a run")
+    cancel.add_argument("run_id")
+
+    schedules = sub.add_parser("schedules", help="cron schedules of runs")
+    schedules.add_argument("action", choices=["create", "list", "delete"])
+    schedules.add_argument("name", nargs="?")
+    schedules.add_argument("cron", nargs="?", help="5 fields, or 6 with seconds first")
+    schedules.add_argument("agent", nargs="?")
+    schedules.add_argument("text", nargs="?")
+    schedules.add_argument("--queue")
+    schedules.add_argument("--json", action="store_true")
+
+    queues = sub.add_parser("queues", help="queue policies and status")
+    queues.add_argument("action", choices=["configure", "status"])
+    queues.add_argument("name", nargs="?")
+    queues.add_argument("--limit", type=int, help="runs per period")
+    queues.add_argument("--period", type=float, help="seconds")
+    queues.add_argument("--concurrency", type=int)
+    queues.add_argument("--tokens", type=int, help="model tokens per period")
+    queues.add_argument("--json", action="store_true")
     workflows = sub.add_parser("workflows", help="list, show, cancel or resume workflows (runs)")
     workflows.add_argument("action", choices=["list", "show", "cancel", "resume"])
     workflows.add_argument("workflow_id", nargs="?")
@@ -93,14 +282,31 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "schedules" and args.action != "list" and not args.name:
+        print("timestep schedules create|delete: give a NAME", file=sys.stderr)
+        return 2
+    if args.command == "schedules" and args.action == "create" and not (args.cron and args.agent and args.text):
+        print("usage: timestep schedules create NAME CRON AGENT TEXT", file=sys.stderr)
+        return 2
+    if args.command == "queues" and args.action == "configure" and not args.name:
+        print("usage: timestep queues configure NAME [--limit N --period S] [--concurrency C] [--tokens T]", file=sys.stderr)
+        return 2
+    commands = {
+        "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,
+        "schedules": _schedules, "queues": _queues, "workflows": _workflows,
+    }
     try:
         if args.command == "demo":
-            from timestep import demo
+            if args.library:
+                from timestep import demo_library
 
-            asyncio.run(demo.main())
+                asyncio.run(demo_library.main())
+            else:
+                from timestep import demo
+
+                asyncio.run(demo.main())
             return 0
-        if args.command == "workflows":
-            return asyncio.run(_workflows(args))
+        return asyncio.run(commands[args.command](args))
     except TimestepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,123 +1,96 @@
-"""The demo behind `timestep demo`: durable runs on the embedded default (SQLite in TIMESTEP_HOME).
+"""The demo behind `timestep demo`: the whole system on the embedded default.
 
-Without OPENAI_API_KEY the agent uses the offline demo model (rules, not an LLM),
-so the demo runs anywhere; with a key it uses the SDK's OpenAI model.
+It starts a nats-server and the three actors (agent, governor, scheduler) on SQLite
+in TIMESTEP_HOME, then submits runs over the bus as any client would: a direct run
+with a tool call, queued runs with priorities, a scheduled run, one that needs an
+approval, and a request that is rejected. Every event is printed as it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
-from agents import Agent, function_tool
-
-from subjects.events import RunEvent
-from timestep import engine
-from timestep.launch import configure_dbos, ensure_dbos_launched
-from timestep.registry import register_agent
-from timestep.events import listen
-from timestep.queues import configure_queue
-from timestep.runs import queue_agent_workflow, run_agent_workflow
+from subjects.events import Completed, Interrupted, RunEvent, Started
+from timestep import demo_agents  # noqa: F401  (registers the demo agent)
+from timestep.client import Client, RunRejectedError
+from timestep.render import describe
 from timestep.settings import Settings
-from timestep.state_store import RunStateStore
+
+AGENT = "demo-assistant"
 
 
-@function_tool
-def get_weather(city: str) -> str:
-    """The weather in a city."""
-    return f"sunny and 21 C in {city}"
+async def _printer(client: Client, seen: list[RunEvent]) -> None:
+    async for event in client.events():
+        seen.append(event)
+        print("    " + describe(event, with_run=True), flush=True)
 
 
-@function_tool
-async def think(seconds: float) -> str:
-    """Take a moment (keeps the demo's serial queue busy)."""
-    await asyncio.sleep(min(seconds, 5))
-    return f"thought for {seconds} s"
-
-
-@function_tool(needs_approval=True)
-def send_email(to: str, subject: str = "Hello") -> str:
-    """Send an email (a human approves it first)."""
-    return f"email {subject!r} sent to {to}"
-
-
-def demo_agent() -> Agent:
-    return Agent(
-        name="demo-assistant",
-        instructions="You help with the weather and send emails. Use the tools.",
-        tools=[get_weather, think, send_email],
-    )
-
-
-def describe(event: RunEvent) -> str:
-    fields = {k: v for k, v in _fields(event).items() if k not in ("run_id", "seq", "time")}
-    detail = "  ".join(f"{k}={v!r}" for k, v in fields.items())
-    return f"    {event.seq:>3}  {event.__struct_config__.tag:<12} {detail}"
-
-
-def _fields(event: Any) -> dict[str, Any]:
-    return {f: getattr(event, f) for f in event.__struct_fields__}
-
-
-def printer(event: RunEvent) -> None:
-    print(describe(event), flush=True)
-
-
-async def show_steps(workflow_id: str) -> None:
-    steps = await engine.list_steps(workflow_id)
-    names = ", ".join(s["function_name"] for s in steps)
-    print(f"    durable steps recorded: {names}")
+async def _wait_for(seen: list[RunEvent], predicate, timeout: float = 30.0) -> RunEvent:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for event in seen:
+            if predicate(event):
+                return event
+        await asyncio.sleep(0.02)
+    raise TimeoutError("the demo waited too long for an event")
 
 
 async def main() -> None:
+    from actors.system import System
+
     settings = Settings.from_env()
-    configure_dbos()
-    agent = register_agent(demo_agent())
-    ensure_dbos_launched()
-    where = settings.database_url and "PostgreSQL (PG_CONNECTION_URI)" or f"SQLite at {settings.home / 'timestep.sqlite'}"
-    model = "OpenAI (OPENAI_API_KEY)" if settings.openai_api_key_set else "the offline demo model (rules, not an LLM)"
-    print(f"Timestep demo: durable agent runs on {where}, model: {model}\n")
     tag = uuid.uuid4().hex[:6]
-    session = f"demo-user-{tag}"
+    async with System() as system:
+        where = "PostgreSQL (PG_CONNECTION_URI)" if settings.database_url else f"SQLite at {settings.home / 'timestep.sqlite'}"
+        model = "OpenAI (OPENAI_API_KEY)" if settings.openai_api_key_set else "the offline demo model (rules, not an LLM)"
+        print(f"Timestep is up: NATS at {system.url} (JetStream store in {settings.home / 'nats'}), {where}")
+        print(f"Actors: agent, governor, scheduler in this process; agent {AGENT!r} with {model}.")
+        print("Events are printed as they arrive: run id, seq, type, details.\n")
+        client = await Client.connect(system.url)
+        seen: list[RunEvent] = []
+        printer = asyncio.create_task(_printer(client, seen))
+        await asyncio.sleep(0.2)
+        try:
+            print("1. A direct run: publish a request on timestep.runs.submit; the tool call is a durable step")
+            run = await client.submit(AGENT, "get_weather city=Paris", id=f"weather-{tag}")
+            await run.result(timeout=30)
 
-    print("1. A run with a tool call; every model and tool call is a durable step")
-    run_id = f"demo-weather-{tag}"
-    result = await run_agent_workflow(agent, "get_weather city=Paris", session, workflow_id=run_id, on_event=printer)
-    print(f"    output: {result.output!r}")
-    await show_steps(run_id)
+            print("\n2. Queued runs on a serial queue (concurrency 1): priorities 3, 1, 2 wait behind a busy run")
+            await client.configure_queue("demo-serial", concurrency=1)
+            busy = await client.submit(AGENT, "think seconds=0.5", id=f"busy-{tag}", queue="demo-serial", priority=1)
+            queued = [await client.submit(AGENT, f"get_weather city=City{p}", id=f"prio{p}-{tag}", queue="demo-serial", priority=p) for p in (3, 1, 2)]
+            await busy.result(timeout=30)
+            for run in queued:
+                await run.result(timeout=30)
+            order = [e.run_id.split("-")[0] for e in seen if isinstance(e, Started) and e.run_id.startswith("prio")]
+            print(f"    start order: {', '.join(order)}")
 
-    print("\n2. The same workflow id again returns the stored result and runs nothing")
-    again = await run_agent_workflow(agent, "get_weather city=Paris", session, workflow_id=run_id, on_event=printer)
-    print(f"    output: {again.output!r} (no events: nothing ran)")
+            print("\n3. A schedule: every 2 seconds (6-field cron, seconds first), deleted after its first run")
+            name = f"tick-{tag}"
+            await client.create_schedule(name, "*/2 * * * * *", {"agent": AGENT, "input": "get_weather city=Scheduled"})
+            done = await _wait_for(seen, lambda e: isinstance(e, Completed) and e.run_id.startswith(name))
+            await client.delete_schedule(name)
+            print(f"    schedule {name} ran as {done.run_id}; deleted")
 
-    print("\n3. A tool that needs approval: the run stops and its state is saved")
-    result = await run_agent_workflow(agent, "send_email to=ada@example.com subject=Report", session, on_event=printer)
-    for approval in result.interruptions:
-        print(f"    waiting for approval: {approval.tool}({approval.arguments}) call_id={approval.call_id}")
+            print("\n4. A tool that needs approval: the run waits, durably, until approved over the contract")
+            run = await client.submit(AGENT, "send_email to=ada@example.com subject=Report", id=f"email-{tag}")
+            interrupted = await _wait_for(seen, lambda e: isinstance(e, Interrupted) and e.run_id == run.run_id)
+            call_id = interrupted.approvals[0].call_id
+            print(f"    approving {call_id} on timestep.runs.control.{run.run_id}.approve")
+            await client.approve(run.run_id, call_id)
+            await run.result(timeout=30)
 
-    print("\n4. Load the saved state, approve, resume (streamed)")
-    state = await RunStateStore(agent=agent, session_id=session).load()
-    assert state is not None
-    for item in state.get_interruptions():
-        state.approve(item)
-    resumed = await run_agent_workflow(agent, state, session, stream=True, on_event=printer)
-    print(f"    output: {resumed.output!r}")
-    await show_steps(resumed.workflow_id)
-
-    print("\n5. Queued runs: one at a time on a serial queue, lowest priority number first")
-    await configure_queue("demo-serial", concurrency=1)
-    order: list[str] = []
-    busy = await queue_agent_workflow(agent, "think seconds=0.5", queue_name="demo-serial", priority=1)
-    handles = []
-    for priority in (3, 1, 2):
-        handle = await queue_agent_workflow(agent, f"get_weather city=City{priority}", queue_name="demo-serial", priority=priority)
-        listen(handle.workflow_id, lambda e, p=priority: order.append(f"priority {p}") if type(e).__name__ == "Started" else None)
-        handles.append(handle)
-    print("    queued priorities 3, 1, 2 behind a busy run")
-    await busy.get_result()
-    for handle in handles:
-        await handle.get_result()
-    print(f"    start order: {', '.join(order)}")
-
-    print(f"\nConversation memory of {session} lives in the same database; inspect runs with `timestep workflows list`.")
+            print("\n5. A bad request is rejected with the field and the fix, and dead-lettered")
+            try:
+                await client.submit("no-such-agent", "hello", id=f"bad-{tag}")
+            except RunRejectedError as exc:
+                print(f"    rejected: {exc}")
+            await asyncio.sleep(0.3)
+        finally:
+            printer.cancel()
+            await asyncio.gather(printer, return_exceptions=True)
+            await client.close()
+    print("\nStopped. Try it yourself: `timestep up --agents timestep.demo_agents` in one terminal, then")
+    print("`timestep run demo-assistant \"get_weather city=Oslo\"` and `timestep events` in another.")

@@ -32,6 +32,7 @@ from openai.types.responses import ResponseFunctionToolCall
 from subjects.events import Delta, RunEvent, ToolCall, ToolOutput
 from timestep import engine
 from timestep.events import dispatch, now
+from timestep.queues import record_tokens
 
 Emit = Callable[..., Awaitable[None]]
 
@@ -74,9 +75,10 @@ class RunRecorder:
     the step's own counter, and the step records how many it used.
     """
 
-    def __init__(self, run_id: str, *, stream: bool) -> None:
+    def __init__(self, run_id: str, *, stream: bool, token_queue: str | None = None) -> None:
         self.run_id = run_id
         self.stream = stream
+        self.token_queue = token_queue
         self.seq = 0
         self.turnstile = Turnstile([])
         self._pending: list[RunEvent] = []
@@ -153,10 +155,16 @@ class DurableModel(Model):
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
         streaming = self.recorder.stream
 
+        token_queue = self.recorder.token_queue
+
         async def call(emit: Emit) -> ModelResponse:
             if streaming:
-                return await _consume_stream(self.inner, args, kwargs, emit)
-            return await self.inner.get_response(*args, **kwargs)
+                response = await _consume_stream(self.inner, args, kwargs, emit)
+            else:
+                response = await self.inner.get_response(*args, **kwargs)
+            if token_queue and response.usage.total_tokens:
+                await engine.blocking(record_tokens, token_queue, response.usage.total_tokens)
+            return response
 
         response: ModelResponse = await self.recorder.step("model", call, preemptible=True)
         ids = [item.call_id for item in response.output if isinstance(item, ResponseFunctionToolCall)]

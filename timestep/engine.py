@@ -15,6 +15,8 @@ import math
 import re
 import sys
 import threading
+import time
+from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -186,6 +188,27 @@ async def step(name: str, fn: Callable[[], Awaitable[T]], *, preemptible: bool =
     return await DBOS.run_step_async({"name": name, "preemptible": preemptible}, fn)
 
 
+async def recv(topic: str, timeout_seconds: float) -> Any:
+    """Inside a workflow: wait durably for a message sent to this workflow on `topic` (None on timeout)."""
+    return await DBOS.recv_async(topic, timeout_seconds=timeout_seconds)
+
+
+async def send(workflow_id: str, message: Any, topic: str, idempotency_key: str | None = None) -> None:
+    """Send `message` to workflow `workflow_id` (it need not be running in this process).
+    The same `idempotency_key` twice sends once."""
+    await DBOS.send_async(workflow_id, message, topic, idempotency_key=idempotency_key)
+
+
+async def sleep(seconds: float) -> None:
+    """Inside a workflow: a durable sleep (a recovered run sleeps only what is left)."""
+    await DBOS.sleep_async(seconds)
+
+
+def listen_to_no_queues() -> None:
+    """Before launch: this process starts no queued workflows (a governor, a scheduler)."""
+    DBOS.listen_queues([])
+
+
 def current_workflow_id() -> str:
     workflow_id = DBOS.workflow_id
     if workflow_id is None:
@@ -276,6 +299,16 @@ def register_queue(
         polling_interval_sec=poll_seconds,
         on_conflict="always_update" if replace else "never_update",
     )
+
+
+async def queue_counts(name: str, period: float) -> tuple[int, int, int]:
+    """(waiting, running, started in the last `period` seconds) of queue `name`."""
+    light = {"queue_name": name, "load_input": False, "load_output": False}
+    waiting = await DBOS.list_workflows_async(status="ENQUEUED", **light)
+    running = await DBOS.list_workflows_async(status="PENDING", **light)
+    since = datetime.fromtimestamp(time.time() - period, timezone.utc).isoformat()
+    started = await DBOS.list_workflows_async(dequeued_after=since, **light)
+    return len(waiting), len(running), len(started)
 
 
 def queue_policy(name: str) -> Any:

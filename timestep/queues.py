@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import msgspec
+import sqlalchemy as sa
 
 from subjects.ids import run_id_problem
-from timestep import engine
+from subjects.messages import QueueStatus
+from timestep import engine, store
 from timestep.errors import ValidationError
 from timestep.settings import Settings
 
@@ -23,12 +26,15 @@ _known_lock = threading.Lock()
 
 
 class QueuePolicy(msgspec.Struct, kw_only=True):
-    """A queue's admission policy. `limit` runs may start in any rolling `period` seconds."""
+    """A queue's admission policy: at most `limit` runs start in any rolling `period` seconds,
+    at most `concurrency` run at once, and a run waits to start while the queue's runs used
+    `tokens_per_period` model tokens or more in the last `period` seconds."""
 
     name: str
     limit: int | None = None
     period: float | None = None
     concurrency: int | None = None
+    tokens_per_period: int | None = None
 
 
 def check_queue_name(name: object, field: str = "queue_name") -> str:
@@ -50,9 +56,14 @@ def check_priority(priority: object) -> int:
     return priority
 
 
-def check_policy(name: object, limit: object, period: object, concurrency: object) -> QueuePolicy:
+def check_policy(name: object, limit: object, period: object, concurrency: object, tokens_per_period: object = None) -> QueuePolicy:
     name = check_queue_name(name, "name")
-    if (limit is None) != (period is None):
+    if tokens_per_period is not None:
+        if isinstance(tokens_per_period, bool) or not isinstance(tokens_per_period, int) or tokens_per_period < 1:
+            raise ValidationError("tokens_per_period", f"{tokens_per_period!r} is not a whole number of at least 1", "pass the model tokens allowed per period")
+        if period is None:
+            raise ValidationError("period", "is missing", "tokens_per_period counts tokens over period seconds: pass period too")
+    if (limit is None) != (period is None) and not (limit is None and tokens_per_period is not None):
         missing = "period" if period is None else "limit"
         raise ValidationError(missing, "is missing", "a rate limit needs both limit (runs) and period (seconds)")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -66,10 +77,13 @@ def check_policy(name: object, limit: object, period: object, concurrency: objec
         limit=limit,  # type: ignore[arg-type]
         period=float(period) if period is not None else None,  # type: ignore[arg-type]
         concurrency=concurrency,  # type: ignore[arg-type]
+        tokens_per_period=tokens_per_period,  # type: ignore[arg-type]
     )
 
 
 def _register(policy: QueuePolicy, *, replace: bool) -> None:
+    """Blocking. The rate limit and concurrency live in DBOS's queue row; Timestep keeps the
+    policy as asked (and the token budget, which DBOS does not know) in its own table."""
     engine.register_queue(
         policy.name,
         limit=policy.limit,
@@ -78,18 +92,102 @@ def _register(policy: QueuePolicy, *, replace: bool) -> None:
         poll_seconds=Settings.from_env().queue_poll_seconds,
         replace=replace,
     )
+    table = store.queue_policies
+    row = {**msgspec.structs.asdict(policy), "updated_at": time.time()}
+    with store.get_engine().begin() as conn:
+        exists = conn.execute(sa.select(table.c.name).where(table.c.name == policy.name)).first() is not None
+        if exists and replace:
+            conn.execute(sa.update(table).where(table.c.name == policy.name).values(**row))
+        elif not exists:
+            conn.execute(sa.insert(table).values(**row))
     with _known_lock:
         _known.add(policy.name)
 
 
-async def configure_queue(name: str, limit: int | None = None, period: float | None = None, concurrency: int | None = None) -> QueuePolicy:
+def stored_policy(name: str) -> QueuePolicy | None:
+    """Blocking: the policy of queue `name` as configured, or None."""
+    table = store.queue_policies
+    with store.get_engine().connect() as conn:
+        row = conn.execute(sa.select(table).where(table.c.name == name)).mappings().first()
+    if row is None:
+        return None
+    return QueuePolicy(name=row["name"], limit=row["limit"], period=row["period"], concurrency=row["concurrency"], tokens_per_period=row["tokens_per_period"])
+
+
+def queue_names() -> list[str]:
+    with store.get_engine().connect() as conn:
+        return [r[0] for r in conn.execute(sa.select(store.queue_policies.c.name).order_by(store.queue_policies.c.name))]
+
+
+def record_tokens(queue: str, tokens: int) -> None:
+    """Blocking: count `tokens` of model usage against `queue`'s token budget."""
+    with store.get_engine().begin() as conn:
+        conn.execute(sa.insert(store.token_usage).values(queue=queue, at=time.time(), tokens=tokens))
+
+
+def tokens_in_window(queue: str, period: float) -> int:
+    """Blocking: tokens the queue's runs used in the last `period` seconds."""
+    table = store.token_usage
+    with store.get_engine().connect() as conn:
+        used = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(table.c.tokens), 0)).where(table.c.queue == queue, table.c.at > time.time() - period)
+        ).scalar()
+    return int(used or 0)
+
+
+def token_wait_seconds(queue: str) -> float:
+    """Blocking: 0 when the queue is within its token budget, else the seconds until enough
+    of the window's usage has aged out."""
+    policy = stored_policy(queue)
+    if policy is None or not policy.tokens_per_period or not policy.period:
+        return 0.0
+    table = store.token_usage
+    now = time.time()
+    with store.get_engine().connect() as conn:
+        rows = conn.execute(
+            sa.select(table.c.at, table.c.tokens).where(table.c.queue == queue, table.c.at > now - policy.period).order_by(table.c.at)
+        ).all()
+    used = sum(tokens for _, tokens in rows)
+    if used < policy.tokens_per_period:
+        return 0.0
+    # The wait ends when the oldest usage rows have aged out far enough to fit under budget.
+    for at, tokens in rows:
+        used -= tokens
+        if used < policy.tokens_per_period:
+            return max(0.0, at + policy.period - now) + 0.01
+    return policy.period
+
+
+async def token_queue(queue: str) -> str | None:
+    """`queue` when it has a token budget now, else None."""
+    policy = await engine.blocking(stored_policy, queue)
+    return queue if policy is not None and policy.tokens_per_period else None
+
+
+async def queue_status(name: str) -> QueueStatus:
+    """Depth, running, starts in the current window, tokens in the current window."""
+    policy = await engine.blocking(stored_policy, name)
+    if policy is None:
+        raise ValidationError("name", f"no queue named {name!r}", "configure it first, or queue a run on it")
+    depth, running, admitted = await engine.queue_counts(name, policy.period or 60.0)
+    tokens = await engine.blocking(tokens_in_window, name, policy.period) if policy.tokens_per_period and policy.period else 0
+    return QueueStatus(
+        name=name, limit=policy.limit, period_seconds=policy.period, concurrency=policy.concurrency,
+        tokens_per_period=policy.tokens_per_period, depth=depth, running=running,
+        admitted_in_window=admitted, tokens_in_window=tokens,
+    )
+
+
+async def configure_queue(
+    name: str, limit: int | None = None, period: float | None = None, concurrency: int | None = None, *, tokens_per_period: int | None = None
+) -> QueuePolicy:
     """Create queue `name` or change its policy, at run time, for every process sharing the database.
 
-    >>> await configure_queue("openai", limit=500, period=60, concurrency=20)
+    >>> await configure_queue("openai", limit=500, period=60, concurrency=20, tokens_per_period=200_000)
 
     Before launch, the policy is applied when Timestep launches.
     """
-    policy = check_policy(name, limit, period, concurrency)
+    policy = check_policy(name, limit, period, concurrency, tokens_per_period)
     if engine.is_launched():
         await engine.blocking(_register, policy, replace=True)
     else:

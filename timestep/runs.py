@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from subjects.events import (
     TokenUsage,
 )
 from subjects.ids import run_id_problem
+from subjects.messages import Approve, Reject
 from timestep import engine, queues, registry
 from timestep.durable import DurableModelProvider, DurableSession, RunRecorder, wrap_agent
 from timestep.errors import RunCancelledError, RunTimeoutError, ValidationError
@@ -33,6 +35,8 @@ from timestep.models import default_model_provider
 from timestep.sessions import DatabaseSession
 from timestep.settings import Settings
 from timestep.state_store import clear_keys, save_serialized, state_keys
+
+log = logging.getLogger("timestep.runs")
 
 #: How long a recovered run waits for start-up code to register its agent.
 AGENT_WAIT_SECONDS = 10.0
@@ -50,6 +54,19 @@ class RunSpec(msgspec.Struct, kw_only=True):
     session_id: str | None = None
     stream: bool = False
     max_turns: int = DEFAULT_MAX_TURNS
+    wait_for_approval: bool = False
+    """Bus runs: when interrupted, wait (durably) for decisions sent with `send_decision`
+    instead of returning; the run then continues in the same workflow."""
+    seq_base: int = 0
+    """Events published for this run before its workflow started (`accepted`, `queued`)."""
+    token_queue: str | None = None
+    """Set when the run's queue had a token budget at enqueue time: the run waits for the
+    budget before it starts, and its model usage counts against it."""
+
+
+#: The topic on which an interrupted bus run receives approve/reject decisions.
+DECISION_TOPIC = "timestep.decision"
+DECISION_WAIT_SECONDS = 3600.0
 
 
 class RunResult(msgspec.Struct, kw_only=True):
@@ -95,7 +112,10 @@ async def agent_run(spec: RunSpec) -> RunResult:
     """One agent run. Model calls, tool calls and session I/O are steps (see `durable`)."""
     run_id = engine.current_workflow_id()
     agent = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
-    recorder = RunRecorder(run_id, stream=spec.stream)
+    recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue)
+    recorder.seq = spec.seq_base
+    if spec.token_queue:
+        await _wait_for_token_budget(spec.token_queue)
     recorder.event(Started)
     durable_agent = wrap_agent(agent, recorder)
     session = DurableSession(_session_for(spec.session_id), recorder) if spec.session_id else None
@@ -104,39 +124,76 @@ async def agent_run(spec: RunSpec) -> RunResult:
         model_provider=DurableModelProvider(default_model_provider(), recorder),
         tracing_disabled=not Settings.from_env().tracing,
     )
-    try:
-        result = await Runner.run(durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns)
-    except (engine.CancelledInside, asyncio.CancelledError):
-        recorder.seq += 1
-        await dispatch(Cancelled(run_id=run_id, seq=recorder.seq, time=now()))
-        raise
-    except Exception as exc:
-        error = ErrorInfo(type=type(exc).__name__, message=str(exc))
-        await recorder.flush("run.failed", lambda emit: emit(Failed, error=error))
-        raise
-
-    usage = _usage(result.context_wrapper.usage)
-    last_agent = result.last_agent.name
-    if result.interruptions:
+    while True:
+        try:
+            result = await Runner.run(durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns)
+        except (engine.CancelledInside, asyncio.CancelledError):
+            recorder.seq += 1
+            await dispatch(Cancelled(run_id=run_id, seq=recorder.seq, time=now()))
+            raise
+        except Exception as exc:
+            error = ErrorInfo(type=type(exc).__name__, message=str(exc))
+            await recorder.flush("run.failed", lambda emit: emit(Failed, error=error))
+            raise
+        usage = _usage(result.context_wrapper.usage)
+        last_agent = result.last_agent.name
+        if not result.interruptions:
+            break
         approvals = [Approval(call_id=i.call_id or "", tool=i.name or "", arguments=i.arguments or "") for i in result.interruptions]
-        serialized = result.to_state().to_string()
+        state = result.to_state()
+        serialized = state.to_string()
 
         async def save(emit: Callable[..., Any]) -> None:
             await save_serialized(state_keys(spec.session_id, run_id), agent.name, serialized)
             await emit(Interrupted, approvals=approvals)
 
         await recorder.flush("run.interrupted", save)
-        return RunResult(workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent)
+        if not spec.wait_for_approval:
+            return RunResult(workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent)
+        await _await_decisions(run_id, state)
+        run_input = state
 
     output = result.final_output
 
     async def complete(emit: Callable[..., Any]) -> None:
-        if spec.state and spec.session_id:
+        if (spec.state or spec.wait_for_approval) and spec.session_id:
             await clear_keys(state_keys(spec.session_id, None))
         await emit(Completed, output=_jsonable(output), usage=usage)
 
     await recorder.flush("run.completed", complete)
     return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent)
+
+
+async def _wait_for_token_budget(queue: str) -> None:
+    """Wait (durably) until the queue's runs used fewer tokens than its budget in the last period."""
+    while True:
+        wait = await engine.step("queue.token_budget", lambda: engine.blocking(queues.token_wait_seconds, queue))
+        if wait <= 0:
+            return
+        await engine.sleep(wait)
+
+
+async def _await_decisions(run_id: str, state: RunState) -> None:
+    """Wait durably until every pending tool call of `state` is approved or rejected."""
+    pending = {item.call_id: item for item in state.get_interruptions()}
+    while pending:
+        decision = await engine.recv(DECISION_TOPIC, DECISION_WAIT_SECONDS)
+        if decision is None:
+            continue
+        item = pending.pop(getattr(decision, "call_id", None), None)
+        if item is None:
+            log.warning("run %s: a decision for call_id %r, which is not waiting for approval, was ignored", run_id, getattr(decision, "call_id", None))
+            continue
+        if isinstance(decision, Approve):
+            state.approve(item, always_approve=decision.always)
+        elif isinstance(decision, Reject):
+            state.reject(item, rejection_message=decision.message)
+
+
+async def send_decision(run_id: str, decision: Approve | Reject) -> None:
+    """Approve or reject a tool call of an interrupted bus run; durable, once per (run, call, kind)."""
+    kind = "approve" if isinstance(decision, Approve) else "reject"
+    await engine.send(run_id, decision, DECISION_TOPIC, idempotency_key=f"{run_id}.{decision.call_id}.{kind}")
 
 
 def _usage(usage: Any) -> TokenUsage:
@@ -361,6 +418,7 @@ async def queue_agent_workflow(
     spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns)
     ensure_dbos_launched()
     await queues.ensure_queue(queue)
+    spec.token_queue = await queues.token_queue(queue)
     handle = await engine.enqueue(
         queue,
         agent_run,

@@ -33,6 +33,49 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _prefix() -> str:
+    prefix = os.environ.get("TIMESTEP_SUBJECT_PREFIX") or "timestep"
+    if not all(token and all(c.isalnum() or c in "_-" for c in token) for token in prefix.split(".")):
+        raise ValueError(f"TIMESTEP_SUBJECT_PREFIX={prefix!r} must be dot-separated tokens of letters, digits, '_' and '-'")
+    return prefix
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """How to reach NATS. With `url` unset, `timestep up` starts an embedded nats-server."""
+
+    url: str | None
+    """NATS_URL (comma-separate several servers of a cluster)."""
+    user: str | None
+    """NATS_USER and NATS_PASSWORD."""
+    password: str | None
+    token: str | None
+    """NATS_TOKEN."""
+    nkey_seed_file: str | None
+    """NATS_NKEY_SEED_FILE: path of an nkey seed file."""
+    creds_file: str | None
+    """NATS_CREDS_FILE: path of a .creds file (JWT + seed)."""
+    tls_ca_file: str | None
+    """NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE, NATS_TLS_KEY_FILE: TLS (client cert optional)."""
+    tls_cert_file: str | None
+    tls_key_file: str | None
+
+    @classmethod
+    def from_env(cls) -> NatsSettings:
+        get = lambda name: os.environ.get(name) or None  # noqa: E731
+        return cls(
+            url=get("NATS_URL"),
+            user=get("NATS_USER"),
+            password=get("NATS_PASSWORD"),
+            token=get("NATS_TOKEN"),
+            nkey_seed_file=get("NATS_NKEY_SEED_FILE"),
+            creds_file=get("NATS_CREDS_FILE"),
+            tls_ca_file=get("NATS_TLS_CA_FILE"),
+            tls_cert_file=get("NATS_TLS_CERT_FILE"),
+            tls_key_file=get("NATS_TLS_KEY_FILE"),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -53,6 +96,17 @@ class Settings:
     """OPENAI_API_KEY present: use the SDK's OpenAI models; otherwise the offline demo model."""
     log_level: str
     """TIMESTEP_LOG_LEVEL: log level of DBOS and Timestep (default WARNING)."""
+    nats: NatsSettings
+    prefix: str
+    """TIMESTEP_SUBJECT_PREFIX: the first token of every subject (default `timestep`)."""
+    max_request_bytes: int
+    """TIMESTEP_MAX_REQUEST_BYTES: larger run requests are rejected and dead-lettered."""
+    events_max_age_seconds: float
+    """TIMESTEP_EVENTS_MAX_AGE: how long the events stream keeps a run's events."""
+    duplicate_window_seconds: float
+    """TIMESTEP_DUPLICATE_WINDOW: JetStream's Nats-Msg-Id de-duplication window."""
+    agent_concurrency: int
+    """TIMESTEP_AGENT_CONCURRENCY: direct runs one agent actor executes at once."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -66,4 +120,10 @@ class Settings:
             tracing=os.environ.get("TIMESTEP_TRACING", "") in ("1", "true", "yes", "on"),
             openai_api_key_set=bool(os.environ.get("OPENAI_API_KEY")),
             log_level=(os.environ.get("TIMESTEP_LOG_LEVEL") or "WARNING").upper(),
+            nats=NatsSettings.from_env(),
+            prefix=_prefix(),
+            max_request_bytes=_int("TIMESTEP_MAX_REQUEST_BYTES", 256 * 1024),
+            events_max_age_seconds=_float("TIMESTEP_EVENTS_MAX_AGE", 7 * 24 * 3600.0),
+            duplicate_window_seconds=_float("TIMESTEP_DUPLICATE_WINDOW", 120.0),
+            agent_concurrency=_int("TIMESTEP_AGENT_CONCURRENCY", 64),
         )

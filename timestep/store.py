@@ -35,6 +35,36 @@ run_states = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+queue_policies = sa.Table(
+    "timestep_queue_policies",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("limit", sa.Integer, nullable=True),
+    sa.Column("period", sa.Float, nullable=True),
+    sa.Column("concurrency", sa.Integer, nullable=True),
+    sa.Column("tokens_per_period", sa.Integer, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+token_usage = sa.Table(
+    "timestep_token_usage",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Index("ix_timestep_token_usage_queue_at", "queue", "at"),
+)
+
+bus_schedules = sa.Table(
+    "timestep_bus_schedules",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
 

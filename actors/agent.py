@@ -1,0 +1,108 @@
+"""The agent actor: hosts the registered agents and executes their durable runs.
+
+- Direct runs arrive on `<prefix>.runs.start` from a governor; the actor starts each
+  as a DBOS workflow (the durable hand-off) and acks. Queued runs are started by
+  DBOS from their queues in whichever agent actor polls first.
+- Control messages on `<prefix>.runs.control.<run_id>.<action>`: approve and reject
+  go durably to the waiting run (it need not be in this process); cancel cancels it.
+- Every event of the runs executed here is published through the bus event sink,
+  from inside their durable steps, so `completed` is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+from nats.aio.msg import Msg
+
+from actors.base import Actor
+from subjects.events import Cancelled, ErrorInfo
+from subjects.messages import Approve, Cancel, Reject
+from subjects.names import CONTROL_STREAM, WORK_STREAM
+from timestep import engine, registry
+from timestep.bus import Bus
+from timestep.events import now
+from timestep.intake import StartRun
+from timestep.runs import agent_run, send_decision
+from timestep.settings import Settings
+
+log = logging.getLogger("actors.agent")
+
+_start_decoder = msgspec.json.Decoder(StartRun)
+_CONTROL_TYPES = {"approve": Approve, "reject": Reject, "cancel": Cancel}
+
+
+class AgentActor(Actor):
+    stream = WORK_STREAM
+    durable = "agent"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.subject = bus.subjects.start
+        self.capacity = bus.settings.agent_concurrency
+        self.concurrency = self.capacity
+        self._running: set[asyncio.Task] = set()
+        self._room = asyncio.Condition()
+
+    async def on_start(self) -> None:
+        await self.bus.announce_agents(registry.registered_agents(), Settings.from_env().executor_id)
+
+    async def ready(self) -> int:
+        async with self._room:
+            await self._room.wait_for(lambda: len(self._running) < self.capacity)
+            return min(self.batch, self.capacity - len(self._running))
+
+    async def handle(self, msg: Msg) -> None:
+        start = _start_decoder.decode(msg.data)
+        handle = await engine.start(agent_run, start.spec, workflow_id=start.run_id, timeout_seconds=start.timeout_seconds)
+        task = asyncio.create_task(self._follow(handle))
+        self._running.add(task)
+
+    async def _follow(self, handle) -> None:
+        """Hold a slot while the run executes here; its outcome is already in its events."""
+        try:
+            await handle.get_result()
+        except BaseException:
+            pass
+        finally:
+            async with self._room:
+                self._running.discard(asyncio.current_task())
+                self._room.notify_all()
+
+
+class ControlActor(Actor):
+    """Part of the agent role: approve, reject and cancel messages."""
+
+    stream = CONTROL_STREAM
+    durable = "agent-control"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.subject = bus.subjects.all_control
+
+    async def handle(self, msg: Msg) -> None:
+        parsed = self.bus.subjects.parse_control(msg.subject)
+        if parsed is None or parsed[1] not in _CONTROL_TYPES:
+            await self._dead(msg, "InvalidSubject", f"{msg.subject!r} is not <prefix>.runs.control.<run_id>.approve|reject|cancel")
+            return
+        run_id, action = parsed
+        try:
+            command = msgspec.json.decode(msg.data or b"{}", type=_CONTROL_TYPES[action])
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            await self._dead(msg, "InvalidRequest", f"{action}: {exc}")
+            return
+        if await engine.status(run_id) is None:
+            await self._dead(msg, "UnknownRun", f"no run {run_id!r}")
+            return
+        if isinstance(command, Cancel):
+            await engine.cancel(run_id)
+            seq = await self.bus.last_event_seq(run_id) + 1
+            await self.bus.publish_event(Cancelled(run_id=run_id, seq=seq, time=now()))
+        else:
+            await send_decision(run_id, command)
+
+    async def _dead(self, msg: Msg, kind: str, message: str) -> None:
+        log.info("control message refused: %s", message)
+        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, message, ErrorInfo(type=kind, message=message))

@@ -1,0 +1,199 @@
+"""The one actor base: a mailbox, a handler, lifecycle hooks, and supervision written once.
+
+Lifecycle::
+
+    actor = MyActor(bus)
+    await actor.start()   # on_start(), then the mailbox loop runs as a task
+    ...
+    await actor.stop()    # stop fetching, finish in-flight messages, on_stop()
+
+- **Mailbox**: a durable JetStream pull consumer (`stream`, `durable`, `subject`)
+  with explicit acks. `handle(msg)` must finish the durable hand-off (DBOS holds
+  the workflow, JetStream holds the next message) before it returns; the ack
+  comes after. A crash in between means a redelivery, which idempotency absorbs.
+- **Supervision**: a `handle` that raises is logged and its message redelivered
+  after a backoff; after `max_deliver` attempts it is dead-lettered with its
+  reason and acknowledged, so it never blocks the messages behind it. A crashed
+  mailbox loop is restarted with a fresh subscription (which also re-binds the
+  consumer after a server restart). The process stays up.
+- **Shutdown**: the pull subscription is unsubscribed before the connection
+  drains (a drain with an open pull subscription can hang), and in-flight
+  handlers get `stop_timeout` seconds to finish.
+
+An actor without a mailbox (`stream = None`) only runs its hooks: the scheduler
+serves request/reply subjects and keeps a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+
+from subjects.events import ErrorInfo
+from subjects.messages import Reply
+from timestep.bus import Bus
+
+log = logging.getLogger("actors")
+
+
+class Actor:
+    stream: str | None = None
+    durable: str = ""
+    subject: str = ""
+    batch: int = 64
+    concurrency: int = 32
+    max_deliver: int = 10
+    backoff: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+    ack_wait: float = 60.0
+    stop_timeout: float = 10.0
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.name = type(self).__name__
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._sub: Any = None
+        self._in_flight: set[asyncio.Task] = set()
+        self._services: list[Any] = []
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self.handled = 0
+        self.redelivered = 0
+        self.dead_lettered = 0
+
+    # --- hooks ------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Before the mailbox opens: subscribe services, register, load state."""
+
+    async def on_stop(self) -> None:
+        """After the mailbox closed and in-flight messages finished."""
+
+    async def handle(self, msg: Msg) -> None:
+        """Process one message; raise to have it redelivered later."""
+        raise NotImplementedError
+
+    async def ready(self) -> int:
+        """How many more messages this actor can take now (waits while it can take none)."""
+        await self._slots.acquire()
+        self._slots.release()
+        return max(1, min(self.batch, self.concurrency - len(self._in_flight)))
+
+    # --- request/reply services ------------------------------------------------------
+
+    async def reply(self, msg: Msg, reply: Reply) -> None:
+        if msg.reply:
+            await msg.respond(msgspec.json.encode(reply))
+
+    async def refuse(self, msg: Msg, exc: Exception) -> None:
+        """Answer a request with the error, and dead-letter it with the reason."""
+        info = ErrorInfo(type=type(exc).__name__, message=str(exc))
+        await self.reply(msg, Reply(ok=False, error=info))
+        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"refused: {exc}", info)
+
+    async def serve(self, subject: str, group: str, handler: Any) -> None:
+        self._services.append(await self.bus.serve(subject, group, handler))
+
+    async def _stop_services(self) -> None:
+        for sub in self._services:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        self._services = []
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.on_start()
+        if self.stream is not None:
+            self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-mailbox")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._stop_services()
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=self.stop_timeout)
+        await self.on_stop()
+
+    # --- the mailbox loop -------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self._stopping.is_set():
+                    return
+                log.exception("%s: mailbox loop crashed; restarting it in 1 s", self.name)
+                await asyncio.sleep(1.0)
+
+    async def _loop(self) -> None:
+        self._sub = await self.bus.pull(self.stream, self.durable, self.subject, ack_wait=self.ack_wait)  # type: ignore[arg-type]
+        errors = 0
+        while not self._stopping.is_set():
+            wanted = await self.ready()
+            try:
+                messages = await self._sub.fetch(wanted, timeout=1.0)
+                errors = 0
+            except (NatsTimeout, asyncio.TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                errors += 1
+                if errors >= 5:
+                    raise  # the supervisor re-creates the subscription
+                log.warning("%s: fetch failed (%s: %s); retrying", self.name, type(exc).__name__, exc)
+                await asyncio.sleep(min(0.2 * 2**errors, 5))
+                continue
+            for msg in messages:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._process(msg))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+
+    async def _process(self, msg: Msg) -> None:
+        try:
+            await self.handle(msg)
+            await msg.ack()
+            self.handled += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(msg, exc)
+        finally:
+            self._slots.release()
+
+    async def _failed(self, msg: Msg, exc: Exception) -> None:
+        attempt = msg.metadata.num_delivered or 1
+        if attempt >= self.max_deliver:
+            log.error("%s: giving up on a message on %s after %d attempts: %s: %s", self.name, msg.subject, attempt, type(exc).__name__, exc)
+            try:
+                await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"handling failed {attempt} times", exc)
+                await msg.term()
+                self.dead_lettered += 1
+            except Exception:
+                log.exception("%s: could not dead-letter; the message will be redelivered", self.name)
+            return
+        delay = self.backoff[min(attempt - 1, len(self.backoff) - 1)]
+        log.warning("%s: handling a message on %s failed (%s: %s); retry %d in %.1f s", self.name, msg.subject, type(exc).__name__, exc, attempt + 1, delay)
+        self.redelivered += 1
+        try:
+            await msg.nak(delay=delay)
+        except Exception:
+            pass  # the ack deadline redelivers it anyway

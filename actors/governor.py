@@ -1,0 +1,186 @@
+"""The governor: the front door for run requests.
+
+Consumes `<prefix>.runs.submit`, validates each request, and hands it on durably:
+a direct run to the agent actors (`<prefix>.runs.start`), a queued run into its DBOS
+queue, where priority, the rate limit and concurrency hold across every process on
+the database. Publishes `accepted` (and `queued`), or `rejected` plus a dead letter.
+
+It also answers `<prefix>.runs.submit` requests (those sent with a reply subject) with
+the run's `accepted` or `rejected` event, and serves `<prefix>.queues.configure` and
+`<prefix>.queues.status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+from nats.aio.msg import Msg
+
+from actors.base import Actor
+from subjects.events import Accepted, ErrorInfo, Queued, Rejected, encode_event
+from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
+from subjects.names import EVENTS_STREAM, SUBMIT_STREAM
+from timestep import engine, queues, registry
+from timestep.bus import Bus
+from timestep.errors import DuplicateRunError, TimestepError
+from timestep.events import now
+from timestep.intake import Invalid, StartRun, encode, parse_request, to_spec
+from timestep.runs import agent_run
+
+log = logging.getLogger("actors.governor")
+
+RELAY_TIMEOUT = 10.0
+
+
+class Governor(Actor):
+    stream = SUBMIT_STREAM
+    durable = "governor"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.subject = bus.subjects.submit
+        self._services: list = []
+
+    async def on_start(self) -> None:
+        s = self.bus.subjects
+        self._services = [
+            await self.bus.serve(s.submit, "timestep-governor", self._relay),
+            await self.bus.serve(s.queues_configure, "timestep-governor", self._configure_queue),
+            await self.bus.serve(s.queues_status, "timestep-governor", self._queue_status),
+        ]
+
+    async def on_stop(self) -> None:
+        for sub in self._services:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+
+    # --- the mailbox: every request, from the submit stream ------------------------
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            request, run_id = parse_request(msg.data, msg.headers, self.bus.settings.max_request_bytes)
+            if not await self._agent_known(request.agent):
+                hosted = await self.bus.hosted_agents()
+                raise Invalid(
+                    "agent",
+                    f"no agent named {request.agent!r} is hosted by a running agent actor (hosted: {', '.join(hosted) or 'none'})",
+                    run_id,
+                )
+            if request.queue is None:
+                await self._start_now(request, run_id)
+            else:
+                await self._enqueue(request, run_id)
+        except Invalid as bad:
+            await self._reject(msg, bad)
+
+    async def _agent_known(self, name: str) -> bool:
+        return name in registry.registered_agents() or await self.bus.agent_hosted(name)
+
+    async def _start_now(self, request, run_id: str) -> None:
+        start = StartRun(run_id=run_id, timeout_seconds=request.timeout_seconds, spec=to_spec(request, seq_base=1))
+        await self.bus.publish_durably(self.bus.subjects.start, encode(start), run_id)
+        await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
+
+    async def _enqueue(self, request, run_id: str) -> None:
+        queue = request.queue
+        spec = to_spec(request, seq_base=2)
+        try:
+            await queues.ensure_queue(queue)
+            spec.token_queue = await queues.token_queue(queue)
+            await engine.enqueue(
+                queue,
+                agent_run,
+                spec,
+                workflow_id=run_id,
+                priority=queues.check_priority(request.priority),
+                deduplication_id=request.deduplication_id,
+                return_existing=False,
+                timeout_seconds=request.timeout_seconds,
+            )
+        except DuplicateRunError as dup:
+            # A redelivery of this very request finds its own run holding the id: fine.
+            if await engine.status(run_id) is None:
+                raise Invalid("deduplication_id", str(dup).split(": ", 1)[1], run_id) from None
+        except TimestepError as exc:
+            raise Invalid(getattr(exc, "field", "request"), str(exc), run_id) from None
+        await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
+        await self.bus.publish_event(Queued(run_id=run_id, seq=2, time=now(), queue=queue))
+
+    async def _reject(self, msg: Msg, bad: Invalid) -> None:
+        log.info("rejected a request on %s: %s", msg.subject, bad)
+        if bad.run_id is not None:
+            await self.bus.publish_event(Rejected(run_id=bad.run_id, seq=1, time=now(), error=bad.info()))
+        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"rejected: {bad}", bad.info())
+
+    # --- request/reply: answer with the run's accepted or rejected event -----------
+
+    async def _relay(self, msg: Msg) -> None:
+        if not msg.reply:
+            return  # a plain publish: the stream copy is all there is to handle
+        try:
+            _, run_id = parse_request(msg.data, msg.headers, self.bus.settings.max_request_bytes)
+        except Invalid as bad:
+            await msg.respond(encode_event(Rejected(run_id=bad.run_id or "", seq=1, time=now(), error=bad.info())))
+            return
+        answer = await self._outcome(run_id)
+        if answer is not None:
+            await msg.respond(answer)
+
+    async def _outcome(self, run_id: str) -> bytes | None:
+        """The run's stored accepted/rejected event, waiting up to RELAY_TIMEOUT for it."""
+        s = self.bus.subjects
+        arrived: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def on_event(event_msg: Msg) -> None:
+            if not arrived.done():
+                arrived.set_result(event_msg.data)
+
+        subs = [await self.bus.nc.subscribe(s.events(run_id, kind), cb=on_event) for kind in ("accepted", "rejected")]
+        try:
+            for kind in ("rejected", "accepted"):
+                try:
+                    stored = await self.bus.js.get_last_msg(EVENTS_STREAM, s.events(run_id, kind), direct=True)
+                    return stored.data
+                except Exception:
+                    pass
+            try:
+                return await asyncio.wait_for(arrived, RELAY_TIMEOUT)
+            except asyncio.TimeoutError:
+                return None
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+
+    # --- queues ----------------------------------------------------------------------
+
+    async def _configure_queue(self, msg: Msg) -> None:
+        try:
+            req = msgspec.json.decode(msg.data, type=QueueConfigure)
+            await queues.configure_queue(
+                req.name, req.limit, req.period_seconds, req.concurrency, tokens_per_period=req.tokens_per_period
+            )
+            status = await queues.queue_status(req.name)
+            await self._reply(msg, Reply(ok=True, queues=[status]))
+        except (msgspec.ValidationError, msgspec.DecodeError, TimestepError) as exc:
+            await self._refuse(msg, exc)
+
+    async def _queue_status(self, msg: Msg) -> None:
+        try:
+            req = msgspec.json.decode(msg.data or b"{}", type=QueueStatusRequest)
+            names = [req.name] if req.name else await engine.blocking(queues.queue_names)
+            await self._reply(msg, Reply(ok=True, queues=[await queues.queue_status(n) for n in names]))
+        except (msgspec.ValidationError, msgspec.DecodeError, TimestepError) as exc:
+            await self._refuse(msg, exc)
+
+    async def _reply(self, msg: Msg, reply: Reply) -> None:
+        if msg.reply:
+            await msg.respond(msgspec.json.encode(reply))
+
+    async def _refuse(self, msg: Msg, exc: Exception) -> None:
+        info = ErrorInfo(type=type(exc).__name__, message=str(exc))
+        await self._reply(msg, Reply(ok=False, error=info))
+        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"refused: {exc}", info)

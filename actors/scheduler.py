@@ -1,0 +1,161 @@
+"""The scheduler: cron schedules of run requests, created, listed and deleted at run time.
+
+Schedules are rows in the database (they survive restarts and are shared by every
+scheduler). Each tick of a schedule is published on `<prefix>.runs.submit` as its
+request with the run id `<name>-<YYYYmmddTHHMMSS>` and that id as `Nats-Msg-Id`,
+so two schedulers publishing the same tick make one run: JetStream drops the
+repeat, and the run id would absorb it after the duplicate window too.
+Ticks missed while no scheduler was running are not run afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+
+import msgspec
+import sqlalchemy as sa
+from croniter import croniter
+from nats.aio.msg import Msg
+
+from actors.base import Actor
+from subjects.events import ErrorInfo
+from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete
+from timestep import engine, store
+from timestep.bus import Bus
+from timestep.errors import ValidationError
+from timestep.intake import encode
+from timestep.schedules import check_crontab, tick_run_id
+
+log = logging.getLogger("actors.scheduler")
+
+TICK_SECONDS = 0.2
+RELOAD_SECONDS = 1.0
+
+
+def _load() -> list[Schedule]:
+    with store.get_engine().connect() as conn:
+        rows = conn.execute(sa.select(store.bus_schedules).order_by(store.bus_schedules.c.name)).mappings().all()
+    return [
+        Schedule(name=r["name"], cron=r["cron"], request=msgspec.json.decode(r["request"], type=RunRequest), created_at=r["created_at"])
+        for r in rows
+    ]
+
+
+def _save(schedule: Schedule) -> None:
+    table = store.bus_schedules
+    with store.get_engine().begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.name == schedule.name))
+        conn.execute(sa.insert(table).values(name=schedule.name, cron=schedule.cron, request=encode(schedule.request).decode(), created_at=schedule.created_at))
+
+
+def _delete(name: str) -> bool:
+    with store.get_engine().begin() as conn:
+        return conn.execute(sa.delete(store.bus_schedules).where(store.bus_schedules.c.name == name)).rowcount > 0
+
+
+class Scheduler(Actor):
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self._services: list = []
+        self._clock: asyncio.Task | None = None
+        self._next: dict[str, tuple[str, datetime]] = {}  # name -> (cron, next tick)
+        self._schedules: dict[str, Schedule] = {}
+        self._loaded_at = 0.0
+
+    async def on_start(self) -> None:
+        s = self.bus.subjects
+        self._services = [
+            await self.bus.serve(s.schedules_create, "timestep-scheduler", self._create),
+            await self.bus.serve(s.schedules_delete, "timestep-scheduler", self._delete),
+            await self.bus.serve(s.schedules_list, "timestep-scheduler", self._list),
+        ]
+        self._clock = asyncio.create_task(self._run_clock(), name="scheduler-clock")
+
+    async def on_stop(self) -> None:
+        for sub in self._services:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        if self._clock is not None:
+            self._clock.cancel()
+            await asyncio.gather(self._clock, return_exceptions=True)
+
+    # --- the clock ------------------------------------------------------------------
+
+    async def _run_clock(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler clock failed; retrying")
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def _tick(self) -> None:
+        if time.monotonic() - self._loaded_at > RELOAD_SECONDS:
+            self._schedules = {s.name: s for s in await engine.blocking(_load)}
+            self._loaded_at = time.monotonic()
+        current = datetime.now(timezone.utc)
+        for name, schedule in self._schedules.items():
+            known = self._next.get(name)
+            if known is None or known[0] != schedule.cron:
+                self._next[name] = (schedule.cron, _next_tick(schedule.cron, current))
+                continue
+            due = known[1]
+            if due <= current:
+                await self._fire(schedule, due)
+                self._next[name] = (schedule.cron, _next_tick(schedule.cron, max(due, current)))
+        for name in set(self._next) - set(self._schedules):
+            del self._next[name]
+
+    async def _fire(self, schedule: Schedule, tick: datetime) -> None:
+        run_id = tick_run_id(schedule.name, tick)
+        request = msgspec.structs.replace(schedule.request, id=run_id)
+        await self.bus.nc.publish(self.bus.subjects.submit, encode(request), headers={"Nats-Msg-Id": run_id, "Content-Type": "application/json"})
+        await self.bus.nc.flush()
+        log.info("schedule %s fired run %s", schedule.name, run_id)
+
+    # --- request/reply ----------------------------------------------------------------
+
+    async def _create(self, msg: Msg) -> None:
+        try:
+            req = msgspec.json.decode(msg.data, type=ScheduleCreate)
+            cron = check_crontab(req.cron)
+            schedule = Schedule(name=req.name, cron=cron, request=msgspec.structs.replace(req.request, id=None), created_at=time.time())
+            await engine.blocking(_save, schedule)
+            self._loaded_at = 0.0
+            await self._reply(msg, Reply(ok=True, schedule=schedule))
+        except (msgspec.ValidationError, msgspec.DecodeError, ValidationError) as exc:
+            await self._refuse(msg, exc)
+
+    async def _delete(self, msg: Msg) -> None:
+        try:
+            req = msgspec.json.decode(msg.data, type=ScheduleDelete)
+            deleted = await engine.blocking(_delete, req.name)
+            self._loaded_at = 0.0
+            await self._reply(msg, Reply(ok=True, deleted=deleted))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            await self._refuse(msg, exc)
+
+    async def _list(self, msg: Msg) -> None:
+        await self._reply(msg, Reply(ok=True, schedules=await engine.blocking(_load)))
+
+    async def _reply(self, msg: Msg, reply: Reply) -> None:
+        if msg.reply:
+            await msg.respond(msgspec.json.encode(reply))
+
+    async def _refuse(self, msg: Msg, exc: Exception) -> None:
+        info = ErrorInfo(type=type(exc).__name__, message=str(exc))
+        await self._reply(msg, Reply(ok=False, error=info))
+        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"refused: {exc}", info)
+
+
+def _next_tick(cron: str, after: datetime) -> datetime:
+    six = len(cron.split()) == 6
+    return croniter(cron, after, second_at_beginning=six).get_next(datetime)

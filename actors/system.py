@@ -1,0 +1,114 @@
+"""Run the actors: all three roles in one process by default, or the ones asked for.
+
+    async with System(roles={"agent", "governor", "scheduler"}) as system:
+        print(system.url)
+        await system.wait()
+
+With NATS_URL unset, the system starts the embedded nats-server (see
+`timestep.natsserver`) and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from actors.agent import AgentActor, ControlActor
+from actors.base import Actor
+from actors.governor import Governor
+from actors.scheduler import Scheduler
+from timestep import engine
+from timestep.bus import Bus, BusEventSink
+from timestep.events import add_event_sink, remove_event_sink
+from timestep.launch import configure_dbos, ensure_dbos_launched
+from timestep.natsserver import EmbeddedNats, url_file
+from timestep.settings import Settings
+
+log = logging.getLogger("actors.system")
+
+ROLES = ("agent", "governor", "scheduler")
+
+
+def import_agent_modules(modules: list[str]) -> None:
+    """Import the user's modules that call `register_agent` (the `--agents` option)."""
+    for name in modules:
+        importlib.import_module(name)
+
+
+class System:
+    def __init__(self, roles: set[str] | None = None, *, nats_url: str | None = None, settings: Settings | None = None) -> None:
+        self.roles = set(roles or ROLES)
+        unknown = self.roles - set(ROLES)
+        if unknown:
+            raise ValueError(f"--role: unknown role(s) {sorted(unknown)}; choose from {', '.join(ROLES)}")
+        self.settings = settings or Settings.from_env()
+        self.url = nats_url or self.settings.nats.url
+        self.embedded: EmbeddedNats | None = None
+        self.bus: Bus | None = None
+        self.actors: list[Actor] = []
+        self._sink: BusEventSink | None = None
+
+    async def start(self) -> System:
+        if not self.url:
+            self.embedded = EmbeddedNats(self.settings.home / "nats")
+            self.url = self.embedded.start()
+            url_file(self.settings.home).write_text(self.url)
+        self.bus = await Bus.connect(self.url, settings=self.settings, name=f"timestep-{'+'.join(sorted(self.roles))}")
+        await self.bus.ensure_streams()
+        if self.roles & {"agent", "governor"}:
+            if not engine.is_launched():
+                configure_dbos()
+            if "agent" not in self.roles and not engine.is_launched():
+                engine.listen_to_no_queues()
+            if "agent" in self.roles:
+                # Before launch: runs recovered at launch publish their events too.
+                self._sink = BusEventSink(self.bus)
+                add_event_sink(self._sink)
+            ensure_dbos_launched()
+        if "agent" in self.roles:
+            self.actors += [AgentActor(self.bus), ControlActor(self.bus)]
+        if "governor" in self.roles:
+            self.actors.append(Governor(self.bus))
+        if "scheduler" in self.roles:
+            self.actors.append(Scheduler(self.bus))
+        for actor in self.actors:
+            await actor.start()
+        return self
+
+    async def stop(self) -> None:
+        for actor in reversed(self.actors):
+            try:
+                await actor.stop()
+            except Exception:
+                log.exception("stopping %s failed", actor.name)
+        self.actors = []
+        if self._sink is not None:
+            remove_event_sink(self._sink)
+            self._sink = None
+        if self.bus is not None:
+            await self.bus.close()
+            self.bus = None
+        if self.embedded is not None:
+            self.embedded.stop()
+            try:
+                url_file(self.settings.home).unlink()
+            except FileNotFoundError:
+                pass
+            self.embedded = None
+
+    async def __aenter__(self) -> System:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def find_url(settings: Settings) -> str:
+    """NATS_URL, else the URL of the embedded server that `timestep up` started here."""
+    if settings.nats.url:
+        return settings.nats.url
+    path: Path = url_file(settings.home)
+    if path.exists():
+        return path.read_text().strip()
+    raise SystemExit(f"no NATS server: set NATS_URL, or run `timestep up` (it writes {path})")

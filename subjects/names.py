@@ -1,0 +1,88 @@
+"""Subject names. The prefix (default `timestep`) is configurable; everything under it is the contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENTS_STREAM = "TIMESTEP_EVENTS"
+SUBMIT_STREAM = "TIMESTEP_SUBMIT"
+WORK_STREAM = "TIMESTEP_WORK"
+CONTROL_STREAM = "TIMESTEP_CONTROL"
+DEAD_STREAM = "TIMESTEP_DEAD"
+CONTROL_ACTIONS = ("approve", "reject", "cancel")
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """Every subject of the contract, under one prefix.
+
+    >>> Subjects().events("run-1", "completed")
+    'timestep.runs.events.run-1.completed'
+    """
+
+    prefix: str = "timestep"
+
+    @property
+    def submit(self) -> str:
+        return f"{self.prefix}.runs.submit"
+
+    def events(self, run_id: str = "*", type: str = "*") -> str:
+        return f"{self.prefix}.runs.events.{run_id}.{type}"
+
+    def run_events(self, run_id: str) -> str:
+        """All events of one run (a subscription filter)."""
+        return f"{self.prefix}.runs.events.{run_id}.>"
+
+    @property
+    def all_events(self) -> str:
+        return f"{self.prefix}.runs.events.>"
+
+    def control(self, run_id: str = "*", action: str = "*") -> str:
+        return f"{self.prefix}.runs.control.{run_id}.{action}"
+
+    @property
+    def all_control(self) -> str:
+        return f"{self.prefix}.runs.control.>"
+
+    @property
+    def start(self) -> str:
+        """Internal: a validated direct run handed from a governor to the agent actors."""
+        return f"{self.prefix}.runs.start"
+
+    @property
+    def schedules_create(self) -> str:
+        return f"{self.prefix}.schedules.create"
+
+    @property
+    def schedules_delete(self) -> str:
+        return f"{self.prefix}.schedules.delete"
+
+    @property
+    def schedules_list(self) -> str:
+        return f"{self.prefix}.schedules.list"
+
+    @property
+    def queues_configure(self) -> str:
+        return f"{self.prefix}.queues.configure"
+
+    @property
+    def queues_status(self) -> str:
+        return f"{self.prefix}.queues.status"
+
+    def dead(self, original: str) -> str:
+        """Where a message that could not be processed is copied, with its reason."""
+        return f"{self.prefix}.dead.{original}"
+
+    @property
+    def all_dead(self) -> str:
+        return f"{self.prefix}.dead.>"
+
+    def parse_control(self, subject: str) -> tuple[str, str] | None:
+        """(run_id, action) of a control subject, or None when it is not one."""
+        head = f"{self.prefix}.runs.control."
+        if not subject.startswith(head):
+            return None
+        parts = subject[len(head):].split(".")
+        if len(parts) != 2:
+            return None
+        return parts[0], parts[1]

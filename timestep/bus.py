@@ -1,0 +1,300 @@
+"""The one place Timestep talks to NATS: connecting, the JetStream streams of the contract,
+publishing events and dead letters, and durable pull consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError as NatsTimeout
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from subjects.events import ErrorInfo, RunEvent, encode_event
+from subjects.messages import DeadLetter
+from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, WORK_STREAM, Subjects
+from timestep.settings import NatsSettings, Settings
+
+log = logging.getLogger("timestep.bus")
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+DEAD_DATA_LIMIT = 64 * 1024
+#: Transient errors: retried until they pass (the server restarts, a leader is elected).
+TRANSIENT = (NatsTimeout, NoRespondersError, ConnectionClosedError, asyncio.TimeoutError, OSError)
+
+_json = msgspec.json.Encoder()
+
+
+def connect_options(nats_settings: NatsSettings) -> dict[str, Any]:
+    """nats-py options from settings: auth (user/password, token, nkey seed, creds) and TLS."""
+    options: dict[str, Any] = {}
+    if nats_settings.user:
+        options["user"] = nats_settings.user
+        options["password"] = nats_settings.password or ""
+    if nats_settings.token:
+        options["token"] = nats_settings.token
+    if nats_settings.nkey_seed_file:
+        options["nkeys_seed"] = nats_settings.nkey_seed_file
+    if nats_settings.creds_file:
+        options["user_credentials"] = nats_settings.creds_file
+    if nats_settings.tls_ca_file or nats_settings.tls_cert_file:
+        context = ssl.create_default_context(cafile=nats_settings.tls_ca_file)
+        if nats_settings.tls_cert_file:
+            context.load_cert_chain(nats_settings.tls_cert_file, nats_settings.tls_key_file)
+        options["tls"] = context
+    return options
+
+
+class Bus:
+    """A NATS connection with the contract's streams. One per process.
+
+    >>> bus = await Bus.connect("nats://127.0.0.1:4222")
+    >>> await bus.ensure_streams()
+    """
+
+    def __init__(self, nc: NatsClient, settings: Settings) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.settings = settings
+        self.subjects = Subjects(settings.prefix)
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *, settings: Settings | None = None, name: str = "timestep") -> Bus:
+        settings = settings or Settings.from_env()
+        url = url or settings.nats.url
+        if not url:
+            raise ValueError("no NATS URL: set NATS_URL, or start the embedded server with `timestep up`")
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("NATS: %s: %s", type(exc).__name__, exc)
+
+        async def on_disconnect() -> None:
+            if not (nc.is_closed or nc.is_draining):
+                log.warning("NATS: disconnected; reconnecting")
+
+        async def on_reconnect() -> None:
+            log.warning("NATS: reconnected")
+
+        nc = NatsClient()
+        await nc.connect(
+            servers=[u.strip() for u in url.split(",")],
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            **connect_options(settings.nats),
+        )
+        return cls(nc, settings)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), 10)
+            except Exception:
+                await self.nc.close()
+
+    # --- streams --------------------------------------------------------------
+
+    def stream_configs(self) -> list[StreamConfig]:
+        s, window = self.subjects, self.settings.duplicate_window_seconds
+        return [
+            # no_ack: JetStream does not answer a request on the submit subject, so the
+            # governor's `accepted`/`rejected` reaches the requester instead of a PubAck.
+            StreamConfig(
+                name=SUBMIT_STREAM, subjects=[s.submit], retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE, no_ack=True, duplicate_window=window,
+            ),
+            StreamConfig(
+                name=WORK_STREAM, subjects=[s.start], retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE, duplicate_window=window,
+            ),
+            StreamConfig(
+                name=CONTROL_STREAM, subjects=[s.all_control], retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE, duplicate_window=window,
+            ),
+            StreamConfig(
+                name=EVENTS_STREAM, subjects=[s.all_events], retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE, duplicate_window=window, max_age=self.settings.events_max_age_seconds,
+                discard=DiscardPolicy.OLD, allow_direct=True,
+            ),
+            StreamConfig(
+                name=DEAD_STREAM, subjects=[s.all_dead], retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE, max_age=30 * 24 * 3600.0, discard=DiscardPolicy.OLD,
+            ),
+        ]
+
+    async def ensure_streams(self) -> None:
+        """Create the contract's streams, or bring their settings up to date (idempotent)."""
+        for config in self.stream_configs():
+            try:
+                await self.js.add_stream(config)
+            except BadRequestError:
+                try:
+                    await self.js.update_stream(config)
+                except BadRequestError as exc:
+                    log.warning("stream %s exists with settings that cannot change (%s); using it as it is", config.name, exc)
+
+    async def pull(self, stream: str, durable: str, filter_subject: str, *, ack_wait: float = 30.0, max_ack_pending: int = 1000) -> Any:
+        """A durable pull subscription (created with this config if missing)."""
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+            filter_subject=filter_subject,
+        )
+        return await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)
+
+    # --- publishing -----------------------------------------------------------
+
+    async def publish_durably(self, subject: str, data: bytes, msg_id: str, *, headers: dict[str, str] | None = None) -> bool:
+        """Publish to JetStream, retrying transient failures until stored.
+        Returns True when JetStream had it already (a repeat inside the duplicate window)."""
+        all_headers = {**JSON_HEADERS, "Nats-Msg-Id": msg_id, **(headers or {})}
+        delay = 0.05
+        while True:
+            try:
+                ack = await self.js.publish(subject, data, headers=all_headers, timeout=5)
+                return bool(ack.duplicate)
+            except TRANSIENT as exc:
+                log.warning("publish to %s failed (%s); retrying in %.2fs", subject, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def publish_event(self, event: RunEvent) -> None:
+        """Publish a run event on `<prefix>.runs.events.<run_id>.<type>`, de-duplicated by
+        `<run_id>.<seq>` (a cancellation by `<run_id>.cancelled`: it can come from two places)."""
+        tag = type(event).__struct_config__.tag  # type: ignore[attr-defined]
+        msg_id = f"{event.run_id}.cancelled" if tag == "cancelled" else f"{event.run_id}.{event.seq}"
+        await self.publish_durably(self.subjects.events(event.run_id, tag), encode_event(event), msg_id)
+
+    async def dead_letter(self, subject: str, data: bytes, headers: dict[str, str] | None, reason: str, error: BaseException | ErrorInfo) -> None:
+        """Copy an unprocessable message, with its reason, to `<prefix>.dead.<subject>`."""
+        info = error if isinstance(error, ErrorInfo) else ErrorInfo(type=type(error).__name__, message=str(error))
+        letter = DeadLetter(
+            subject=subject,
+            reason=reason,
+            error=info,
+            data=data[:DEAD_DATA_LIMIT].decode("utf-8", errors="replace"),
+            size=len(data),
+            headers={k: v for k, v in (headers or {}).items() if k.lower() not in SECRET_HEADERS},
+            time=time.time(),
+        )
+        dead_subject = self.subjects.dead(subject) if _token_safe_subject(subject) else self.subjects.dead("invalid")
+        digest = hashlib.sha256(subject.encode() + b"\0" + data).hexdigest()[:32]
+        await self.publish_durably(dead_subject, _json.encode(letter), f"dead.{digest}")
+
+    async def last_event_seq(self, run_id: str) -> int:
+        """The highest `seq` among a run's stored events (0 when it has none)."""
+        try:
+            sub = await self.js.subscribe(
+                self.subjects.run_events(run_id), ordered_consumer=True, deliver_policy=DeliverPolicy.LAST,
+                stream=EVENTS_STREAM,
+            )
+        except NotFoundError:
+            return 0
+        try:
+            msg = await sub.next_msg(timeout=0.5)
+            return int(msgspec.json.decode(msg.data).get("seq", 0))
+        except (NatsTimeout, asyncio.TimeoutError):
+            return 0
+        finally:
+            await sub.unsubscribe()
+
+    # --- which agents are hosted --------------------------------------------------
+
+    async def _agents_bucket(self) -> Any:
+        try:
+            return await self.js.key_value(AGENTS_BUCKET)
+        except Exception:
+            return await self.js.create_key_value(bucket=AGENTS_BUCKET, history=1)
+
+    async def announce_agents(self, names: list[str], executor_id: str) -> None:
+        """An agent actor says which agents it hosts (a governor rejects requests for others)."""
+        bucket = await self._agents_bucket()
+        for name in names:
+            await bucket.put(_agent_key(name), _json.encode({"executor_id": executor_id, "time": time.time()}))
+
+    async def agent_hosted(self, name: str) -> bool:
+        bucket = await self._agents_bucket()
+        try:
+            await bucket.get(_agent_key(name))
+            return True
+        except Exception:
+            return False
+
+    async def hosted_agents(self) -> list[str]:
+        bucket = await self._agents_bucket()
+        try:
+            keys = await bucket.keys()
+        except Exception:
+            return []
+        return sorted(bytes.fromhex(k[2:]).decode() for k in keys if k.startswith("a-"))
+
+    async def request(self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None) -> bytes:
+        """Core request/reply; raises TimeoutError when nobody answers in time."""
+        try:
+            reply = await self.nc.request(subject, data, timeout=timeout, headers={**JSON_HEADERS, **(headers or {})})
+        except (NatsTimeout, NoRespondersError) as exc:
+            raise TimeoutError(f"no answer on {subject} within {timeout:g} s") from exc
+        return reply.data
+
+    async def follow(self, subject_filter: str, *, from_start: bool) -> AsyncIterator[Msg]:
+        """Stored events matching `subject_filter` (all of them, or only new ones), then live ones."""
+        sub = await self.js.subscribe(
+            subject_filter, ordered_consumer=True, stream=EVENTS_STREAM,
+            deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW,
+        )
+        try:
+            async for msg in sub.messages:
+                yield msg
+        finally:
+            await sub.unsubscribe()
+
+    async def serve(self, subject: str, queue: str, handler: Callable[[Msg], Awaitable[None]]) -> Any:
+        """A core-NATS request/reply service in a queue group (one member answers)."""
+        return await self.nc.subscribe(subject, queue=queue, cb=handler)
+
+
+AGENTS_BUCKET = "TIMESTEP_AGENTS"
+
+
+def _agent_key(name: str) -> str:
+    # KV keys allow fewer characters than agent names: hex keeps any name.
+    return "a-" + name.encode().hex()
+
+
+SECRET_HEADERS = {"authorization", "nats-token", "x-api-key", "openai-api-key"}
+
+
+def _token_safe_subject(subject: str) -> bool:
+    return all(token and all(c.isalnum() or c in "_-" for c in token) for token in subject.split("."))
+
+
+class BusEventSink:
+    """The event sink that publishes every run event to JetStream (see `timestep.events`)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def emit(self, event: RunEvent) -> None:
+        await self.bus.publish_event(event)

@@ -1,0 +1,200 @@
+"""The Python client of the bus: submit runs, follow their events, approve, reject, cancel,
+and manage schedules and queues, from any process that can reach NATS.
+
+>>> client = await Client.connect("nats://127.0.0.1:4222")
+>>> run = await client.submit("assistant", "What's the weather in Paris?")
+>>> async for event in run.events():
+...     print(event.type, event.seq)
+>>> completed = await run.result(timeout=60)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from subjects.events import Cancelled, Completed, ErrorInfo, Failed, Rejected, RunEvent, decode_event
+from subjects.messages import (
+    Approve,
+    Cancel,
+    QueueConfigure,
+    QueueStatus,
+    QueueStatusRequest,
+    Reject,
+    Reply,
+    RunRequest,
+    Schedule,
+    ScheduleCreate,
+    ScheduleDelete,
+    ScheduleList,
+)
+from timestep.bus import Bus
+from timestep.errors import RunCancelledError, TimestepError
+from timestep.settings import Settings
+
+TERMINAL = (Completed, Failed, Cancelled, Rejected)
+_encode = msgspec.json.encode
+
+
+class RunRejectedError(TimestepError):
+    """The governor refused the request; nothing ran."""
+
+    def __init__(self, run_id: str, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.run_id = run_id
+        self.error = error
+
+
+class RunFailedError(TimestepError):
+    """The run ended with an error."""
+
+    def __init__(self, run_id: str, error: ErrorInfo) -> None:
+        super().__init__(f"run {run_id!r} failed: {error.type}: {error.message}")
+        self.run_id = run_id
+        self.error = error
+
+
+class Submission:
+    """A submitted run: `run_id`, its `accepted` event (None when no governor answered in
+    time: the request is stored and runs when one is up), `events()` and `result()`."""
+
+    def __init__(self, client: Client, run_id: str, accepted: RunEvent | None) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.accepted = accepted
+
+    def events(self) -> AsyncIterator[RunEvent]:
+        """Every event of the run from its first, live, until it completes, fails, is cancelled or rejected."""
+        return self.client.events(self.run_id)
+
+    async def result(self, timeout: float | None = None) -> Completed:
+        """The `completed` event; raises RunFailedError, RunCancelledError or RunRejectedError."""
+
+        async def wait() -> Completed:
+            async for event in self.events():
+                if isinstance(event, Completed):
+                    return event
+                if isinstance(event, Failed):
+                    raise RunFailedError(self.run_id, event.error)
+                if isinstance(event, Cancelled):
+                    raise RunCancelledError(self.run_id)
+                if isinstance(event, Rejected):
+                    raise RunRejectedError(self.run_id, event.error)
+            raise TimestepError(f"the events of run {self.run_id!r} ended early")
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    def __repr__(self) -> str:
+        return f"Submission({self.run_id!r})"
+
+
+class Client:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.subjects = bus.subjects
+
+    @classmethod
+    async def connect(cls, url: str | None = None, *, settings: Settings | None = None) -> Client:
+        """Connect to NATS (`url`, else NATS_URL), with the auth and TLS settings of the environment."""
+        return cls(await Bus.connect(url, settings=settings, name="timestep-client"))
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- runs -------------------------------------------------------------------
+
+    async def submit(
+        self,
+        agent: str,
+        input: str | list[dict[str, Any]],
+        *,
+        id: str | None = None,
+        session_id: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        deduplication_id: str | None = None,
+        timeout_seconds: float | None = None,
+        stream: bool = False,
+        metadata: dict[str, str] | None = None,
+        reply_timeout: float = 10.0,
+    ) -> Submission:
+        """Submit a run. It gets a fresh id unless `id` is given; submitting the same id again
+        is the same run. Raises RunRejectedError when the governor refuses it."""
+        run_id = id or uuid.uuid4().hex
+        request = RunRequest(
+            agent=agent, input=input, id=run_id, session_id=session_id, queue=queue, priority=priority,
+            deduplication_id=deduplication_id, timeout_seconds=timeout_seconds, stream=stream, metadata=metadata,
+        )
+        try:
+            data = await self.bus.request(self.subjects.submit, _encode(request), reply_timeout, headers={"Nats-Msg-Id": run_id})
+        except TimeoutError:
+            return Submission(self, run_id, None)
+        event = decode_event(data)
+        if isinstance(event, Rejected):
+            raise RunRejectedError(run_id, event.error)
+        return Submission(self, run_id, event)
+
+    async def events(self, run_id: str | None = None, *, from_start: bool | None = None) -> AsyncIterator[RunEvent]:
+        """A run's events from its first (or, without `run_id`, every run's new events), live.
+        A run's stream ends after its last event (completed, failed, cancelled or rejected)."""
+        subject = self.subjects.run_events(run_id) if run_id else self.subjects.all_events
+        replay = from_start if from_start is not None else run_id is not None
+        async for msg in self.bus.follow(subject, from_start=replay):
+            event = decode_event(msg.data)
+            yield event
+            if run_id and isinstance(event, TERMINAL):
+                return
+
+    async def approve(self, run_id: str, call_id: str, *, always: bool = False) -> None:
+        await self._control(run_id, "approve", Approve(call_id=call_id, always=always), call_id)
+
+    async def reject(self, run_id: str, call_id: str, message: str | None = None) -> None:
+        await self._control(run_id, "reject", Reject(call_id=call_id, message=message), call_id)
+
+    async def cancel(self, run_id: str) -> None:
+        await self._control(run_id, "cancel", Cancel(), "run")
+
+    async def _control(self, run_id: str, action: str, body: Any, key: str) -> None:
+        await self.bus.publish_durably(self.subjects.control(run_id, action), _encode(body), f"{run_id}.{action}.{key}")
+
+    # --- schedules and queues ---------------------------------------------------------
+
+    async def create_schedule(self, name: str, cron: str, request: RunRequest | dict[str, Any]) -> Schedule:
+        if isinstance(request, dict):
+            request = msgspec.convert(request, RunRequest)
+        reply = await self._admin(self.subjects.schedules_create, ScheduleCreate(name=name, cron=cron, request=request))
+        assert reply.schedule is not None
+        return reply.schedule
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool((await self._admin(self.subjects.schedules_delete, ScheduleDelete(name=name))).deleted)
+
+    async def list_schedules(self) -> list[Schedule]:
+        return (await self._admin(self.subjects.schedules_list, ScheduleList())).schedules or []
+
+    async def configure_queue(
+        self, name: str, *, limit: int | None = None, period_seconds: float | None = None,
+        concurrency: int | None = None, tokens_per_period: int | None = None,
+    ) -> QueueStatus:
+        body = QueueConfigure(name=name, limit=limit, period_seconds=period_seconds, concurrency=concurrency, tokens_per_period=tokens_per_period)
+        return (await self._admin(self.subjects.queues_configure, body)).queues[0]  # type: ignore[index]
+
+    async def queue_status(self, name: str | None = None) -> list[QueueStatus]:
+        return (await self._admin(self.subjects.queues_status, QueueStatusRequest(name=name))).queues or []
+
+    async def _admin(self, subject: str, body: Any, timeout: float = 10.0) -> Reply:
+        reply = msgspec.json.decode(await self.bus.request(subject, _encode(body), timeout), type=Reply)
+        if not reply.ok:
+            error = reply.error or ErrorInfo(type="Error", message="refused")
+            raise TimestepError(error.message)
+        return reply

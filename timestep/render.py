@@ -1,0 +1,33 @@
+"""How the command line shows events and replies to people (and to scripts, with --json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from subjects.events import RunEvent
+
+
+def tag(event: RunEvent) -> str:
+    return event.__struct_config__.tag  # type: ignore[attr-defined]
+
+
+def describe(event: RunEvent, *, with_run: bool = False) -> str:
+    """One readable line: seq, type, and the fields that matter."""
+    fields = {f: getattr(event, f) for f in event.__struct_fields__ if f not in ("run_id", "seq", "time")}
+    parts = []
+    for key, value in fields.items():
+        if isinstance(value, msgspec.Struct) or (isinstance(value, list) and value and isinstance(value[0], msgspec.Struct)):
+            value = msgspec.to_builtins(value)
+        parts.append(f"{key}={value!r}" if not isinstance(value, str) else f"{key}={_short(value)!r}")
+    run = f"{event.run_id:<34} " if with_run else ""
+    return f"{run}{event.seq:>3}  {tag(event):<12} {'  '.join(parts)}".rstrip()
+
+
+def as_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
