@@ -17,7 +17,7 @@ import logging
 import msgspec
 from nats.aio.msg import Msg
 
-from actors.base import Actor
+from actors.base import Actor, origin
 from subjects.events import Cancelled, ErrorInfo
 from subjects.messages import Approve, Cancel, Reject
 from subjects.names import CONTROL_STREAM, WORK_STREAM
@@ -105,4 +105,4 @@ class ControlActor(Actor):
 
     async def _dead(self, msg: Msg, kind: str, message: str) -> None:
         log.info("control message refused: %s", message)
-        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, message, ErrorInfo(type=kind, message=message))
+        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, message, ErrorInfo(type=kind, message=message), origin=origin(msg))

@@ -41,6 +41,14 @@ from timestep.bus import Bus
 log = logging.getLogger("actors")
 
 
+def origin(msg: Msg) -> str | None:
+    """`<stream>.<sequence>` of a JetStream message: the same for each redelivery."""
+    try:
+        return f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"
+    except Exception:
+        return None
+
+
 class Actor:
     stream: str | None = None
     durable: str = ""
@@ -184,7 +192,7 @@ class Actor:
         if attempt >= self.max_deliver:
             log.error("%s: giving up on a message on %s after %d attempts: %s: %s", self.name, msg.subject, attempt, type(exc).__name__, exc)
             try:
-                await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"handling failed {attempt} times", exc)
+                await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"handling failed {attempt} times", exc, origin=origin(msg))
                 await msg.term()
                 self.dead_lettered += 1
             except Exception:

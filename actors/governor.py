@@ -18,8 +18,8 @@ import logging
 import msgspec
 from nats.aio.msg import Msg
 
-from actors.base import Actor
-from subjects.events import Accepted, ErrorInfo, Queued, Rejected, encode_event
+from actors.base import Actor, origin
+from subjects.events import Accepted, Queued, Rejected, encode_event
 from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
 from subjects.names import EVENTS_STREAM, SUBMIT_STREAM
 from timestep import engine, queues, registry
@@ -41,22 +41,12 @@ class Governor(Actor):
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self.subject = bus.subjects.submit
-        self._services: list = []
 
     async def on_start(self) -> None:
         s = self.bus.subjects
-        self._services = [
-            await self.bus.serve(s.submit, "timestep-governor", self._relay),
-            await self.bus.serve(s.queues_configure, "timestep-governor", self._configure_queue),
-            await self.bus.serve(s.queues_status, "timestep-governor", self._queue_status),
-        ]
-
-    async def on_stop(self) -> None:
-        for sub in self._services:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
+        await self.serve(s.submit, "timestep-governor", self._relay)
+        await self.serve(s.queues_configure, "timestep-governor", self._configure_queue)
+        await self.serve(s.queues_status, "timestep-governor", self._queue_status)
 
     # --- the mailbox: every request, from the submit stream ------------------------
 
@@ -114,7 +104,7 @@ class Governor(Actor):
         log.info("rejected a request on %s: %s", msg.subject, bad)
         if bad.run_id is not None:
             await self.bus.publish_event(Rejected(run_id=bad.run_id, seq=1, time=now(), error=bad.info()))
-        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"rejected: {bad}", bad.info())
+        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"rejected: {bad}", bad.info(), origin=origin(msg))
 
     # --- request/reply: answer with the run's accepted or rejected event -----------
 
@@ -164,23 +154,15 @@ class Governor(Actor):
                 req.name, req.limit, req.period_seconds, req.concurrency, tokens_per_period=req.tokens_per_period
             )
             status = await queues.queue_status(req.name)
-            await self._reply(msg, Reply(ok=True, queues=[status]))
+            await self.reply(msg, Reply(ok=True, queues=[status]))
         except (msgspec.ValidationError, msgspec.DecodeError, TimestepError) as exc:
-            await self._refuse(msg, exc)
+            await self.refuse(msg, exc)
 
     async def _queue_status(self, msg: Msg) -> None:
         try:
             req = msgspec.json.decode(msg.data or b"{}", type=QueueStatusRequest)
             names = [req.name] if req.name else await engine.blocking(queues.queue_names)
-            await self._reply(msg, Reply(ok=True, queues=[await queues.queue_status(n) for n in names]))
+            await self.reply(msg, Reply(ok=True, queues=[await queues.queue_status(n) for n in names]))
         except (msgspec.ValidationError, msgspec.DecodeError, TimestepError) as exc:
-            await self._refuse(msg, exc)
+            await self.refuse(msg, exc)
 
-    async def _reply(self, msg: Msg, reply: Reply) -> None:
-        if msg.reply:
-            await msg.respond(msgspec.json.encode(reply))
-
-    async def _refuse(self, msg: Msg, exc: Exception) -> None:
-        info = ErrorInfo(type=type(exc).__name__, message=str(exc))
-        await self._reply(msg, Reply(ok=False, error=info))
-        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"refused: {exc}", info)

@@ -21,7 +21,6 @@ from croniter import croniter
 from nats.aio.msg import Msg
 
 from actors.base import Actor
-from subjects.events import ErrorInfo
 from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete
 from timestep import engine, store
 from timestep.bus import Bus
@@ -59,7 +58,6 @@ def _delete(name: str) -> bool:
 class Scheduler(Actor):
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
-        self._services: list = []
         self._clock: asyncio.Task | None = None
         self._next: dict[str, tuple[str, datetime]] = {}  # name -> (cron, next tick)
         self._schedules: dict[str, Schedule] = {}
@@ -67,19 +65,12 @@ class Scheduler(Actor):
 
     async def on_start(self) -> None:
         s = self.bus.subjects
-        self._services = [
-            await self.bus.serve(s.schedules_create, "timestep-scheduler", self._create),
-            await self.bus.serve(s.schedules_delete, "timestep-scheduler", self._delete),
-            await self.bus.serve(s.schedules_list, "timestep-scheduler", self._list),
-        ]
+        await self.serve(s.schedules_create, "timestep-scheduler", self._create)
+        await self.serve(s.schedules_delete, "timestep-scheduler", self._delete)
+        await self.serve(s.schedules_list, "timestep-scheduler", self._list)
         self._clock = asyncio.create_task(self._run_clock(), name="scheduler-clock")
 
     async def on_stop(self) -> None:
-        for sub in self._services:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
         if self._clock is not None:
             self._clock.cancel()
             await asyncio.gather(self._clock, return_exceptions=True)
@@ -130,30 +121,22 @@ class Scheduler(Actor):
             schedule = Schedule(name=req.name, cron=cron, request=msgspec.structs.replace(req.request, id=None), created_at=time.time())
             await engine.blocking(_save, schedule)
             self._loaded_at = 0.0
-            await self._reply(msg, Reply(ok=True, schedule=schedule))
+            await self.reply(msg, Reply(ok=True, schedule=schedule))
         except (msgspec.ValidationError, msgspec.DecodeError, ValidationError) as exc:
-            await self._refuse(msg, exc)
+            await self.refuse(msg, exc)
 
     async def _delete(self, msg: Msg) -> None:
         try:
             req = msgspec.json.decode(msg.data, type=ScheduleDelete)
             deleted = await engine.blocking(_delete, req.name)
             self._loaded_at = 0.0
-            await self._reply(msg, Reply(ok=True, deleted=deleted))
+            await self.reply(msg, Reply(ok=True, deleted=deleted))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await self._refuse(msg, exc)
+            await self.refuse(msg, exc)
 
     async def _list(self, msg: Msg) -> None:
-        await self._reply(msg, Reply(ok=True, schedules=await engine.blocking(_load)))
+        await self.reply(msg, Reply(ok=True, schedules=await engine.blocking(_load)))
 
-    async def _reply(self, msg: Msg, reply: Reply) -> None:
-        if msg.reply:
-            await msg.respond(msgspec.json.encode(reply))
-
-    async def _refuse(self, msg: Msg, exc: Exception) -> None:
-        info = ErrorInfo(type=type(exc).__name__, message=str(exc))
-        await self._reply(msg, Reply(ok=False, error=info))
-        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"refused: {exc}", info)
 
 
 def _next_tick(cron: str, after: datetime) -> datetime:

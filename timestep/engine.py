@@ -250,8 +250,12 @@ async def retrieve(workflow_id: str) -> Any:
 
 
 async def status(workflow_id: str) -> Any:
-    handle = await DBOS.retrieve_workflow_async(workflow_id)
-    return await handle.get_status()
+    """The workflow's status row, or None when there is no such workflow."""
+    try:
+        handle = await DBOS.retrieve_workflow_async(workflow_id)
+        return await handle.get_status()
+    except NonExistentWorkflow:
+        return None
 
 
 async def cancel(workflow_id: str) -> None:

@@ -28,7 +28,7 @@ from subjects.ids import run_id_problem
 from subjects.messages import Approve, Reject
 from timestep import engine, queues, registry
 from timestep.durable import DurableModelProvider, DurableSession, RunRecorder, wrap_agent
-from timestep.errors import RunCancelledError, RunTimeoutError, ValidationError
+from timestep.errors import RunCancelledError, RunTimeoutError, TimestepError, ValidationError
 from timestep.events import dispatch, listen, now
 from timestep.launch import ensure_dbos_launched
 from timestep.models import default_model_provider
@@ -166,8 +166,11 @@ async def agent_run(spec: RunSpec) -> RunResult:
 
 async def _wait_for_token_budget(queue: str) -> None:
     """Wait (durably) until the queue's runs used fewer tokens than its budget in the last period."""
+    async def check() -> float:
+        return await engine.blocking(queues.token_wait_seconds, queue)
+
     while True:
-        wait = await engine.step("queue.token_budget", lambda: engine.blocking(queues.token_wait_seconds, queue))
+        wait = await engine.step("queue.token_budget", check)
         if wait <= 0:
             return
         await engine.sleep(wait)
@@ -367,6 +370,8 @@ class RunHandle:
 
     async def get_status(self) -> RunStatus:
         s = await engine.status(self.workflow_id)
+        if s is None:
+            raise TimestepError(f"workflow_id: no run {self.workflow_id!r} in this database")
         return RunStatus(
             workflow_id=self.workflow_id,
             status=s.status,

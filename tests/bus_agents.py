@@ -1,0 +1,47 @@
+"""Agents for the bus tests, importable by `timestep up --agents bus_agents` (tests/ on PYTHONPATH).
+
+They use the offline demo model (deterministic rules: it calls the tool the text
+names). Tool calls are appended to $TIMESTEP_TEST_LOG, when set, so a test can
+count them across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from agents import Agent, function_tool
+
+from timestep import register_agent
+
+CALLS: list[str] = []
+
+
+def record(line: str) -> None:
+    CALLS.append(line)
+    path = os.environ.get("TIMESTEP_TEST_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{line} pid={os.getpid()}\n")
+
+
+@function_tool
+def get_weather(city: str) -> str:
+    record(f"get_weather:{city}")
+    return f"sunny in {city}"
+
+
+@function_tool
+async def think(seconds: float) -> str:
+    record(f"think:{seconds}")
+    await asyncio.sleep(seconds)
+    return f"thought {seconds}"
+
+
+@function_tool(needs_approval=True)
+def send_email(to: str) -> str:
+    record(f"send_email:{to}")
+    return f"sent to {to}"
+
+
+register_agent(Agent(name="bus-assistant", tools=[get_weather, think, send_email]))

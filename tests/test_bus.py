@@ -1,0 +1,227 @@
+"""The actor system over a real nats-server: the contract, end to end, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+import pytest
+
+import bus_agents
+from subjects.events import (
+    Accepted,
+    Cancelled,
+    Completed,
+    Delta,
+    Interrupted,
+    Queued,
+    Rejected,
+    Started,
+    ToolCall,
+    ToolOutput,
+    decode_event,
+)
+from subjects.messages import DeadLetter
+from timestep.client import RunRejectedError
+from timestep.errors import RunCancelledError, TimestepError
+
+AGENT = "bus-assistant"
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def collect(client, run_id: str, timeout: float = 30) -> list:
+    async def gather() -> list:
+        return [event async for event in client.events(run_id)]
+
+    return await asyncio.wait_for(gather(), timeout)
+
+
+async def test_submit_to_completed_end_to_end(client) -> None:
+    city = uid("Paris")
+    run = await client.submit(AGENT, f"get_weather city={city}")
+    assert isinstance(run.accepted, Accepted) and run.accepted.run_id == run.run_id
+    events = await collect(client, run.run_id)
+
+    assert [type(e) for e in events] == [Accepted, Started, ToolCall, ToolOutput, Completed]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert events[-1].output == f"get_weather returned: sunny in {city}"
+    assert events[-1].usage.requests == 2
+    assert bus_agents.CALLS.count(f"get_weather:{city}") == 1
+
+
+async def test_queued_run_reports_queued_then_runs(client) -> None:
+    queue = uid("q")
+    run = await client.submit(AGENT, "hello", queue=queue, priority=5)
+    events = await collect(client, run.run_id)
+    assert [type(e) for e in events] == [Accepted, Queued, Started, Completed]
+    assert events[1].queue == queue
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+
+
+async def test_streamed_deltas_arrive_in_order(client) -> None:
+    run = await client.submit(AGENT, "one two three four five", stream=True)
+    events = await collect(client, run.run_id)
+    deltas = [e for e in events if isinstance(e, Delta)]
+    assert len(deltas) > 3
+    assert "".join(d.text for d in deltas) == "You said: one two three four five"
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+
+
+async def test_late_subscriber_replays_a_runs_history(client) -> None:
+    run = await client.submit(AGENT, "get_weather city=Late")
+    first = await collect(client, run.run_id)
+    await asyncio.sleep(0.2)
+    replay = await collect(client, run.run_id)
+    assert replay == first
+    assert isinstance(replay[-1], Completed)
+
+
+async def test_republished_request_runs_once(client, system) -> None:
+    run_id, city = uid("dup"), uid("Dup")
+    body = msgspec.json.encode({"id": run_id, "agent": AGENT, "input": f"get_weather city={city}"})
+    nc = system.bus.nc
+    subject = system.bus.subjects.submit
+    for _ in range(3):  # a retried publish inside the duplicate window
+        await nc.publish(subject, body, headers={"Nats-Msg-Id": run_id})
+    await collect(client, run_id)
+    # The same id again with another Nats-Msg-Id, as after the window: still the same run.
+    await nc.publish(subject, body, headers={"Nats-Msg-Id": run_id + "-later"})
+    await nc.flush()
+    await asyncio.sleep(1.0)
+    events = await collect(client, run_id)
+    assert sum(isinstance(e, Completed) for e in events) == 1
+    assert sum(isinstance(e, Started) for e in events) == 1
+    assert bus_agents.CALLS.count(f"get_weather:{city}") == 1
+
+
+async def test_request_without_id_gets_an_assigned_id_and_a_repeat_is_the_same_run(client, system) -> None:
+    body = msgspec.json.encode({"agent": AGENT, "input": f"get_weather city={uid('NoId')}"})
+    replies = [decode_event((await system.bus.nc.request(system.bus.subjects.submit, body, timeout=10)).data) for _ in range(2)]
+    assert isinstance(replies[0], Accepted)
+    assert replies[0].run_id.startswith("r-") and replies[1].run_id == replies[0].run_id
+    events = await collect(client, replies[0].run_id)
+    assert sum(isinstance(e, Completed) for e in events) == 1
+
+
+BAD_REQUESTS = [
+    (b'{"agent": "bus-assistant", "input": ', "request: is not valid JSON"),
+    (b'{"agent": "bus-assistant", "input": 42}', "input: Expected `str | array`, got `int`"),
+    (b'{"agent": "bus-assistant", "input": "hi", "priority": "high"}', "priority: Expected `int | null`"),
+    (b'{"agent": "nobody-here", "input": "hi", "id": "RUNID"}', "agent: no agent named 'nobody-here'"),
+    (b'{"agent": "bus-assistant", "input": "hi", "id": "a.b"}', "id: Expected `str` matching regex"),
+    (b'{"agent": "bus-assistant", "input": "hi", "id": "*"}', "id: Expected `str` matching regex"),
+    (b'{"agent": "bus-assistant", "input": "hi", "id": "has space"}', "id: Expected `str` matching regex"),
+    (b'{"agent": "bus-assistant", "input": [{"role": "robot", "content": "x"}]}', "input[0].role: 'robot' is not one of"),
+    (b'{"agent": "bus-assistant", "input": "' + b"x" * 300_000 + b'"}', "request: is 300039 bytes; the limit is 262144 (TIMESTEP_MAX_REQUEST_BYTES)"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), BAD_REQUESTS, ids=["malformed-json", "wrong-type", "bad-priority", "unknown-agent", "id-dot", "id-star", "id-space", "bad-item", "oversized"])
+async def test_bad_requests_are_rejected_and_dead_lettered(client, system, body: bytes, reason: str) -> None:
+    body = body.replace(b"RUNID", uid("unknown").encode())
+    bus = system.bus
+    dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.submit), ordered_consumer=True, deliver_policy="new")
+    try:
+        reply = decode_event((await bus.nc.request(bus.subjects.submit, body, timeout=10)).data)
+        assert isinstance(reply, Rejected)
+        assert reason in reply.error.message, reply.error.message
+        while True:
+            letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
+            if letter.data == body[: len(letter.data)].decode(errors="replace")[:65536] and letter.size == len(body):
+                break
+        assert letter.subject == bus.subjects.submit
+        assert reason in letter.reason
+    finally:
+        await dead.unsubscribe()
+    # The actors are still serving good traffic.
+    assert isinstance((await client.submit(AGENT, "still there?")).accepted, Accepted)
+
+
+async def test_python_client_raises_on_rejection(client) -> None:
+    with pytest.raises(RunRejectedError, match="no agent named 'ghost'"):
+        await client.submit("ghost", "boo")
+
+
+async def test_approval_and_rejection_over_the_contract(client) -> None:
+    to = uid("ada")
+    run = await client.submit(AGENT, f"send_email to={to}")
+    async for event in client.events(run.run_id):
+        if isinstance(event, Interrupted):
+            assert [a.tool for a in event.approvals] == ["send_email"]
+            await client.approve(run.run_id, event.approvals[0].call_id)
+        if isinstance(event, Completed):
+            assert event.output == f"send_email returned: sent to {to}"
+            break
+    assert bus_agents.CALLS.count(f"send_email:{to}") == 1
+
+    to = uid("bob")
+    run = await client.submit(AGENT, f"send_email to={to}")
+    async for event in client.events(run.run_id):
+        if isinstance(event, Interrupted):
+            await client.reject(run.run_id, event.approvals[0].call_id, "not today")
+    assert isinstance(event, Completed) and "not today" in event.output
+    assert bus_agents.CALLS.count(f"send_email:{to}") == 0
+
+
+async def test_cancel_over_the_contract(client) -> None:
+    run = await client.submit(AGENT, "think seconds=30")
+    async for event in client.events(run.run_id):
+        if isinstance(event, ToolCall):
+            await client.cancel(run.run_id)
+    assert isinstance(event, Cancelled)
+    with pytest.raises(RunCancelledError):
+        await run.result(timeout=5)
+
+
+async def test_control_for_an_unknown_run_is_dead_lettered(client, system) -> None:
+    bus = system.bus
+    dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.control("*", "*")), ordered_consumer=True, deliver_policy="new")
+    try:
+        ghost = uid("ghost")
+        await client.approve(ghost, "call_1")
+        letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
+        assert letter.subject == bus.subjects.control(ghost, "approve")
+        assert f"no run '{ghost}'" in letter.reason
+    finally:
+        await dead.unsubscribe()
+
+
+async def test_queues_configure_and_status_over_the_contract(client) -> None:
+    name = uid("api")
+    status = await client.configure_queue(name, limit=10, period_seconds=60, concurrency=2, tokens_per_period=5000)
+    assert (status.limit, status.period_seconds, status.concurrency, status.tokens_per_period) == (10, 60.0, 2, 5000)
+    run = await client.submit(AGENT, "hello", queue=name)
+    await run.result(timeout=30)
+    for _ in range(100):  # `completed` is published just before the workflow records its end
+        [status] = await client.queue_status(name)
+        if status.running == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert status.depth == 0 and status.running == 0
+    assert status.admitted_in_window == 1
+    assert status.tokens_in_window > 0
+    with pytest.raises(TimestepError, match="limit"):
+        await client.configure_queue(name, limit=0, period_seconds=60)
+    with pytest.raises(TimestepError, match="period"):
+        await client.configure_queue(name, limit=5)
+
+
+async def test_schedules_over_the_contract(client) -> None:
+    name = uid("every-second")
+    created = await client.create_schedule(name, "* * * * * *", {"agent": AGENT, "input": "tick"})
+    assert created.name == name
+    assert name in [s.name for s in await client.list_schedules()]
+    completed = None
+    async for event in client.events():
+        if isinstance(event, Completed) and event.run_id.startswith(name + "-"):
+            completed = event
+            break
+    assert await client.delete_schedule(name) is True
+    assert await client.delete_schedule(name) is False
+    assert completed.output == "You said: tick"
+    with pytest.raises(TimestepError, match="crontab"):
+        await client.create_schedule(uid("bad"), "every minute", {"agent": AGENT, "input": "x"})
