@@ -37,3 +37,19 @@ def test_decoding_a_bad_event_names_the_field() -> None:
         subjects.decode_event(b'{"type":"started","run_id":"r","seq":"one","time":"2026-01-01T00:00:00Z"}')
     with pytest.raises(msgspec.ValidationError, match="Invalid value 'exploded'"):
         subjects.decode_event(b'{"type":"exploded","run_id":"r","seq":1,"time":"2026-01-01T00:00:00Z"}')
+
+
+def test_checked_in_json_schema_matches_the_types() -> None:
+    from subjects.schema import SCHEMA_FILE, render
+
+    assert SCHEMA_FILE.read_text() == render(), "run `python -m subjects.schema` and commit subjects/contract.schema.json"
+
+
+def test_schema_covers_every_subject_and_event() -> None:
+    from subjects.schema import contract_schema
+
+    schema = contract_schema()
+    assert "timestep.runs.submit" in schema["x-subjects"]
+    event_refs = {ref["$ref"].rsplit("/", 1)[1] for ref in schema["$defs"]["RunEvent"]["anyOf"]}
+    assert event_refs == {cls.__name__ for cls in subjects.EVENT_TYPES.values()}
+    assert schema["$defs"]["RunRequest"]["required"] == ["agent", "input"]

@@ -1,0 +1,95 @@
+"""JSON Schema of the contract, generated from the msgspec types.
+
+    python -m subjects.schema            # rewrite subjects/contract.schema.json
+    python -m subjects.schema --check    # exit 1 when the checked-in file is out of date
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from subjects.events import RunEvent
+from subjects.messages import (
+    Approve,
+    Cancel,
+    DeadLetter,
+    QueueConfigure,
+    QueueStatusRequest,
+    Reject,
+    Reply,
+    RunRequest,
+    ScheduleCreate,
+    ScheduleDelete,
+    ScheduleList,
+)
+
+SCHEMA_FILE = Path(__file__).with_name("contract.schema.json")
+
+#: Subject (with the default prefix) -> the type of its body, and of its reply if any.
+SUBJECTS: list[tuple[str, Any, Any, str]] = [
+    ("timestep.runs.submit", RunRequest, RunEvent, "start a run; a request is answered with its accepted or rejected event"),
+    ("timestep.runs.events.<run_id>.<type>", RunEvent, None, "a run's events, in order, kept in a stream"),
+    ("timestep.runs.control.<run_id>.approve", Approve, None, "approve a tool call of an interrupted run"),
+    ("timestep.runs.control.<run_id>.reject", Reject, None, "reject a tool call of an interrupted run"),
+    ("timestep.runs.control.<run_id>.cancel", Cancel, None, "cancel a run"),
+    ("timestep.schedules.create", ScheduleCreate, Reply, "create or replace a cron schedule of a run request"),
+    ("timestep.schedules.delete", ScheduleDelete, Reply, "delete a schedule"),
+    ("timestep.schedules.list", ScheduleList, Reply, "list schedules"),
+    ("timestep.queues.configure", QueueConfigure, Reply, "create or replace a queue's policy"),
+    ("timestep.queues.status", QueueStatusRequest, Reply, "depth, running and admitted in the current window"),
+    ("timestep.dead.<original subject>", DeadLetter, None, "what could not be processed, and why"),
+]
+
+
+def _name(tp: Any) -> str:
+    return "RunEvent" if tp is RunEvent else tp.__name__
+
+
+def contract_schema() -> dict[str, Any]:
+    types = [body for _, body, _, _ in SUBJECTS] + [reply for _, _, reply, _ in SUBJECTS if reply is not None]
+    unique = list(dict.fromkeys(types))
+    schemas, components = msgspec.json.schema_components(unique, ref_template="#/$defs/{name}")
+    defs = dict(components)
+    for tp, schema in zip(unique, schemas):
+        if tp is RunEvent:
+            defs["RunEvent"] = schema
+    subjects = {}
+    for subject, body, reply, doc in SUBJECTS:
+        entry: dict[str, Any] = {"description": doc, "body": {"$ref": f"#/$defs/{_name(body)}"}}
+        if reply is not None:
+            entry["reply"] = {"$ref": f"#/$defs/{_name(reply)}"}
+        subjects[subject] = entry
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:timestep:contract",
+        "title": "Timestep subject contract",
+        "description": "Message bodies are JSON (Content-Type: application/json), snake_case. "
+        "Fields may be added later, never removed. See subjects/README.md.",
+        "x-subjects": subjects,
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def render() -> str:
+    return json.dumps(contract_schema(), indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not SCHEMA_FILE.exists() or SCHEMA_FILE.read_text() != text:
+            print(f"{SCHEMA_FILE} is out of date: run `python -m subjects.schema`", file=sys.stderr)
+            return 1
+        return 0
+    SCHEMA_FILE.write_text(text)
+    print(f"wrote {SCHEMA_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,175 @@
+"""The actor system as separate processes (`timestep up --role ...`) sharing one nats-server and one
+database: an approval after every process restarted, two governors, two schedulers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from subjects.events import Completed, Interrupted, Started
+from timestep.client import Client
+from timestep.natsserver import EmbeddedNats, free_port
+
+AGENT = "bus-assistant"
+TESTS = Path(__file__).parent
+
+
+class Cluster:
+    """`timestep up` processes on one NATS server and one database, torn down at the end."""
+
+    def __init__(self, tmp_path: Path, db_url: str) -> None:
+        self.tmp = tmp_path
+        self.db_url = db_url
+        self.nats = EmbeddedNats(tmp_path / "nats", port=free_port())
+        self.url = self.nats.start()
+        self.log = tmp_path / "calls.log"
+        self.procs: list[subprocess.Popen] = []
+
+    def env(self, executor: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "NATS_URL")}
+        env.update(
+            NATS_URL=self.url,
+            TIMESTEP_HOME=str(self.tmp / "home"),
+            TIMESTEP_EXECUTOR_ID=executor,
+            TIMESTEP_TEST_LOG=str(self.log),
+            TIMESTEP_QUEUE_POLL_SECONDS="0.05",
+            PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
+        )
+        if not self.db_url.startswith("sqlite"):
+            env["PG_CONNECTION_URI"] = self.db_url
+        return env
+
+    def start(self, *nodes: tuple[list[str], str], timeout: float = 60) -> list[subprocess.Popen]:
+        """Start (roles, executor id) nodes side by side; return once every one is up."""
+        started = []
+        for roles, executor in nodes:
+            out = self.tmp / f"{executor}-{len(self.procs)}.out"
+            args = [sys.executable, "-m", "timestep.cli", "up", "--agents", "bus_agents"]
+            for role in roles:
+                args += ["--role", role]
+            proc = subprocess.Popen(args, env=self.env(executor), stdout=out.open("w"), stderr=subprocess.STDOUT)
+            self.procs.append(proc)
+            started.append((proc, out, executor))
+        deadline = time.monotonic() + timeout
+        for proc, out, executor in started:
+            while "timestep up:" not in out.read_text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"{executor} did not come up: {out.read_text()[-3000:]}")
+                time.sleep(0.05)
+        return [proc for proc, _, _ in started]
+
+    def calls(self) -> list[str]:
+        return [line.split(" pid=")[0] for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.nats.stop()
+
+
+@pytest.fixture
+def cluster(fresh_db_url: str, tmp_path: Path):
+    running = Cluster(tmp_path, fresh_db_url)
+    yield running
+    running.stop()
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_approval_resumes_after_every_process_was_restarted(cluster: Cluster) -> None:
+    [first] = cluster.start((["agent", "governor", "scheduler"], "node-1"))
+    to = uid("ada")
+    async with await Client.connect(cluster.url) as client:
+        run = await client.submit(AGENT, f"send_email to={to}")
+        async for event in client.events(run.run_id):
+            if isinstance(event, Interrupted):
+                break
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+        cluster.start((["agent", "governor", "scheduler"], "node-1"))  # same executor id: takes over its runs
+        await client.approve(run.run_id, event.approvals[0].call_id)
+        completed = await run.result(timeout=60)
+    assert completed.output == f"send_email returned: sent to {to}"
+    assert cluster.calls().count(f"send_email:{to}") == 1
+
+
+async def test_two_governors_hold_priority_and_the_rate_limit(cluster: Cluster) -> None:
+    cluster.start((["agent"], "agent-1"), (["governor"], "governor-1"), (["governor"], "governor-2"))
+    async with await Client.connect(cluster.url) as client:
+        # Priority: runs that waited together start lowest number first, unprioritised last.
+        await client.configure_queue("serial", concurrency=1)
+        blocker = await client.submit(AGENT, "think seconds=2", queue="serial", priority=1)
+        async for event in client.events(blocker.run_id):
+            if isinstance(event, Started):
+                break
+        waiting = {}
+        for priority in (5, None, 3, 1, 4, None, 2):
+            run = await client.submit(AGENT, "hello", queue="serial", priority=priority)
+            waiting[run.run_id] = priority
+        starts = {}
+        for run_id in waiting:
+            async for event in client.events(run_id):
+                if isinstance(event, Started):
+                    starts[run_id] = event.time
+                if isinstance(event, Completed):
+                    break
+        order = [waiting[run_id] for run_id in sorted(starts, key=starts.get)]
+        assert order[:5] == [1, 2, 3, 4, 5] and order[5:] == [None, None]
+
+        # Rate limit: no rolling window of 1 s starts more than 3, across both governors.
+        await client.configure_queue("limited", limit=3, period_seconds=1)
+        runs = [await client.submit(AGENT, f"get_weather city=R{i}", queue="limited") for i in range(9)]
+        times = []
+        for run in runs:
+            async for event in client.events(run.run_id):
+                if isinstance(event, Started):
+                    times.append(event.time.timestamp())
+                if isinstance(event, Completed):
+                    break
+    times.sort()
+    busiest = max(sum(1 for u in times if t <= u < t + 0.9) for t in times)
+    assert busiest <= 3, [round(t - times[0], 3) for t in times]
+    assert times[-1] - times[0] >= 1.9
+
+
+async def test_two_schedulers_run_each_tick_once(cluster: Cluster) -> None:
+    cluster.start((["agent", "governor"], "main-1"), (["scheduler"], "scheduler-1"), (["scheduler"], "scheduler-2"))
+    name = uid("tick")
+    completed: Counter[str] = Counter()
+    async with await Client.connect(cluster.url) as client:
+
+        async def watch() -> None:
+            async for event in client.events():
+                if isinstance(event, Completed) and event.run_id.startswith(name + "-"):
+                    completed[event.run_id] += 1
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.3)
+        await client.create_schedule(name, "* * * * * *", {"agent": AGENT, "input": f"get_weather city={name}"})
+        await asyncio.sleep(4)
+        assert await client.delete_schedule(name)
+        await asyncio.sleep(1.5)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    assert len(completed) >= 3, completed
+    assert set(completed.values()) == {1}
+    assert cluster.calls().count(f"get_weather:{name}") == len(completed)
