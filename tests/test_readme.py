@@ -26,3 +26,17 @@ def test_quick_start_runs(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.splitlines() == ["get_weather returned: sunny in Paris", "send_email returned: sent to ada@example.com"]
     assert (tmp_path / ".timestep" / "timestep.sqlite").exists()
+
+
+def actor_system_example() -> str:
+    section = README.read_text().split("## The actor system", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_actor_system_example_runs(tmp_path: Path) -> None:
+    script = tmp_path / "bus_example.py"
+    script.write_text(actor_system_example())
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME", "NATS_URL")}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["1 Accepted", "2 Started", "3 Completed"]

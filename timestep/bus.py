@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import time
 import uuid
@@ -81,7 +82,12 @@ class Bus:
         if not url:
             raise ValueError("no NATS URL: set NATS_URL, or start the embedded server with `timestep up`")
 
+        last_error: list[BaseException] = []
+
         async def on_error(exc: Exception) -> None:
+            # An authorization error says more than the connection reset that follows it.
+            if not last_error or "Authoriz" not in str(last_error[0]):
+                last_error[:] = [exc]
             log.warning("NATS: %s: %s", type(exc).__name__, exc)
 
         async def on_disconnect() -> None:
@@ -92,17 +98,30 @@ class Bus:
             log.warning("NATS: reconnected")
 
         nc = NatsClient()
-        await nc.connect(
-            servers=[u.strip() for u in url.split(",")],
-            name=name,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            connect_timeout=5,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            **connect_options(settings.nats),
-        )
+        try:
+            # Reconnect forever once connected, but give the first connection a deadline:
+            # nats-py would otherwise retry a refused login forever.
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=[u.strip() for u in url.split(",")],
+                    name=name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=5,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                    **connect_options(settings.nats),
+                ),
+                settings.nats.connect_deadline,
+            )
+        except (asyncio.TimeoutError, Exception) as exc:
+            await nc.close()
+            cause = last_error[0] if last_error else exc
+            raise ConnectionError(
+                f"could not connect to NATS at {_redact(url)} within {settings.nats.connect_deadline:g} s "
+                f"({type(cause).__name__}: {cause}); check NATS_URL and the NATS_* credentials"
+            ) from None
         return cls(nc, settings)
 
     async def close(self) -> None:
@@ -287,6 +306,10 @@ def _agent_key(name: str) -> str:
 
 
 SECRET_HEADERS = {"authorization", "nats-token", "x-api-key", "openai-api-key"}
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def _token_safe_subject(subject: str) -> bool:

@@ -59,6 +59,8 @@ class NatsSettings:
     """NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE, NATS_TLS_KEY_FILE: TLS (client cert optional)."""
     tls_cert_file: str | None
     tls_key_file: str | None
+    connect_deadline: float = 10.0
+    """NATS_CONNECT_TIMEOUT: seconds the first connection may take before start-up fails."""
 
     @classmethod
     def from_env(cls) -> NatsSettings:
@@ -73,6 +75,7 @@ class NatsSettings:
             tls_ca_file=get("NATS_TLS_CA_FILE"),
             tls_cert_file=get("NATS_TLS_CERT_FILE"),
             tls_key_file=get("NATS_TLS_KEY_FILE"),
+            connect_deadline=_float("NATS_CONNECT_TIMEOUT", 10.0),
         )
 
 

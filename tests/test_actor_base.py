@@ -1,0 +1,81 @@
+"""The actor base: ack after handling, retry with backoff, dead letter after max_deliver, and a
+failing message never blocks the ones behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+from nats.js.api import RetentionPolicy, StreamConfig
+
+from actors.base import Actor
+from subjects.messages import DeadLetter
+from timestep.bus import Bus
+
+
+class Flaky(Actor):
+    """Fails 'poison' always and 'twice' on its first two deliveries."""
+
+    max_deliver = 3
+    backoff = (0.05, 0.05, 0.05)
+
+    def __init__(self, bus: Bus, stream: str, subject: str) -> None:
+        super().__init__(bus)
+        self.stream = stream
+        self.durable = f"flaky-{uuid.uuid4().hex[:6]}"
+        self.subject = subject
+        self.seen: list[tuple[str, int]] = []
+        self.done: list[str] = []
+
+    async def handle(self, msg) -> None:
+        body = msg.data.decode()
+        self.seen.append((body, msg.metadata.num_delivered))
+        if body == "poison" or (body == "twice" and msg.metadata.num_delivered <= 2):
+            raise RuntimeError(f"cannot handle {body}")
+        self.done.append(body)
+
+
+async def test_retries_then_dead_letters_without_blocking_others(nats_server) -> None:
+    bus = await Bus.connect(nats_server.url)
+    await bus.ensure_streams()
+    name = f"T{uuid.uuid4().hex[:8]}".upper()
+    subject = f"test.{name.lower()}"
+    await bus.js.add_stream(StreamConfig(name=name, subjects=[subject], retention=RetentionPolicy.WORK_QUEUE))
+    dead = await bus.js.subscribe(bus.subjects.dead(subject), ordered_consumer=True, deliver_policy="new")
+    actor = Flaky(bus, name, subject)
+    await actor.start()
+    try:
+        for body in ["poison", "a", "twice", "b"]:
+            await bus.js.publish(subject, body.encode())
+        letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
+        for _ in range(100):
+            if sorted(actor.done) == ["a", "b", "twice"]:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await actor.stop()
+        await dead.unsubscribe()
+        await bus.close()
+
+    assert sorted(actor.done) == ["a", "b", "twice"]
+    assert [n for body, n in actor.seen if body == "poison"] == [1, 2, 3]
+    assert [n for body, n in actor.seen if body == "twice"] == [1, 2, 3]
+    assert letter.subject == subject and letter.data == "poison"
+    assert letter.reason == "handling failed 3 times" and letter.error.type == "RuntimeError"
+    assert actor.dead_lettered == 1 and actor.redelivered == 4
+
+
+async def test_stop_is_prompt_with_an_open_pull_subscription(nats_server) -> None:
+    bus = await Bus.connect(nats_server.url)
+    await bus.ensure_streams()
+    name = f"T{uuid.uuid4().hex[:8]}".upper()
+    await bus.js.add_stream(StreamConfig(name=name, subjects=[f"test.{name.lower()}"]))
+    actor = Flaky(bus, name, f"test.{name.lower()}")
+    await actor.start()
+    await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await actor.stop()
+    await bus.close()
+    assert loop.time() - started < 5
