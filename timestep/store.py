@@ -7,6 +7,7 @@ PostgreSQL. Calls are blocking and short; async callers go through `to_thread`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -88,12 +89,22 @@ def get_engine() -> sa.Engine:
             engine = sa.create_engine(url, connect_args={"timeout": 30})
         else:
             engine = sa.create_engine(_sqlalchemy_url(url), pool_pre_ping=True)
-        try:
-            metadata.create_all(engine)
-        except sa.exc.SQLAlchemyError:
-            metadata.create_all(engine)  # another process created them at the same moment
+        _create_tables(engine)
         _engines[url] = engine
         return engine
+
+
+def _create_tables(engine: sa.Engine, attempts: int = 20) -> None:
+    """Create Timestep's tables if missing. Several processes starting together race to
+    create them; the loser's error ("already exists") clears on the next attempt."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa.exc.SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 async def run(fn: Callable[[sa.Engine], T]) -> T:
