@@ -18,12 +18,12 @@ import msgspec
 from nats.aio.msg import Msg
 
 from actors.base import Actor, origin
-from subjects.events import Cancelled, ErrorInfo
+from subjects.events import Cancelled, ErrorInfo, Interrupted
 from subjects.messages import Approve, Cancel, Reject
 from subjects.names import CONTROL_STREAM, WORK_STREAM
 from timestep import engine, registry
 from timestep.bus import Bus
-from timestep.events import now
+from timestep.events import listen, now
 from timestep.intake import StartRun
 from timestep.runs import agent_run, send_decision
 from timestep.settings import Settings
@@ -57,19 +57,31 @@ class AgentActor(Actor):
     async def handle(self, msg: Msg) -> None:
         start = _start_decoder.decode(msg.data)
         handle = await engine.start(agent_run, start.spec, workflow_id=start.run_id, timeout_seconds=start.timeout_seconds)
-        task = asyncio.create_task(self._follow(handle))
+        task = asyncio.create_task(self._follow(handle, start.run_id))
         self._running.add(task)
 
-    async def _follow(self, handle) -> None:
-        """Hold a slot while the run executes here; its outcome is already in its events."""
+    async def _follow(self, handle, run_id: str) -> None:
+        """Hold a slot while the run executes here (its outcome is already in its events).
+        A run waiting for approval gives its slot back: it may wait for days."""
+        task = asyncio.current_task()
+
+        async def release() -> None:
+            async with self._room:
+                self._running.discard(task)
+                self._room.notify_all()
+
+        def on_event(event) -> None:
+            if isinstance(event, Interrupted):
+                asyncio.ensure_future(release())
+
+        stop = listen(run_id, on_event)
         try:
             await handle.get_result()
         except BaseException:
             pass
         finally:
-            async with self._room:
-                self._running.discard(asyncio.current_task())
-                self._room.notify_all()
+            stop()
+            await release()
 
 
 class ControlActor(Actor):

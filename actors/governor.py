@@ -41,6 +41,7 @@ class Governor(Actor):
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self.subject = bus.subjects.submit
+        self._known_agents: set[str] = set()
 
     async def on_start(self) -> None:
         s = self.bus.subjects
@@ -68,7 +69,12 @@ class Governor(Actor):
             await self._reject(msg, bad)
 
     async def _agent_known(self, name: str) -> bool:
-        return name in registry.registered_agents() or await self.bus.agent_hosted(name)
+        if name in self._known_agents or name in registry.registered_agents():
+            return True
+        if await self.bus.agent_hosted(name):
+            self._known_agents.add(name)  # agent actors come and go; the names they host stay
+            return True
+        return False
 
     async def _start_now(self, request, run_id: str) -> None:
         start = StartRun(run_id=run_id, timeout_seconds=request.timeout_seconds, spec=to_spec(request, seq_base=1))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from pathlib import Path
 
 from actors.agent import AgentActor, ControlActor
 from actors.base import Actor
@@ -102,13 +101,3 @@ class System:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def find_url(settings: Settings) -> str:
-    """NATS_URL, else the URL of the embedded server that `timestep up` started here."""
-    if settings.nats.url:
-        return settings.nats.url
-    path: Path = url_file(settings.home)
-    if path.exists():
-        return path.read_text().strip()
-    raise SystemExit(f"no NATS server: set NATS_URL, or run `timestep up` (it writes {path})")

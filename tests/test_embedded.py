@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -40,11 +41,47 @@ def test_up_starts_and_stops_an_embedded_server(tmp_path: Path) -> None:
             assert port != 4222  # 4222 is taken here: a free port instead
         assert "sync_interval: always" in (tmp_path / "nats" / "nats-server.conf").read_text()
         assert _port_open(port)
+        if attempt == 0:
+            _drive_the_cli(env)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, out.read_text()
         assert not _port_open(port)
         assert not (tmp_path / "nats.url").exists()
     assert (tmp_path / "timestep.sqlite").exists()
+
+
+def _cli(env: dict[str, str], *args: str, code: int = 0) -> str:
+    done = subprocess.run([sys.executable, "-m", "timestep.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def _drive_the_cli(env: dict[str, str]) -> None:
+    """The commands a person uses against a running `timestep up` (which they find by its nats.url)."""
+    lines = _cli(env, "run", "demo-assistant", "get_weather city=Oslo", "--id", "cli-1", "--json").splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["type"] for e in events] == ["accepted", "started", "tool_call", "tool_output", "completed"]
+    assert events[-1]["output"] == "get_weather returned: sunny and 21 C in Oslo"
+
+    out = _cli(env, "run", "demo-assistant", "send_email to=ada@example.com", "--id", "cli-2", code=3)
+    assert "waiting for approval: timestep approve cli-2 call_1" in out
+    assert "approve sent for cli-2" in _cli(env, "approve", "cli-2", "call_1")
+    out = _cli(env, "events", "cli-2")
+    assert out.splitlines()[-1].split()[1] == "completed"
+
+    assert "rejected: agent: no agent named 'ghost'" in subprocess.run(
+        [sys.executable, "-m", "timestep.cli", "run", "ghost", "hi"], env=env, capture_output=True, text=True, timeout=60
+    ).stderr
+
+    [queue] = json.loads(_cli(env, "queues", "configure", "cli-q", "--limit", "5", "--period", "10", "--json"))
+    assert (queue["limit"], queue["period_seconds"]) == (5, 10.0)
+    assert "cli-q" in _cli(env, "queues", "status")
+    _cli(env, "schedules", "create", "nightly", "0 3 * * *", "demo-assistant", "report")
+    assert "nightly" in _cli(env, "schedules", "list")
+    assert _cli(env, "schedules", "delete", "nightly").strip() == "deleted"
+    listed = json.loads(_cli(env, "workflows", "list", "--json"))
+    assert {"cli-1", "cli-2"} <= {w["workflow_id"] for w in listed}
+    assert "tool:get_weather" in _cli(env, "workflows", "show", "cli-1")
 
 
 @pytest.mark.parametrize(

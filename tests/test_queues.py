@@ -11,6 +11,7 @@ from agents import Agent, function_tool
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
 import timestep
+import timestep.queues
 from timestep import engine
 
 
@@ -122,3 +123,24 @@ async def test_queue_policy_changes_at_run_time(db: str) -> None:
     policy = await engine.blocking(engine.queue_policy, queue)
     assert policy.limiter is None
     assert policy.concurrency == 3
+
+
+async def test_token_budget_holds_the_next_run_until_the_window_passes(db: str) -> None:
+    queue, period = uid("tokens"), 2.0
+    await timestep.configure_queue(queue, period=period, tokens_per_period=1)
+    started: list[tuple[str, float]] = []
+    agent = recording_agent(started, asyncio.Event())
+    from agents.usage import Usage
+
+    model = ScriptedModel([ModelStep(output=[assistant_message("used tokens")], usage=Usage(requests=1, input_tokens=5, output_tokens=5, total_tokens=10))])
+    spender = Agent(name=uid("spender"), model=model)
+    spent = await timestep.queue_agent_workflow(spender, "spend", queue_name=queue)
+    spent_at = time.monotonic()
+    await spent.get_result()
+    status = await timestep.queues.queue_status(queue)
+    assert status.tokens_in_window == 10 and status.tokens_per_period == 1
+
+    second = await timestep.queue_agent_workflow(agent, "second", queue_name=queue)
+    await second.get_result()
+    second_start = dict(started)["second"]
+    assert second_start - spent_at >= period - 0.3, "the run started before the token window had passed"

@@ -33,13 +33,18 @@ def _status_row(w: Any) -> dict[str, Any]:
 
 
 async def _workflows(args: argparse.Namespace) -> int:
-    from timestep import engine
-    from timestep.launch import configure_dbos, ensure_dbos_launched
+    from timestep.engine import Admin
 
-    configure_dbos()
-    ensure_dbos_launched()
+    admin = Admin()
+    try:
+        return await _workflow_action(admin, args)
+    finally:
+        admin.close()
+
+
+async def _workflow_action(admin: Any, args: argparse.Namespace) -> int:
     if args.action == "list":
-        rows = await engine.list_workflows(limit=args.limit, sort_desc=True, status=args.status)
+        rows = await admin.list_workflows(limit=args.limit, sort_desc=True, status=args.status, load_input=False, load_output=False)
         if args.json:
             print(json.dumps([_status_row(w) for w in rows], indent=1))
             return 0
@@ -51,11 +56,11 @@ async def _workflows(args: argparse.Namespace) -> int:
         print(f"timestep workflows {args.action}: give a WORKFLOW_ID", file=sys.stderr)
         return 2
     if args.action == "show":
-        status = await engine.status(args.workflow_id)
+        status = await admin.status(args.workflow_id)
         if status is None:
             print(f"no workflow {args.workflow_id!r}", file=sys.stderr)
             return 1
-        steps = await engine.list_steps(args.workflow_id)
+        steps = await admin.steps(args.workflow_id)
         if args.json:
             row = _status_row(status)
             row["steps"] = [{"step": s["function_id"], "name": s["function_name"], "error": repr(s["error"]) if s["error"] else None} for s in steps]
@@ -69,11 +74,11 @@ async def _workflows(args: argparse.Namespace) -> int:
             print(f"  {s['function_id']:>3}  {s['function_name']}{error}")
         return 0
     if args.action == "cancel":
-        await engine.cancel(args.workflow_id)
+        await admin.cancel(args.workflow_id)
         print(f"cancelled {args.workflow_id}")
         return 0
     if args.action == "resume":
-        await engine.resume(args.workflow_id)
+        await admin.resume(args.workflow_id)
         print(f"resumed {args.workflow_id}")
         return 0
     return 2
@@ -100,11 +105,9 @@ async def _up(args: argparse.Namespace) -> int:
 
 
 async def _client(args: argparse.Namespace) -> Any:
-    from actors.system import find_url
     from timestep.client import Client
-    from timestep.settings import Settings
 
-    return await Client.connect(find_url(Settings.from_env()))
+    return await Client.connect()
 
 
 async def _print_events(client: Any, run_id: str | None, as_json: bool, stop_on_interrupt: bool = False) -> int:

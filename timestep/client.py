@@ -34,6 +34,7 @@ from subjects.messages import (
 )
 from timestep.bus import Bus
 from timestep.errors import RunCancelledError, TimestepError
+from timestep.natsserver import url_file
 from timestep.settings import Settings
 
 TERMINAL = (Completed, Failed, Cancelled, Rejected)
@@ -92,6 +93,16 @@ class Submission:
         return f"Submission({self.run_id!r})"
 
 
+def resolve_url(settings: Settings) -> str:
+    """NATS_URL, else the URL `timestep up` wrote to $TIMESTEP_HOME/nats.url."""
+    if settings.nats.url:
+        return settings.nats.url
+    path = url_file(settings.home)
+    if path.exists():
+        return path.read_text().strip()
+    raise TimestepError(f"no NATS server: set NATS_URL, or start one with `timestep up` (it writes {path})")
+
+
 class Client:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -99,8 +110,10 @@ class Client:
 
     @classmethod
     async def connect(cls, url: str | None = None, *, settings: Settings | None = None) -> Client:
-        """Connect to NATS (`url`, else NATS_URL), with the auth and TLS settings of the environment."""
-        return cls(await Bus.connect(url, settings=settings, name="timestep-client"))
+        """Connect to NATS: `url`, else NATS_URL, else the embedded server a `timestep up` started
+        in this TIMESTEP_HOME; with the auth and TLS settings of the environment."""
+        settings = settings or Settings.from_env()
+        return cls(await Bus.connect(url or resolve_url(settings), settings=settings, name="timestep-client"))
 
     async def close(self) -> None:
         await self.bus.close()

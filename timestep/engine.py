@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dbos import DBOS, SetEnqueueOptions, SetWorkflowID, SetWorkflowTimeout
+from dbos import DBOS, DBOSClient, SetEnqueueOptions, SetWorkflowID, SetWorkflowTimeout
 from dbos import error as dbos_error
 
 from timestep.errors import ConfigurationError, DuplicateRunError, ValidationError
@@ -272,6 +272,35 @@ async def list_workflows(**filters: Any) -> list[Any]:
 
 async def list_steps(workflow_id: str) -> list[Any]:
     return await DBOS.list_workflow_steps_async(workflow_id)
+
+
+class Admin:
+    """Look at and steer workflows from outside: no launch, so nothing is recovered or started
+    here (a command-line tool must not take over a running process's runs)."""
+
+    def __init__(self, system_database_url: str | None = None, name: str = "timestep") -> None:
+        self.client = DBOSClient(system_database_url=database_url(system_database_url), application_name=name)
+
+    async def list_workflows(self, **filters: Any) -> list[Any]:
+        return await self.client.list_workflows_async(**filters)
+
+    async def status(self, workflow_id: str) -> Any:
+        try:
+            return await (await self.client.retrieve_workflow_async(workflow_id)).get_status()
+        except NonExistentWorkflow:
+            return None
+
+    async def steps(self, workflow_id: str) -> list[Any]:
+        return await self.client.list_workflow_steps_async(workflow_id)
+
+    async def cancel(self, workflow_id: str) -> None:
+        await self.client.cancel_workflow_async(workflow_id)
+
+    async def resume(self, workflow_id: str) -> None:
+        await self.client.resume_workflow_async(workflow_id)
+
+    def close(self) -> None:
+        self.client.destroy()
 
 
 # --- queues -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Generator
 from typing import Any
@@ -42,6 +43,9 @@ def ensure_dbos_launched() -> _Done:
     >>> await ensure_dbos_launched()
     """
     if not engine.is_launched():
+        # Workflows must be declared before launch, so that recovery finds them.
+        importlib.import_module("timestep.runs")
+        importlib.import_module("timestep.schedules")
         engine.after_launch(register_default_queue)
         engine.launch()
     return _Done()

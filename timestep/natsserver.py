@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -66,7 +67,9 @@ class EmbeddedNats:
             f"{self.extra_config}\n"
         )
         log = open(self.store_dir / "nats-server.log", "ab")
-        self.process = subprocess.Popen([server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True)
+        self.process = subprocess.Popen(
+            [server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -102,6 +105,16 @@ class EmbeddedNats:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the process that started it dies, even by SIGKILL,
+    so a crashed `timestep up` does not leave a server holding the JetStream store."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def url_file(home: Path) -> Path:
