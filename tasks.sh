@@ -3,6 +3,7 @@
 #
 #   ./tasks.sh demo          run the demo (embedded default: SQLite in ./.timestep)
 #   ./tasks.sh test [ARGS]   run the whole test suite (ARGS go to pytest)
+#   ./tasks.sh bench [ARGS]  run the benchmark (ARGS go to bench/run.py; --help lists them)
 #   ./tasks.sh setup         only create or update .venv
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,7 +25,7 @@ setup() {
   [ -f "$VENV/.installed" ] && have="$(cat "$VENV/.installed")"
   if [ "$want" != "$have" ]; then
     echo "Installing Timestep and its dependencies into $VENV ..." >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,bench]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     echo "$want" > "$VENV/.installed"
   fi
 }
@@ -35,5 +36,6 @@ case "$task" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/timestep" demo "$@" ;;
   test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
-  *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  bench) setup; exec "$VENV/bin/python" bench/run.py "$@" ;;
+  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,0 +1,241 @@
+"""One process of measurements, run by `bench/run.py`; prints one JSON line per case.
+
+    python bench/cases.py local --db-url URL --runs N --concurrency 1,32 --workloads W1,W2,W3 --systems a,b,c,d
+    python bench/cases.py bus --nats-url URL --runs N --concurrency 1,32 --workloads W1,W2,W3 --systems e,f
+
+Systems: (a) plain Runner.run; (b) DBOSRunner in a DBOS workflow with the tool a step;
+(c) a bare DBOS workflow with as many steps as the agent makes model and tool calls;
+(d) run_agent_workflow; (e) the bus, direct; (f) the bus through an unthrottled queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import agents  # noqa: E402
+from agents import Agent, RunConfig, Runner, function_tool  # noqa: E402
+
+agents.set_tracing_disabled(True)
+
+from bench_agents import WORKLOADS, InstantModel  # noqa: E402
+
+RUN_CONFIG = RunConfig(tracing_disabled=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def measure(one: Callable[[int], Awaitable[float | None]], runs: int, concurrency: int) -> dict:
+    """Run `one(i)` `runs` times with at most `concurrency` at once. `one` returns its own
+    latency in seconds, or None to have it timed from the call."""
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def timed(i: int) -> None:
+        async with gate:
+            started = time.perf_counter()
+            own = await one(i)
+            latencies.append(own if own is not None else time.perf_counter() - started)
+
+    await one(-1)  # warm up: first-call costs are not what a run costs
+    started = time.perf_counter()
+    await asyncio.gather(*(timed(i) for i in range(runs)))
+    seconds = time.perf_counter() - started
+    return {
+        "runs": runs,
+        "seconds": round(seconds, 4),
+        "throughput": round(runs / seconds, 2),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+    }
+
+
+def rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# --- local systems: a, b, c, d ---------------------------------------------------------
+
+
+def local_systems() -> dict[str, Callable[[str], Callable[[int], Awaitable[None]] | None]]:
+    from dbos import DBOS
+    from dbos_openai_agents import DBOSRunner
+
+    import timestep
+
+    @DBOS.step(name="bench.lookup")
+    async def lookup_step(q: str) -> str:
+        return f"found {q}"
+
+    @function_tool(name_override="lookup")
+    async def durable_lookup(q: str) -> str:
+        return await lookup_step(q)
+
+    peer_agents = {
+        "W1": Agent(name="bench-w1", model=InstantModel()),
+        "W2": Agent(name="bench-w2", model=InstantModel(), tools=[durable_lookup]),
+    }
+
+    @DBOS.workflow(name="bench.dbos_runner")
+    async def dbos_runner(workload: str) -> str:
+        result = await DBOSRunner.run(peer_agents[workload], "question", run_config=RUN_CONFIG)
+        return str(result.final_output)
+
+    @DBOS.step(name="bench.bare_step")
+    async def bare_step(i: int) -> int:
+        return i
+
+    @DBOS.workflow(name="bench.bare")
+    async def bare(steps: int) -> int:
+        for i in range(steps):
+            await bare_step(i)
+        return steps
+
+    def plain(workload: str):
+        agent, stream, _ = WORKLOADS[workload]
+
+        async def one(i: int) -> None:
+            if stream:
+                result = Runner.run_streamed(agent, "question", run_config=RUN_CONFIG)
+                async for _ in result.stream_events():
+                    pass
+            else:
+                await Runner.run(agent, "question", run_config=RUN_CONFIG)
+
+        return one
+
+    def peer(workload: str):
+        if WORKLOADS[workload][1]:
+            return None  # DBOSRunner has no streaming
+
+        async def one(i: int) -> None:
+            handle = await DBOS.start_workflow_async(dbos_runner, workload)
+            await handle.get_result()
+
+        return one
+
+    def bare_db(workload: str):
+        steps = WORKLOADS[workload][2]
+
+        async def one(i: int) -> None:
+            handle = await DBOS.start_workflow_async(bare, steps)
+            await handle.get_result()
+
+        return one
+
+    def timestep_run(workload: str):
+        agent, stream, _ = WORKLOADS[workload]
+
+        async def one(i: int) -> None:
+            await timestep.run_agent_workflow(agent, "question", stream=stream)
+
+        return one
+
+    return {"a": plain, "b": peer, "c": bare_db, "d": timestep_run}
+
+
+async def run_local(args: argparse.Namespace) -> None:
+    import timestep
+
+    systems = local_systems()
+    timestep.configure_dbos(system_database_url=args.db_url)
+    timestep.ensure_dbos_launched()
+    for workload in args.workloads:
+        for concurrency in args.concurrency:
+            for system in args.systems:
+                one = systems[system](workload)
+                if one is None:
+                    continue
+                figures = await measure(one, args.runs, concurrency)
+                print(json.dumps({"system": system, "workload": workload, "concurrency": concurrency, **figures, "rss_mb": rss_mb()}), flush=True)
+
+
+# --- the bus: e, f ----------------------------------------------------------------------
+
+
+async def run_bus(args: argparse.Namespace) -> None:
+    from timestep.client import Client
+
+    client = await Client.connect(args.nats_url)
+    bus = client.bus
+    await client.configure_queue("bench")  # no limits: measures the queue path itself
+    waiting: dict[str, tuple[asyncio.Future, asyncio.Future]] = {}
+    head = len(bus.subjects.events("", "").split(".")) - 2  # token index of the run id
+
+    async def on_event(msg) -> None:
+        tokens = msg.subject.split(".")
+        futures = waiting.get(tokens[head])
+        if futures is None:
+            return
+        kind = tokens[head + 1]
+        index = 0 if kind == "started" else 1 if kind in ("completed", "failed", "rejected", "cancelled") else None
+        if index is not None and not futures[index].done():
+            futures[index].set_result(time.perf_counter())
+
+    sub = await bus.nc.subscribe(bus.subjects.all_events, cb=on_event)
+    for workload in args.workloads:
+        agent, stream, _ = WORKLOADS[workload]
+        for concurrency in args.concurrency:
+            for system in args.systems:
+                to_started: list[float] = []
+
+                async def one(i: int, queued: bool = system == "f") -> float:
+                    run_id = uuid.uuid4().hex
+                    loop = asyncio.get_running_loop()
+                    futures = (loop.create_future(), loop.create_future())
+                    waiting[run_id] = futures
+                    body = {"id": run_id, "agent": agent.name, "input": "question", "stream": stream}
+                    if queued:
+                        body["queue"] = "bench"
+                    published = time.perf_counter()
+                    await bus.nc.publish(bus.subjects.submit, json.dumps(body).encode(), headers={"Nats-Msg-Id": run_id})
+                    started, completed = await asyncio.wait_for(asyncio.gather(*futures), 60)
+                    del waiting[run_id]
+                    if i >= 0:
+                        to_started.append(started - published)
+                    return completed - published
+
+                figures = await measure(one, args.runs, concurrency)
+                figures["started_p50_ms"] = round(percentile(to_started, 0.5) * 1000, 2)
+                figures["started_p99_ms"] = round(percentile(to_started, 0.99) * 1000, 2)
+                print(json.dumps({"system": system, "workload": workload, "concurrency": concurrency, **figures, "rss_mb": rss_mb()}), flush=True)
+    await sub.unsubscribe()
+    await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["local", "bus"])
+    parser.add_argument("--db-url")
+    parser.add_argument("--nats-url")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
+    parser.add_argument("--workloads", type=lambda s: s.split(","), default=["W1", "W2", "W3"])
+    parser.add_argument("--systems", type=lambda s: s.split(","), default=None)
+    args = parser.parse_args()
+    if args.mode == "local":
+        args.systems = args.systems or ["a", "b", "c", "d"]
+        asyncio.run(run_local(args))
+    else:
+        args.systems = args.systems or ["e", "f"]
+        asyncio.run(run_bus(args))
+    import os
+
+    os._exit(0)  # DBOS's threads need not be waited for
+
+
+if __name__ == "__main__":
+    main()

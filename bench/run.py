@@ -1,0 +1,241 @@
+"""Timestep's benchmark: the same workloads on every system, side by side, in one run.
+
+    python bench/run.py [--runs 200] [--backends sqlite,postgres] [--concurrency 1,32]
+                        [--workloads W1,W2,W3] [--out bench/results]
+
+Each backend gets a fresh database. Systems (a)-(d) run in one process per backend,
+(e)-(f) publish from one process to actors (`timestep up`) in another. Writes
+results.json, results.md and chart.png to --out and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from timestep.natsserver import EmbeddedNats, free_port  # noqa: E402
+
+SYSTEMS = {
+    "a": "Runner.run (no durability)",
+    "b": "DBOSRunner (dbos-openai-agents)",
+    "c": "bare DBOS workflow",
+    "d": "run_agent_workflow",
+    "e": "bus, direct",
+    "f": "bus, queued",
+}
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _pg_base() -> str:
+    return os.environ.get("PG_CONNECTION_URI") or PG_DEFAULT
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_base(), autocommit=True, connect_timeout=3) as conn:
+        conn.execute(sql)
+
+
+class Backend:
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.db_name = f"timestep_bench_{uuid.uuid4().hex[:8]}"
+        if name == "sqlite":
+            self.url = f"sqlite:///{workdir / 'bench.sqlite'}"
+        else:
+            _pg_admin(f'CREATE DATABASE "{self.db_name}"')
+            self.url = _pg_base().rpartition("/")[0] + "/" + self.db_name
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "NATS_URL")}
+        env.update(TIMESTEP_HOME=str(self.workdir / "home"), PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]), **extra)
+        if self.name == "postgres":
+            env["PG_CONNECTION_URI"] = self.url
+        return env
+
+    def drop(self) -> None:
+        if self.name == "postgres":
+            _pg_admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+
+def _cases(mode: str, backend: Backend, args: argparse.Namespace, **extra: str) -> list[dict]:
+    cmd = [
+        sys.executable, str(HERE / "cases.py"), mode, "--runs", str(args.runs),
+        "--concurrency", ",".join(map(str, args.concurrency)), "--workloads", ",".join(args.workloads),
+    ]
+    for key, value in extra.items():
+        cmd += [f"--{key.replace('_', '-')}", value]
+    done = subprocess.run(cmd, env=backend.env(), capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode} cases failed on {backend.name}:\n{done.stderr[-4000:]}")
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    for row in rows:
+        row["backend"] = backend.name
+    return rows
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _bus_cases(backend: Backend, args: argparse.Namespace) -> tuple[list[dict], dict]:
+    nats = EmbeddedNats(backend.workdir / "nats", port=free_port())
+    url = nats.start()
+    out = backend.workdir / "actors.out"
+    started = time.perf_counter()
+    actors = subprocess.Popen(
+        [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents"],
+        env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID="bench-actors"), stdout=out.open("w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        while "timestep up:" not in out.read_text():
+            if actors.poll() is not None or time.perf_counter() - started > 120:
+                raise RuntimeError(f"actors did not start: {out.read_text()[-3000:]}")
+            time.sleep(0.01)
+        up_seconds = time.perf_counter() - started
+        rows = _cases("bus", backend, args, nats_url=url)
+        extra = {"actors_rss_mb": _peak_rss_mb(actors.pid), "up_seconds": round(up_seconds, 2)}
+        for row in rows:
+            row["actors_rss_mb"] = extra["actors_rss_mb"]
+        return rows, extra
+    finally:
+        actors.send_signal(signal.SIGTERM)
+        try:
+            actors.wait(30)
+        except subprocess.TimeoutExpired:
+            actors.kill()
+        nats.stop()
+
+
+def _ratios(rows: list[dict]) -> list[dict]:
+    """Throughput ratios of (d) to (b) and (c), and of (e) to (d), per backend, workload, concurrency."""
+    table: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        table.setdefault((row["backend"], row["workload"], row["concurrency"]), {})[row["system"]] = row
+    out = []
+    for (backend, workload, concurrency), by in sorted(table.items()):
+        def ratio(x: str, y: str) -> float | None:
+            if x in by and y in by and by[y]["throughput"]:
+                return round(by[x]["throughput"] / by[y]["throughput"], 2)
+            return None
+
+        entry = {
+            "backend": backend, "workload": workload, "concurrency": concurrency,
+            "d_vs_b": ratio("d", "b"), "d_vs_c": ratio("d", "c"), "e_vs_d": ratio("e", "d"), "f_vs_d": ratio("f", "d"),
+        }
+        if "e" in by and "d" in by:
+            entry["e_minus_d_p50_ms"] = round(by["e"]["p50_ms"] - by["d"]["p50_ms"], 2)
+        out.append(entry)
+    return out
+
+
+def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
+    lines = [
+        f"Runs per case: {meta['runs']}; machine: {meta['machine']}; {meta['when']}.",
+        "",
+        "| backend | workload | conc. | system | runs/s | p50 ms | p99 ms | publish→started p50 ms | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["backend"], r["workload"], r["concurrency"], r["system"])):
+        started = r.get("started_p50_ms", "")
+        rss = r["rss_mb"] if "actors_rss_mb" not in r else f"{r['rss_mb']} + actors {r['actors_rss_mb']}"
+        lines.append(
+            f"| {r['backend']} | {r['workload']} | {r['concurrency']} | ({r['system']}) {SYSTEMS[r['system']]} | "
+            f"{r['throughput']} | {r['p50_ms']} | {r['p99_ms']} | {started} | {rss} |"
+        )
+    lines += ["", "| backend | workload | conc. | (d)/(b) | (d)/(c) | (e)/(d) | (f)/(d) | (e)−(d) p50 ms |", "|---|---|---|---|---|---|---|---|"]
+    for r in ratios:
+        lines.append(
+            f"| {r['backend']} | {r['workload']} | {r['concurrency']} | {r['d_vs_b'] or '-'} | {r['d_vs_c'] or '-'} | "
+            f"{r['e_vs_d'] or '-'} | {r['f_vs_d'] or '-'} | {r.get('e_minus_d_p50_ms', '-')} |"
+        )
+    for backend, extra in meta.get("bus", {}).items():
+        lines.append(f"\n`timestep up` start-up ({backend}): {extra['up_seconds']} s")
+    return "\n".join(lines) + "\n"
+
+
+def _chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["backend"], r["workload"], r["concurrency"]) for r in rows})
+    systems = [s for s in SYSTEMS if any(r["system"] == s for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(8, len(groups) * 1.4), 5))
+    width = 0.8 / max(1, len(systems))
+    for index, system in enumerate(systems):
+        values = [next((r["throughput"] for r in rows if (r["backend"], r["workload"], r["concurrency"]) == g and r["system"] == system), 0) for g in groups]
+        ax.bar([i + index * width for i in range(len(groups))], values, width, label=f"({system}) {SYSTEMS[system]}")
+    ax.set_xticks([i + width * (len(systems) - 1) / 2 for i in range(len(groups))])
+    ax.set_xticklabels([f"{b}\n{w} c={c}" for b, w, c in groups], fontsize=8)
+    ax.set_ylabel("runs per second")
+    ax.set_yscale("log")
+    ax.set_title("Throughput by system (log scale)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--backends", type=lambda s: s.split(","), default=["sqlite", "postgres"])
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
+    parser.add_argument("--workloads", type=lambda s: s.split(","), default=["W1", "W2", "W3"])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict] = []
+    meta: dict = {
+        "runs": args.runs,
+        "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "bus": {},
+    }
+    for name in args.backends:
+        with tempfile.TemporaryDirectory(prefix=f"timestep-bench-{name}-") as tmp:
+            try:
+                backend = Backend(name, Path(tmp))
+            except Exception as exc:
+                print(f"skipping {name}: {exc}", file=sys.stderr)
+                continue
+            try:
+                print(f"[{name}] systems a-d ...", file=sys.stderr, flush=True)
+                rows += _cases("local", backend, args, db_url=backend.url)
+                print(f"[{name}] systems e-f ...", file=sys.stderr, flush=True)
+                bus_rows, extra = _bus_cases(backend, args)
+                rows += bus_rows
+                meta["bus"][name] = extra
+            finally:
+                backend.drop()
+    ratios = _ratios(rows)
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios}, indent=1))
+    markdown = _markdown(rows, ratios, meta)
+    (args.out / "results.md").write_text(markdown)
+    _chart(rows, args.out / "chart.png")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

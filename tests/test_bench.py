@@ -1,0 +1,29 @@
+"""The benchmark harness runs end to end with tiny counts (its figures are not checked: timing
+belongs in the benchmark, not in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", "2", "--backends", "sqlite", "--concurrency", "1,2",
+         "--workloads", "W2,W3", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    seen = {(r["system"], r["workload"], r["concurrency"]) for r in results["rows"]}
+    for concurrency in (1, 2):
+        assert {s for s, w, c in seen if w == "W2" and c == concurrency} == set("abcdef")
+        assert {s for s, w, c in seen if w == "W3" and c == concurrency} == set("acdef")  # DBOSRunner cannot stream
+    assert all(r["throughput"] > 0 and r["p50_ms"] > 0 for r in results["rows"])
+    assert all(r["started_p50_ms"] > 0 for r in results["rows"] if r["system"] in "ef")
+    assert "| (d)/(b) |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
