@@ -55,7 +55,7 @@ async def test_each_model_and_tool_call_is_its_own_step(db: str) -> None:
     agent, _ = weather_agent(uid("steps"), [])
     result = await timestep.run_agent_workflow(agent, "Weather?")
     names = [s["function_name"] for s in await engine.list_steps(result.workflow_id)]
-    assert names == ["model", "tool:get_weather", "model", "run.completed"]
+    assert names == ["model", "tool:get_weather", "model"]
 
 
 async def test_same_workflow_id_returns_stored_result_and_runs_nothing(db: str) -> None:

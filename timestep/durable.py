@@ -22,6 +22,7 @@ import dataclasses
 import json
 import pickle
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from typing import Any
 
 from agents import Agent, FunctionTool, Handoff, Model, ModelProvider, Usage
@@ -125,13 +126,26 @@ class RunRecorder:
             raise outcome.error
         return outcome.value
 
-    async def flush(self, name: str, fn: Callable[[Emit], Awaitable[Any]] | None = None) -> Any:
-        """A closing step: deliver queued events, then run `fn(emit)` if given."""
+    async def finish(self, cls: type, **fields: Any) -> None:
+        """Deliver the run's last event (and any still queued) from workflow code, not a step:
+        it goes out before DBOS records the workflow's end, so a crash in between replays the
+        workflow and delivers it again, with the same `seq`."""
+        self.event(cls, **fields)
+        pending, self._pending = self._pending, []
+        for event in pending:
+            await dispatch(event)
 
-        async def run(emit: Emit) -> Any:
-            return await fn(emit) if fn is not None else None
 
-        return await self.step(name, run)
+_current: ContextVar[RunRecorder] = ContextVar("timestep_run_recorder")
+
+
+def recording(recorder: RunRecorder) -> Token:
+    """Make `recorder` the current run's, for the durable wrappers (reset with the token)."""
+    return _current.set(recorder)
+
+
+def stop_recording(token: Token) -> None:
+    _current.reset(token)
 
 
 def _picklable(exc: Exception) -> Exception:
@@ -146,16 +160,15 @@ def _picklable(exc: Exception) -> Exception:
 
 
 class DurableModel(Model):
-    """A model whose every call is one durable step."""
+    """A model whose every call is one durable step of the current run."""
 
-    def __init__(self, inner: Model, recorder: RunRecorder) -> None:
+    def __init__(self, inner: Model) -> None:
         self.inner = inner
-        self.recorder = recorder
 
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        streaming = self.recorder.stream
-
-        token_queue = self.recorder.token_queue
+        recorder = _current.get()
+        streaming = recorder.stream
+        token_queue = recorder.token_queue
 
         async def call(emit: Emit) -> ModelResponse:
             if streaming:
@@ -166,9 +179,9 @@ class DurableModel(Model):
                 await engine.blocking(record_tokens, token_queue, response.usage.total_tokens)
             return response
 
-        response: ModelResponse = await self.recorder.step("model", call, preemptible=True)
+        response: ModelResponse = await recorder.step("model", call, preemptible=True)
         ids = [item.call_id for item in response.output if isinstance(item, ResponseFunctionToolCall)]
-        self.recorder.turnstile = Turnstile(ids)
+        recorder.turnstile = Turnstile(ids)
         return response
 
     def stream_response(self, *args: Any, **kwargs: Any) -> Any:
@@ -218,12 +231,11 @@ async def _consume_stream(inner: Model, args: tuple, kwargs: dict, emit: Emit) -
 class DurableModelProvider(ModelProvider):
     """Resolves model names with `base` and wraps what it returns in `DurableModel`."""
 
-    def __init__(self, base: ModelProvider, recorder: RunRecorder) -> None:
+    def __init__(self, base: ModelProvider) -> None:
         self.base = base
-        self.recorder = recorder
 
     def get_model(self, model_name: str | None) -> Model:
-        return DurableModel(self.base.get_model(model_name), self.recorder)
+        return DurableModel(self.base.get_model(model_name))
 
 
 # --- tools and agents -------------------------------------------------------------
@@ -238,10 +250,11 @@ def _as_text(output: Any) -> str:
         return str(output)
 
 
-def _durable_tool(tool: FunctionTool, recorder: RunRecorder) -> FunctionTool:
+def _durable_tool(tool: FunctionTool) -> FunctionTool:
     original = tool.on_invoke_tool
 
     async def invoke(ctx: Any, arguments: str) -> Any:
+        recorder = _current.get()
         call_id = ctx.tool_call_id
         await recorder.turnstile.wait_for(call_id)
         recorder.turnstile.allow_next_after(call_id)
@@ -257,29 +270,41 @@ def _durable_tool(tool: FunctionTool, recorder: RunRecorder) -> FunctionTool:
     return dataclasses.replace(tool, on_invoke_tool=invoke)
 
 
-def wrap_agent(agent: Agent, recorder: RunRecorder, _memo: dict[int, Agent] | None = None) -> Agent:
-    """A clone of `agent` (and of the agents it hands off to) whose model and tools are durable."""
-    memo = {} if _memo is None else _memo
-    if id(agent) in memo:
-        return memo[id(agent)]
-    changes: dict[str, Any] = {
-        "tools": [_durable_tool(t, recorder) if isinstance(t, FunctionTool) else t for t in agent.tools],
-    }
-    if isinstance(agent.model, Model) and not isinstance(agent.model, DurableModel):
-        changes["model"] = DurableModel(agent.model, recorder)
-    clone = agent.clone(**changes)
-    memo[id(agent)] = clone
-    clone.handoffs = [_wrap_handoff(h, recorder, memo) for h in agent.handoffs]
+_wrapped: dict[int, tuple[Agent, Agent]] = {}
+
+
+def wrap_agent(agent: Agent) -> Agent:
+    """A clone of `agent` (and of the agents it hands off to) whose model and tools are
+    durable steps of whichever run is current. Made once per agent object."""
+    cached = _wrapped.get(id(agent))
+    if cached is not None and cached[0] is agent:
+        return cached[1]
+    clone = _wrap(agent, {})
+    _wrapped[id(agent)] = (agent, clone)
     return clone
 
 
-def _wrap_handoff(handoff: Agent | Handoff, recorder: RunRecorder, memo: dict[int, Agent]) -> Agent | Handoff:
+def _wrap(agent: Agent, memo: dict[int, Agent]) -> Agent:
+    if id(agent) in memo:
+        return memo[id(agent)]
+    changes: dict[str, Any] = {
+        "tools": [_durable_tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools],
+    }
+    if isinstance(agent.model, Model) and not isinstance(agent.model, DurableModel):
+        changes["model"] = DurableModel(agent.model)
+    clone = agent.clone(**changes)
+    memo[id(agent)] = clone
+    clone.handoffs = [_wrap_handoff(h, memo) for h in agent.handoffs]
+    return clone
+
+
+def _wrap_handoff(handoff: Agent | Handoff, memo: dict[int, Agent]) -> Agent | Handoff:
     if isinstance(handoff, Agent):
-        return wrap_agent(handoff, recorder, memo)
+        return _wrap(handoff, memo)
     original = handoff.on_invoke_handoff
 
     async def invoke(*args: Any, **kwargs: Any) -> Agent:
-        return wrap_agent(await original(*args, **kwargs), recorder, memo)
+        return wrap_agent(await original(*args, **kwargs))
 
     return dataclasses.replace(handoff, on_invoke_handoff=invoke)
 

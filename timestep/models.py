@@ -15,6 +15,19 @@ log = logging.getLogger("timestep.models")
 _warned = False
 
 
+_durable: dict[bool, ModelProvider] = {}
+
+
+def durable_provider() -> ModelProvider:
+    """The default provider with every model it returns made durable (one per process)."""
+    from timestep.durable import DurableModelProvider
+
+    key = Settings.from_env().openai_api_key_set
+    if key not in _durable:
+        _durable[key] = DurableModelProvider(default_model_provider())
+    return _durable[key]
+
+
 def default_model_provider(settings: Settings | None = None) -> ModelProvider:
     global _warned
     settings = settings or Settings.from_env()

@@ -27,11 +27,11 @@ from subjects.events import (
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, Reject
 from timestep import engine, queues, registry
-from timestep.durable import DurableModelProvider, DurableSession, RunRecorder, wrap_agent
+from timestep.durable import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
 from timestep.errors import RunCancelledError, RunTimeoutError, TimestepError, ValidationError
-from timestep.events import dispatch, listen, now
+from timestep.events import listen
 from timestep.launch import ensure_dbos_launched
-from timestep.models import default_model_provider
+from timestep.models import durable_provider
 from timestep.sessions import DatabaseSession
 from timestep.settings import Settings
 from timestep.state_store import clear_keys, save_serialized, state_keys
@@ -117,23 +117,26 @@ async def agent_run(spec: RunSpec) -> RunResult:
     if spec.token_queue:
         await _wait_for_token_budget(spec.token_queue)
     recorder.event(Started)
-    durable_agent = wrap_agent(agent, recorder)
+    token = recording(recorder)
+    try:
+        return await _run(spec, run_id, agent, recorder)
+    finally:
+        stop_recording(token)
+
+
+async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) -> RunResult:
+    durable_agent = wrap_agent(agent)
     session = DurableSession(_session_for(spec.session_id), recorder) if spec.session_id else None
     run_input: Any = await RunState.from_string(durable_agent, spec.state) if spec.state else spec.input
-    config = RunConfig(
-        model_provider=DurableModelProvider(default_model_provider(), recorder),
-        tracing_disabled=not Settings.from_env().tracing,
-    )
+    config = RunConfig(model_provider=durable_provider(), tracing_disabled=not Settings.from_env().tracing)
     while True:
         try:
             result = await Runner.run(durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns)
         except (engine.CancelledInside, asyncio.CancelledError):
-            recorder.seq += 1
-            await dispatch(Cancelled(run_id=run_id, seq=recorder.seq, time=now()))
+            await recorder.finish(Cancelled)
             raise
         except Exception as exc:
-            error = ErrorInfo(type=type(exc).__name__, message=str(exc))
-            await recorder.flush("run.failed", lambda emit: emit(Failed, error=error))
+            await recorder.finish(Failed, error=ErrorInfo(type=type(exc).__name__, message=str(exc)))
             raise
         usage = _usage(result.context_wrapper.usage)
         last_agent = result.last_agent.name
@@ -147,20 +150,16 @@ async def agent_run(spec: RunSpec) -> RunResult:
             await save_serialized(state_keys(spec.session_id, run_id), agent.name, serialized)
             await emit(Interrupted, approvals=approvals)
 
-        await recorder.flush("run.interrupted", save)
+        await recorder.step("run.interrupted", save)
         if not spec.wait_for_approval:
             return RunResult(workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent)
         await _await_decisions(run_id, state)
         run_input = state
 
     output = result.final_output
-
-    async def complete(emit: Callable[..., Any]) -> None:
-        if (spec.state or spec.wait_for_approval) and spec.session_id:
-            await clear_keys(state_keys(spec.session_id, None))
-        await emit(Completed, output=_jsonable(output), usage=usage)
-
-    await recorder.flush("run.completed", complete)
+    if (spec.state or spec.wait_for_approval) and spec.session_id:
+        await clear_keys(state_keys(spec.session_id, None))  # idempotent: safe on a replay
+    await recorder.finish(Completed, output=_jsonable(output), usage=usage)
     return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent)
 
 

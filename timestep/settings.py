@@ -119,7 +119,7 @@ class Settings:
             executor_id=os.environ.get("TIMESTEP_EXECUTOR_ID") or "local",
             application_version=os.environ.get("TIMESTEP_APP_VERSION") or "timestep-1",
             max_threads=_int("TIMESTEP_MAX_THREADS", 64),
-            queue_poll_seconds=_float("TIMESTEP_QUEUE_POLL_SECONDS", 0.1),
+            queue_poll_seconds=_float("TIMESTEP_QUEUE_POLL_SECONDS", 0.05),
             tracing=os.environ.get("TIMESTEP_TRACING", "") in ("1", "true", "yes", "on"),
             openai_api_key_set=bool(os.environ.get("OPENAI_API_KEY")),
             log_level=(os.environ.get("TIMESTEP_LOG_LEVEL") or "WARNING").upper(),
