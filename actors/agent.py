@@ -55,7 +55,13 @@ class AgentActor(Actor):
             return min(self.batch, self.capacity - len(self._running))
 
     async def handle(self, msg: Msg) -> None:
-        start = _start_decoder.decode(msg.data)
+        await self.start_run(_start_decoder.decode(msg.data))
+
+    async def start_run(self, start: StartRun) -> None:
+        """The durable hand-off: once this returns, DBOS holds the run. A governor in the same
+        process calls it directly, saving a trip through `<prefix>.runs.start`."""
+        async with self._room:
+            await self._room.wait_for(lambda: len(self._running) < self.capacity)
         handle = await engine.start(agent_run, start.spec, workflow_id=start.run_id, timeout_seconds=start.timeout_seconds)
         task = asyncio.create_task(self._follow(handle, start.run_id))
         self._running.add(task)

@@ -18,6 +18,7 @@ import logging
 import msgspec
 from nats.aio.msg import Msg
 
+from actors.agent import AgentActor
 from actors.base import Actor, origin
 from subjects.events import Accepted, Queued, Rejected, encode_event
 from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
@@ -38,9 +39,10 @@ class Governor(Actor):
     stream = SUBMIT_STREAM
     durable = "governor"
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, local_agent: AgentActor | None = None) -> None:
         super().__init__(bus)
         self.subject = bus.subjects.submit
+        self.local_agent = local_agent
         self._known_agents: set[str] = set()
 
     async def on_start(self) -> None:
@@ -78,7 +80,10 @@ class Governor(Actor):
 
     async def _start_now(self, request, run_id: str) -> None:
         start = StartRun(run_id=run_id, timeout_seconds=request.timeout_seconds, spec=to_spec(request, seq_base=1))
-        await self.bus.publish_durably(self.bus.subjects.start, encode(start), run_id)
+        if self.local_agent is not None:
+            await self.local_agent.start_run(start)
+        else:
+            await self.bus.publish_durably(self.bus.subjects.start, encode(start), run_id)
         await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
 
     async def _enqueue(self, request, run_id: str) -> None:

@@ -65,10 +65,11 @@ class System:
                 self._sink = BusEventSink(self.bus)
                 add_event_sink(self._sink)
             ensure_dbos_launched()
-        if "agent" in self.roles:
-            self.actors += [AgentActor(self.bus), ControlActor(self.bus)]
+        agent = AgentActor(self.bus) if "agent" in self.roles else None
+        if agent is not None:
+            self.actors += [agent, ControlActor(self.bus)]
         if "governor" in self.roles:
-            self.actors.append(Governor(self.bus))
+            self.actors.append(Governor(self.bus, local_agent=agent))
         if "scheduler" in self.roles:
             self.actors.append(Scheduler(self.bus))
         for actor in self.actors:

@@ -199,12 +199,18 @@ class Bus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def publish_event(self, event: RunEvent) -> None:
-        """Publish a run event on `<prefix>.runs.events.<run_id>.<type>`, de-duplicated by
-        `<run_id>.<seq>` (a cancellation by `<run_id>.cancelled`: it can come from two places)."""
+    def event_message(self, event: RunEvent) -> tuple[str, bytes, str]:
+        """(subject, body, Nats-Msg-Id) of a run event: `<prefix>.runs.events.<run_id>.<type>`,
+        de-duplicated by `<run_id>.<seq>` (a cancellation by `<run_id>.cancelled`: it can come
+        from two places)."""
         tag = type(event).__struct_config__.tag  # type: ignore[attr-defined]
         msg_id = f"{event.run_id}.cancelled" if tag == "cancelled" else f"{event.run_id}.{event.seq}"
-        await self.publish_durably(self.subjects.events(event.run_id, tag), encode_event(event), msg_id)
+        return self.subjects.events(event.run_id, tag), encode_event(event), msg_id
+
+    async def publish_event(self, event: RunEvent) -> None:
+        """Publish a run event and wait until JetStream stored it."""
+        subject, data, msg_id = self.event_message(event)
+        await self.publish_durably(subject, data, msg_id)
 
     async def dead_letter(
         self, subject: str, data: bytes, headers: dict[str, str] | None, reason: str, error: BaseException | ErrorInfo,
@@ -317,10 +323,33 @@ def _token_safe_subject(subject: str) -> bool:
 
 
 class BusEventSink:
-    """The event sink that publishes every run event to JetStream (see `timestep.events`)."""
+    """The event sink that publishes every run event to JetStream (see `timestep.events`).
+
+    `emit` publishes without waiting; `settle`, which a run calls before a step (or the run)
+    is recorded as done, waits until JetStream stored every event emitted before it, and
+    publishes again (same Nats-Msg-Id) any whose acknowledgement did not come."""
+
+    ACK_WAIT = 5.0
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+        self._pending: list[tuple[asyncio.Future, str, bytes, str]] = []
 
     async def emit(self, event: RunEvent) -> None:
-        await self.bus.publish_event(event)
+        subject, data, msg_id = self.bus.event_message(event)
+        try:
+            future = await self.bus.js.publish_async(subject, data, headers={**JSON_HEADERS, "Nats-Msg-Id": msg_id})
+        except Exception:
+            await self.bus.publish_durably(subject, data, msg_id)
+            return
+        self._pending.append((future, subject, data, msg_id))
+
+    async def settle(self) -> None:
+        snapshot = list(self._pending)
+        for future, subject, data, msg_id in snapshot:
+            try:
+                await asyncio.wait_for(asyncio.shield(future), self.ACK_WAIT)
+            except Exception:
+                await self.bus.publish_durably(subject, data, msg_id)
+        done = {id(entry) for entry in snapshot}
+        self._pending = [entry for entry in self._pending if id(entry) not in done]

@@ -32,7 +32,7 @@ from openai.types.responses import ResponseFunctionToolCall
 
 from subjects.events import Delta, RunEvent, ToolCall, ToolOutput
 from timestep import engine
-from timestep.events import dispatch, now
+from timestep.events import dispatch, now, settle
 from timestep.queues import record_tokens
 
 Emit = Callable[..., Awaitable[None]]
@@ -115,9 +115,11 @@ class RunRecorder:
                 await dispatch(cls(run_id=self.run_id, seq=counter, time=now(), **fields))
 
             try:
-                return _Outcome(await fn(emit), None, counter - base)
+                outcome = _Outcome(await fn(emit), None, counter - base)
             except Exception as exc:  # recorded, then raised again outside the step
-                return _Outcome(None, _picklable(exc), counter - base)
+                outcome = _Outcome(None, _picklable(exc), counter - base)
+            await settle()  # the step's events are stored before the step is
+            return outcome
 
         outcome: _Outcome = await engine.step(name, body, preemptible=preemptible)
         if reserve is None:
@@ -134,6 +136,7 @@ class RunRecorder:
         pending, self._pending = self._pending, []
         for event in pending:
             await dispatch(event)
+        await settle()
 
 
 _current: ContextVar[RunRecorder] = ContextVar("timestep_run_recorder")

@@ -23,7 +23,9 @@ Listener = Callable[[RunEvent], Awaitable[None] | None]
 
 
 class EventSink(Protocol):
-    """Receives every event of every run in this process."""
+    """Receives every event of every run in this process. A sink may also have
+    `async def settle()`: a run calls it before a step is recorded as done, so a sink
+    that publishes without waiting can wait there until what it published is stored."""
 
     async def emit(self, event: RunEvent) -> None: ...
 
@@ -81,3 +83,14 @@ async def dispatch(event: RunEvent) -> None:
                 await result
         except Exception:
             log.exception("listener failed on %s event of run %s", type(event).__name__, event.run_id)
+
+
+async def settle() -> None:
+    """Wait until every sink has stored the events emitted so far (see EventSink)."""
+    for sink in list(_sinks):
+        settle_sink = getattr(sink, "settle", None)
+        if settle_sink is not None:
+            try:
+                await settle_sink()
+            except Exception:
+                log.exception("event sink %r failed to settle", sink)

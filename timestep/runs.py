@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -103,6 +104,11 @@ class RunStatus(msgspec.Struct, kw_only=True):
 _sessions: dict[str, Any] = {}
 
 
+@functools.cache
+def _tracing() -> bool:
+    return Settings.from_env().tracing
+
+
 def _session_for(session_id: str) -> Any:
     return _sessions.get(session_id) or DatabaseSession(session_id)
 
@@ -128,7 +134,7 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
     durable_agent = wrap_agent(agent)
     session = DurableSession(_session_for(spec.session_id), recorder) if spec.session_id else None
     run_input: Any = await RunState.from_string(durable_agent, spec.state) if spec.state else spec.input
-    config = RunConfig(model_provider=durable_provider(), tracing_disabled=not Settings.from_env().tracing)
+    config = RunConfig(model_provider=durable_provider(), tracing_disabled=not _tracing())
     while True:
         try:
             result = await Runner.run(durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns)
