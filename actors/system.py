@@ -56,8 +56,8 @@ class System:
         self.bus = await Bus.connect(self.url, settings=self.settings, name=f"timestep-{'+'.join(sorted(self.roles))}")
         await self.bus.ensure_streams()
         if self.roles & {"agent", "governor"}:
-            if not engine.is_launched():
-                configure_dbos()
+            if engine.current_config() is None:
+                configure_dbos()  # defaults; a configure_dbos() made before stays in force
             if "agent" not in self.roles and not engine.is_launched():
                 engine.listen_to_no_queues()
             if "agent" in self.roles:
