@@ -35,7 +35,8 @@ task="${1:-}"
 case "$task" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/timestep" demo "$@" ;;
-  test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  # Two workers: most of the suite waits on subprocesses, servers and timers, not the CPU.
+  test) setup; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
   bench) setup; exec "$VENV/bin/python" bench/run.py "$@" ;;
   *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
