@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import resource
-import statistics
 import sys
 import time
 import uuid
@@ -216,9 +215,116 @@ async def run_bus(args: argparse.Namespace) -> None:
     await client.close()
 
 
+# --- the governor under a backlog ------------------------------------------------------
+
+
+async def run_governor(args: argparse.Namespace) -> None:
+    """Publish a backlog of requests with random priorities to one rate-limited queue; report the
+    most starts in any rolling window and the priority inversions among requests that waited together."""
+    import random
+
+    from timestep.client import Client
+
+    client = await Client.connect(args.nats_url)
+    bus = client.bus
+    queue = f"gov-{uuid.uuid4().hex[:6]}"
+    # Hold the queue (one start an hour) until the whole backlog waits in it together.
+    await client.configure_queue(queue, limit=1, period_seconds=3600)
+    rng = random.Random(7)
+    priority: dict[str, int] = {}
+    queued: dict[str, float] = {}
+    started: dict[str, float] = {}
+    done = asyncio.Event()
+    all_queued = asyncio.Event()
+
+    async def on_event(msg) -> None:
+        event = json.loads(msg.data)
+        run_id = event["run_id"]
+        if run_id not in priority:
+            return
+        from datetime import datetime
+
+        at = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+        if event["type"] == "queued":
+            queued[run_id] = at
+            if len(queued) == len(priority):
+                all_queued.set()
+        elif event["type"] == "started":
+            started[run_id] = at
+            if len(started) == len(priority):
+                done.set()
+
+    sub = await bus.nc.subscribe(bus.subjects.all_events, cb=on_event)
+    # The hold admits one run: a sentinel takes it, so every measured request waits together.
+    sentinel = client.submit("bench-w1", "q", queue=queue, priority=1)
+    await (await sentinel).result(timeout=120)
+    begin = time.perf_counter()
+    for _ in range(args.requests):
+        run_id = uuid.uuid4().hex
+        priority[run_id] = rng.randint(1, 10)
+        body = {"id": run_id, "agent": "bench-w1", "input": "q", "queue": queue, "priority": priority[run_id]}
+        await bus.nc.publish(bus.subjects.submit, json.dumps(body).encode(), headers={"Nats-Msg-Id": run_id})
+    await bus.nc.flush()
+    await asyncio.wait_for(all_queued.wait(), 300)
+    queued_in = time.perf_counter() - begin
+    begin = time.perf_counter()
+    await client.configure_queue(queue, limit=args.limit, period_seconds=args.period)
+    await asyncio.wait_for(done.wait(), args.requests / args.limit * args.period * 3 + 120)
+    drain = time.perf_counter() - begin
+    await sub.unsubscribe()
+    await client.close()
+
+    times = sorted(started.values())
+    busiest, j = 0, 0
+    for i, t in enumerate(times):  # starts in [t, t + period)
+        while j < len(times) and times[j] < t + args.period:
+            j += 1
+        busiest = max(busiest, j - i)
+    # Every request waited together. X before Y is an inversion when Y has the lower number and
+    # started more than 0.5 s after X: the runs of one admission batch start within a few
+    # hundred ms of each other in any order, and batches are a rate-limit window apart.
+    order = sorted(started, key=started.get)
+    inversions = 0
+    for a, x in enumerate(order):
+        for y in order[a + 1:]:
+            if priority[y] < priority[x] and started[y] - started[x] > 0.5:
+                inversions += 1
+
+    # The same from the database: the time each run was admitted (DBOS's dequeued_at, by the
+    # database clock; whole seconds on SQLite before Python 3.12, milliseconds on PostgreSQL).
+    from timestep.engine import Admin
+
+    admin = Admin(args.db_url)
+    rows = await admin.list_workflows(queue_name=queue, load_input=False, load_output=False)
+    admin.close()
+    claimed = {w.workflow_id: w.dequeued_at / 1000 for w in rows if w.dequeued_at and w.workflow_id in priority}
+    claim_times = sorted(claimed.values())
+    busiest_db, j = 0, 0
+    for i, t in enumerate(claim_times):
+        while j < len(claim_times) and claim_times[j] < t + args.period:
+            j += 1
+        busiest_db = max(busiest_db, j - i)
+    by_claim = sorted(claimed, key=claimed.get)
+    inversions_db = 0
+    for a, x in enumerate(by_claim):
+        for y in by_claim[a + 1:]:
+            if priority[y] < priority[x] and claimed[y] > claimed[x]:
+                inversions_db += 1
+    known = len(claimed) == len(started)  # SQLite before Python 3.12: DBOS keeps no admission time
+    print(json.dumps({
+        "requests": args.requests, "limit": args.limit, "period": args.period,
+        "max_in_window": busiest, "inversions": inversions,
+        "max_in_window_db": busiest_db if known else None, "inversions_db": inversions_db if known else None,
+        "drain_seconds": round(drain, 2), "queued_seconds": round(queued_in, 2), "rss_mb": rss_mb(),
+    }), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["local", "bus"])
+    parser.add_argument("mode", choices=["local", "bus", "governor"])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--db-url")
     parser.add_argument("--nats-url")
     parser.add_argument("--runs", type=int, default=100)
@@ -229,9 +335,11 @@ def main() -> None:
     if args.mode == "local":
         args.systems = args.systems or ["a", "b", "c", "d"]
         asyncio.run(run_local(args))
-    else:
+    elif args.mode == "bus":
         args.systems = args.systems or ["e", "f"]
         asyncio.run(run_bus(args))
+    else:
+        asyncio.run(run_governor(args))
     import os
 
     os._exit(0)  # DBOS's threads need not be waited for

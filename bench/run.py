@@ -113,6 +113,12 @@ def _bus_cases(backend: Backend, args: argparse.Namespace) -> tuple[list[dict], 
         up_seconds = time.perf_counter() - started
         rows = _cases("bus", backend, args, nats_url=url)
         extra = {"actors_rss_mb": _peak_rss_mb(actors.pid), "up_seconds": round(up_seconds, 2)}
+        if args.governor_requests:
+            [governor] = _cases(
+                "governor", backend, args, nats_url=url, db_url=backend.url, requests=str(args.governor_requests),
+                limit=str(args.governor_limit), period="1",
+            )
+            extra["governor"] = governor
         for row in rows:
             row["actors_rss_mb"] = extra["actors_rss_mb"]
         return rows, extra
@@ -167,6 +173,18 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
             f"| {r['backend']} | {r['workload']} | {r['concurrency']} | {r['d_vs_b'] or '-'} | {r['d_vs_c'] or '-'} | "
             f"{r['e_vs_d'] or '-'} | {r['f_vs_d'] or '-'} | {r.get('e_minus_d_p50_ms', '-')} |"
         )
+    governed = {b: e["governor"] for b, e in meta.get("bus", {}).items() if "governor" in e}
+    if governed:
+        lines += ["", "Governor under a backlog (one queue, random priorities 1-10, all waiting together before the limit opens;",
+                  "admission times from the database, and `started` event times, which trail them by up to a few hundred ms):", "",
+                  "| backend | requests | limit per 1 s | most admitted in a rolling 1 s (database) | inversions (database) | most `started` in 1 s | inversions by `started` (> 0.5 s apart) | drained in s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for backend, g in governed.items():
+            lines.append(
+                f"| {backend} | {g['requests']} | {g['limit']} | {g['max_in_window_db'] if g['max_in_window_db'] is not None else 'n/a'} | "
+                f"{g['inversions_db'] if g['inversions_db'] is not None else 'n/a'} | "
+                f"{g['max_in_window']} | {g['inversions']} | {g['drain_seconds']} |"
+            )
     for backend, extra in meta.get("bus", {}).items():
         lines.append(f"\n`timestep up` start-up ({backend}): {extra['up_seconds']} s")
     return "\n".join(lines) + "\n"
@@ -202,6 +220,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=["W1", "W2", "W3"])
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--governor-requests", type=int, default=2000, help="backlog for the governor check (0: skip)")
+    parser.add_argument("--governor-limit", type=int, default=100, help="the backlog queue's runs per second")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 

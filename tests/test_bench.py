@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_smoke(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", "2", "--backends", "sqlite", "--concurrency", "1,2",
-         "--workloads", "W2,W3", "--out", str(tmp_path)],
+         "--workloads", "W2,W3", "--out", str(tmp_path), "--governor-requests", "20", "--governor-limit", "10"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -26,4 +26,6 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert all(r["throughput"] > 0 and r["p50_ms"] > 0 for r in results["rows"])
     assert all(r["started_p50_ms"] > 0 for r in results["rows"] if r["system"] in "ef")
     assert "| (d)/(b) |" in (tmp_path / "results.md").read_text()
+    governor = results["meta"]["bus"]["sqlite"]["governor"]
+    assert governor["requests"] == 20 and governor["max_in_window"] >= 1
     assert (tmp_path / "chart.png").stat().st_size > 10_000
