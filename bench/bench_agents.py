@@ -6,6 +6,8 @@ W1: one model call. W2: model -> tool call -> model. W3: W2 streamed.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,10 +65,22 @@ async def _lookup(q: str) -> str:
 
 lookup = function_tool(_lookup, name_override="lookup")
 
+
+async def _hold(q: str) -> str:
+    """Blocks while BENCH_HOLD is set (the recovery benchmark kills the process meanwhile)."""
+    if os.environ.get("BENCH_HOLD"):
+        await asyncio.sleep(3600)
+    return f"held {q}"
+
+
+hold = function_tool(_hold, name_override="lookup")
+
 W1 = Agent(name="bench-w1", model=InstantModel())
 W2 = Agent(name="bench-w2", model=InstantModel(), tools=[lookup])
+SLOW = Agent(name="bench-hold", model=InstantModel(), tools=[hold])
 register_agent(W1)
 register_agent(W2)
+register_agent(SLOW)
 
 #: workload -> (agent, stream, model calls + tool calls)
 WORKLOADS = {"W1": (W1, False, 1), "W2": (W2, False, 3), "W3": (W2, True, 3)}

@@ -131,6 +131,82 @@ def _bus_cases(backend: Backend, args: argparse.Namespace) -> tuple[list[dict], 
         nats.stop()
 
 
+def _start_actors(backend: Backend, url: str, out: Path, **env: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents"],
+        env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID="bench-recovery", **env), stdout=out.open("w"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.perf_counter() + 120
+    while "timestep up:" not in out.read_text():
+        if proc.poll() is not None or time.perf_counter() > deadline:
+            raise RuntimeError(f"actors did not start: {out.read_text()[-3000:]}")
+        time.sleep(0.01)
+    return proc
+
+
+def _recovery(backend: Backend, runs: int) -> dict:
+    """SIGKILL the actors while `runs` runs are inside a tool call; restart them (same executor id)
+    and time until every run has completed."""
+    import asyncio
+
+    from subjects.events import Completed, ToolCall
+    from timestep.client import Client
+
+    nats = EmbeddedNats(backend.workdir / "nats-recovery", port=free_port())
+    url = nats.start()
+    first = _start_actors(backend, url, backend.workdir / "recovery-1.out", BENCH_HOLD="1")
+    second = None
+
+    async def measure() -> dict:
+        nonlocal second
+        client = await Client.connect(url)
+        in_tool: set[str] = set()
+        completed: set[str] = set()
+        all_in_tool, all_done = asyncio.Event(), asyncio.Event()
+
+        async def watch() -> None:
+            async for event in client.events():
+                if isinstance(event, ToolCall):
+                    in_tool.add(event.run_id)
+                    if len(in_tool) == runs:
+                        all_in_tool.set()
+                if isinstance(event, Completed):
+                    completed.add(event.run_id)
+                    if len(completed) == runs:
+                        all_done.set()
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.3)
+        for _ in range(runs):
+            await client.submit("bench-hold", "q")
+        await asyncio.wait_for(all_in_tool.wait(), 120)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        restarted = time.perf_counter()
+        second = await asyncio.to_thread(_start_actors, backend, url, backend.workdir / "recovery-2.out")
+        up = time.perf_counter()
+        await asyncio.wait_for(all_done.wait(), 300)
+        done = time.perf_counter()
+        watcher.cancel()
+        await client.close()
+        return {
+            "runs": runs, "restart_to_up_s": round(up - restarted, 2),
+            "up_to_all_completed_s": round(done - up, 2), "restart_to_all_completed_s": round(done - restarted, 2),
+        }
+
+    try:
+        return asyncio.run(measure())
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        nats.stop()
+
+
 def _ratios(rows: list[dict]) -> list[dict]:
     """Throughput ratios of (d) to (b) and (c), and of (e) to (d), per backend, workload, concurrency."""
     table: dict[tuple, dict[str, dict]] = {}
@@ -187,6 +263,13 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
             )
     for backend, extra in meta.get("bus", {}).items():
         lines.append(f"\n`timestep up` start-up ({backend}): {extra['up_seconds']} s")
+        if "recovery" in extra:
+            r = extra["recovery"]
+            lines.append(
+                f"\nRecovery ({backend}): {r['runs']} runs in a tool call, actors SIGKILLed and restarted: "
+                f"{r['restart_to_up_s']} s to start, then {r['up_to_all_completed_s']} s until all completed "
+                f"({r['restart_to_all_completed_s']} s in all)"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +305,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--governor-requests", type=int, default=2000, help="backlog for the governor check (0: skip)")
     parser.add_argument("--governor-limit", type=int, default=100, help="the backlog queue's runs per second")
+    parser.add_argument("--recovery-runs", type=int, default=20, help="runs in flight when the actors are SIGKILLed (0: skip)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -245,6 +329,9 @@ def main() -> int:
                 print(f"[{name}] systems e-f ...", file=sys.stderr, flush=True)
                 bus_rows, extra = _bus_cases(backend, args)
                 rows += bus_rows
+                if args.recovery_runs:
+                    print(f"[{name}] recovery ...", file=sys.stderr, flush=True)
+                    extra["recovery"] = _recovery(backend, args.recovery_runs)
                 meta["bus"][name] = extra
             finally:
                 backend.drop()

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_smoke(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", "2", "--backends", "sqlite", "--concurrency", "1,2",
-         "--workloads", "W2,W3", "--out", str(tmp_path), "--governor-requests", "20", "--governor-limit", "10"],
+         "--workloads", "W2,W3", "--out", str(tmp_path), "--governor-requests", "20", "--governor-limit", "10", "--recovery-runs", "2"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -28,4 +28,6 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "| (d)/(b) |" in (tmp_path / "results.md").read_text()
     governor = results["meta"]["bus"]["sqlite"]["governor"]
     assert governor["requests"] == 20 and governor["max_in_window"] >= 1
+    recovery = results["meta"]["bus"]["sqlite"]["recovery"]
+    assert recovery["runs"] == 2 and recovery["restart_to_all_completed_s"] > 0
     assert (tmp_path / "chart.png").stat().st_size > 10_000
