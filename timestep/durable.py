@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import json
 import pickle
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from typing import Any
@@ -273,17 +274,19 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
     return dataclasses.replace(tool, on_invoke_tool=invoke)
 
 
-_wrapped: dict[int, tuple[Agent, Agent]] = {}
+_wrapped: dict[int, tuple[weakref.ref, Agent]] = {}
 
 
 def wrap_agent(agent: Agent) -> Agent:
     """A clone of `agent` (and of the agents it hands off to) whose model and tools are
-    durable steps of whichever run is current. Made once per agent object."""
+    durable steps of whichever run is current. Made once per agent object, and forgotten
+    with it, so agents made per request do not pile up."""
     cached = _wrapped.get(id(agent))
-    if cached is not None and cached[0] is agent:
+    if cached is not None and cached[0]() is agent:
         return cached[1]
     clone = _wrap(agent, {})
-    _wrapped[id(agent)] = (agent, clone)
+    _wrapped[id(agent)] = (weakref.ref(agent), clone)
+    weakref.finalize(agent, _wrapped.pop, id(agent), None)
     return clone
 
 
