@@ -218,6 +218,27 @@ async def run_bus(args: argparse.Namespace) -> None:
 # --- the governor under a backlog ------------------------------------------------------
 
 
+def busiest_window(times, period: float) -> int:
+    """The most of `times` inside any window [t, t + period)."""
+    ordered, busiest, j = sorted(times), 0, 0
+    for i, t in enumerate(ordered):
+        while j < len(ordered) and ordered[j] < t + period:
+            j += 1
+        busiest = max(busiest, j - i)
+    return busiest
+
+
+def count_inversions(at: dict[str, float], priority: dict[str, int], gap: float) -> int:
+    """Pairs where a lower priority number came more than `gap` seconds after a higher one."""
+    order = sorted(at, key=at.get)
+    return sum(
+        1
+        for a, x in enumerate(order)
+        for y in order[a + 1:]
+        if priority[y] < priority[x] and at[y] - at[x] > gap
+    )
+
+
 async def run_governor(args: argparse.Namespace) -> None:
     """Publish a backlog of requests with random priorities to one rate-limited queue; report the
     most starts in any rolling window and the priority inversions among requests that waited together."""
@@ -274,21 +295,11 @@ async def run_governor(args: argparse.Namespace) -> None:
     await sub.unsubscribe()
     await client.close()
 
-    times = sorted(started.values())
-    busiest, j = 0, 0
-    for i, t in enumerate(times):  # starts in [t, t + period)
-        while j < len(times) and times[j] < t + args.period:
-            j += 1
-        busiest = max(busiest, j - i)
+    busiest = busiest_window(started.values(), args.period)
     # Every request waited together. X before Y is an inversion when Y has the lower number and
     # started more than 0.5 s after X: the runs of one admission batch start within a few
     # hundred ms of each other in any order, and batches are a rate-limit window apart.
-    order = sorted(started, key=started.get)
-    inversions = 0
-    for a, x in enumerate(order):
-        for y in order[a + 1:]:
-            if priority[y] < priority[x] and started[y] - started[x] > 0.5:
-                inversions += 1
+    inversions = count_inversions(started, priority, 0.5)
 
     # The same from the database: the time each run was admitted (DBOS's dequeued_at, by the
     # database clock; whole seconds on SQLite before Python 3.12, milliseconds on PostgreSQL).
@@ -298,18 +309,8 @@ async def run_governor(args: argparse.Namespace) -> None:
     rows = await admin.list_workflows(queue_name=queue, load_input=False, load_output=False)
     admin.close()
     claimed = {w.workflow_id: w.dequeued_at / 1000 for w in rows if w.dequeued_at and w.workflow_id in priority}
-    claim_times = sorted(claimed.values())
-    busiest_db, j = 0, 0
-    for i, t in enumerate(claim_times):
-        while j < len(claim_times) and claim_times[j] < t + args.period:
-            j += 1
-        busiest_db = max(busiest_db, j - i)
-    by_claim = sorted(claimed, key=claimed.get)
-    inversions_db = 0
-    for a, x in enumerate(by_claim):
-        for y in by_claim[a + 1:]:
-            if priority[y] < priority[x] and claimed[y] > claimed[x]:
-                inversions_db += 1
+    busiest_db = busiest_window(claimed.values(), args.period)
+    inversions_db = count_inversions(claimed, priority, 0.0)
     known = len(claimed) == len(started)  # SQLite before Python 3.12: DBOS keeps no admission time
     print(json.dumps({
         "requests": args.requests, "limit": args.limit, "period": args.period,

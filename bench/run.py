@@ -96,20 +96,21 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _bus_cases(backend: Backend, args: argparse.Namespace) -> tuple[list[dict], dict]:
     nats = EmbeddedNats(backend.workdir / "nats", port=free_port())
     url = nats.start()
-    out = backend.workdir / "actors.out"
     started = time.perf_counter()
-    actors = subprocess.Popen(
-        [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents"],
-        env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID="bench-actors"), stdout=out.open("w"), stderr=subprocess.STDOUT,
-    )
+    actors = _start_actors(backend, url, backend.workdir / "actors.out", executor="bench-actors")
     try:
-        while "timestep up:" not in out.read_text():
-            if actors.poll() is not None or time.perf_counter() - started > 120:
-                raise RuntimeError(f"actors did not start: {out.read_text()[-3000:]}")
-            time.sleep(0.01)
         up_seconds = time.perf_counter() - started
         rows = _cases("bus", backend, args, nats_url=url)
         extra = {"actors_rss_mb": _peak_rss_mb(actors.pid), "up_seconds": round(up_seconds, 2)}
@@ -123,18 +124,15 @@ def _bus_cases(backend: Backend, args: argparse.Namespace) -> tuple[list[dict], 
             row["actors_rss_mb"] = extra["actors_rss_mb"]
         return rows, extra
     finally:
-        actors.send_signal(signal.SIGTERM)
-        try:
-            actors.wait(30)
-        except subprocess.TimeoutExpired:
-            actors.kill()
+        _stop(actors)
         nats.stop()
 
 
-def _start_actors(backend: Backend, url: str, out: Path, **env: str) -> subprocess.Popen:
+def _start_actors(backend: Backend, url: str, out: Path, executor: str = "bench-recovery", **env: str) -> subprocess.Popen:
+    """`timestep up` with the bench agents; returns once it is up."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents"],
-        env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID="bench-recovery", **env), stdout=out.open("w"), stderr=subprocess.STDOUT,
+        env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID=executor, **env), stdout=out.open("w"), stderr=subprocess.STDOUT,
     )
     deadline = time.perf_counter() + 120
     while "timestep up:" not in out.read_text():
@@ -197,13 +195,8 @@ def _recovery(backend: Backend, runs: int) -> dict:
     try:
         return asyncio.run(measure())
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        _stop(first)
+        _stop(second)
         nats.stop()
 
 
