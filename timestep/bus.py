@@ -134,30 +134,30 @@ class Bus:
     # --- streams --------------------------------------------------------------
 
     def stream_configs(self) -> list[StreamConfig]:
-        s, window = self.subjects, self.settings.duplicate_window_seconds
+        s, window, r = self.subjects, self.settings.duplicate_window_seconds, self.settings.stream_replicas
         return [
             # no_ack: JetStream does not answer a request on the submit subject, so the
             # governor's `accepted`/`rejected` reaches the requester instead of a PubAck.
             StreamConfig(
                 name=SUBMIT_STREAM, subjects=[s.submit], retention=RetentionPolicy.WORK_QUEUE,
-                storage=StorageType.FILE, no_ack=True, duplicate_window=window,
+                storage=StorageType.FILE, num_replicas=r, no_ack=True, duplicate_window=window,
             ),
             StreamConfig(
                 name=WORK_STREAM, subjects=[s.start], retention=RetentionPolicy.WORK_QUEUE,
-                storage=StorageType.FILE, duplicate_window=window,
+                storage=StorageType.FILE, num_replicas=r, duplicate_window=window,
             ),
             StreamConfig(
                 name=CONTROL_STREAM, subjects=[s.all_control], retention=RetentionPolicy.WORK_QUEUE,
-                storage=StorageType.FILE, duplicate_window=window,
+                storage=StorageType.FILE, num_replicas=r, duplicate_window=window,
             ),
             StreamConfig(
                 name=EVENTS_STREAM, subjects=[s.all_events], retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE, duplicate_window=window, max_age=self.settings.events_max_age_seconds,
+                storage=StorageType.FILE, num_replicas=r, duplicate_window=window, max_age=self.settings.events_max_age_seconds,
                 discard=DiscardPolicy.OLD, allow_direct=True,
             ),
             StreamConfig(
                 name=DEAD_STREAM, subjects=[s.all_dead], retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE, max_age=30 * 24 * 3600.0, discard=DiscardPolicy.OLD,
+                storage=StorageType.FILE, num_replicas=r, max_age=30 * 24 * 3600.0, discard=DiscardPolicy.OLD,
             ),
         ]
 

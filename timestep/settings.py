@@ -33,6 +33,15 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _port(name: str) -> int | None:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return None
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ValueError(f"{name}={raw!r} is not a port; set it to a number from 0 (any free port) to 65535")
+    return int(raw)
+
+
 def _prefix() -> str:
     prefix = os.environ.get("TIMESTEP_SUBJECT_PREFIX") or "timestep"
     if not all(token and all(c.isalnum() or c in "_-" for c in token) for token in prefix.split(".")):
@@ -110,6 +119,12 @@ class Settings:
     """TIMESTEP_DUPLICATE_WINDOW: JetStream's Nats-Msg-Id de-duplication window."""
     agent_concurrency: int
     """TIMESTEP_AGENT_CONCURRENCY: direct runs one agent actor executes at once."""
+    stream_replicas: int = 1
+    """TIMESTEP_STREAM_REPLICAS: JetStream replicas of every stream (3 on a 3-node cluster)."""
+    http_host: str = "127.0.0.1"
+    """TIMESTEP_HTTP_HOST: address of the health and metrics endpoint (0.0.0.0 in containers)."""
+    http_port: int | None = None
+    """TIMESTEP_HTTP_PORT: port of /healthz, /readyz and /metrics; unset means no endpoint, 0 a free port."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -129,4 +144,7 @@ class Settings:
             events_max_age_seconds=_float("TIMESTEP_EVENTS_MAX_AGE", 7 * 24 * 3600.0),
             duplicate_window_seconds=_float("TIMESTEP_DUPLICATE_WINDOW", 120.0),
             agent_concurrency=_int("TIMESTEP_AGENT_CONCURRENCY", 64),
+            stream_replicas=_int("TIMESTEP_STREAM_REPLICAS", 1),
+            http_host=os.environ.get("TIMESTEP_HTTP_HOST") or "127.0.0.1",
+            http_port=_port("TIMESTEP_HTTP_PORT"),
         )
