@@ -19,12 +19,13 @@ from nats.aio.msg import Msg
 
 from actors.base import Actor, origin
 from subjects.events import Cancelled, ErrorInfo, Interrupted
+from subjects.ids import run_id_problem
 from subjects.messages import Approve, Cancel, Reject
 from subjects.names import CONTROL_STREAM, WORK_STREAM
 from timestep import engine, registry
 from timestep.bus import Bus
 from timestep.events import listen, now
-from timestep.intake import StartRun
+from timestep.intake import StartRun, body_problem
 from timestep.runs import agent_run, send_decision
 from timestep.settings import Settings
 
@@ -106,10 +107,15 @@ class ControlActor(Actor):
             await self._dead(msg, "InvalidSubject", f"{msg.subject!r} is not <prefix>.runs.control.<run_id>.approve|reject|cancel")
             return
         run_id, action = parsed
+        problem = run_id_problem(run_id)
+        if problem is not None:
+            await self._dead(msg, "InvalidSubject", f"run id {run_id!r} in {msg.subject!r} {problem}")
+            return
         try:
             command = msgspec.json.decode(msg.data or b"{}", type=_CONTROL_TYPES[action])
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await self._dead(msg, "InvalidRequest", f"{action}: {exc}")
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            field, problem = body_problem(exc)
+            await self._dead(msg, "InvalidRequest", f"{action}: {field}: {problem}")
             return
         if await engine.status(run_id) is None:
             await self._dead(msg, "UnknownRun", f"no run {run_id!r}")

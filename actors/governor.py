@@ -27,7 +27,8 @@ from timestep import engine, queues, registry
 from timestep.bus import Bus
 from timestep.errors import DuplicateRunError, TimestepError
 from timestep.events import now
-from timestep.intake import Invalid, StartRun, encode, parse_request, to_spec
+from timestep.errors import ValidationError
+from timestep.intake import Invalid, StartRun, body_problem, encode, parse_request, to_spec
 from timestep.runs import agent_run
 
 log = logging.getLogger("actors.governor")
@@ -44,6 +45,7 @@ class Governor(Actor):
         self.subject = bus.subjects.submit
         self.local_agent = local_agent
         self._known_agents: set[str] = set()
+        self._answering: set[asyncio.Task] = set()
 
     async def on_start(self) -> None:
         s = self.bus.subjects
@@ -127,6 +129,13 @@ class Governor(Actor):
         except Invalid as bad:
             await msg.respond(encode_event(Rejected(run_id=bad.run_id or "", seq=1, time=now(), error=bad.info())))
             return
+        # Waiting here would hold up every request behind this one (nats-py runs a
+        # subscription's callbacks one at a time), and a run's outcome can take seconds.
+        task = asyncio.create_task(self._answer(msg, run_id))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, msg: Msg, run_id: str) -> None:
         answer = await self._outcome(run_id)
         if answer is not None:
             await msg.respond(answer)
@@ -166,7 +175,12 @@ class Governor(Actor):
             )
             status = await queues.queue_status(req.name)
             await self.reply(msg, Reply(ok=True, queues=[status]))
-        except (msgspec.ValidationError, msgspec.DecodeError, TimestepError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc)))
+        except ValidationError as exc:  # the library calls it `period`; on the bus it is `period_seconds`
+            field = "period_seconds" if exc.field == "period" else exc.field
+            await self.refuse(msg, ValidationError(field, exc.problem, exc.fix))
+        except TimestepError as exc:
             await self.refuse(msg, exc)
 
     async def _queue_status(self, msg: Msg) -> None:
@@ -174,6 +188,8 @@ class Governor(Actor):
             req = msgspec.json.decode(msg.data or b"{}", type=QueueStatusRequest)
             names = [req.name] if req.name else await engine.blocking(queues.queue_names)
             await self.reply(msg, Reply(ok=True, queues=[await queues.queue_status(n) for n in names]))
-        except (msgspec.ValidationError, msgspec.DecodeError, TimestepError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc)))
+        except TimestepError as exc:
             await self.refuse(msg, exc)
 

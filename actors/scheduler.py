@@ -21,11 +21,11 @@ from croniter import croniter
 from nats.aio.msg import Msg
 
 from actors.base import Actor
-from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete
+from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete, ScheduleList
 from timestep import engine, store
 from timestep.bus import Bus
 from timestep.errors import ValidationError
-from timestep.intake import encode
+from timestep.intake import Invalid, body_problem, encode, parse_request
 from timestep.schedules import check_crontab, tick_run_id
 
 log = logging.getLogger("actors.scheduler")
@@ -118,11 +118,18 @@ class Scheduler(Actor):
         try:
             req = msgspec.json.decode(msg.data, type=ScheduleCreate)
             cron = check_crontab(req.cron)
+            try:  # as the governor will check each tick's request, so no tick is rejected
+                parse_request(encode(req.request), None, self.bus.settings.max_request_bytes)
+            except Invalid as bad:
+                field = "request" if bad.field == "request" else f"request.{bad.field}"
+                raise ValidationError(field, bad.message) from None
             schedule = Schedule(name=req.name, cron=cron, request=msgspec.structs.replace(req.request, id=None), created_at=time.time())
             await engine.blocking(_save, schedule)
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, schedule=schedule))
-        except (msgspec.ValidationError, msgspec.DecodeError, ValidationError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc)))
+        except ValidationError as exc:
             await self.refuse(msg, exc)
 
     async def _delete(self, msg: Msg) -> None:
@@ -131,10 +138,15 @@ class Scheduler(Actor):
             deleted = await engine.blocking(_delete, req.name)
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, deleted=deleted))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await self.refuse(msg, exc)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc)))
 
     async def _list(self, msg: Msg) -> None:
+        try:
+            msgspec.json.decode(msg.data or b"{}", type=ScheduleList)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc)))
+            return
         await self.reply(msg, Reply(ok=True, schedules=await engine.blocking(_load)))
 
 

@@ -18,19 +18,24 @@ RunId = Annotated[str, Meta(pattern=RUN_ID_PATTERN, description="1-128 character
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,100}$", description="1-100 characters of [A-Za-z0-9_-]")]
 Priority = Annotated[int, Meta(ge=1, le=2**31 - 2, description="lower runs first; omit to run after prioritised runs")]
 Text = Annotated[str, Meta(max_length=200_000)]
+# Keys are stored in database text columns, which in PostgreSQL cannot hold NUL: no control characters.
+Key = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$", description="1-255 characters, no control characters")]
+# Bounded so every deadline and count fits the database's integer columns.
+Seconds = Annotated[float, Meta(gt=0, le=31_536_000, description="seconds, more than 0 and at most 365 days")]
+Count = Annotated[int, Meta(ge=1, le=2**31 - 1, description="1 to 2,147,483,647")]
 
 
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`<prefix>.runs.submit`: start an agent run."""
 
-    agent: Annotated[str, Meta(min_length=1, max_length=255)]
+    agent: Key
     input: Union[Text, list[dict[str, Any]]]
     id: RunId | None = None
-    session_id: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+    session_id: Key | None = None
     queue: Name | None = None
     priority: Priority | None = None
-    deduplication_id: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
-    timeout_seconds: Annotated[float, Meta(gt=0)] | None = None
+    deduplication_id: Key | None = None
+    timeout_seconds: Seconds | None = None
     stream: bool = False
     metadata: dict[str, str] | None = None
 
@@ -38,14 +43,14 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
 class Approve(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`<prefix>.runs.control.<run_id>.approve`"""
 
-    call_id: Annotated[str, Meta(min_length=1, max_length=255)]
+    call_id: Key
     always: bool = False
 
 
 class Reject(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`<prefix>.runs.control.<run_id>.reject`"""
 
-    call_id: Annotated[str, Meta(min_length=1, max_length=255)]
+    call_id: Key
     message: Annotated[str, Meta(max_length=10_000)] | None = None
 
 
@@ -82,10 +87,10 @@ class QueueConfigure(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`<prefix>.queues.configure` (request/reply): create or replace a queue's policy."""
 
     name: Name
-    limit: Annotated[int, Meta(ge=1)] | None = None
-    period_seconds: Annotated[float, Meta(gt=0)] | None = None
-    concurrency: Annotated[int, Meta(ge=1)] | None = None
-    tokens_per_period: Annotated[int, Meta(ge=1)] | None = None
+    limit: Count | None = None
+    period_seconds: Seconds | None = None
+    concurrency: Count | None = None
+    tokens_per_period: Count | None = None
 
 
 class QueueStatusRequest(msgspec.Struct, kw_only=True, omit_defaults=True):

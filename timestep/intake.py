@@ -51,10 +51,32 @@ def _claimed_id(data: bytes) -> str | None:
     """The request's own `id`, when it is a valid one, even if the rest is not."""
     try:
         value = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     candidate = value.get("id") if isinstance(value, dict) else None
     return candidate if is_valid_run_id(candidate) else None
+
+
+def body_problem(exc: Exception, example: str = "{}") -> tuple[str, str]:
+    """(field, problem) of a body msgspec could not decode into its type: the field as a
+    dotted path (`request` for the body as a whole), the problem with what is expected.
+
+    >>> body_problem(msgspec.ValidationError("Expected `int`, got `str` - at `$.limit`"))
+    ('limit', 'Expected `int`, got `str`')
+    """
+    if isinstance(exc, UnicodeDecodeError):  # msgspec raises it for invalid UTF-8 inside a string
+        return "request", f"is not valid UTF-8 ({exc.reason} at byte {exc.start}); send JSON text encoded as UTF-8"
+    if not isinstance(exc, msgspec.ValidationError):
+        return "request", f"is not valid JSON ({exc}); send a JSON object like {example}"
+    text = str(exc)
+    match = _FIELD.search(text)
+    field = match.group(1) if match else ""
+    text = _FIELD.sub("", text)
+    if text.startswith("Object missing required field"):
+        missing = text.split("`")[1]
+        field = f"{field}.{missing}" if field else missing
+        text = f"is required ({text})"
+    return field or "request", text
 
 
 def parse_request(data: bytes, headers: dict[str, str] | None, max_bytes: int) -> tuple[RunRequest, str]:
@@ -63,16 +85,9 @@ def parse_request(data: bytes, headers: dict[str, str] | None, max_bytes: int) -
         raise Invalid("request", f"is {len(data)} bytes; the limit is {max_bytes} (TIMESTEP_MAX_REQUEST_BYTES)")
     try:
         request = _decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        match = _FIELD.search(text)
-        field = match.group(1) if match else "request"
-        if not match and text.startswith("Object missing required field"):
-            field = text.split("`")[1]
-            text = f"is required ({text})"
-        raise Invalid(field or "request", _FIELD.sub("", text), _claimed_id(data)) from None
-    except msgspec.DecodeError as exc:
-        raise Invalid("request", f"is not valid JSON ({exc}); send a JSON object like {{\"agent\": \"assistant\", \"input\": \"Hi\"}}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        field, problem = body_problem(exc, example='{"agent": "assistant", "input": "Hi"}')
+        raise Invalid(field, problem, _claimed_id(data)) from None
     run_id = request.id or derive_run_id(data, headers)
     if isinstance(request.input, list):
         try:
