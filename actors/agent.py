@@ -22,7 +22,7 @@ from subjects.events import Cancelled, ErrorInfo, Interrupted
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, Cancel, Reject
 from subjects.names import CONTROL_STREAM, WORK_STREAM
-from timestep import engine, registry
+from timestep import engine, observe, registry
 from timestep.bus import Bus
 from timestep.events import listen, now
 from timestep.intake import StartRun, body_problem
@@ -61,6 +61,8 @@ class AgentActor(Actor):
     async def start_run(self, start: StartRun) -> None:
         """The durable hand-off: once this returns, DBOS holds the run. A governor in the same
         process calls it directly, saving a trip through `<prefix>.runs.start`."""
+        spec = start.spec
+        observe.bind_run(start.run_id, observe.Trace(spec.traceparent, spec.tracestate) if spec.traceparent else None)
         async with self._room:
             await self._room.wait_for(lambda: len(self._running) < self.capacity)
         handle = await engine.start(agent_run, start.spec, workflow_id=start.run_id, timeout_seconds=start.timeout_seconds)
@@ -84,8 +86,9 @@ class AgentActor(Actor):
         stop = listen(run_id, on_event)
         try:
             await handle.get_result()
-        except BaseException:
-            pass
+            log.info("run %s finished", run_id)
+        except BaseException as exc:
+            log.info("run %s ended: %s: %s", run_id, type(exc).__name__, exc)
         finally:
             stop()
             await release()
@@ -107,6 +110,7 @@ class ControlActor(Actor):
             await self._dead(msg, "InvalidSubject", f"{msg.subject!r} is not <prefix>.runs.control.<run_id>.approve|reject|cancel")
             return
         run_id, action = parsed
+        observe.bind_run(run_id)  # this message's task: its log lines name the run
         problem = run_id_problem(run_id)
         if problem is not None:
             await self._dead(msg, "InvalidSubject", f"run id {run_id!r} in {msg.subject!r} {problem}")
@@ -122,8 +126,9 @@ class ControlActor(Actor):
             return
         if isinstance(command, Cancel):
             await engine.cancel(run_id)
-            seq = await self.bus.last_event_seq(run_id) + 1
-            await self.bus.publish_event(Cancelled(run_id=run_id, seq=seq, time=now()))
+            last, headers = await self.bus.last_event(run_id)
+            observe.bind_run(run_id, observe.trace_from_headers(headers))  # the run's trace, from its last event
+            await self.bus.publish_event(Cancelled(run_id=run_id, seq=last + 1, time=now()))
         else:
             await send_decision(run_id, command)
 

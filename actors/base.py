@@ -36,6 +36,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from subjects.events import ErrorInfo
 from subjects.messages import Reply
+from timestep import metrics
 from timestep.bus import Bus
 
 log = logging.getLogger("actors")
@@ -72,6 +73,12 @@ class Actor:
         self.handled = 0
         self.redelivered = 0
         self.dead_lettered = 0
+        self.bound = False  # the mailbox's pull subscription is open (readiness, see timestep.health)
+
+    @property
+    def alive(self) -> bool:
+        """False when the mailbox loop ended for good (liveness: see `timestep.health`)."""
+        return self._task is None or not self._task.done()
 
     # --- hooks ------------------------------------------------------------------
 
@@ -145,6 +152,7 @@ class Actor:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.bound = False
                 if self._stopping.is_set():
                     return
                 log.exception("%s: mailbox loop crashed; restarting it in 1 s", self.name)
@@ -152,6 +160,7 @@ class Actor:
 
     async def _loop(self) -> None:
         self._sub = await self.bus.pull(self.stream, self.durable, self.subject, ack_wait=self.ack_wait)  # type: ignore[arg-type]
+        self.bound = True
         errors = 0
         while not self._stopping.is_set():
             wanted = await self.ready()
@@ -177,6 +186,8 @@ class Actor:
 
     async def _process(self, msg: Msg) -> None:
         try:
+            if (msg.metadata.num_delivered or 1) > 1:
+                metrics.REDELIVERIES.inc(actor=self.name, stream=self.stream or "")
             await self.handle(msg)
             await msg.ack()
             self.handled += 1

@@ -23,17 +23,25 @@ from actors.base import Actor, origin
 from subjects.events import Accepted, Queued, Rejected, encode_event
 from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
 from subjects.names import EVENTS_STREAM, SUBMIT_STREAM
-from timestep import engine, queues, registry
+from timestep import engine, metrics, observe, queues, registry
 from timestep.bus import Bus
 from timestep.errors import DuplicateRunError, TimestepError
 from timestep.events import now
 from timestep.errors import ValidationError
 from timestep.intake import Invalid, StartRun, body_problem, encode, parse_request, to_spec
-from timestep.runs import agent_run
+from timestep.runs import RunSpec, agent_run
 
 log = logging.getLogger("actors.governor")
 
 RELAY_TIMEOUT = 10.0
+
+
+def _traced(spec: RunSpec) -> RunSpec:
+    """The run keeps its trace context in its durable input: a recovered run's events carry it too."""
+    ctx = observe.current_run()
+    if ctx is not None and ctx.trace is not None:
+        spec.traceparent, spec.tracestate = ctx.trace
+    return spec
 
 
 class Governor(Actor):
@@ -58,19 +66,28 @@ class Governor(Actor):
     async def handle(self, msg: Msg) -> None:
         try:
             request, run_id = parse_request(msg.data, msg.headers, self.bus.settings.max_request_bytes)
-            if not await self._agent_known(request.agent):
-                hosted = await self.bus.hosted_agents()
-                raise Invalid(
-                    "agent",
-                    f"no agent named {request.agent!r} is hosted by a running agent actor (hosted: {', '.join(hosted) or 'none'})",
-                    run_id,
-                )
-            if request.queue is None:
-                await self._start_now(request, run_id)
-            else:
-                await self._enqueue(request, run_id)
+            # The request's trace context (a new trace when it has none) goes with the run; bound
+            # for this message's task, so its log lines and events name the run.
+            with observe.span("timestep.admit", observe.trace_from_headers(msg.headers), run_id=run_id, queue=request.queue) as trace:
+                observe.bind_run(run_id, trace)
+                await self._admit(request, run_id)
         except Invalid as bad:
             await self._reject(msg, bad)
+
+    async def _admit(self, request, run_id: str) -> None:
+        if not await self._agent_known(request.agent):
+            hosted = await self.bus.hosted_agents()
+            raise Invalid(
+                "agent",
+                f"no agent named {request.agent!r} is hosted by a running agent actor (hosted: {', '.join(hosted) or 'none'})",
+                run_id,
+            )
+        if request.queue is None:
+            await self._start_now(request, run_id)
+        else:
+            await self._enqueue(request, run_id)
+        metrics.RUNS_ADMITTED.inc(kind="direct" if request.queue is None else "queued", queue=request.queue or "")
+        log.info("admitted run %s (%s)", run_id, f"queue {request.queue}" if request.queue else "direct")
 
     async def _agent_known(self, name: str) -> bool:
         if name in self._known_agents or name in registry.registered_agents():
@@ -81,16 +98,17 @@ class Governor(Actor):
         return False
 
     async def _start_now(self, request, run_id: str) -> None:
-        start = StartRun(run_id=run_id, timeout_seconds=request.timeout_seconds, spec=to_spec(request, seq_base=1))
+        start = StartRun(run_id=run_id, timeout_seconds=request.timeout_seconds, spec=_traced(to_spec(request, seq_base=1)))
         if self.local_agent is not None:
             await self.local_agent.start_run(start)
         else:
-            await self.bus.publish_durably(self.bus.subjects.start, encode(start), run_id)
+            trace = observe.run_trace(run_id)
+            await self.bus.publish_durably(self.bus.subjects.start, encode(start), run_id, headers=observe.trace_headers(trace))
         await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
 
     async def _enqueue(self, request, run_id: str) -> None:
         queue = request.queue
-        spec = to_spec(request, seq_base=2)
+        spec = _traced(to_spec(request, seq_base=2))
         try:
             await queues.ensure_queue(queue)
             spec.token_queue = await queues.token_queue(queue)
@@ -114,6 +132,8 @@ class Governor(Actor):
         await self.bus.publish_event(Queued(run_id=run_id, seq=2, time=now(), queue=queue))
 
     async def _reject(self, msg: Msg, bad: Invalid) -> None:
+        if bad.run_id is not None and observe.run_trace(bad.run_id) is None:
+            observe.bind_run(bad.run_id, observe.trace_from_headers(msg.headers) or observe.new_trace())
         log.info("rejected a request on %s: %s", msg.subject, bad)
         if bad.run_id is not None:
             await self.bus.publish_event(Rejected(run_id=bad.run_id, seq=1, time=now(), error=bad.info()))

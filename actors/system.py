@@ -17,9 +17,10 @@ from actors.agent import AgentActor, ControlActor
 from actors.base import Actor
 from actors.governor import Governor
 from actors.scheduler import Scheduler
-from timestep import engine
+from timestep import engine, observe
 from timestep.bus import Bus, BusEventSink
 from timestep.events import add_event_sink, remove_event_sink
+from timestep.health import HealthServer
 from timestep.launch import configure_dbos, ensure_dbos_launched
 from timestep.natsserver import EmbeddedNats, url_file
 from timestep.settings import Settings
@@ -47,8 +48,12 @@ class System:
         self.bus: Bus | None = None
         self.actors: list[Actor] = []
         self._sink: BusEventSink | None = None
+        self.http: HealthServer | None = None
 
     async def start(self) -> System:
+        observe.configure_logging(
+            self.settings.log_format, self.settings.log_level, role="+".join(sorted(self.roles)), executor_id=self.settings.executor_id
+        )
         if not self.url:
             self.embedded = EmbeddedNats(self.settings.home / "nats")
             self.url = self.embedded.start()
@@ -74,9 +79,15 @@ class System:
             self.actors.append(Scheduler(self.bus))
         for actor in self.actors:
             await actor.start()
+        if self.settings.http_port is not None:
+            self.http = HealthServer(self, self.settings.http_host, self.settings.http_port)
+            log.info("health and metrics on %s (/healthz, /readyz, /metrics)", await self.http.start())
         return self
 
     async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
         for actor in reversed(self.actors):
             try:
                 await actor.stop()

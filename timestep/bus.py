@@ -30,6 +30,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from subjects.events import ErrorInfo, RunEvent, encode_event
 from subjects.messages import DeadLetter
 from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, WORK_STREAM, Subjects
+from timestep import metrics, observe
 from timestep.settings import NatsSettings, Settings
 
 log = logging.getLogger("timestep.bus")
@@ -199,18 +200,20 @@ class Bus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def event_message(self, event: RunEvent) -> tuple[str, bytes, str]:
-        """(subject, body, Nats-Msg-Id) of a run event: `<prefix>.runs.events.<run_id>.<type>`,
+    def event_message(self, event: RunEvent) -> tuple[str, bytes, str, dict[str, str]]:
+        """(subject, body, Nats-Msg-Id, headers) of a run event: `<prefix>.runs.events.<run_id>.<type>`,
         de-duplicated by `<run_id>.<seq>` (a cancellation by `<run_id>.cancelled`: it can come
-        from two places)."""
+        from two places); the headers carry the run's trace context when it is bound here."""
         tag = type(event).__struct_config__.tag  # type: ignore[attr-defined]
         msg_id = f"{event.run_id}.cancelled" if tag == "cancelled" else f"{event.run_id}.{event.seq}"
-        return self.subjects.events(event.run_id, tag), encode_event(event), msg_id
+        headers = observe.trace_headers(observe.run_trace(event.run_id))
+        return self.subjects.events(event.run_id, tag), encode_event(event), msg_id, headers
 
     async def publish_event(self, event: RunEvent) -> None:
         """Publish a run event and wait until JetStream stored it."""
-        subject, data, msg_id = self.event_message(event)
-        await self.publish_durably(subject, data, msg_id)
+        subject, data, msg_id, headers = self.event_message(event)
+        await self.publish_durably(subject, data, msg_id, headers=headers)
+        _count(event)
 
     async def dead_letter(
         self, subject: str, data: bytes, headers: dict[str, str] | None, reason: str, error: BaseException | ErrorInfo,
@@ -230,21 +233,26 @@ class Bus:
         )
         dead_subject = self.subjects.dead(subject) if _token_safe_subject(subject) else self.subjects.dead("invalid")
         await self.publish_durably(dead_subject, _json.encode(letter), f"dead.{origin or uuid.uuid4().hex}")
+        metrics.DEAD_LETTERS.inc(stream=origin.split(".")[0] if origin else "core")
 
     async def last_event_seq(self, run_id: str) -> int:
         """The highest `seq` among a run's stored events (0 when it has none)."""
+        return (await self.last_event(run_id))[0]
+
+    async def last_event(self, run_id: str) -> tuple[int, dict[str, str]]:
+        """The highest `seq` among a run's stored events, with that event's headers ((0, {}) when none)."""
         try:
             sub = await self.js.subscribe(
                 self.subjects.run_events(run_id), ordered_consumer=True, deliver_policy=DeliverPolicy.LAST,
                 stream=EVENTS_STREAM,
             )
         except NotFoundError:
-            return 0
+            return 0, {}
         try:
             msg = await sub.next_msg(timeout=0.5)
-            return int(msgspec.json.decode(msg.data).get("seq", 0))
+            return int(msgspec.json.decode(msg.data).get("seq", 0)), dict(msg.headers or {})
         except (NatsTimeout, asyncio.TimeoutError):
-            return 0
+            return 0, {}
         finally:
             await sub.unsubscribe()
 
@@ -318,6 +326,10 @@ def _redact(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
+def _count(event: RunEvent) -> None:
+    metrics.RUN_EVENTS.inc(type=type(event).__struct_config__.tag)  # type: ignore[attr-defined]
+
+
 def _token_safe_subject(subject: str) -> bool:
     return all(token and all(c.isalnum() or c in "_-" for c in token) for token in subject.split("."))
 
@@ -333,23 +345,24 @@ class BusEventSink:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._pending: list[tuple[asyncio.Future, str, bytes, str]] = []
+        self._pending: list[tuple[asyncio.Future, str, bytes, str, dict[str, str]]] = []
 
     async def emit(self, event: RunEvent) -> None:
-        subject, data, msg_id = self.bus.event_message(event)
+        subject, data, msg_id, headers = self.bus.event_message(event)
+        _count(event)
         try:
-            future = await self.bus.js.publish_async(subject, data, headers={**JSON_HEADERS, "Nats-Msg-Id": msg_id})
+            future = await self.bus.js.publish_async(subject, data, headers={**JSON_HEADERS, "Nats-Msg-Id": msg_id, **headers})
         except Exception:
-            await self.bus.publish_durably(subject, data, msg_id)
+            await self.bus.publish_durably(subject, data, msg_id, headers=headers)
             return
-        self._pending.append((future, subject, data, msg_id))
+        self._pending.append((future, subject, data, msg_id, headers))
 
     async def settle(self) -> None:
         snapshot = list(self._pending)
-        for future, subject, data, msg_id in snapshot:
+        for future, subject, data, msg_id, headers in snapshot:
             try:
                 await asyncio.wait_for(asyncio.shield(future), self.ACK_WAIT)
             except Exception:
-                await self.bus.publish_durably(subject, data, msg_id)
+                await self.bus.publish_durably(subject, data, msg_id, headers=headers)
         done = {id(entry) for entry in snapshot}
         self._pending = [entry for entry in self._pending if id(entry) not in done]

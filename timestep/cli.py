@@ -87,9 +87,16 @@ async def _workflow_action(admin: Any, args: argparse.Namespace) -> int:
 async def _up(args: argparse.Namespace) -> int:
     from actors.system import ROLES, System, import_agent_modules
 
+    import dataclasses
+
+    from timestep.settings import Settings
+
     import_agent_modules(args.agents or [])
     roles = set(args.role or ROLES)
-    system = System(roles)
+    settings = Settings.from_env()
+    if args.http_port is not None:
+        settings = dataclasses.replace(settings, http_port=args.http_port)
+    system = System(roles, settings=settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -97,7 +104,8 @@ async def _up(args: argparse.Namespace) -> int:
     await system.start()
     from timestep.registry import registered_agents
 
-    print(f"timestep up: NATS {system.url}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}", flush=True)
+    http = f"; http: {system.http.url}" if system.http is not None else ""
+    print(f"timestep up: NATS {system.url}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
     await stop.wait()
     print("timestep: stopping", flush=True)
     await system.stop()
@@ -220,6 +228,12 @@ async def _queues(args: argparse.Namespace) -> int:
         await client.close()
 
 
+def _port_arg(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port; give a number from 0 (any free port) to 65535")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timestep", description="Durable OpenAI Agents SDK runs on DBOS, over NATS.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +243,10 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the actors (embedded NATS when NATS_URL is unset)")
     up.add_argument("--agents", nargs="+", metavar="MODULE", help="modules to import that register agents")
     up.add_argument("--role", action="append", choices=["agent", "governor", "scheduler"], help="run only these roles (repeatable); default all")
+    up.add_argument(
+        "--http-port", type=_port_arg, metavar="N",
+        help="serve /healthz, /readyz and /metrics on this port (0: a free one); overrides TIMESTEP_HTTP_PORT",
+    )
 
     run = sub.add_parser("run", help="submit a run and print its events as they arrive")
     run.add_argument("agent")

@@ -32,8 +32,9 @@ from subjects.messages import (
     ScheduleDelete,
     ScheduleList,
 )
+from timestep import observe
 from timestep.bus import Bus
-from timestep.errors import RunCancelledError, TimestepError
+from timestep.errors import RunCancelledError, TimestepError, ValidationError
 from timestep.natsserver import url_file
 from timestep.settings import Settings
 
@@ -61,12 +62,14 @@ class RunFailedError(TimestepError):
 
 class Submission:
     """A submitted run: `run_id`, its `accepted` event (None when no governor answered in
-    time: the request is stored and runs when one is up), `events()` and `result()`."""
+    time: the request is stored and runs when one is up), `events()` and `result()`;
+    `traceparent`, the W3C trace context it was sent with (its events carry the same trace id)."""
 
-    def __init__(self, client: Client, run_id: str, accepted: RunEvent | None) -> None:
+    def __init__(self, client: Client, run_id: str, accepted: RunEvent | None, traceparent: str | None = None) -> None:
         self.client = client
         self.run_id = run_id
         self.accepted = accepted
+        self.traceparent = traceparent
 
     def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run from its first, live, until it completes, fails, is cancelled or rejected."""
@@ -91,6 +94,17 @@ class Submission:
 
     def __repr__(self) -> str:
         return f"Submission({self.run_id!r})"
+
+
+def _parent_trace(traceparent: str | None) -> observe.Trace | None:
+    if traceparent is None:
+        return None
+    if observe.parse_traceparent(traceparent) is None:
+        raise ValidationError(
+            "traceparent", f"{traceparent!r} is not a W3C traceparent",
+            "pass '00-<32 hex trace id>-<16 hex span id>-<2 hex flags>', or None to start a new trace",
+        )
+    return observe.Trace(traceparent.strip().lower())
 
 
 def resolve_url(settings: Settings) -> str:
@@ -140,22 +154,29 @@ class Client:
         stream: bool = False,
         metadata: dict[str, str] | None = None,
         reply_timeout: float = 10.0,
+        traceparent: str | None = None,
     ) -> Submission:
         """Submit a run. It gets a fresh id unless `id` is given; submitting the same id again
-        is the same run. Raises RunRejectedError when the governor refuses it."""
+        is the same run. Raises RunRejectedError when the governor refuses it.
+
+        The request carries a W3C `traceparent` header: `traceparent` when given, else the
+        current OpenTelemetry span's context, else a new trace."""
         run_id = id or uuid.uuid4().hex
+        parent = _parent_trace(traceparent)
         request = RunRequest(
             agent=agent, input=input, id=run_id, session_id=session_id, queue=queue, priority=priority,
             deduplication_id=deduplication_id, timeout_seconds=timeout_seconds, stream=stream, metadata=metadata,
         )
-        try:
-            data = await self.bus.request(self.subjects.submit, _encode(request), reply_timeout, headers={"Nats-Msg-Id": run_id})
-        except TimeoutError:
-            return Submission(self, run_id, None)
+        with observe.span("timestep.submit", parent, run_id=run_id, agent=agent, queue=queue) as trace:
+            headers = {"Nats-Msg-Id": run_id, **observe.trace_headers(trace)}
+            try:
+                data = await self.bus.request(self.subjects.submit, _encode(request), reply_timeout, headers=headers)
+            except TimeoutError:
+                return Submission(self, run_id, None, trace.traceparent)
         event = decode_event(data)
         if isinstance(event, Rejected):
             raise RunRejectedError(run_id, event.error)
-        return Submission(self, run_id, event)
+        return Submission(self, run_id, event, trace.traceparent)
 
     async def events(self, run_id: str | None = None, *, from_start: bool | None = None) -> AsyncIterator[RunEvent]:
         """A run's events from its first (or, without `run_id`, every run's new events), live.

@@ -21,8 +21,10 @@ import asyncio
 import dataclasses
 import json
 import pickle
+import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -32,7 +34,7 @@ from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
 from subjects.events import Delta, RunEvent, ToolCall, ToolOutput
-from timestep import engine
+from timestep import engine, metrics, observe
 from timestep.events import dispatch, now, settle
 from timestep.queues import record_tokens
 
@@ -116,7 +118,9 @@ class RunRecorder:
                 await dispatch(cls(run_id=self.run_id, seq=counter, time=now(), **fields))
 
             try:
-                outcome = _Outcome(await fn(emit), None, counter - base)
+                with _observed(name):
+                    value = await fn(emit)
+                outcome = _Outcome(value, None, counter - base)
             except Exception as exc:  # recorded, then raised again outside the step
                 outcome = _Outcome(None, _picklable(exc), counter - base)
             await settle()  # the step's events are stored before the step is
@@ -138,6 +142,21 @@ class RunRecorder:
         for event in pending:
             await dispatch(event)
         await settle()
+
+
+@contextmanager
+def _observed(name: str) -> Iterator[None]:
+    """Model and tool steps that really run (not replays): a span, and their duration in
+    `timestep_step_duration_seconds`. Session steps are bookkeeping and get neither."""
+    if name != "model" and not name.startswith("tool:"):
+        yield
+        return
+    started = time.perf_counter()
+    try:
+        with observe.run_span("timestep.model" if name == "model" else "timestep.tool", step=name):
+            yield
+    finally:
+        metrics.STEP_SECONDS.observe(time.perf_counter() - started, step=name)
 
 
 _current: ContextVar[RunRecorder] = ContextVar("timestep_run_recorder")

@@ -27,7 +27,7 @@ from subjects.events import (
 )
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, Reject
-from timestep import engine, queues, registry
+from timestep import engine, observe, queues, registry
 from timestep.durable import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
 from timestep.errors import RunCancelledError, RunTimeoutError, TimestepError, ValidationError
 from timestep.events import listen
@@ -63,6 +63,10 @@ class RunSpec(msgspec.Struct, kw_only=True):
     token_queue: str | None = None
     """Set when the run's queue had a token budget at enqueue time: the run waits for the
     budget before it starts, and its model usage counts against it."""
+    traceparent: str | None = None
+    """W3C trace context of the request that started the run, kept here so that a recovered
+    run's events carry it too (see `timestep.observe`)."""
+    tracestate: str | None = None
 
 
 #: The topic on which an interrupted bus run receives approve/reject decisions.
@@ -117,6 +121,15 @@ def _session_for(session_id: str) -> Any:
 async def agent_run(spec: RunSpec) -> RunResult:
     """One agent run. Model calls, tool calls and session I/O are steps (see `durable`)."""
     run_id = engine.current_workflow_id()
+    bound = observe.bind_run(run_id, observe.Trace(spec.traceparent, spec.tracestate) if spec.traceparent else None)
+    try:
+        with observe.run_span("timestep.run", agent=spec.agent):
+            return await _agent_run(spec, run_id)
+    finally:
+        observe.unbind_run(bound)
+
+
+async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
     agent = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
     recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue)
     recorder.seq = spec.seq_base

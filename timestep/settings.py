@@ -42,6 +42,13 @@ def _port(name: str) -> int | None:
     return int(raw)
 
 
+def _log_format() -> str:
+    raw = (os.environ.get("TIMESTEP_LOG_FORMAT") or "human").strip().lower()
+    if raw not in ("human", "json"):
+        raise ValueError(f"TIMESTEP_LOG_FORMAT={raw!r} is not a log format; set it to json (one JSON object per line) or human")
+    return raw
+
+
 def _prefix() -> str:
     prefix = os.environ.get("TIMESTEP_SUBJECT_PREFIX") or "timestep"
     if not all(token and all(c.isalnum() or c in "_-" for c in token) for token in prefix.split(".")):
@@ -125,6 +132,8 @@ class Settings:
     """TIMESTEP_HTTP_HOST: address of the health and metrics endpoint (0.0.0.0 in containers)."""
     http_port: int | None = None
     """TIMESTEP_HTTP_PORT: port of /healthz, /readyz and /metrics; unset means no endpoint, 0 a free port."""
+    log_format: str = "human"
+    """TIMESTEP_LOG_FORMAT: `json` makes every log line a JSON object with the run id; default `human`."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -147,4 +156,5 @@ class Settings:
             stream_replicas=_int("TIMESTEP_STREAM_REPLICAS", 1),
             http_host=os.environ.get("TIMESTEP_HTTP_HOST") or "127.0.0.1",
             http_port=_port("TIMESTEP_HTTP_PORT"),
+            log_format=_log_format(),
         )
