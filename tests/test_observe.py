@@ -334,6 +334,31 @@ async def test_readiness_follows_the_nats_connection(db, tmp_path) -> None:
         nats.stop()
 
 
+async def test_liveness_names_an_actor_whose_mailbox_loop_ended(nats_server) -> None:
+    bus = await Bus.connect(nats_server.url)
+    stream = f"OBS{uuid.uuid4().hex[:8]}".upper()
+    await bus.js.add_stream(StreamConfig(name=stream, subjects=[f"test.{stream.lower()}"], retention=RetentionPolicy.WORK_QUEUE))
+    actor = Flaky(bus, stream, f"test.{stream.lower()}")
+    await actor.start()
+    process = type("Process", (), {"bus": bus, "actors": [actor], "roles": {"scheduler"}, "settings": Settings.from_env()})()
+    server = HealthServer(process, "127.0.0.1", 0)
+    url = await server.start()
+    try:
+        async def bound() -> bool:
+            return (await http_get(url + "/readyz"))[0] == 200
+
+        await wait_for(bound)
+        assert (await http_get(url + "/healthz"))[:3:2] == (200, "ok\n")
+        actor._task.cancel()  # the loop ends for good, as after an error its supervisor cannot catch
+        await asyncio.gather(actor._task, return_exceptions=True)
+        assert (await http_get(url + "/healthz"))[:3:2] == (503, "actor Flaky: its mailbox loop has ended\n")
+        assert (await http_get(url + "/readyz"))[0] == 503
+    finally:
+        await server.stop()
+        await actor.stop()
+        await bus.close()
+
+
 # --- JSON logs, and the flag of `timestep up` ---------------------------------------------
 
 
