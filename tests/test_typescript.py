@@ -1,0 +1,110 @@
+"""The TypeScript client (clients/typescript) against the real actors and a real nats-server.
+
+Its tests are Node tests (`node --test` on the compiled package); this file installs the package's
+dependencies when needed (`npm ci`, when node_modules is missing or package-lock.json changed), builds
+it with `tsc`, and runs them against the `system` fixture's actors. The actors run on this process's
+event loop, so every child process is awaited with asyncio, never with a blocking call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from timestep.natsserver import server_binary
+
+PACKAGE = Path(__file__).resolve().parent.parent / "clients" / "typescript"
+INSTALLED_MARK = PACKAGE / "node_modules" / ".package-lock.sha256"
+NODE_MIN = 20
+
+
+def _node_and_npm() -> tuple[str, str]:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail(
+            f"the TypeScript client's tests need Node.js {NODE_MIN}+ and npm on PATH (found node={node}, npm={npm}); "
+            "install them (Debian: apt-get install nodejs npm) and run the tests again"
+        )
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    major = int(version.lstrip("v").split(".")[0] or 0)
+    if major < NODE_MIN:
+        pytest.fail(f"the TypeScript client's tests need Node.js {NODE_MIN}+; {node} is {version}")
+    return node, npm
+
+
+async def _run(*cmd: str, timeout: float, env: dict[str, str] | None = None) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *cmd, cwd=PACKAGE, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        output, _ = await process.communicate()
+        pytest.fail(f"`{' '.join(cmd)}` took longer than {timeout:g} s; its output:\n{output.decode(errors='replace')}")
+    return process.returncode or 0, output.decode(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def _package_lock() -> AsyncIterator[None]:
+    """One install or build at a time across pytest-xdist workers (waiting without blocking the loop)."""
+    path = Path(tempfile.gettempdir()) / f"timestep-ts-{hashlib.sha256(str(PACKAGE).encode()).hexdigest()[:12]}.lock"
+    with open(path, "w") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_built: list[str] = []
+
+
+async def _installed_and_built() -> str:
+    """node_modules matching package-lock.json, and the package compiled to dist/ (once per process);
+    returns node's path."""
+    node, npm = _node_and_npm()
+    if _built:
+        return node
+    async with _package_lock():
+        want = hashlib.sha256((PACKAGE / "package-lock.json").read_bytes()).hexdigest()
+        have = INSTALLED_MARK.read_text().strip() if INSTALLED_MARK.exists() else ""
+        if want != have:
+            code, output = await _run(npm, "ci", "--no-audit", "--no-fund", timeout=600)
+            assert code == 0, f"npm ci failed in {PACKAGE}:\n{output}"
+            INSTALLED_MARK.write_text(want)
+        code, output = await _run(npm, "run", "build", timeout=300)
+        assert code == 0, f"the TypeScript package does not compile (npm run build):\n{output}"
+    _built.append(node)
+    return node
+
+
+async def test_generated_types_match_the_contract_schema() -> None:
+    node = await _installed_and_built()
+    code, output = await _run(node, "scripts/generate-types.mjs", "--check", timeout=120)
+    assert code == 0, f"clients/typescript/src/contract.ts is stale:\n{output}"
+
+
+# The client does not see the database: one backend is enough.
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_typescript_client_against_the_actors(system) -> None:
+    node = await _installed_and_built()
+    env = {**os.environ, "TIMESTEP_TEST_NATS_URL": system.url, "NATS_SERVER_BIN": server_binary()}
+    code, output = await _run(node, "--test", "--test-reporter=spec", "dist/test/", env=env, timeout=300)
+    assert code == 0, f"the TypeScript client's Node tests failed (exit {code}):\n{output}"
+    assert "ℹ fail 0" in output and "ℹ pass 0" not in output, output
