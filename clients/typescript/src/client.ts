@@ -1,0 +1,531 @@
+/**
+ * The TypeScript client of the bus, mirroring timestep/client.py: submit runs, follow their events,
+ * approve, reject, cancel, and manage schedules and queues, from any process that can reach NATS.
+ *
+ * @example
+ * const client = await Client.connect({ servers: "nats://127.0.0.1:4222" });
+ * const run = await client.submit("assistant", "What's the weather in Paris?");
+ * for await (const event of run.events()) console.log(event.seq, event.type);
+ * const completed = await run.result({ timeoutSeconds: 60 });
+ */
+
+import { createHash, randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  headers as natsHeaders,
+  NoRespondersError,
+  RequestError,
+  TimeoutError,
+  type NatsConnection,
+} from "@nats-io/transport-node";
+import { DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamClient } from "@nats-io/jetstream";
+import type {
+  Accepted,
+  Approval,
+  Completed,
+  QueueStatus,
+  Rejected,
+  Reply,
+  RunEvent,
+  RunRequest,
+  Schedule,
+  TokenUsage,
+} from "./contract.js";
+import { openConnection, resolveSettings, type ConnectOptions } from "./connect.js";
+import {
+  RequestRefusedError,
+  RunCancelledError,
+  RunFailedError,
+  RunRejectedError,
+  TimestepError,
+  WaitTimeoutError,
+} from "./errors.js";
+import { EVENTS_STREAM, Subjects, type ControlAction } from "./subjects.js";
+import * as check from "./validate.js";
+
+/** Events after which a run has no more: its event stream ends there. */
+export const TERMINAL_TYPES: ReadonlySet<RunEvent["type"]> = new Set(["completed", "failed", "cancelled", "rejected"]);
+
+/** How long `submit` waits for the governor's answer before sending the request again (as the Python client). */
+const RESEND_SECONDS = 2;
+
+export interface SubmitOptions {
+  /** The run id (1-128 of [A-Za-z0-9_-]); also the request's Nats-Msg-Id. Default: a fresh random id. */
+  id?: string;
+  /** Conversation memory: runs with the same session id share it. */
+  sessionId?: string;
+  /** Wait in this queue (priority, rate limit, concurrency); without one the run starts at once. */
+  queue?: string;
+  /** With `queue`: lower runs first (1 to 2,147,483,646); without one, after every prioritised run. */
+  priority?: number;
+  /** With `queue`: a request whose deduplication id is still queued or running is rejected. */
+  deduplicationId?: string;
+  /** Cancel the run when it takes longer. */
+  timeoutSeconds?: number;
+  /** Publish `delta` events with the model's text as it is produced. */
+  stream?: boolean;
+  metadata?: Record<string, string>;
+  /** How long to wait for the governor's `accepted` (default 10 s). No answer is not an error: see `Run.accepted`. */
+  replyTimeoutSeconds?: number;
+}
+
+/** A run request: the agent, its input, and the submit options that travel with it. */
+export interface RunRequestInput extends Omit<SubmitOptions, "replyTimeoutSeconds"> {
+  agent: string;
+  input: string | Record<string, unknown>[];
+}
+
+export interface EventsOptions {
+  /** Replay the stored events first (default: true for one run, false for every run's). */
+  fromStart?: boolean;
+  /** Stop following when aborted. */
+  signal?: AbortSignal;
+}
+
+export interface WaitOptions {
+  /** Give up waiting after this long (the run goes on); default: wait as long as it takes. */
+  timeoutSeconds?: number;
+}
+
+/** What `runAgentWorkflow` returns, as `RunResult` on the Python side. */
+export interface RunResult {
+  workflowId: string;
+  /** `interrupted`: a tool call waits for `approve` or `reject`; then `getResult()` again. */
+  status: "completed" | "interrupted";
+  output: unknown;
+  interruptions: Approval[];
+  usage?: TokenUsage;
+}
+
+export interface QueuePolicy {
+  /** At most `limit` runs start in any rolling `periodSeconds`. */
+  limit?: number;
+  periodSeconds?: number;
+  /** At most this many of the queue's runs at once. */
+  concurrency?: number;
+  /** A run waits to start while the queue's runs used this many model tokens or more in the last period. */
+  tokensPerPeriod?: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const encode = (body: unknown): Uint8Array => encoder.encode(JSON.stringify(body));
+const decode = <T>(data: Uint8Array): T => JSON.parse(decoder.decode(data)) as T;
+
+function jsonHeaders(msgId?: string) {
+  const h = natsHeaders();
+  h.set("Content-Type", "application/json");
+  if (msgId) h.set("Nats-Msg-Id", msgId);
+  return h;
+}
+
+function noAnswer(error: unknown): boolean {
+  return (
+    error instanceof TimeoutError ||
+    error instanceof NoRespondersError ||
+    (error instanceof RequestError && (error.isNoResponders() || error.cause instanceof TimeoutError))
+  );
+}
+
+/** The JSON body of a run request, with every field checked first (names as the caller wrote them). */
+export function buildRunRequest(request: RunRequestInput, field = ""): RunRequest {
+  const f = (name: string) => field + name;
+  if (request === null || typeof request !== "object") throw new TimestepError(`${field || "request"}: must be an object`);
+  const body: RunRequest = {
+    agent: check.key(f("agent"), request.agent),
+    input: check.input(f("input"), request.input),
+  };
+  if (request.id !== undefined) body.id = check.runId(f("id"), request.id);
+  if (request.sessionId !== undefined) body.session_id = check.key(f("sessionId"), request.sessionId);
+  if (request.queue !== undefined) body.queue = check.name(f("queue"), request.queue);
+  if (request.priority !== undefined) body.priority = check.priority(f("priority"), request.priority);
+  if (request.deduplicationId !== undefined) {
+    body.deduplication_id = check.key(f("deduplicationId"), request.deduplicationId);
+  }
+  if (request.timeoutSeconds !== undefined) body.timeout_seconds = check.seconds(f("timeoutSeconds"), request.timeoutSeconds);
+  if (request.stream !== undefined) body.stream = check.boolean(f("stream"), request.stream);
+  if (request.metadata !== undefined) body.metadata = check.metadata(f("metadata"), request.metadata);
+  return body;
+}
+
+/**
+ * A submitted run: `runId` (also `workflowId`), its `accepted` event (undefined when no governor
+ * answered in time: the request is stored and runs when one is up), `events()`, `result()`, `getResult()`.
+ */
+export class Run {
+  constructor(
+    readonly client: Client,
+    readonly runId: string,
+    readonly accepted: Accepted | undefined,
+  ) {}
+
+  /** The run id, under the name the DBOS side uses. */
+  get workflowId(): string {
+    return this.runId;
+  }
+
+  /** Every event of the run from its first, live, until it completes, fails, is cancelled or rejected. */
+  events(options: Omit<EventsOptions, "fromStart"> = {}): AsyncGenerator<RunEvent> {
+    return this.client.events(this.runId, options);
+  }
+
+  /** The `completed` event; throws RunFailedError, RunCancelledError or RunRejectedError (as the Python client). */
+  async result(options: WaitOptions = {}): Promise<Completed> {
+    return this.client.follow(this.runId, options, (event) => (event.type === "completed" ? event : undefined));
+  }
+
+  /**
+   * Like `queue_agent_workflow`'s handle: the run's result once it completed, or, while it waits for an
+   * approval, `status: "interrupted"` with the pending tool calls. Throws as `result()` does.
+   */
+  async getResult(options: WaitOptions & { onEvent?: (event: RunEvent) => void } = {}): Promise<RunResult> {
+    return this.client.follow(this.runId, options, (event, pending) => {
+      options.onEvent?.(event);
+      if (event.type === "completed") {
+        return { workflowId: this.runId, status: "completed", output: event.output, interruptions: [], usage: event.usage };
+      }
+      // An interruption is current when no later event of the run is stored yet and this client
+      // has not just decided its calls (the run's next events may not be stored yet).
+      if (event.type === "interrupted" && pending === 0 && !this.client.decidedAll(this.runId, event.approvals)) {
+        return { workflowId: this.runId, status: "interrupted", output: undefined, interruptions: event.approvals };
+      }
+      return undefined;
+    });
+  }
+
+  /** The type of the run's latest event (`accepted`, `queued`, `started`, ..., `completed`), or undefined. */
+  async getStatus(): Promise<RunEvent["type"] | undefined> {
+    return (await this.client.lastEvent(this.runId))?.type;
+  }
+
+  approve(callId: string, options: { always?: boolean } = {}): Promise<void> {
+    return this.client.approve(this.runId, callId, options);
+  }
+
+  reject(callId: string, message?: string): Promise<void> {
+    return this.client.reject(this.runId, callId, message);
+  }
+
+  cancel(): Promise<void> {
+    return this.client.cancel(this.runId);
+  }
+}
+
+export class Client {
+  readonly subjects: Subjects;
+  readonly js: JetStreamClient;
+  /** Tool calls approved or rejected through this client, by run id. */
+  private readonly decided = new Map<string, Set<string>>();
+
+  constructor(
+    readonly nc: NatsConnection,
+    prefix = "timestep",
+  ) {
+    this.subjects = new Subjects(prefix);
+    this.js = jetstream(nc);
+  }
+
+  /**
+   * Connect to NATS: `servers`, else NATS_URL, else the embedded server a `timestep up` started in
+   * this TIMESTEP_HOME; with the auth and TLS settings given or in the NATS_* variables.
+   */
+  static async connect(options: ConnectOptions = {}): Promise<Client> {
+    const settings = resolveSettings(options);
+    return new Client(await openConnection(settings), settings.prefix);
+  }
+
+  async close(): Promise<void> {
+    if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+  }
+
+  // --- runs -------------------------------------------------------------------
+
+  /**
+   * Submit a run. It gets a fresh id unless `id` is given; submitting the same id again is the same run.
+   * Throws ValidationError (naming the field) before sending anything, and RunRejectedError when the
+   * governor refuses it.
+   */
+  async submit(agent: string, input: string | Record<string, unknown>[], options: SubmitOptions = {}): Promise<Run> {
+    const { replyTimeoutSeconds = 10, ...rest } = options;
+    check.positive("replyTimeoutSeconds", replyTimeoutSeconds);
+    const body = buildRunRequest({ agent, input, ...rest });
+    const runId = body.id ?? randomUUID().replaceAll("-", "");
+    body.id = runId;
+    const answer = await this.sendUntilAnswered(encode(body), runId, replyTimeoutSeconds);
+    if (answer === undefined) return new Run(this, runId, undefined);
+    const event = decode<Accepted | Rejected>(answer);
+    if (event.type === "rejected") throw new RunRejectedError(runId, event.error);
+    return new Run(this, runId, event);
+  }
+
+  /**
+   * Send the request, and again with the same Nats-Msg-Id while no governor answers: a request lost with
+   * a dropped connection is sent again, and one that arrived is dropped as a duplicate or finds its run.
+   */
+  private async sendUntilAnswered(data: Uint8Array, runId: string, replyTimeoutSeconds: number): Promise<Uint8Array | undefined> {
+    const deadline = Date.now() + replyTimeoutSeconds * 1000;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) return undefined;
+      try {
+        const timeout = Math.max(1, Math.min(left, RESEND_SECONDS * 1000));
+        return (await this.nc.request(this.subjects.submit, data, { timeout, headers: jsonHeaders(runId) })).data;
+      } catch (error) {
+        if (noAnswer(error)) continue;
+        if (this.nc.isClosed()) throw error;
+        await sleep(Math.min(250, Math.max(0, deadline - Date.now())));
+      }
+    }
+  }
+
+  /** A handle on a run submitted earlier (by this or any other program). */
+  run(runId: string): Run {
+    return new Run(this, check.runId("runId", runId), undefined);
+  }
+
+  /**
+   * A run's events from its first (or, without `runId`, every run's new events), live, replayed from the
+   * `TIMESTEP_EVENTS` stream. A run's iteration ends after its last event (completed, failed, cancelled or rejected).
+   */
+  async *events(runId?: string, options: EventsOptions = {}): AsyncGenerator<RunEvent> {
+    if (runId !== undefined) check.runId("runId", runId);
+    const messages = await this.feed(runId, options.fromStart ?? runId !== undefined);
+    const stop = () => void messages.close();
+    options.signal?.addEventListener("abort", stop, { once: true });
+    try {
+      if (options.signal?.aborted) return;
+      for await (const msg of messages) {
+        const event = decode<RunEvent>(msg.data);
+        yield event;
+        if (runId !== undefined && TERMINAL_TYPES.has(event.type)) return;
+      }
+    } finally {
+      options.signal?.removeEventListener("abort", stop);
+      await messages.close();
+    }
+  }
+
+  /** An ordered consumer on the events stream: all of a run's events (or every run's), in order. */
+  private async feed(runId: string | undefined, fromStart: boolean): Promise<ConsumerMessages> {
+    const filter = runId === undefined ? this.subjects.allEvents : this.subjects.runEvents(runId);
+    try {
+      const consumer = await this.js.consumers.get(EVENTS_STREAM, {
+        filter_subjects: [filter],
+        deliver_policy: fromStart ? DeliverPolicy.All : DeliverPolicy.New,
+      });
+      return await consumer.consume();
+    } catch (error) {
+      throw new TimestepError(
+        `cannot read the ${EVENTS_STREAM} stream (${(error as Error).message}); start the actors (\`timestep up\`), which create it`,
+      );
+    }
+  }
+
+  /**
+   * Follow a run's events until `pick` returns a value or the run ends; `pick` sees each event and how
+   * many of the run's events are stored after it. Throws on failed, cancelled and rejected runs.
+   */
+  async follow<T>(runId: string, options: WaitOptions, pick: (event: RunEvent, pending: number) => T | undefined): Promise<T> {
+    if (options.timeoutSeconds !== undefined) check.positive("timeoutSeconds", options.timeoutSeconds);
+    const messages = await this.feed(check.runId("runId", runId), true);
+    let timedOut = false;
+    const timer =
+      options.timeoutSeconds === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            void messages.close();
+          }, options.timeoutSeconds * 1000);
+    try {
+      for await (const msg of messages) {
+        const event = decode<RunEvent>(msg.data);
+        const picked = pick(event, msg.info.pending);
+        if (picked !== undefined) return picked;
+        if (event.type === "failed") throw new RunFailedError(runId, event.error);
+        if (event.type === "cancelled") throw new RunCancelledError(runId);
+        if (event.type === "rejected") throw new RunRejectedError(runId, event.error);
+      }
+      if (timedOut) throw new WaitTimeoutError(`run '${runId}': no result within ${options.timeoutSeconds} s; the run goes on`);
+      throw new TimestepError(`the events of run '${runId}' ended early`);
+    } finally {
+      clearTimeout(timer);
+      await messages.close();
+    }
+  }
+
+  /** The run's latest stored event, or undefined when it has none. */
+  async lastEvent(runId: string): Promise<RunEvent | undefined> {
+    const consumer = await this.js.consumers.get(EVENTS_STREAM, {
+      filter_subjects: [this.subjects.runEvents(check.runId("runId", runId))],
+      deliver_policy: DeliverPolicy.Last,
+    });
+    const msg = await consumer.next({ expires: 1000 });
+    await consumer.delete().catch(() => undefined);
+    return msg ? decode<RunEvent>(msg.data) : undefined;
+  }
+
+  /** True when every one of these tool calls was approved or rejected through this client. */
+  decidedAll(runId: string, approvals: Approval[]): boolean {
+    const decided = this.decided.get(runId);
+    return decided !== undefined && approvals.every((a) => decided.has(a.call_id));
+  }
+
+  /** Approve a pending tool call of an interrupted run (`call_id` from its `interrupted` event). */
+  async approve(runId: string, callId: string, options: { always?: boolean } = {}): Promise<void> {
+    const body: Record<string, unknown> = { call_id: check.key("callId", callId) };
+    if (options.always !== undefined) body.always = check.boolean("always", options.always);
+    await this.control(runId, "approve", body, callId);
+    this.remember(runId, callId);
+  }
+
+  /** Reject a pending tool call; the model is told `message`. */
+  async reject(runId: string, callId: string, message?: string): Promise<void> {
+    const body: Record<string, unknown> = { call_id: check.key("callId", callId) };
+    if (message !== undefined) body.message = check.text("message", message, 0, 10_000);
+    await this.control(runId, "reject", body, callId);
+    this.remember(runId, callId);
+  }
+
+  /** Cancel a queued or running run. */
+  async cancel(runId: string): Promise<void> {
+    await this.control(runId, "cancel", {}, "run");
+  }
+
+  private remember(runId: string, callId: string): void {
+    const calls = this.decided.get(runId) ?? new Set<string>();
+    this.decided.set(runId, calls.add(callId));
+  }
+
+  private async control(runId: string, action: ControlAction, body: unknown, key: string): Promise<void> {
+    check.runId("runId", runId);
+    // Stored in the control stream, de-duplicated like the Python client's, so a retried call acts once.
+    await this.js.publish(this.subjects.control(runId, action), encode(body), {
+      msgID: `${runId}.${action}.${key}`,
+      headers: jsonHeaders(),
+    });
+  }
+
+  // --- schedules and queues ---------------------------------------------------------
+
+  /** Create or replace a cron schedule (5 fields, or 6 with seconds first) of a run request. */
+  async createSchedule(name: string, cron: string, request: RunRequestInput): Promise<Schedule> {
+    const body = { name: check.name("name", name), cron: check.text("cron", cron, 1, 200), request: buildRunRequest(request, "request.") };
+    return (await this.admin(this.subjects.schedulesCreate, body)).schedule as Schedule;
+  }
+
+  /** Delete a schedule; false when there was none of that name. */
+  async deleteSchedule(name: string): Promise<boolean> {
+    return Boolean((await this.admin(this.subjects.schedulesDelete, { name: check.name("name", name) })).deleted);
+  }
+
+  async listSchedules(): Promise<Schedule[]> {
+    return (await this.admin(this.subjects.schedulesList, {})).schedules ?? [];
+  }
+
+  /** Create or replace a queue's policy, for every process; returns its status. */
+  async configureQueue(name: string, policy: QueuePolicy = {}): Promise<QueueStatus> {
+    const body: Record<string, unknown> = { name: check.name("name", name) };
+    if (policy.limit !== undefined) body.limit = check.count("limit", policy.limit);
+    if (policy.periodSeconds !== undefined) body.period_seconds = check.seconds("periodSeconds", policy.periodSeconds);
+    if (policy.concurrency !== undefined) body.concurrency = check.count("concurrency", policy.concurrency);
+    if (policy.tokensPerPeriod !== undefined) body.tokens_per_period = check.count("tokensPerPeriod", policy.tokensPerPeriod);
+    return ((await this.admin(this.subjects.queuesConfigure, body)).queues ?? [])[0] as QueueStatus;
+  }
+
+  /** Depth, running, and admitted in the current window, of one queue or (without a name) every queue. */
+  async queueStatus(name?: string): Promise<QueueStatus[]> {
+    const body = name === undefined ? {} : { name: check.name("name", name) };
+    return (await this.admin(this.subjects.queuesStatus, body)).queues ?? [];
+  }
+
+  private async admin(subject: string, body: unknown, timeoutSeconds = 10): Promise<Reply> {
+    let reply: Reply;
+    try {
+      reply = decode<Reply>((await this.nc.request(subject, encode(body), { timeout: timeoutSeconds * 1000, headers: jsonHeaders() })).data);
+    } catch (error) {
+      if (noAnswer(error)) throw new TimestepError(`no answer on ${subject} within ${timeoutSeconds} s: is a governor or scheduler running?`);
+      throw error;
+    }
+    if (!reply.ok) throw new RequestRefusedError(reply.error ?? { type: "Error", message: "refused" });
+    return reply;
+  }
+
+  // --- the seed's names (timestep's TypeScript API), over the bus --------------------
+
+  /**
+   * Run `agent` (the name an agent actor hosts) and wait for its result, as `run_agent_workflow` does:
+   * `status: "completed"` with the output, or `"interrupted"` with the tool calls that wait for approval.
+   */
+  async runAgentWorkflow(
+    agent: string,
+    inputItems: string | Record<string, unknown>[],
+    options: {
+      session?: string;
+      stream?: boolean;
+      workflowId?: string;
+      timeoutSeconds?: number;
+      onEvent?: (event: RunEvent) => void;
+      /** Give up waiting after this long (the run goes on). */
+      waitTimeoutSeconds?: number;
+    } = {},
+  ): Promise<RunResult> {
+    const run = await this.submit(agent, inputItems, {
+      sessionId: options.session,
+      stream: options.stream,
+      id: options.workflowId,
+      timeoutSeconds: options.timeoutSeconds,
+    });
+    return run.getResult({ onEvent: options.onEvent, timeoutSeconds: options.waitTimeoutSeconds });
+  }
+
+  /** Queue a run, as `queue_agent_workflow` does; returns its handle at once (`getResult()`, `getStatus()`, `cancel()`). */
+  async queueAgentWorkflow(
+    agent: string,
+    inputItems: string | Record<string, unknown>[],
+    options: {
+      session?: string;
+      stream?: boolean;
+      queueName?: string;
+      priority?: number;
+      deduplicationId?: string;
+      workflowId?: string;
+      timeoutSeconds?: number;
+    } = {},
+  ): Promise<Run> {
+    return this.submit(agent, inputItems, {
+      sessionId: options.session,
+      stream: options.stream,
+      queue: options.queueName ?? "default",
+      priority: options.priority,
+      deduplicationId: options.deduplicationId,
+      id: options.workflowId,
+      timeoutSeconds: options.timeoutSeconds,
+    });
+  }
+
+  /**
+   * A cron schedule of runs, as `create_scheduled_agent_workflow` does; returns its name (by default
+   * derived from the schedule, so creating the same one twice keeps one schedule).
+   */
+  async createScheduledAgentWorkflow(
+    crontab: string,
+    agent: string,
+    inputItems: string | Record<string, unknown>[],
+    options: { session?: string; stream?: boolean; name?: string; queueName?: string; priority?: number } = {},
+  ): Promise<string> {
+    const digest = createHash("sha256")
+      .update(`${crontab}|${agent}|${JSON.stringify(inputItems)}|${options.session ?? ""}`)
+      .digest("hex")
+      .slice(0, 12);
+    const name = options.name ?? `${String(agent).replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 60)}-${digest}`;
+    await this.createSchedule(name, crontab, {
+      agent,
+      input: inputItems,
+      sessionId: options.session,
+      stream: options.stream,
+      queue: options.queueName,
+      priority: options.priority,
+    });
+    return name;
+  }
+}

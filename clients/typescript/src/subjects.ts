@@ -1,0 +1,63 @@
+/** Subject and stream names of the contract, as in subjects/names.py. */
+
+export const EVENTS_STREAM = "TIMESTEP_EVENTS";
+export const SUBMIT_STREAM = "TIMESTEP_SUBMIT";
+export const CONTROL_STREAM = "TIMESTEP_CONTROL";
+export const DEAD_STREAM = "TIMESTEP_DEAD";
+
+export type ControlAction = "approve" | "reject" | "cancel";
+
+/**
+ * Every subject of the contract under one prefix (`timestep` by default, TIMESTEP_SUBJECT_PREFIX).
+ *
+ * @example new Subjects().events("run-1", "completed") // "timestep.runs.events.run-1.completed"
+ */
+export class Subjects {
+  constructor(readonly prefix: string = "timestep") {}
+
+  get submit(): string {
+    return `${this.prefix}.runs.submit`;
+  }
+
+  events(runId = "*", type = "*"): string {
+    return `${this.prefix}.runs.events.${runId}.${type}`;
+  }
+
+  /** All events of one run (a subscription filter). */
+  runEvents(runId: string): string {
+    return `${this.prefix}.runs.events.${runId}.>`;
+  }
+
+  get allEvents(): string {
+    return `${this.prefix}.runs.events.>`;
+  }
+
+  control(runId: string, action: ControlAction): string {
+    return `${this.prefix}.runs.control.${runId}.${action}`;
+  }
+
+  get schedulesCreate(): string {
+    return `${this.prefix}.schedules.create`;
+  }
+
+  get schedulesDelete(): string {
+    return `${this.prefix}.schedules.delete`;
+  }
+
+  get schedulesList(): string {
+    return `${this.prefix}.schedules.list`;
+  }
+
+  get queuesConfigure(): string {
+    return `${this.prefix}.queues.configure`;
+  }
+
+  get queuesStatus(): string {
+    return `${this.prefix}.queues.status`;
+  }
+
+  /** Where a message that could not be processed is copied, with its reason. */
+  dead(original: string): string {
+    return `${this.prefix}.dead.${original}`;
+  }
+}

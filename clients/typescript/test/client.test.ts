@@ -1,0 +1,275 @@
+// The client against a real nats-server and the real Python actors (tests/test_typescript.py starts
+// them and passes TIMESTEP_TEST_NATS_URL). The agent is tests/bus_agents.py's `bus-assistant` on the
+// offline model: it calls the tool its input names, with the key=value pairs as arguments.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import {
+  Client,
+  RequestRefusedError,
+  RunCancelledError,
+  RunRejectedError,
+  TimestepError,
+  ValidationError,
+  type Run,
+  type RunEvent,
+} from "../src/index.js";
+
+const URL = process.env.TIMESTEP_TEST_NATS_URL;
+const AGENT = "bus-assistant";
+const uid = (prefix: string) => `${prefix}-${randomUUID().slice(0, 10)}`;
+
+async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const all: RunEvent[] = [];
+  for await (const event of events) all.push(event);
+  return all;
+}
+
+function eventOf<T extends RunEvent["type"]>(events: RunEvent[], type: T): Extract<RunEvent, { type: T }> {
+  const found = events.find((e) => e.type === type);
+  assert.ok(found, `no ${type} event in ${events.map((e) => e.type).join(", ")}`);
+  return found as Extract<RunEvent, { type: T }>;
+}
+
+describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
+  let client: Client;
+
+  before(async () => {
+    assert.ok(URL, "TIMESTEP_TEST_NATS_URL is not set: run these tests through tests/test_typescript.py");
+    client = await Client.connect({ servers: URL, env: {} });
+  });
+
+  after(async () => {
+    await client?.close();
+  });
+
+  test("a direct run goes to completed with the final output, and a late follower replays it", async () => {
+    const city = uid("Paris");
+    const run = await client.submit(AGENT, `get_weather city=${city}`);
+    assert.equal(run.accepted?.type, "accepted");
+    assert.equal(run.accepted?.run_id, run.runId);
+    const events = await collect(run.events());
+    assert.deepEqual(events.map((e) => e.type), ["accepted", "started", "tool_call", "tool_output", "completed"]);
+    assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4, 5]);
+    const completed = eventOf(events, "completed");
+    assert.equal(completed.output, `get_weather returned: sunny in ${city}`);
+    assert.equal(completed.usage.requests, 2);
+    assert.deepEqual(await collect(client.events(run.runId)), events);
+    assert.equal((await run.result({ timeoutSeconds: 10 })).output, completed.output);
+    assert.equal(await run.getStatus(), "completed");
+  });
+
+  test("runAgentWorkflow with a chosen workflowId returns the output; the same id again is the same run", async () => {
+    const workflowId = uid("wf");
+    const city = uid("Oslo");
+    const seen: string[] = [];
+    const result = await client.runAgentWorkflow(AGENT, `get_weather city=${city}`, {
+      workflowId,
+      session: uid("user"),
+      onEvent: (e) => seen.push(e.type),
+    });
+    assert.deepEqual(result, {
+      workflowId,
+      status: "completed",
+      output: `get_weather returned: sunny in ${city}`,
+      interruptions: [],
+      usage: result.usage,
+    });
+    assert.ok(seen.includes("tool_call") && seen.at(-1) === "completed", seen.join(","));
+    const again = await client.runAgentWorkflow(AGENT, `get_weather city=${city}`, { workflowId });
+    assert.equal(again.output, result.output);
+    const events = await collect(client.events(workflowId));
+    assert.equal(events.filter((e) => e.type === "started").length, 1);
+  });
+
+  test("a queued run reports its queue, and a lower priority number starts first", async () => {
+    const queue = uid("q");
+    await client.configureQueue(queue, { limit: 100, periodSeconds: 60, concurrency: 1 });
+    // One slot: the blocker holds it while the two others wait, submitted low priority first.
+    const blocker = await client.submit(AGENT, "think seconds=2", { queue, priority: 1 });
+    for await (const event of blocker.events()) if (event.type === "started") break;
+    const low = await client.queueAgentWorkflow(AGENT, "hello low", { queueName: queue, priority: 9 });
+    const high = await client.submit(AGENT, "hello high", { queue, priority: 2 });
+
+    const [lowEvents, highEvents] = await Promise.all([collect(low.events()), collect(high.events())]);
+    assert.deepEqual(highEvents.map((e) => e.type), ["accepted", "queued", "started", "completed"]);
+    assert.equal(eventOf(highEvents, "queued").queue, queue);
+    const started = (events: RunEvent[]) => Date.parse(eventOf(events, "started").time);
+    assert.ok(started(highEvents) < started(lowEvents), "priority 2 started after priority 9");
+    assert.deepEqual(await low.getResult(), {
+      workflowId: low.workflowId,
+      status: "completed",
+      output: "You said: hello low",
+      interruptions: [],
+      usage: eventOf(lowEvents, "completed").usage,
+    });
+  });
+
+  test("streamed deltas arrive in order and add up to the output", async () => {
+    const run = await client.submit(AGENT, "one two three four five", { stream: true });
+    const events = await collect(run.events());
+    const deltas = events.filter((e) => e.type === "delta");
+    assert.ok(deltas.length > 3, `${deltas.length} deltas`);
+    assert.equal(deltas.map((d) => d.text).join(""), "You said: one two three four five");
+    assert.equal(eventOf(events, "completed").output, "You said: one two three four five");
+    assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+  });
+
+  test("a run that needs approval waits, and continues when approved", async () => {
+    const to = uid("ada");
+    const result = await client.runAgentWorkflow(AGENT, `send_email to=${to}`);
+    assert.equal(result.status, "interrupted");
+    assert.deepEqual(result.interruptions.map((a) => a.tool), ["send_email"]);
+    assert.deepEqual(JSON.parse(result.interruptions[0].arguments), { to });
+    await client.approve(result.workflowId, result.interruptions[0].call_id);
+    const done = await client.run(result.workflowId).getResult({ timeoutSeconds: 30 });
+    assert.equal(done.status, "completed");
+    assert.equal(done.output, `send_email returned: sent to ${to}`);
+  });
+
+  test("a rejected tool call does not run, and the model hears why", async () => {
+    const run = await client.submit(AGENT, `send_email to=${uid("bob")}`);
+    let interruptions = 0;
+    for await (const event of run.events()) {
+      if (event.type === "interrupted") {
+        interruptions += 1;
+        await run.reject(event.approvals[0].call_id, "not today");
+      }
+    }
+    assert.equal(interruptions, 1);
+    const events = await collect(run.events());
+    assert.ok(!events.some((e) => e.type === "tool_output"), "the tool ran");
+    assert.match(String(eventOf(events, "completed").output), /not today/);
+  });
+
+  test("cancel stops a running run, and waiting for its result says so", async () => {
+    const run = await client.submit(AGENT, "think seconds=30");
+    const types: string[] = [];
+    for await (const event of run.events()) {
+      types.push(event.type);
+      if (event.type === "tool_call") await run.cancel();
+    }
+    assert.equal(types.at(-1), "cancelled");
+    await assert.rejects(run.result({ timeoutSeconds: 10 }), RunCancelledError);
+    assert.equal(await run.getStatus(), "cancelled");
+  });
+
+  test("schedules: create, list, a tick runs, delete", async () => {
+    const name = uid("every-second");
+    const ticks = client.events(undefined, { fromStart: false })[Symbol.asyncIterator]();
+    const schedule = await client.createSchedule(name, "* * * * * *", { agent: AGENT, input: "tick" });
+    assert.equal(schedule.name, name);
+    assert.equal(schedule.request.agent, AGENT);
+    assert.ok((await client.listSchedules()).some((s) => s.name === name));
+    let completed: RunEvent | undefined;
+    for (;;) {
+      const { value, done } = await ticks.next();
+      assert.ok(!done);
+      if (value.type === "completed" && value.run_id.startsWith(`${name}-`)) {
+        completed = value;
+        break;
+      }
+    }
+    await ticks.return?.(undefined);
+    assert.equal(completed.type === "completed" && completed.output, "You said: tick");
+    assert.equal(await client.deleteSchedule(name), true);
+    assert.equal(await client.deleteSchedule(name), false);
+    assert.ok(!(await client.listSchedules()).some((s) => s.name === name));
+
+    const derived = await client.createScheduledAgentWorkflow("0 */6 * * *", AGENT, "Check the inbox", { session: "inbox" });
+    assert.equal(await client.createScheduledAgentWorkflow("0 */6 * * *", AGENT, "Check the inbox", { session: "inbox" }), derived);
+    const listed = (await client.listSchedules()).find((s) => s.name === derived);
+    assert.equal(listed?.request.session_id, "inbox");
+    assert.equal(await client.deleteSchedule(derived), true);
+
+    await assert.rejects(client.createSchedule(uid("bad"), "every minute", { agent: AGENT, input: "x" }), (error: Error) => {
+      assert.ok(error instanceof RequestRefusedError);
+      assert.match(error.message, /^crontab: 'every minute' has 2 fields; use 5 fields/, error.message);
+      return true;
+    });
+  });
+
+  test("queues: configure, then the status counts the admitted run", async () => {
+    const name = uid("api");
+    const status = await client.configureQueue(name, { limit: 10, periodSeconds: 60, concurrency: 2, tokensPerPeriod: 5000 });
+    assert.deepEqual(
+      [status.name, status.limit, status.period_seconds, status.concurrency, status.tokens_per_period],
+      [name, 10, 60, 2, 5000],
+    );
+    const run = await client.submit(AGENT, "hello", { queue: name });
+    await run.result({ timeoutSeconds: 30 });
+    let [current] = await client.queueStatus(name);
+    for (let i = 0; i < 100 && current.running > 0; i++) {
+      // `completed` is published just before the workflow records its end.
+      await new Promise((r) => setTimeout(r, 50));
+      [current] = await client.queueStatus(name);
+    }
+    assert.equal(current.depth, 0);
+    assert.equal(current.running, 0);
+    assert.equal(current.admitted_in_window, 1);
+    assert.ok(current.tokens_in_window > 0);
+    assert.ok((await client.queueStatus()).some((q) => q.name === name));
+    await assert.rejects(client.configureQueue(name, { limit: 5 }), /period/);
+  });
+
+  test("bad input is refused before sending, naming the field", async () => {
+    const refused = async (promise: Promise<unknown>, field: string, text: RegExp) =>
+      assert.rejects(promise, (error: Error) => {
+        assert.ok(error instanceof ValidationError, `${error.name}: ${error.message}`);
+        assert.equal(error.field, field);
+        assert.match(error.message, text);
+        assert.ok(error.message.startsWith(`${field}: `), error.message);
+        return true;
+      });
+    await refused(client.submit(AGENT, "hi", { id: "a.b" }), "id", /'a\.b' contains '\.'; use only letters, digits/);
+    await refused(client.submit(AGENT, "hi", { id: "x".repeat(129) }), "id", /129 characters long; the limit is 128/);
+    await refused(client.submit(AGENT, "hi", { priority: 0 }), "priority", /from 1 to 2147483646/);
+    await refused(client.submit(AGENT, "hi", { queue: "has space" }), "queue", /not a name/);
+    await refused(client.submit(AGENT, "hi", { timeoutSeconds: -1 }), "timeoutSeconds", /greater than 0/);
+    await refused(client.submit("", "hi"), "agent", /must not be empty/);
+    await refused(client.submit(AGENT, [42 as unknown as Record<string, unknown>]), "input[0]", /must be an object/);
+    await refused(client.approve("a*b", "call_1"), "runId", /contains '\*'/);
+    await refused(client.configureQueue("q", { limit: 0 }), "limit", /from 1 to 2147483647/);
+    await refused(client.submit(AGENT, "hi", { sessionId: "user\u0000" }), "sessionId", /control character \\x00/);
+    await refused(client.createSchedule("s", "* * * * *", { agent: AGENT, input: "x", id: "no/slash" }), "request.id", /contains '\/'/);
+  });
+
+  test("a request the governor refuses is rejected with a reason naming the field", async () => {
+    const ghost = uid("ghost");
+    await assert.rejects(client.submit(ghost, "boo"), (error: Error) => {
+      assert.ok(error instanceof RunRejectedError);
+      assert.match(error.message, new RegExp(`^agent: no agent named '${ghost}'`));
+      assert.equal(error.error.type, "InvalidRequest");
+      return true;
+    });
+    // A body that skipped the client's checks (another program's, say) gets the governor's reason.
+    const raw = await client.nc.request(client.subjects.submit, JSON.stringify({ agent: AGENT, input: "hi", priority: "high" }), {
+      timeout: 10_000,
+    });
+    const rejected = raw.json<RunEvent>();
+    assert.equal(rejected.type, "rejected");
+    assert.match(rejected.type === "rejected" ? rejected.error.message : "", /^priority: Expected `int \| null`/);
+  });
+
+  test("connecting without a server says what to set", async () => {
+    await assert.rejects(Client.connect({ env: { TIMESTEP_HOME: "/nonexistent-timestep-home" } }), (error: Error) => {
+      assert.ok(error instanceof TimestepError);
+      assert.match(error.message, /set NATS_URL, or start one with `timestep up`/);
+      return true;
+    });
+  });
+});
+
+describe("waiting for a run that has not been submitted", { timeout: 30_000 }, () => {
+  test("result() gives up after its timeout and says the run goes on", async () => {
+    assert.ok(URL);
+    const client = await Client.connect({ env: { NATS_URL: URL } });
+    try {
+      const run: Run = client.run(uid("never"));
+      await assert.rejects(run.result({ timeoutSeconds: 0.5 }), /no result within 0\.5 s; the run goes on/);
+      assert.equal(await run.getStatus(), undefined);
+    } finally {
+      await client.close();
+    }
+  });
+});
