@@ -58,7 +58,9 @@ class Actor:
     concurrency: int = 32
     max_deliver: int = 10
     backoff: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-    ack_wait: float = 60.0
+    ack_wait: float | None = None
+    """Seconds before an unacknowledged message is redelivered (default: TIMESTEP_ACK_WAIT).
+    Handlers ack after a short durable hand-off, so this only delays recovery after a crash."""
     stop_timeout: float = 10.0
 
     def __init__(self, bus: Bus) -> None:
@@ -159,7 +161,8 @@ class Actor:
                 await asyncio.sleep(1.0)
 
     async def _loop(self) -> None:
-        self._sub = await self.bus.pull(self.stream, self.durable, self.subject, ack_wait=self.ack_wait)  # type: ignore[arg-type]
+        ack_wait = self.ack_wait or self.bus.settings.ack_wait_seconds
+        self._sub = await self.bus.pull(self.stream, self.durable, self.subject, ack_wait=ack_wait)  # type: ignore[arg-type]
         self.bound = True
         errors = 0
         while not self._stopping.is_set():

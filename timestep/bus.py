@@ -15,7 +15,13 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoRespondersError,
+    OutboundBufferLimitError,
+    TimeoutError as NatsTimeout,
+)
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -38,7 +44,10 @@ log = logging.getLogger("timestep.bus")
 JSON_HEADERS = {"Content-Type": "application/json"}
 DEAD_DATA_LIMIT = 64 * 1024
 #: Transient errors: retried until they pass (the server restarts, a leader is elected).
-TRANSIENT = (NatsTimeout, NoRespondersError, ConnectionClosedError, asyncio.TimeoutError, OSError)
+TRANSIENT = (
+    NatsTimeout, NoRespondersError, ConnectionClosedError, ConnectionReconnectingError, OutboundBufferLimitError,
+    asyncio.TimeoutError, OSError,
+)
 
 _json = msgspec.json.Encoder()
 
@@ -292,6 +301,8 @@ class Bus:
             reply = await self.nc.request(subject, data, timeout=timeout, headers={**JSON_HEADERS, **(headers or {})})
         except (NatsTimeout, NoRespondersError) as exc:
             raise TimeoutError(f"no answer on {subject} within {timeout:g} s") from exc
+        except (ConnectionClosedError, ConnectionReconnectingError, OutboundBufferLimitError) as exc:
+            raise ConnectionError(f"NATS connection not usable for {subject} ({type(exc).__name__})") from exc
         return reply.data
 
     async def follow(self, subject_filter: str, *, from_start: bool) -> AsyncIterator[Msg]:

@@ -39,6 +39,8 @@ from timestep.natsserver import url_file
 from timestep.settings import Settings
 
 TERMINAL = (Completed, Failed, Cancelled, Rejected)
+RESEND_SECONDS = 2.0
+"""How long `submit` waits for the governor's answer before sending the request again."""
 _encode = msgspec.json.encode
 
 
@@ -168,15 +170,35 @@ class Client:
             deduplication_id=deduplication_id, timeout_seconds=timeout_seconds, stream=stream, metadata=metadata,
         )
         with observe.span("timestep.submit", parent, run_id=run_id, agent=agent, queue=queue) as trace:
-            headers = {"Nats-Msg-Id": run_id, **observe.trace_headers(trace)}
-            try:
-                data = await self.bus.request(self.subjects.submit, _encode(request), reply_timeout, headers=headers)
-            except TimeoutError:
-                return Submission(self, run_id, None, trace.traceparent)
+            data = await self._send_until_answered(_encode(request), run_id, reply_timeout, observe.trace_headers(trace))
+        if data is None:
+            return Submission(self, run_id, None, trace.traceparent)
         event = decode_event(data)
         if isinstance(event, Rejected):
             raise RunRejectedError(run_id, event.error)
         return Submission(self, run_id, event, trace.traceparent)
+
+    async def _send_until_answered(
+        self, body: bytes, run_id: str, reply_timeout: float, headers: dict[str, str] | None = None
+    ) -> bytes | None:
+        """Send the request, and again with the same Nats-Msg-Id while no governor answers:
+        a request lost with a dropped connection or a restarting server is sent again, and
+        one that arrived is either dropped as a duplicate or finds its run already there.
+        None when nothing answered within `reply_timeout` (the request may be stored and
+        waiting for a governor)."""
+        deadline = asyncio.get_running_loop().time() + reply_timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return None
+            try:
+                return await self.bus.request(
+                    self.subjects.submit, body, min(left, RESEND_SECONDS), headers={"Nats-Msg-Id": run_id, **(headers or {})}
+                )
+            except TimeoutError:
+                continue
+            except ConnectionError:  # connection closed or reconnecting: wait a moment, send again
+                await asyncio.sleep(min(0.25, max(0.0, deadline - asyncio.get_running_loop().time())))
 
     async def events(self, run_id: str | None = None, *, from_start: bool | None = None) -> AsyncIterator[RunEvent]:
         """A run's events from its first (or, without `run_id`, every run's new events), live.

@@ -205,8 +205,16 @@ async def sleep(seconds: float) -> None:
 
 
 def listen_to_no_queues() -> None:
-    """Before launch: this process starts no queued workflows (a governor, a scheduler)."""
+    """Before launch: this process starts no queued workflows (a governor).
+
+    Not even from DBOS's internal queue, which DBOS always polls: DBOS 3.4 recovers a
+    restarted process's runs by putting them there, where any process may take them,
+    and a governor would execute them without an agent actor's event sink or capacity.
+    A worker concurrency of 0 makes this process's poller take nothing from it."""
+    from dbos._dbos import _get_dbos_instance
+
     DBOS.listen_queues([])
+    _get_dbos_instance()._registry.get_internal_queue()._worker_concurrency = 0
 
 
 def current_workflow_id() -> str:

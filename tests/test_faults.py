@@ -1,0 +1,151 @@
+"""Faults: actors SIGKILLed at random points, the nats-server restarted, the database stopped.
+
+Each test runs the actor roles as separate `timestep up` processes and a load of `ledger`
+runs (tests/fault_agents.py: model, tool, model; each execution in a ledger file), then
+checks the promise: every run ends `completed` exactly once (one event, one successful
+workflow), and no step that the run kept ran again after it (tests/faults.py check_ledger).
+
+Sizes come from the environment so a soak can run the same code longer
+(`./tasks.sh soak`): TIMESTEP_FAULT_RUNS (default 300) and TIMESTEP_FAULT_KILLS (default 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from faults import ROLES, Actors, PrivatePostgres, check_ledger, postgres_binaries_problem
+from subjects.events import Completed, Failed, RunEvent
+from timestep.client import Client
+from timestep.engine import Admin
+from timestep.natsserver import EmbeddedNats, free_port
+
+RUNS = int(os.environ.get("TIMESTEP_FAULT_RUNS", "300"))
+KILLS = int(os.environ.get("TIMESTEP_FAULT_KILLS", "6"))
+
+
+def admin_url(actors: Actors) -> str:
+    return actors.db_url if not actors.db_url.startswith("sqlite") else f"sqlite:///{actors.tmp / 'home' / 'timestep.sqlite'}"
+
+
+class Watch:
+    """Every event on the bus, from the start, counted per run."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.completed: Counter[str] = Counter()
+        self.outputs: dict[str, str] = {}
+        self.failed: dict[str, RunEvent] = {}
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for event in self.client.events(from_start=True):
+            if isinstance(event, Completed):
+                self.completed[event.run_id] += 1
+                self.outputs[event.run_id] = event.output
+                self.changed.set()
+            elif isinstance(event, Failed):
+                self.failed[event.run_id] = event
+
+    async def until_completed(self, run_ids: set[str], timeout: float, actors: Actors) -> None:
+        deadline = time.monotonic() + timeout
+        while not run_ids <= set(self.completed):
+            if time.monotonic() > deadline:
+                missing = sorted(run_ids - set(self.completed))
+                raise AssertionError(f"{len(missing)} runs never completed, e.g. {missing[:5]}; failed: {list(self.failed.items())[:3]}\n{actors.output()}")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def assert_once(actors: Actors, watch: Watch, run_ids: set[str]) -> dict[str, object]:
+    """Exactly one `completed` per run, one successful workflow per run, and no kept step repeated."""
+    await asyncio.sleep(2.0)  # a doubled `completed` would arrive by now
+    doubled = {r: n for r, n in watch.completed.items() if n > 1}
+    assert not doubled, f"runs completed more than once: {doubled}"
+    assert not watch.failed, f"runs failed: {list(watch.failed.items())[:3]}"
+    admin = Admin(admin_url(actors))
+    try:
+        rows = await admin.list_workflows(load_input=False, load_output=False)
+    finally:
+        admin.close()
+    runs = [w for w in rows if w.workflow_id in run_ids]
+    assert len(runs) == len(run_ids), f"{len(run_ids) - len(runs)} runs have no workflow"
+    assert Counter(w.status for w in runs) == Counter({"SUCCESS": len(run_ids)})
+    report = check_ledger(actors.ledger, {r: watch.outputs[r] for r in run_ids})
+    assert not report.missing, f"kept executions missing from the ledger: {report.missing[:5]}"
+    assert not report.repeated_after_recorded, f"steps ran again after they were recorded: {report.repeated_after_recorded[:5]}"
+    figures = {
+        "runs": len(run_ids), "lost": 0, "doubled": 0, "kills": dict(actors.kills), "executions": report.executions,
+        "cut_off_and_rerun": report.cut_off, "finished_unrecorded_and_rerun": report.finished_unrecorded,
+    }
+    print("figures:", figures)
+    return figures
+
+
+@pytest.fixture
+def nats(tmp_path: Path):
+    server = EmbeddedNats(tmp_path / "nats", port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+async def submit_all(client: Client, run_ids: list[str], per_second: float) -> None:
+    """Submit at a steady pace, each request in its own task (a request waits while no governor is up)."""
+    tasks = []
+    for i, run_id in enumerate(run_ids):
+        queue = "matrix" if i % 2 else None  # half direct, half through a queue
+        tasks.append(asyncio.create_task(client.submit("ledger", f"job {i}", id=run_id, queue=queue, reply_timeout=120)))
+        await asyncio.sleep(1 / per_second)
+    await asyncio.gather(*tasks)
+
+
+async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
+    """SIGKILL the agent actor, the governor and the scheduler, each, then all at once, then at
+    random, at random points of RUNS runs (half queued) and a schedule ticking every 2 s."""
+    seed = int(os.environ.get("TIMESTEP_FAULT_SEED") or random.randrange(1 << 30))
+    print(f"TIMESTEP_FAULT_SEED={seed}")
+    rng = random.Random(seed)
+    actors = Actors(tmp_path, fresh_db_url, nats.url)
+    actors.start(*ROLES)
+    plan: list[tuple[str, ...]] = [("agent",), ("governor",), ("scheduler",), ROLES]
+    plan += [rng.choice([("agent",), ("governor",), ("scheduler",), ROLES]) for _ in range(max(0, KILLS - len(plan)))]
+    run_ids = [f"m{seed % 10000}-{i}" for i in range(RUNS)]
+    try:
+        async with await Client.connect(nats.url) as client:
+            watch = Watch(client)
+            await client.configure_queue("matrix", concurrency=8)
+            await client.create_schedule("tick", "*/2 * * * * *", {"agent": "ledger", "input": "tick"})
+            pace = max(5.0, RUNS / 25)  # about 25 s of submissions
+            submitting = asyncio.create_task(submit_all(client, run_ids, pace))
+            for roles in plan[:KILLS]:
+                await asyncio.sleep(rng.uniform(0.5, 25 / KILLS))
+                await asyncio.to_thread(actors.kill, *roles)
+                await asyncio.to_thread(actors.start, *roles)
+            await submitting
+            await watch.until_completed(set(run_ids), timeout=180, actors=actors)
+            assert await client.delete_schedule("tick")
+            await asyncio.sleep(3)  # a tick in flight finishes
+            ticks = {r for r in set(watch.completed) | set(watch.failed) if r.startswith("tick-")}
+            everything = set(run_ids) | ticks
+            await watch.until_completed(everything, timeout=60, actors=actors)
+            figures = await assert_once(actors, watch, everything)
+            assert len(ticks) >= 5, f"the schedule ran only {len(ticks)} times"
+            assert sum(figures["kills"].values()) == sum(len(r) for r in plan[:KILLS])
+            await watch.close()
+    finally:
+        actors.stop()
