@@ -76,6 +76,9 @@ HEADERS = {
     "SubmitHeaders": {
         "Nats-Msg-Id": "Set it to the run id: JetStream drops a repeat inside its duplicate window "
         "(TIMESTEP_DUPLICATE_WINDOW, 120 s). Without a body `id`, the governor derives the run id from it.",
+        "traceparent": "W3C trace context (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`), optional: the run's "
+        "events carry the same trace id.",
+        "tracestate": "W3C trace state, optional, passed on with `traceparent`.",
     },
     "ControlHeaders": {
         "Nats-Msg-Id": "`<run_id>.<action>.<call_id>` (`<run_id>.cancel.run` for a cancellation): a retried "
@@ -84,6 +87,7 @@ HEADERS = {
     "EventHeaders": {
         "Nats-Msg-Id": "`<run_id>.<seq>` (`<run_id>.cancelled` for a cancellation): a step replayed after a crash "
         "publishes the same ids, which JetStream drops.",
+        "traceparent": "The run's W3C trace context (the trace id of its submit).",
     },
 }
 

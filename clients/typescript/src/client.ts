@@ -9,7 +9,7 @@
  * const completed = await run.result({ timeoutSeconds: 60 });
  */
 
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   headers as natsHeaders,
@@ -38,6 +38,7 @@ import {
   RunFailedError,
   RunRejectedError,
   TimestepError,
+  ValidationError,
   WaitTimeoutError,
 } from "./errors.js";
 import { EVENTS_STREAM, Subjects, type ControlAction } from "./subjects.js";
@@ -67,10 +68,12 @@ export interface SubmitOptions {
   metadata?: Record<string, string>;
   /** How long to wait for the governor's `accepted` (default 10 s). No answer is not an error: see `Run.accepted`. */
   replyTimeoutSeconds?: number;
+  /** W3C trace context to continue (`00-<32 hex>-<16 hex>-<2 hex>`); default: a new trace. Every event carries it. */
+  traceparent?: string;
 }
 
 /** A run request: the agent, its input, and the submit options that travel with it. */
-export interface RunRequestInput extends Omit<SubmitOptions, "replyTimeoutSeconds"> {
+export interface RunRequestInput extends Omit<SubmitOptions, "replyTimeoutSeconds" | "traceparent"> {
   agent: string;
   input: string | Record<string, unknown>[];
 }
@@ -112,11 +115,29 @@ const decoder = new TextDecoder();
 const encode = (body: unknown): Uint8Array => encoder.encode(JSON.stringify(body));
 const decode = <T>(data: Uint8Array): T => JSON.parse(decoder.decode(data)) as T;
 
-function jsonHeaders(msgId?: string) {
+function jsonHeaders(msgId?: string, traceparent?: string) {
   const h = natsHeaders();
   h.set("Content-Type", "application/json");
   if (msgId) h.set("Nats-Msg-Id", msgId);
+  if (traceparent) h.set("traceparent", traceparent);
   return h;
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+
+/** The trace context a run request is sent with: the caller's, checked, or a new sampled trace. */
+function traceContext(traceparent: string | undefined): string {
+  if (traceparent === undefined) return `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-01`;
+  const value = typeof traceparent === "string" ? traceparent.trim().toLowerCase() : "";
+  const match = TRACEPARENT.exec(value);
+  if (!match || /^0+$/.test(match[1]) || /^0+$/.test(match[2])) {
+    throw new ValidationError(
+      "traceparent",
+      `'${traceparent}' is not a W3C traceparent`,
+      "pass '00-<32 hex trace id>-<16 hex span id>-<2 hex flags>', or none to start a new trace",
+    );
+  }
+  return value;
 }
 
 function noAnswer(error: unknown): boolean {
@@ -150,13 +171,15 @@ export function buildRunRequest(request: RunRequestInput, field = ""): RunReques
 
 /**
  * A submitted run: `runId` (also `workflowId`), its `accepted` event (undefined when no governor
- * answered in time: the request is stored and runs when one is up), `events()`, `result()`, `getResult()`.
+ * answered in time: the request is stored and runs when one is up), `events()`, `result()`, `getResult()`;
+ * `traceparent`, the W3C trace context it was sent with (its events carry the same trace id).
  */
 export class Run {
   constructor(
     readonly client: Client,
     readonly runId: string,
     readonly accepted: Accepted | undefined,
+    readonly traceparent?: string,
   ) {}
 
   /** The run id, under the name the DBOS side uses. */
@@ -246,30 +269,36 @@ export class Client {
    * governor refuses it.
    */
   async submit(agent: string, input: string | Record<string, unknown>[], options: SubmitOptions = {}): Promise<Run> {
-    const { replyTimeoutSeconds = 10, ...rest } = options;
+    const { replyTimeoutSeconds = 10, traceparent, ...rest } = options;
     check.positive("replyTimeoutSeconds", replyTimeoutSeconds);
     const body = buildRunRequest({ agent, input, ...rest });
+    const trace = traceContext(traceparent);
     const runId = body.id ?? randomUUID().replaceAll("-", "");
     body.id = runId;
-    const answer = await this.sendUntilAnswered(encode(body), runId, replyTimeoutSeconds);
-    if (answer === undefined) return new Run(this, runId, undefined);
+    const answer = await this.sendUntilAnswered(encode(body), runId, replyTimeoutSeconds, trace);
+    if (answer === undefined) return new Run(this, runId, undefined, trace);
     const event = decode<Accepted | Rejected>(answer);
     if (event.type === "rejected") throw new RunRejectedError(runId, event.error);
-    return new Run(this, runId, event);
+    return new Run(this, runId, event, trace);
   }
 
   /**
    * Send the request, and again with the same Nats-Msg-Id while no governor answers: a request lost with
    * a dropped connection is sent again, and one that arrived is dropped as a duplicate or finds its run.
    */
-  private async sendUntilAnswered(data: Uint8Array, runId: string, replyTimeoutSeconds: number): Promise<Uint8Array | undefined> {
+  private async sendUntilAnswered(
+    data: Uint8Array,
+    runId: string,
+    replyTimeoutSeconds: number,
+    traceparent: string,
+  ): Promise<Uint8Array | undefined> {
     const deadline = Date.now() + replyTimeoutSeconds * 1000;
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0) return undefined;
       try {
         const timeout = Math.max(1, Math.min(left, RESEND_SECONDS * 1000));
-        return (await this.nc.request(this.subjects.submit, data, { timeout, headers: jsonHeaders(runId) })).data;
+        return (await this.nc.request(this.subjects.submit, data, { timeout, headers: jsonHeaders(runId, traceparent) })).data;
       } catch (error) {
         if (noAnswer(error)) continue;
         if (this.nc.isClosed()) throw error;

@@ -105,6 +105,24 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     });
   });
 
+  test("a run carries its W3C trace context from submit to every event", async () => {
+    const traceId = randomUUID().replaceAll("-", "");
+    const run = await client.submit(AGENT, "hello trace", { traceparent: `00-${traceId}-00f067aa0ba902b7-01` });
+    assert.equal(run.traceparent, `00-${traceId}-00f067aa0ba902b7-01`);
+    await run.result({ timeoutSeconds: 30 });
+    const consumer = await client.js.consumers.get("TIMESTEP_EVENTS", { filter_subjects: [client.subjects.runEvents(run.runId)] });
+    const stored = await consumer.fetch({ max_messages: 10, expires: 2000 });
+    const traceIds: string[] = [];
+    for await (const msg of stored) {
+      traceIds.push(msg.headers?.get("traceparent").split("-")[1] ?? "none");
+      if (msg.info.pending === 0) break;
+    }
+    assert.ok(traceIds.length >= 3, traceIds.join(","));
+    assert.deepEqual(new Set(traceIds), new Set([traceId]));
+    await assert.rejects(client.submit(AGENT, "x", { traceparent: "00-abc-def-01" }), /^ValidationError: traceparent: '00-abc-def-01' is not a W3C traceparent/);
+    assert.match((await client.submit(AGENT, "hello")).traceparent ?? "", /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  });
+
   test("streamed deltas arrive in order and add up to the output", async () => {
     const run = await client.submit(AGENT, "one two three four five", { stream: true });
     const events = await collect(run.events());
