@@ -25,6 +25,7 @@ from timestep.natsserver import server_binary
 
 PACKAGE = Path(__file__).resolve().parent.parent / "clients" / "typescript"
 INSTALLED_MARK = PACKAGE / "node_modules" / ".package-lock.sha256"
+BUILT_MARK = PACKAGE / "dist" / ".sources.sha256"
 NODE_MIN = 20
 
 
@@ -76,8 +77,7 @@ _built: list[str] = []
 
 
 async def _installed_and_built() -> str:
-    """node_modules matching package-lock.json, and the package compiled to dist/ (once per process);
-    returns node's path."""
+    """node_modules matching package-lock.json, and dist/ compiled from the current sources; returns node's path."""
     node, npm = _node_and_npm()
     if _built:
         return node
@@ -88,8 +88,15 @@ async def _installed_and_built() -> str:
             code, output = await _run(npm, "ci", "--no-audit", "--no-fund", timeout=600)
             assert code == 0, f"npm ci failed in {PACKAGE}:\n{output}"
             INSTALLED_MARK.write_text(want)
-        code, output = await _run(npm, "run", "build", timeout=300)
-        assert code == 0, f"the TypeScript package does not compile (npm run build):\n{output}"
+        # Only when a source changed: another worker's Node tests may be reading dist/ right now.
+        sources = hashlib.sha256(want.encode())
+        for path in sorted([*PACKAGE.glob("src/**/*.ts"), *PACKAGE.glob("test/**/*.ts"), PACKAGE / "tsconfig.json"]):
+            sources.update(str(path.relative_to(PACKAGE)).encode() + b"\0" + path.read_bytes())
+        if not BUILT_MARK.exists() or BUILT_MARK.read_text().strip() != sources.hexdigest():
+            shutil.rmtree(PACKAGE / "dist", ignore_errors=True)  # no compiled leftovers of deleted sources
+            code, output = await _run(npm, "run", "build", timeout=300)
+            assert code == 0, f"the TypeScript package does not compile (npm run build):\n{output}"
+            BUILT_MARK.write_text(sources.hexdigest())
     _built.append(node)
     return node
 
