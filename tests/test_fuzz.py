@@ -37,8 +37,9 @@ from hypothesis import strategies as st
 
 from subjects.events import Accepted, Completed, Rejected, Started, decode_event
 from subjects.ids import is_valid_run_id
-from subjects.messages import DeadLetter, Reply, RunRequest
-from timestep import engine
+from subjects.messages import Approve, Cancel, DeadLetter, Reject, Reply, RunRequest
+from timestep import engine, queues
+from timestep.schedules import check_crontab
 
 AGENT = "bus-assistant"
 SEED = int(os.environ.get("TIMESTEP_FUZZ_SEED", "20261125"))
@@ -377,3 +378,251 @@ async def test_submit_rejects_every_bad_request_and_runs_every_good_one(client, 
                 assert [type(e) for e in watch.events.get(claimed, [])] == [Rejected], f"seed {SEED}: {body[:200]!r}"
         await watch.check_actors_healthy()
         await watch.check_nothing_created_but(set(good.expected))
+
+
+# --- runs.control.<run_id>.<action> -------------------------------------------------
+
+CONTROL_TYPES = {"approve": Approve, "reject": Reject, "cancel": Cancel}
+
+
+def _control_body(action: str, body: bytes, field: str | None) -> tuple[str, bytes, str | None]:
+    """`field` None means: decide with the contract's own type whether the body is valid."""
+    if field is None:
+        try:
+            msgspec.json.decode(body or b"{}", type=CONTROL_TYPES[action])
+        except msgspec.ValidationError as exc:  # an object (or nothing) that lacks or mistypes a field
+            at = re.search(r"`\$\.(\w+)|required field `(\w+)`", str(exc))
+            field = next(g for g in at.groups() if g) if at else "request"
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            field = "request"
+    return action, body, field
+
+
+def control_body_cases() -> list[tuple[str, bytes, str | None]]:
+    """(action, body, the field a rejection names; None when the body is valid)."""
+    action = st.sampled_from(sorted(CONTROL_TYPES))
+    call_action = st.sampled_from(["approve", "reject"])
+    wrong = st.one_of(
+        st.tuples(call_action, NOT_STRING.map(lambda v: {"call_id": v}), st.just("call_id")),
+        st.tuples(call_action, st.builds(lambda v: {"call_id": "call_1", "always": v}, NOT_STRING.filter(lambda v: not isinstance(v, bool))), st.just("always")).filter(lambda t: t[0] == "approve"),
+        st.tuples(st.just("reject"), st.builds(lambda v: {"call_id": "call_1", "message": v}, NOT_NULL_NOT_STRING), st.just("message")),
+        st.tuples(call_action, st.dictionaries(st.text(max_size=6).filter(lambda k: k != "call_id"), JSON, max_size=3), st.just("call_id")),
+        st.tuples(call_action, HOSTILE.map(lambda v: {"call_id": v}), st.just("call_id")).map(lambda t: t if not KEY.fullmatch(t[1]["call_id"]) else (t[0], t[1], None)),
+        st.tuples(action, st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: k not in ("call_id", "always", "message")), JSON, max_size=3)
+                  .map(lambda d: d | {"call_id": "call_1"}), st.none()),
+    )
+    n = EXAMPLES
+    cases = [
+        *draw(st.builds(_control_body, action, RANDOM_BYTES | BAD_UTF8, st.none()), n // 3),
+        *draw(st.builds(_control_body, action, NOT_OBJECT, st.just("request")), n // 3),
+        *draw(wrong.map(lambda t: (t[0], enc(t[1]), t[2])), n),
+        ("reject", enc({"call_id": "call_1", "message": "m" * 10_001}), "message"),
+    ]
+    return cases
+
+
+SUBJECT_SAFE = st.text(st.characters(codec="utf-8", exclude_characters="."), min_size=1, max_size=60).filter(lambda t: not any(c.isspace() for c in t))
+
+
+async def test_control_subjects_dead_letter_every_bad_message(client, system) -> None:
+    bus = system.bus
+    s = bus.subjects
+    done = await client.submit(AGENT, "get_weather city=Control")
+    await done.result(timeout=60)
+    ghost = uid("ghost")
+    bodies = control_body_cases()
+    # Hostile tokens where the run id and the action go; they reach the actor as a subject.
+    run_tokens = ["*", ">", "é", "\x01", "\x7f", "日本語", "a%b", "$JS", "x" * 129, "x" * 3000, *draw(SUBJECT_SAFE, EXAMPLES // 2)]
+    action_tokens = ["approvex", "APPROVE", "*", ">", "é", "\x01"]
+    raw = await nats.connect(system.url)
+    js = raw.jetstream()
+    tag = uid("control")
+    expected: dict[str, tuple[str, str, str]] = {}  # fuzz id -> (subject, error type, message start)
+    work = []
+    good = GoodRuns(bus)
+
+    def send(subject: str, body: bytes, kind: str, start: str) -> None:
+        fuzz_id = f"{tag}-{len(expected)}"
+        expected[fuzz_id] = (subject, kind, start)
+        work.append(js.publish(subject, body, headers={"Fuzz-Id": fuzz_id}, timeout=30))
+        if len(expected) % GOOD_EVERY == 0:
+            work.append(good.submit())
+
+    for i, (action, body, field) in enumerate(bodies):
+        if field is None:
+            send(s.control(ghost, action), body, "UnknownRun", f"no run '{ghost}'")
+        else:
+            # Bad bodies go to the completed run too: the body is checked before the run.
+            target = done.run_id if i % 3 == 0 else ghost
+            send(s.control(target, action), body, "InvalidRequest", f"{action}: {field}")
+    for token in run_tokens:
+        if is_valid_run_id(token):
+            send(s.control(token, "cancel"), b"{}", "UnknownRun", f"no run '{token}'")
+        else:
+            send(s.control(token, "cancel"), b"{}", "InvalidSubject", f"run id {token!r}")
+    for token in action_tokens:
+        send(s.control(ghost, token), enc({"call_id": "call_1"}), "InvalidSubject", repr(s.control(ghost, token)))
+    send(s.control("a.b", "approve"), enc({"call_id": "call_1"}), "InvalidSubject", repr(s.control("a.b", "approve")))
+    try:
+        async with Watch(system) as watch:
+            await gather_bounded(work)
+            await good.submit()
+            # Subjects NATS itself refuses never reach an actor: whitespace, an empty token, a
+            # token past the 4 KB protocol line (the server drops that connection).
+            for subject in (s.control(" ", "cancel"), s.control("a b", "cancel"), s.control("", "cancel"), s.control(ghost, ""), s.control("x" * 10_000, "cancel")):
+                conn = await nats.connect(system.url, max_reconnect_attempts=0, error_cb=_ignore)
+                try:
+                    await conn.publish(subject, b"{}", headers={"Fuzz-Id": f"{tag}-never"})
+                    await conn.flush(timeout=2)
+                except Exception:
+                    pass
+                finally:
+                    await conn.close()
+            print(f"control: {len(expected)} bad, {len(good.expected)} good")
+            await watch.dead_letters(list(expected))
+            await good.check(watch)
+            for fuzz_id, (subject, kind, start) in expected.items():
+                [(letter_id, letter)] = watch.dead[fuzz_id]
+                assert letter.subject == subject
+                assert letter.error.type == kind and letter.error.message.startswith(start), f"seed {SEED}: {subject!r} {letter.data!r}: {letter.error}"
+                if kind != "UnknownRun":  # and says what is wrong
+                    assert len(letter.error.message) > len(start) + 5, letter.error.message
+                assert re.fullmatch(r"dead\.TIMESTEP_CONTROL\.\d+", letter_id), letter_id
+            assert f"{tag}-never" not in watch.dead
+            assert watch.events.get(done.run_id, []) == []  # the completed run got no new event
+            await watch.check_actors_healthy()
+            await watch.check_nothing_created_but(set(good.expected))
+    finally:
+        await raw.close()
+
+
+async def _ignore(exc: Exception) -> None:
+    pass
+
+
+# --- schedules.* and queues.* (request/reply) ------------------------------------------
+
+
+def _wrong(fields: dict[str, st.SearchStrategy], base: dict) -> st.SearchStrategy:
+    return st.sampled_from(sorted(fields)).flatmap(lambda f: fields[f].map(lambda v: (enc(base | {f: v}), f)))
+
+
+def admin_cases(s: Any) -> list[tuple[str, bytes, str | None]]:
+    """(subject, body, the field a refusal names; None when the request is good)."""
+    request = {"agent": AGENT, "input": "tick"}
+    not_name = HOSTILE.filter(lambda v: not NAME.fullmatch(v))
+    # Invalid UTF-8 inside `name`: in a field the type does not have, msgspec skips it unread.
+    bad_utf8 = BAD_UTF8.map(lambda b: b.replace(b'"agent"', b'"name"'))
+    not_object_or_bytes = st.one_of(RANDOM_BYTES.filter(lambda b: b.strip() not in (b"", b"{}")), bad_utf8, NOT_OBJECT)
+    n = EXAMPLES // 2
+
+    def bad_cron(value: str) -> bool:
+        try:
+            check_crontab(value)
+            return False
+        except ValueError:
+            return True
+
+    create = [(s.schedules_create, body, field) for body, field in [
+        *draw(not_object_or_bytes.map(lambda b: (b, "request")), n // 2),
+        *draw(_wrong({
+            "name": NOT_STRING | not_name, "cron": NOT_STRING | HOSTILE.filter(bad_cron) | st.text(max_size=30).filter(bad_cron),
+            "request": NOT_STRING, "request.agent": NOT_STRING, "request.input": NOT_STRING.filter(lambda v: not isinstance(v, list)),
+        }, {"name": "fuzz-schedule", "cron": "0 0 1 1 *", "request": request}).map(_nest), n),
+        (enc({"cron": "0 0 1 1 *", "request": request}), "name"),
+        (enc({"name": "x", "request": request}), "cron"),
+        (enc({"name": "x", "cron": "0 0 1 1 *"}), "request"),
+        # What the governor would reject at every tick is refused up front.
+        (enc({"name": "x", "cron": "0 0 1 1 *", "request": request | {"input": [{"role": "robot", "content": "x"}]}}), "request.input[0].role"),
+        (enc({"name": "x", "cron": "0 0 1 1 *", "request": request | {"input": [{"role": "user", "content": "x" * 1000}] * 300}}), "request"),
+        (enc({"name": "x", "cron": "0 0 1 1 *", "request": request | {"session_id": "\x00"}}), "request.session_id"),
+    ]]
+    delete = [(s.schedules_delete, body, field) for body, field in [
+        *draw(not_object_or_bytes.map(lambda b: (b, "request")), n // 2),
+        *draw(st.one_of(NOT_STRING, not_name).map(lambda v: (enc({"name": v}), "name")), n // 2),
+        (b"{}", "name"),
+        (enc({"name": uid("absent")}), None),
+    ]]
+    listing = [(s.schedules_list, body, field) for body, field in [
+        *draw(not_object_or_bytes.filter(lambda b: not b.startswith(b'{"name"')).map(lambda b: (b, "request")), n // 2),
+        (b"", None), (b"{}", None), (enc({"unknown": [1, {"x": None}]}), None),
+    ]]
+    count_bad = st.one_of(st.integers(max_value=0), st.integers(min_value=2**31), st.text(max_size=4), st.booleans(), st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f != int(f)))
+    seconds_bad = st.one_of(st.floats(max_value=0, allow_nan=False, allow_infinity=False), st.floats(min_value=31_536_001, allow_infinity=False), st.text(max_size=4), st.booleans())
+    configure = [(s.queues_configure, body, field) for body, field in [
+        *draw(not_object_or_bytes.map(lambda b: (b, "request")), n // 2),
+        *draw(_wrong({"name": NOT_STRING | not_name, "limit": count_bad, "period_seconds": seconds_bad, "concurrency": count_bad, "tokens_per_period": count_bad},
+                     {"name": "fuzz-queue", "limit": 10, "period_seconds": 60}), n),
+        (b"{}", "name"),
+        (enc({"name": "fuzz-queue", "limit": 10}), "period_seconds"),
+        (enc({"name": "fuzz-queue", "period_seconds": 10}), "limit"),
+        (enc({"name": "fuzz-queue", "tokens_per_period": 10}), "period_seconds"),
+        (enc({"name": "fuzz-queue", "limit": 2**40, "period_seconds": 1}), "limit"),
+        (enc({"name": "fuzz-queue", "limit": 1, "period_seconds": 1e300}), "period_seconds"),
+    ]]
+    status = [(s.queues_status, body, field) for body, field in [
+        *draw(not_object_or_bytes.map(lambda b: (b, "request")), n // 2),
+        *draw(st.one_of(NOT_NULL_NOT_STRING, not_name).map(lambda v: (enc({"name": v}), "name")), n // 2),
+        (enc({"name": uid("absent")}), "name"),
+        (b"", None), (enc({"name": "fuzz"}), None),
+    ]]
+    return create + delete + listing + configure + status
+
+
+def _nest(pair: tuple[bytes, str]) -> tuple[bytes, str]:
+    """`request.agent` in a flat body becomes a field of the nested request."""
+    body, field = pair
+    data = msgspec.json.decode(body)
+    if field.startswith("request."):
+        data["request"] = data["request"] | {field.split(".", 1)[1]: data.pop(field)}
+    return enc(data), field
+
+
+async def test_admin_subjects_refuse_every_bad_request(client, system) -> None:
+    await configure_fuzz_queue(client)
+    bus = system.bus
+    cases = admin_cases(bus.subjects)
+    schedules_before = {x.name for x in await client.list_schedules()}
+    queues_before = set(await engine.blocking(queues.queue_names))
+    tag = uid("admin")
+    good = GoodRuns(bus)
+    good_schedules, good_queues = [], []
+    work = []
+    for i, (subject, body, _) in enumerate(cases):
+        work.append(bus.nc.request(subject, body, timeout=30, headers={"Fuzz-Id": f"{tag}-{i}"}))
+        if i % GOOD_EVERY == 0:
+            work.append(good.submit())
+        if i % (4 * GOOD_EVERY) == 0:
+            good_schedules.append(uid("yearly"))
+            work.append(client.create_schedule(good_schedules[-1], "0 0 1 1 *", {"agent": AGENT, "input": "tick"}))
+            good_queues.append(uid("fuzzq"))
+            work.append(client.configure_queue(good_queues[-1], limit=5, period_seconds=60))
+    async with Watch(system) as watch:
+        clock = asyncio.get_running_loop().time()
+        results = await gather_bounded(work)
+        await good.submit()
+        print(f"admin: published in {asyncio.get_running_loop().time() - clock:.1f} s; {len(cases)} requests, {len(good.expected)} good runs, {len(good_schedules)} good schedules and queues")
+        replies = [msgspec.json.decode(r.data, type=Reply) for r in results if hasattr(r, "data")]
+        refused = []
+        for i, ((subject, body, field), reply) in enumerate(zip(cases, replies)):
+            where = f"seed {SEED}: {subject} {body[:200]!r}"
+            if field is None:
+                assert reply.ok, f"{where}: {reply.error}"
+                continue
+            assert not reply.ok and reply.error is not None, f"{where} was not refused"
+            assert reply.error.message.startswith(field), f"{where}: {reply.error.message!r} does not name {field!r}"
+            assert len(reply.error.message) > len(field) + 10
+            refused.append((f"{tag}-{i}", subject, reply.error.message))
+        await watch.dead_letters([t for t, *_ in refused])
+        await good.check(watch)
+        for fuzz_id, subject, message in refused:
+            [(_, letter)] = watch.dead[fuzz_id]
+            assert letter.subject == subject and letter.reason == f"refused: {message}"
+        await watch.check_actors_healthy()
+        await watch.check_nothing_created_but(set(good.expected))
+    schedules_after = {x.name for x in await client.list_schedules()}
+    queues_after = set(await engine.blocking(queues.queue_names))
+    for name in good_schedules:
+        await client.delete_schedule(name)
+    assert schedules_after == schedules_before | set(good_schedules)
+    assert queues_after == queues_before | set(good_queues)
