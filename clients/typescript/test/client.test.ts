@@ -90,12 +90,21 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     for await (const event of blocker.events()) if (event.type === "started") break;
     const low = await client.queueAgentWorkflow(AGENT, "hello low", { queueName: queue, priority: 9 });
     const high = await client.submit(AGENT, "hello high", { queue, priority: 2 });
+    // A deduplication id still queued refuses a second request with it.
+    const deduplicationId = uid("dedup");
+    const once = await client.submit(AGENT, "hello once", { queue, priority: 5, deduplicationId, sessionId: uid("user") });
+    await assert.rejects(client.submit(AGENT, "hello twice", { queue, deduplicationId }), (error: Error) => {
+      assert.ok(error instanceof RunRejectedError, `${error.name}: ${error.message}`);
+      assert.match(error.message, new RegExp(`^deduplication_id: '${deduplicationId}' is already queued or running`));
+      return true;
+    });
 
     const [lowEvents, highEvents] = await Promise.all([collect(low.events()), collect(high.events())]);
     assert.deepEqual(highEvents.map((e) => e.type), ["accepted", "queued", "started", "completed"]);
     assert.equal(eventOf(highEvents, "queued").queue, queue);
     const started = (events: RunEvent[]) => Date.parse(eventOf(events, "started").time);
     assert.ok(started(highEvents) < started(lowEvents), "priority 2 started after priority 9");
+    assert.equal((await once.result({ timeoutSeconds: 30 })).output, "You said: hello once");
     assert.deepEqual(await low.getResult(), {
       workflowId: low.workflowId,
       status: "completed",
@@ -170,6 +179,10 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.equal(types.at(-1), "cancelled");
     await assert.rejects(run.result({ timeoutSeconds: 10 }), RunCancelledError);
     assert.equal(await run.getStatus(), "cancelled");
+
+    // timeoutSeconds cancels a run that takes longer.
+    const slow = await client.submit(AGENT, "think seconds=30", { timeoutSeconds: 0.5 });
+    await assert.rejects(slow.result({ timeoutSeconds: 30 }), RunCancelledError);
   });
 
   test("schedules: create, list, a tick runs, delete", async () => {
