@@ -12,6 +12,7 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
+  ConnectionError,
   headers as natsHeaders,
   NoRespondersError,
   RequestError,
@@ -301,7 +302,8 @@ export class Client {
         return (await this.nc.request(this.subjects.submit, data, { timeout, headers: jsonHeaders(runId, traceparent) })).data;
       } catch (error) {
         if (noAnswer(error)) continue;
-        if (this.nc.isClosed()) throw error;
+        // Disconnected or reconnecting: wait a moment, send again. Anything else is the caller's to see.
+        if (this.nc.isClosed() || !(error instanceof ConnectionError || error instanceof RequestError)) throw error;
         await sleep(Math.min(250, Math.max(0, deadline - Date.now())));
       }
     }
