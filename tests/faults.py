@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -79,8 +80,9 @@ class Actors:
             proc.wait()
             self.kills[role] += 1
 
-    def output(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.tmp.glob("*.out")))
+    def output(self, tail: int | None = 4000) -> str:
+        """What the processes printed (the last `tail` characters of each; None: all of it)."""
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-(tail or 0):]}" for p in sorted(self.tmp.glob("*.out")))
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -99,18 +101,20 @@ class PrivatePostgres:
     """A PostgreSQL server of our own (initdb in a temporary directory), so a test can stop it
     without touching the shared one. Runs as the `postgres` user when we are root."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data = root / "data"
+    def __init__(self) -> None:
+        # Not under pytest's tmp_path: the `postgres` user cannot enter root's 0700 directories.
+        self.root = Path(tempfile.mkdtemp(prefix="timestep-pg-"))
+        self.data = self.root / "data"
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run(prefix + list(args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        done = subprocess.run(prefix + list(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:1])} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
 
     def init(self) -> PrivatePostgres:
-        self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
         self._run(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
@@ -126,6 +130,13 @@ class PrivatePostgres:
     def stop(self, mode: str = "immediate") -> None:
         """`immediate`: like a crash (no shutdown checkpoint); the next start recovers from the WAL."""
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        try:
+            self.stop("fast")
+        except Exception:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _pg_bin(name: str) -> str:

@@ -149,3 +149,81 @@ async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNat
             await watch.close()
     finally:
         actors.stop()
+
+
+async def test_nats_restart_under_load(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
+    """The nats-server is SIGKILLed mid-load and restarted on the same store 2 s later. Clients and
+    actors reconnect by themselves, pull consumers keep (or re-bind) their subscriptions, every
+    request is answered `accepted`, and every run completes once."""
+    actors = Actors(tmp_path, fresh_db_url, nats.url)
+    actors.start("agent", "governor")
+    runs = max(60, RUNS // 2)
+    run_ids = [f"n-{i}" for i in range(runs)]
+    try:
+        async with await Client.connect(nats.url) as client:
+            await client.configure_queue("matrix", concurrency=8)
+            submissions = []
+
+            async def submit_all() -> None:
+                for i, run_id in enumerate(run_ids):
+                    queue = "matrix" if i % 2 else None
+                    submissions.append(asyncio.create_task(client.submit("ledger", f"job {i}", id=run_id, queue=queue, reply_timeout=120)))
+                    await asyncio.sleep(15 / runs)
+
+            submitting = asyncio.create_task(submit_all())
+            await asyncio.sleep(5)
+            await asyncio.to_thread(nats.kill)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(nats.start)
+            await submitting
+            answered = await asyncio.gather(*submissions)
+            assert all(s.accepted is not None for s in answered), [s.run_id for s in answered if s.accepted is None][:5]
+            watch = Watch(client)  # after the restart: reads every stored event from the start
+            await watch.until_completed(set(run_ids), timeout=180, actors=actors)
+            await assert_once(actors, watch, set(run_ids))
+            await watch.close()
+    finally:
+        actors.stop()
+
+
+POSTGRES_BINARIES = postgres_binaries_problem()
+
+
+@pytest.mark.skipif(POSTGRES_BINARIES is not None, reason=POSTGRES_BINARIES or "")
+async def test_database_outage_under_load(tmp_path: Path, nats: EmbeddedNats) -> None:
+    """A PostgreSQL server of the test's own is stopped (`immediate`: like a crash) for 10 s in the
+    middle of a load and started again. The actors back off and retry; no request is acked before
+    it is stored; every run finishes once."""
+    pg = PrivatePostgres().init()
+    pg.start()
+    actors = Actors(tmp_path, pg.url, nats.url)
+    try:
+        actors.start("agent", "governor")
+        runs = max(60, RUNS // 3)
+        run_ids = [f"d-{i}" for i in range(runs)]
+        async with await Client.connect(nats.url) as client:
+            await client.configure_queue("matrix", concurrency=8)
+            submissions = []
+            for i, run_id in enumerate(run_ids):
+                if i == runs // 3:
+                    await asyncio.to_thread(pg.stop)
+                    outage = time.monotonic()
+                if i == 2 * runs // 3:
+                    await asyncio.sleep(max(0.0, 10 - (time.monotonic() - outage)))
+                    await asyncio.to_thread(pg.start)
+                queue = "matrix" if i % 2 else None
+                submissions.append(asyncio.create_task(client.submit("ledger", f"job {i}", id=run_id, queue=queue, reply_timeout=120)))
+                await asyncio.sleep(10 / runs * 3 / 2)
+            answered = await asyncio.gather(*submissions)
+            assert all(s.accepted is not None for s in answered), [s.run_id for s in answered if s.accepted is None][:5]
+            watch = Watch(client)
+            await watch.until_completed(set(run_ids), timeout=180, actors=actors)
+            figures = await assert_once(actors, watch, set(run_ids))
+            await watch.close()
+        retried = actors.output(tail=None).count("handling a message on")
+        print("requests handled again after a database error:", retried)
+        assert retried > 0, "the outage never reached an actor: the test did not test it"
+        assert figures["runs"] == runs
+    finally:
+        actors.stop()
+        pg.remove()
