@@ -4,6 +4,7 @@
 #   ./tasks.sh demo          run the demo (embedded default: SQLite in ./.timestep)
 #   ./tasks.sh test [ARGS]   run the whole test suite (ARGS go to pytest)
 #   ./tasks.sh bench [ARGS]  run the benchmark (ARGS go to bench/run.py; --help lists them)
+#   ./tasks.sh soak [ARGS]   the fault tests, longer (3000 runs, 30 kills; ARGS go to pytest)
 #   ./tasks.sh setup         only create or update .venv
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -38,5 +39,9 @@ case "$task" in
   # Two workers: most of the suite waits on subprocesses, servers and timers, not the CPU.
   test) setup; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
   bench) setup; exec "$VENV/bin/python" bench/run.py "$@" ;;
-  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  soak)
+    setup
+    export TIMESTEP_FAULT_RUNS="${TIMESTEP_FAULT_RUNS:-3000}" TIMESTEP_FAULT_KILLS="${TIMESTEP_FAULT_KILLS:-30}"
+    exec "$VENV/bin/python" -m pytest -p no:xdist -s tests/test_faults.py "$@" ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

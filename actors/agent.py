@@ -121,10 +121,14 @@ class ControlActor(Actor):
             field, problem = body_problem(exc)
             await self._dead(msg, "InvalidRequest", f"{action}: {field}: {problem}")
             return
-        if await engine.status(run_id) is None:
+        state = await engine.status(run_id)
+        if state is None:
             await self._dead(msg, "UnknownRun", f"no run {run_id!r}")
             return
         if isinstance(command, Cancel):
+            if state.status in ("SUCCESS", "ERROR"):
+                await self._dead(msg, "AlreadyFinished", f"run {run_id!r} already finished ({state.status}); nothing to cancel")
+                return
             await engine.cancel(run_id)
             last, headers = await self.bus.last_event(run_id)
             observe.bind_run(run_id, observe.trace_from_headers(headers))  # the run's trace, from its last event

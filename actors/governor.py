@@ -135,7 +135,8 @@ class Governor(Actor):
         if bad.run_id is not None and observe.run_trace(bad.run_id) is None:
             observe.bind_run(bad.run_id, observe.trace_from_headers(msg.headers) or observe.new_trace())
         log.info("rejected a request on %s: %s", msg.subject, bad)
-        if bad.run_id is not None:
+        # A bad request that names an existing run is refused without touching that run's history.
+        if bad.run_id is not None and await engine.status(bad.run_id) is None:
             await self.bus.publish_event(Rejected(run_id=bad.run_id, seq=1, time=now(), error=bad.info()))
         await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"rejected: {bad}", bad.info(), origin=origin(msg))
 

@@ -1,9 +1,7 @@
 """What the fault tests share: actor processes that can be SIGKILLed and restarted, a private
 PostgreSQL server that can be stopped, and the ledger check (see fault_agents.py).
 
-Also a command, for longer soaks than CI runs:
-
-    python tests/faults.py --runs 3000 --rounds 20 [--backend sqlite|postgres]
+`./tasks.sh soak` runs tests/test_faults.py longer than CI does.
 """
 
 from __future__ import annotations

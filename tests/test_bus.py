@@ -225,3 +225,45 @@ async def test_schedules_over_the_contract(client) -> None:
     assert completed.output == "You said: tick"
     with pytest.raises(TimestepError, match="crontab"):
         await client.create_schedule(uid("bad"), "every minute", {"agent": AGENT, "input": "x"})
+
+
+async def test_cancel_of_a_finished_run_leaves_its_history_alone(client, system) -> None:
+    bus = system.bus
+    run = await client.submit(AGENT, "hello")
+    await run.result(timeout=30)
+    dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.control("*", "*")), ordered_consumer=True, deliver_policy="new")
+    try:
+        await client.cancel(run.run_id)
+        letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
+        assert letter.error.type == "AlreadyFinished" and "already finished (SUCCESS)" in letter.reason
+    finally:
+        await dead.unsubscribe()
+    events = await collect(client, run.run_id)
+    assert [type(e) for e in events] == [Accepted, Started, Completed]
+    assert await bus.last_event_seq(run.run_id) == events[-1].seq  # nothing after `completed`
+
+
+async def test_a_bad_request_naming_an_existing_run_leaves_that_run_alone(client, system, tmp_path) -> None:
+    """Seen by a governor on a server of its own, so JetStream's duplicate window (which would drop
+    a `rejected` with the run's first seq for two minutes) cannot hide a wrong event."""
+    from actors.system import System
+    from timestep.natsserver import EmbeddedNats, free_port
+
+    run = await client.submit(AGENT, "hello")
+    await run.result(timeout=30)
+    with EmbeddedNats(tmp_path / "nats", port=free_port()) as other:
+        governor = await System({"governor"}, nats_url=other.url).start()
+        try:
+            bus = governor.bus
+            reply = await bus.request(
+                bus.subjects.submit, b'{"id": "%s", "agent": 5, "input": "x"}' % run.run_id.encode(), 10,
+                headers={"Nats-Msg-Id": uid("again")},
+            )
+            rejected = decode_event(reply)
+            assert isinstance(rejected, Rejected) and rejected.error.message.startswith("agent")
+            dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.submit), ordered_consumer=True)
+            await dead.next_msg(timeout=10)  # the stream copy was handled
+            await dead.unsubscribe()
+            assert await bus.last_event_seq(run.run_id) == 0  # no `rejected` for the existing run
+        finally:
+            await governor.stop()

@@ -130,10 +130,10 @@ async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNat
             watch = Watch(client)
             await client.configure_queue("matrix", concurrency=8)
             await client.create_schedule("tick", "*/2 * * * * *", {"agent": "ledger", "input": "tick"})
-            pace = max(5.0, RUNS / 25)  # about 25 s of submissions
-            submitting = asyncio.create_task(submit_all(client, run_ids, pace))
+            seconds = RUNS / 12  # submissions at 12 a second: 25 s for 300
+            submitting = asyncio.create_task(submit_all(client, run_ids, RUNS / seconds))
             for roles in plan[:KILLS]:
-                await asyncio.sleep(rng.uniform(0.5, 25 / KILLS))
+                await asyncio.sleep(rng.uniform(0.5, seconds / KILLS))
                 await asyncio.to_thread(actors.kill, *roles)
                 await asyncio.to_thread(actors.start, *roles)
             await submitting
