@@ -40,3 +40,12 @@ def test_actor_system_example_runs(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["1 Accepted", "2 Started", "3 Completed"]
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    """Each environment variable `timestep/settings.py` reads has a row in the README's table."""
+    settings = (README.parent / "timestep" / "settings.py").read_text()
+    names = set(re.findall(r'"((?:TIMESTEP|NATS|PG)_[A-Z_]+)"', settings))
+    table = README.read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(name for name in names if f"`{name}`" not in table)
+    assert names and not missing, f"add these to the README's Environment variables table: {missing}"
