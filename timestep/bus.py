@@ -95,8 +95,8 @@ class Bus:
         last_error: list[BaseException] = []
 
         async def on_error(exc: Exception) -> None:
-            # An authorization error says more than the connection reset that follows it.
-            if not last_error or "Authoriz" not in str(last_error[0]):
+            # An authorization or TLS error says more than the connection reset that follows it.
+            if not last_error or not (isinstance(last_error[0], ssl.SSLError) or "Authoriz" in str(last_error[0])):
                 last_error[:] = [exc]
             log.warning("NATS: %s: %s", type(exc).__name__, exc)
 
@@ -128,9 +128,14 @@ class Bus:
         except (asyncio.TimeoutError, Exception) as exc:
             await nc.close()
             cause = last_error[0] if last_error else exc
+            check = (
+                "check NATS_TLS_CA_FILE (the CA that signed the server's certificate) and, when the server "
+                "verifies clients, NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE"
+                if isinstance(cause, ssl.SSLError) else "check NATS_URL and the NATS_* credentials"
+            )
             raise ConnectionError(
                 f"could not connect to NATS at {_redact(url)} within {settings.nats.connect_deadline:g} s "
-                f"({type(cause).__name__}: {cause}); check NATS_URL and the NATS_* credentials"
+                f"({type(cause).__name__}: {_redact(str(cause))}); {check}"
             ) from None
         return cls(nc, settings)
 
@@ -237,7 +242,7 @@ class Bus:
             error=info,
             data=data[:DEAD_DATA_LIMIT].decode("utf-8", errors="replace"),
             size=len(data),
-            headers={k: v for k, v in (headers or {}).items() if k.lower() not in SECRET_HEADERS},
+            headers={k: "[redacted]" if _secret_header(k) else v for k, v in (headers or {}).items()},
             time=time.time(),
         )
         dead_subject = self.subjects.dead(subject) if _token_safe_subject(subject) else self.subjects.dead("invalid")
@@ -330,11 +335,19 @@ def _agent_key(name: str) -> str:
     return "a-" + name.encode().hex()
 
 
-SECRET_HEADERS = {"authorization", "nats-token", "x-api-key", "openai-api-key"}
+#: A header whose name contains one of these is a credential: a dead letter keeps its name, not its value.
+SECRET_HEADER_WORDS = ("authorization", "token", "secret", "password", "passwd", "api-key", "apikey", "api_key", "cookie", "credential")
+
+
+def _secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_HEADER_WORDS)
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    """A URL (or text holding URLs) without credentials: `//user:***@` and `//***@` (a token)."""
+    url = re.sub(r"//([^:/@\s]+):[^@\s]*@", r"//\1:***@", url)
+    return re.sub(r"//[^:/@\s]+@", "//***@", url)
 
 
 def _count(event: RunEvent) -> None:

@@ -49,10 +49,11 @@ class EmbeddedNats:
     >>> server = EmbeddedNats(Path(".timestep/nats")); url = server.start(); ...; server.stop()
     """
 
-    def __init__(self, store_dir: Path, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, extra_config: str = "", env: dict[str, str] | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.port = port
         self.extra_config = extra_config
+        self.env = env  # added to the server's environment: the config's `$VARIABLE`s, such as passwords
         self.process: subprocess.Popen | None = None
         self.url: str | None = None
 
@@ -68,7 +69,8 @@ class EmbeddedNats:
         )
         log = open(self.store_dir / "nats-server.log", "ab")
         self.process = subprocess.Popen(
-            [server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent
+            [server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent,
+            env={**os.environ, **self.env} if self.env else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -64,8 +64,8 @@ class NatsSettings:
     """NATS_URL (comma-separate several servers of a cluster)."""
     user: str | None
     """NATS_USER and NATS_PASSWORD."""
-    password: str | None
-    token: str | None
+    password: str | None = field(repr=False)  # kept out of reprs, and so out of logs and tracebacks
+    token: str | None = field(repr=False)
     """NATS_TOKEN."""
     nkey_seed_file: str | None
     """NATS_NKEY_SEED_FILE: path of an nkey seed file."""
@@ -99,7 +99,7 @@ class NatsSettings:
 class Settings:
     home: Path
     """TIMESTEP_HOME: data directory (SQLite file, embedded NATS store). Default ./.timestep"""
-    database_url: str | None
+    database_url: str | None = field(repr=False)  # may hold a password
     """PG_CONNECTION_URI: PostgreSQL URL for DBOS and Timestep's tables; unset means SQLite in `home`."""
     executor_id: str
     """TIMESTEP_EXECUTOR_ID: this process's slot; a restarted process with the same id recovers its runs."""
