@@ -115,8 +115,10 @@ async def submit(client: Client, i: int, counts: Counter[str]) -> str:
     raise AssertionError(f"{run_id} was never accepted")
 
 
+# Not strict: whether a publish lands inside the election window varies from run to run (lost in
+# 3 runs of 4 here). Remove the mark when bus.py retries NoStreamResponseError.
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="events lost when the events stream's leader dies: a publish during the election gets "
     "nats.js.errors.NoStreamResponseError, which timestep/bus.py TRANSIENT does not retry, and "
     "timestep/events.py settle() logs the sink's failure and lets DBOS record the step, so the run's "
