@@ -22,7 +22,7 @@ from actors.agent import AgentActor
 from actors.base import Actor, origin
 from subjects.events import Accepted, Queued, Rejected, encode_event
 from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
-from subjects.names import EVENTS_STREAM, SUBMIT_STREAM
+from subjects.names import SUBMIT_STREAM
 from timestep import engine, metrics, observe, queues, registry
 from timestep.bus import Bus
 from timestep.errors import DuplicateRunError, TimestepError
@@ -157,34 +157,9 @@ class Governor(Actor):
         task.add_done_callback(self._answering.discard)
 
     async def _answer(self, msg: Msg, run_id: str) -> None:
-        answer = await self._outcome(run_id)
+        answer = await self.bus.run_outcome(run_id, RELAY_TIMEOUT)
         if answer is not None:
             await msg.respond(answer)
-
-    async def _outcome(self, run_id: str) -> bytes | None:
-        """The run's stored accepted/rejected event, waiting up to RELAY_TIMEOUT for it."""
-        s = self.bus.subjects
-        arrived: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-        async def on_event(event_msg: Msg) -> None:
-            if not arrived.done():
-                arrived.set_result(event_msg.data)
-
-        subs = [await self.bus.nc.subscribe(s.events(run_id, kind), cb=on_event) for kind in ("accepted", "rejected")]
-        try:
-            for kind in ("rejected", "accepted"):
-                try:
-                    stored = await self.bus.js.get_last_msg(EVENTS_STREAM, s.events(run_id, kind), direct=True)
-                    return stored.data
-                except Exception:
-                    pass
-            try:
-                return await asyncio.wait_for(arrived, RELAY_TIMEOUT)
-            except asyncio.TimeoutError:
-                return None
-        finally:
-            for sub in subs:
-                await sub.unsubscribe()
 
     # --- queues ----------------------------------------------------------------------
 

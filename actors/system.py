@@ -22,12 +22,14 @@ from timestep.bus import Bus, BusEventSink
 from timestep.events import add_event_sink, remove_event_sink
 from timestep.health import HealthServer
 from timestep.launch import configure_dbos, ensure_dbos_launched
+from timestep.lease import ExecutorLease
 from timestep.natsserver import EmbeddedNats, url_file
 from timestep.settings import Settings
 
 log = logging.getLogger("actors.system")
 
 ROLES = ("agent", "governor", "scheduler")
+_leases: dict[tuple[str, str], ExecutorLease] = {}  # held until the process exits
 
 
 def import_agent_modules(modules: list[str]) -> None:
@@ -37,7 +39,9 @@ def import_agent_modules(modules: list[str]) -> None:
 
 
 class System:
-    def __init__(self, roles: set[str] | None = None, *, nats_url: str | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self, roles: set[str] | None = None, *, nats_url: str | None = None, settings: Settings | None = None, standby: bool = False
+    ) -> None:
         self.roles = set(roles or ROLES)
         unknown = self.roles - set(ROLES)
         if unknown:
@@ -48,6 +52,8 @@ class System:
         self.bus: Bus | None = None
         self.actors: list[Actor] = []
         self._sink: BusEventSink | None = None
+        self.standby = standby
+        """Wait for the executor id's lease instead of failing when another live process holds it."""
         self.http: HealthServer | None = None
 
     async def start(self) -> System:
@@ -69,6 +75,7 @@ class System:
                 # Before launch: runs recovered at launch publish their events too.
                 self._sink = BusEventSink(self.bus)
                 add_event_sink(self._sink)
+            await self._take_lease()
             ensure_dbos_launched()
         agent = AgentActor(self.bus) if "agent" in self.roles else None
         if agent is not None:
@@ -83,6 +90,22 @@ class System:
             self.http = HealthServer(self, self.settings.http_host, self.settings.http_port)
             log.info("health and metrics on %s (/healthz, /readyz, /metrics)", await self.http.start())
         return self
+
+    async def _take_lease(self) -> None:
+        """Before launch: this process becomes the one live holder of its executor id (see
+        timestep/lease.py), until it exits: DBOS may still be finishing runs here after stop()."""
+        config = engine.current_config() or {}
+        url = config.get("system_database_url") or engine.database_url(settings=self.settings)
+        key = (self.settings.executor_id, url)
+        if key in _leases:
+            return  # another System of this process holds it
+        lease = ExecutorLease(self.settings.executor_id, url, self.settings.home)
+        if self.standby:
+            log.warning("standby for executor id %r: waiting until the process holding it stops", self.settings.executor_id)
+        await lease.acquire(wait=self.standby)
+        if self.standby:
+            log.warning("took over executor id %r", self.settings.executor_id)
+        _leases[key] = lease
 
     async def stop(self) -> None:
         if self.http is not None:

@@ -320,9 +320,49 @@ async def run_governor(args: argparse.Namespace) -> None:
     }), flush=True)
 
 
+# --- a large backlog drained ---------------------------------------------------------------
+
+
+async def run_backlog(args: argparse.Namespace) -> None:
+    """Publish `requests` queued W1 requests as fast as possible (the backlog), then wait until
+    every one has completed. The orchestrator samples the actors' memory meanwhile."""
+    from timestep.client import Client
+
+    client = await Client.connect(args.nats_url)
+    bus = client.bus
+    queue = f"backlog-{uuid.uuid4().hex[:6]}"
+    await client.configure_queue(queue, limit=1_000_000, period_seconds=1, concurrency=64)
+    ids = {uuid.uuid4().hex for _ in range(args.requests)}
+    completed: set[str] = set()
+    done = asyncio.Event()
+
+    async def on_event(msg) -> None:
+        if msg.subject.endswith(".completed"):
+            run_id = msg.subject.split(".")[-2]
+            if run_id in ids:
+                completed.add(run_id)
+                if len(completed) == len(ids):
+                    done.set()
+
+    sub = await bus.nc.subscribe(bus.subjects.all_events, cb=on_event)
+    begin = time.perf_counter()
+    for run_id in ids:
+        body = {"id": run_id, "agent": "bench-w1", "input": "q", "queue": queue}
+        await bus.nc.publish(bus.subjects.submit, json.dumps(body).encode(), headers={"Nats-Msg-Id": run_id})
+    await bus.nc.flush()
+    published = time.perf_counter() - begin
+    print(json.dumps({"published_s": round(published, 2)}), flush=True)
+    await asyncio.wait_for(done.wait(), args.requests / 5 + 300)
+    drained = time.perf_counter() - begin
+    await sub.unsubscribe()
+    await client.close()
+    print(json.dumps({"requests": args.requests, "published_s": round(published, 2), "drained_s": round(drained, 2),
+                      "runs_per_s": round(args.requests / drained, 1)}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["local", "bus", "governor"])
+    parser.add_argument("mode", choices=["local", "bus", "governor", "backlog"])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--period", type=float, default=1.0)
@@ -339,8 +379,10 @@ def main() -> None:
     elif args.mode == "bus":
         args.systems = args.systems or ["e", "f"]
         asyncio.run(run_bus(args))
-    else:
+    elif args.mode == "governor":
         asyncio.run(run_governor(args))
+    else:
+        asyncio.run(run_backlog(args))
     import os
 
     os._exit(0)  # DBOS's threads need not be waited for

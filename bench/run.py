@@ -255,7 +255,10 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
                 f"{g['max_in_window']} | {g['inversions']} | {g['drain_seconds']} |"
             )
     for backend, extra in meta.get("bus", {}).items():
-        lines.append(f"\n`timestep up` start-up ({backend}): {extra['up_seconds']} s")
+        if "up_seconds" in extra:
+            lines.append(f"\n`timestep up` start-up ({backend}): {extra['up_seconds']} s")
+        if "backlog" in extra:
+            lines.append(_backlog_line(backend, extra["backlog"]))
         if "recovery" in extra:
             r = extra["recovery"]
             lines.append(
@@ -264,6 +267,14 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
                 f"({r['restart_to_all_completed_s']} s in all)"
             )
     return "\n".join(lines) + "\n"
+
+
+def _backlog_line(backend: str, b: dict) -> str:
+    return (
+        f"\nBacklog ({backend}): {b['requests']} queued W1 requests published in {b['published_s']} s, all completed after "
+        f"{b['drained_s']} s ({b['runs_per_s']} runs/s); actors' RSS {b['rss_after_warmup_mb']} MB after a 500-run warm-up, "
+        f"peak {b['rss_peak_mb']} MB, {b['rss_after_mb']} MB after: growth {b['rss_growth_mb']} MB"
+    )
 
 
 def _chart(rows: list[dict], path: Path) -> None:
@@ -289,6 +300,45 @@ def _chart(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _backlog(backend: Backend, requests: int) -> dict:
+    """Actors warmed up by 500 runs, then a backlog of `requests` queued runs published at once and
+    drained; the actors' resident memory sampled every 0.2 s: growth = peak during the backlog
+    minus the level after the warm-up."""
+    nats = EmbeddedNats(backend.workdir / "nats-backlog", port=free_port())
+    url = nats.start()
+    actors = _start_actors(backend, url, backend.workdir / "backlog.out", executor="bench-backlog")
+    try:
+        warm = argparse.Namespace(runs=500, concurrency=[32], workloads=["W1"])
+        _cases("bus", backend, warm, nats_url=url, systems="f")
+        baseline = _rss_mb(actors.pid)
+        cmd = [sys.executable, str(HERE / "cases.py"), "backlog", "--requests", str(requests), "--nats-url", url]
+        proc = subprocess.Popen(cmd, env=backend.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        samples = []
+        while proc.poll() is None:
+            samples.append(_rss_mb(actors.pid))
+            time.sleep(0.2)
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"backlog failed on {backend.name}:\n{err[-4000:]}")
+        result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+        after = _rss_mb(actors.pid)
+        result.update(
+            rss_after_warmup_mb=baseline, rss_peak_mb=max(samples, default=baseline), rss_after_mb=after,
+            rss_growth_mb=round(max(samples, default=baseline) - baseline, 1),
+        )
+        return result
+    finally:
+        _stop(actors)
+        nats.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200)
@@ -299,6 +349,8 @@ def main() -> int:
     parser.add_argument("--governor-requests", type=int, default=2000, help="backlog for the governor check (0: skip)")
     parser.add_argument("--governor-limit", type=int, default=100, help="the backlog queue's runs per second")
     parser.add_argument("--recovery-runs", type=int, default=20, help="runs in flight when the actors are SIGKILLed (0: skip)")
+    parser.add_argument("--backlog-requests", type=int, default=10000, help="backlog drained while the actors' memory is sampled (0: skip)")
+    parser.add_argument("--only", choices=["backlog"], help="run only this part")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -317,6 +369,10 @@ def main() -> int:
                 print(f"skipping {name}: {exc}", file=sys.stderr)
                 continue
             try:
+                if args.only == "backlog":
+                    print(f"[{name}] backlog ...", file=sys.stderr, flush=True)
+                    meta["bus"][name] = {"backlog": _backlog(backend, args.backlog_requests)}
+                    continue
                 print(f"[{name}] systems a-d ...", file=sys.stderr, flush=True)
                 rows += _cases("local", backend, args, db_url=backend.url)
                 print(f"[{name}] systems e-f ...", file=sys.stderr, flush=True)
@@ -325,9 +381,18 @@ def main() -> int:
                 if args.recovery_runs:
                     print(f"[{name}] recovery ...", file=sys.stderr, flush=True)
                     extra["recovery"] = _recovery(backend, args.recovery_runs)
+                if args.backlog_requests:
+                    print(f"[{name}] backlog ...", file=sys.stderr, flush=True)
+                    extra["backlog"] = _backlog(backend, args.backlog_requests)
                 meta["bus"][name] = extra
             finally:
                 backend.drop()
+    if args.only == "backlog":
+        text = "".join(_backlog_line(b, e["backlog"]) for b, e in meta["bus"].items()).strip() + "\n"
+        (args.out / "backlog.json").write_text(json.dumps(meta, indent=1))
+        (args.out / "backlog.md").write_text(f"{meta['machine']}; {meta['when']}.\n\n" + text)
+        print(text)
+        return 0
     ratios = _ratios(rows)
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios}, indent=1))
     markdown = _markdown(rows, ratios, meta)

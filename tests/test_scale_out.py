@@ -115,15 +115,6 @@ async def submit(client: Client, i: int, counts: Counter[str]) -> str:
     raise AssertionError(f"{run_id} was never accepted")
 
 
-# Not strict: whether a publish lands inside the election window varies from run to run (lost in
-# 3 runs of 4 here). Remove the mark when bus.py retries NoStreamResponseError.
-@pytest.mark.xfail(
-    strict=False,
-    reason="events lost when the events stream's leader dies: a publish during the election gets "
-    "nats.js.errors.NoStreamResponseError, which timestep/bus.py TRANSIENT does not retry, and "
-    "timestep/events.py settle() logs the sink's failure and lets DBOS record the step, so the run's "
-    "tool_output and completed events are never stored",
-)
 async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster: NatsCluster, processes: Processes, pg_url: str) -> None:
     """Two agent actors, two governors and two schedulers, as separate processes, on a three-node
     NATS cluster (every stream replicated three times) and one PostgreSQL database. Runs go in,

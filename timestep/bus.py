@@ -31,7 +31,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from subjects.events import ErrorInfo, RunEvent, encode_event
 from subjects.messages import DeadLetter
@@ -46,8 +46,11 @@ DEAD_DATA_LIMIT = 64 * 1024
 #: Transient errors: retried until they pass (the server restarts, a leader is elected).
 TRANSIENT = (
     NatsTimeout, NoRespondersError, ConnectionClosedError, ConnectionReconnectingError, OutboundBufferLimitError,
+    NoStreamResponseError, ServiceUnavailableError,  # a replicated stream between leaders
     asyncio.TimeoutError, OSError,
 )
+#: How long start-up calls (streams, the agents bucket) retry transient errors before giving up.
+STARTUP_RETRY_SECONDS = 60.0
 
 _json = msgspec.json.Encoder()
 
@@ -134,8 +137,8 @@ class Bus:
                 if isinstance(cause, ssl.SSLError) else "check NATS_URL and the NATS_* credentials"
             )
             raise ConnectionError(
-                f"could not connect to NATS at {_redact(url)} within {settings.nats.connect_deadline:g} s "
-                f"({type(cause).__name__}: {_redact(str(cause))}); {check}"
+                f"could not connect to NATS at {redact_url(url)} within {settings.nats.connect_deadline:g} s "
+                f"({type(cause).__name__}: {redact_url(str(cause))}); {check}"
             ) from None
         return cls(nc, settings)
 
@@ -179,13 +182,16 @@ class Bus:
     async def ensure_streams(self) -> None:
         """Create the contract's streams, or bring their settings up to date (idempotent)."""
         for config in self.stream_configs():
+            await _retrying(f"stream {config.name}", lambda config=config: self._ensure_stream(config))
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError:
             try:
-                await self.js.add_stream(config)
-            except BadRequestError:
-                try:
-                    await self.js.update_stream(config)
-                except BadRequestError as exc:
-                    log.warning("stream %s exists with settings that cannot change (%s); using it as it is", config.name, exc)
+                await self.js.update_stream(config)
+            except BadRequestError as exc:
+                log.warning("stream %s exists with settings that cannot change (%s); using it as it is", config.name, exc)
 
     async def pull(self, stream: str, durable: str, filter_subject: str, *, ack_wait: float = 30.0, max_ack_pending: int = 1000) -> Any:
         """A durable pull subscription (created with this config if missing)."""
@@ -273,10 +279,13 @@ class Bus:
     # --- which agents are hosted --------------------------------------------------
 
     async def _agents_bucket(self) -> Any:
-        try:
-            return await self.js.key_value(AGENTS_BUCKET)
-        except Exception:
-            return await self.js.create_key_value(bucket=AGENTS_BUCKET, history=1)
+        async def open_or_create() -> Any:
+            try:
+                return await self.js.key_value(AGENTS_BUCKET)
+            except NotFoundError:
+                return await self.js.create_key_value(bucket=AGENTS_BUCKET, history=1, replicas=self.settings.stream_replicas)
+
+        return await _retrying("the agents bucket", open_or_create)
 
     async def announce_agents(self, names: list[str], executor_id: str) -> None:
         """An agent actor says which agents it hosts (a governor rejects requests for others)."""
@@ -310,6 +319,30 @@ class Bus:
             raise ConnectionError(f"NATS connection not usable for {subject} ({type(exc).__name__})") from exc
         return reply.data
 
+    async def run_outcome(self, run_id: str, timeout: float) -> bytes | None:
+        """The run's stored `rejected` or `accepted` event, waiting up to `timeout` for one."""
+        arrived: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def on_event(event_msg: Msg) -> None:
+            if not arrived.done():
+                arrived.set_result(event_msg.data)
+
+        kinds = ("rejected", "accepted")
+        subs = [await self.nc.subscribe(self.subjects.events(run_id, kind), cb=on_event) for kind in kinds]
+        try:
+            for kind in kinds:
+                try:
+                    return (await self.js.get_last_msg(EVENTS_STREAM, self.subjects.events(run_id, kind), direct=True)).data
+                except Exception:
+                    pass
+            try:
+                return await asyncio.wait_for(arrived, timeout)
+            except asyncio.TimeoutError:
+                return None
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+
     async def follow(self, subject_filter: str, *, from_start: bool) -> AsyncIterator[Msg]:
         """Stored events matching `subject_filter` (all of them, or only new ones), then live ones."""
         sub = await self.js.subscribe(
@@ -330,6 +363,22 @@ class Bus:
 AGENTS_BUCKET = "TIMESTEP_AGENTS"
 
 
+async def _retrying(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Retry a JetStream API call through transient errors (a cluster electing leaders, a
+    server restarting) for up to STARTUP_RETRY_SECONDS, then fail with the reason."""
+    deadline = time.monotonic() + STARTUP_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except TRANSIENT as exc:
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"JetStream did not answer for {what} within {STARTUP_RETRY_SECONDS:g} s ({type(exc).__name__})") from exc
+            log.warning("%s: %s; retrying in %.1f s", what, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 def _agent_key(name: str) -> str:
     # KV keys allow fewer characters than agent names: hex keeps any name.
     return "a-" + name.encode().hex()
@@ -344,8 +393,8 @@ def _secret_header(name: str) -> bool:
     return any(word in lowered for word in SECRET_HEADER_WORDS)
 
 
-def _redact(url: str) -> str:
-    """A URL (or text holding URLs) without credentials: `//user:***@` and `//***@` (a token)."""
+def redact_url(url: str) -> str:
+    """A URL (or text holding URLs) without credentials, fit for logs: `//user:***@` and `//***@` (a token)."""
     url = re.sub(r"//([^:/@\s]+):[^@\s]*@", r"//\1:***@", url)
     return re.sub(r"//[^:/@\s]+@", "//***@", url)
 

@@ -96,16 +96,31 @@ async def _up(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.http_port is not None:
         settings = dataclasses.replace(settings, http_port=args.http_port)
-    system = System(roles, settings=settings)
+    system = System(roles, settings=settings, standby=args.standby)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await system.start()
+    # A standby waits inside start(); a signal meanwhile stops it there.
+    starting, stopping = asyncio.ensure_future(system.start()), asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await system.stop()
+        return 0
+    stopping.cancel()
+    try:
+        starting.result()
+    except BaseException:
+        await system.stop()
+        raise
     from timestep.registry import registered_agents
 
     http = f"; http: {system.http.url}" if system.http is not None else ""
-    print(f"timestep up: NATS {system.url}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
+    from timestep.bus import redact_url
+
+    print(f"timestep up: NATS {redact_url(system.url)}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
     await stop.wait()
     print("timestep: stopping", flush=True)
     await system.stop()
@@ -243,6 +258,10 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the actors (embedded NATS when NATS_URL is unset)")
     up.add_argument("--agents", nargs="+", metavar="MODULE", help="modules to import that register agents")
     up.add_argument("--role", action="append", choices=["agent", "governor", "scheduler"], help="run only these roles (repeatable); default all")
+    up.add_argument(
+        "--standby", action="store_true",
+        help="when another live process holds TIMESTEP_EXECUTOR_ID, wait (imported and connected) and take over its runs when it stops",
+    )
     up.add_argument(
         "--http-port", type=_port_arg, metavar="N",
         help="serve /healthz, /readyz and /metrics on this port (0: a free one); overrides TIMESTEP_HTTP_PORT",

@@ -62,6 +62,10 @@ class RunFailedError(TimestepError):
         self.error = error
 
 
+def _is_pub_ack(data: bytes) -> bool:
+    return data.startswith(b'{"stream"') and b'"type"' not in data
+
+
 class Submission:
     """A submitted run: `run_id`, its `accepted` event (None when no governor answered in
     time: the request is stored and runs when one is up), `events()` and `result()`;
@@ -192,9 +196,15 @@ class Client:
             if left <= 0:
                 return None
             try:
-                return await self.bus.request(
+                answer = await self.bus.request(
                     self.subjects.submit, body, min(left, RESEND_SECONDS), headers={"Nats-Msg-Id": run_id, **(headers or {})}
                 )
+                if not _is_pub_ack(answer):
+                    return answer
+                # JetStream itself answered (a replicated stream acknowledges a repeated
+                # Nats-Msg-Id even with no_ack): the request is stored; the governor's answer
+                # is the run's stored event.
+                return await self.bus.run_outcome(run_id, max(0.0, deadline - asyncio.get_running_loop().time()))
             except TimeoutError:
                 continue
             except ConnectionError:  # connection closed or reconnecting: wait a moment, send again

@@ -143,6 +143,14 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
         stop_recording(token)
 
 
+async def _cancelled_in_database(run_id: str) -> bool:
+    try:
+        state = await asyncio.wait_for(engine.status(run_id), 5)
+    except BaseException:  # shutting down: no database to ask, and no cancel to report
+        return False
+    return state is not None and state.status == "CANCELLED"
+
+
 async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) -> RunResult:
     durable_agent = wrap_agent(agent)
     session = DurableSession(_session_for(spec.session_id), recorder) if spec.session_id else None
@@ -151,8 +159,14 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
     while True:
         try:
             result = await Runner.run(durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns)
-        except (engine.CancelledInside, asyncio.CancelledError):
+        except engine.CancelledInside:
             await recorder.finish(Cancelled)
+            raise
+        except asyncio.CancelledError:
+            # A cancel or timeout through DBOS, or this process shutting down (the run is
+            # recovered later and must not say `cancelled`): the database tells which.
+            if await _cancelled_in_database(run_id):
+                await recorder.finish(Cancelled)
             raise
         except Exception as exc:
             await recorder.finish(Failed, error=ErrorInfo(type=type(exc).__name__, message=str(exc)))
