@@ -308,14 +308,14 @@ def _rss_mb(pid: int) -> float:
 
 
 def _backlog(backend: Backend, requests: int) -> dict:
-    """Actors warmed up by 500 runs, then a backlog of `requests` queued runs published at once and
+    """Actors warmed up by 500 runs (fewer for a smaller backlog), then a backlog of `requests` queued runs published at once and
     drained; the actors' resident memory sampled every 0.2 s: growth = peak during the backlog
     minus the level after the warm-up."""
     nats = EmbeddedNats(backend.workdir / "nats-backlog", port=free_port())
     url = nats.start()
     actors = _start_actors(backend, url, backend.workdir / "backlog.out", executor="bench-backlog")
     try:
-        warm = argparse.Namespace(runs=500, concurrency=[32], workloads=["W1"])
+        warm = argparse.Namespace(runs=min(500, requests), concurrency=[32], workloads=["W1"])
         _cases("bus", backend, warm, nats_url=url, systems="f")
         baseline = _rss_mb(actors.pid)
         cmd = [sys.executable, str(HERE / "cases.py"), "backlog", "--requests", str(requests), "--nats-url", url]

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_smoke(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", "2", "--backends", "sqlite", "--concurrency", "1,2",
-         "--workloads", "W2,W3", "--out", str(tmp_path), "--governor-requests", "20", "--governor-limit", "10", "--recovery-runs", "2"],
+         "--workloads", "W2,W3", "--out", str(tmp_path), "--governor-requests", "20", "--governor-limit", "10", "--recovery-runs", "2",
+         "--backlog-requests", "20"],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -31,3 +32,6 @@ def test_bench_smoke(tmp_path: Path) -> None:
     recovery = results["meta"]["bus"]["sqlite"]["recovery"]
     assert recovery["runs"] == 2 and recovery["restart_to_all_completed_s"] > 0
     assert (tmp_path / "chart.png").stat().st_size > 10_000
+    backlog = results["meta"]["bus"]["sqlite"]["backlog"]
+    assert backlog["requests"] == 20 and backlog["rss_peak_mb"] >= backlog["rss_after_warmup_mb"] > 0
+    assert "Backlog (sqlite): 20 queued W1 requests" in (tmp_path / "results.md").read_text()

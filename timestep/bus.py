@@ -291,7 +291,8 @@ class Bus:
         """An agent actor says which agents it hosts (a governor rejects requests for others)."""
         bucket = await self._agents_bucket()
         for name in names:
-            await bucket.put(_agent_key(name), _json.encode({"executor_id": executor_id, "time": time.time()}))
+            entry = _json.encode({"executor_id": executor_id, "time": time.time()})
+            await _retrying("the agents bucket", lambda name=name, entry=entry: bucket.put(_agent_key(name), entry))
 
     async def agent_hosted(self, name: str) -> bool:
         bucket = await self._agents_bucket()
