@@ -128,23 +128,26 @@ def _bus_cases(backend: Backend, args: argparse.Namespace) -> tuple[list[dict], 
         nats.stop()
 
 
-def _start_actors(backend: Backend, url: str, out: Path, executor: str = "bench-recovery", **env: str) -> subprocess.Popen:
-    """`timestep up` with the bench agents; returns once it is up."""
+def _start_actors(
+    backend: Backend, url: str, out: Path, executor: str = "bench-recovery", *, standby: bool = False, **env: str
+) -> subprocess.Popen:
+    """`timestep up` with the bench agents; returns once it is up (a standby: once it waits)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents"],
+        [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents", *(["--standby"] if standby else [])],
         env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID=executor, **env), stdout=out.open("w"), stderr=subprocess.STDOUT,
     )
     deadline = time.perf_counter() + 120
-    while "timestep up:" not in out.read_text():
+    while ("standby for executor id" if standby else "timestep up:") not in out.read_text():
         if proc.poll() is not None or time.perf_counter() > deadline:
             raise RuntimeError(f"actors did not start: {out.read_text()[-3000:]}")
         time.sleep(0.01)
     return proc
 
 
-def _recovery(backend: Backend, runs: int) -> dict:
+def _recovery(backend: Backend, runs: int, standby: bool = False) -> dict:
     """SIGKILL the actors while `runs` runs are inside a tool call; restart them (same executor id)
-    and time until every run has completed."""
+    and time until every run has completed. With `standby`, a `timestep up --standby` waits
+    beside them and takes over instead of a restart."""
     import asyncio
 
     from subjects.events import Completed, ToolCall
@@ -152,8 +155,9 @@ def _recovery(backend: Backend, runs: int) -> dict:
 
     nats = EmbeddedNats(backend.workdir / "nats-recovery", port=free_port())
     url = nats.start()
-    first = _start_actors(backend, url, backend.workdir / "recovery-1.out", BENCH_HOLD="1")
-    second = None
+    tag = "standby" if standby else "restart"
+    first = _start_actors(backend, url, backend.workdir / f"recovery-{tag}-1.out", BENCH_HOLD="1")
+    second = _start_actors(backend, url, backend.workdir / f"recovery-{tag}-2.out", standby=True) if standby else None
 
     async def measure() -> dict:
         nonlocal second
@@ -181,7 +185,11 @@ def _recovery(backend: Backend, runs: int) -> dict:
         first.send_signal(signal.SIGKILL)
         first.wait()
         restarted = time.perf_counter()
-        second = await asyncio.to_thread(_start_actors, backend, url, backend.workdir / "recovery-2.out")
+        if not standby:
+            second = await asyncio.to_thread(_start_actors, backend, url, backend.workdir / f"recovery-{tag}-2.out")
+        else:
+            while "timestep up:" not in (backend.workdir / f"recovery-{tag}-2.out").read_text():
+                await asyncio.sleep(0.01)
         up = time.perf_counter()
         await asyncio.wait_for(all_done.wait(), 300)
         done = time.perf_counter()
@@ -265,6 +273,13 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
                 f"\nRecovery ({backend}): {r['runs']} runs in a tool call, actors SIGKILLed and restarted: "
                 f"{r['restart_to_up_s']} s to start, then {r['up_to_all_completed_s']} s until all completed "
                 f"({r['restart_to_all_completed_s']} s in all)"
+            )
+        if "recovery_standby" in extra:
+            r = extra["recovery_standby"]
+            lines.append(
+                f"\nRecovery by a standby ({backend}): {r['runs']} runs in a tool call, actors SIGKILLed, `timestep up --standby` "
+                f"beside them: {r['restart_to_up_s']} s to take over and launch, then {r['up_to_all_completed_s']} s until all "
+                f"completed ({r['restart_to_all_completed_s']} s in all)"
             )
     return "\n".join(lines) + "\n"
 
@@ -350,7 +365,7 @@ def main() -> int:
     parser.add_argument("--governor-limit", type=int, default=100, help="the backlog queue's runs per second")
     parser.add_argument("--recovery-runs", type=int, default=20, help="runs in flight when the actors are SIGKILLed (0: skip)")
     parser.add_argument("--backlog-requests", type=int, default=10000, help="backlog drained while the actors' memory is sampled (0: skip)")
-    parser.add_argument("--only", choices=["backlog"], help="run only this part")
+    parser.add_argument("--only", choices=["backlog", "recovery"], help="run only this part")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -369,6 +384,13 @@ def main() -> int:
                 print(f"skipping {name}: {exc}", file=sys.stderr)
                 continue
             try:
+                if args.only == "recovery":
+                    print(f"[{name}] recovery ...", file=sys.stderr, flush=True)
+                    meta["bus"][name] = {
+                        "recovery": _recovery(backend, args.recovery_runs),
+                        "recovery_standby": _recovery(backend, args.recovery_runs, standby=True),
+                    }
+                    continue
                 if args.only == "backlog":
                     print(f"[{name}] backlog ...", file=sys.stderr, flush=True)
                     meta["bus"][name] = {"backlog": _backlog(backend, args.backlog_requests)}
@@ -381,16 +403,18 @@ def main() -> int:
                 if args.recovery_runs:
                     print(f"[{name}] recovery ...", file=sys.stderr, flush=True)
                     extra["recovery"] = _recovery(backend, args.recovery_runs)
+                    extra["recovery_standby"] = _recovery(backend, args.recovery_runs, standby=True)
                 if args.backlog_requests:
                     print(f"[{name}] backlog ...", file=sys.stderr, flush=True)
                     extra["backlog"] = _backlog(backend, args.backlog_requests)
                 meta["bus"][name] = extra
             finally:
                 backend.drop()
-    if args.only == "backlog":
-        text = "".join(_backlog_line(b, e["backlog"]) for b, e in meta["bus"].items()).strip() + "\n"
-        (args.out / "backlog.json").write_text(json.dumps(meta, indent=1))
-        (args.out / "backlog.md").write_text(f"{meta['machine']}; {meta['when']}.\n\n" + text)
+    if args.only:
+        text = _markdown([], [], meta).split("\n", 1)[1].replace("| backend |", "", 0)
+        text = "\n".join(line for line in text.splitlines() if line and not line.startswith("|")).strip() + "\n"
+        (args.out / f"{args.only}.json").write_text(json.dumps(meta, indent=1))
+        (args.out / f"{args.only}.md").write_text(f"{meta['machine']}; {meta['when']}.\n\n" + text)
         print(text)
         return 0
     ratios = _ratios(rows)

@@ -100,6 +100,9 @@ def launch() -> None:
             return
         if _config is None:
             configure()
+        # Runs recovered at launch wait on DBOS's internal queue (see listen_to_no_queues):
+        # poll it as often as Timestep's own queues, not once a second.
+        _internal_queue()._polling_interval_sec = Settings.from_env().queue_poll_seconds
         DBOS.launch()
         if in_event_loop():
             _point_loop_at_dbos_pool()
@@ -204,6 +207,12 @@ async def sleep(seconds: float) -> None:
     await DBOS.sleep_async(seconds)
 
 
+def _internal_queue() -> Any:
+    from dbos._dbos import _get_dbos_instance
+
+    return _get_dbos_instance()._registry.get_internal_queue()
+
+
 def listen_to_no_queues() -> None:
     """Before launch: this process starts no queued workflows (a governor).
 
@@ -211,10 +220,8 @@ def listen_to_no_queues() -> None:
     restarted process's runs by putting them there, where any process may take them,
     and a governor would execute them without an agent actor's event sink or capacity.
     A worker concurrency of 0 makes this process's poller take nothing from it."""
-    from dbos._dbos import _get_dbos_instance
-
     DBOS.listen_queues([])
-    _get_dbos_instance()._registry.get_internal_queue()._worker_concurrency = 0
+    _internal_queue()._worker_concurrency = 0
 
 
 def current_workflow_id() -> str:
