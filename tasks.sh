@@ -37,7 +37,8 @@ case "$task" in
   setup) setup ;;
   demo) setup; exec "$VENV/bin/timestep" demo "$@" ;;
   # Two workers: most of the suite waits on subprocesses, servers and timers, not the CPU.
-  test) setup; exec "$VENV/bin/python" -m pytest -n 2 "$@" ;;
+  # loadgroup: tests marked xdist_group("processes") (many processes on one PostgreSQL) share a worker.
+  test) setup; exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup "$@" ;;
   bench) setup; exec "$VENV/bin/python" bench/run.py "$@" ;;
   soak)
     setup

@@ -114,6 +114,8 @@ async def submit_all(client: Client, run_ids: list[str], per_second: float) -> N
     await asyncio.gather(*tasks)
 
 
+# Many processes on one PostgreSQL: not beside the other such tests (connection slots).
+@pytest.mark.xdist_group("processes")
 async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
     """SIGKILL the agent actor, the governor and the scheduler, each, then all at once, then at
     random, at random points of RUNS runs (half queued) and a schedule ticking every 2 s."""
@@ -151,6 +153,8 @@ async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNat
         actors.stop()
 
 
+# Many processes on one PostgreSQL: not beside the other such tests (connection slots).
+@pytest.mark.xdist_group("processes")
 async def test_nats_restart_under_load(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
     """The nats-server is SIGKILLed mid-load and restarted on the same store 2 s later. Clients and
     actors reconnect by themselves, pull consumers keep (or re-bind) their subscriptions, every

@@ -115,6 +115,8 @@ async def submit(client: Client, i: int, counts: Counter[str]) -> str:
     raise AssertionError(f"{run_id} was never accepted")
 
 
+# Many processes on one PostgreSQL: not beside the other such tests (connection slots).
+@pytest.mark.xdist_group("processes")
 async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster: NatsCluster, processes: Processes, pg_url: str) -> None:
     """Two agent actors, two governors and two schedulers, as separate processes, on a three-node
     NATS cluster (every stream replicated three times) and one PostgreSQL database. Runs go in,

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from timestep.errors import TimestepError
 
 POLL_SECONDS = 0.1
+CONNECT_RETRY_SECONDS = 60.0
+
+log = logging.getLogger("timestep.lease")
 
 
 class ExecutorIdTaken(TimestepError):
@@ -71,7 +76,7 @@ class ExecutorLease:
 
     async def acquire(self, *, wait: bool) -> None:
         """Take the lease; with `wait`, until the process holding it is gone."""
-        while not await asyncio.to_thread(self._try):
+        while not await self._attempt():
             if not wait:
                 raise ExecutorIdTaken(
                     f"TIMESTEP_EXECUTOR_ID={self.executor_id!r} is held by another live process ({self.where}); "
@@ -79,6 +84,19 @@ class ExecutorLease:
                     "when that one stops"
                 )
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _attempt(self) -> bool:
+        """One try; a database that refuses connections for a while (restarting, out of
+        connection slots) is retried for up to CONNECT_RETRY_SECONDS."""
+        deadline = time.monotonic() + CONNECT_RETRY_SECONDS
+        while True:
+            try:
+                return await asyncio.to_thread(self._try)
+            except Exception as exc:
+                if "does not exist" in str(exc) or time.monotonic() > deadline:
+                    raise
+                log.warning("executor lease: %s: %s; retrying", type(exc).__name__, str(exc).strip()[:200])
+                await asyncio.sleep(1.0)
 
     def release(self) -> None:
         held, self._held = self._held, None
