@@ -22,6 +22,8 @@ import agents
 
 agents.set_tracing_disabled(True)
 os.environ.pop("OPENAI_API_KEY", None)
+# Two workers and their subprocesses share one PostgreSQL of 100 connections (DBOS's default is 20 a process).
+os.environ.setdefault("TIMESTEP_DB_POOL_SIZE", "10")
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 

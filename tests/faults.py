@@ -44,6 +44,7 @@ class Actors:
         env.update(
             NATS_URL=self.nats_url,
             TIMESTEP_HOME=str(self.tmp / "home"),
+            TIMESTEP_DB_POOL_SIZE="6",  # many processes share the test server's 100 connections
             TIMESTEP_EXECUTOR_ID=f"{role}-1",
             TIMESTEP_LEDGER=str(self.ledger),
             TIMESTEP_QUEUE_POLL_SECONDS="0.05",

@@ -39,6 +39,7 @@ class Cluster:
         env.update(
             NATS_URL=self.url,
             TIMESTEP_HOME=str(self.tmp / "home"),
+            TIMESTEP_DB_POOL_SIZE="6",  # many processes share the test server's 100 connections
             TIMESTEP_EXECUTOR_ID=executor,
             TIMESTEP_TEST_LOG=str(self.log),
             TIMESTEP_QUEUE_POLL_SECONDS="0.05",

@@ -73,6 +73,7 @@ def configure(name: str = "timestep", system_database_url: str | None = None) ->
         "application_version": settings.application_version,
         "executor_id": settings.executor_id,
         "max_executor_threads": settings.max_threads,
+        "sys_db_pool_size": settings.db_pool_size,
         "scheduler_polling_interval_sec": 1.0,
         "log_level": settings.log_level,
     }

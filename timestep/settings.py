@@ -126,6 +126,8 @@ class Settings:
     """TIMESTEP_DUPLICATE_WINDOW: JetStream's Nats-Msg-Id de-duplication window."""
     agent_concurrency: int
     """TIMESTEP_AGENT_CONCURRENCY: direct runs one agent actor executes at once."""
+    db_pool_size: int = 20
+    """TIMESTEP_DB_POOL_SIZE: PostgreSQL connections DBOS may hold per process (count processes × this against max_connections)."""
     ack_wait_seconds: float = 30.0
     """TIMESTEP_ACK_WAIT: seconds before an unacknowledged message goes to another actor (after a crash)."""
     stream_replicas: int = 1
@@ -155,6 +157,7 @@ class Settings:
             events_max_age_seconds=_float("TIMESTEP_EVENTS_MAX_AGE", 7 * 24 * 3600.0),
             duplicate_window_seconds=_float("TIMESTEP_DUPLICATE_WINDOW", 120.0),
             agent_concurrency=_int("TIMESTEP_AGENT_CONCURRENCY", 64),
+            db_pool_size=_int("TIMESTEP_DB_POOL_SIZE", 20),
             ack_wait_seconds=_float("TIMESTEP_ACK_WAIT", 30.0),
             stream_replicas=_int("TIMESTEP_STREAM_REPLICAS", 1),
             http_host=os.environ.get("TIMESTEP_HTTP_HOST") or "127.0.0.1",
