@@ -195,6 +195,7 @@ async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster:
             await asyncio.sleep(0.5)
         done = time.monotonic()
         assert await client.delete_schedule("tick")
+        await asyncio.sleep(3)  # a tick published just before the delete is still on its way to a governor
         while db(pg_url, "SELECT 1 FROM dbos.workflow_status WHERE status IN ('PENDING', 'ENQUEUED')"):
             assert time.monotonic() < deadline, processes.tail()
             await asyncio.sleep(0.5)
