@@ -16,6 +16,7 @@ import os
 import random
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,12 @@ from timestep.engine import Admin
 from timestep.natsserver import EmbeddedNats, free_port
 
 RUNS = int(os.environ.get("TIMESTEP_FAULT_RUNS", "300"))
+# Not asyncio.to_thread: the loop's default executor is DBOS's pool, shut down with an earlier DBOS session.
+_threads = ThreadPoolExecutor(4)
+
+
+def off_loop(fn, *args):
+    return asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
 KILLS = int(os.environ.get("TIMESTEP_FAULT_KILLS", "6"))
 
 
@@ -136,8 +143,8 @@ async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNat
             submitting = asyncio.create_task(submit_all(client, run_ids, RUNS / seconds))
             for roles in plan[:KILLS]:
                 await asyncio.sleep(rng.uniform(0.5, seconds / KILLS))
-                await asyncio.to_thread(actors.kill, *roles)
-                await asyncio.to_thread(actors.start, *roles)
+                await off_loop(actors.kill, *roles)
+                await off_loop(actors.start, *roles)
             await submitting
             await watch.until_completed(set(run_ids), timeout=180, actors=actors)
             assert await client.delete_schedule("tick")
@@ -176,9 +183,9 @@ async def test_nats_restart_under_load(fresh_db_url: str, tmp_path: Path, nats: 
 
             submitting = asyncio.create_task(submit_all())
             await asyncio.sleep(5)
-            await asyncio.to_thread(nats.kill)
+            await off_loop(nats.kill)
             await asyncio.sleep(2)
-            await asyncio.to_thread(nats.start)
+            await off_loop(nats.start)
             await submitting
             answered = await asyncio.gather(*submissions)
             assert all(s.accepted is not None for s in answered), [s.run_id for s in answered if s.accepted is None][:5]
@@ -210,11 +217,11 @@ async def test_database_outage_under_load(tmp_path: Path, nats: EmbeddedNats) ->
             submissions = []
             for i, run_id in enumerate(run_ids):
                 if i == runs // 3:
-                    await asyncio.to_thread(pg.stop)
+                    await off_loop(pg.stop)
                     outage = time.monotonic()
                 if i == 2 * runs // 3:
                     await asyncio.sleep(max(0.0, 10 - (time.monotonic() - outage)))
-                    await asyncio.to_thread(pg.start)
+                    await off_loop(pg.start)
                 queue = "matrix" if i % 2 else None
                 submissions.append(asyncio.create_task(client.submit("ledger", f"job {i}", id=run_id, queue=queue, reply_timeout=120)))
                 await asyncio.sleep(10 / runs * 3 / 2)

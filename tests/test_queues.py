@@ -78,8 +78,8 @@ async def test_rate_limit_holds_in_every_rolling_window(db: str) -> None:
     times = sorted(t for _, t in started)
     assert len(times) == 9
     # Starts are timed at each run's first model call, a few ms after DBOS starts it;
-    # 0.1 s of slack keeps that jitter from counting as a violation.
-    busiest = max(sum(1 for u in times if t <= u < t + period - 0.1) for t in times)
+    # 0.2 s of slack keeps that jitter (up to 0.13 s seen on a loaded machine) from counting as a violation.
+    busiest = max(sum(1 for u in times if t <= u < t + period - 0.2) for t in times)
     assert busiest <= limit, f"{busiest} starts inside one {period}s window: {[round(t - times[0], 3) for t in times]}"
     assert times[-1] - times[0] >= 2 * period - 0.1  # 9 runs at 3 per second take at least two more windows
 
