@@ -31,6 +31,7 @@ from subjects.messages import (
     ScheduleList,
 )
 from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, Subjects
+from subjects.schema import write_or_check
 
 ASYNCAPI_FILE = Path(__file__).with_name("asyncapi.json")
 
@@ -269,15 +270,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not ASYNCAPI_FILE.exists() or ASYNCAPI_FILE.read_text() != text:
-            print(f"{ASYNCAPI_FILE} is out of date: run `python -m subjects.asyncapi`", file=sys.stderr)
-            return 1
-        return 0
-    ASYNCAPI_FILE.write_text(text)
-    print(f"wrote {ASYNCAPI_FILE}")
-    return 0
+    return write_or_check(ASYNCAPI_FILE, render(), "python -m subjects.asyncapi", argv)
 
 
 if __name__ == "__main__":

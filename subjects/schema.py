@@ -79,16 +79,20 @@ def render() -> str:
     return json.dumps(contract_schema(), indent=2, sort_keys=False) + "\n"
 
 
-def main(argv: list[str]) -> int:
-    text = render()
+def write_or_check(path: Path, text: str, command: str, argv: list[str]) -> int:
+    """Write a generated file, or with `--check` only say whether it is up to date."""
     if "--check" in argv:
-        if not SCHEMA_FILE.exists() or SCHEMA_FILE.read_text() != text:
-            print(f"{SCHEMA_FILE} is out of date: run `python -m subjects.schema`", file=sys.stderr)
+        if not path.exists() or path.read_text() != text:
+            print(f"{path} is out of date: run `{command}`", file=sys.stderr)
             return 1
         return 0
-    SCHEMA_FILE.write_text(text)
-    print(f"wrote {SCHEMA_FILE}")
+    path.write_text(text)
+    print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_or_check(SCHEMA_FILE, render(), "python -m subjects.schema", argv)
 
 
 if __name__ == "__main__":
