@@ -46,8 +46,7 @@ def _load() -> list[Schedule]:
 def _save(schedule: Schedule) -> None:
     table = store.bus_schedules
     with store.get_engine().begin() as conn:
-        conn.execute(sa.delete(table).where(table.c.name == schedule.name))
-        conn.execute(sa.insert(table).values(name=schedule.name, cron=schedule.cron, request=encode(schedule.request).decode(), created_at=schedule.created_at))
+        store.upsert(conn, table, [{"name": schedule.name, "cron": schedule.cron, "request": encode(schedule.request).decode(), "created_at": schedule.created_at}])
 
 
 def _delete(name: str) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from agents import Agent, function_tool
@@ -114,6 +116,24 @@ async def test_default_queue_admits_50_per_60_seconds(db: str) -> None:
     policy = await engine.blocking(engine.queue_policy, "default")
     assert policy.limiter["limit"] == 50
     assert policy.limiter["period"] == engine.limiter_period(60.0)
+
+
+async def test_processes_naming_a_new_queue_at_once_all_succeed(db: str) -> None:
+    """Several processes (here: threads with their own connections) meeting a queue for the
+    first time at the same moment each store the default policy; none fails on the other's row."""
+    queue = uid("race")
+    policy = timestep.queues.QueuePolicy(name=queue, limit=50, period=60.0)
+    barrier = threading.Barrier(8)
+
+    def register(replace: bool) -> None:
+        barrier.wait()
+        timestep.queues.store_policy(policy, replace=replace)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [pool.submit(register, i % 2 == 0) for i in range(8)]
+        for result in results:
+            result.result()
+    assert await engine.blocking(timestep.queues.stored_policy, queue) == policy
 
 
 async def test_queue_policy_changes_at_run_time(db: str) -> None:

@@ -92,16 +92,17 @@ def _register(policy: QueuePolicy, *, replace: bool) -> None:
         poll_seconds=Settings.from_env().queue_poll_seconds,
         replace=replace,
     )
-    table = store.queue_policies
-    row = {**msgspec.structs.asdict(policy), "updated_at": time.time()}
-    with store.get_engine().begin() as conn:
-        exists = conn.execute(sa.select(table.c.name).where(table.c.name == policy.name)).first() is not None
-        if exists and replace:
-            conn.execute(sa.update(table).where(table.c.name == policy.name).values(**row))
-        elif not exists:
-            conn.execute(sa.insert(table).values(**row))
+    store_policy(policy, replace=replace)
     with _known_lock:
         _known.add(policy.name)
+
+
+def store_policy(policy: QueuePolicy, *, replace: bool) -> None:
+    """Blocking: keep `policy` (over a stored one only with `replace`). Processes meeting a new
+    queue at the same moment all succeed: the insert ignores a row another one just wrote."""
+    row = {**msgspec.structs.asdict(policy), "updated_at": time.time()}
+    with store.get_engine().begin() as conn:
+        store.upsert(conn, store.queue_policies, [row], update=replace)
 
 
 def stored_policy(name: str) -> QueuePolicy | None:

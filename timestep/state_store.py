@@ -75,8 +75,7 @@ async def save_serialized(keys: list[str], agent_name: str, serialized: str) -> 
 
     def write(engine: sa.Engine) -> None:
         with engine.begin() as conn:
-            conn.execute(sa.delete(table).where(table.c.key.in_(keys)))
-            conn.execute(sa.insert(table), [{"key": k, "agent": agent_name, "state": serialized, "updated_at": now} for k in keys])
+            store.upsert(conn, table, [{"key": k, "agent": agent_name, "state": serialized, "updated_at": now} for k in keys])
 
     await store.run(write)
 

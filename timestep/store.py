@@ -107,6 +107,25 @@ def _create_tables(engine: sa.Engine, attempts: int = 20) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
+def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict], *, update: bool = True) -> None:
+    """Insert `rows`; a row whose primary key exists is overwritten (`update`) or left as is.
+    One statement, so processes writing the same key at once never fail on the unique key."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    if update:
+        changed = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+        statement = statement.on_conflict_do_update(index_elements=keys, set_=changed)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(statement, rows)
+
+
 async def run(fn: Callable[[sa.Engine], T]) -> T:
     """Run a short blocking database function off the event loop."""
     return await dbos_engine.blocking(lambda: fn(get_engine()))
