@@ -13,9 +13,11 @@ Lifecycle::
   comes after. A crash in between means a redelivery, which idempotency absorbs.
 - **Supervision**: a `handle` that raises is logged and its message redelivered
   after a backoff; after `max_deliver` attempts it is dead-lettered with its
-  reason and acknowledged, so it never blocks the messages behind it. A crashed
-  mailbox loop is restarted with a fresh subscription (which also re-binds the
-  consumer after a server restart). The process stays up.
+  reason and acknowledged, so it never blocks the messages behind it; one whose
+  handler was refused a publish by the NATS server (`PermissionDeniedError`) is
+  dead-lettered at once. A crashed mailbox loop is restarted with a fresh
+  subscription (which also re-binds the consumer after a server restart). The
+  process stays up.
 - **Shutdown**: the pull subscription is unsubscribed before the connection
   drains (a drain with an open pull subscription can hang), and in-flight
   handlers get `stop_timeout` seconds to finish.
@@ -38,6 +40,7 @@ from subjects.events import ErrorInfo
 from subjects.messages import Reply
 from timestep import metrics
 from timestep.bus import Bus
+from timestep.errors import PermissionDeniedError
 
 log = logging.getLogger("actors")
 
@@ -203,10 +206,12 @@ class Actor:
 
     async def _failed(self, msg: Msg, exc: Exception) -> None:
         attempt = msg.metadata.num_delivered or 1
-        if attempt >= self.max_deliver:
-            log.error("%s: giving up on a message on %s after %d attempts: %s: %s", self.name, msg.subject, attempt, type(exc).__name__, exc)
+        refused = isinstance(exc, PermissionDeniedError)  # no retry helps until the user's permissions change
+        if refused or attempt >= self.max_deliver:
+            reason = "publish not permitted" if refused else f"handling failed {attempt} times"
+            log.error("%s: giving up on a message on %s (%s): %s: %s", self.name, msg.subject, reason, type(exc).__name__, exc)
             try:
-                await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"handling failed {attempt} times", exc, origin=origin(msg))
+                await self.bus.dead_letter(msg.subject, msg.data, msg.headers, reason, exc, origin=origin(msg))
                 await msg.term()
                 self.dead_lettered += 1
             except Exception:

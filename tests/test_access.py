@@ -34,12 +34,12 @@ from openai.types.responses import Response, ResponseUsage
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database
-from subjects.events import Cancelled, Completed, Interrupted, Rejected, ToolCall, decode_event
+from subjects.events import Cancelled, Completed, Interrupted, Rejected, Started, ToolCall, decode_event
 from subjects.messages import DeadLetter, QueueConfigure, RunRequest, ScheduleCreate
 from subjects.names import DEAD_STREAM, EVENTS_STREAM
-from timestep.bus import Bus
+from timestep.bus import Bus, BusEventSink
 from timestep.client import Client, RunRejectedError
-from timestep.errors import RunCancelledError
+from timestep.errors import PermissionDeniedError, RunCancelledError
 from timestep.natsserver import EmbeddedNats, free_port
 from timestep.offline_model import OfflineDemoModel
 from timestep.settings import NatsSettings, Settings
@@ -329,6 +329,41 @@ async def test_client_is_refused_what_only_actors_and_admins_may_do(deployment: 
     assert actor_violations(deployment.server) == []
 
 
+async def test_a_refused_publish_fails_at_once_naming_the_subject_and_the_fix(tmp_path: Path) -> None:
+    """The server answers a refused publish with an error of its own, not a reply, so nats-py alone
+    would see a timeout, a transient error: publish_durably, settling and ensure_streams raise instead."""
+    passwords = {user: f"pw-{user}-{uuid.uuid4().hex}" for user in USERS}
+    with secured_server(tmp_path, passwords) as server:
+        as_user = lambda user: settings_for(server.url, user=user, password=passwords[user])  # noqa: E731
+        actor, client = await Bus.connect(settings=as_user("agent")), await Bus.connect(settings=as_user("client"))
+        try:
+            await actor.ensure_streams()
+            subject = client.subjects.events(uid("Forged"), "completed")  # nats-py lower-cases the server's error
+            with pytest.raises(PermissionDeniedError) as refused:
+                # A bound only so that a regression fails instead of hanging the suite.
+                await asyncio.wait_for(client.publish_durably(subject, b'{"type":"completed"}', uid("msg")), 60)
+            assert refused.value.subject == subject
+            assert f"NATS user 'client' may not publish to {subject}" in str(refused.value)
+            assert f"give this user publish permission on {subject} (see deploy/nats/permissions.conf)" in str(refused.value)
+            assert (await actor.js.stream_info(EVENTS_STREAM)).state.messages == 0
+
+            # Events published without waiting (an agent actor's run): settling reports the refusal and lets them go.
+            sink = BusEventSink(client)
+            sink.ACK_WAIT = 0.2
+            await sink.emit(Started(run_id=uid("Forged"), seq=1, time=time.time()))
+            with pytest.raises(PermissionDeniedError, match="give this user publish permission on timestep.runs.events."):
+                await asyncio.wait_for(sink.settle(), 60)
+            await asyncio.wait_for(sink.settle(), 60)  # nothing left to settle
+            assert (await actor.js.stream_info(EVENTS_STREAM)).state.messages == 0
+
+            # `timestep up` with a client's credentials cannot create the streams, and says so.
+            with pytest.raises(PermissionDeniedError, match=re.escape("may not publish to $JS.API.STREAM.CREATE.TIMESTEP_SUBMIT")):
+                await asyncio.wait_for(client.ensure_streams(), 60)
+        finally:
+            await actor.close()
+            await client.close()
+
+
 async def test_admin_configures_queues_and_schedules(deployment: Deployment) -> None:
     admin = await deployment.client("admin")
     try:
@@ -508,8 +543,6 @@ async def test_creds_file_in_operator_mode(tmp_path: Path, caplog: pytest.LogCap
         try:
             await actor.ensure_streams()  # the actor's permissions, as JWT claims, cover the streams
             run_id = uid("jwt")
-            from subjects.events import Started
-
             await actor.publish_event(Started(run_id=run_id, seq=1, time=time.time()))
             stored = await client.js.get_last_msg(EVENTS_STREAM, client.subjects.events(run_id, "started"), direct=True)
             assert json.loads(stored.data)["run_id"] == run_id

@@ -12,10 +12,11 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from actors.base import Actor
 from subjects.messages import DeadLetter
 from timestep.bus import Bus
+from timestep.errors import PermissionDeniedError
 
 
 class Flaky(Actor):
-    """Fails 'poison' always and 'twice' on its first two deliveries."""
+    """Fails 'poison' always, 'twice' on its first two deliveries, and 'denied' as a publish NATS refuses."""
 
     max_deliver = 3
     backoff = (0.05, 0.05, 0.05)
@@ -31,6 +32,8 @@ class Flaky(Actor):
     async def handle(self, msg) -> None:
         body = msg.data.decode()
         self.seen.append((body, msg.metadata.num_delivered))
+        if body == "denied":
+            raise PermissionDeniedError(self.bus.subjects.start, "agent")
         if body == "poison" or (body == "twice" and msg.metadata.num_delivered <= 2):
             raise RuntimeError(f"cannot handle {body}")
         self.done.append(body)
@@ -64,6 +67,29 @@ async def test_retries_then_dead_letters_without_blocking_others(nats_server) ->
     assert letter.subject == subject and letter.data == "poison"
     assert letter.reason == "handling failed 3 times" and letter.error.type == "RuntimeError"
     assert actor.dead_lettered == 1 and actor.redelivered == 4
+
+
+async def test_a_refused_publish_is_dead_lettered_at_once(nats_server) -> None:
+    """Retrying cannot help until the NATS user's permissions change."""
+    bus = await Bus.connect(nats_server.url)
+    await bus.ensure_streams()
+    name = f"T{uuid.uuid4().hex[:8]}".upper()
+    subject = f"test.{name.lower()}"
+    await bus.js.add_stream(StreamConfig(name=name, subjects=[subject], retention=RetentionPolicy.WORK_QUEUE))
+    dead = await bus.js.subscribe(bus.subjects.dead(subject), ordered_consumer=True, deliver_policy="new")
+    actor = Flaky(bus, name, subject)
+    await actor.start()
+    try:
+        await bus.js.publish(subject, b"denied")
+        letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
+    finally:
+        await actor.stop()
+        await dead.unsubscribe()
+        await bus.close()
+
+    assert actor.seen == [("denied", 1)] and actor.dead_lettered == 1 and actor.redelivered == 0
+    assert letter.reason == "publish not permitted" and letter.error.type == "PermissionDeniedError"
+    assert "give this user publish permission on timestep.runs.start" in letter.error.message
 
 
 async def test_stop_is_prompt_with_an_open_pull_subscription(nats_server) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ConfigurationError": "timestep.errors",
     "DuplicateRunError": "timestep.errors",
+    "PermissionDeniedError": "timestep.errors",
     "RunCancelledError": "timestep.errors",
     "RunTimeoutError": "timestep.errors",
     "TimestepError": "timestep.errors",
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
     from timestep.errors import (
         ConfigurationError,
         DuplicateRunError,
+        PermissionDeniedError,
         RunCancelledError,
         RunTimeoutError,
         TimestepError,

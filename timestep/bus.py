@@ -9,8 +9,9 @@ import re
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -37,6 +38,7 @@ from subjects.events import ErrorInfo, RunEvent, encode_event
 from subjects.messages import DeadLetter
 from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, WORK_STREAM, Subjects
 from timestep import metrics, observe
+from timestep.errors import PermissionDeniedError
 from timestep.settings import NatsSettings, Settings
 
 log = logging.getLogger("timestep.bus")
@@ -53,6 +55,9 @@ TRANSIENT = (
 STARTUP_RETRY_SECONDS = 60.0
 
 _json = msgspec.json.Encoder()
+_T = TypeVar("_T")
+#: The server's `-ERR` for a refused publish, as nats-py hands it to the error callback (lower-cased).
+_PUBLISH_REFUSED = re.compile(r'permissions violation for publish to "?([^"\s]+)"?', re.IGNORECASE)
 
 
 def connect_options(nats_settings: NatsSettings) -> dict[str, Any]:
@@ -75,6 +80,47 @@ def connect_options(nats_settings: NatsSettings) -> dict[str, Any]:
     return options
 
 
+class Refusals:
+    """The publishes the server refuses this connection, handed to the calls waiting on them.
+
+    A publish the user may not make gets no reply: the server sends `-ERR 'Permissions
+    Violation for Publish to "<subject>"'` and keeps the connection, and nats-py passes it
+    only to the error callback, so the refused request itself would just time out.
+
+    >>> with refusals.watch(["timestep.runs.start"]) as refused:
+    ...     ...  # `refused` gets the subject if the server refuses a publish to it meanwhile
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[str]]] = {}
+
+    def report(self, error: str) -> None:
+        """Called with each error the server sends; wakes the calls waiting on a refused subject."""
+        match = _PUBLISH_REFUSED.search(error)
+        if match is None:
+            return
+        subject = match.group(1).lower()  # nats-py lower-cases the server's errors
+        for refused in self._waiting.get(subject, ()):
+            if not refused.done():
+                refused.set_result(subject)
+
+    @contextmanager
+    def watch(self, subjects: list[str] | tuple[str, ...]) -> Iterator[asyncio.Future[str]]:
+        refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        keys = {subject.lower() for subject in subjects}
+        for key in keys:
+            self._waiting.setdefault(key, set()).add(refused)
+        try:
+            yield refused
+        finally:
+            for key in keys:
+                waiting = self._waiting.get(key)
+                if waiting is not None:
+                    waiting.discard(refused)
+                    if not waiting:
+                        del self._waiting[key]
+
+
 class Bus:
     """A NATS connection with the contract's streams. One per process.
 
@@ -82,11 +128,13 @@ class Bus:
     >>> await bus.ensure_streams()
     """
 
-    def __init__(self, nc: NatsClient, settings: Settings) -> None:
+    def __init__(self, nc: NatsClient, settings: Settings, *, refusals: Refusals | None = None) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.settings = settings
         self.subjects = Subjects(settings.prefix)
+        self.refusals = refusals or Refusals()
+        """Fed by the connection's error callback (see `connect`)."""
 
     @classmethod
     async def connect(cls, url: str | None = None, *, settings: Settings | None = None, name: str = "timestep") -> Bus:
@@ -96,8 +144,10 @@ class Bus:
             raise ValueError("no NATS URL: set NATS_URL, or start the embedded server with `timestep up`")
 
         last_error: list[BaseException] = []
+        refusals = Refusals()
 
         async def on_error(exc: Exception) -> None:
+            refusals.report(str(exc))
             # An authorization or TLS error says more than the connection reset that follows it.
             if not last_error or not (isinstance(last_error[0], ssl.SSLError) or "Authoriz" in str(last_error[0])):
                 last_error[:] = [exc]
@@ -140,7 +190,7 @@ class Bus:
                 f"could not connect to NATS at {redact_url(url)} within {settings.nats.connect_deadline:g} s "
                 f"({type(cause).__name__}: {redact_url(str(cause))}); {check}"
             ) from None
-        return cls(nc, settings)
+        return cls(nc, settings, refusals=refusals)
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -182,7 +232,8 @@ class Bus:
     async def ensure_streams(self) -> None:
         """Create the contract's streams, or bring their settings up to date (idempotent)."""
         for config in self.stream_configs():
-            await _retrying(f"stream {config.name}", lambda config=config: self._ensure_stream(config))
+            api = [f"{JS_API}.STREAM.{op}.{config.name}" for op in ("CREATE", "UPDATE")]
+            await self._retrying(f"stream {config.name}", lambda config=config: self._ensure_stream(config), *api)
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         try:
@@ -192,6 +243,22 @@ class Bus:
                 await self.js.update_stream(config)
             except BadRequestError as exc:
                 log.warning("stream %s exists with settings that cannot change (%s); using it as it is", config.name, exc)
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]], *publishes_to: str) -> _T:
+        """Retry a JetStream API call through transient errors (a cluster electing leaders, a
+        server restarting) for up to STARTUP_RETRY_SECONDS, then fail with the reason; fail at
+        once when the server refuses the user a publish to one of the subjects it uses."""
+        deadline = time.monotonic() + STARTUP_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            try:
+                return await self._unless_refused(call(), *publishes_to, what=what)
+            except TRANSIENT as exc:
+                if time.monotonic() > deadline:
+                    raise ConnectionError(f"JetStream did not answer for {what} within {STARTUP_RETRY_SECONDS:g} s ({type(exc).__name__})") from exc
+                log.warning("%s: %s; retrying in %.1f s", what, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def pull(self, stream: str, durable: str, filter_subject: str, *, ack_wait: float = 30.0, max_ack_pending: int = 1000) -> Any:
         """A durable pull subscription (created with this config if missing)."""
@@ -206,14 +273,33 @@ class Bus:
 
     # --- publishing -----------------------------------------------------------
 
+    async def _unless_refused(self, call: Awaitable[_T], *subjects: str, what: str = "") -> _T:
+        """`call`'s result; or PermissionDeniedError as soon as the server refuses this connection
+        a publish to one of `subjects` (see `Refusals`), instead of the timeout `call` would end in.
+
+        >>> await bus._unless_refused(bus.js.publish(subject, data), subject)
+        """
+        with self.refusals.watch(subjects) as refused:
+            task = asyncio.ensure_future(call)
+            try:
+                await asyncio.wait((task, refused), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not task.done():
+                    task.cancel()
+        if refused.done() and (not task.done() or task.cancelled() or task.exception() is not None):
+            subject = next(s for s in subjects if s.lower() == refused.result())
+            raise PermissionDeniedError(subject, self.settings.nats.user, what)
+        return task.result()
+
     async def publish_durably(self, subject: str, data: bytes, msg_id: str, *, headers: dict[str, str] | None = None) -> bool:
-        """Publish to JetStream, retrying transient failures until stored.
+        """Publish to JetStream, retrying transient failures until stored; raises
+        PermissionDeniedError, without retrying, when the user may not publish to `subject`.
         Returns True when JetStream had it already (a repeat inside the duplicate window)."""
         all_headers = {**JSON_HEADERS, "Nats-Msg-Id": msg_id, **(headers or {})}
         delay = 0.05
         while True:
             try:
-                ack = await self.js.publish(subject, data, headers=all_headers, timeout=5)
+                ack = await self._unless_refused(self.js.publish(subject, data, headers=all_headers, timeout=5), subject)
                 return bool(ack.duplicate)
             except TRANSIENT as exc:
                 log.warning("publish to %s failed (%s); retrying in %.2fs", subject, type(exc).__name__, delay)
@@ -285,14 +371,15 @@ class Bus:
             except NotFoundError:
                 return await self.js.create_key_value(bucket=AGENTS_BUCKET, history=1, replicas=self.settings.stream_replicas)
 
-        return await _retrying("the agents bucket", open_or_create)
+        api = [f"{JS_API}.STREAM.{op}.KV_{AGENTS_BUCKET}" for op in ("INFO", "CREATE")]
+        return await self._retrying("the agents bucket", open_or_create, *api)
 
     async def announce_agents(self, names: list[str], executor_id: str) -> None:
         """An agent actor says which agents it hosts (a governor rejects requests for others)."""
         bucket = await self._agents_bucket()
         for name in names:
-            entry = _json.encode({"executor_id": executor_id, "time": time.time()})
-            await _retrying("the agents bucket", lambda name=name, entry=entry: bucket.put(_agent_key(name), entry))
+            key, entry = _agent_key(name), _json.encode({"executor_id": executor_id, "time": time.time()})
+            await self._retrying("the agents bucket", lambda key=key, entry=entry: bucket.put(key, entry), f"$KV.{AGENTS_BUCKET}.{key}")
 
     async def agent_hosted(self, name: str) -> bool:
         bucket = await self._agents_bucket()
@@ -362,22 +449,7 @@ class Bus:
 
 
 AGENTS_BUCKET = "TIMESTEP_AGENTS"
-
-
-async def _retrying(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-    """Retry a JetStream API call through transient errors (a cluster electing leaders, a
-    server restarting) for up to STARTUP_RETRY_SECONDS, then fail with the reason."""
-    deadline = time.monotonic() + STARTUP_RETRY_SECONDS
-    delay = 0.1
-    while True:
-        try:
-            return await call()
-        except TRANSIENT as exc:
-            if time.monotonic() > deadline:
-                raise ConnectionError(f"JetStream did not answer for {what} within {STARTUP_RETRY_SECONDS:g} s ({type(exc).__name__})") from exc
-            log.warning("%s: %s; retrying in %.1f s", what, type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+JS_API = "$JS.API"  # the JetStream API's subject prefix (nc.jetstream()'s default)
 
 
 def _agent_key(name: str) -> str:
@@ -413,7 +485,8 @@ class BusEventSink:
 
     `emit` publishes without waiting; `settle`, which a run calls before a step (or the run)
     is recorded as done, waits until JetStream stored every event emitted before it, and
-    publishes again (same Nats-Msg-Id) any whose acknowledgement did not come."""
+    publishes again (same Nats-Msg-Id) any whose acknowledgement did not come; it raises
+    PermissionDeniedError, after trying them all, when the server refused one."""
 
     ACK_WAIT = 5.0
 
@@ -433,10 +506,18 @@ class BusEventSink:
 
     async def settle(self) -> None:
         snapshot = list(self._pending)
+        if snapshot:
+            await asyncio.wait([entry[0] for entry in snapshot], timeout=self.ACK_WAIT)
+        refused: PermissionDeniedError | None = None
         for future, subject, data, msg_id, headers in snapshot:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                continue
+            future.cancel()  # no ack: free its place among nats-py's pending publishes
             try:
-                await asyncio.wait_for(asyncio.shield(future), self.ACK_WAIT)
-            except Exception:
                 await self.bus.publish_durably(subject, data, msg_id, headers=headers)
+            except PermissionDeniedError as exc:
+                refused = refused or exc  # the others still get their chance
         done = {id(entry) for entry in snapshot}
         self._pending = [entry for entry in self._pending if id(entry) not in done]
+        if refused is not None:
+            raise refused

@@ -67,3 +67,18 @@ class RunTimeoutError(RunCancelledError):
             f"run {workflow_id!r} exceeded timeout_seconds={timeout_seconds:g} and was cancelled",
         )
         self.timeout_seconds = timeout_seconds
+
+
+class PermissionDeniedError(TimestepError):
+    """The NATS server refused this connection's user a publish (a JetStream API call is one too).
+    Retrying cannot help until the user's permissions change."""
+
+    def __init__(self, subject: str, user: str | None, what: str = "") -> None:
+        who = f"NATS user {user!r}" if user else "this connection's NATS user"
+        purpose = f" ({what})" if what else ""
+        super().__init__(
+            f"{who} may not publish to {subject}{purpose}: the server refused it; "
+            f"give this user publish permission on {subject} (see deploy/nats/permissions.conf)"
+        )
+        self.subject = subject
+        self.user = user
