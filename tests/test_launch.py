@@ -9,9 +9,9 @@ import textwrap
 from pathlib import Path
 
 
-def _run(code: str, home: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY")}
-    env["TIMESTEP_HOME"] = str(home)
+def _run(code: str, home: Path, **extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "TIMESTEP_SQLITE_WAL")}
+    env.update(TIMESTEP_HOME=str(home), **extra)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -63,3 +63,28 @@ def test_configure_and_launch_before_any_loop_like_the_seed(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "You said: hello"
     assert (tmp_path / "seed.sqlite").exists()
+
+
+def test_sqlite_runs_in_write_ahead_log_mode_unless_turned_off(tmp_path: Path) -> None:
+    """WAL lets queue pollers read while a run writes; TIMESTEP_SQLITE_WAL=0 keeps the rollback
+    journal for a file system without shared memory. Runs work either way."""
+    import sqlite3
+
+    code = """
+        import asyncio
+        from agents import Agent
+        import timestep
+
+        timestep.ensure_dbos_launched()
+        print(asyncio.run(timestep.run_agent_workflow(Agent(name="a"), "hi")).output)
+        """
+    for setting, mode in [(None, "wal"), ("0", "delete")]:
+        home = tmp_path / (setting or "default")
+        done = _run(code, home, **({"TIMESTEP_SQLITE_WAL": setting} if setting else {}))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip() == "You said: hi"
+        connection = sqlite3.connect(home / "timestep.sqlite")
+        try:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == mode
+        finally:
+            connection.close()

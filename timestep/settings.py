@@ -138,6 +138,8 @@ class Settings:
     """TIMESTEP_HTTP_PORT: port of /healthz, /readyz and /metrics; unset means no endpoint, 0 a free port."""
     log_format: str = "human"
     """TIMESTEP_LOG_FORMAT: `json` makes every log line a JSON object with the run id; default `human`."""
+    sqlite_wal: bool = True
+    """TIMESTEP_SQLITE_WAL: SQLite in write-ahead-log mode (default 1); 0 keeps SQLite's rollback journal (a network file system)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -163,4 +165,5 @@ class Settings:
             http_host=os.environ.get("TIMESTEP_HTTP_HOST") or "127.0.0.1",
             http_port=_port("TIMESTEP_HTTP_PORT"),
             log_format=_log_format(),
+            sqlite_wal=os.environ.get("TIMESTEP_SQLITE_WAL", "1") not in ("0", "false", "no", "off"),
         )
