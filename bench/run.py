@@ -1,10 +1,13 @@
 """Timestep's benchmark: the same workloads on every system, side by side, in one run.
 
-    python bench/run.py [--runs 200] [--backends sqlite,postgres] [--concurrency 1,32]
+    python bench/run.py [--runs 200] [--rounds 3] [--backends sqlite,postgres] [--concurrency 1,32]
                         [--workloads W1,W2,W3] [--out bench/results]
 
 Each backend gets a fresh database. Systems (a)-(d) run in one process per backend,
-(e)-(f) publish from one process to actors (`timestep up`) in another. Writes
+(e)-(f) publish from one process to actors (`timestep up`) in another. The runs of each
+case are split over rounds, and every round runs every system: a machine whose speed
+drifts (a shared one does, by 2x within an hour) then moves all systems of a round alike,
+and each ratio is taken within a round. Writes
 results.json, results.md and chart.png to --out and prints the Markdown table.
 """
 
@@ -105,7 +108,7 @@ def _stop(proc: subprocess.Popen | None) -> None:
             proc.kill()
 
 
-def _bus_cases(backend: Backend, args: argparse.Namespace) -> tuple[list[dict], dict]:
+def _bus_cases(backend: Backend, args: argparse.Namespace, *, governor: bool = True) -> tuple[list[dict], dict]:
     nats = EmbeddedNats(backend.workdir / "nats", port=free_port())
     url = nats.start()
     started = time.perf_counter()
@@ -114,7 +117,7 @@ def _bus_cases(backend: Backend, args: argparse.Namespace) -> tuple[list[dict], 
         up_seconds = time.perf_counter() - started
         rows = _cases("bus", backend, args, nats_url=url)
         extra = {"actors_rss_mb": _peak_rss_mb(actors.pid), "up_seconds": round(up_seconds, 2)}
-        if args.governor_requests:
+        if governor and args.governor_requests:
             [governor] = _cases(
                 "governor", backend, args, nats_url=url, db_url=backend.url, requests=str(args.governor_requests),
                 limit=str(args.governor_limit), period="1",
@@ -208,6 +211,51 @@ def _recovery(backend: Backend, runs: int, standby: bool = False) -> dict:
         nats.stop()
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _combine(rounds: list[list[dict]]) -> list[dict]:
+    """One row per case: the median over rounds of throughput and latencies (each round's p99
+    is its own), the highest RSS, and the per-round throughputs."""
+    cases: dict[tuple, list[dict]] = {}
+    for rows in rounds:
+        for row in rows:
+            cases.setdefault((row["backend"], row["workload"], row["concurrency"], row["system"]), []).append(row)
+    combined = []
+    for key, rows in cases.items():
+        row = dict(rows[0])
+        for field in ("throughput", "p50_ms", "p99_ms", "started_p50_ms", "started_p99_ms"):
+            if field in row:
+                row[field] = round(_median([r[field] for r in rows]), 2)
+        for field in ("rss_mb", "actors_rss_mb"):
+            if field in row:
+                row[field] = max(r[field] for r in rows)
+        row["runs"] = sum(r["runs"] for r in rows)
+        row["round_throughputs"] = [r["throughput"] for r in rows]
+        combined.append(row)
+    return combined
+
+
+def _round_ratios(rounds: list[list[dict]]) -> list[dict]:
+    """Each ratio computed within each round (the systems ran side by side, minutes apart at
+    most), then the median over rounds and the lowest and highest."""
+    per_round = [_ratios(rows) for rows in rounds]
+    out = []
+    for index, first in enumerate(per_round[0]):
+        same = [r[index] for r in per_round]
+        entry = {k: first[k] for k in ("backend", "workload", "concurrency")}
+        for key in ("d_vs_b", "d_vs_c", "e_vs_d", "f_vs_d", "e_minus_d_p50_ms"):
+            values = [r[key] for r in same if r.get(key) is not None]
+            entry[key] = round(_median(values), 2) if values else None
+            if values and len(values) > 1:
+                entry[key + "_range"] = [min(values), max(values)]
+        out.append(entry)
+    return out
+
+
 def _ratios(rows: list[dict]) -> list[dict]:
     """Throughput ratios of (d) to (b) and (c), and of (e) to (d), per backend, workload, concurrency."""
     table: dict[tuple, dict[str, dict]] = {}
@@ -231,8 +279,12 @@ def _ratios(rows: list[dict]) -> list[dict]:
 
 
 def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
+    rounds = meta.get("rounds", 1)
     lines = [
-        f"Runs per case: {meta['runs']}; machine: {meta['machine']}; {meta['when']}.",
+        f"Runs per case: {meta['runs']}"
+        + (f", in {rounds} rounds (each round runs every system once; figures are medians over rounds, ratios"
+           " are taken within each round, then the median and, in brackets, the lowest and highest)" if rounds > 1 else "")
+        + f"; machine: {meta['machine']}; {meta['when']}.",
         "",
         "| backend | workload | conc. | system | runs/s | p50 ms | p99 ms | publish→started p50 ms | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -245,10 +297,16 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
             f"{r['throughput']} | {r['p50_ms']} | {r['p99_ms']} | {started} | {rss} |"
         )
     lines += ["", "| backend | workload | conc. | (d)/(b) | (d)/(c) | (e)/(d) | (f)/(d) | (e)−(d) p50 ms |", "|---|---|---|---|---|---|---|---|"]
+    def cell(r: dict, key: str) -> str:
+        if r.get(key) is None:
+            return "-"
+        low_high = r.get(key + "_range")
+        return f"{r[key]} ({low_high[0]} to {low_high[1]})" if low_high else str(r[key])
+
     for r in ratios:
         lines.append(
-            f"| {r['backend']} | {r['workload']} | {r['concurrency']} | {r['d_vs_b'] or '-'} | {r['d_vs_c'] or '-'} | "
-            f"{r['e_vs_d'] or '-'} | {r['f_vs_d'] or '-'} | {r.get('e_minus_d_p50_ms', '-')} |"
+            f"| {r['backend']} | {r['workload']} | {r['concurrency']} | {cell(r, 'd_vs_b')} | {cell(r, 'd_vs_c')} | "
+            f"{cell(r, 'e_vs_d')} | {cell(r, 'f_vs_d')} | {cell(r, 'e_minus_d_p50_ms')} |"
         )
     governed = {b: e["governor"] for b, e in meta.get("bus", {}).items() if "governor" in e}
     if governed:
@@ -356,7 +414,8 @@ def _backlog(backend: Backend, requests: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=200, help="runs per case, split over the rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="every system runs once per round; ratios are taken within a round")
     parser.add_argument("--backends", type=lambda s: s.split(","), default=["sqlite", "postgres"])
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=["W1", "W2", "W3"])
@@ -369,9 +428,10 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    rows: list[dict] = []
+    rounds: list[list[dict]] = [[] for _ in range(args.rounds)]
     meta: dict = {
         "runs": args.runs,
+        "rounds": args.rounds,
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "bus": {},
@@ -395,11 +455,15 @@ def main() -> int:
                     print(f"[{name}] backlog ...", file=sys.stderr, flush=True)
                     meta["bus"][name] = {"backlog": _backlog(backend, args.backlog_requests)}
                     continue
-                print(f"[{name}] systems a-d ...", file=sys.stderr, flush=True)
-                rows += _cases("local", backend, args, db_url=backend.url)
-                print(f"[{name}] systems e-f ...", file=sys.stderr, flush=True)
-                bus_rows, extra = _bus_cases(backend, args)
-                rows += bus_rows
+                per_round = argparse.Namespace(**{**vars(args), "runs": max(1, args.runs // args.rounds)})
+                extra = {}
+                for index in range(args.rounds):
+                    print(f"[{name}] round {index + 1}/{args.rounds}: systems a-d ...", file=sys.stderr, flush=True)
+                    round_rows = _cases("local", backend, per_round, db_url=backend.url)
+                    print(f"[{name}] round {index + 1}/{args.rounds}: systems e-f ...", file=sys.stderr, flush=True)
+                    bus_rows, bus_extra = _bus_cases(backend, per_round, governor=index == 0)
+                    rounds[index] += round_rows + bus_rows
+                    extra = {**bus_extra, **extra}  # the first round's start-up time and governor check
                 if args.recovery_runs:
                     print(f"[{name}] recovery ...", file=sys.stderr, flush=True)
                     extra["recovery"] = _recovery(backend, args.recovery_runs)
@@ -417,8 +481,9 @@ def main() -> int:
         (args.out / f"{args.only}.md").write_text(f"{meta['machine']}; {meta['when']}.\n\n" + text)
         print(text)
         return 0
-    ratios = _ratios(rows)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios}, indent=1))
+    rows = _combine(rounds)
+    ratios = _round_ratios(rounds)
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios, "rounds": rounds}, indent=1))
     markdown = _markdown(rows, ratios, meta)
     (args.out / "results.md").write_text(markdown)
     _chart(rows, args.out / "chart.png")

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_smoke(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", "2", "--backends", "sqlite", "--concurrency", "1,2",
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", "4", "--rounds", "2", "--backends", "sqlite", "--concurrency", "1,2",
          "--workloads", "W2,W3", "--out", str(tmp_path), "--governor-requests", "20", "--governor-limit", "10", "--recovery-runs", "2",
          "--backlog-requests", "20"],
         capture_output=True, text=True, timeout=300,
@@ -27,6 +27,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert all(r["throughput"] > 0 and r["p50_ms"] > 0 for r in results["rows"])
     assert all(r["started_p50_ms"] > 0 for r in results["rows"] if r["system"] in "ef")
     assert "| (d)/(b) |" in (tmp_path / "results.md").read_text()
+    # every system ran in each of the two rounds; a ratio is the median of the rounds' with their range
+    assert [len(r) for r in results["rounds"]] == [len(results["rows"])] * 2
+    assert all(r["round_throughputs"] and len(r["round_throughputs"]) == 2 for r in results["rows"])
+    w2 = next(r for r in results["ratios"] if r["workload"] == "W2" and r["concurrency"] == 1)
+    low, high = w2["e_vs_d_range"]
+    assert low <= w2["e_vs_d"] <= high
     governor = results["meta"]["bus"]["sqlite"]["governor"]
     assert governor["requests"] == 20 and governor["max_in_window"] >= 1
     recovery = results["meta"]["bus"]["sqlite"]["recovery"]
