@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import nats
 
+from processes import process_env, stop, up, wait_printed_async
 from timestep.natsserver import EmbeddedNats, free_port
-
-TESTS = Path(__file__).parent
 
 
 class NatsCluster:
@@ -144,8 +141,7 @@ class Processes:
         self._starts = 0
 
     def env(self, executor: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "NATS_URL")}
-        env.update(
+        return process_env(
             NATS_URL=self.nats_url,
             PG_CONNECTION_URI=self.db_url,
             TIMESTEP_HOME=str(self.tmp / "home"),
@@ -153,10 +149,8 @@ class Processes:
             TIMESTEP_EXECUTOR_ID=executor,
             TIMESTEP_TEST_LOG=str(self.log),
             TIMESTEP_QUEUE_POLL_SECONDS="0.05",
-            PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
             **self.extra_env,
         )
-        return env
 
     async def start(self, *nodes: tuple[str, str], timeout: float = 90) -> None:
         """Start (role, executor id) processes side by side; return once every one is up."""
@@ -164,16 +158,10 @@ class Processes:
         for role, executor in nodes:
             self._starts += 1
             out = self.tmp / f"{executor}-{self._starts}.out"
-            args = [sys.executable, "-m", "timestep.cli", "up", "--agents", "bus_agents", "--role", role]
-            self.procs[executor] = subprocess.Popen(args, env=self.env(executor), stdout=out.open("w"), stderr=subprocess.STDOUT)
+            self.procs[executor] = up(out, self.env(executor), "--agents", "bus_agents", "--role", role)
             self.outputs[out.stem] = out
-            started.append((executor, out))
-        deadline = time.monotonic() + timeout
-        for executor, out in started:
-            while "timestep up:" not in out.read_text():
-                if self.procs[executor].poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"{executor} did not come up: {out.read_text()[-3000:]}")
-                await asyncio.sleep(0.1)
+            started.append((self.procs[executor], out))
+        await wait_printed_async(started, timeout=timeout)
 
     def kill(self, executor: str) -> int:
         proc = self.procs[executor]
@@ -196,12 +184,4 @@ class Processes:
         return "\n".join(f"--- {e}\n" + "\n".join(p.read_text().splitlines()[-lines:]) for e, p in self.outputs.items())
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(self.procs.values(), wait=20)

@@ -10,16 +10,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from timestep.natsserver import EmbeddedNats, free_port
+from processes import process_env, stop, up, wait_printed
+from timestep.natsserver import free_port
 
-TESTS = Path(__file__).parent
 ROLES = ("agent", "governor", "scheduler")
 
 
@@ -40,8 +38,8 @@ class Actors:
         self.kills: Counter[str] = Counter()
 
     def env(self, role: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "NATS_URL", "TIMESTEP_HTTP_PORT")}
-        env.update(
+        env = process_env(
+            "TIMESTEP_HTTP_PORT",
             NATS_URL=self.nats_url,
             TIMESTEP_HOME=str(self.tmp / "home"),
             TIMESTEP_DB_POOL_SIZE="6",  # many processes share the test server's 100 connections
@@ -50,7 +48,6 @@ class Actors:
             TIMESTEP_QUEUE_POLL_SECONDS="0.05",
             # A killed actor's unacknowledged messages go to its successor after this long.
             TIMESTEP_ACK_WAIT="3",
-            PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
         )
         if not self.db_url.startswith("sqlite"):
             env["PG_CONNECTION_URI"] = self.db_url
@@ -62,15 +59,9 @@ class Actors:
         for role in roles:
             self.starts[role] += 1
             out = self.tmp / f"{role}-{self.starts[role]}.out"
-            args = [sys.executable, "-m", "timestep.cli", "up", "--agents", self.agents_module, "--role", role]
-            self.procs[role] = subprocess.Popen(args, env=self.env(role), stdout=out.open("w"), stderr=subprocess.STDOUT)
-            pending.append((role, out))
-        deadline = time.monotonic() + timeout
-        for role, out in pending:
-            while "timestep up:" not in out.read_text():
-                if self.procs[role].poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"{role} did not come up: {out.read_text()[-3000:]}")
-                time.sleep(0.05)
+            self.procs[role] = up(out, self.env(role), "--agents", self.agents_module, "--role", role)
+            pending.append((self.procs[role], out))
+        wait_printed(pending, timeout=timeout)
 
     def kill(self, *roles: str) -> None:
         for role in roles:
@@ -84,15 +75,7 @@ class Actors:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-(tail or 0):]}" for p in sorted(self.tmp.glob("*.out")))
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(self.procs.values())
         self.procs = {}
 
 

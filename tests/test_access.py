@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from openai.types.responses import Response, ResponseUsage
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database
+from processes import stop, wait_printed
 from subjects.events import Cancelled, Completed, Interrupted, Rejected, Started, ToolCall, decode_event
 from subjects.messages import DeadLetter, QueueConfigure, RunRequest, ScheduleCreate
 from subjects.names import DEAD_STREAM, EVENTS_STREAM
@@ -192,23 +192,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         procs.append(subprocess.Popen(args, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT))
     deployed = Deployment(server, url, passwords, api_key, db_password, model, outputs, procs)
     try:
-        deadline = time.monotonic() + 90
-        for proc, out in zip(procs, outputs):
-            while "timestep up:" not in out.read_text():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"{out.stem} did not come up: {out.read_text()[-3000:]}")
-                time.sleep(0.05)
+        wait_printed(zip(procs, outputs))
         yield deployed
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(procs, wait=20)
         server.stop()
         model.close()
         if db_url:

@@ -4,23 +4,20 @@ database: an approval after every process restarted, two governors, two schedule
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from processes import process_env, stop, up, wait_printed
 from subjects.events import Completed, Interrupted, Started
 from timestep.client import Client
 from timestep.natsserver import EmbeddedNats, free_port
 
 AGENT = "bus-assistant"
-TESTS = Path(__file__).parent
 
 
 class Cluster:
@@ -35,15 +32,13 @@ class Cluster:
         self.procs: list[subprocess.Popen] = []
 
     def env(self, executor: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "NATS_URL")}
-        env.update(
+        env = process_env(
             NATS_URL=self.url,
             TIMESTEP_HOME=str(self.tmp / "home"),
             TIMESTEP_DB_POOL_SIZE="6",  # many processes share the test server's 100 connections
             TIMESTEP_EXECUTOR_ID=executor,
             TIMESTEP_TEST_LOG=str(self.log),
             TIMESTEP_QUEUE_POLL_SECONDS="0.05",
-            PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
         )
         if not self.db_url.startswith("sqlite"):
             env["PG_CONNECTION_URI"] = self.db_url
@@ -54,33 +49,17 @@ class Cluster:
         started = []
         for roles, executor in nodes:
             out = self.tmp / f"{executor}-{len(self.procs)}.out"
-            args = [sys.executable, "-m", "timestep.cli", "up", "--agents", "bus_agents"]
-            for role in roles:
-                args += ["--role", role]
-            proc = subprocess.Popen(args, env=self.env(executor), stdout=out.open("w"), stderr=subprocess.STDOUT)
+            proc = up(out, self.env(executor), "--agents", "bus_agents", *(arg for role in roles for arg in ("--role", role)))
             self.procs.append(proc)
-            started.append((proc, out, executor))
-        deadline = time.monotonic() + timeout
-        for proc, out, executor in started:
-            while "timestep up:" not in out.read_text():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"{executor} did not come up: {out.read_text()[-3000:]}")
-                time.sleep(0.05)
-        return [proc for proc, _, _ in started]
+            started.append((proc, out))
+        wait_printed(started, timeout=timeout)
+        return [proc for proc, _ in started]
 
     def calls(self) -> list[str]:
         return [line.split(" pid=")[0] for line in self.log.read_text().splitlines()] if self.log.exists() else []
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(self.procs, wait=20)
         self.nats.stop()
 
 

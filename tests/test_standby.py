@@ -5,41 +5,29 @@ holder is SIGKILLed."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
-from subjects.events import Completed, ToolCall
+from processes import process_env, stop, up, wait_printed
+from subjects.events import ToolCall
 from timestep.client import Client
 from timestep.natsserver import EmbeddedNats, free_port
 
-TESTS = Path(__file__).parent
 
-
-def up(tmp: Path, db_url: str, nats_url: str, name: str, *extra: str) -> tuple[subprocess.Popen, Path]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "NATS_URL")}
-    env.update(
-        NATS_URL=nats_url, TIMESTEP_HOME=str(tmp / "home"), TIMESTEP_EXECUTOR_ID="node-1", TIMESTEP_TEST_LOG=str(tmp / "calls.log"),
-        PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
-    )
+def node(tmp: Path, db_url: str, nats_url: str, name: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """Agent and governor under executor id node-1 (every one of them: that is the point)."""
+    env = process_env(NATS_URL=nats_url, TIMESTEP_HOME=str(tmp / "home"), TIMESTEP_EXECUTOR_ID="node-1", TIMESTEP_TEST_LOG=str(tmp / "calls.log"))
     if not db_url.startswith("sqlite"):
         env["PG_CONNECTION_URI"] = db_url
     out = tmp / f"{name}.out"
-    args = [sys.executable, "-m", "timestep.cli", "up", "--agents", "bus_agents", "--role", "agent", "--role", "governor", *extra]
-    return subprocess.Popen(args, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT), out
+    return up(out, env, "--agents", "bus_agents", "--role", "agent", "--role", "governor", *extra), out
 
 
 def wait_for(out: Path, text: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in out.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{out.name}: no {text!r}: {out.read_text()[-3000:]}")
-        time.sleep(0.05)
+    wait_printed([(proc, out)], text, timeout)
 
 
 async def test_a_standby_takes_over_the_runs_of_a_killed_process(fresh_db_url: str, tmp_path: Path) -> None:
@@ -47,18 +35,18 @@ async def test_a_standby_takes_over_the_runs_of_a_killed_process(fresh_db_url: s
     nats.start()
     procs = []
     try:
-        primary, out = up(tmp_path, fresh_db_url, nats.url, "primary")
+        primary, out = node(tmp_path, fresh_db_url, nats.url, "primary")
         procs.append(primary)
         wait_for(out, "timestep up:", primary)
 
         # The same id again: refused at once, with the reason and the way out.
-        twin, twin_out = up(tmp_path, fresh_db_url, nats.url, "twin")
+        twin, twin_out = node(tmp_path, fresh_db_url, nats.url, "twin")
         procs.append(twin)
         assert twin.wait(60) != 0
         said = twin_out.read_text()
         assert "TIMESTEP_EXECUTOR_ID='node-1' is held by another live process" in said and "--standby" in said, said[-2000:]
 
-        standby, standby_out = up(tmp_path, fresh_db_url, nats.url, "standby", "--standby")
+        standby, standby_out = node(tmp_path, fresh_db_url, nats.url, "standby", "--standby")
         procs.append(standby)
         wait_for(standby_out, "standby for executor id 'node-1'", standby)
 
@@ -80,12 +68,5 @@ async def test_a_standby_takes_over_the_runs_of_a_killed_process(fresh_db_url: s
         # Each tool call was cut off by the SIGKILL and ran once more in the standby; no more than that.
         assert all(calls[f"think:{s}"] == 2 for s in seconds), calls
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         nats.stop()

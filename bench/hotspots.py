@@ -1,14 +1,14 @@
 """Where the time goes: CPU per run of each system, an idle process's CPU, and a py-spy profile
 of the actors process and of a `run_agent_workflow` process, summarised by who owns the code.
 
-    python bench/profile.py [--backend sqlite|postgres] [--runs 1000] [--concurrency 32] [--out bench/results]
+    python bench/hotspots.py [--backend sqlite|postgres] [--runs 1000] [--concurrency 32] [--out bench/results]
 
 Throughput on a 2-core machine is bound by CPU, so CPU milliseconds per run are the figure
 to take out. Part 1 runs (a), (b), (c), (d) on W2 one after another in one process and reads
 the process's CPU time (all threads) per run, minus what the process spends idle (queue
 polling). Part 2 samples, with `py-spy record --gil` (only the thread holding the GIL: Python
 work), the actors of (e) and a (d) process, and attributes each sample to the innermost frame
-owned by the Agents SDK, DBOS, Timestep, the actors or nats-py. Writes profile.md (and the raw
+owned by the Agents SDK, DBOS, Timestep, the actors or nats-py. Writes hotspots-<backend>.md (and the raw
 stacks, for flame graphs) to --out. py-spy comes with the bench extra.
 """
 
@@ -29,14 +29,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import Backend, _start_actors, _stop  # noqa: E402
+from run import Backend  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
 from timestep.natsserver import EmbeddedNats, free_port  # noqa: E402
 
 OWNERS = {
     "agents/": "Agents SDK", "dbos/": "DBOS (with SQLAlchemy)", "timestep/": "Timestep", "actors/": "actors",
-    "nats/": "nats-py", "cases.py": "benchmark driver", "bench_agents": "benchmark model",
+    "nats/": "nats-py", "asyncio/": "asyncio (the event loop)", "selectors.py": "asyncio (the event loop)",
+    "concurrent/futures": "threads (hand-offs)", "cases.py": "benchmark driver", "bench_agents": "benchmark model",
 }
 
 CPU_PER_RUN = """
@@ -86,8 +87,9 @@ def _owner(frame: str) -> str | None:
 
 
 def summarise(raw: Path, top: int = 12) -> dict:
-    """Share of GIL-held samples by owner (innermost owned frame), and the heaviest owned functions."""
-    total = 0
+    """Share of GIL-held samples by owner (innermost owned frame), and the heaviest owned functions.
+    Samples under an import (the process starting) are left out."""
+    total = imports = 0
     owners: collections.Counter[str] = collections.Counter()
     functions: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
@@ -95,11 +97,11 @@ def summarise(raw: Path, top: int = 12) -> dict:
         if not count.isdigit():
             continue
         n = int(count)
-        total += n
         frames = stack.split(";")
         if any("importlib" in f for f in frames):
-            owners["imports"] += n
+            imports += n
             continue
+        total += n
         for frame in reversed(frames):
             owner = _owner(frame)
             if owner is not None:
@@ -110,6 +112,7 @@ def summarise(raw: Path, top: int = 12) -> dict:
             owners["other"] += n
     return {
         "samples": total,
+        "import_samples": imports,
         "owners": {k: round(v / total, 3) for k, v in owners.most_common()},
         "functions": {k: round(v / total, 3) for k, v in functions.most_common(top)},
     }
@@ -127,7 +130,7 @@ def profiles(backend: Backend, runs: int, concurrency: int, out: Path) -> dict:
     url = nats.start()
     log = backend.workdir / "actors.out"
     actors = subprocess.Popen(
-        _spy(out / f"profile-actors-{backend.name}.txt", [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents"]),
+        _spy(out / f"hotspots-actors-{backend.name}.txt", [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents"]),
         env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID="bench-profile"), stdout=log.open("w"), stderr=subprocess.STDOUT,
     )
     try:
@@ -148,23 +151,24 @@ def profiles(backend: Backend, runs: int, concurrency: int, out: Path) -> dict:
         except subprocess.TimeoutExpired:
             actors.kill()
         nats.stop()
-    local = out / f"profile-local-{backend.name}.txt"
+    local = out / f"hotspots-local-{backend.name}.txt"
     subprocess.run(
         _spy(local, [sys.executable, str(HERE / "cases.py"), "local", *common, "--systems", "d", "--db-url", backend.url]),
         env=backend.env(), check=True, capture_output=True, timeout=3600,
     )
-    return {"actors (e)": summarise(out / f"profile-actors-{backend.name}.txt"), "run_agent_workflow (d)": summarise(local)}
+    return {"actors (e)": summarise(out / f"hotspots-actors-{backend.name}.txt"), "run_agent_workflow (d)": summarise(local)}
 
 
 def markdown(backend: str, cpu: list[dict], spied: dict, args: argparse.Namespace) -> str:
     lines = [f"Profile on {backend}, W2, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-             f"`python bench/profile.py --backend {backend} --runs {args.runs} --concurrency {args.concurrency}`.", ""]
+             f"`python bench/hotspots.py --backend {backend} --runs {args.runs} --concurrency {args.concurrency}`.", ""]
     idle = next(r for r in cpu if r["system"] == "idle")
     lines += [f"CPU per run, concurrency 1 ({args.cpu_runs} runs each); an idle process uses {100 * idle['cpu_share']:.1f}% of a core:", "",
               "| system | wall ms/run | CPU ms/run | CPU ms/run minus idle |", "|---|---|---|---|"]
     lines += [f"| ({r['system']}) | {r['wall_ms']} | {r['cpu_ms']} | {r['cpu_minus_idle_ms']} |" for r in cpu if r["system"] != "idle"]
     for name, summary in spied.items():
-        lines += ["", f"{name}, concurrency {args.concurrency}, {summary['samples']} samples with the GIL held, by owner of the innermost frame:", ""]
+        lines += ["", f"{name}, concurrency {args.concurrency}, {summary['samples']} samples with the GIL held "
+                  f"(start-up imports left out), by owner of the innermost frame:", ""]
         lines += ["| owner | share |", "|---|---|"] + [f"| {k} | {100 * v:.1f}% |" for k, v in summary["owners"].items()]
         lines += ["", "| heaviest functions | share |", "|---|---|"] + [f"| `{k}` | {100 * v:.1f}% |" for k, v in summary["functions"].items()]
     return "\n".join(lines) + "\n"
@@ -187,7 +191,7 @@ def main() -> int:
         finally:
             backend.drop()
     text = markdown(args.backend, cpu, spied, args)
-    (args.out / f"profile-{args.backend}.md").write_text(text)
+    (args.out / f"hotspots-{args.backend}.md").write_text(text)
     print(text)
     return 0
 
