@@ -89,6 +89,11 @@ async def test_a_poison_hand_off_is_retried_with_backoff_then_dead_lettered_with
 
         letter_msg = await dead.next_msg(timeout=60)
         dead_at = loop.time()
+        # The actor counts the letter once JetStream acknowledged it and the message is terminated:
+        # a moment after the letter reaches this subscriber.
+        deadline = loop.time() + 10
+        while agent_actor.dead_lettered == before[1] and loop.time() < deadline:
+            await asyncio.sleep(0.02)
     finally:
         await advisories.unsubscribe()
         await dead.unsubscribe()
