@@ -88,3 +88,27 @@ def test_sqlite_runs_in_write_ahead_log_mode_unless_turned_off(tmp_path: Path) -
             assert connection.execute("PRAGMA journal_mode").fetchone()[0] == mode
         finally:
             connection.close()
+
+
+def test_the_loop_keeps_a_working_executor_after_shutdown(tmp_path: Path) -> None:
+    """DBOS fronts the loop's default executor with its own pool and shuts that pool down on
+    destroy; after Timestep's shutdown, `asyncio.to_thread` in the same loop still works."""
+    done = _run(
+        """
+        import asyncio
+        from agents import Agent
+        import timestep
+        from timestep import engine
+
+        async def main():
+            await timestep.ensure_dbos_launched()
+            print((await timestep.run_agent_workflow(Agent(name="a"), "hi")).output)
+            engine.shutdown()
+            print(await asyncio.to_thread(lambda: "to_thread works"))
+
+        asyncio.run(main())
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["You said: hi", "to_thread works"]

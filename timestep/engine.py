@@ -246,8 +246,17 @@ def shutdown() -> None:
     with _lock:
         if _config is not None:
             DBOS.destroy(destroy_registry=False)
+            _fresh_default_executor()
         _config = None
         _launched = False
+
+
+def _fresh_default_executor() -> None:
+    """DBOS makes the running loop's default executor a front for its own thread pool, which
+    destroy() shuts down: give the loop a working one again, or every later `asyncio.to_thread`
+    in it fails ("cannot schedule new futures after shutdown")."""
+    if in_event_loop():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
 
 
 def current_config() -> dict[str, Any] | None:
