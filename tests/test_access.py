@@ -78,7 +78,9 @@ def violations(server: EmbeddedNats) -> list[str]:
 
 
 def actor_violations(server: EmbeddedNats) -> list[str]:
-    return [line for line in violations(server) if re.search(r'User "(agent|governor|scheduler)"', line)]
+    """Refusals of an actor's user: `"<account>/user:agent" - Publish Violation` (nats-server 2.10+),
+    `Publish Violation - User "agent"` (older)."""
+    return [line for line in violations(server) if re.search(r'(/user:|User ")(agent|governor|scheduler)"', line)]
 
 
 # --- an OpenAI-compatible model server on loopback -------------------------------------------
@@ -351,6 +353,42 @@ async def test_a_refused_publish_fails_at_once_naming_the_subject_and_the_fix(tm
             await client.close()
 
 
+async def test_each_actor_role_may_publish_only_what_it_does(tmp_path: Path) -> None:
+    """Least privilege per role: the scheduler only submits; only the governor accepts, queues,
+    rejects and hands runs to agents; only the agent publishes a run's progress."""
+    passwords = {user: f"pw-{user}-{uuid.uuid4().hex}" for user in USERS}
+    with secured_server(tmp_path, passwords) as server:
+        buses = {role: await Bus.connect(settings=settings_for(server.url, user=role, password=passwords[role])) for role in ROLES}
+        s = buses["agent"].subjects
+        run_id = uid("Role")
+        allowed = {
+            "agent": [s.events(run_id, "started"), s.events(run_id, "completed")],
+            "governor": [s.events(run_id, "accepted"), s.events(run_id, "rejected"), s.start],
+            "scheduler": [],  # submit: a plain publish (the submit stream sends no acknowledgement), checked below
+        }
+        refused = {
+            "agent": [s.start, s.submit],
+            "governor": [s.events(run_id, "started"), s.events(run_id, "completed"), s.events(run_id, "tool_call")],
+            "scheduler": [s.events(run_id, "accepted"), s.events(run_id, "completed"), s.start],
+        }
+        try:
+            for role, bus in buses.items():
+                await asyncio.wait_for(bus.ensure_streams(), 60)  # every role may create and update the streams
+                for subject in allowed[role]:
+                    await asyncio.wait_for(bus.publish_durably(subject, b"{}", uid("msg")), 60)
+                for subject in refused[role]:
+                    with pytest.raises(PermissionDeniedError, match=f"NATS user '{role}' may not publish to {re.escape(subject)}"):
+                        await asyncio.wait_for(bus.publish_durably(subject, b"{}", uid("msg")), 60)
+            await buses["scheduler"].nc.publish(s.submit, b"{}")
+            await buses["scheduler"].nc.flush()
+            refusals = [line for line in violations(server) if "Violation" in line]
+            assert len(refusals) == sum(len(subjects) for subjects in refused.values()), refusals
+            assert not [line for line in refusals if 'user:scheduler" - Publish Violation - Subject "timestep.runs.submit"' in line]
+        finally:
+            for bus in buses.values():
+                await bus.close()
+
+
 async def test_admin_configures_queues_and_schedules(deployment: Deployment) -> None:
     admin = await deployment.client("admin")
     try:
@@ -444,11 +482,11 @@ async def test_no_secret_in_events_dead_letters_or_logs(deployment: Deployment, 
 
 async def test_nkey_users(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     nkeys = pytest.importorskip("nkeys", reason="nkey and creds auth need the nkeys package: pip install 'nats-py[nkeys]'")
-    seeds = {name: _new_seed(nkeys, nkeys.PREFIX_BYTE_USER) for name in ("actor", "client", "admin", "stranger")}
+    seeds = {name: _new_seed(nkeys, nkeys.PREFIX_BYTE_USER) for name in (*ROLES, "client", "admin", "stranger")}
     for name, seed in seeds.items():
         (tmp_path / f"{name}.nk").write_bytes(seed)
     public = {name: nkeys.from_seed(seed).public_key.decode() for name, seed in seeds.items()}
-    users = ", ".join(f"{{ nkey: {public[n]}, permissions: ${n.upper()}_PERMISSIONS }}" for n in ("actor", "client", "admin"))
+    users = ", ".join(f"{{ nkey: {public[n]}, permissions: ${n.upper()}_PERMISSIONS }}" for n in (*ROLES, "client", "admin"))
     store = tmp_path / "nats"
     store.mkdir()
     shutil.copy(DEPLOY_NATS / "permissions.conf", store / "permissions.conf")
@@ -456,7 +494,7 @@ async def test_nkey_users(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     caplog.set_level(logging.WARNING, logger="timestep.bus")
     with EmbeddedNats(store, port=free_port(), extra_config=config) as server:
         seed_of = lambda name: settings_for(server.url, nkey_seed_file=str(tmp_path / f"{name}.nk"))  # noqa: E731
-        actor, client = await Bus.connect(settings=seed_of("actor")), await Bus.connect(settings=seed_of("client"))
+        actor, client = await Bus.connect(settings=seed_of("agent")), await Bus.connect(settings=seed_of("client"))
         try:
             await actor.ensure_streams()
             run_id = uid("nk")
@@ -524,7 +562,7 @@ async def test_creds_file_in_operator_mode(tmp_path: Path, caplog: pytest.LogCap
         f"resolver_preload: {{ {pub(account)}: {account_jwt}, {pub(system)}: {system_jwt} }}\n"
     )
     with EmbeddedNats(tmp_path / "nats", port=free_port(), extra_config=config) as server:
-        actor = await Bus.connect(settings=settings_for(server.url, creds_file=creds("agent", "ACTOR_PERMISSIONS")))
+        actor = await Bus.connect(settings=settings_for(server.url, creds_file=creds("agent", "AGENT_PERMISSIONS")))
         client = await Bus.connect(settings=settings_for(server.url, creds_file=creds("client", "CLIENT_PERMISSIONS")))
         caplog.set_level(logging.WARNING, logger="timestep.bus")
         try:
