@@ -413,3 +413,74 @@ async def test_timestep_up_logs_json_with_run_ids_and_serves_http(tmp_path) -> N
     of_run = [r for r in records if r.get("run_id") == run.run_id]
     assert {r["logger"] for r in of_run} >= {"actors.governor", "actors.agent"}, of_run
     assert all(r["trace_id"] == trace_id for r in of_run), of_run
+
+
+SPANS_SCRIPT = """
+import asyncio, json, os, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+import bus_agents  # the test agents
+from actors.system import System
+from timestep.client import Client
+from timestep.natsserver import EmbeddedNats, free_port
+
+async def main():
+    with EmbeddedNats(sys.argv[1], port=free_port()) as server:
+        system = System(nats_url=server.url)
+        await system.start()
+        try:
+            async with await Client.connect(server.url) as client:
+                with trace.get_tracer("caller").start_as_current_span("caller"):
+                    run = await client.submit("bus-assistant", "get_weather city=Oslo")
+                result = await run.result(timeout=60)
+        finally:
+            await system.stop()
+    spans = [
+        {"name": s.name, "trace": format(s.context.trace_id, "032x"), "id": format(s.context.span_id, "016x"),
+         "parent": format(s.parent.span_id, "016x") if s.parent else None, "attributes": dict(s.attributes)}
+        for s in exporter.get_finished_spans()
+    ]
+    print(json.dumps({"run_id": run.run_id, "traceparent": run.traceparent, "output": result.output, "spans": spans}))
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+def test_with_a_tracer_provider_a_run_is_one_trace_of_nested_spans(tmp_path: Path) -> None:
+    """With the OpenTelemetry SDK set up (a process-global tracer provider, hence a process of its
+    own): the caller's span → timestep.submit → timestep.admit → timestep.run → timestep.model and
+    timestep.tool, all in one trace, the run id on each of Timestep's spans."""
+    pytest.importorskip("opentelemetry.sdk", reason="the OpenTelemetry SDK is a test extra: pip install -e '.[test]'")
+    env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "NATS_URL")}
+    env.update(TIMESTEP_HOME=str(tmp_path / "home"), PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", SPANS_SCRIPT, str(tmp_path / "nats")], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["output"].startswith("get_weather returned: sunny in Oslo")
+    spans = report["spans"]
+    by_name: dict[str, list[dict]] = {}
+    for s in spans:
+        by_name.setdefault(s["name"], []).append(s)
+    assert set(by_name) >= {"caller", "timestep.submit", "timestep.admit", "timestep.run", "timestep.model", "timestep.tool"}, sorted(by_name)
+    assert {s["trace"] for s in spans} == {by_name["caller"][0]["trace"]}  # one trace, from the caller's span on
+    parent = {s["id"]: s["parent"] for s in spans}
+    name_of = {s["id"]: s["name"] for s in spans}
+    assert name_of[by_name["timestep.submit"][0]["parent"]] == "caller"
+    assert name_of[by_name["timestep.admit"][0]["parent"]] == "timestep.submit"
+    assert name_of[by_name["timestep.run"][0]["parent"]] == "timestep.admit"
+    for step in by_name["timestep.model"] + by_name["timestep.tool"]:
+        assert name_of[parent[step["id"]]] == "timestep.run", step
+    assert len(by_name["timestep.model"]) == 2 and len(by_name["timestep.tool"]) == 1  # model → tool → model
+    timestep_spans = [s for s in spans if s["name"].startswith("timestep.")]
+    assert all(s["attributes"].get("timestep.run_id") == report["run_id"] for s in timestep_spans), timestep_spans
+    # The run's events carry the trace too: the client's traceparent is the submit span's context.
+    assert report["traceparent"].split("-")[1] == by_name["caller"][0]["trace"]
