@@ -4,7 +4,9 @@ failing message never blocks the ones behind it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import msgspec
 from nats.js.api import RetentionPolicy, StreamConfig
@@ -39,7 +41,10 @@ class Flaky(Actor):
         self.done.append(body)
 
 
-async def test_retries_then_dead_letters_without_blocking_others(nats_server) -> None:
+@contextlib.asynccontextmanager
+async def flaky_on_its_own_stream(nats_server) -> AsyncIterator[tuple[Bus, Flaky, str, object]]:
+    """(bus, a started Flaky actor, the subject it consumes, a subscription to its dead letters);
+    the actor is stopped (in-flight handlers finished) when the block ends."""
     bus = await Bus.connect(nats_server.url)
     await bus.ensure_streams()
     name = f"T{uuid.uuid4().hex[:8]}".upper()
@@ -49,6 +54,15 @@ async def test_retries_then_dead_letters_without_blocking_others(nats_server) ->
     actor = Flaky(bus, name, subject)
     await actor.start()
     try:
+        yield bus, actor, subject, dead
+    finally:
+        await actor.stop()
+        await dead.unsubscribe()
+        await bus.close()
+
+
+async def test_retries_then_dead_letters_without_blocking_others(nats_server) -> None:
+    async with flaky_on_its_own_stream(nats_server) as (bus, actor, subject, dead):
         for body in ["poison", "a", "twice", "b"]:
             await bus.js.publish(subject, body.encode())
         letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
@@ -56,10 +70,6 @@ async def test_retries_then_dead_letters_without_blocking_others(nats_server) ->
             if sorted(actor.done) == ["a", "b", "twice"]:
                 break
             await asyncio.sleep(0.05)
-    finally:
-        await actor.stop()
-        await dead.unsubscribe()
-        await bus.close()
 
     assert sorted(actor.done) == ["a", "b", "twice"]
     assert [n for body, n in actor.seen if body == "poison"] == [1, 2, 3]
@@ -71,21 +81,9 @@ async def test_retries_then_dead_letters_without_blocking_others(nats_server) ->
 
 async def test_a_refused_publish_is_dead_lettered_at_once(nats_server) -> None:
     """Retrying cannot help until the NATS user's permissions change."""
-    bus = await Bus.connect(nats_server.url)
-    await bus.ensure_streams()
-    name = f"T{uuid.uuid4().hex[:8]}".upper()
-    subject = f"test.{name.lower()}"
-    await bus.js.add_stream(StreamConfig(name=name, subjects=[subject], retention=RetentionPolicy.WORK_QUEUE))
-    dead = await bus.js.subscribe(bus.subjects.dead(subject), ordered_consumer=True, deliver_policy="new")
-    actor = Flaky(bus, name, subject)
-    await actor.start()
-    try:
+    async with flaky_on_its_own_stream(nats_server) as (bus, actor, subject, dead):
         await bus.js.publish(subject, b"denied")
         letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
-    finally:
-        await actor.stop()
-        await dead.unsubscribe()
-        await bus.close()
 
     assert actor.seen == [("denied", 1)] and actor.dead_lettered == 1 and actor.redelivered == 0
     assert letter.reason == "publish not permitted" and letter.error.type == "PermissionDeniedError"
