@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import Backend  # noqa: E402
+from run import Backend, _start_actors  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
 from timestep.natsserver import EmbeddedNats, free_port  # noqa: E402
@@ -118,27 +118,20 @@ def summarise(raw: Path, top: int = 12) -> dict:
     }
 
 
-def _spy(out: Path, cmd: list[str]) -> list[str]:
+def _spy(out: Path) -> tuple[str, ...]:
+    """The command that runs a command under py-spy, its samples written to `out`."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise SystemExit("py-spy is missing: pip install -e '.[bench]'")
-    return [spy, "record", "--gil", "--rate", "250", "--format", "raw", "--output", str(out), "--", *cmd]
+    return (spy, "record", "--gil", "--rate", "250", "--format", "raw", "--output", str(out), "--")
 
 
 def profiles(backend: Backend, runs: int, concurrency: int, out: Path) -> dict:
     nats = EmbeddedNats(backend.workdir / "nats", port=free_port())
     url = nats.start()
-    log = backend.workdir / "actors.out"
-    actors = subprocess.Popen(
-        _spy(out / f"hotspots-actors-{backend.name}.txt", [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents"]),
-        env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID="bench-profile"), stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
+    actors_raw = out / f"hotspots-actors-{backend.name}.txt"
+    actors = _start_actors(backend, url, backend.workdir / "actors.out", "bench-profile", under=_spy(actors_raw))
     try:
-        deadline = time.monotonic() + 120
-        while "timestep up:" not in log.read_text():
-            if actors.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"actors did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.05)
         common = ["--runs", str(runs), "--concurrency", str(concurrency), "--workloads", "W2"]
         subprocess.run([sys.executable, str(HERE / "cases.py"), "bus", *common, "--systems", "e", "--nats-url", url],
                        env=backend.env(), check=True, capture_output=True, timeout=3600)
@@ -153,10 +146,10 @@ def profiles(backend: Backend, runs: int, concurrency: int, out: Path) -> dict:
         nats.stop()
     local = out / f"hotspots-local-{backend.name}.txt"
     subprocess.run(
-        _spy(local, [sys.executable, str(HERE / "cases.py"), "local", *common, "--systems", "d", "--db-url", backend.url]),
+        [*_spy(local), sys.executable, str(HERE / "cases.py"), "local", *common, "--systems", "d", "--db-url", backend.url],
         env=backend.env(), check=True, capture_output=True, timeout=3600,
     )
-    return {"actors (e)": summarise(out / f"hotspots-actors-{backend.name}.txt"), "run_agent_workflow (d)": summarise(local)}
+    return {"actors (e)": summarise(actors_raw), "run_agent_workflow (d)": summarise(local)}
 
 
 def markdown(backend: str, cpu: list[dict], spied: dict, args: argparse.Namespace) -> str:

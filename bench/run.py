@@ -132,11 +132,13 @@ def _bus_cases(backend: Backend, args: argparse.Namespace, *, governor: bool = T
 
 
 def _start_actors(
-    backend: Backend, url: str, out: Path, executor: str = "bench-recovery", *, standby: bool = False, **env: str
+    backend: Backend, url: str, out: Path, executor: str = "bench-recovery", *, standby: bool = False,
+    under: tuple[str, ...] = (), **env: str,
 ) -> subprocess.Popen:
-    """`timestep up` with the bench agents; returns once it is up (a standby: once it waits)."""
+    """`timestep up` with the bench agents (run `under` a command such as a profiler, if given);
+    returns once it is up (a standby: once it waits)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents", *(["--standby"] if standby else [])],
+        [*under, sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents", *(["--standby"] if standby else [])],
         env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID=executor, **env), stdout=out.open("w"), stderr=subprocess.STDOUT,
     )
     deadline = time.perf_counter() + 120

@@ -381,7 +381,7 @@ async def test_each_actor_role_may_publish_only_what_it_does(tmp_path: Path) -> 
                         await asyncio.wait_for(bus.publish_durably(subject, b"{}", uid("msg")), 60)
             await buses["scheduler"].nc.publish(s.submit, b"{}")
             await buses["scheduler"].nc.flush()
-            refusals = [line for line in violations(server) if "Violation" in line]
+            refusals = violations(server)
             assert len(refusals) == sum(len(subjects) for subjects in refused.values()), refusals
             assert not [line for line in refusals if 'user:scheduler" - Publish Violation - Subject "timestep.runs.submit"' in line]
         finally:

@@ -25,6 +25,7 @@ from nats.js.api import DeliverPolicy, RetentionPolicy, StreamConfig
 
 from actors.base import Actor
 from actors.system import System
+from processes import process_env
 from subjects.events import Accepted, Cancelled, Completed, Failed, ToolCall
 from subjects.names import EVENTS_STREAM
 from timestep import engine, metrics, register_agent
@@ -460,8 +461,7 @@ def test_with_a_tracer_provider_a_run_is_one_trace_of_nested_spans(tmp_path: Pat
     own): the caller's span → timestep.submit → timestep.admit → timestep.run → timestep.model and
     timestep.tool, all in one trace, the run id on each of Timestep's spans."""
     pytest.importorskip("opentelemetry.sdk", reason="the OpenTelemetry SDK is a test extra: pip install -e '.[test]'")
-    env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "NATS_URL")}
-    env.update(TIMESTEP_HOME=str(tmp_path / "home"), PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]))
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
     done = subprocess.run([sys.executable, "-c", SPANS_SCRIPT, str(tmp_path / "nats")], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

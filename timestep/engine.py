@@ -102,7 +102,7 @@ def launch() -> None:
         if _config is None:
             configure()
         settings = Settings.from_env()
-        if settings.sqlite_wal and _config["system_database_url"].startswith("sqlite"):
+        if settings.sqlite_wal and is_sqlite():
             use_write_ahead_log(_config["system_database_url"])
         _poll_internal_queue_fast(settings.queue_poll_seconds)
         DBOS.launch()
@@ -121,6 +121,7 @@ RECOVERY_WINDOW_SECONDS = 30.0
 DBOS_POLL_SECONDS = 1.0
 #: How long the answer to "is this process's application version the newest?" is kept.
 VERSION_CHECK_SECONDS = 1.0
+_relax_timer: threading.Timer | None = None
 
 
 def _poll_internal_queue_fast(poll_seconds: float) -> None:
@@ -128,15 +129,18 @@ def _poll_internal_queue_fast(poll_seconds: float) -> None:
     poll it as often as Timestep's own queues while they arrive, then, when only an
     administrator's resume can put a run there, at DBOS's 1 s again. Each poll of an empty
     queue costs about 1 ms of CPU; an idle process should not spend it 20 times a second."""
+    global _relax_timer
     queue = _internal_queue()
     queue._polling_interval_sec = poll_seconds
 
     def relax() -> None:
         queue._polling_interval_sec = max(poll_seconds, DBOS_POLL_SECONDS)
 
-    timer = threading.Timer(RECOVERY_WINDOW_SECONDS, relax)
-    timer.daemon = True
-    timer.start()
+    if _relax_timer is not None:  # a relaunch: its own window starts now
+        _relax_timer.cancel()
+    _relax_timer = threading.Timer(RECOVERY_WINDOW_SECONDS, relax)
+    _relax_timer.daemon = True
+    _relax_timer.start()
 
 
 def _cache_version_check() -> None:

@@ -33,6 +33,16 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _flag(name: str, default: bool) -> bool:
+    """On for 1/true/yes/on, off for 0/false/no/off, else `default`."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
 def _port(name: str) -> int | None:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -150,7 +160,7 @@ class Settings:
             application_version=os.environ.get("TIMESTEP_APP_VERSION") or "timestep-1",
             max_threads=_int("TIMESTEP_MAX_THREADS", 64),
             queue_poll_seconds=_float("TIMESTEP_QUEUE_POLL_SECONDS", 0.05),
-            tracing=os.environ.get("TIMESTEP_TRACING", "") in ("1", "true", "yes", "on"),
+            tracing=_flag("TIMESTEP_TRACING", False),
             openai_api_key_set=bool(os.environ.get("OPENAI_API_KEY")),
             log_level=(os.environ.get("TIMESTEP_LOG_LEVEL") or "WARNING").upper(),
             nats=NatsSettings.from_env(),
@@ -165,5 +175,5 @@ class Settings:
             http_host=os.environ.get("TIMESTEP_HTTP_HOST") or "127.0.0.1",
             http_port=_port("TIMESTEP_HTTP_PORT"),
             log_format=_log_format(),
-            sqlite_wal=os.environ.get("TIMESTEP_SQLITE_WAL", "1") not in ("0", "false", "no", "off"),
+            sqlite_wal=_flag("TIMESTEP_SQLITE_WAL", True),
         )
