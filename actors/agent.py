@@ -33,6 +33,8 @@ log = logging.getLogger("actors.agent")
 
 _start_decoder = msgspec.json.Decoder(StartRun)
 _CONTROL_TYPES = {"approve": Approve, "reject": Reject, "cancel": Cancel}
+#: The workflow status a run's last event stands for, when that event ends the run.
+_FINISHED_BY_EVENT = {"completed": "SUCCESS", "failed": "ERROR"}
 
 
 class AgentActor(Actor):
@@ -126,11 +128,15 @@ class ControlActor(Actor):
             await self._dead(msg, "UnknownRun", f"no run {run_id!r}")
             return
         if isinstance(command, Cancel):
-            if state.status in ("SUCCESS", "ERROR"):
-                await self._dead(msg, "AlreadyFinished", f"run {run_id!r} already finished ({state.status}); nothing to cancel")
+            # A run's last event goes out just before DBOS records its end: `completed` may be
+            # stored while the status still says PENDING. Either one means the run is over.
+            kind = (await self.bus.last_event(run_id))[2]
+            status = _FINISHED_BY_EVENT.get(kind or "") or state.status
+            if status in ("SUCCESS", "ERROR"):
+                await self._dead(msg, "AlreadyFinished", f"run {run_id!r} already finished ({status}); nothing to cancel")
                 return
             await engine.cancel(run_id)
-            last, headers = await self.bus.last_event(run_id)
+            last, headers, _ = await self.bus.last_event(run_id)
             observe.bind_run(run_id, observe.trace_from_headers(headers))  # the run's trace, from its last event
             await self.bus.publish_event(Cancelled(run_id=run_id, seq=last + 1, time=now()))
         else:

@@ -243,6 +243,28 @@ async def test_cancel_of_a_finished_run_leaves_its_history_alone(client, system)
     assert await bus.last_event_seq(run.run_id) == events[-1].seq  # nothing after `completed`
 
 
+async def test_a_cancel_sent_the_moment_completed_arrives_is_refused(client, system) -> None:
+    """`completed` is stored a moment before DBOS records the run's end: a cancel sent as soon as a
+    subscriber sees it must still find the run finished, not append `cancelled` after `completed`."""
+    bus = system.bus
+    dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.control("*", "*")), ordered_consumer=True, deliver_policy="new")
+    finished: dict[str, int] = {}
+    try:
+        for _ in range(15):
+            run = await client.submit(AGENT, "hello")
+            async for event in client.events(run.run_id):
+                if isinstance(event, Completed):
+                    await client.cancel(run.run_id)
+                    finished[run.run_id] = event.seq
+                    break
+        letters = [msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter) for _ in finished]
+    finally:
+        await dead.unsubscribe()
+    assert all(letter.error.type == "AlreadyFinished" for letter in letters), [letter.reason for letter in letters]
+    for run_id, seq in finished.items():
+        assert await bus.last_event_seq(run_id) == seq  # nothing after `completed`
+
+
 async def test_a_bad_request_naming_an_existing_run_leaves_that_run_alone(client, system, tmp_path) -> None:
     """Seen by a governor on a server of its own, so JetStream's duplicate window (which would drop
     a `rejected` with the run's first seq for two minutes) cannot hide a wrong event."""

@@ -345,20 +345,22 @@ class Bus:
         """The highest `seq` among a run's stored events (0 when it has none)."""
         return (await self.last_event(run_id))[0]
 
-    async def last_event(self, run_id: str) -> tuple[int, dict[str, str]]:
-        """The highest `seq` among a run's stored events, with that event's headers ((0, {}) when none)."""
+    async def last_event(self, run_id: str) -> tuple[int, dict[str, str], str | None]:
+        """The highest `seq` among a run's stored events, with that event's headers and type
+        ((0, {}, None) when none)."""
         try:
             sub = await self.js.subscribe(
                 self.subjects.run_events(run_id), ordered_consumer=True, deliver_policy=DeliverPolicy.LAST,
                 stream=EVENTS_STREAM,
             )
         except NotFoundError:
-            return 0, {}
+            return 0, {}, None
         try:
             msg = await sub.next_msg(timeout=0.5)
-            return int(msgspec.json.decode(msg.data).get("seq", 0)), dict(msg.headers or {})
+            event = msgspec.json.decode(msg.data)
+            return int(event.get("seq", 0)), dict(msg.headers or {}), event.get("type")
         except (NatsTimeout, asyncio.TimeoutError):
-            return 0, {}
+            return 0, {}, None
         finally:
             await sub.unsubscribe()
 
