@@ -52,10 +52,9 @@ class AgentActor(Actor):
     async def on_start(self) -> None:
         await self.bus.announce_agents(registry.registered_agents(), Settings.from_env().executor_id)
 
-    async def ready(self) -> int:
+    async def ready(self) -> None:
         async with self._room:
             await self._room.wait_for(lambda: len(self._running) < self.capacity)
-            return min(self.batch, self.capacity - len(self._running))
 
     async def handle(self, msg: Msg) -> None:
         await self.start_run(_start_decoder.decode(msg.data))

@@ -57,7 +57,6 @@ class Actor:
     stream: str | None = None
     durable: str = ""
     subject: str = ""
-    batch: int = 64
     concurrency: int = 32
     max_deliver: int = 10
     backoff: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
@@ -65,6 +64,8 @@ class Actor:
     """Seconds before an unacknowledged message is redelivered (default: TIMESTEP_ACK_WAIT).
     Handlers ack after a short durable hand-off, so this only delays recovery after a crash."""
     stop_timeout: float = 10.0
+    pull_timeout: float = 1.0
+    """Seconds one pull waits for a message before the loop checks whether it should stop."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -97,11 +98,10 @@ class Actor:
         """Process one message; raise to have it redelivered later."""
         raise NotImplementedError
 
-    async def ready(self) -> int:
-        """How many more messages this actor can take now (waits while it can take none)."""
+    async def ready(self) -> None:
+        """Wait until this actor can take one more message."""
         await self._slots.acquire()
         self._slots.release()
-        return max(1, min(self.batch, self.concurrency - len(self._in_flight)))
 
     # --- request/reply services ------------------------------------------------------
 
@@ -169,9 +169,11 @@ class Actor:
         self.bound = True
         errors = 0
         while not self._stopping.is_set():
-            wanted = await self.ready()
+            await self.ready()
             try:
-                messages = await self._sub.fetch(wanted, timeout=1.0)
+                # One message per pull: nats-py's fetch(n > 1) can hold a message that arrives
+                # during the pull until n have come or the pull ends (up to pull_timeout late).
+                messages = await self._sub.fetch(1, timeout=self.pull_timeout)
                 errors = 0
             except (NatsTimeout, asyncio.TimeoutError):
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -42,7 +43,7 @@ class Flaky(Actor):
 
 
 @contextlib.asynccontextmanager
-async def flaky_on_its_own_stream(nats_server) -> AsyncIterator[tuple[Bus, Flaky, str, object]]:
+async def flaky_on_its_own_stream(nats_server, pull_timeout: float = 1.0) -> AsyncIterator[tuple[Bus, Flaky, str, object]]:
     """(bus, a started Flaky actor, the subject it consumes, a subscription to its dead letters);
     the actor is stopped (in-flight handlers finished) when the block ends."""
     bus = await Bus.connect(nats_server.url)
@@ -52,6 +53,7 @@ async def flaky_on_its_own_stream(nats_server) -> AsyncIterator[tuple[Bus, Flaky
     await bus.js.add_stream(StreamConfig(name=name, subjects=[subject], retention=RetentionPolicy.WORK_QUEUE))
     dead = await bus.js.subscribe(bus.subjects.dead(subject), ordered_consumer=True, deliver_policy="new")
     actor = Flaky(bus, name, subject)
+    actor.pull_timeout = pull_timeout
     await actor.start()
     try:
         yield bus, actor, subject, dead
@@ -59,6 +61,22 @@ async def flaky_on_its_own_stream(nats_server) -> AsyncIterator[tuple[Bus, Flaky
         await actor.stop()
         await dead.unsubscribe()
         await bus.close()
+
+
+async def test_a_message_is_handled_when_it_arrives_not_when_the_pull_ends(nats_server) -> None:
+    """An idle actor's pull waits up to `pull_timeout` for a message; the message must not wait
+    with it. With nats-py's fetch(n > 1), the message sent just after an idle actor took its first
+    one waited until the pull ended (up to 1 s, the default pull_timeout, added to a run's start)."""
+    async with flaky_on_its_own_stream(nats_server, pull_timeout=2.0) as (bus, actor, subject, _):
+        waits = []
+        for i in range(12):
+            await asyncio.sleep(2.3 if i % 3 == 0 else 0.02)  # an idle actor's pull times out, then it is busy
+            sent = time.monotonic()
+            await bus.js.publish(subject, f"m{i}".encode())
+            while f"m{i}" not in actor.done and time.monotonic() - sent < 10:
+                await asyncio.sleep(0.01)
+            waits.append(round(time.monotonic() - sent, 2))
+        assert max(waits) < 1.0, f"seconds from publish to handled: {waits}"
 
 
 async def test_retries_then_dead_letters_without_blocking_others(nats_server) -> None:

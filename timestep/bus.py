@@ -17,7 +17,9 @@ import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import (
+    BadSubscriptionError,
     ConnectionClosedError,
+    ConnectionDrainingError,
     ConnectionReconnectingError,
     NoRespondersError,
     OutboundBufferLimitError,
@@ -362,7 +364,7 @@ class Bus:
         except (NatsTimeout, asyncio.TimeoutError):
             return 0, {}, None
         finally:
-            await sub.unsubscribe()
+            await _unsubscribe(sub)
 
     # --- which agents are hosted --------------------------------------------------
 
@@ -431,7 +433,7 @@ class Bus:
                 return None
         finally:
             for sub in subs:
-                await sub.unsubscribe()
+                await _unsubscribe(sub)
 
     async def follow(self, subject_filter: str, *, from_start: bool) -> AsyncIterator[Msg]:
         """Stored events matching `subject_filter` (all of them, or only new ones), then live ones."""
@@ -443,7 +445,7 @@ class Bus:
             async for msg in sub.messages:
                 yield msg
         finally:
-            await sub.unsubscribe()
+            await _unsubscribe(sub)
 
     async def serve(self, subject: str, queue: str, handler: Callable[[Msg], Awaitable[None]]) -> Any:
         """A core-NATS request/reply service in a queue group (one member answers)."""
@@ -472,6 +474,14 @@ def redact_url(url: str) -> str:
     """A URL (or text holding URLs) without credentials, fit for logs: `//user:***@` and `//***@` (a token)."""
     url = re.sub(r"//([^:/@\s]+):[^@\s]*@", r"//\1:***@", url)
     return re.sub(r"//[^:/@\s]+@", "//***@", url)
+
+
+async def _unsubscribe(sub: Any) -> None:
+    """Unsubscribe, unless the connection is already closing (which ends the subscription anyway)."""
+    try:
+        await sub.unsubscribe()
+    except (ConnectionClosedError, ConnectionDrainingError, BadSubscriptionError):
+        pass
 
 
 def _count(event: RunEvent) -> None:
