@@ -4,6 +4,7 @@ points them at any OpenAI-compatible server), else the offline demo model."""
 from __future__ import annotations
 
 import logging
+import os
 
 from agents import ModelProvider
 from agents.models.multi_provider import MultiProvider
@@ -22,7 +23,7 @@ def durable_provider() -> ModelProvider:
     """The default provider with every model it returns made durable (one per process)."""
     from timestep.durable import DurableModelProvider
 
-    key = Settings.from_env().openai_api_key_set
+    key = bool(os.environ.get("OPENAI_API_KEY"))  # as Settings reads it; this runs once per run
     if key not in _durable:
         _durable[key] = DurableModelProvider(default_model_provider())
     return _durable[key]
