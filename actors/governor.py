@@ -121,6 +121,7 @@ class Governor(Actor):
                 deduplication_id=request.deduplication_id,
                 return_existing=False,
                 timeout_seconds=request.timeout_seconds,
+                wake=False,  # after `accepted` and `queued` are stored, so they come before `started`
             )
         except DuplicateRunError as dup:
             # A redelivery of this very request finds its own run holding the id: fine.
@@ -130,6 +131,7 @@ class Governor(Actor):
             raise Invalid(getattr(exc, "field", "request"), str(exc), run_id) from None
         await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
         await self.bus.publish_event(Queued(run_id=run_id, seq=2, time=now(), queue=queue))
+        engine.wake_queue(queue)
 
     async def _reject(self, msg: Msg, bad: Invalid) -> None:
         if bad.run_id is not None and observe.run_trace(bad.run_id) is None:

@@ -175,3 +175,20 @@ async def test_token_budget_holds_the_next_run_until_the_window_passes(db: str) 
     await second.get_result()
     second_start = dict(started)["second"]
     assert second_start - spent_at >= period - 0.3, "the run started before the token window had passed"
+
+
+async def test_a_run_queued_here_starts_without_waiting_for_the_next_poll(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enqueuing brings this process's next poll of the queue forward: on a queue polled every
+    30 s, each of three runs queued one after another still starts within seconds."""
+    monkeypatch.setenv("TIMESTEP_QUEUE_POLL_SECONDS", "30")
+    queue = uid("slow-poll")
+    await timestep.configure_queue(queue)
+    # DBOS starts a worker thread for a new queue within about a second; from then on this
+    # process's enqueues wake it. Its first poll comes only after a whole interval (30 s).
+    await _wait_until(lambda: queue in engine._wakers, timeout=10)
+    started: list[tuple[str, float]] = []
+    agent = recording_agent(started, asyncio.Event())
+    for text in ("first", "second", "third"):
+        handle = await timestep.queue_agent_workflow(agent, text, queue_name=queue)
+        result = await asyncio.wait_for(handle.get_result(), 10)
+        assert result.output == f"done {text}"

@@ -105,6 +105,7 @@ def launch() -> None:
         if settings.sqlite_wal and is_sqlite():
             use_write_ahead_log(_config["system_database_url"])
         _poll_internal_queue_fast(settings.queue_poll_seconds)
+        _wake_queues_on_enqueue()
         DBOS.launch()
         _cache_version_check()
         if in_event_loop():
@@ -141,6 +142,78 @@ def _poll_internal_queue_fast(poll_seconds: float) -> None:
     _relax_timer = threading.Timer(RECOVERY_WINDOW_SECONDS, relax)
     _relax_timer.daemon = True
     _relax_timer.start()
+
+
+#: Least time between two polls of one queue that enqueues in this process bring forward.
+WAKE_GAP_SECONDS = 0.005
+#: Longest single wait of a queue worker, so that DBOS's stop is seen at once, as before.
+_WAIT_SLICE_SECONDS = 0.1
+_wakers: dict[str, _Waker] = {}
+
+
+class _Waker:
+    """DBOS's stop event as one queue's worker thread sees it. Its `wait(timeout)`, the pause
+    between two polls of the queue, also ends when this process has just enqueued to the queue
+    (`wake`), so the run is taken at once instead of at the next poll. Wake-ups that come close
+    together bring one poll forward, not one each: a burst of enqueues polls at most every
+    WAKE_GAP_SECONDS (DBOS's own interval stays the longest pause)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._woken = threading.Event()
+        self._last_poll = 0.0
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def is_set(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + (timeout if timeout is not None else math.inf)
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self._woken.wait(min(left, _WAIT_SLICE_SECONDS)):
+                self._woken.clear()
+                early = self._last_poll + WAKE_GAP_SECONDS - time.monotonic()
+                if early > 0:
+                    self._stop.wait(min(early, max(left, 0.0)))
+                break
+        self._last_poll = time.monotonic()
+        return self._stop.is_set()
+
+
+def _wake_queues_on_enqueue() -> None:
+    """Give each queue worker thread DBOS starts a `_Waker` for its stop event, so `enqueue`
+    in this process can bring the queue's next poll forward (DBOS 3.4 only polls: a queued run
+    waited up to TIMESTEP_QUEUE_POLL_SECONDS to start). Relies on DBOS's `queue_thread` looking
+    up `queue_worker_thread` when it starts a worker; without that, queues poll as before."""
+    from dbos import _queue
+
+    original = _queue.queue_worker_thread
+    if getattr(original, "timestep_waker", False):
+        return
+
+    def queue_worker_thread(stop_event: threading.Event, dbos: Any, queue: Any) -> None:
+        waker = _Waker(stop_event)
+        _wakers[queue.name] = waker
+        try:
+            original(waker, dbos, queue)
+        finally:
+            if _wakers.get(queue.name) is waker:
+                del _wakers[queue.name]
+
+    queue_worker_thread.timestep_waker = True  # type: ignore[attr-defined]
+    _queue.queue_worker_thread = queue_worker_thread
+
+
+def wake_queue(queue: str) -> None:
+    """Bring the next poll of `queue` in this process forward (no-op where it is not polled)."""
+    waker = _wakers.get(queue)
+    if waker is not None:
+        waker.wake()
 
 
 def _cache_version_check() -> None:
@@ -338,7 +411,9 @@ async def enqueue(
     deduplication_id: str | None,
     return_existing: bool,
     timeout_seconds: float | None,
+    wake: bool = True,
 ) -> Any:
+    """Put `fn(arg)` on `queue`; with `wake`, this process polls the queue at once (see `_Waker`)."""
     options = SetEnqueueOptions(
         priority=priority,
         deduplication_id=deduplication_id,
@@ -346,9 +421,12 @@ async def enqueue(
     )
     try:
         with SetWorkflowID(workflow_id), SetWorkflowTimeout(timeout_seconds), options:
-            return await DBOS.enqueue_workflow_async(queue, fn, arg)
+            handle = await DBOS.enqueue_workflow_async(queue, fn, arg)
     except dbos_error.DBOSQueueDeduplicatedError:
         raise DuplicateRunError(deduplication_id or "", queue) from None
+    if wake:
+        wake_queue(queue)
+    return handle
 
 
 async def retrieve(workflow_id: str) -> Any:
@@ -369,7 +447,9 @@ async def cancel(workflow_id: str) -> None:
 
 
 async def resume(workflow_id: str) -> Any:
-    return await DBOS.resume_workflow_async(workflow_id)
+    handle = await DBOS.resume_workflow_async(workflow_id)
+    wake_queue(_internal_queue().name)  # a resumed run waits on DBOS's internal queue
+    return handle
 
 
 async def list_workflows(**filters: Any) -> list[Any]:
