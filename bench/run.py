@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -213,12 +214,6 @@ def _recovery(backend: Backend, runs: int, standby: bool = False) -> dict:
         nats.stop()
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def _combine(rounds: list[list[dict]]) -> list[dict]:
     """One row per case: the median over rounds of throughput and latencies (each round's p99
     is its own), the highest RSS, and the per-round throughputs."""
@@ -231,7 +226,7 @@ def _combine(rounds: list[list[dict]]) -> list[dict]:
         row = dict(rows[0])
         for field in ("throughput", "p50_ms", "p99_ms", "started_p50_ms", "started_p99_ms"):
             if field in row:
-                row[field] = round(_median([r[field] for r in rows]), 2)
+                row[field] = round(statistics.median([r[field] for r in rows]), 2)
         for field in ("rss_mb", "actors_rss_mb"):
             if field in row:
                 row[field] = max(r[field] for r in rows)
@@ -251,7 +246,7 @@ def _round_ratios(rounds: list[list[dict]]) -> list[dict]:
         entry = {k: first[k] for k in ("backend", "workload", "concurrency")}
         for key in ("d_vs_b", "d_vs_c", "e_vs_d", "f_vs_d", "e_minus_d_p50_ms"):
             values = [r[key] for r in same if r.get(key) is not None]
-            entry[key] = round(_median(values), 2) if values else None
+            entry[key] = round(statistics.median(values), 2) if values else None
             if values and len(values) > 1:
                 entry[key + "_range"] = [min(values), max(values)]
         out.append(entry)

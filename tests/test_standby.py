@@ -26,10 +26,6 @@ def node(tmp: Path, db_url: str, nats_url: str, name: str, *extra: str) -> tuple
     return up(out, env, "--agents", "bus_agents", "--role", "agent", "--role", "governor", *extra), out
 
 
-def wait_for(out: Path, text: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    wait_printed([(proc, out)], text, timeout)
-
-
 async def test_a_standby_takes_over_the_runs_of_a_killed_process(fresh_db_url: str, tmp_path: Path) -> None:
     nats = EmbeddedNats(tmp_path / "nats", port=free_port())
     nats.start()
@@ -37,7 +33,7 @@ async def test_a_standby_takes_over_the_runs_of_a_killed_process(fresh_db_url: s
     try:
         primary, out = node(tmp_path, fresh_db_url, nats.url, "primary")
         procs.append(primary)
-        wait_for(out, "timestep up:", primary)
+        wait_printed([(primary, out)])
 
         # The same id again: refused at once, with the reason and the way out.
         twin, twin_out = node(tmp_path, fresh_db_url, nats.url, "twin")
@@ -48,7 +44,7 @@ async def test_a_standby_takes_over_the_runs_of_a_killed_process(fresh_db_url: s
 
         standby, standby_out = node(tmp_path, fresh_db_url, nats.url, "standby", "--standby")
         procs.append(standby)
-        wait_for(standby_out, "standby for executor id 'node-1'", standby)
+        wait_printed([(standby, standby_out)], "standby for executor id 'node-1'")
 
         async with await Client.connect(nats.url) as client:
             seconds = [float(f"2.{uuid.uuid4().int % 10**6:06d}{i + 1}") for i in range(4)]
@@ -61,7 +57,7 @@ async def test_a_standby_takes_over_the_runs_of_a_killed_process(fresh_db_url: s
                         break
             primary.send_signal(signal.SIGKILL)
             primary.wait()
-            wait_for(standby_out, "timestep up:", standby)  # took over: launched, recovering
+            wait_printed([(standby, standby_out)])  # took over: launched, recovering
             results = await asyncio.gather(*(run.result(timeout=120) for run in runs))
         assert [r.output for r in results] == [f"think returned: thought {s}" for s in seconds]
         calls = Counter(line.split(" pid=")[0] for line in (tmp_path / "calls.log").read_text().splitlines())

@@ -179,7 +179,7 @@ class _Waker:
                 self._woken.clear()
                 early = self._last_poll + WAKE_GAP_SECONDS - time.monotonic()
                 if early > 0:
-                    self._stop.wait(min(early, max(left, 0.0)))
+                    self._stop.wait(min(early, left))
                 break
         self._last_poll = time.monotonic()
         return self._stop.is_set()

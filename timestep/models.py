@@ -4,13 +4,12 @@ points them at any OpenAI-compatible server), else the offline demo model."""
 from __future__ import annotations
 
 import logging
-import os
 
 from agents import ModelProvider
 from agents.models.multi_provider import MultiProvider
 
 from timestep.offline_model import OfflineModelProvider
-from timestep.settings import Settings
+from timestep.settings import Settings, openai_api_key_set
 
 log = logging.getLogger("timestep.models")
 _warned = False
@@ -23,7 +22,7 @@ def durable_provider() -> ModelProvider:
     """The default provider with every model it returns made durable (one per process)."""
     from timestep.durable import DurableModelProvider
 
-    key = bool(os.environ.get("OPENAI_API_KEY"))  # as Settings reads it; this runs once per run
+    key = openai_api_key_set()  # once per run: not every setting
     if key not in _durable:
         _durable[key] = DurableModelProvider(default_model_provider())
     return _durable[key]

@@ -43,6 +43,11 @@ def _flag(name: str, default: bool) -> bool:
     return default
 
 
+def openai_api_key_set() -> bool:
+    """OPENAI_API_KEY present (cheap enough to ask once per run)."""
+    return bool(os.environ.get("OPENAI_API_KEY"))
+
+
 def _port(name: str) -> int | None:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -161,7 +166,7 @@ class Settings:
             max_threads=_int("TIMESTEP_MAX_THREADS", 64),
             queue_poll_seconds=_float("TIMESTEP_QUEUE_POLL_SECONDS", 0.05),
             tracing=_flag("TIMESTEP_TRACING", False),
-            openai_api_key_set=bool(os.environ.get("OPENAI_API_KEY")),
+            openai_api_key_set=openai_api_key_set(),
             log_level=(os.environ.get("TIMESTEP_LOG_LEVEL") or "WARNING").upper(),
             nats=NatsSettings.from_env(),
             prefix=_prefix(),
