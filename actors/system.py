@@ -55,6 +55,8 @@ class System:
         self.standby = standby
         """Wait for the executor id's lease instead of failing when another live process holds it."""
         self.http: HealthServer | None = None
+        self._owns_engine = False
+        """This system launched DBOS (`timestep up`), so its stop stops the runs executing here."""
 
     async def start(self) -> System:
         observe.configure_logging(
@@ -76,6 +78,7 @@ class System:
                 self._sink = BusEventSink(self.bus)
                 add_event_sink(self._sink)
             await self._take_lease()
+            self._owns_engine = not engine.is_launched()
             ensure_dbos_launched()
         agent = AgentActor(self.bus) if "agent" in self.roles else None
         if agent is not None:
@@ -107,7 +110,11 @@ class System:
             log.warning("took over executor id %r", self.settings.executor_id)
         _leases[key] = lease
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Take no new work, let the steps under way finish (up to `grace_seconds`, default
+        TIMESTEP_STOP_GRACE_SECONDS) with their events published, then stop every run
+        executing here at a step boundary (it resumes when this executor id starts again).
+        Runs stop only in a system that launched the engine itself (`timestep up`)."""
         if self.http is not None:
             await self.http.stop()
             self.http = None
@@ -117,12 +124,17 @@ class System:
             except Exception:
                 log.exception("stopping %s failed", actor.name)
         self.actors = []
+        if self._owns_engine:
+            await engine.stop_workflows(self.settings.stop_grace_seconds if grace_seconds is None else grace_seconds)
         if self._sink is not None:
             remove_event_sink(self._sink)
             self._sink = None
         if self.bus is not None:
             await self.bus.close()
             self.bus = None
+        if self._owns_engine:
+            engine.shutdown()
+            self._owns_engine = False
         if self.embedded is not None:
             self.embedded.stop()
             try:

@@ -6,6 +6,7 @@ Every call draws a fresh nonce and appends `start` and `end` lines to the ledger
 that were recorded (`m0=... t=... m1=...`), because each call's input holds what
 the durable steps before it returned. So after any number of SIGKILLs a test can
 tell, per run and step, which execution counted and whether any ran after it.
+`ledger-approve` is the same agent whose tool waits for a person's approval first.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ class LedgerModel(Model):
         yield  # pragma: no cover
 
 
-@function_tool
-async def work(m0: str) -> str:
+async def _work() -> str:
     run_id, nonce = DBOS.workflow_id or "?", uuid.uuid4().hex[:10]
     ledger("tool", "start", run_id, "t", nonce)
     await asyncio.sleep(_rand.uniform(0.02, 0.25))
@@ -83,4 +83,16 @@ async def work(m0: str) -> str:
     return nonce
 
 
+@function_tool
+async def work(m0: str) -> str:
+    return await _work()
+
+
+@function_tool(needs_approval=True, name_override="work")
+async def work_approved(m0: str) -> str:
+    return await _work()
+
+
 register_agent(Agent(name="ledger", model=LedgerModel(), tools=[work]))
+# The same, with the tool waiting for a person's approval first (the run parks in between).
+register_agent(Agent(name="ledger-approve", model=LedgerModel(), tools=[work_approved]))

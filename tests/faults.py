@@ -70,6 +70,21 @@ class Actors:
             proc.wait()
             self.kills[role] += 1
 
+    def stop_gracefully(self, *roles: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 60) -> None:
+        """Stop each role as a deploy does (SIGTERM, or SIGINT as Ctrl-C); it must exit by itself, with 0."""
+        procs = [self.procs.pop(role) for role in roles]
+        for proc in procs:
+            proc.send_signal(sig)
+        for role, proc in zip(roles, procs):
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError(f"{role} did not stop within {timeout} s of {sig.name}\n{self.output()}") from None
+            assert code == 0, f"{role} exited {code} after {sig.name}\n{self.output()}"
+            self.kills[f"{role}:{sig.name}"] += 1
+
     def output(self, tail: int | None = 4000) -> str:
         """What the processes printed (the last `tail` characters of each; None: all of it)."""
         return "\n".join(f"--- {p.name}\n{p.read_text()[-(tail or 0):]}" for p in sorted(self.tmp.glob("*.out")))

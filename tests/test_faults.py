@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from faults import ROLES, Actors, PrivatePostgres, check_ledger, postgres_binaries_problem
-from subjects.events import Completed, Failed, RunEvent
+from subjects.events import Completed, Failed, Interrupted, RunEvent
 from timestep.client import Client
 from timestep.engine import Admin
 from timestep.natsserver import EmbeddedNats, free_port
@@ -42,14 +43,17 @@ def admin_url(actors: Actors) -> str:
 
 
 class Watch:
-    """Every event on the bus, from the start, counted per run."""
+    """Every event on the bus, from the start, counted per run. With `approve`, every tool call
+    waiting for approval is approved, as a person would, once."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, approve: bool = False) -> None:
         self.client = client
         self.completed: Counter[str] = Counter()
         self.outputs: dict[str, str] = {}
         self.failed: dict[str, RunEvent] = {}
         self.changed = asyncio.Event()
+        self.approve = approve
+        self.approved: set[tuple[str, str]] = set()
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -60,6 +64,11 @@ class Watch:
                 self.changed.set()
             elif isinstance(event, Failed):
                 self.failed[event.run_id] = event
+            elif isinstance(event, Interrupted) and self.approve:
+                for approval in event.approvals:
+                    if (event.run_id, approval.call_id) not in self.approved:
+                        self.approved.add((event.run_id, approval.call_id))
+                        await self.client.approve(event.run_id, approval.call_id)
 
     async def until_completed(self, run_ids: set[str], timeout: float, actors: Actors) -> None:
         deadline = time.monotonic() + timeout
@@ -155,6 +164,60 @@ async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNat
             figures = await assert_once(actors, watch, everything)
             assert len(ticks) >= 5, f"the schedule ran only {len(ticks)} times"
             assert sum(figures["kills"].values()) == sum(len(r) for r in plan[:KILLS])
+            await watch.close()
+    finally:
+        actors.stop()
+
+
+# Many processes on one PostgreSQL: not beside the other such tests (connection slots).
+@pytest.mark.xdist_group("processes")
+async def test_graceful_stops(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
+    """SIGTERM (as every deploy sends) and SIGINT (Ctrl-C) to the agent actor, the governor, the
+    scheduler, each, then all at once, then at random, under a load that keeps runs inside model
+    calls, tools, session steps, approval waits and queue waits. Each process must exit by itself
+    with 0; then every run completes once, and, since a graceful stop lets the steps under way
+    finish, no step of any run ran twice."""
+    seed = int(os.environ.get("TIMESTEP_FAULT_SEED") or random.randrange(1 << 30))
+    print(f"TIMESTEP_FAULT_SEED={seed}")
+    rng = random.Random(seed)
+    actors = Actors(tmp_path, fresh_db_url, nats.url)
+    actors.start(*ROLES)
+    stops = max(KILLS, 6)
+    plan: list[tuple[str, ...]] = [("agent",), ("governor",), ("scheduler",), ROLES]
+    plan += [rng.choice([("agent",), ("agent",), ("governor",), ROLES]) for _ in range(stops - len(plan))]
+    runs = max(120, RUNS // 2)
+    run_ids = [f"g{seed % 10000}-{i}" for i in range(runs)]
+    try:
+        async with await Client.connect(nats.url) as client:
+            watch = Watch(client, approve=True)
+            await client.configure_queue("matrix", concurrency=8)
+
+            async def submit() -> None:
+                tasks = []
+                for i, run_id in enumerate(run_ids):
+                    agent = "ledger-approve" if i % 5 == 4 else "ledger"  # a fifth wait for approval
+                    queue = "matrix" if i % 2 else None  # half wait in a queue
+                    session = run_id if i % 3 == 0 else None  # a third read and write a session
+                    tasks.append(asyncio.create_task(
+                        client.submit(agent, f"job {i}", id=run_id, queue=queue, session_id=session, reply_timeout=120)
+                    ))
+                    await asyncio.sleep(1 / 12)
+                await asyncio.gather(*tasks)
+
+            seconds = runs / 12
+            submitting = asyncio.create_task(submit())
+            for n, roles in enumerate(plan):
+                await asyncio.sleep(rng.uniform(0.5, seconds / len(plan)))
+                sig = signal.SIGTERM if n % 2 == 0 else signal.SIGINT
+                await off_loop(lambda: actors.stop_gracefully(*roles, sig=sig))
+                await off_loop(actors.start, *roles)
+            await submitting
+            await watch.until_completed(set(run_ids), timeout=180, actors=actors)
+            figures = await assert_once(actors, watch, set(run_ids))
+            assert figures["cut_off_and_rerun"] == 0, f"a graceful stop cut steps off: {figures}"
+            assert figures["finished_unrecorded_and_rerun"] == 0, f"a step ran again after a graceful stop: {figures}"
+            assert figures["executions"] == 3 * runs
+            assert sum(figures["kills"].values()) == sum(len(r) for r in plan)
             await watch.close()
     finally:
         actors.stop()

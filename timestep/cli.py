@@ -122,7 +122,11 @@ async def _up(args: argparse.Namespace) -> int:
 
     print(f"timestep up: NATS {redact_url(system.url)}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
     await stop.wait()
-    print("timestep: stopping", flush=True)
+    from timestep import engine
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal: stop without waiting for steps
+        loop.add_signal_handler(sig, engine.hurry_stop)
+    print(f"timestep: stopping (steps under way get up to {settings.stop_grace_seconds:g} s to finish; signal again to stop now)", flush=True)
     await system.stop()
     return 0
 

@@ -139,9 +139,10 @@ class RunRecorder:
         workflow and delivers it again, with the same `seq`."""
         self.event(cls, **fields)
         pending, self._pending = self._pending, []
-        for event in pending:
-            await dispatch(event)
-        await settle()
+        async with engine.busy():  # a stop lets it go out whole
+            for event in pending:
+                await dispatch(event)
+            await settle()
 
 
 @contextmanager

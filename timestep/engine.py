@@ -9,6 +9,7 @@ can be swapped (or stood in for) without touching the runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -345,19 +346,154 @@ def is_sqlite() -> bool:
 
 
 def workflow(name: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
-    """Declare a durable workflow under a stable name (a rename would strand in-flight runs)."""
-    return DBOS.workflow(name=name)
+    """Declare a durable workflow under a stable name (a rename would strand in-flight runs).
+    Its executions in this process are known to `stop_workflows`."""
+
+    def declare(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(fn)
+        async def tracked(*args: Any, **kwargs: Any) -> T:
+            task = asyncio.current_task()
+            if task is not None:
+                _executing.add(task)
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                _executing.discard(task)  # type: ignore[arg-type]
+
+        return DBOS.workflow(name=name)(tracked)
+
+    return declare
 
 
 async def step(name: str, fn: Callable[[], Awaitable[T]], *, preemptible: bool = False) -> T:
     """Run `fn` as one checkpointed step of the current workflow: on replay its recorded
     result (or exception) comes back and `fn` does not run again."""
-    return await DBOS.run_step_async({"name": name, "preemptible": preemptible}, fn)
+    async with busy():
+        return await DBOS.run_step_async({"name": name, "preemptible": preemptible}, fn)
 
 
 async def recv(topic: str, timeout_seconds: float) -> Any:
     """Inside a workflow: wait durably for a message sent to this workflow on `topic` (None on timeout)."""
+    await _stop_gate()
     return await DBOS.recv_async(topic, timeout_seconds=timeout_seconds)
+
+
+# --- graceful stop ---------------------------------------------------------------
+#
+# A workflow cancelled by asyncio (the process stopping) must record nothing on its way
+# out: DBOS records most of its calls made inside a workflow (a status read, a sleep, a
+# send) as steps, and a call that a replay would not make again fails the recovered run
+# ("function X was recorded when Y was expected"). So a stop lets the steps under way
+# finish and be recorded, starts no new one, then cancels the executions: each stops at
+# a step boundary, stays PENDING in the database, and resumes in the next process of its
+# executor id as after a crash, without re-running anything.
+
+_executing: set[asyncio.Task] = set()
+_busy = 0
+_idle: asyncio.Event | None = None
+_stopping = False
+
+
+def stopping() -> bool:
+    """True while this process stops its workflows (see `stop_workflows`)."""
+    return _stopping
+
+
+class busy:
+    """Marks durable work under way (a step, a run's last event) that a stop waits for."""
+
+    async def __aenter__(self) -> None:
+        global _busy
+        await _stop_gate()
+        _busy += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        global _busy
+        _busy -= 1
+        if _busy == 0 and _idle is not None:
+            _idle.set()
+
+
+async def _stop_gate() -> None:
+    """While stopping, durable work that has not begun waits here until it is cancelled."""
+    if _stopping:
+        await asyncio.get_running_loop().create_future()
+
+
+async def stop_workflows(grace_seconds: float) -> int:
+    """Stop every workflow executing in this process at a step boundary; returns how many.
+
+    Steps under way get `grace_seconds` to finish (one still running then is cut off and
+    runs again on recovery, as after a crash); no new step starts. DBOS's queue, schedule
+    and recovery threads stop first, so nothing new starts here meanwhile. Runs stay
+    PENDING and resume when a process with this executor id launches."""
+    global _stopping, _idle
+    _stopping = True
+    try:
+        _stop_background_threads()
+        if _busy:
+            _idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(_idle.wait(), grace_seconds)
+            except asyncio.TimeoutError:
+                log.warning("stop: %d step(s) still under way after %.0f s; they run again on recovery", _busy, grace_seconds)
+            finally:
+                _idle = None
+        tasks = [t for t in _executing if not t.done()]
+        with _quiet_cancellation():
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            log.warning("stopped %d run(s) at a step boundary; they resume when this executor id starts again", len(tasks))
+        return len(tasks)
+    finally:
+        _stopping = False
+
+
+def hurry_stop() -> None:
+    """Stop now: the steps under way are cut off (and run again on recovery)."""
+    if _idle is not None:
+        _idle.set()
+
+
+def _stop_background_threads() -> None:
+    if not _launched:
+        return
+    from dbos._dbos import _get_dbos_instance
+
+    for event in _get_dbos_instance().background_thread_stop_events:
+        event.set()
+
+
+class _DropCancelNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Asyncio task cancelled for workflow or step")
+
+
+@contextlib.contextmanager
+def _quiet_cancellation() -> Iterator[None]:
+    """DBOS logs a warning per cancelled workflow and step; a stop says it once itself."""
+    dbos_log = logging.getLogger("dbos")
+    quiet = _DropCancelNotices()
+    dbos_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        dbos_log.removeFilter(quiet)
+
+
+async def status_now(workflow_id: str) -> str | None:
+    """The workflow's status, read outside any workflow context, so that a call from
+    workflow code is not recorded as one of its steps."""
+    def read() -> str | None:
+        from dbos._dbos import _get_dbos_instance
+
+        row = _get_dbos_instance()._sys_db.get_workflow_status(workflow_id)
+        return row["status"] if row else None
+
+    # run_in_executor does not carry the caller's context (DBOS keeps its own in a ContextVar).
+    return await asyncio.get_running_loop().run_in_executor(_io_pool, read)
 
 
 async def send(workflow_id: str, message: Any, topic: str, idempotency_key: str | None = None) -> None:
@@ -368,6 +504,7 @@ async def send(workflow_id: str, message: Any, topic: str, idempotency_key: str 
 
 async def sleep(seconds: float) -> None:
     """Inside a workflow: a durable sleep (a recovered run sleeps only what is left)."""
+    await _stop_gate()
     await DBOS.sleep_async(seconds)
 
 

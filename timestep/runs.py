@@ -144,11 +144,15 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
 
 
 async def _cancelled_in_database(run_id: str) -> bool:
-    try:
-        state = await asyncio.wait_for(engine.status(run_id), 5)
-    except BaseException:  # shutting down: no database to ask, and no cancel to report
+    """Whether an asyncio cancel of the run was a cancel through DBOS. Never while this
+    process stops its workflows (the run resumes later and must not say `cancelled`), and
+    never recorded: a step the replay would not make again fails the recovered run."""
+    if engine.stopping():
         return False
-    return state is not None and state.status == "CANCELLED"
+    try:
+        return await asyncio.wait_for(engine.status_now(run_id), 5) == "CANCELLED"
+    except BaseException:  # the event loop is closing: no database to ask
+        return False
 
 
 async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) -> RunResult:

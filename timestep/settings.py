@@ -155,6 +155,10 @@ class Settings:
     """TIMESTEP_LOG_FORMAT: `json` makes every log line a JSON object with the run id; default `human`."""
     sqlite_wal: bool = True
     """TIMESTEP_SQLITE_WAL: SQLite in write-ahead-log mode (default 1); 0 keeps SQLite's rollback journal (a network file system)."""
+    stop_grace_seconds: float = 8.0
+    """TIMESTEP_STOP_GRACE_SECONDS: on SIGTERM or SIGINT, how long the steps under way may take to finish
+    before `timestep up` stops its runs (default 8, inside `docker stop`'s 10 s); a step still running then
+    runs again on recovery, as after a crash."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -181,4 +185,5 @@ class Settings:
             http_port=_port("TIMESTEP_HTTP_PORT"),
             log_format=_log_format(),
             sqlite_wal=_flag("TIMESTEP_SQLITE_WAL", True),
+            stop_grace_seconds=_float("TIMESTEP_STOP_GRACE_SECONDS", 8.0),
         )
