@@ -177,6 +177,29 @@ async def test_cancel_over_the_contract(client) -> None:
         await run.result(timeout=5)
 
 
+async def test_a_resumed_cancelled_run_numbers_on_and_followers_see_its_end(client) -> None:
+    """Cancelled mid-tool, then resumed: the run's events stay 1, 2, 3, ... (none reused after
+    `cancelled`), and a follower from the start reads past `cancelled` to `completed`."""
+    from timestep import engine
+
+    run = await client.submit(AGENT, "think seconds=4")
+    async for event in client.events(run.run_id):
+        if isinstance(event, ToolCall):
+            await client.cancel(run.run_id)
+    assert isinstance(event, Cancelled)
+    await asyncio.sleep(2)  # the executing step sees the cancel (DBOS polls for it) before the resume
+    await engine.resume(run.run_id)
+    for _ in range(300):
+        if (await engine.status(run.run_id)).status == "SUCCESS":
+            break
+        await asyncio.sleep(0.1)
+    events = await collect(client, run.run_id)
+    kinds = [type(e).__name__ for e in events]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)), list(zip(kinds, [e.seq for e in events]))
+    assert kinds[-1] == "Completed" and "Cancelled" in kinds, kinds
+    assert kinds.index("Cancelled") < kinds.index("ToolOutput")
+
+
 async def test_control_for_an_unknown_run_is_dead_lettered(client, system) -> None:
     bus = system.bus
     dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.control("*", "*")), ordered_consumer=True, deliver_policy="new")

@@ -33,6 +33,9 @@ async def test_timeout_cancels_the_run_and_its_tool(db: str) -> None:
     with pytest.raises(timestep.RunTimeoutError, match="timeout_seconds=1"):
         await timestep.run_agent_workflow(agent, "go", workflow_id=workflow_id, timeout_seconds=1, on_event=events.append)
     assert loop.time() - started < 20
+    # The tool step kept two numbers (tool_call, tool_output) and used one: no gap before `cancelled`.
+    assert [type(e).__name__ for e in events][-2:] == ["ToolCall", "Cancelled"]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
     status = await timestep.RunHandle(workflow_id).get_status()
     assert status.status == "CANCELLED"
     await asyncio.sleep(0.5)

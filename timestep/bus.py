@@ -310,10 +310,10 @@ class Bus:
 
     def event_message(self, event: RunEvent) -> tuple[str, bytes, str, dict[str, str]]:
         """(subject, body, Nats-Msg-Id, headers) of a run event: `<prefix>.runs.events.<run_id>.<type>`,
-        de-duplicated by `<run_id>.<seq>` (a cancellation by `<run_id>.cancelled`: it can come
-        from two places); the headers carry the run's trace context when it is bound here."""
+        de-duplicated by `<run_id>.<seq>` (a cancellation by `<run_id>.cancelled.<seq>`: it can
+        come from two places; a resumed run cancelled again is a new one); the headers carry the run's trace context when it is bound here."""
         tag = type(event).__struct_config__.tag  # type: ignore[attr-defined]
-        msg_id = f"{event.run_id}.cancelled" if tag == "cancelled" else f"{event.run_id}.{event.seq}"
+        msg_id = f"{event.run_id}.cancelled.{event.seq}" if tag == "cancelled" else f"{event.run_id}.{event.seq}"
         headers = observe.trace_headers(observe.run_trace(event.run_id))
         return self.subjects.events(event.run_id, tag), encode_event(event), msg_id, headers
 
@@ -515,6 +515,15 @@ class BusEventSink:
             await self.bus.publish_durably(subject, data, msg_id, headers=headers)
             return
         self._pending.append((future, subject, data, msg_id, headers))
+
+    async def last_stored(self, run_id: str) -> tuple[int, str] | None:
+        """The run's last stored event (seq, type), by one direct get from the events stream."""
+        try:
+            msg = await self.bus.js.get_last_msg(EVENTS_STREAM, self.bus.subjects.run_events(run_id), direct=True)
+        except NotFoundError:
+            return None
+        event = msgspec.json.decode(msg.data)
+        return int(event.get("seq", 0)), str(event.get("type"))
 
     async def settle(self) -> None:
         snapshot = list(self._pending)

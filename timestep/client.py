@@ -113,6 +113,13 @@ def _parent_trace(traceparent: str | None) -> observe.Trace | None:
     return observe.Trace(traceparent.strip().lower())
 
 
+def _more_stored(msg: Any) -> bool:
+    try:
+        return bool(msg.metadata.num_pending)
+    except Exception:
+        return False
+
+
 def resolve_url(settings: Settings) -> str:
     """NATS_URL, else the URL `timestep up` wrote to $TIMESTEP_HOME/nats.url."""
     if settings.nats.url:
@@ -212,13 +219,15 @@ class Client:
 
     async def events(self, run_id: str | None = None, *, from_start: bool | None = None) -> AsyncIterator[RunEvent]:
         """A run's events from its first (or, without `run_id`, every run's new events), live.
-        A run's stream ends after its last event (completed, failed, cancelled or rejected)."""
+        A run's stream ends after its last event (completed, failed, cancelled or rejected), or,
+        for a cancelled run that was resumed, after the last event of the resumed run."""
         subject = self.subjects.run_events(run_id) if run_id else self.subjects.all_events
         replay = from_start if from_start is not None else run_id is not None
         async for msg in self.bus.follow(subject, from_start=replay):
             event = decode_event(msg.data)
             yield event
-            if run_id and isinstance(event, TERMINAL):
+            # A cancelled run may have been resumed: its later events are stored after this one.
+            if run_id and isinstance(event, TERMINAL) and not _more_stored(msg):
                 return
 
     async def approve(self, run_id: str, call_id: str, *, always: bool = False) -> None:

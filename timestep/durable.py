@@ -35,7 +35,7 @@ from openai.types.responses import ResponseFunctionToolCall
 
 from subjects.events import Delta, RunEvent, ToolCall, ToolOutput
 from timestep import engine, metrics, observe
-from timestep.events import dispatch, now, settle
+from timestep.events import dispatch, last_stored, now, settle
 from timestep.queues import record_tokens
 
 Emit = Callable[..., Awaitable[None]]
@@ -63,11 +63,17 @@ class Turnstile:
 
 @dataclasses.dataclass
 class _Outcome:
-    """What a step records: its value or its error, and how many event numbers it used."""
+    """What a step records: its value or its error, how many event numbers it used, and the
+    run's `shift` when it ran (see RunRecorder)."""
 
     value: Any
     error: BaseException | None
     used: int
+    shift: int = 0
+
+
+#: Events that end a run: one stored before a step of the run runs means the run was resumed.
+_ENDINGS = ("cancelled", "failed")
 
 
 class RunRecorder:
@@ -77,6 +83,12 @@ class RunRecorder:
     next number at once and are delivered by the next step that really runs (so a
     replay does not deliver them again); events made inside a step get numbers from
     the step's own counter, and the step records how many it used.
+
+    A cancelled run that is resumed goes on after its `cancelled` event: the first step
+    that really runs in an execution that did not start fresh asks the event sinks for the
+    run's last stored event, and when that event ended the run, every later number moves
+    past it (`shift`, recorded with each step so that replays number alike). Numbers are
+    1, 2, 3, ... per run, none used twice, none skipped.
     """
 
     def __init__(self, run_id: str, *, stream: bool, token_queue: str | None = None) -> None:
@@ -84,13 +96,31 @@ class RunRecorder:
         self.stream = stream
         self.token_queue = token_queue
         self.seq = 0
+        self.shift = 0
         self.turnstile = Turnstile([])
-        self._pending: list[RunEvent] = []
+        self._pending: list[tuple[int, type, dict[str, Any], Any]] = []
+        self._aligned = engine.first_execution()  # a fresh start has nothing to move past
+        self._done = 0  # numbers used up to the last step that finished
+        self._delivered = 0  # the highest number this execution delivered
 
     def event(self, cls: type, **fields: Any) -> None:
         """Queue an event made by workflow code; the next executed step delivers it."""
         self.seq += 1
-        self._pending.append(cls(run_id=self.run_id, seq=self.seq, time=now(), **fields))
+        self._pending.append((self.seq, cls, fields, now()))
+
+    async def _deliver(self, number: int, cls: type, fields: dict[str, Any], when: Any = None) -> None:
+        self._delivered = max(self._delivered, number)
+        await dispatch(cls(run_id=self.run_id, seq=number + self.shift, time=when or now(), **fields))
+
+    async def _align(self, first: int) -> None:
+        """Before the first event this execution delivers (numbered `first`): move past an
+        ending already stored (the run was cancelled, then resumed)."""
+        if self._aligned:
+            return
+        self._aligned = True
+        last = await last_stored(self.run_id)
+        if last is not None and last[1] in _ENDINGS and last[0] >= first + self.shift:
+            self.shift = last[0] - first + 1
 
     async def step(
         self,
@@ -108,27 +138,36 @@ class RunRecorder:
             self.seq += reserve
 
         async def body() -> _Outcome:
-            for event in pending:
-                await dispatch(event)
+            await self._align(pending[0][0] if pending else base + 1)
+            for number, cls, fields, when in pending:
+                await self._deliver(number, cls, fields, when)
             counter = base
 
             async def emit(cls: type, **fields: Any) -> None:
                 nonlocal counter
                 counter += 1
-                await dispatch(cls(run_id=self.run_id, seq=counter, time=now(), **fields))
+                await self._deliver(counter, cls, fields)
 
             try:
                 with _observed(name):
                     value = await fn(emit)
-                outcome = _Outcome(value, None, counter - base)
+                outcome = _Outcome(value, None, counter - base, self.shift)
             except Exception as exc:  # recorded, then raised again outside the step
-                outcome = _Outcome(None, _picklable(exc), counter - base)
+                outcome = _Outcome(None, _picklable(exc), counter - base, self.shift)
             await settle()  # the step's events are stored before the step is
             return outcome
 
-        outcome: _Outcome = await engine.step(name, body, preemptible=preemptible)
+        try:
+            outcome: _Outcome = await engine.step(name, body, preemptible=preemptible)
+        except BaseException:
+            # Cut off (a cancel, a timeout, a stop) and not recorded: the numbers it kept
+            # for itself but did not use go to the run's last event instead of leaving a gap.
+            self.seq = max(self._done, self._delivered)
+            raise
+        self.shift = max(self.shift, outcome.shift)
         if reserve is None:
             self.seq = base + outcome.used
+        self._done = max(self._done, base + outcome.used)
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
@@ -140,8 +179,8 @@ class RunRecorder:
         self.event(cls, **fields)
         pending, self._pending = self._pending, []
         async with engine.busy():  # a stop lets it go out whole
-            for event in pending:
-                await dispatch(event)
+            for number, event_cls, event_fields, when in pending:
+                await self._deliver(number, event_cls, event_fields, when)
             await settle()
 
 

@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timezone
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from dbos import DBOS, DBOSClient, SetEnqueueOptions, SetWorkflowID, SetWorkflowTimeout
@@ -532,10 +533,25 @@ def current_workflow_id() -> str:
     return workflow_id
 
 
+#: Set while `start` starts a workflow: the task DBOS creates for it copies this context, so
+#: the workflow knows it begins fresh (a recovered, resumed or queued one does not know).
+_starting: ContextVar[bool] = ContextVar("timestep_starting", default=False)
+
+
+def first_execution() -> bool:
+    """Inside a workflow: True when `start` began it just now in this process (no earlier
+    execution of it can exist: an id used before does not execute again)."""
+    return _starting.get()
+
+
 async def start(fn: Callable[..., Awaitable[T]], arg: Any, *, workflow_id: str, timeout_seconds: float | None) -> Any:
     """Start `fn(arg)` as workflow `workflow_id`; an id used before returns the first run's handle."""
-    with SetWorkflowID(workflow_id), SetWorkflowTimeout(timeout_seconds):
-        return await DBOS.start_workflow_async(fn, arg)
+    token = _starting.set(True)
+    try:
+        with SetWorkflowID(workflow_id), SetWorkflowTimeout(timeout_seconds):
+            return await DBOS.start_workflow_async(fn, arg)
+    finally:
+        _starting.reset(token)
 
 
 async def enqueue(

@@ -25,7 +25,9 @@ Listener = Callable[[RunEvent], Awaitable[None] | None]
 class EventSink(Protocol):
     """Receives every event of every run in this process. A sink may also have
     `async def settle()`: a run calls it before a step is recorded as done, so a sink
-    that publishes without waiting can wait there until what it published is stored."""
+    that publishes without waiting can wait there until what it published is stored;
+    and `async def last_stored(run_id) -> (seq, type) | None`: the run's last stored
+    event, which a resumed run numbers its new events after."""
 
     async def emit(self, event: RunEvent) -> None: ...
 
@@ -94,3 +96,20 @@ async def settle() -> None:
                 await settle_sink()
             except Exception:
                 log.exception("event sink %r failed to settle", sink)
+
+
+async def last_stored(run_id: str) -> tuple[int, str] | None:
+    """The run's last event as the sinks that store events know it: (seq, type), or None."""
+    found: tuple[int, str] | None = None
+    for sink in list(_sinks):
+        ask = getattr(sink, "last_stored", None)
+        if ask is None:
+            continue
+        try:
+            last = await ask(run_id)
+        except Exception:
+            log.exception("event sink %r could not tell the last event of run %s", sink, run_id)
+            continue
+        if last is not None and (found is None or last[0] > found[0]):
+            found = last
+    return found
