@@ -38,7 +38,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from subjects.events import ErrorInfo
 from subjects.messages import Reply
-from timestep import metrics
+from timestep import metrics, registry
 from timestep.bus import Bus
 from timestep.errors import PermissionDeniedError
 
@@ -51,6 +51,25 @@ def origin(msg: Msg) -> str | None:
         return f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"
     except Exception:
         return None
+
+
+class KnownAgents:
+    """Which agents a run may name: those registered in this process, or announced on the bus by an
+    agent actor. The governor checks every request with it, the scheduler every new schedule."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._seen: set[str] = set()
+
+    async def problem(self, name: str) -> str | None:
+        """None when `name` is known; else why not, naming the agents that are."""
+        if name in self._seen or name in registry.registered_agents():
+            return None
+        if await self.bus.agent_hosted(name):
+            self._seen.add(name)  # agent actors come and go; the names they host stay
+            return None
+        hosted = await self.bus.hosted_agents()
+        return f"no agent named {name!r} is hosted by a running agent actor (hosted: {', '.join(hosted) or 'none'})"
 
 
 class Actor:

@@ -19,11 +19,11 @@ import msgspec
 from nats.aio.msg import Msg
 
 from actors.agent import AgentActor
-from actors.base import Actor, origin
+from actors.base import Actor, KnownAgents, origin
 from subjects.events import Accepted, Queued, Rejected, encode_event
 from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
 from subjects.names import SUBMIT_STREAM
-from timestep import engine, metrics, observe, queues, registry
+from timestep import engine, metrics, observe, queues
 from timestep.bus import Bus
 from timestep.errors import DuplicateRunError, TimestepError
 from timestep.events import now
@@ -52,7 +52,7 @@ class Governor(Actor):
         super().__init__(bus)
         self.subject = bus.subjects.submit
         self.local_agent = local_agent
-        self._known_agents: set[str] = set()
+        self._agents = KnownAgents(bus)
         self._answering: set[asyncio.Task] = set()
 
     async def on_start(self) -> None:
@@ -75,27 +75,15 @@ class Governor(Actor):
             await self._reject(msg, bad)
 
     async def _admit(self, request, run_id: str) -> None:
-        if not await self._agent_known(request.agent):
-            hosted = await self.bus.hosted_agents()
-            raise Invalid(
-                "agent",
-                f"no agent named {request.agent!r} is hosted by a running agent actor (hosted: {', '.join(hosted) or 'none'})",
-                run_id,
-            )
+        problem = await self._agents.problem(request.agent)
+        if problem is not None:
+            raise Invalid("agent", problem, run_id)
         if request.queue is None:
             await self._start_now(request, run_id)
         else:
             await self._enqueue(request, run_id)
         metrics.RUNS_ADMITTED.inc(kind="direct" if request.queue is None else "queued", queue=request.queue or "")
         log.info("admitted run %s (%s)", run_id, f"queue {request.queue}" if request.queue else "direct")
-
-    async def _agent_known(self, name: str) -> bool:
-        if name in self._known_agents or name in registry.registered_agents():
-            return True
-        if await self.bus.agent_hosted(name):
-            self._known_agents.add(name)  # agent actors come and go; the names they host stay
-            return True
-        return False
 
     async def _start_now(self, request, run_id: str) -> None:
         start = StartRun(run_id=run_id, timeout_seconds=request.timeout_seconds, spec=_traced(to_spec(request, seq_base=1)))

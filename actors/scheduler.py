@@ -6,6 +6,8 @@ request with the run id `<name>-<YYYYmmddTHHMMSS>` and that id as `Nats-Msg-Id`,
 so two schedulers publishing the same tick make one run: JetStream drops the
 repeat, and the run id would absorb it after the duplicate window too.
 Ticks missed while no scheduler was running are not run afterwards.
+A schedule that cannot fire (a cron with no next time, a row that cannot be read) is logged
+once and skipped; the others go on.
 """
 
 from __future__ import annotations
@@ -17,30 +19,36 @@ from datetime import datetime, timezone
 
 import msgspec
 import sqlalchemy as sa
-from croniter import croniter
+from croniter import CroniterError
 from nats.aio.msg import Msg
 
-from actors.base import Actor
+from actors.base import Actor, KnownAgents
 from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete, ScheduleList
 from timestep import engine, store
 from timestep.bus import Bus
-from timestep.errors import ValidationError
+from timestep.errors import TimestepError, ValidationError
 from timestep.intake import Invalid, body_problem, encode, parse_request
-from timestep.schedules import check_crontab, tick_run_id
+from timestep.schedules import check_crontab, next_time, tick_run_id
 
 log = logging.getLogger("actors.scheduler")
 
 TICK_SECONDS = 0.2
 RELOAD_SECONDS = 1.0
+_RECREATE = "delete it (timestep schedules delete {name}) and create it again"
 
 
-def _load() -> list[Schedule]:
+def _load() -> tuple[list[Schedule], dict[str, str]]:
+    """The schedules, and why each row that cannot be read is left out (by name)."""
     with store.get_engine().connect() as conn:
         rows = conn.execute(sa.select(store.bus_schedules).order_by(store.bus_schedules.c.name)).mappings().all()
-    return [
-        Schedule(name=r["name"], cron=r["cron"], request=msgspec.json.decode(r["request"], type=RunRequest), created_at=r["created_at"])
-        for r in rows
-    ]
+    schedules, unreadable = [], {}
+    for r in rows:
+        try:
+            request = msgspec.json.decode(r["request"], type=RunRequest)
+            schedules.append(Schedule(name=r["name"], cron=r["cron"], request=request, created_at=r["created_at"]))
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+            unreadable[r["name"]] = f"skipped: its stored request cannot be read ({exc}); {_RECREATE.format(name=r['name'])}"
+    return schedules, unreadable
 
 
 def _save(schedule: Schedule) -> None:
@@ -58,8 +66,10 @@ class Scheduler(Actor):
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self._clock: asyncio.Task | None = None
-        self._next: dict[str, tuple[str, datetime]] = {}  # name -> (cron, next tick)
+        self._next: dict[str, tuple[str, datetime | None]] = {}  # name -> (cron, next tick; None: never)
         self._schedules: dict[str, Schedule] = {}
+        self._failing: dict[str, str] = {}  # name -> the problem logged for it
+        self._agents = KnownAgents(bus)
         self._loaded_at = 0.0
 
     async def on_start(self) -> None:
@@ -89,20 +99,48 @@ class Scheduler(Actor):
 
     async def _tick(self) -> None:
         if time.monotonic() - self._loaded_at > RELOAD_SECONDS:
-            self._schedules = {s.name: s for s in await engine.blocking(_load)}
+            schedules, unreadable = await engine.blocking(_load)
+            self._schedules = {s.name: s for s in schedules}
+            for name, problem in unreadable.items():
+                self._failed(name, problem)
+            for name in set(self._failing) - set(self._schedules) - set(unreadable):
+                del self._failing[name]  # deleted: a new schedule of that name is reported afresh
             self._loaded_at = time.monotonic()
         current = datetime.now(timezone.utc)
         for name, schedule in self._schedules.items():
-            known = self._next.get(name)
-            if known is None or known[0] != schedule.cron:
-                self._next[name] = (schedule.cron, _next_tick(schedule.cron, current))
-                continue
-            due = known[1]
-            if due <= current:
-                await self._fire(schedule, due)
-                self._next[name] = (schedule.cron, _next_tick(schedule.cron, max(due, current)))
+            try:
+                await self._advance(schedule, current)
+            except CroniterError as exc:
+                self._failed(name, f"skipped: its cron {schedule.cron!r} cannot fire ({exc}); {_RECREATE.format(name=name)} with a cron that fires")
+            except Exception as exc:  # this schedule's trouble alone: the others still fire
+                self._failed(name, f"its tick failed ({type(exc).__name__}: {exc}); trying again")
         for name in set(self._next) - set(self._schedules):
             del self._next[name]
+
+    async def _advance(self, schedule: Schedule, current: datetime) -> None:
+        name, cron = schedule.name, schedule.cron
+        known = self._next.get(name)
+        if known is None or known[0] != cron:
+            self._plan(name, cron, current)
+            return
+        due = known[1]
+        if due is not None and due <= current:
+            await self._fire(schedule, due)
+            if self._failing.pop(name, None) is not None:
+                log.info("schedule %s fires again", name)
+            self._plan(name, cron, max(due, current))
+
+    def _plan(self, name: str, cron: str, after: datetime) -> None:
+        # Planned as "never" first: a cron with no next time (one stored before creation refused
+        # such crons, or a corrupt row) stays skipped until it changes, not retried at every tick.
+        self._next[name] = (cron, None)
+        self._next[name] = (cron, next_time(cron, after))
+
+    def _failed(self, name: str, problem: str) -> None:
+        """Log a schedule's failure once (and again only if it changes), not at every tick."""
+        if self._failing.get(name) != problem:
+            self._failing[name] = problem
+            log.error("schedule %s: %s", name, problem)
 
     async def _fire(self, schedule: Schedule, tick: datetime) -> None:
         run_id = tick_run_id(schedule.name, tick)
@@ -122,13 +160,16 @@ class Scheduler(Actor):
             except Invalid as bad:
                 field = "request" if bad.field == "request" else f"request.{bad.field}"
                 raise ValidationError(field, bad.message) from None
+            problem = await self._agents.problem(req.request.agent)
+            if problem is not None:
+                raise ValidationError("request.agent", problem, "start an agent actor that hosts it (timestep up --agents MODULE), or name one that is hosted")
             schedule = Schedule(name=req.name, cron=cron, request=msgspec.structs.replace(req.request, id=None), created_at=time.time())
             await engine.blocking(_save, schedule)
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, schedule=schedule))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             await self.refuse(msg, ValidationError(*body_problem(exc)))
-        except ValidationError as exc:
+        except TimestepError as exc:
             await self.refuse(msg, exc)
 
     async def _delete(self, msg: Msg) -> None:
@@ -146,10 +187,5 @@ class Scheduler(Actor):
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             await self.refuse(msg, ValidationError(*body_problem(exc)))
             return
-        await self.reply(msg, Reply(ok=True, schedules=await engine.blocking(_load)))
-
-
-
-def _next_tick(cron: str, after: datetime) -> datetime:
-    six = len(cron.split()) == 6
-    return croniter(cron, after, second_at_beginning=six).get_next(datetime)
+        schedules, _ = await engine.blocking(_load)
+        await self.reply(msg, Reply(ok=True, schedules=schedules))

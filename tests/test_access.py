@@ -39,7 +39,7 @@ from subjects.messages import DeadLetter, QueueConfigure, RunRequest, ScheduleCr
 from subjects.names import DEAD_STREAM, EVENTS_STREAM
 from timestep.bus import Bus, BusEventSink
 from timestep.client import Client, RunRejectedError
-from timestep.errors import PermissionDeniedError, RunCancelledError
+from timestep.errors import PermissionDeniedError, RunCancelledError, TimestepError
 from timestep.natsserver import EmbeddedNats, free_port
 from timestep.offline_model import OfflineDemoModel
 from timestep.settings import NatsSettings, Settings
@@ -400,6 +400,9 @@ async def test_admin_configures_queues_and_schedules(deployment: Deployment) -> 
         assert schedule.name == name and name in [x.name for x in await admin.list_schedules()]
         assert await admin.delete_schedule(name)
         assert name not in [x.name for x in await admin.list_schedules()]
+        # The scheduler reads the hosted agents (the key-value bucket) to refuse one nobody hosts.
+        with pytest.raises(TimestepError, match=r"^request\.agent: no agent named 'ghost' is hosted by a running agent actor \(hosted: "):
+            await admin.create_schedule(uid("haunted"), "0 3 * * *", {"agent": "ghost", "input": "boo"})
         # Admins follow runs and read dead letters too.
         run = await admin.submit(AGENT, "hi there")
         assert (await run.result(timeout=60)).output == "You said: hi there"

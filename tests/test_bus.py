@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
+import time
 import uuid
 
 import msgspec
 import pytest
 
 import bus_agents
+from processes import process_env
 from subjects.events import (
     Accepted,
     Cancelled,
@@ -22,7 +26,7 @@ from subjects.events import (
     ToolOutput,
     decode_event,
 )
-from subjects.messages import DeadLetter
+from subjects.messages import DeadLetter, Reply, RunRequest, Schedule
 from timestep.client import RunRejectedError
 from timestep.errors import RunCancelledError, TimestepError
 
@@ -249,6 +253,92 @@ async def test_schedules_over_the_contract(client) -> None:
     await asyncio.sleep(2)  # a tick sent just before the delete still starts a run: not in the next test's time
     with pytest.raises(TimestepError, match="crontab"):
         await client.create_schedule(uid("bad"), "every minute", {"agent": AGENT, "input": "x"})
+
+
+async def test_schedule_whose_cron_never_fires_is_refused(client, system) -> None:
+    for never in ["0 0 31 2 *", "0 0 0 31 2 *"]:
+        name = uid("never")
+        body = msgspec.json.encode({"name": name, "cron": never, "request": {"agent": AGENT, "input": "x"}})
+        reply = msgspec.json.decode((await system.bus.nc.request(system.bus.subjects.schedules_create, body, timeout=10)).data, type=Reply)
+        assert not reply.ok
+        assert reply.error.message.startswith(f"crontab: '{never}' never fires: no time in the next 50 years matches it")
+        assert "use days every chosen month has" in reply.error.message
+        with pytest.raises(TimestepError, match=r"^crontab: .* never fires"):
+            await client.create_schedule(name, never, {"agent": AGENT, "input": "x"})
+        assert name not in [s.name for s in await client.list_schedules()]
+
+
+async def test_schedule_for_an_agent_no_actor_hosts_is_refused(client) -> None:
+    ghost, name = uid("ghost"), uid("haunted")
+    with pytest.raises(TimestepError) as refused:
+        await client.create_schedule(name, "* * * * * *", {"agent": ghost, "input": "boo"})
+    # The governor's check and words for a run to that agent.
+    assert str(refused.value).startswith(f"request.agent: no agent named '{ghost}' is hosted by a running agent actor (hosted: ")
+    assert AGENT in str(refused.value) and "timestep up --agents MODULE" in str(refused.value)
+    assert name not in [s.name for s in await client.list_schedules()]
+
+
+async def test_cli_refuses_a_schedule_that_never_fires_or_names_no_hosted_agent(client, system) -> None:
+    async def cli(*args: str) -> tuple[int, str, str]:
+        # Awaited, not run: the actors answering it share this event loop.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "timestep.cli", *args, env=process_env(NATS_URL=system.url),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    name, ghost = uid("cli-never"), uid("ghost")
+    code, out, err = await cli("schedules", "create", name, "0 0 31 2 *", AGENT, "hi")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: crontab: '0 0 31 2 *' never fires: ") and err.count("\n") == 1, err
+    code, out, err = await cli("schedules", "create", name, "* * * * *", ghost, "hi")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: request.agent: no agent named '{ghost}' is hosted by a running agent actor") and err.count("\n") == 1, err
+    assert name not in [s.name for s in await client.list_schedules()]
+
+
+async def test_a_schedule_that_cannot_fire_never_stops_the_others(client, system, caplog: pytest.LogCaptureFixture) -> None:
+    """Rows a version without today's checks could store: a cron with no next time, and a request
+    that no longer reads. Each is logged once and skipped; the every-second schedule still fires."""
+    from actors.scheduler import _save
+    from timestep import engine, store
+
+    caplog.set_level(logging.INFO, logger="actors.scheduler")
+    # Named to sort before the good one: the scheduler goes through its schedules by name.
+    never, corrupt, good = uid("0-never"), uid("0-corrupt"), uid("every-second")
+    await engine.blocking(_save, Schedule(name=never, cron="0 0 31 2 *", request=RunRequest(agent=AGENT, input="never"), created_at=time.time()))
+
+    def save_corrupt() -> None:
+        with store.get_engine().begin() as conn:
+            store.upsert(conn, store.bus_schedules, [{"name": corrupt, "cron": "* * * * * *", "request": "{not json", "created_at": time.time()}])
+
+    await engine.blocking(save_corrupt)
+    try:
+        await client.create_schedule(good, "* * * * * *", {"agent": AGENT, "input": "tick"})
+
+        async def ticks(wanted: int) -> list[Completed]:
+            done = []
+            async for event in client.events():
+                if isinstance(event, Completed) and event.run_id.startswith(good + "-"):
+                    done.append(event)
+                    if len(done) == wanted:
+                        return done
+
+        # Two ticks: the scheduler went through its schedules several times meanwhile.
+        assert [e.output for e in await asyncio.wait_for(ticks(2), 60)] == ["You said: tick"] * 2
+    finally:
+        for name in (good, never, corrupt):
+            assert await client.delete_schedule(name) is True
+        await asyncio.sleep(2)  # a tick sent just before the delete still starts a run: not in the next test's time
+    logged = [r.getMessage() for r in caplog.records if r.name == "actors.scheduler" and r.levelno == logging.ERROR]
+    assert [m for m in logged if m.startswith(f"schedule {never}:")] == [
+        f"schedule {never}: skipped: its cron '0 0 31 2 *' cannot fire (failed to find next date); "
+        f"delete it (timestep schedules delete {never}) and create it again with a cron that fires"
+    ]
+    [unreadable] = [m for m in logged if m.startswith(f"schedule {corrupt}:")]
+    assert "skipped: its stored request cannot be read" in unreadable and f"timestep schedules delete {corrupt}" in unreadable
+    assert not [m for m in logged if "clock failed" in m]
 
 
 async def test_cancel_of_a_finished_run_leaves_its_history_alone(client, system) -> None:

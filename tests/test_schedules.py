@@ -11,12 +11,14 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pytest
 from agents import Agent
 from agents.testing import ModelStep, ScriptedModel, assistant_message
 
 import timestep
 from timestep import engine
+from timestep.runs import RunSpec
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -53,6 +55,49 @@ async def test_invalid_cron_is_refused_naming_the_field(db: str) -> None:
             await timestep.create_scheduled_agent_workflow(bad, agent, "x")
     with pytest.raises(timestep.ValidationError, match="^name: "):
         await timestep.create_scheduled_agent_workflow("* * * * *", agent, "x", name="a.b")
+
+
+async def test_a_cron_that_never_fires_is_refused_and_nothing_is_stored(db: str) -> None:
+    agent = Agent(name="cron-never")
+    for never in ["0 0 31 2 *", "0 0 30 2 *", "0 0 0 31 2 *", "* * 31 4,6,9,11 *"]:
+        name = f"never-{uuid.uuid4().hex[:8]}"
+        with pytest.raises(timestep.ValidationError, match="^crontab: .* never fires: no time in the next 50 years .*; use days every chosen month has") as refused:
+            await timestep.create_scheduled_agent_workflow(never, agent, "x", name=name)
+        assert refused.value.field == "crontab"
+        assert name not in {s.name for s in await timestep.list_schedules()}
+    # Rare is not never: 29 February comes in leap years, and a weekday makes it OR (every Monday of February).
+    for rare in ["0 0 29 2 *", "0 0 31 2 1"]:
+        name = await timestep.create_scheduled_agent_workflow(rare, agent, "x", name=f"rare-{uuid.uuid4().hex[:8]}")
+        assert await timestep.delete_schedule(name)
+
+
+# DBOS's thread for the never-firing schedule ends with croniter's error, printed once.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_a_schedule_that_never_fires_does_not_stop_the_others(db: str) -> None:
+    """A never-firing schedule stored as a version without the check at creation did: DBOS runs
+    each schedule on a thread of its own, so the every-second one still fires."""
+    from timestep import schedules
+
+    seen: list[str] = []
+
+    def respond(call) -> object:
+        seen.append(call.input[0]["content"])
+        return [assistant_message("tock")]
+
+    agent = Agent(name=f"beside-{uuid.uuid4().hex[:8]}", model=ScriptedModel([ModelStep.respond(respond) for _ in range(100)]))
+    timestep.register_agent(agent)
+    bad = f"0-never-{uuid.uuid4().hex[:8]}"  # sorts before the good one
+    spec = msgspec.to_builtins(RunSpec(agent=agent.name, input="never"))
+    await engine.blocking(schedules._apply, bad, "0 0 31 2 *", {"name": bad, "spec": spec})
+    good = await timestep.create_scheduled_agent_workflow("* * * * * *", agent, "tick", name=f"s-{uuid.uuid4().hex[:8]}")
+    try:
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert seen and seen[0] == "tick"
+    finally:
+        assert await timestep.delete_schedule(good) and await timestep.delete_schedule(bad)
+        await asyncio.sleep(2)  # a tick due just before the delete still starts a run: not in the next test's time
 
 
 def test_each_tick_runs_once_with_two_processes(fresh_db_url: str, tmp_path: Path) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 from agents import Agent, RunState
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from subjects.ids import run_id_problem
 from timestep import engine, registry
@@ -18,6 +18,8 @@ from timestep.errors import ValidationError
 from timestep.runs import RunSpec, _check_input_items, _session_id, _result, agent_run
 
 WORKFLOW_NAME = "timestep.scheduled_run"
+#: How far ahead a cron's next time is looked for (croniter's own default, named so the error can say it).
+HORIZON_YEARS = 50
 _pending: dict[str, dict[str, Any]] = {}
 
 
@@ -38,7 +40,21 @@ def check_crontab(crontab: object) -> str:
         raise ValidationError("crontab", f"{crontab!r} has {len(fields)} fields", "use 5 fields (minute hour day month weekday) or 6 with seconds first")
     if not croniter.is_valid(crontab, second_at_beginning=len(fields) == 6):
         raise ValidationError("crontab", f"{crontab!r} is not a valid cron expression", "e.g. '0 */6 * * *' (every 6 hours) or '*/10 * * * * *' (every 10 s)")
+    try:
+        next_time(crontab, datetime.now(timezone.utc))
+    except CroniterBadDateError:
+        raise ValidationError(
+            "crontab",
+            f"{crontab!r} never fires: no time in the next {HORIZON_YEARS} years matches it (a day its months do not have, such as 31 February)",
+            "use days every chosen month has, or 'L' for the last day of the month",
+        ) from None
     return " ".join(fields)
+
+
+def next_time(crontab: str, after: datetime) -> datetime:
+    """The cron's first time after `after`; CroniterBadDateError when none comes within HORIZON_YEARS."""
+    six = len(crontab.split()) == 6
+    return croniter(crontab, after, second_at_beginning=six, max_years_between_matches=HORIZON_YEARS).get_next(datetime)
 
 
 def tick_run_id(name: str, scheduled_at: datetime) -> str:

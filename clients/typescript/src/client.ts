@@ -440,7 +440,7 @@ export class Client {
 
   /** Create or replace a cron schedule (5 fields, or 6 with seconds first) of a run request. */
   async createSchedule(name: string, cron: string, request: RunRequestInput): Promise<Schedule> {
-    const body = { name: check.name("name", name), cron: check.text("cron", cron, 1, 200), request: buildRunRequest(request, "request.") };
+    const body = { name: check.name("name", name), cron: check.cron("cron", cron), request: buildRunRequest(request, "request.") };
     return (await this.admin(this.subjects.schedulesCreate, body)).schedule as Schedule;
   }
 
@@ -544,6 +544,7 @@ export class Client {
     inputItems: string | Record<string, unknown>[],
     options: { session?: string; stream?: boolean; name?: string; queueName?: string; priority?: number } = {},
   ): Promise<string> {
+    check.cron("crontab", crontab);
     const digest = createHash("sha256")
       .update(`${crontab}|${agent}|${JSON.stringify(inputItems)}|${options.session ?? ""}`)
       .digest("hex")

@@ -120,3 +120,60 @@ export function boolean(field: string, value: unknown): boolean {
   if (typeof value !== "boolean") throw new ValidationError(field, `must be true or false, not ${kind(value)}`);
   return value;
 }
+
+// The longest month each is ever (February: 29 days, in leap years).
+const MONTH_DAYS = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+const MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+
+/**
+ * A cron of 5 fields (minute first) or 6 (seconds first), refused when it can never fire: days of the
+ * month that none of its months has (`0 0 31 2 *`), as the scheduler refuses it. The rest of the cron
+ * syntax (`L`, `W`, `#`, ...) is the scheduler's to check.
+ */
+export function cron(field: string, value: unknown): string {
+  text(field, value, 1, 200);
+  const crontab = value as string;
+  const fields = crontab.trim() === "" ? [] : crontab.trim().split(/\s+/);
+  if (fields.length !== 5 && fields.length !== 6) {
+    throw new ValidationError(field, `${show(crontab)} has ${fields.length} fields`, "use 5 fields (minute hour day month weekday) or 6 with seconds first");
+  }
+  const [day, month, weekday] = fields.slice(-3);
+  // With a weekday too, a day matches either (cron's OR), and every month has each weekday.
+  const days = weekday === "*" || weekday === "?" ? cronValues(day, 1, 31) : undefined;
+  const months = cronValues(month, 1, 12, MONTH_NAMES);
+  if (days && months && months.every((m) => Math.min(...days) > MONTH_DAYS[m - 1])) {
+    throw new ValidationError(
+      field,
+      `${show(crontab)} never fires: no time in the next 50 years matches it (a day its months do not have, such as 31 February)`,
+      "use days every chosen month has, or 'L' for the last day of the month",
+    );
+  }
+  return crontab;
+}
+
+/** The values of a plain cron field (lists, ranges, steps, names); undefined for any other syntax. */
+function cronValues(expr: string, min: number, max: number, names: string[] = []): number[] | undefined {
+  const number = (token: string): number | undefined => {
+    const named = names.indexOf(token.toLowerCase());
+    if (named >= 0) return named + min;
+    return /^\d+$/.test(token) ? Number(token) : undefined;
+  };
+  const values: number[] = [];
+  for (const part of expr.split(",")) {
+    const [range, stepText, ...rest] = part.split("/");
+    const step = stepText === undefined ? 1 : /^\d+$/.test(stepText) ? Number(stepText) : 0;
+    if (rest.length > 0 || step < 1) return undefined;
+    let low: number | undefined;
+    let high: number | undefined;
+    if (range === "*") [low, high] = [min, max];
+    else {
+      const [first, last, ...more] = range.split("-");
+      if (more.length > 0) return undefined;
+      low = number(first);
+      high = last === undefined ? (stepText === undefined ? low : max) : number(last);
+    }
+    if (low === undefined || high === undefined || low < min || high > max || low > high) return undefined;
+    for (let v = low; v <= high; v += step) values.push(v);
+  }
+  return values;
+}

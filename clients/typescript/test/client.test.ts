@@ -213,11 +213,23 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.equal(listed?.request.session_id, "inbox");
     assert.equal(await client.deleteSchedule(derived), true);
 
-    await assert.rejects(client.createSchedule(uid("bad"), "every minute", { agent: AGENT, input: "x" }), (error: Error) => {
+    // What only the scheduler checks: the cron's own syntax, and whether any agent actor hosts the agent.
+    await assert.rejects(client.createSchedule(uid("bad"), "61 * * * *", { agent: AGENT, input: "x" }), (error: Error) => {
       assert.ok(error instanceof RequestRefusedError);
-      assert.match(error.message, /^crontab: 'every minute' has 2 fields; use 5 fields/, error.message);
+      assert.match(error.message, /^crontab: '61 \* \* \* \*' is not a valid cron expression/, error.message);
       return true;
     });
+    const ghost = uid("ghost");
+    await assert.rejects(client.createSchedule(uid("haunted"), "0 3 * * *", { agent: ghost, input: "boo" }), (error: Error) => {
+      assert.ok(error instanceof RequestRefusedError);
+      assert.match(error.message, new RegExp(`^request\\.agent: no agent named '${ghost}' is hosted by a running agent actor`), error.message);
+      return true;
+    });
+    // Rare is not never: 29 February comes in leap years; with a weekday, every Monday of February.
+    for (const rare of ["0 0 29 2 *", "0 0 31 2 1", "0 0 L 2 *"]) {
+      const name = await client.createScheduledAgentWorkflow(rare, AGENT, "rarely");
+      assert.equal(await client.deleteSchedule(name), true);
+    }
   });
 
   test("queues: configure, then the status counts the admitted run", async () => {
@@ -263,6 +275,12 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     await refused(client.configureQueue("q", { limit: 0 }), "limit", /from 1 to 2147483647/);
     await refused(client.submit(AGENT, "hi", { sessionId: "user\u0000" }), "sessionId", /control character \\x00/);
     await refused(client.createSchedule("s", "* * * * *", { agent: AGENT, input: "x", id: "no/slash" }), "request.id", /contains '\/'/);
+    await refused(client.createSchedule("s", "every minute", { agent: AGENT, input: "x" }), "cron", /'every minute' has 2 fields; use 5 fields/);
+    const never = /never fires: no time in the next 50 years matches it .*; use days every chosen month has/;
+    for (const cron of ["0 0 31 2 *", "0 0 0 31 2 *", "0 0 30 feb ?", "* * 31 4,6,9-11/2 *", "0 0 30-31 2 *"]) {
+      await refused(client.createSchedule("s", cron, { agent: AGENT, input: "x" }), "cron", never);
+    }
+    await refused(client.createScheduledAgentWorkflow("0 0 31 2 *", AGENT, "x"), "crontab", never);
   });
 
   test("a request the governor refuses is rejected with a reason naming the field", async () => {
