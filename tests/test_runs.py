@@ -135,3 +135,26 @@ async def test_event_sink_sees_every_event(db: str) -> None:
         timestep.remove_event_sink(sink)
     mine = [type(e).__name__ for e in seen if e.run_id == result.workflow_id]
     assert mine == ["Started", "ToolCall", "ToolOutput", "Completed"]
+
+
+@engine.workflow("test.status_inside")
+async def _reads_status_then_steps(other: str) -> str:
+    before = await engine.status(other)
+
+    async def work() -> str:
+        return "done"
+
+    return f"{before.status}:{await engine.step('work', work)}"
+
+
+async def test_a_status_read_inside_a_workflow_is_not_one_of_its_steps(db: str) -> None:
+    """DBOS records its own status calls made inside a workflow as steps; a run that read its
+    status only on some paths (a shutdown) then failed on recovery ("DBOS.getStatus was recorded
+    when model was expected"). Timestep's status read is never recorded."""
+    calls: list[str] = []
+    agent, _ = weather_agent(uid("weather"), calls)
+    other = (await timestep.run_agent_workflow(agent, "Weather in Paris?")).workflow_id
+    wid = uid("status-inside")
+    handle = await engine.start(_reads_status_then_steps, other, workflow_id=wid, timeout_seconds=None)
+    assert await handle.get_result() == "SUCCESS:done"
+    assert [s["function_name"] for s in await engine.list_steps(wid)] == ["work"]

@@ -484,19 +484,6 @@ def _quiet_cancellation() -> Iterator[None]:
         dbos_log.removeFilter(quiet)
 
 
-async def status_now(workflow_id: str) -> str | None:
-    """The workflow's status, read outside any workflow context, so that a call from
-    workflow code is not recorded as one of its steps."""
-    def read() -> str | None:
-        from dbos._dbos import _get_dbos_instance
-
-        row = _get_dbos_instance()._sys_db.get_workflow_status(workflow_id)
-        return row["status"] if row else None
-
-    # run_in_executor does not carry the caller's context (DBOS keeps its own in a ContextVar).
-    return await asyncio.get_running_loop().run_in_executor(_io_pool, read)
-
-
 async def send(workflow_id: str, message: Any, topic: str, idempotency_key: str | None = None) -> None:
     """Send `message` to workflow `workflow_id` (it need not be running in this process).
     The same `idempotency_key` twice sends once."""
@@ -587,12 +574,14 @@ async def retrieve(workflow_id: str) -> Any:
 
 
 async def status(workflow_id: str) -> Any:
-    """The workflow's status row, or None when there is no such workflow."""
-    try:
-        handle = await DBOS.retrieve_workflow_async(workflow_id)
-        return await handle.get_status()
-    except NonExistentWorkflow:
-        return None
+    """The workflow's status row, or None when there is no such workflow. Never recorded as a
+    step, even when called from workflow code: DBOS's own status calls are, and one that a
+    replay would not make again fails the recovered run."""
+    from dbos._dbos import _get_dbos_instance
+    from dbos._workflow_commands import get_workflow
+
+    sys_db = _get_dbos_instance()._sys_db
+    return await blocking(get_workflow, sys_db, workflow_id, load_input=False, load_output=False)
 
 
 async def cancel(workflow_id: str) -> None:
@@ -715,6 +704,8 @@ async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
     Timestep keeps its own small pool: DBOS swaps the loop's default executor and
     shuts it down on destroy, which would break `asyncio.to_thread` after a relaunch.
+    Unlike `asyncio.to_thread`, the call does not carry the caller's context, so DBOS never
+    takes it for part of a workflow (and never records it as a step).
     """
     return await asyncio.get_running_loop().run_in_executor(_io_pool, functools.partial(fn, *args, **kwargs))
 

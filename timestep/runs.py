@@ -150,9 +150,10 @@ async def _cancelled_in_database(run_id: str) -> bool:
     if engine.stopping():
         return False
     try:
-        return await asyncio.wait_for(engine.status_now(run_id), 5) == "CANCELLED"
+        state = await asyncio.wait_for(engine.status(run_id), 5)
     except BaseException:  # the event loop is closing: no database to ask
         return False
+    return state is not None and state.status == "CANCELLED"
 
 
 async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) -> RunResult:
