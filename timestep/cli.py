@@ -121,9 +121,17 @@ async def _up(args: argparse.Namespace) -> int:
     from timestep.bus import redact_url
 
     print(f"timestep up: NATS {redact_url(system.url)}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
-    await stop.wait()
+    # A permission the user lacks for the actors' own work (see timestep.bus.Refusals) would otherwise
+    # be retried or redelivered forever.
+    refused = asyncio.ensure_future(system.bus.refusals.wait_fatal())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({refused, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in (refused, stopping):
+        waiting.cancel()
     print("timestep: stopping", flush=True)
     await system.stop()
+    if refused.done() and not refused.cancelled():
+        raise refused.result()
     return 0
 
 
