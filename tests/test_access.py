@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,7 +35,7 @@ from openai.types.responses import Response, ResponseUsage
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database
-from processes import stop, wait_printed
+from processes import process_env, stop, up, wait_printed, wait_printed_async
 from subjects.events import Cancelled, Completed, Interrupted, Rejected, Started, ToolCall, decode_event
 from subjects.messages import DeadLetter, QueueConfigure, RunRequest, ScheduleCreate
 from subjects.names import DEAD_STREAM, EVENTS_STREAM
@@ -63,12 +65,17 @@ def settings_for(url: str, deadline: float = 10.0, **nats: str | None) -> Settin
     return dataclasses.replace(base, nats=NatsSettings(**{**none, "url": url, "connect_deadline": deadline, **nats}))
 
 
-def secured_server(root: Path, passwords: dict[str, str], extra: str = "") -> EmbeddedNats:
-    """A nats-server with deploy/nats/accounts.conf (copied beside its config: includes are relative)."""
+def secured_server(root: Path, passwords: dict[str, str], extra: str = "", without: str | None = None) -> EmbeddedNats:
+    """A nats-server with deploy/nats/accounts.conf (copied beside its config: includes are relative);
+    `without`: one permission entry of permissions.conf, quoted as there, taken away."""
     store = root / "nats"
     store.mkdir(parents=True)
     for name in ("accounts.conf", "permissions.conf"):
         shutil.copy(DEPLOY_NATS / name, store / name)
+    if without is not None:
+        conf = (store / "permissions.conf").read_text()
+        assert conf.count(without) == 1, without
+        (store / "permissions.conf").write_text(conf.replace(without, '"timestep.test.taken-away"'))
     env = {f"NATS_{user.upper()}_PASSWORD": pw for user, pw in passwords.items()}
     return EmbeddedNats(store, port=free_port(), extra_config=f"include ./accounts.conf\n{extra}", env=env)
 
@@ -344,6 +351,10 @@ async def test_a_refused_publish_fails_at_once_naming_the_subject_and_the_fix(tm
                 await asyncio.wait_for(sink.settle(), 60)
             await asyncio.wait_for(sink.settle(), 60)  # nothing left to settle
             assert (await actor.js.stream_info(EVENTS_STREAM)).state.messages == 0
+            # The refused publish_durably was its caller's to handle; events published without
+            # waiting are work the process cannot do: that refusal is the one `timestep up` exits with.
+            assert client.refusals.denied is not None and client.refusals.denied.subject == subject
+            assert client.refusals.fatal is not None and client.refusals.fatal.subject.startswith("timestep.runs.events.")
 
             # `timestep up` with a client's credentials cannot create the streams, and says so.
             with pytest.raises(PermissionDeniedError, match=re.escape("may not publish to $JS.API.STREAM.CREATE.TIMESTEP_SUBMIT")):
@@ -387,6 +398,103 @@ async def test_each_actor_role_may_publish_only_what_it_does(tmp_path: Path) -> 
         finally:
             for bus in buses.values():
                 await bus.close()
+
+
+def up_as(role: str, server: EmbeddedNats, password: str, home: Path, out: Path, *args: str) -> subprocess.Popen:
+    """`timestep up --role ROLE` as that role's NATS user, its output in `out`."""
+    env = process_env(*[k for k in os.environ if k.startswith(("NATS_", "PG_", "OPENAI_", "TIMESTEP_"))])
+    env.update(NATS_URL=server.url, NATS_USER=role, NATS_PASSWORD=password, TIMESTEP_HOME=str(home))
+    return up(out, env, "--agents", "bus_agents", "--role", role, *args)
+
+
+@pytest.mark.parametrize(
+    ("role", "taken_away", "message"),
+    [
+        # its mailbox: it could never fetch a message
+        ("agent", '"$JS.API.CONSUMER.MSG.NEXT.TIMESTEP_WORK.agent"', "NATS user 'agent' may not publish to $JS.API.CONSUMER.MSG.NEXT.TIMESTEP_WORK.agent"),
+        # a service: no request would ever reach it
+        ("scheduler", '"timestep.schedules.list timestep-scheduler"', "NATS user 'scheduler' may not subscribe to timestep.schedules.list"),
+    ],
+    ids=["agent-fetch", "scheduler-subscription"],
+)
+def test_timestep_up_exits_when_its_user_may_not_do_the_actors_work(tmp_path: Path, role: str, taken_away: str, message: str) -> None:
+    """Without a permission its actors need, a process would retry or wait forever (the server's
+    refusal reaches nats-py only as an error callback): `timestep up` stops, naming the subject."""
+    passwords = {user: f"pw-{user}-{uuid.uuid4().hex}" for user in USERS}
+    with secured_server(tmp_path, passwords, without=taken_away) as server:
+        out = tmp_path / "up.log"
+        proc = up_as(role, server, passwords[role], tmp_path / "home", out)
+        try:
+            code = proc.wait(90)  # a bound only so that a regression fails instead of hanging the suite
+        finally:
+            stop([proc])
+        output = out.read_text()
+        assert code == 2, output[-3000:]
+        assert f"error: {message}" in output and "(see deploy/nats/permissions.conf)" in output, output[-3000:]
+        assert output.count(message) == 2, output[-3000:]  # logged once as the server said it, then the exit's error
+
+
+async def http_get(url: str) -> tuple[int, str]:
+    def get() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=15) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    return await asyncio.to_thread(get)
+
+
+async def test_readyz_names_a_refused_publish_and_the_message_is_dead_lettered(tmp_path: Path) -> None:
+    """A governor that may not hand runs to the agents (`timestep.runs.start`) dead-letters the
+    request whose publish was refused, as before, and is not ready from then on, saying why."""
+    passwords = {user: f"pw-{user}-{uuid.uuid4().hex}" for user in USERS}
+    with secured_server(tmp_path, passwords, without='"timestep.runs.start"') as server:
+        out = tmp_path / "up.log"
+        proc = up_as("governor", server, passwords["governor"], tmp_path / "home", out, "--http-port", "0")
+        admin = await Bus.connect(settings=settings_for(server.url, user="admin", password=passwords["admin"]))
+        try:
+            await wait_printed_async([(proc, out)])
+            url = re.search(r"http: (http://127\.0\.0\.1:\d+)", out.read_text()).group(1)
+
+            async def readiness(status: int) -> str | None:
+                answer = await http_get(url + "/readyz")
+                return answer[1] if answer[0] == status else None
+
+            await wait_until(lambda: readiness(200))
+
+            run_id = uid("Refused")
+            client = await Bus.connect(settings=settings_for(server.url, user="client", password=passwords["client"]))
+            try:
+                await client.nc.publish(client.subjects.submit, msgspec.json.encode(RunRequest(agent=AGENT, input="hi", id=run_id)))
+                await client.nc.flush()
+            finally:
+                await client.close()
+
+            reason = await wait_until(lambda: readiness(503))
+            assert reason.startswith("NATS user 'governor' may not publish to timestep.runs.start: the server refused it"), reason
+            letter = await wait_until(lambda: dead_letter(admin, admin.subjects.dead(admin.subjects.submit)))
+            assert letter.reason == "publish not permitted" and run_id in letter.data
+            assert proc.poll() is None, out.read_text()[-3000:]  # a handler's refusal costs its message, not the process
+        finally:
+            stop([proc])
+            await admin.close()
+
+
+async def wait_until(check, timeout: float = 60):
+    """`await check()`'s first truthy result."""
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "gave up waiting"
+        await asyncio.sleep(0.1)
+    return result
+
+
+async def dead_letter(bus: Bus, subject: str) -> DeadLetter | None:
+    try:
+        return msgspec.json.decode((await bus.js.get_last_msg(DEAD_STREAM, subject)).data, type=DeadLetter)
+    except NotFoundError:
+        return None
 
 
 async def test_admin_configures_queues_and_schedules(deployment: Deployment) -> None:

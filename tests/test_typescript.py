@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -105,6 +106,15 @@ async def test_generated_types_match_the_contract_schema() -> None:
     node = await _installed_and_built()
     code, output = await _run(node, "scripts/generate-types.mjs", "--check", timeout=120)
     assert code == 0, f"clients/typescript/src/contract.ts is stale:\n{output}"
+
+
+async def test_dependencies_declare_the_node_version_the_package_needs() -> None:
+    """`engines` of package.json says Node NODE_MIN+, and no dependency in package-lock.json asks
+    for more on this machine's Node (npm would warn EBADENGINE on every install)."""
+    _, npm = _node_and_npm()
+    assert json.loads((PACKAGE / "package.json").read_text())["engines"] == {"node": f">={NODE_MIN}"}
+    code, output = await _run(npm, "ci", "--dry-run", "--no-audit", "--no-fund", timeout=120)
+    assert code == 0 and "EBADENGINE" not in output, output
 
 
 # The client does not see the database: one backend is enough.

@@ -58,8 +58,9 @@ STARTUP_RETRY_SECONDS = 60.0
 
 _json = msgspec.json.Encoder()
 _T = TypeVar("_T")
-#: The server's `-ERR` for a refused publish, as nats-py hands it to the error callback (lower-cased).
-_PUBLISH_REFUSED = re.compile(r'permissions violation for publish to "?([^"\s]+)"?', re.IGNORECASE)
+#: The server's `-ERR` for a refused publish or subscription, as nats-py hands it to the error
+#: callback (lower-cased): `permissions violation for subscription to "x" using queue "q"`.
+_REFUSED = re.compile(r'permissions violation for (publish|subscription) to "?([^"\s]+)"?(?: using queue "?([^"\s]+)"?)?', re.IGNORECASE)
 
 
 def connect_options(nats_settings: NatsSettings) -> dict[str, Any]:
@@ -83,35 +84,72 @@ def connect_options(nats_settings: NatsSettings) -> dict[str, Any]:
 
 
 class Refusals:
-    """The publishes the server refuses this connection, handed to the calls waiting on them.
+    """What the server refuses this connection's user, told to the calls waiting on it and kept.
 
     A publish the user may not make gets no reply: the server sends `-ERR 'Permissions
     Violation for Publish to "<subject>"'` and keeps the connection, and nats-py passes it
-    only to the error callback, so the refused request itself would just time out.
+    only to the error callback, so the refused request itself would just time out (a refused
+    subscription just never gets a message).
 
     >>> with refusals.watch(["timestep.runs.start"]) as refused:
     ...     ...  # `refused` gets the subject if the server refuses a publish to it meanwhile
+
+    A refusal some call is watching for is that call's to handle (an actor dead-letters the
+    message whose handling it was); any other one -- a mailbox's fetch or ack, a subscription,
+    an event published without waiting, a reply -- is `fatal`: the process cannot do its work
+    and `timestep up` exits with it. Every refusal is logged once, and the first one is
+    `denied`, the reason /readyz gives.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, user: str | None = None) -> None:
+        self.user = user
+        self.denied: PermissionDeniedError | None = None
+        self.fatal: PermissionDeniedError | None = None
+        self._failed = asyncio.Event()
         self._waiting: dict[str, set[asyncio.Future[str]]] = {}
+        self._names: dict[str, str] = {}  # lower-cased subject -> as the watching call spelled it
+        self._logged: set[tuple[str, str]] = set()
 
-    def report(self, error: str) -> None:
-        """Called with each error the server sends; wakes the calls waiting on a refused subject."""
-        match = _PUBLISH_REFUSED.search(error)
+    def report(self, error: str) -> bool:
+        """Called with each error the server sends; True when it was a refusal."""
+        match = _REFUSED.search(error)
         if match is None:
-            return
-        subject = match.group(1).lower()  # nats-py lower-cases the server's errors
-        for refused in self._waiting.get(subject, ()):
+            return False
+        operation = "publish" if match.group(1).lower() == "publish" else "subscribe"
+        subject = match.group(2).lower()  # nats-py lower-cases the server's errors
+        queue = f"queue group {match.group(3)}" if match.group(3) else ""
+        denied = PermissionDeniedError(self._names.get(subject) or _original_case(subject), self.user, queue, operation)
+        if (operation, subject) not in self._logged:
+            self._logged.add((operation, subject))
+            log.error("%s [server: %s]", denied, error)
+        self.denied = self.denied or denied
+        waiting = self._waiting.get(subject, ()) if operation == "publish" else ()
+        for refused in waiting:
             if not refused.done():
                 refused.set_result(subject)
+        if not waiting:
+            self.fail(denied)
+        return True
+
+    def fail(self, denied: PermissionDeniedError) -> None:
+        """Mark a refusal the process cannot work without (the first one is kept)."""
+        self.denied = self.denied or denied
+        if self.fatal is None:
+            self.fatal = denied
+            self._failed.set()
+
+    async def wait_fatal(self) -> PermissionDeniedError:
+        await self._failed.wait()
+        assert self.fatal is not None
+        return self.fatal
 
     @contextmanager
     def watch(self, subjects: list[str] | tuple[str, ...]) -> Iterator[asyncio.Future[str]]:
         refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        keys = {subject.lower() for subject in subjects}
-        for key in keys:
+        keys = {subject.lower(): subject for subject in subjects}
+        for key, subject in keys.items():
             self._waiting.setdefault(key, set()).add(refused)
+            self._names[key] = subject
         try:
             yield refused
         finally:
@@ -121,6 +159,7 @@ class Refusals:
                     waiting.discard(refused)
                     if not waiting:
                         del self._waiting[key]
+                        del self._names[key]
 
 
 class Bus:
@@ -135,7 +174,7 @@ class Bus:
         self.js = nc.jetstream()
         self.settings = settings
         self.subjects = Subjects(settings.prefix)
-        self.refusals = refusals or Refusals()
+        self.refusals = refusals or Refusals(settings.nats.user)
         """Fed by the connection's error callback (see `connect`)."""
 
     @classmethod
@@ -146,10 +185,11 @@ class Bus:
             raise ValueError("no NATS URL: set NATS_URL, or start the embedded server with `timestep up`")
 
         last_error: list[BaseException] = []
-        refusals = Refusals()
+        refusals = Refusals(settings.nats.user)
 
         async def on_error(exc: Exception) -> None:
-            refusals.report(str(exc))
+            if refusals.report(str(exc)):
+                return  # logged there, once per subject
             # An authorization or TLS error says more than the connection reset that follows it.
             if not last_error or not (isinstance(last_error[0], ssl.SSLError) or "Authoriz" in str(last_error[0])):
                 last_error[:] = [exc]
@@ -340,7 +380,11 @@ class Bus:
             time=time.time(),
         )
         dead_subject = self.subjects.dead(subject) if _token_safe_subject(subject) else self.subjects.dead("invalid")
-        await self.publish_durably(dead_subject, _json.encode(letter), f"dead.{origin or uuid.uuid4().hex}")
+        try:
+            await self.publish_durably(dead_subject, _json.encode(letter), f"dead.{origin or uuid.uuid4().hex}")
+        except PermissionDeniedError as exc:
+            self.refusals.fail(exc)  # no message can be given up on: each would be redelivered forever
+            raise
         metrics.DEAD_LETTERS.inc(stream=origin.split(".")[0] if origin else "core")
 
     async def last_event_seq(self, run_id: str) -> int:
@@ -455,6 +499,21 @@ class Bus:
 AGENTS_BUCKET = "TIMESTEP_AGENTS"
 JS_API = "$JS.API"  # the JetStream API's subject prefix (nc.jetstream()'s default)
 
+#: Upper-case tokens of the JetStream, key-value and inbox subjects, for naming a refused one as
+#: it is spelled (the server's error comes lower-cased).
+_UPPER_TOKENS = {
+    "$JS", "$KV", "_INBOX", "API", "ACK", "FC", "INFO", "STREAM", "CONSUMER", "DURABLE", "CREATE", "UPDATE", "DELETE",
+    "MSG", "NEXT", "GET", "DIRECT", "NAMES", "LIST",
+    SUBMIT_STREAM, WORK_STREAM, CONTROL_STREAM, EVENTS_STREAM, DEAD_STREAM, AGENTS_BUCKET, f"KV_{AGENTS_BUCKET}",
+}
+
+
+def _original_case(subject: str) -> str:
+    tokens = subject.split(".")
+    if tokens[0].upper() not in ("$JS", "$KV", "_INBOX"):
+        return subject
+    return ".".join(token.upper() if token.upper() in _UPPER_TOKENS else token for token in tokens)
+
 
 def _agent_key(name: str) -> str:
     # KV keys allow fewer characters than agent names: hex keeps any name.
@@ -498,7 +557,8 @@ class BusEventSink:
     `emit` publishes without waiting; `settle`, which a run calls before a step (or the run)
     is recorded as done, waits until JetStream stored every event emitted before it, and
     publishes again (same Nats-Msg-Id) any whose acknowledgement did not come; it raises
-    PermissionDeniedError, after trying them all, when the server refused one."""
+    PermissionDeniedError, after trying them all, when the server refused one (a refusal
+    `timestep up` exits with: see `Refusals`)."""
 
     ACK_WAIT = 5.0
 
@@ -541,4 +601,5 @@ class BusEventSink:
         done = {id(entry) for entry in snapshot}
         self._pending = [entry for entry in self._pending if id(entry) not in done]
         if refused is not None:
+            self.bus.refusals.fail(refused)  # a process that may not publish its runs' events cannot do its work
             raise refused

@@ -121,13 +121,21 @@ async def _up(args: argparse.Namespace) -> int:
     from timestep.bus import redact_url
 
     print(f"timestep up: NATS {redact_url(system.url)}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
-    await stop.wait()
+    # A permission the user lacks for the actors' own work (see timestep.bus.Refusals) would otherwise
+    # be retried or redelivered forever.
+    refused = asyncio.ensure_future(system.bus.refusals.wait_fatal())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({refused, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in (refused, stopping):
+        waiting.cancel()
     from timestep import engine
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal: stop without waiting for steps
         loop.add_signal_handler(sig, engine.hurry_stop)
     print(f"timestep: stopping (steps under way get up to {settings.stop_grace_seconds:g} s to finish; signal again to stop now)", flush=True)
     await system.stop()
+    if refused.done() and not refused.cancelled():
+        raise refused.result()
     return 0
 
 

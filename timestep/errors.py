@@ -70,15 +70,21 @@ class RunTimeoutError(RunCancelledError):
 
 
 class PermissionDeniedError(TimestepError):
-    """The NATS server refused this connection's user a publish (a JetStream API call is one too).
-    Retrying cannot help until the user's permissions change."""
+    """The NATS server refused this connection's user a publish (a JetStream API call is one too)
+    or a subscription. Retrying cannot help until the user's permissions change."""
 
-    def __init__(self, subject: str, user: str | None, what: str = "") -> None:
+    def __init__(self, subject: str, user: str | None, what: str = "", operation: str = "publish") -> None:
         who = f"NATS user {user!r}" if user else "this connection's NATS user"
         purpose = f" ({what})" if what else ""
+        if operation == "publish" and subject.startswith("_INBOX."):
+            # Replies go to the requester's inbox: the permission is `allow_responses`, not a subject.
+            fix = "let this user answer requests (allow_responses: true)"
+        else:
+            fix = f"give this user {operation} permission on {subject}"
         super().__init__(
-            f"{who} may not publish to {subject}{purpose}: the server refused it; "
-            f"give this user publish permission on {subject} (see deploy/nats/permissions.conf)"
+            f"{who} may not {operation} to {subject}{purpose}: the server refused it; "
+            f"{fix} (see deploy/nats/permissions.conf)"
         )
         self.subject = subject
         self.user = user
+        self.operation = operation

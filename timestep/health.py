@@ -3,7 +3,8 @@
 - `GET /healthz`: 200 while the event loop runs (it answers on it) and every actor's
   mailbox loop is alive; 503 naming the actor whose loop ended.
 - `GET /readyz`: 200 when connected to NATS, DBOS launched (roles that use it) and every
-  actor's consumer bound; 503 with the reason otherwise (for example while NATS is down).
+  actor's consumer bound; 503 with the reason otherwise (for example while NATS is down, or
+  once the server refused the process's user a publish or subscription: see `bus.Refusals`).
 - `GET /metrics`: `timestep.metrics` in the Prometheus text format 0.0.4, with queue
   depth and running runs read from the database at scrape time.
 
@@ -48,6 +49,8 @@ def readiness_problem(system: Any) -> str | None:
     bus = system.bus
     if bus is None:
         return "not started"
+    if bus.refusals.denied is not None:
+        return str(bus.refusals.denied)  # until restarted: the refused call is not retried
     nc = bus.nc
     if not nc.is_connected:
         state = "closed" if nc.is_closed else "reconnecting" if nc.is_reconnecting else "disconnected"
