@@ -4,7 +4,7 @@
 #   ./tasks.sh demo          run the demo (embedded default: SQLite in ./.timestep)
 #   ./tasks.sh test [ARGS]   run the whole test suite (ARGS go to pytest)
 #   ./tasks.sh bench [ARGS]  run the benchmark (ARGS go to bench/run.py; --help lists them)
-#   ./tasks.sh soak [ARGS]   the fault tests, longer (3000 runs, 30 kills; ARGS go to pytest)
+#   ./tasks.sh soak [ARGS]   the fault tests, longer (3000 runs, 30 kills or graceful stops; ARGS go to pytest)
 #   ./tasks.sh setup         only create or update .venv
 set -euo pipefail
 cd "$(dirname "$0")"
