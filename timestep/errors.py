@@ -82,3 +82,11 @@ class PermissionDeniedError(TimestepError):
         )
         self.subject = subject
         self.user = user
+
+
+class NatsUnreachableError(TimestepError, ConnectionError):
+    """Nothing listens at the NATS URL: every connection attempt was refused."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(message)
+        self.url = url
