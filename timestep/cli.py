@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -174,23 +175,25 @@ async def _print_events(client: Any, run_id: str | None, as_json: bool, stop_on_
     from timestep.render import describe
 
     code = 0
-    async for event in client.events(run_id):
-        print(encode_json(event) if as_json else describe(event, with_run=run_id is None), flush=True)
-        if run_id is None:
-            continue
-        if isinstance(event, Failed):
-            print(f"run {event.run_id} failed: {event.error.type}: {event.error.message}", file=sys.stderr)
-            code = 1
-        elif isinstance(event, Cancelled):
-            print(f"run {event.run_id} was cancelled (by request or by its timeout)", file=sys.stderr)
-            code = 1
-        elif isinstance(event, Rejected):
-            code = 2
-        if stop_on_interrupt and isinstance(event, Interrupted):
-            if not as_json:
-                for a in event.approvals:
-                    print(f"waiting for approval: timestep approve {event.run_id} {a.call_id}   (or: timestep reject ...)")
-            return 3
+    # Closed on the way out, whatever happens (a closed pipe, say): its subscription ends before the connection.
+    async with contextlib.aclosing(client.events(run_id)) as events:
+        async for event in events:
+            print(encode_json(event) if as_json else describe(event, with_run=run_id is None), flush=True)
+            if run_id is None:
+                continue
+            if isinstance(event, Failed):
+                print(f"run {event.run_id} failed: {event.error.type}: {event.error.message}", file=sys.stderr)
+                code = 1
+            elif isinstance(event, Cancelled):
+                print(f"run {event.run_id} was cancelled (by request or by its timeout)", file=sys.stderr)
+                code = 1
+            elif isinstance(event, Rejected):
+                code = 2
+            if stop_on_interrupt and isinstance(event, Interrupted):
+                if not as_json:
+                    for a in event.approvals:
+                        print(f"waiting for approval: timestep approve {event.run_id} {a.call_id}   (or: timestep reject ...)")
+                return 3
     return code
 
 

@@ -11,6 +11,7 @@ and manage schedules and queues, from any process that can reach NATS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -278,11 +279,13 @@ class Client:
         A run's stream ends after its last event (completed, failed, cancelled or rejected)."""
         subject = self.subjects.run_events(run_id) if run_id else self.subjects.all_events
         replay = from_start if from_start is not None else run_id is not None
-        async for msg in self.bus.follow(subject, from_start=replay):
-            event = decode_event(msg.data)
-            yield event
-            if run_id and isinstance(event, TERMINAL):
-                return
+        # Closed with this generator, so its subscription ends before the connection is drained.
+        async with contextlib.aclosing(self.bus.follow(subject, from_start=replay)) as messages:
+            async for msg in messages:
+                event = decode_event(msg.data)
+                yield event
+                if run_id and isinstance(event, TERMINAL):
+                    return
 
     async def approve(self, run_id: str, call_id: str, *, always: bool = False, wait: bool = True) -> None:
         """Approve a tool call the run waits on (`call_id` from its `interrupted` event).
