@@ -61,7 +61,7 @@ def test_approve_reject_and_cancel_say_what_happened(running: Up) -> None:
 
     refused = cli(env, "approve", run_id, "call_9", code=1)
     assert refused.stdout == ""
-    assert refused.stderr.strip() == f"error: CALL_ID: run '{run_id}' is not waiting for approval of 'call_9'; it waits on 'call_1'"
+    assert refused.stderr.strip() == f"error: call_id: run '{run_id}' is not waiting for approval of 'call_9'; it waits on 'call_1'"
     assert cli(env, "reject", run_id, "call_1", "--message", "not today").stdout.strip() == (
         f"rejected call_1 of run {run_id}; the model is told why"
     )
@@ -72,9 +72,9 @@ def test_approve_reject_and_cancel_say_what_happened(running: Up) -> None:
     finished = cli(env, "cancel", run_id, code=1)
     assert finished.stderr.strip() == f"error: run '{run_id}' already finished (completed); there is nothing to cancel"
     ghost = uid("ghost")
-    assert cli(env, "cancel", ghost, code=1).stderr.startswith(f"error: RUN_ID: no run '{ghost}'")
+    assert cli(env, "cancel", ghost, code=1).stderr.startswith(f"error: run_id: no run '{ghost}'")
     malformed = cli(env, "approve", "a.b", "call_1", code=2)
-    assert malformed.stderr.strip().startswith("error: RUN_ID: 'a.b' contains '.'; use only letters, digits")
+    assert malformed.stderr.strip().startswith("error: run_id: 'a.b' contains '.'; use only letters, digits")
 
     # The fire-and-forget way still stores it; its refusal is a dead letter, listed with its reason.
     assert "stored" in cli(env, "approve", ghost, "call_1", "--no-wait").stdout

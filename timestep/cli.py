@@ -146,17 +146,15 @@ async def _client(args: argparse.Namespace) -> Any:
     return await Client.connect()
 
 
-#: How the command line names the fields of the contract, by command: a refusal names the flag or argument.
+#: How the command line names the fields of the contract, by command (as its usage shows them): a
+#: refusal names the flag or argument.
 FLAGS = {
     "run": {"id": "--id", "session_id": "--session", "queue": "--queue", "priority": "--priority",
-            "timeout_seconds": "--timeout", "agent": "AGENT", "input": "TEXT"},
-    "queues": {"name": "NAME", "limit": "--limit", "period_seconds": "--period", "period": "--period",
+            "timeout_seconds": "--timeout", "input": "text"},
+    "queues": {"limit": "--limit", "period_seconds": "--period", "period": "--period",
                "concurrency": "--concurrency", "tokens_per_period": "--tokens"},
-    "schedules": {"name": "NAME", "cron": "CRON", "crontab": "CRON", "request.agent": "AGENT", "request.input": "TEXT",
-                  "request.queue": "--queue", "agent": "AGENT"},
-    "approve": {"run_id": "RUN_ID", "call_id": "CALL_ID"},
-    "reject": {"run_id": "RUN_ID", "call_id": "CALL_ID", "message": "--message"},
-    "cancel": {"run_id": "RUN_ID"},
+    "schedules": {"crontab": "cron", "request.agent": "agent", "request.input": "text", "request.queue": "--queue"},
+    "reject": {"message": "--message"},
 }
 
 
