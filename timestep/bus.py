@@ -425,12 +425,14 @@ class Bus:
             return []
         return sorted(bytes.fromhex(k[2:]).decode() for k in keys if k.startswith("a-"))
 
-    async def request(self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None) -> bytes:
-        """Core request/reply; raises TimeoutError when nobody answers in time."""
+    async def request(
+        self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None, *, refusal_fails: bool = False
+    ) -> bytes:
+        """Core request/reply; raises TimeoutError when nobody answers in time, and with
+        `refusal_fails` PermissionDeniedError as soon as the server refuses the publish."""
         try:
-            reply = await self._unless_refused(
-                self.nc.request(subject, data, timeout=timeout, headers={**JSON_HEADERS, **(headers or {})}), subject
-            )
+            call = self.nc.request(subject, data, timeout=timeout, headers={**JSON_HEADERS, **(headers or {})})
+            reply = await (self._unless_refused(call, subject) if refusal_fails else call)
         except (NatsTimeout, NoRespondersError) as exc:
             raise TimeoutError(f"no answer on {subject} within {timeout:g} s") from exc
         except (ConnectionClosedError, ConnectionReconnectingError, OutboundBufferLimitError) as exc:

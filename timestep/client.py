@@ -311,7 +311,7 @@ class Client:
             return
         subject = self.subjects.command(run_id, action)
         try:
-            answer = await self.bus.request(subject, _encode(body), CONTROL_TIMEOUT)
+            answer = await self.bus.request(subject, _encode(body), CONTROL_TIMEOUT, refusal_fails=True)
         except TimeoutError:
             raise TimestepError(
                 f"no agent actor answered {action} for run {run_id!r} within {CONTROL_TIMEOUT:g} s; start one "
