@@ -218,7 +218,7 @@ class ControlActor(Actor):
             raise Refused("AlreadyFinished", f"run {run_id!r} already finished ({outcome}); there is nothing to {action}")
         if isinstance(command, Cancel):
             await engine.cancel(run_id)
-            last, headers = int(history[-1].get("seq", 0)) if history else 0, await self._last_headers(run_id)
+            last, headers, _ = await self.bus.last_event(run_id)
             observe.bind_run(run_id, observe.trace_from_headers(headers))  # the run's trace, from its last event
             await self.bus.publish_event(Cancelled(run_id=run_id, seq=last + 1, time=now()))
             return
@@ -227,9 +227,6 @@ class ControlActor(Actor):
             now_waiting = f"it waits on {', '.join(map(repr, waiting))}" if waiting else "it waits on no tool call now"
             raise Refused("NotWaiting", f"call_id: run {run_id!r} is not waiting for approval of {command.call_id!r}; {now_waiting}")
         await send_decision(run_id, command)
-
-    async def _last_headers(self, run_id: str) -> dict[str, str]:
-        return (await self.bus.last_event(run_id))[1]
 
     async def _dead(self, msg: Msg, refused: Refused) -> None:
         await self.bus.dead_letter(msg.subject, msg.data, msg.headers, refused.message, refused.info(), origin=origin(msg))

@@ -224,7 +224,8 @@ async def _await_decisions(run_id: str, state: RunState, recorder: RunRecorder) 
             continue
         if isinstance(decision, Approve):
             state.approve(item, always_approve=decision.always)
-            event, fields = ToolApproved, {"always": decision.always}
+            event: type = ToolApproved
+            fields: dict[str, Any] = {"always": decision.always}
         elif isinstance(decision, Reject):
             state.reject(item, rejection_message=decision.message)
             event, fields = ToolRejected, {"message": decision.message}
