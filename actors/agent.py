@@ -3,8 +3,9 @@
 - Direct runs arrive on `<prefix>.runs.start` from a governor; the actor starts each
   as a DBOS workflow (the durable hand-off) and acks. Queued runs are started by
   DBOS from their queues in whichever agent actor polls first.
-- Control messages on `<prefix>.runs.control.<run_id>.<action>`: approve and reject
-  go durably to the waiting run (it need not be in this process); cancel cancels it.
+- Control messages on `<prefix>.runs.control.<run_id>.<action>` (stored, fire and forget) and
+  `<prefix>.runs.command.<run_id>.<action>` (a request, answered): approve and reject go
+  durably to the waiting run (it need not be in this process); cancel cancels it.
 - Every event of the runs executed here is published through the bus event sink,
   from inside their durable steps, so `completed` is never lost.
 """
@@ -20,7 +21,7 @@ from nats.aio.msg import Msg
 from actors.base import Actor, origin
 from subjects.events import Cancelled, ErrorInfo, Interrupted
 from subjects.ids import run_id_problem
-from subjects.messages import Approve, Cancel, Reject
+from subjects.messages import Approve, Cancel, Reject, Reply
 from subjects.names import CONTROL_STREAM, WORK_STREAM
 from timestep import engine, observe, registry
 from timestep.bus import Bus
@@ -33,8 +34,6 @@ log = logging.getLogger("actors.agent")
 
 _start_decoder = msgspec.json.Decoder(StartRun)
 _CONTROL_TYPES = {"approve": Approve, "reject": Reject, "cancel": Cancel}
-#: The workflow status a run's last event stands for, when that event ends the run.
-_FINISHED_BY_EVENT = {"completed": "SUCCESS", "failed": "ERROR"}
 
 
 class AgentActor(Actor):
@@ -95,8 +94,56 @@ class AgentActor(Actor):
             await release()
 
 
+class Refused(Exception):
+    """A control message that cannot be acted on: `kind` is the stable type of its ErrorInfo."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(type=self.kind, message=self.message)
+
+
+class NotStartedYet(Exception):
+    """The run was accepted but its workflow is not in the database yet (it is on its way)."""
+
+
+#: Event types after which a run is over.
+_FINAL_EVENTS = {"completed", "failed", "cancelled", "rejected"}
+#: Workflow statuses of a run that is over.
+_FINAL_STATUSES = {"SUCCESS", "ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+#: Events a waiting run publishes while it takes the decisions of its interruption.
+_DECISION_EVENTS = {"tool_approved", "tool_rejected"}
+
+
+def waiting_calls(history: list[dict]) -> list[str]:
+    """The tool calls a run waits on, per its events: those of its latest `interrupted` not
+    decided since; none when anything but decisions came after it (the run went on)."""
+    last = max((i for i, e in enumerate(history) if e.get("type") == "interrupted"), default=None)
+    if last is None:
+        return []
+    after = history[last + 1:]
+    if any(e.get("type") not in _DECISION_EVENTS for e in after):
+        return []
+    decided = {e.get("call_id") for e in after}
+    return [a["call_id"] for a in history[last]["approvals"] if a["call_id"] not in decided]
+
+
 class ControlActor(Actor):
-    """Part of the agent role: approve, reject and cancel messages."""
+    """Part of the agent role: approve, reject and cancel, two ways.
+
+    - `<prefix>.runs.control.<run_id>.<action>` (the control stream): stored, acted on when an
+      agent actor takes it; a refusal goes to the dead letters. Fire and forget.
+    - `<prefix>.runs.command.<run_id>.<action>` (request/reply, core NATS, queue group
+      `timestep-agent`): acted on at once and answered with a `Reply`: `ok`, or the refusal
+      (`error.type` UnknownRun, AlreadyFinished, NotWaiting, NotStarted, InvalidRequest),
+      which also goes to the dead letters.
+
+    Both check the same things: the run id, the body, that the run exists and is not over,
+    and for approve and reject that the call id is one the run waits on (from its events).
+    """
 
     stream = CONTROL_STREAM
     durable = "agent-control"
@@ -104,43 +151,82 @@ class ControlActor(Actor):
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self.subject = bus.subjects.all_control
+        self._answering: set[asyncio.Task] = set()
+
+    async def on_start(self) -> None:
+        await self.serve(self.bus.subjects.all_commands, "timestep-agent", self._command)
 
     async def handle(self, msg: Msg) -> None:
-        parsed = self.bus.subjects.parse_control(msg.subject)
+        try:
+            await self.act(msg.subject, msg.data)
+        except Refused as refused:
+            log.info("control message refused: %s", refused)
+            await self._dead(msg, refused)
+        except NotStartedYet as exc:
+            raise RuntimeError(str(exc)) from None  # redelivered after a backoff, by when it has started
+
+    async def _command(self, msg: Msg) -> None:
+        # Acting takes database round trips: not in nats-py's one-at-a-time callback.
+        task = asyncio.create_task(self._answer(msg))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        try:
+            await self.act(msg.subject, msg.data)
+        except Refused as refused:
+            log.info("command refused: %s", refused)
+            await self.reply(msg, Reply(ok=False, error=refused.info()))
+            await self._dead(msg, refused)
+        except NotStartedYet as exc:
+            await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="NotStarted", message=str(exc))))
+        except Exception as exc:
+            log.exception("command on %s failed", msg.subject)
+            await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="Unavailable", message=f"{type(exc).__name__}: {exc}; try again")))
+        else:
+            await self.reply(msg, Reply(ok=True))
+
+    async def act(self, subject: str, data: bytes) -> None:
+        """Validate one control message and carry it out durably; raise Refused when it cannot be."""
+        parsed = self.bus.subjects.parse_control(subject)
         if parsed is None or parsed[1] not in _CONTROL_TYPES:
-            await self._dead(msg, "InvalidSubject", f"{msg.subject!r} is not <prefix>.runs.control.<run_id>.approve|reject|cancel")
-            return
+            raise Refused("InvalidSubject", f"{subject!r} is not <prefix>.runs.control|command.<run_id>.approve|reject|cancel")
         run_id, action = parsed
         observe.bind_run(run_id)  # this message's task: its log lines name the run
         problem = run_id_problem(run_id)
         if problem is not None:
-            await self._dead(msg, "InvalidSubject", f"run id {run_id!r} in {msg.subject!r} {problem}")
-            return
+            raise Refused("InvalidRequest", f"run_id: {run_id!r} {problem}")
         try:
-            command = msgspec.json.decode(msg.data or b"{}", type=_CONTROL_TYPES[action])
+            command = msgspec.json.decode(data or b"{}", type=_CONTROL_TYPES[action])
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            field, problem = body_problem(exc)
-            await self._dead(msg, "InvalidRequest", f"{action}: {field}: {problem}")
-            return
+            field, problem = body_problem(exc, data=data)
+            raise Refused("InvalidRequest", f"{field}: {problem}") from None
         state = await engine.status(run_id)
+        history = await self.bus.history(run_id)
+        kind = history[-1].get("type") if history else None
         if state is None:
-            await self._dead(msg, "UnknownRun", f"no run {run_id!r}")
-            return
+            if not history:
+                raise Refused("UnknownRun", f"run_id: no run {run_id!r}; check the id (`timestep workflows list` lists the runs)")
+            if kind != "rejected":
+                raise NotStartedYet(f"run {run_id!r} was accepted and has not started yet; try again in a moment")
+        # A run's last event goes out just before DBOS records its end: `completed` may be
+        # stored while the status still says PENDING. Either one means the run is over.
+        status = state.status if state is not None else "REJECTED"
+        cancelled_unannounced = status == "CANCELLED" and kind != "cancelled" and isinstance(command, Cancel)
+        if kind in _FINAL_EVENTS or status in _FINAL_STATUSES or (status == "CANCELLED" and not cancelled_unannounced):
+            outcome = kind if kind in _FINAL_EVENTS else status.lower()
+            raise Refused("AlreadyFinished", f"run {run_id!r} already finished ({outcome}); there is nothing to {action}")
         if isinstance(command, Cancel):
-            # A run's last event goes out just before DBOS records its end: `completed` may be
-            # stored while the status still says PENDING. Either one means the run is over.
-            kind = (await self.bus.last_event(run_id))[2]
-            status = _FINISHED_BY_EVENT.get(kind or "") or state.status
-            if status in ("SUCCESS", "ERROR"):
-                await self._dead(msg, "AlreadyFinished", f"run {run_id!r} already finished ({status}); nothing to cancel")
-                return
             await engine.cancel(run_id)
             last, headers, _ = await self.bus.last_event(run_id)
             observe.bind_run(run_id, observe.trace_from_headers(headers))  # the run's trace, from its last event
             await self.bus.publish_event(Cancelled(run_id=run_id, seq=last + 1, time=now()))
-        else:
-            await send_decision(run_id, command)
+            return
+        waiting = waiting_calls(history)
+        if command.call_id not in waiting:
+            now_waiting = f"it waits on {', '.join(map(repr, waiting))}" if waiting else "it waits on no tool call now"
+            raise Refused("NotWaiting", f"call_id: run {run_id!r} is not waiting for approval of {command.call_id!r}; {now_waiting}")
+        await send_decision(run_id, command)
 
-    async def _dead(self, msg: Msg, kind: str, message: str) -> None:
-        log.info("control message refused: %s", message)
-        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, message, ErrorInfo(type=kind, message=message), origin=origin(msg))
+    async def _dead(self, msg: Msg, refused: Refused) -> None:
+        await self.bus.dead_letter(msg.subject, msg.data, msg.headers, refused.message, refused.info(), origin=origin(msg))

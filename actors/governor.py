@@ -162,7 +162,7 @@ class Governor(Actor):
             status = await queues.queue_status(req.name)
             await self.reply(msg, Reply(ok=True, queues=[status]))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
         except ValidationError as exc:  # the library calls it `period`; on the bus it is `period_seconds`
             field = "period_seconds" if exc.field == "period" else exc.field
             await self.refuse(msg, ValidationError(field, exc.problem, exc.fix))
@@ -175,7 +175,7 @@ class Governor(Actor):
             names = [req.name] if req.name else await engine.blocking(queues.queue_names)
             await self.reply(msg, Reply(ok=True, queues=[await queues.queue_status(n) for n in names]))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
         except TimestepError as exc:
             await self.refuse(msg, exc)
 

@@ -168,7 +168,7 @@ class Scheduler(Actor):
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, schedule=schedule))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
         except TimestepError as exc:
             await self.refuse(msg, exc)
 
@@ -179,13 +179,13 @@ class Scheduler(Actor):
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, deleted=deleted))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
 
     async def _list(self, msg: Msg) -> None:
         try:
             msgspec.json.decode(msg.data or b"{}", type=ScheduleList)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
             return
         schedules, _ = await engine.blocking(_load)
         await self.reply(msg, Reply(ok=True, schedules=schedules))

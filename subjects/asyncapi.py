@@ -51,11 +51,21 @@ REQUESTS: list[tuple[str, str, str, type, str | None, str | None, str]] = [
      "has handed it over durably; a plain publish gets no answer (follow the run's events). Without `queue` the run "
      "starts at once; with `queue` it waits its turn there."),
     ("control.approve", "approveToolCall", _S.control(_RUN_ID, "approve"), Approve, None, CONTROL_STREAM,
-     "Approve a tool call of an interrupted run (`call_id` from its `interrupted` event)."),
+     "Approve a tool call of an interrupted run (`call_id` from its `interrupted` event). Stored, and acted on when an "
+     "agent actor takes it; nothing answers (a refusal goes to the dead letters): use `command.approve` for an answer."),
     ("control.reject", "rejectToolCall", _S.control(_RUN_ID, "reject"), Reject, None, CONTROL_STREAM,
-     "Reject a tool call of an interrupted run; the model is told `message`."),
+     "Reject a tool call of an interrupted run; the model is told `message`. Stored; nothing answers."),
     ("control.cancel", "cancelRun", _S.control(_RUN_ID, "cancel"), Cancel, None, CONTROL_STREAM,
-     "Cancel a queued or running run."),
+     "Cancel a queued or running run. Stored; nothing answers."),
+    ("command.approve", "approveToolCallAndWait", _S.command(_RUN_ID, "approve"), Approve, "admin.reply", None,
+     "Approve a tool call of an interrupted run, as a request: an agent actor checks the run waits on `call_id`, hands "
+     "the approval to it durably, and answers `ok`; or answers `error` (`type` UnknownRun, AlreadyFinished, NotWaiting, "
+     "NotStarted, InvalidRequest) and did nothing."),
+    ("command.reject", "rejectToolCallAndWait", _S.command(_RUN_ID, "reject"), Reject, "admin.reply", None,
+     "Reject a tool call of an interrupted run, as a request, answered as `command.approve`."),
+    ("command.cancel", "cancelRunAndWait", _S.command(_RUN_ID, "cancel"), Cancel, "admin.reply", None,
+     "Cancel a queued or running run, as a request: answered `ok` once cancelled, or `error` (AlreadyFinished for a run "
+     "that ended, UnknownRun)."),
     ("schedules.create", "createSchedule", _S.schedules_create, ScheduleCreate, "admin.reply", None,
      "Create or replace a cron schedule of a run request (5 fields, or 6 with seconds first)."),
     ("schedules.delete", "deleteSchedule", _S.schedules_delete, ScheduleDelete, "admin.reply", None,

@@ -89,6 +89,22 @@ class Interrupted(_Event, tag="interrupted", kw_only=True):
     approvals: list[Approval]
 
 
+class ToolApproved(_Event, tag="tool_approved", kw_only=True):
+    """The waiting run took the approval of this tool call (`always`: of the tool, for the rest of the run)."""
+
+    call_id: str
+    tool: str
+    always: bool = False
+
+
+class ToolRejected(_Event, tag="tool_rejected", kw_only=True):
+    """The waiting run took the rejection of this tool call: the tool does not run, the model is told `message`."""
+
+    call_id: str
+    tool: str
+    message: str | None = None
+
+
 class Completed(_Event, tag="completed", kw_only=True):
     """The run finished with `output` (the agent's final output, as JSON)."""
 
@@ -107,7 +123,8 @@ class Cancelled(_Event, tag="cancelled", kw_only=True):
 
 
 RunEvent = Union[
-    Accepted, Rejected, Queued, Started, Delta, ToolCall, ToolOutput, Interrupted, Completed, Failed, Cancelled
+    Accepted, Rejected, Queued, Started, Delta, ToolCall, ToolOutput, Interrupted, ToolApproved, ToolRejected,
+    Completed, Failed, Cancelled,
 ]
 
 EVENT_TYPES: dict[str, type] = {

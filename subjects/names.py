@@ -44,6 +44,15 @@ class Subjects:
     def all_control(self) -> str:
         return f"{self.prefix}.runs.control.>"
 
+    def command(self, run_id: str = "*", action: str = "*") -> str:
+        """Request/reply: the same as `control`, acted on at once and answered with a `Reply`.
+        Outside `runs.control.>`, so the control stream does not answer it with a PubAck."""
+        return f"{self.prefix}.runs.command.{run_id}.{action}"
+
+    @property
+    def all_commands(self) -> str:
+        return f"{self.prefix}.runs.command.*.*"
+
     @property
     def start(self) -> str:
         """Internal: a validated direct run handed from a governor to the agent actors."""
@@ -78,9 +87,9 @@ class Subjects:
         return f"{self.prefix}.dead.>"
 
     def parse_control(self, subject: str) -> tuple[str, str] | None:
-        """(run_id, action) of a control subject, or None when it is not one."""
-        head = f"{self.prefix}.runs.control."
-        if not subject.startswith(head):
+        """(run_id, action) of a control or command subject, or None when it is not one."""
+        head = next((h for h in (f"{self.prefix}.runs.control.", f"{self.prefix}.runs.command.") if subject.startswith(h)), None)
+        if head is None:
             return None
         parts = subject[len(head):].split(".")
         if len(parts) != 2:

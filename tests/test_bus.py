@@ -22,13 +22,15 @@ from subjects.events import (
     Queued,
     Rejected,
     Started,
+    ToolApproved,
     ToolCall,
     ToolOutput,
+    ToolRejected,
     decode_event,
 )
 from subjects.messages import DeadLetter, Reply, RunRequest, Schedule
-from timestep.client import RunRejectedError
-from timestep.errors import RunCancelledError, TimestepError
+from timestep.client import RequestRefusedError, RunRejectedError
+from timestep.errors import RunCancelledError, TimestepError, ValidationError
 
 AGENT = "bus-assistant"
 
@@ -113,18 +115,19 @@ async def test_request_without_id_gets_an_assigned_id_and_a_repeat_is_the_same_r
 
 BAD_REQUESTS = [
     (b'{"agent": "bus-assistant", "input": ', "request: is not valid JSON"),
-    (b'{"agent": "bus-assistant", "input": 42}', "input: Expected `str | array`, got `int`"),
-    (b'{"agent": "bus-assistant", "input": "hi", "priority": "high"}', "priority: Expected `int | null`"),
+    (b'{"agent": "bus-assistant", "input": 42}', "input: is a whole number; expected a string or a list"),
+    (b'{"agent": "bus-assistant", "input": "hi", "priority": "high"}', "priority: 'high' is not a whole number from 1 to 2147483646; lower"),
     (b'{"agent": "nobody-here", "input": "hi", "id": "RUNID"}', "agent: no agent named 'nobody-here'"),
-    (b'{"agent": "bus-assistant", "input": "hi", "id": "a.b"}', "id: Expected `str` matching regex"),
-    (b'{"agent": "bus-assistant", "input": "hi", "id": "*"}', "id: Expected `str` matching regex"),
-    (b'{"agent": "bus-assistant", "input": "hi", "id": "has space"}', "id: Expected `str` matching regex"),
+    (b'{"agent": "bus-assistant", "input": "hi", "id": "a.b"}', "id: 'a.b' contains '.'; use only letters, digits, '_' and '-'"),
+    (b'{"agent": "bus-assistant", "input": "hi", "id": "*"}', "id: '*' contains '*'; use only"),
+    (b'{"agent": "bus-assistant", "input": "hi", "id": "has space"}', "id: 'has space' contains ' '; use only"),
+    (b'{"agent": "bus-assistant", "input": "hi", "session_id": ""}', "session_id: must not be empty"),
     (b'{"agent": "bus-assistant", "input": [{"role": "robot", "content": "x"}]}', "input[0].role: 'robot' is not one of"),
     (b'{"agent": "bus-assistant", "input": "' + b"x" * 300_000 + b'"}', "request: is 300039 bytes; the limit is 262144 (TIMESTEP_MAX_REQUEST_BYTES)"),
 ]
 
 
-@pytest.mark.parametrize(("body", "reason"), BAD_REQUESTS, ids=["malformed-json", "wrong-type", "bad-priority", "unknown-agent", "id-dot", "id-star", "id-space", "bad-item", "oversized"])
+@pytest.mark.parametrize(("body", "reason"), BAD_REQUESTS, ids=["malformed-json", "wrong-type", "bad-priority", "unknown-agent", "id-dot", "id-star", "id-space", "empty-session", "bad-item", "oversized"])
 async def test_bad_requests_are_rejected_and_dead_lettered(client, system, body: bytes, reason: str) -> None:
     body = body.replace(b"RUNID", uid("unknown").encode())
     bus = system.bus
@@ -169,6 +172,51 @@ async def test_approval_and_rejection_over_the_contract(client) -> None:
             await client.reject(run.run_id, event.approvals[0].call_id, "not today")
     assert isinstance(event, Completed) and "not today" in event.output
     assert bus_agents.CALLS.count(f"send_email:{to}") == 0
+    # The history says the call was rejected, and why; and the approval before it was taken.
+    [rejected] = [e for e in await collect(client, run.run_id) if isinstance(e, ToolRejected)]
+    assert (rejected.call_id, rejected.tool, rejected.message) == ("call_1", "send_email", "not today")
+
+
+async def test_approve_reject_and_cancel_are_answered_with_what_happened(client, system) -> None:
+    """The client hears whether the run took the command, and raises a typed error when not."""
+    with pytest.raises(ValidationError, match=r"^run_id: 'a\.b' contains '\.'") as bad:
+        await client.approve("a.b", "call_1")
+    assert bad.value.field == "run_id"
+    with pytest.raises(ValidationError, match="^call_id: must not be empty"):
+        await client.reject(uid("run"), "")
+
+    ghost = uid("ghost")
+    for command in (client.approve(ghost, "call_1"), client.reject(ghost, "call_1"), client.cancel(ghost)):
+        with pytest.raises(RequestRefusedError, match=f"^run_id: no run '{ghost}'") as refused:
+            await command
+        assert refused.value.type == "UnknownRun"
+
+    run = await client.submit(AGENT, f"send_email to={uid('cy')}")
+    async for event in client.events(run.run_id):
+        if isinstance(event, Interrupted):
+            break
+    with pytest.raises(RequestRefusedError, match="is not waiting for approval of 'call_9'; it waits on 'call_1'") as refused:
+        await client.approve(run.run_id, "call_9")
+    assert refused.value.type == "NotWaiting"
+    await client.approve(run.run_id, "call_1")
+    completed = await run.result(timeout=30)
+    history = await collect(client, run.run_id)
+    assert [type(e) for e in history][2:5] == [Interrupted, ToolApproved, ToolCall]
+    for command in (client.approve(run.run_id, "call_1"), client.cancel(run.run_id)):
+        with pytest.raises(RequestRefusedError, match=f"run '{run.run_id}' already finished \\(completed\\)") as refused:
+            await command
+        assert refused.value.type == "AlreadyFinished"
+    assert await system.bus.last_event_seq(run.run_id) == completed.seq  # nothing appended by the refusals
+
+    # Any NATS program: a plain request on the command subject gets the Reply.
+    slow = await client.submit(AGENT, "think seconds=30")
+    async for event in client.events(slow.run_id):
+        if isinstance(event, ToolCall):
+            break
+    answer = await system.bus.nc.request(system.bus.subjects.command(slow.run_id, "cancel"), b"{}", timeout=10)
+    assert msgspec.json.decode(answer.data, type=Reply) == Reply(ok=True)
+    with pytest.raises(RunCancelledError):
+        await slow.result(timeout=10)
 
 
 async def test_cancel_over_the_contract(client) -> None:
@@ -204,12 +252,12 @@ async def test_a_resumed_cancelled_run_numbers_on_and_followers_see_its_end(clie
     assert kinds.index("Cancelled") < kinds.index("ToolOutput")
 
 
-async def test_control_for_an_unknown_run_is_dead_lettered(client, system) -> None:
+async def test_a_stored_control_for_an_unknown_run_is_dead_lettered(client, system) -> None:
     bus = system.bus
     dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.control("*", "*")), ordered_consumer=True, deliver_policy="new")
     try:
         ghost = uid("ghost")
-        await client.approve(ghost, "call_1")
+        await client.approve(ghost, "call_1", wait=False)
         letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
         assert letter.subject == bus.subjects.control(ghost, "approve")
         assert f"no run '{ghost}'" in letter.reason
@@ -347,9 +395,9 @@ async def test_cancel_of_a_finished_run_leaves_its_history_alone(client, system)
     await run.result(timeout=30)
     dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.control("*", "*")), ordered_consumer=True, deliver_policy="new")
     try:
-        await client.cancel(run.run_id)
+        await client.cancel(run.run_id, wait=False)
         letter = msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter)
-        assert letter.error.type == "AlreadyFinished" and "already finished (SUCCESS)" in letter.reason
+        assert letter.error.type == "AlreadyFinished" and "already finished (completed)" in letter.reason
     finally:
         await dead.unsubscribe()
     events = await collect(client, run.run_id)
@@ -368,7 +416,7 @@ async def test_a_cancel_sent_the_moment_completed_arrives_is_refused(client, sys
             run = await client.submit(AGENT, "hello")
             async for event in client.events(run.run_id):
                 if isinstance(event, Completed):
-                    await client.cancel(run.run_id)
+                    await client.cancel(run.run_id, wait=False)
                     finished[run.run_id] = event.seq
                     break
         letters = [msgspec.json.decode((await dead.next_msg(timeout=10)).data, type=DeadLetter) for _ in finished]

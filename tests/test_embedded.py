@@ -65,7 +65,7 @@ def _drive_the_cli(env: dict[str, str]) -> None:
 
     out = _cli(env, "run", "demo-assistant", "send_email to=ada@example.com", "--id", "cli-2", code=3)
     assert "waiting for approval: timestep approve cli-2 call_1" in out
-    assert "approve sent for cli-2" in _cli(env, "approve", "cli-2", "call_1")
+    assert _cli(env, "approve", "cli-2", "call_1").strip() == "approved call_1 of run cli-2"
     out = _cli(env, "events", "cli-2")
     assert out.splitlines()[-1].split()[1] == "completed"
 

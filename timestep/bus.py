@@ -40,7 +40,7 @@ from subjects.events import ErrorInfo, RunEvent, encode_event
 from subjects.messages import DeadLetter
 from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, WORK_STREAM, Subjects
 from timestep import metrics, observe
-from timestep.errors import PermissionDeniedError
+from timestep.errors import NatsUnreachableError, PermissionDeniedError
 from timestep.settings import NatsSettings, Settings
 
 log = logging.getLogger("timestep.bus")
@@ -55,6 +55,8 @@ TRANSIENT = (
 )
 #: How long start-up calls (streams, the agents bucket) retry transient errors before giving up.
 STARTUP_RETRY_SECONDS = 60.0
+#: How long a client's first connection keeps trying while every attempt is refused (nothing listens).
+REFUSED_GIVE_UP_SECONDS = 1.0
 
 _json = msgspec.json.Encoder()
 _T = TypeVar("_T")
@@ -178,7 +180,13 @@ class Bus:
         """Fed by the connection's error callback (see `connect`)."""
 
     @classmethod
-    async def connect(cls, url: str | None = None, *, settings: Settings | None = None, name: str = "timestep") -> Bus:
+    async def connect(
+        cls, url: str | None = None, *, settings: Settings | None = None, name: str = "timestep",
+        refused_give_up: float | None = None,
+    ) -> Bus:
+        """Connect, retrying the first connection for up to NATS_CONNECT_TIMEOUT seconds. With
+        `refused_give_up`, give up after that many seconds when every attempt was refused (nothing
+        listens at the URL: NatsUnreachableError), as a command-line client should."""
         settings = settings or Settings.from_env()
         url = url or settings.nats.url
         if not url:
@@ -186,6 +194,10 @@ class Bus:
 
         last_error: list[BaseException] = []
         refusals = Refusals(settings.nats.user)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        only_refused = asyncio.Event()  # set once every attempt for `refused_give_up` s was refused
+        kinds: set[type] = set()
 
         async def on_error(exc: Exception) -> None:
             if refusals.report(str(exc)):
@@ -193,7 +205,11 @@ class Bus:
             # An authorization or TLS error says more than the connection reset that follows it.
             if not last_error or not (isinstance(last_error[0], ssl.SSLError) or "Authoriz" in str(last_error[0])):
                 last_error[:] = [exc]
-            log.warning("NATS: %s: %s", type(exc).__name__, exc)
+            kinds.add(type(exc))
+            if refused_give_up is not None and kinds == {ConnectionRefusedError} and loop.time() - began >= refused_give_up:
+                only_refused.set()
+            # Before the first connection the final error says it all, once.
+            log.log(logging.WARNING if nc.is_connected or nc.is_reconnecting else logging.DEBUG, "NATS: %s: %s", type(exc).__name__, exc)
 
         async def on_disconnect() -> None:
             if not (nc.is_closed or nc.is_draining):
@@ -203,36 +219,44 @@ class Bus:
             log.warning("NATS: reconnected")
 
         nc = NatsClient()
+        # Reconnect forever once connected, but give the first connection a deadline:
+        # nats-py would otherwise retry a refused login forever.
+        connecting = asyncio.ensure_future(
+            nc.connect(
+                servers=[u.strip() for u in url.split(",")],
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=5,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                **connect_options(settings.nats),
+            )
+        )
+        refused = asyncio.ensure_future(only_refused.wait())
         try:
-            # Reconnect forever once connected, but give the first connection a deadline:
-            # nats-py would otherwise retry a refused login forever.
-            await asyncio.wait_for(
-                nc.connect(
-                    servers=[u.strip() for u in url.split(",")],
-                    name=name,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25,
-                    connect_timeout=5,
-                    error_cb=on_error,
-                    disconnected_cb=on_disconnect,
-                    reconnected_cb=on_reconnect,
-                    **connect_options(settings.nats),
-                ),
-                settings.nats.connect_deadline,
-            )
-        except (asyncio.TimeoutError, Exception) as exc:
-            await nc.close()
-            cause = last_error[0] if last_error else exc
-            check = (
-                "check NATS_TLS_CA_FILE (the CA that signed the server's certificate) and, when the server "
-                "verifies clients, NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE"
-                if isinstance(cause, ssl.SSLError) else "check NATS_URL and the NATS_* credentials"
-            )
-            raise ConnectionError(
-                f"could not connect to NATS at {redact_url(url)} within {settings.nats.connect_deadline:g} s "
-                f"({type(cause).__name__}: {redact_url(str(cause))}); {check}"
-            ) from None
-        return cls(nc, settings, refusals=refusals)
+            await asyncio.wait({connecting, refused}, timeout=settings.nats.connect_deadline, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if connecting.done() and connecting.exception() is None:
+            return cls(nc, settings, refusals=refusals)
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        await nc.close()
+        if only_refused.is_set():
+            raise NatsUnreachableError(url, f"nothing answers at {redact_url(url)} (connection refused)")
+        exc = connecting.exception() if connecting.done() and not connecting.cancelled() else asyncio.TimeoutError()
+        cause = last_error[0] if last_error else exc
+        check = (
+            "check NATS_TLS_CA_FILE (the CA that signed the server's certificate) and, when the server "
+            "verifies clients, NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE"
+            if isinstance(cause, ssl.SSLError) else "check NATS_URL and the NATS_* credentials"
+        )
+        raise ConnectionError(
+            f"could not connect to NATS at {redact_url(url)} within {settings.nats.connect_deadline:g} s "
+            f"({type(cause).__name__}: {redact_url(str(cause))}); {check}"
+        )
 
     async def close(self) -> None:
         if not self.nc.is_closed:
@@ -445,15 +469,63 @@ class Bus:
             return []
         return sorted(bytes.fromhex(k[2:]).decode() for k in keys if k.startswith("a-"))
 
-    async def request(self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None) -> bytes:
-        """Core request/reply; raises TimeoutError when nobody answers in time."""
+    async def request(
+        self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None, *, refusal_fails: bool = False
+    ) -> bytes:
+        """Core request/reply; raises TimeoutError when nobody answers in time, and with
+        `refusal_fails` PermissionDeniedError as soon as the server refuses the publish."""
         try:
-            reply = await self.nc.request(subject, data, timeout=timeout, headers={**JSON_HEADERS, **(headers or {})})
+            call = self.nc.request(subject, data, timeout=timeout, headers={**JSON_HEADERS, **(headers or {})})
+            reply = await (self._unless_refused(call, subject) if refusal_fails else call)
         except (NatsTimeout, NoRespondersError) as exc:
             raise TimeoutError(f"no answer on {subject} within {timeout:g} s") from exc
         except (ConnectionClosedError, ConnectionReconnectingError, OutboundBufferLimitError) as exc:
             raise ConnectionError(f"NATS connection not usable for {subject} ({type(exc).__name__})") from exc
         return reply.data
+
+    async def stored_event(self, run_id: str, kind: str) -> bytes | None:
+        """The run's latest stored event of this type, or None (a direct get: no waiting)."""
+        try:
+            return (await self.js.get_last_msg(EVENTS_STREAM, self.subjects.events(run_id, kind), direct=True)).data
+        except Exception:
+            return None
+
+    async def history(self, run_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every stored event of a run, in order, as plain JSON objects ([] when it has none)."""
+        sub = await self.js.subscribe(
+            self.subjects.run_events(run_id), ordered_consumer=True, stream=EVENTS_STREAM, deliver_policy=DeliverPolicy.ALL,
+        )
+        try:
+            info = await sub.consumer_info()
+            stored = info.num_pending + (info.delivered.consumer_seq if info.delivered else 0)
+            return [msgspec.json.decode((await sub.next_msg(timeout=timeout)).data) for _ in range(stored)]
+        finally:
+            await _unsubscribe(sub)
+
+    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        """The newest `limit` dead letters, oldest first."""
+        try:
+            info = await self.js.stream_info(DEAD_STREAM)
+        except NotFoundError:
+            return []
+        count = min(limit, info.state.messages)
+        if count <= 0:
+            return []
+        start = max(info.state.first_seq, info.state.last_seq - count + 1)
+        sub = await self.js.subscribe(
+            self.subjects.all_dead, ordered_consumer=True, stream=DEAD_STREAM,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
+        )
+        letters = []
+        try:
+            while len(letters) < count:
+                msg = await sub.next_msg(timeout=5)
+                letters.append(msgspec.json.decode(msg.data, type=DeadLetter))
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await _unsubscribe(sub)
+        return letters
 
     async def run_outcome(self, run_id: str, timeout: float) -> bytes | None:
         """The run's stored `rejected` or `accepted` event, waiting up to `timeout` for one."""
@@ -467,10 +539,9 @@ class Bus:
         subs = [await self.nc.subscribe(self.subjects.events(run_id, kind), cb=on_event) for kind in kinds]
         try:
             for kind in kinds:
-                try:
-                    return (await self.js.get_last_msg(EVENTS_STREAM, self.subjects.events(run_id, kind), direct=True)).data
-                except Exception:
-                    pass
+                stored = await self.stored_event(run_id, kind)
+                if stored is not None:
+                    return stored
             try:
                 return await asyncio.wait_for(arrived, timeout)
             except asyncio.TimeoutError:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -73,15 +75,26 @@ async def _workflow_action(admin: Any, args: argparse.Namespace) -> int:
             error = f"  error: {s['error']!r}" if s["error"] else ""
             print(f"  {s['function_id']:>3}  {s['function_name']}{error}")
         return 0
+    status = await admin.status(args.workflow_id)
+    if status is None:
+        print(f"error: no workflow {args.workflow_id!r}; `timestep workflows list` lists them", file=sys.stderr)
+        return 1
     if args.action == "cancel":
+        if status.status in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+            print(f"error: workflow {args.workflow_id!r} already finished ({status.status}); there is nothing to cancel", file=sys.stderr)
+            return 1
         await admin.cancel(args.workflow_id)
-        print(f"cancelled {args.workflow_id}")
+        print(f"cancelled {args.workflow_id} (it was {status.status})")
         return 0
     if args.action == "resume":
+        if status.status == "SUCCESS":
+            print(f"error: workflow {args.workflow_id!r} already completed (SUCCESS); there is nothing to resume", file=sys.stderr)
+            return 1
         await admin.resume(args.workflow_id)
-        print(f"resumed {args.workflow_id}")
+        print(f"resumed {args.workflow_id} (it was {status.status})")
         return 0
     return 2
+
 
 
 async def _up(args: argparse.Namespace) -> int:
@@ -145,20 +158,52 @@ async def _client(args: argparse.Namespace) -> Any:
     return await Client.connect()
 
 
+#: How the command line names the fields of the contract, by command (as its usage shows them): a
+#: refusal names the flag or argument.
+FLAGS = {
+    "run": {"id": "--id", "session_id": "--session", "queue": "--queue", "priority": "--priority",
+            "timeout_seconds": "--timeout", "input": "text"},
+    "queues": {"limit": "--limit", "period_seconds": "--period", "period": "--period",
+               "concurrency": "--concurrency", "tokens_per_period": "--tokens"},
+    "schedules": {"crontab": "cron", "request.agent": "agent", "request.input": "text", "request.queue": "--queue"},
+    "reject": {"message": "--message"},
+}
+
+
+def as_given(command: str, message: str) -> str:
+    """A message that starts with a contract field (`period_seconds: ...`), with the field as
+    this command takes it (`--period: ...`)."""
+    field, sep, rest = message.partition(": ")
+    flag = FLAGS.get(command, {}).get(field)
+    return f"{flag}: {rest}" if sep and flag else message
+
+
 async def _print_events(client: Any, run_id: str | None, as_json: bool, stop_on_interrupt: bool = False) -> int:
-    from subjects.events import Failed, Interrupted, Rejected
+    """Print events as they come; the exit code says how the run ended: 0 completed, 1 failed or
+    cancelled (by request or its timeout), 2 rejected, 3 waiting for approval (with `stop_on_interrupt`)."""
+    from subjects.events import Cancelled, Failed, Interrupted, Rejected
     from timestep.render import describe
 
     code = 0
-    async for event in client.events(run_id):
-        print(encode_json(event) if as_json else describe(event, with_run=run_id is None), flush=True)
-        if isinstance(event, (Failed, Rejected)):
-            code = 1
-        if stop_on_interrupt and isinstance(event, Interrupted):
-            if not as_json:
-                for a in event.approvals:
-                    print(f"waiting for approval: timestep approve {event.run_id} {a.call_id}   (or: timestep reject ...)")
-            return 3
+    # Closed on the way out, whatever happens (a closed pipe, say): its subscription ends before the connection.
+    async with contextlib.aclosing(client.events(run_id)) as events:
+        async for event in events:
+            print(encode_json(event) if as_json else describe(event, with_run=run_id is None), flush=True)
+            if run_id is None:
+                continue
+            if isinstance(event, Failed):
+                print(f"run {event.run_id} failed: {event.error.type}: {event.error.message}", file=sys.stderr)
+                code = 1
+            elif isinstance(event, Cancelled):
+                print(f"run {event.run_id} was cancelled (by request or by its timeout)", file=sys.stderr)
+                code = 1
+            elif isinstance(event, Rejected):
+                code = 2
+            if stop_on_interrupt and isinstance(event, Interrupted):
+                if not as_json:
+                    for a in event.approvals:
+                        print(f"waiting for approval: timestep approve {event.run_id} {a.call_id}   (or: timestep reject ...)")
+                return 3
     return code
 
 
@@ -179,10 +224,14 @@ async def _run(args: argparse.Namespace) -> int:
                 priority=args.priority, stream=args.stream, timeout_seconds=args.timeout,
             )
         except RunRejectedError as exc:
-            print(f"rejected: {exc}", file=sys.stderr)
+            print(f"rejected: {as_given('run', str(exc))}", file=sys.stderr)
             return 2
-        if run.accepted is None:
-            print(f"no governor answered; run {run.run_id} is stored and will run when one is up", file=sys.stderr)
+        if run.reused:
+            print(f"run {run.run_id}: this id was used before; showing that run (the text and options given now were not used)", file=sys.stderr)
+        elif run.accepted is None:
+            print(f"run {run.run_id}: no governor answered; the request is stored and runs when one is up", file=sys.stderr)
+        else:
+            print(f"run {run.run_id}", file=sys.stderr)
         return await _print_events(client, run.run_id, args.json, stop_on_interrupt=not args.wait)
     finally:
         await client.close()
@@ -197,15 +246,42 @@ async def _events(args: argparse.Namespace) -> int:
 
 
 async def _control(args: argparse.Namespace) -> int:
+    from timestep.client import RequestRefusedError
+
+    client = await _client(args)
+    wait = not args.no_wait
+    try:
+        try:
+            if args.command == "approve":
+                await client.approve(args.run_id, args.call_id, always=args.always, wait=wait)
+                done = f"approved {args.call_id} of run {args.run_id}"
+            elif args.command == "reject":
+                await client.reject(args.run_id, args.call_id, args.message, wait=wait)
+                done = f"rejected {args.call_id} of run {args.run_id}; the model is told why"
+            else:
+                await client.cancel(args.run_id, wait=wait)
+                done = f"cancelled run {args.run_id}"
+        except RequestRefusedError as exc:
+            print(f"error: {as_given(args.command, str(exc))}", file=sys.stderr)
+            return 1
+        if not wait:
+            done = f"{args.command} for run {args.run_id} stored; an agent actor acts on it (refusals: `timestep dead`)"
+        print(done)
+        return 0
+    finally:
+        await client.close()
+
+
+async def _dead(args: argparse.Namespace) -> int:
     client = await _client(args)
     try:
-        if args.command == "approve":
-            await client.approve(args.run_id, args.call_id, always=args.always)
-        elif args.command == "reject":
-            await client.reject(args.run_id, args.call_id, args.message)
-        else:
-            await client.cancel(args.run_id)
-        print(f"{args.command} sent for {args.run_id}")
+        letters = await client.bus.dead_letters(args.limit)
+        if args.json:
+            print(encode_json(letters))
+            return 0
+        print(f"{'TIME (UTC)':<20} {'ERROR':<16} {'SUBJECT':<48} REASON")
+        for d in letters:
+            print(f"{_when(int(d.time * 1000)):<20} {d.error.type:<16} {d.subject:<48} {d.reason}")
         return 0
     finally:
         await client.close()
@@ -255,6 +331,9 @@ async def _queues(args: argparse.Namespace) -> int:
         await client.close()
 
 
+WORKFLOW_STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+
 def _port_arg(value: str) -> int:
     if not value.isdigit() or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port; give a number from 0 (any free port) to 65535")
@@ -279,7 +358,10 @@ def _parser() -> argparse.ArgumentParser:
         help="serve /healthz, /readyz and /metrics on this port (0: a free one); overrides TIMESTEP_HTTP_PORT",
     )
 
-    run = sub.add_parser("run", help="submit a run and print its events as they arrive")
+    run = sub.add_parser(
+        "run", help="submit a run and print its events as they arrive",
+        description="Exit code: 0 completed, 1 failed or cancelled (by request or --timeout), 2 rejected, 3 waiting for approval.",
+    )
     run.add_argument("agent")
     run.add_argument("text")
     run.add_argument("--id", help="the run id (default: a new one)")
@@ -295,16 +377,24 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("run_id", nargs="?")
     events.add_argument("--json", action="store_true")
 
-    approve = sub.add_parser("approve", help="approve a tool call of an interrupted run")
+    no_wait = "only store it: an agent actor acts on it when one runs (refusals: `timestep dead`)"
+    approve = sub.add_parser("approve", help="approve a tool call of an interrupted run (exit 1 when refused)")
     approve.add_argument("run_id")
     approve.add_argument("call_id")
     approve.add_argument("--always", action="store_true", help="approve this tool for the rest of the run")
-    reject = sub.add_parser("reject", help="reject a tool call of an interrupted run")
+    approve.add_argument("--no-wait", action="store_true", help=no_wait)
+    reject = sub.add_parser("reject", help="reject a tool call of an interrupted run (exit 1 when refused)")
     reject.add_argument("run_id")
     reject.add_argument("call_id")
     reject.add_argument("--message", help="what the model is told")
-    cancel = sub.add_parser("cancel", help="cancel a run")
+    reject.add_argument("--no-wait", action="store_true", help=no_wait)
+    cancel = sub.add_parser("cancel", help="cancel a run (exit 1 when refused)")
     cancel.add_argument("run_id")
+    cancel.add_argument("--no-wait", action="store_true", help=no_wait)
+
+    dead = sub.add_parser("dead", help="list dead letters: messages that could not be processed, and why")
+    dead.add_argument("--limit", type=int, default=50, help="the newest N (default 50)")
+    dead.add_argument("--json", action="store_true")
 
     schedules = sub.add_parser("schedules", help="cron schedules of runs")
     schedules.add_argument("action", choices=["create", "list", "delete"])
@@ -326,13 +416,25 @@ def _parser() -> argparse.ArgumentParser:
     workflows = sub.add_parser("workflows", help="list, show, cancel or resume workflows (runs)")
     workflows.add_argument("action", choices=["list", "show", "cancel", "resume"])
     workflows.add_argument("workflow_id", nargs="?")
-    workflows.add_argument("--status", help="list only this status (ENQUEUED, PENDING, SUCCESS, ERROR, CANCELLED)")
+    workflows.add_argument("--status", choices=WORKFLOW_STATUSES, metavar="STATUS", help=f"list only this status ({', '.join(WORKFLOW_STATUSES)})")
     workflows.add_argument("--limit", type=int, default=50)
     workflows.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`timestep ... | head`): stop quietly, and keep Python from
+        # complaining while it flushes stdout on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "schedules" and args.action != "list" and not args.name:
         print("timestep schedules create|delete: give a NAME", file=sys.stderr)
@@ -345,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     commands = {
         "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,
-        "schedules": _schedules, "queues": _queues, "workflows": _workflows,
+        "schedules": _schedules, "queues": _queues, "workflows": _workflows, "dead": _dead,
     }
     try:
         if args.command == "demo":
@@ -360,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return asyncio.run(commands[args.command](args))
     except TimestepError as exc:
+        print(f"error: {as_given(args.command, str(exc))}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        raise
+    except ConnectionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

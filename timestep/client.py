@@ -11,6 +11,7 @@ and manage schedules and queues, from any process that can reach NATS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,15 +33,19 @@ from subjects.messages import (
     ScheduleDelete,
     ScheduleList,
 )
+from subjects.ids import run_id_problem
 from timestep import observe
-from timestep.bus import Bus
-from timestep.errors import RunCancelledError, TimestepError, ValidationError
+from timestep.bus import REFUSED_GIVE_UP_SECONDS, Bus, redact_url
+from timestep.errors import NatsUnreachableError, RunCancelledError, TimestepError, ValidationError
+from timestep.problems import body_problem
 from timestep.natsserver import url_file
 from timestep.settings import Settings
 
 TERMINAL = (Completed, Failed, Cancelled, Rejected)
 RESEND_SECONDS = 2.0
 """How long `submit` waits for the governor's answer before sending the request again."""
+CONTROL_TIMEOUT = 10.0
+"""How long approve, reject and cancel wait for an agent actor's answer."""
 _encode = msgspec.json.encode
 
 
@@ -51,6 +56,20 @@ class RunRejectedError(TimestepError):
         super().__init__(error.message)
         self.run_id = run_id
         self.error = error
+
+
+class RequestRefusedError(TimestepError):
+    """A request was refused: nothing was done. `error.type` says why, in a word that stays
+    the same (approve, reject, cancel: UnknownRun, AlreadyFinished, NotWaiting, NotStarted,
+    InvalidRequest); `error.message` names the field and the fix."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+    @property
+    def type(self) -> str:
+        return self.error.type
 
 
 class RunFailedError(TimestepError):
@@ -69,13 +88,18 @@ def _is_pub_ack(data: bytes) -> bool:
 class Submission:
     """A submitted run: `run_id`, its `accepted` event (None when no governor answered in
     time: the request is stored and runs when one is up), `events()` and `result()`;
-    `traceparent`, the W3C trace context it was sent with (its events carry the same trace id)."""
+    `traceparent`, the W3C trace context it was sent with (its events carry the same trace id);
+    `reused`, True when the given `id` belonged to an earlier run."""
 
-    def __init__(self, client: Client, run_id: str, accepted: RunEvent | None, traceparent: str | None = None) -> None:
+    def __init__(
+        self, client: Client, run_id: str, accepted: RunEvent | None, traceparent: str | None = None, reused: bool = False
+    ) -> None:
         self.client = client
         self.run_id = run_id
         self.accepted = accepted
         self.traceparent = traceparent
+        self.reused = reused
+        """The id was taken before this submit: this is the earlier run (this submit's input and options were not used)."""
 
     def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run from its first, live, until it completes, fails, is cancelled or rejected."""
@@ -130,6 +154,40 @@ def resolve_url(settings: Settings) -> str:
     raise TimestepError(f"no NATS server: set NATS_URL, or start one with `timestep up` (it writes {path})")
 
 
+def _unreachable(url: str, given: bool, settings: Settings) -> str:
+    """One line on a URL where nothing listens: whose address it is, and what to start."""
+    shown = redact_url(url)
+    if given:
+        return f"no NATS server answers at {shown} (connection refused); start it, or pass the URL of a running one"
+    if settings.nats.url:
+        return (
+            f"no NATS server answers at NATS_URL={shown} (connection refused); start it, or unset NATS_URL "
+            "and run `timestep up`, which starts its own"
+        )
+    path = url_file(settings.home)
+    return (
+        f"no `timestep up` answers at {shown} (the address in {path}, from one that has stopped); "
+        "start one with `timestep up --agents YOUR_MODULE`, or set NATS_URL"
+    )
+
+
+def _body(tp: type, fields: dict[str, Any]) -> Any:
+    """A control body built from the caller's values, checked as the agent actor will check it."""
+    try:
+        return msgspec.convert({k: v for k, v in fields.items() if v is not None}, tp)
+    except msgspec.ValidationError as exc:
+        field, problem = body_problem(exc, data=_encode({k: v for k, v in fields.items() if v is not None}))
+        raise ValidationError(field, problem) from None
+
+
+def _check_run_id(run_id: Any) -> str:
+    problem = run_id_problem(run_id)
+    if problem is not None:
+        shown = f"{run_id!r} " if isinstance(run_id, str) else ""
+        raise ValidationError("run_id", f"{shown}{problem}", "use the id of a submitted run")
+    return run_id
+
+
 class Client:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -140,7 +198,12 @@ class Client:
         """Connect to NATS: `url`, else NATS_URL, else the embedded server a `timestep up` started
         in this TIMESTEP_HOME; with the auth and TLS settings of the environment."""
         settings = settings or Settings.from_env()
-        return cls(await Bus.connect(url or resolve_url(settings), settings=settings, name="timestep-client"))
+        target = url or resolve_url(settings)
+        try:
+            bus = await Bus.connect(target, settings=settings, name="timestep-client", refused_give_up=REFUSED_GIVE_UP_SECONDS)
+        except NatsUnreachableError as exc:
+            raise NatsUnreachableError(target, _unreachable(target, url is not None, settings)) from exc
+        return cls(bus)
 
     async def close(self) -> None:
         await self.bus.close()
@@ -176,6 +239,7 @@ class Client:
         current OpenTelemetry span's context, else a new trace."""
         run_id = id or uuid.uuid4().hex
         parent = _parent_trace(traceparent)
+        reused = id is not None and await self.bus.stored_event(run_id, "accepted") is not None
         request = RunRequest(
             agent=agent, input=input, id=run_id, session_id=session_id, queue=queue, priority=priority,
             deduplication_id=deduplication_id, timeout_seconds=timeout_seconds, stream=stream, metadata=metadata,
@@ -183,11 +247,11 @@ class Client:
         with observe.span("timestep.submit", parent, run_id=run_id, agent=agent, queue=queue) as trace:
             data = await self._send_until_answered(_encode(request), run_id, reply_timeout, observe.trace_headers(trace))
         if data is None:
-            return Submission(self, run_id, None, trace.traceparent)
+            return Submission(self, run_id, None, trace.traceparent, reused)
         event = decode_event(data)
         if isinstance(event, Rejected):
             raise RunRejectedError(run_id, event.error)
-        return Submission(self, run_id, event, trace.traceparent)
+        return Submission(self, run_id, event, trace.traceparent, reused)
 
     async def _send_until_answered(
         self, body: bytes, run_id: str, reply_timeout: float, headers: dict[str, str] | None = None
@@ -223,24 +287,48 @@ class Client:
         for a cancelled run that was resumed, after the last event of the resumed run."""
         subject = self.subjects.run_events(run_id) if run_id else self.subjects.all_events
         replay = from_start if from_start is not None else run_id is not None
-        async for msg in self.bus.follow(subject, from_start=replay):
-            event = decode_event(msg.data)
-            yield event
-            # A cancelled run may have been resumed: its later events are stored after this one.
-            if run_id and isinstance(event, TERMINAL) and not _more_stored(msg):
-                return
+        # Closed with this generator, so its subscription ends before the connection is drained.
+        async with contextlib.aclosing(self.bus.follow(subject, from_start=replay)) as messages:
+            async for msg in messages:
+                event = decode_event(msg.data)
+                yield event
+                # A cancelled run may have been resumed: its later events are stored after this one.
+                if run_id and isinstance(event, TERMINAL) and not _more_stored(msg):
+                    return
 
-    async def approve(self, run_id: str, call_id: str, *, always: bool = False) -> None:
-        await self._control(run_id, "approve", Approve(call_id=call_id, always=always), call_id)
+    async def approve(self, run_id: str, call_id: str, *, always: bool = False, wait: bool = True) -> None:
+        """Approve a tool call the run waits on (`call_id` from its `interrupted` event).
 
-    async def reject(self, run_id: str, call_id: str, message: str | None = None) -> None:
-        await self._control(run_id, "reject", Reject(call_id=call_id, message=message), call_id)
+        Returns once an agent actor handed the approval to the run; raises RequestRefusedError
+        when it refused (`error.type`: UnknownRun, AlreadyFinished, NotWaiting, ...). With
+        `wait=False` the approval is only stored: an agent actor acts on it when one runs, and a
+        refusal goes to the dead letters."""
+        await self._control(run_id, "approve", _body(Approve, {"call_id": call_id, "always": always}), call_id, wait)
 
-    async def cancel(self, run_id: str) -> None:
-        await self._control(run_id, "cancel", Cancel(), "run")
+    async def reject(self, run_id: str, call_id: str, message: str | None = None, *, wait: bool = True) -> None:
+        """Reject a tool call the run waits on; the model is told `message`. Answered as `approve`."""
+        await self._control(run_id, "reject", _body(Reject, {"call_id": call_id, "message": message}), call_id, wait)
 
-    async def _control(self, run_id: str, action: str, body: Any, key: str) -> None:
-        await self.bus.publish_durably(self.subjects.control(run_id, action), _encode(body), f"{run_id}.{action}.{key}")
+    async def cancel(self, run_id: str, *, wait: bool = True) -> None:
+        """Cancel a queued or running run. Answered as `approve` (AlreadyFinished for a run that ended)."""
+        await self._control(run_id, "cancel", Cancel(), "run", wait)
+
+    async def _control(self, run_id: str, action: str, body: Any, key: str, wait: bool) -> None:
+        _check_run_id(run_id)
+        if not wait:
+            await self.bus.publish_durably(self.subjects.control(run_id, action), _encode(body), f"{run_id}.{action}.{key}")
+            return
+        subject = self.subjects.command(run_id, action)
+        try:
+            answer = await self.bus.request(subject, _encode(body), CONTROL_TIMEOUT, refusal_fails=True)
+        except TimeoutError:
+            raise TimestepError(
+                f"no agent actor answered {action} for run {run_id!r} within {CONTROL_TIMEOUT:g} s; start one "
+                "(`timestep up`, with the agent role), or send it with wait=False to have it stored until one runs"
+            ) from None
+        reply = msgspec.json.decode(answer, type=Reply)
+        if not reply.ok:
+            raise RequestRefusedError(reply.error or ErrorInfo(type="Error", message="refused"))
 
     # --- schedules and queues ---------------------------------------------------------
 
@@ -270,6 +358,5 @@ class Client:
     async def _admin(self, subject: str, body: Any, timeout: float = 10.0) -> Reply:
         reply = msgspec.json.decode(await self.bus.request(subject, _encode(body), timeout), type=Reply)
         if not reply.ok:
-            error = reply.error or ErrorInfo(type="Error", message="refused")
-            raise TimestepError(error.message)
+            raise RequestRefusedError(reply.error or ErrorInfo(type="Error", message="refused"))
         return reply

@@ -39,6 +39,27 @@ WorkflowCancelled = (dbos_error.DBOSAwaitedWorkflowCancelledError, dbos_error.DB
 CancelledInside = dbos_error.DBOSWorkflowCancelledError
 NonExistentWorkflow = dbos_error.DBOSNonExistentWorkflowError
 
+
+
+class _CancellationInOneLine(logging.Filter):
+    """DBOS logs a run cancelled by request or by its timeout as an error, with a traceback of
+    about 25 lines and a warning before it; a cancel is no error: one line at INFO says it.
+    Every other record, errors with their tracebacks included, passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, WorkflowCancelled):
+            workflow_id = getattr(exc, "workflow_id", None) or getattr(record, "operationUUID", None) or "?"
+            record.msg, record.args = "workflow %s was cancelled (by request or by its timeout)", (workflow_id,)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
+        elif record.levelno == logging.WARNING and "was cancelled during execution" in str(record.msg):
+            return False  # the line above follows it
+        return True
+
+
+logging.getLogger("dbos").addFilter(_CancellationInOneLine())
+
 _NAME = re.compile(r"^[a-z0-9_-]{3,256}$")
 _lock = threading.RLock()
 _config: dict[str, Any] | None = None

@@ -88,3 +88,11 @@ class PermissionDeniedError(TimestepError):
         self.subject = subject
         self.user = user
         self.operation = operation
+
+
+class NatsUnreachableError(TimestepError, ConnectionError):
+    """Nothing listens at the NATS URL: every connection attempt was refused."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(message)
+        self.url = url

@@ -13,10 +13,10 @@ from subjects.events import ErrorInfo
 from subjects.ids import is_valid_run_id
 from subjects.messages import RunRequest
 from timestep.errors import ValidationError
+from timestep.problems import body_problem
 from timestep.runs import RunSpec, _check_input_items
 
 _decoder = msgspec.json.Decoder(RunRequest)
-_FIELD = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
 class Invalid(Exception):
@@ -57,28 +57,6 @@ def _claimed_id(data: bytes) -> str | None:
     return candidate if is_valid_run_id(candidate) else None
 
 
-def body_problem(exc: Exception, example: str = "{}") -> tuple[str, str]:
-    """(field, problem) of a body msgspec could not decode into its type: the field as a
-    dotted path (`request` for the body as a whole), the problem with what is expected.
-
-    >>> body_problem(msgspec.ValidationError("Expected `int`, got `str` - at `$.limit`"))
-    ('limit', 'Expected `int`, got `str`')
-    """
-    if isinstance(exc, UnicodeDecodeError):  # msgspec raises it for invalid UTF-8 inside a string
-        return "request", f"is not valid UTF-8 ({exc.reason} at byte {exc.start}); send JSON text encoded as UTF-8"
-    if not isinstance(exc, msgspec.ValidationError):
-        return "request", f"is not valid JSON ({exc}); send a JSON object like {example}"
-    text = str(exc)
-    match = _FIELD.search(text)
-    field = match.group(1) if match else ""
-    text = _FIELD.sub("", text)
-    if text.startswith("Object missing required field"):
-        missing = text.split("`")[1]
-        field = f"{field}.{missing}" if field else missing
-        text = f"is required ({text})"
-    return field or "request", text
-
-
 def parse_request(data: bytes, headers: dict[str, str] | None, max_bytes: int) -> tuple[RunRequest, str]:
     """Decode and validate a run request; return it with its run id, or raise Invalid."""
     if len(data) > max_bytes:
@@ -86,7 +64,7 @@ def parse_request(data: bytes, headers: dict[str, str] | None, max_bytes: int) -
     try:
         request = _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        field, problem = body_problem(exc, example='{"agent": "assistant", "input": "Hi"}')
+        field, problem = body_problem(exc, example='{"agent": "assistant", "input": "Hi"}', data=data)
         raise Invalid(field, problem, _claimed_id(data)) from None
     run_id = request.id or derive_run_id(data, headers)
     if isinstance(request.input, list):

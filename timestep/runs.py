@@ -24,6 +24,8 @@ from subjects.events import (
     RunEvent,
     Started,
     TokenUsage,
+    ToolApproved,
+    ToolRejected,
 )
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, Reject
@@ -191,7 +193,7 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
         await recorder.step("run.interrupted", save)
         if not spec.wait_for_approval:
             return RunResult(workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent)
-        await _await_decisions(run_id, state)
+        await _await_decisions(run_id, state, recorder)
         run_input = state
 
     output = result.final_output
@@ -213,8 +215,9 @@ async def _wait_for_token_budget(queue: str) -> None:
         await engine.sleep(wait)
 
 
-async def _await_decisions(run_id: str, state: RunState) -> None:
-    """Wait durably until every pending tool call of `state` is approved or rejected."""
+async def _await_decisions(run_id: str, state: RunState, recorder: RunRecorder) -> None:
+    """Wait durably until every pending tool call of `state` is approved or rejected; each
+    decision taken is an event, so the run's history shows it and tells which calls still wait."""
     pending = {item.call_id: item for item in state.get_interruptions()}
     while pending:
         decision = await engine.recv(DECISION_TOPIC, DECISION_WAIT_SECONDS)
@@ -226,8 +229,18 @@ async def _await_decisions(run_id: str, state: RunState) -> None:
             continue
         if isinstance(decision, Approve):
             state.approve(item, always_approve=decision.always)
+            event: type = ToolApproved
+            fields: dict[str, Any] = {"always": decision.always}
         elif isinstance(decision, Reject):
             state.reject(item, rejection_message=decision.message)
+            event, fields = ToolRejected, {"message": decision.message}
+        else:
+            continue
+
+        async def record(emit: Callable[..., Any]) -> None:
+            await emit(event, call_id=item.call_id or "", tool=item.name or "", **fields)
+
+        await recorder.step("run.decision", record)
 
 
 async def send_decision(run_id: str, decision: Approve | Reject) -> None:

@@ -24,6 +24,7 @@ import type {
   Accepted,
   Approval,
   Completed,
+  ErrorInfo,
   QueueStatus,
   Rejected,
   Reply,
@@ -50,6 +51,17 @@ export const TERMINAL_TYPES: ReadonlySet<RunEvent["type"]> = new Set(["completed
 
 /** How long `submit` waits for the governor's answer before sending the request again (as the Python client). */
 const RESEND_SECONDS = 2;
+/** How long approve, reject and cancel wait for an agent actor's answer (as the Python client). */
+const CONTROL_TIMEOUT_SECONDS = 10;
+
+export interface ControlOptions {
+  /**
+   * Wait for an agent actor's answer (default true): the call returns once the run took it, and throws
+   * RequestRefusedError when it was refused. With false the command is only stored: an agent actor acts on it
+   * when one runs, and a refusal goes to the dead letters.
+   */
+  wait?: boolean;
+}
 
 export interface SubmitOptions {
   /** The run id (1-128 of [A-Za-z0-9_-]); also the request's Nats-Msg-Id. Default: a fresh random id. */
@@ -141,6 +153,17 @@ function traceContext(traceparent: string | undefined): string {
   return value;
 }
 
+/**
+ * A refusal from the bus with the field named as this client's caller names it: the wire's snake_case
+ * field at the start of the message (`period_seconds: ...`) becomes camelCase (`periodSeconds: ...`).
+ */
+export function asGiven(error: ErrorInfo): ErrorInfo {
+  const match = /^([a-z][a-z0-9_.[\]]*): /.exec(error.message);
+  if (!match) return error;
+  const field = match[1].replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+  return { ...error, message: field + error.message.slice(match[1].length) };
+}
+
 function noAnswer(error: unknown): boolean {
   return (
     error instanceof TimeoutError ||
@@ -222,16 +245,16 @@ export class Run {
     return (await this.client.lastEvent(this.runId))?.type;
   }
 
-  approve(callId: string, options: { always?: boolean } = {}): Promise<void> {
+  approve(callId: string, options: { always?: boolean } & ControlOptions = {}): Promise<void> {
     return this.client.approve(this.runId, callId, options);
   }
 
-  reject(callId: string, message?: string): Promise<void> {
-    return this.client.reject(this.runId, callId, message);
+  reject(callId: string, message?: string, options: ControlOptions = {}): Promise<void> {
+    return this.client.reject(this.runId, callId, message, options);
   }
 
-  cancel(): Promise<void> {
-    return this.client.cancel(this.runId);
+  cancel(options: ControlOptions = {}): Promise<void> {
+    return this.client.cancel(this.runId, options);
   }
 }
 
@@ -279,7 +302,7 @@ export class Client {
     const answer = await this.sendUntilAnswered(encode(body), runId, replyTimeoutSeconds, trace);
     if (answer === undefined) return new Run(this, runId, undefined, trace);
     const event = decode<Accepted | Rejected>(answer);
-    if (event.type === "rejected") throw new RunRejectedError(runId, event.error);
+    if (event.type === "rejected") throw new RunRejectedError(runId, asGiven(event.error));
     return new Run(this, runId, event, trace);
   }
 
@@ -401,25 +424,29 @@ export class Client {
     return decided !== undefined && approvals.every((a) => decided.has(a.call_id));
   }
 
-  /** Approve a pending tool call of an interrupted run (`call_id` from its `interrupted` event). */
-  async approve(runId: string, callId: string, options: { always?: boolean } = {}): Promise<void> {
+  /**
+   * Approve a tool call the run waits on (`call_id` from its `interrupted` event). Resolves once an agent actor
+   * handed the approval to the run; throws RequestRefusedError when it refused (`error.type`: UnknownRun,
+   * AlreadyFinished, NotWaiting, NotStarted, InvalidRequest).
+   */
+  async approve(runId: string, callId: string, options: { always?: boolean } & ControlOptions = {}): Promise<void> {
     const body: Record<string, unknown> = { call_id: check.key("callId", callId) };
     if (options.always !== undefined) body.always = check.boolean("always", options.always);
-    await this.control(runId, "approve", body, callId);
+    await this.control(runId, "approve", body, callId, options);
     this.remember(runId, callId);
   }
 
-  /** Reject a pending tool call; the model is told `message`. */
-  async reject(runId: string, callId: string, message?: string): Promise<void> {
+  /** Reject a tool call the run waits on; the model is told `message`. Answered as `approve`. */
+  async reject(runId: string, callId: string, message?: string, options: ControlOptions = {}): Promise<void> {
     const body: Record<string, unknown> = { call_id: check.key("callId", callId) };
     if (message !== undefined) body.message = check.text("message", message, 0, 10_000);
-    await this.control(runId, "reject", body, callId);
+    await this.control(runId, "reject", body, callId, options);
     this.remember(runId, callId);
   }
 
-  /** Cancel a queued or running run. */
-  async cancel(runId: string): Promise<void> {
-    await this.control(runId, "cancel", {}, "run");
+  /** Cancel a queued or running run. Answered as `approve` (AlreadyFinished for a run that ended). */
+  async cancel(runId: string, options: ControlOptions = {}): Promise<void> {
+    await this.control(runId, "cancel", {}, "run", options);
   }
 
   private remember(runId: string, callId: string): void {
@@ -427,13 +454,34 @@ export class Client {
     this.decided.set(runId, calls.add(callId));
   }
 
-  private async control(runId: string, action: ControlAction, body: unknown, key: string): Promise<void> {
+  private async control(runId: string, action: ControlAction, body: unknown, key: string, options: ControlOptions): Promise<void> {
     check.runId("runId", runId);
-    // Stored in the control stream, de-duplicated like the Python client's, so a retried call acts once.
-    await this.js.publish(this.subjects.control(runId, action), encode(body), {
-      msgID: `${runId}.${action}.${key}`,
-      headers: jsonHeaders(),
-    });
+    if (options.wait !== undefined) check.boolean("wait", options.wait);
+    if (options.wait === false) {
+      // Stored in the control stream, de-duplicated like the Python client's, so a retried call acts once.
+      await this.js.publish(this.subjects.control(runId, action), encode(body), {
+        msgID: `${runId}.${action}.${key}`,
+        headers: jsonHeaders(),
+      });
+      return;
+    }
+    let reply: Reply;
+    try {
+      const answer = await this.nc.request(this.subjects.command(runId, action), encode(body), {
+        timeout: CONTROL_TIMEOUT_SECONDS * 1000,
+        headers: jsonHeaders(),
+      });
+      reply = decode<Reply>(answer.data);
+    } catch (error) {
+      if (noAnswer(error)) {
+        throw new TimestepError(
+          `no agent actor answered ${action} for run '${runId}' within ${CONTROL_TIMEOUT_SECONDS} s; start one ` +
+            "(`timestep up`, with the agent role), or pass { wait: false } to have it stored until one runs",
+        );
+      }
+      throw error;
+    }
+    if (!reply.ok) throw new RequestRefusedError(asGiven(reply.error ?? { type: "Error", message: "refused" }));
   }
 
   // --- schedules and queues ---------------------------------------------------------
@@ -477,7 +525,7 @@ export class Client {
       if (noAnswer(error)) throw new TimestepError(`no answer on ${subject} within ${timeoutSeconds} s: is a governor or scheduler running?`);
       throw error;
     }
-    if (!reply.ok) throw new RequestRefusedError(reply.error ?? { type: "Error", message: "refused" });
+    if (!reply.ok) throw new RequestRefusedError(asGiven(reply.error ?? { type: "Error", message: "refused" }));
     return reply;
   }
 

@@ -3,7 +3,19 @@
  * `python -m subjects.schema`, then `npm run generate`. */
 
 export type RunEvent =
-  Accepted | Rejected | Queued | Started | Delta | ToolCall | ToolOutput | Interrupted | Completed | Failed | Cancelled;
+  | Accepted
+  | Rejected
+  | Queued
+  | Started
+  | Delta
+  | ToolCall
+  | ToolOutput
+  | Interrupted
+  | ToolApproved
+  | ToolRejected
+  | Completed
+  | Failed
+  | Cancelled;
 
 /**
  * Every type of the contract by name: `Contract["RunRequest"]`.
@@ -35,8 +47,10 @@ export interface Contract {
   ScheduleList: ScheduleList;
   Started: Started;
   TokenUsage: TokenUsage;
+  ToolApproved: ToolApproved;
   ToolCall: ToolCall;
   ToolOutput: ToolOutput;
+  ToolRejected: ToolRejected;
 }
 /**
  * The request was validated and durably handed over.
@@ -281,6 +295,30 @@ export interface ToolOutput {
   time: string;
   call_id: string;
   output: string;
+}
+/**
+ * The waiting run took the approval of this tool call (`always`: of the tool, for the rest of the run).
+ */
+export interface ToolApproved {
+  type: "tool_approved";
+  run_id: string;
+  seq: number;
+  time: string;
+  call_id: string;
+  tool: string;
+  always?: boolean;
+}
+/**
+ * The waiting run took the rejection of this tool call: the tool does not run, the model is told `message`.
+ */
+export interface ToolRejected {
+  type: "tool_rejected";
+  run_id: string;
+  seq: number;
+  time: string;
+  call_id: string;
+  tool: string;
+  message?: string | null;
 }
 /**
  * `<prefix>.schedules.create` (request/reply): run `request` on `cron` (5 fields, or 6 with seconds first).

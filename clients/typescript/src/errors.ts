@@ -61,7 +61,11 @@ export class WaitTimeoutError extends TimestepError {
   override name = "WaitTimeoutError";
 }
 
-/** An admin request (schedules, queues) was refused; `error.message` names the field. */
+/**
+ * A request was refused and nothing was done: an admin request (schedules, queues), or approve, reject or cancel
+ * (`error.type`: UnknownRun, AlreadyFinished, NotWaiting, NotStarted, InvalidRequest). `error.message` names the
+ * field as the caller named it.
+ */
 export class RequestRefusedError extends TimestepError {
   override name = "RequestRefusedError";
 

@@ -32,8 +32,14 @@ export class Subjects {
     return `${this.prefix}.runs.events.>`;
   }
 
+  /** Stored in the control stream and acted on when an agent actor takes it; nothing answers. */
   control(runId: string, action: ControlAction): string {
     return `${this.prefix}.runs.control.${runId}.${action}`;
+  }
+
+  /** The same as a request: an agent actor acts on it at once and answers with a `Reply`. */
+  command(runId: string, action: ControlAction): string {
+    return `${this.prefix}.runs.command.${runId}.${action}`;
   }
 
   get schedulesCreate(): string {

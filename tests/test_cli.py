@@ -1,0 +1,201 @@
+"""The `timestep` command as people use it: subprocesses against a real `timestep up` (embedded
+NATS, SQLite in its TIMESTEP_HOME, found through the nats.url it writes), judged by exit codes
+and output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from processes import process_env, stop, up, wait_printed
+from timestep.natsserver import free_port
+
+AGENT = "bus-assistant"
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Up:
+    home: Path
+    out: Path
+
+    def env(self) -> dict[str, str]:
+        return process_env(TIMESTEP_HOME=str(self.home))
+
+
+def cli(env: dict[str, str], *args: str, code: int | None = 0, timeout: float = 60) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "timestep.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if code is not None:
+        assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, (args, done.stderr)
+    return done
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    home = tmp_path_factory.mktemp("cli-home")
+    out = home / "up.out"
+    env = process_env(TIMESTEP_HOME=str(home), TIMESTEP_LOG_LEVEL="INFO", TIMESTEP_QUEUE_POLL_SECONDS="0.05")
+    proc = up(out, env, "--agents", "bus_agents")
+    try:
+        wait_printed([(proc, out)])
+        yield Up(home, out)
+    finally:
+        stop([proc])
+
+
+def test_approve_reject_and_cancel_say_what_happened(running: Up) -> None:
+    env = running.env()
+    run_id = uid("mail")
+    assert "waiting for approval" in cli(env, "run", AGENT, "send_email to=ada", "--id", run_id, code=3).stdout
+
+    refused = cli(env, "approve", run_id, "call_9", code=1)
+    assert refused.stdout == ""
+    assert refused.stderr.strip() == f"error: call_id: run '{run_id}' is not waiting for approval of 'call_9'; it waits on 'call_1'"
+    assert cli(env, "reject", run_id, "call_1", "--message", "not today").stdout.strip() == (
+        f"rejected call_1 of run {run_id}; the model is told why"
+    )
+    events = cli(env, "events", run_id).stdout.splitlines()
+    assert [line.split()[1] for line in events] == ["accepted", "started", "interrupted", "tool_rejected", "completed"]
+    assert "message='not today'" in events[3]
+
+    finished = cli(env, "cancel", run_id, code=1)
+    assert finished.stderr.strip() == f"error: run '{run_id}' already finished (completed); there is nothing to cancel"
+    ghost = uid("ghost")
+    assert cli(env, "cancel", ghost, code=1).stderr.startswith(f"error: run_id: no run '{ghost}'")
+    malformed = cli(env, "approve", "a.b", "call_1", code=2)
+    assert malformed.stderr.strip().startswith("error: run_id: 'a.b' contains '.'; use only letters, digits")
+
+    # The fire-and-forget way still stores it; its refusal is a dead letter, listed with its reason.
+    assert "stored" in cli(env, "approve", ghost, "call_1", "--no-wait").stdout
+    for _ in range(100):
+        dead = cli(env, "dead").stdout
+        if f"timestep.runs.control.{ghost}.approve" in dead:
+            break
+        time.sleep(0.1)
+    [line] = [line for line in dead.splitlines() if f"runs.control.{ghost}.approve" in line]
+    assert "UnknownRun" in line and f"no run '{ghost}'" in line
+    assert any(f"runs.command.{ghost}.cancel" in line for line in dead.splitlines())
+
+
+def test_run_prints_its_id_says_when_it_was_reused_and_fails_when_cancelled(running: Up) -> None:
+    env = running.env()
+    run_id = uid("hello")
+    first = cli(env, "run", AGENT, "hello", "--id", run_id)
+    assert first.stderr.splitlines()[0] == f"run {run_id}"
+    again = cli(env, "run", AGENT, "something else", "--id", run_id)
+    assert again.stderr.splitlines()[0] == f"run {run_id}: this id was used before; showing that run (the text and options given now were not used)"
+    assert again.stdout == first.stdout
+
+    slow = cli(env, "run", AGENT, "think seconds=30", "--timeout", "0.5", code=1)
+    assert slow.stdout.splitlines()[-1].split()[1] == "cancelled"
+    run_line, cancelled_line = slow.stderr.splitlines()
+    assert cancelled_line == f"{run_line} was cancelled (by request or by its timeout)"
+
+    # A cancel by request: one line in the log of `timestep up`, not DBOS's traceback.
+    slow_id = uid("slow")
+    proc = subprocess.Popen([sys.executable, "-m", "timestep.cli", "run", AGENT, "think seconds=30", "--id", slow_id],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _reaches_tool_call(env, slow_id)
+    assert cli(env, "cancel", slow_id).stdout.strip() == f"cancelled run {slow_id}"
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, (out, err)
+    assert out.splitlines()[-1].split()[1] == "cancelled"
+    outcome = f"workflow {slow_id} was cancelled (by request or by its timeout)"
+    for _ in range(100):  # DBOS logs the outcome once the workflow has wound down
+        log = running.out.read_text()
+        if outcome in log:
+            break
+        time.sleep(0.1)
+    assert "Traceback" not in log and "DBOSAwaitedWorkflowCancelledError" not in log, log
+    dbos_lines = [line for line in log.splitlines() if slow_id in line and "(dbos:" in line]
+    assert sum(outcome in line for line in dbos_lines) == 1, dbos_lines
+    assert all("[    INFO]" in line for line in dbos_lines), dbos_lines  # a cancel is no warning, no error
+
+
+def _reaches_tool_call(env: dict[str, str], run_id: str) -> bool:
+    """Follow the run's events (`timestep events`) until its tool call; False if it ends first."""
+    proc = subprocess.Popen([sys.executable, "-m", "timestep.cli", "events", run_id], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        return any("tool_call" in line for line in proc.stdout)  # type: ignore[union-attr]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_refusals_name_the_flag_in_the_librarys_words(running: Up) -> None:
+    env = running.env()
+    limit = cli(env, "queues", "configure", uid("q"), "--limit", "0", "--period", "1", code=2).stderr.strip()
+    assert limit == "error: --limit: 0 is not a whole number of at least 1; pass the runs allowed per period, e.g. limit=50"
+    period = cli(env, "queues", "configure", uid("q"), "--limit", "2", code=2).stderr.strip()
+    assert period.startswith("error: --period: is missing; a rate limit needs both")
+    bad_id = cli(env, "run", AGENT, "hi", "--id", "a.b", code=2).stderr.strip()
+    assert bad_id.startswith("rejected: --id: 'a.b' contains '.'; use only letters, digits")
+    priority = cli(env, "run", AGENT, "hi", "--queue", "default", "--priority", "0", code=2).stderr.strip()
+    assert priority.startswith("rejected: --priority: 0 is not a whole number from 1 to 2147483646")
+    for message in (limit, period, bad_id, priority):
+        assert "Expected" not in message
+
+
+def test_workflows_commands_refuse_what_is_not_there(running: Up) -> None:
+    env = running.env()
+    ghost = uid("ghost")
+    for action in ("resume", "cancel", "show"):
+        refused = cli(env, "workflows", action, ghost, code=1)
+        assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert f"no workflow '{ghost}'" in refused.stderr
+    bogus = cli(env, "workflows", "list", "--status", "BOGUS", code=2)
+    assert bogus.stdout == "" and "invalid choice: 'BOGUS'" in bogus.stderr
+    run_id = uid("done")
+    cli(env, "run", AGENT, "hello", "--id", run_id)
+    for _ in range(100):  # `completed` is published just before DBOS records the end
+        if "SUCCESS" in cli(env, "workflows", "show", run_id).stdout:
+            break
+        time.sleep(0.1)
+    finished = cli(env, "workflows", "cancel", run_id, code=1)
+    assert finished.stderr.strip() == f"error: workflow '{run_id}' already finished (SUCCESS); there is nothing to cancel"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["workflows", "list"], ["queues", "status"], ["dead"], ["events", "EXISTING"]])
+def test_a_closed_pipe_ends_quietly(running: Up, args: list[str]) -> None:
+    """`timestep ... | head`: the reader is gone before the command writes."""
+    env = running.env()
+    if "EXISTING" in args:
+        run_id = uid("piped")
+        cli(env, "run", AGENT, "hello", "--id", run_id)
+        args = [a.replace("EXISTING", run_id) for a in args]
+    proc = subprocess.Popen([sys.executable, "-m", "timestep.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # type: ignore[union-attr]
+    err = proc.stderr.read().decode()  # type: ignore[union-attr]
+    proc.wait(60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode in (0, 141), (proc.returncode, err)
+
+
+@pytest.mark.parametrize(
+    "args", [["run", AGENT, "hi"], ["events", "some-run"], ["approve", "some-run", "call_1"], ["cancel", "some-run"],
+             ["queues", "status"], ["schedules", "list"], ["dead"]],
+)
+def test_without_timestep_up_a_command_fails_at_once_in_one_line(tmp_path: Path, args: list[str]) -> None:
+    """A `timestep up` that stopped without tidying up left its nats.url behind; nothing listens there."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    (tmp_path / "nats.url").write_text(url + "\n")
+    began = time.monotonic()
+    done = cli(process_env(TIMESTEP_HOME=str(tmp_path)), *args, code=2)
+    took = time.monotonic() - began
+    print(f"{' '.join(args)}: failed in {took:.2f} s")
+    assert done.stderr.splitlines() == [
+        f"error: no `timestep up` answers at {url} (the address in {tmp_path / 'nats.url'}, from one that has stopped); "
+        "start one with `timestep up --agents YOUR_MODULE`, or set NATS_URL"
+    ]
+    assert took < 5  # a generous bound: it used to take 10 s (NATS_CONNECT_TIMEOUT)
