@@ -138,7 +138,8 @@ class ControlActor(Actor):
       agent actor takes it; a refusal goes to the dead letters. Fire and forget.
     - `<prefix>.runs.command.<run_id>.<action>` (request/reply, core NATS, queue group
       `timestep-agent`): acted on at once and answered with a `Reply`: `ok`, or the refusal
-      (`error.type` UnknownRun, AlreadyFinished, NotWaiting, NotStarted, InvalidRequest),
+      (`error.type` UnknownRun, AlreadyFinished, NotWaiting, NotStarted, InvalidRequest,
+      InvalidSubject),
       which also goes to the dead letters.
 
     Both check the same things: the run id, the body, that the run exists and is not over,
@@ -195,7 +196,7 @@ class ControlActor(Actor):
         observe.bind_run(run_id)  # this message's task: its log lines name the run
         problem = run_id_problem(run_id)
         if problem is not None:
-            raise Refused("InvalidRequest", f"run_id: {run_id!r} {problem}")
+            raise Refused("InvalidSubject", f"run_id: {run_id!r} {problem}")
         try:
             command = msgspec.json.decode(data or b"{}", type=_CONTROL_TYPES[action])
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:

@@ -450,16 +450,16 @@ async def test_control_subjects_dead_letter_every_bad_message(client, system) ->
 
     for i, (action, body, field) in enumerate(bodies):
         if field is None:
-            send(s.control(ghost, action), body, "UnknownRun", f"no run '{ghost}'")
+            send(s.control(ghost, action), body, "UnknownRun", f"run_id: no run '{ghost}'")
         else:
             # Bad bodies go to the completed run too: the body is checked before the run.
             target = done.run_id if i % 3 == 0 else ghost
-            send(s.control(target, action), body, "InvalidRequest", f"{action}: {field}")
+            send(s.control(target, action), body, "InvalidRequest", f"{field}: ")
     for token in run_tokens:
         if is_valid_run_id(token):
-            send(s.control(token, "cancel"), b"{}", "UnknownRun", f"no run '{token}'")
+            send(s.control(token, "cancel"), b"{}", "UnknownRun", f"run_id: no run '{token}'")
         else:
-            send(s.control(token, "cancel"), b"{}", "InvalidSubject", f"run id {token!r}")
+            send(s.control(token, "cancel"), b"{}", "InvalidSubject", f"run_id: {token!r}")
     for token in action_tokens:
         send(s.control(ghost, token), enc({"call_id": "call_1"}), "InvalidSubject", repr(s.control(ghost, token)))
     send(s.control("a.b", "approve"), enc({"call_id": "call_1"}), "InvalidSubject", repr(s.control("a.b", "approve")))

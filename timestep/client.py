@@ -61,7 +61,7 @@ class RunRejectedError(TimestepError):
 class RequestRefusedError(TimestepError):
     """A request was refused: nothing was done. `error.type` says why, in a word that stays
     the same (approve, reject, cancel: UnknownRun, AlreadyFinished, NotWaiting, NotStarted,
-    InvalidRequest); `error.message` names the field and the fix."""
+    InvalidSubject, InvalidRequest); `error.message` names the field and the fix."""
 
     def __init__(self, error: ErrorInfo) -> None:
         super().__init__(error.message)

@@ -80,7 +80,7 @@ async def main() -> None:
             run = await client.submit(AGENT, "send_email to=ada@example.com subject=Report", id=f"email-{tag}")
             interrupted = await _wait_for(seen, lambda e: isinstance(e, Interrupted) and e.run_id == run.run_id)
             call_id = interrupted.approvals[0].call_id
-            print(f"    approving {call_id} on timestep.runs.control.{run.run_id}.approve")
+            print(f"    approving {call_id} on timestep.runs.command.{run.run_id}.approve (answered once the run took it)")
             await client.approve(run.run_id, call_id)
             await run.result(timeout=30)
 
