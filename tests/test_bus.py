@@ -339,10 +339,10 @@ async def test_cli_refuses_a_schedule_that_never_fires_or_names_no_hosted_agent(
     name, ghost = uid("cli-never"), uid("ghost")
     code, out, err = await cli("schedules", "create", name, "0 0 31 2 *", AGENT, "hi")
     assert (code, out) == (2, "")
-    assert err.startswith("error: crontab: '0 0 31 2 *' never fires: ") and err.count("\n") == 1, err
+    assert err.startswith("error: cron: '0 0 31 2 *' never fires: ") and err.count("\n") == 1, err
     code, out, err = await cli("schedules", "create", name, "* * * * *", ghost, "hi")
     assert (code, out) == (2, "")
-    assert err.startswith(f"error: request.agent: no agent named '{ghost}' is hosted by a running agent actor") and err.count("\n") == 1, err
+    assert err.startswith(f"error: agent: no agent named '{ghost}' is hosted by a running agent actor") and err.count("\n") == 1, err
     assert name not in [s.name for s in await client.list_schedules()]
 
 
