@@ -16,18 +16,18 @@ import asyncio
 import logging
 
 import msgspec
-from nats.aio.msg import Msg
 
 from actors.base import Actor, origin
 from subjects.events import Cancelled, ErrorInfo, Interrupted
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, Cancel, Reject, Reply
 from subjects.names import CONTROL_STREAM, WORK_STREAM
-from timestep import engine, observe, registry
-from timestep.bus import Bus
-from timestep.events import listen, now
-from timestep.intake import StartRun, body_problem
-from timestep.runs import agent_run, send_decision
+from timestep.durable import engine, registry
+from timestep.ops import observe
+from timestep.bus.connection import Bus, Message
+from timestep.durable.events import listen, now
+from timestep.bus.intake import StartRun, body_problem
+from timestep.durable.runs import agent_run, send_decision
 from timestep.settings import Settings
 
 log = logging.getLogger("actors.agent")
@@ -55,7 +55,7 @@ class AgentActor(Actor):
         async with self._room:
             await self._room.wait_for(lambda: len(self._running) < self.capacity)
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Message) -> None:
         await self.start_run(_start_decoder.decode(msg.data))
 
     async def start_run(self, start: StartRun) -> None:
@@ -157,7 +157,7 @@ class ControlActor(Actor):
     async def on_start(self) -> None:
         await self.serve(self.bus.subjects.all_commands, "timestep-agent", self._command)
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Message) -> None:
         try:
             await self.act(msg.subject, msg.data)
         except Refused as refused:
@@ -166,13 +166,13 @@ class ControlActor(Actor):
         except NotStartedYet as exc:
             raise RuntimeError(str(exc)) from None  # redelivered after a backoff, by when it has started
 
-    async def _command(self, msg: Msg) -> None:
+    async def _command(self, msg: Message) -> None:
         # Acting takes database round trips: not in nats-py's one-at-a-time callback.
         task = asyncio.create_task(self._answer(msg))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Message) -> None:
         try:
             await self.act(msg.subject, msg.data)
         except Refused as refused:
@@ -229,5 +229,5 @@ class ControlActor(Actor):
             raise Refused("NotWaiting", f"call_id: run {run_id!r} is not waiting for approval of {command.call_id!r}; {now_waiting}")
         await send_decision(run_id, command)
 
-    async def _dead(self, msg: Msg, refused: Refused) -> None:
+    async def _dead(self, msg: Message, refused: Refused) -> None:
         await self.bus.dead_letter(msg.subject, msg.data, msg.headers, refused.message, refused.info(), origin=origin(msg))

@@ -33,19 +33,18 @@ import logging
 from typing import Any
 
 import msgspec
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 
 from subjects.events import ErrorInfo
 from subjects.messages import Reply
-from timestep import metrics, registry
-from timestep.bus import Bus
+from timestep.ops import metrics
+from timestep.durable import registry
+from timestep.bus.connection import Bus, Message, PullTimeout
 from timestep.errors import PermissionDeniedError
 
 log = logging.getLogger("actors")
 
 
-def origin(msg: Msg) -> str | None:
+def origin(msg: Message) -> str | None:
     """`<stream>.<sequence>` of a JetStream message: the same for each redelivery."""
     try:
         return f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"
@@ -98,11 +97,11 @@ class Actor:
         self.handled = 0
         self.redelivered = 0
         self.dead_lettered = 0
-        self.bound = False  # the mailbox's pull subscription is open (readiness, see timestep.health)
+        self.bound = False  # the mailbox's pull subscription is open (readiness, see actors.health)
 
     @property
     def alive(self) -> bool:
-        """False when the mailbox loop ended for good (liveness: see `timestep.health`)."""
+        """False when the mailbox loop ended for good (liveness: see `actors.health`)."""
         return self._task is None or not self._task.done()
 
     # --- hooks ------------------------------------------------------------------
@@ -113,7 +112,7 @@ class Actor:
     async def on_stop(self) -> None:
         """After the mailbox closed and in-flight messages finished."""
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Message) -> None:
         """Process one message; raise to have it redelivered later."""
         raise NotImplementedError
 
@@ -124,11 +123,11 @@ class Actor:
 
     # --- request/reply services ------------------------------------------------------
 
-    async def reply(self, msg: Msg, reply: Reply) -> None:
+    async def reply(self, msg: Message, reply: Reply) -> None:
         if msg.reply:
             await msg.respond(msgspec.json.encode(reply))
 
-    async def refuse(self, msg: Msg, exc: Exception) -> None:
+    async def refuse(self, msg: Message, exc: Exception) -> None:
         """Answer a request with the error, and dead-letter it with the reason."""
         info = ErrorInfo(type=type(exc).__name__, message=str(exc))
         await self.reply(msg, Reply(ok=False, error=info))
@@ -194,7 +193,7 @@ class Actor:
                 # during the pull until n have come or the pull ends (up to pull_timeout late).
                 messages = await self._sub.fetch(1, timeout=self.pull_timeout)
                 errors = 0
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (PullTimeout, asyncio.TimeoutError):
                 continue
             except asyncio.CancelledError:
                 raise
@@ -211,7 +210,7 @@ class Actor:
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
 
-    async def _process(self, msg: Msg) -> None:
+    async def _process(self, msg: Message) -> None:
         try:
             if (msg.metadata.num_delivered or 1) > 1:
                 metrics.REDELIVERIES.inc(actor=self.name, stream=self.stream or "")
@@ -225,7 +224,7 @@ class Actor:
         finally:
             self._slots.release()
 
-    async def _failed(self, msg: Msg, exc: Exception) -> None:
+    async def _failed(self, msg: Message, exc: Exception) -> None:
         attempt = msg.metadata.num_delivered or 1
         refused = isinstance(exc, PermissionDeniedError)  # no retry helps until the user's permissions change
         if refused or attempt >= self.max_deliver:

@@ -16,20 +16,20 @@ import asyncio
 import logging
 
 import msgspec
-from nats.aio.msg import Msg
 
 from actors.agent import AgentActor
 from actors.base import Actor, KnownAgents, origin
 from subjects.events import Accepted, Queued, Rejected, encode_event
 from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
 from subjects.names import SUBMIT_STREAM
-from timestep import engine, metrics, observe, queues
-from timestep.bus import Bus
+from timestep.durable import engine, queues
+from timestep.ops import metrics, observe
+from timestep.bus.connection import Bus, Message
 from timestep.errors import DuplicateRunError, TimestepError
-from timestep.events import now
+from timestep.durable.events import now
 from timestep.errors import ValidationError
-from timestep.intake import Invalid, StartRun, body_problem, encode, parse_request, to_spec
-from timestep.runs import RunSpec, agent_run
+from timestep.bus.intake import Invalid, StartRun, body_problem, encode, parse_request, to_spec
+from timestep.durable.runs import RunSpec, agent_run
 
 log = logging.getLogger("actors.governor")
 
@@ -63,7 +63,7 @@ class Governor(Actor):
 
     # --- the mailbox: every request, from the submit stream ------------------------
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Message) -> None:
         try:
             request, run_id = parse_request(msg.data, msg.headers, self.bus.settings.max_request_bytes)
             # The request's trace context (a new trace when it has none) goes with the run; bound
@@ -121,7 +121,7 @@ class Governor(Actor):
         await self.bus.publish_event(Queued(run_id=run_id, seq=2, time=now(), queue=queue))
         engine.wake_queue(queue)
 
-    async def _reject(self, msg: Msg, bad: Invalid) -> None:
+    async def _reject(self, msg: Message, bad: Invalid) -> None:
         if bad.run_id is not None and observe.run_trace(bad.run_id) is None:
             observe.bind_run(bad.run_id, observe.trace_from_headers(msg.headers) or observe.new_trace())
         log.info("rejected a request on %s: %s", msg.subject, bad)
@@ -132,7 +132,7 @@ class Governor(Actor):
 
     # --- request/reply: answer with the run's accepted or rejected event -----------
 
-    async def _relay(self, msg: Msg) -> None:
+    async def _relay(self, msg: Message) -> None:
         if not msg.reply:
             return  # a plain publish: the stream copy is all there is to handle
         try:
@@ -146,14 +146,14 @@ class Governor(Actor):
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
 
-    async def _answer(self, msg: Msg, run_id: str) -> None:
+    async def _answer(self, msg: Message, run_id: str) -> None:
         answer = await self.bus.run_outcome(run_id, RELAY_TIMEOUT)
         if answer is not None:
             await msg.respond(answer)
 
     # --- queues ----------------------------------------------------------------------
 
-    async def _configure_queue(self, msg: Msg) -> None:
+    async def _configure_queue(self, msg: Message) -> None:
         try:
             req = msgspec.json.decode(msg.data, type=QueueConfigure)
             await queues.configure_queue(
@@ -169,7 +169,7 @@ class Governor(Actor):
         except TimestepError as exc:
             await self.refuse(msg, exc)
 
-    async def _queue_status(self, msg: Msg) -> None:
+    async def _queue_status(self, msg: Message) -> None:
         try:
             req = msgspec.json.decode(msg.data or b"{}", type=QueueStatusRequest)
             names = [req.name] if req.name else await engine.blocking(queues.queue_names)

@@ -2,7 +2,7 @@
 
 Schedules are rows in the database (they survive restarts and are shared by every
 scheduler). Each tick of a schedule is published on `<prefix>.runs.submit` as its
-request with the run id `<name>-<YYYYmmddTHHMMSS>` and that id as `Nats-Msg-Id`,
+request with the run id `<name>-<YYYYmmddTHHMMSS>` and that id as `Nats-Message-Id`,
 so two schedulers publishing the same tick make one run: JetStream drops the
 repeat, and the run id would absorb it after the duplicate window too.
 Ticks missed while no scheduler was running are not run afterwards.
@@ -20,15 +20,14 @@ from datetime import datetime, timezone
 import msgspec
 import sqlalchemy as sa
 from croniter import CroniterError
-from nats.aio.msg import Msg
 
 from actors.base import Actor, KnownAgents
 from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete, ScheduleList
-from timestep import engine, store
-from timestep.bus import Bus
+from timestep.durable import engine, store
+from timestep.bus.connection import Bus, Message
 from timestep.errors import TimestepError, ValidationError
-from timestep.intake import Invalid, body_problem, encode, parse_request
-from timestep.schedules import check_crontab, next_time, tick_run_id
+from timestep.bus.intake import Invalid, body_problem, encode, parse_request
+from timestep.durable.schedules import check_crontab, next_time, tick_run_id
 
 log = logging.getLogger("actors.scheduler")
 
@@ -145,13 +144,13 @@ class Scheduler(Actor):
     async def _fire(self, schedule: Schedule, tick: datetime) -> None:
         run_id = tick_run_id(schedule.name, tick)
         request = msgspec.structs.replace(schedule.request, id=run_id)
-        await self.bus.nc.publish(self.bus.subjects.submit, encode(request), headers={"Nats-Msg-Id": run_id, "Content-Type": "application/json"})
+        await self.bus.nc.publish(self.bus.subjects.submit, encode(request), headers={"Nats-Message-Id": run_id, "Content-Type": "application/json"})
         await self.bus.nc.flush()
         log.info("schedule %s fired run %s", schedule.name, run_id)
 
     # --- request/reply ----------------------------------------------------------------
 
-    async def _create(self, msg: Msg) -> None:
+    async def _create(self, msg: Message) -> None:
         try:
             req = msgspec.json.decode(msg.data, type=ScheduleCreate)
             cron = check_crontab(req.cron)
@@ -172,7 +171,7 @@ class Scheduler(Actor):
         except TimestepError as exc:
             await self.refuse(msg, exc)
 
-    async def _delete(self, msg: Msg) -> None:
+    async def _delete(self, msg: Message) -> None:
         try:
             req = msgspec.json.decode(msg.data, type=ScheduleDelete)
             deleted = await engine.blocking(_delete, req.name)
@@ -181,7 +180,7 @@ class Scheduler(Actor):
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
 
-    async def _list(self, msg: Msg) -> None:
+    async def _list(self, msg: Message) -> None:
         try:
             msgspec.json.decode(msg.data or b"{}", type=ScheduleList)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:

@@ -5,7 +5,7 @@
         await system.wait()
 
 With NATS_URL unset, the system starts the embedded nats-server (see
-`timestep.natsserver`) and stops it on exit.
+`timestep.bus.server`) and stops it on exit.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from actors.agent import AgentActor, ControlActor
 from actors.base import Actor
 from actors.governor import Governor
 from actors.scheduler import Scheduler
-from timestep import engine, observe
-from timestep.bus import Bus, BusEventSink
-from timestep.events import add_event_sink, remove_event_sink
-from timestep.health import HealthServer
-from timestep.launch import configure_dbos, ensure_dbos_launched
-from timestep.lease import ExecutorLease
-from timestep.natsserver import EmbeddedNats, url_file
+from timestep.durable import engine
+from timestep.ops import observe
+from timestep.bus.connection import Bus, BusEventSink
+from timestep.durable.events import add_event_sink, remove_event_sink
+from actors.health import HealthServer
+from timestep.durable.launch import configure_dbos, ensure_dbos_launched
+from timestep.ops.lease import ExecutorLease
+from timestep.bus.server import EmbeddedNats, url_file
 from timestep.settings import Settings
 
 log = logging.getLogger("actors.system")
@@ -96,7 +97,7 @@ class System:
 
     async def _take_lease(self) -> None:
         """Before launch: this process becomes the one live holder of its executor id (see
-        timestep/lease.py), until it exits: DBOS may still be finishing runs here after stop()."""
+        timestep/ops/lease.py), until it exits: DBOS may still be finishing runs here after stop()."""
         config = engine.current_config() or {}
         url = config.get("system_database_url") or engine.database_url(settings=self.settings)
         key = (self.settings.executor_id, url)

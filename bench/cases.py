@@ -303,7 +303,7 @@ async def run_governor(args: argparse.Namespace) -> None:
 
     # The same from the database: the time each run was admitted (DBOS's dequeued_at, by the
     # database clock; whole seconds on SQLite before Python 3.12, milliseconds on PostgreSQL).
-    from timestep.engine import Admin
+    from timestep.durable.engine import Admin
 
     admin = Admin(args.db_url)
     rows = await admin.list_workflows(queue_name=queue, load_input=False, load_output=False)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from run import Backend, _start_actors  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
-from timestep.natsserver import EmbeddedNats, free_port  # noqa: E402
+from timestep.bus.server import EmbeddedNats, free_port  # noqa: E402
 
 OWNERS = {
     "agents/": "Agents SDK", "dbos/": "DBOS (with SQLAlchemy)", "timestep/": "Timestep", "actors/": "actors",

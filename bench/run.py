@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from timestep.natsserver import EmbeddedNats, free_port  # noqa: E402
+from timestep.bus.server import EmbeddedNats, free_port  # noqa: E402
 
 SYSTEMS = {
     "a": "Runner.run (no durability)",
@@ -139,7 +139,7 @@ def _start_actors(
     """`timestep up` with the bench agents (run `under` a command such as a profiler, if given);
     returns once it is up (a standby: once it waits)."""
     proc = subprocess.Popen(
-        [*under, sys.executable, "-m", "timestep.cli", "up", "--agents", "bench_agents", *(["--standby"] if standby else [])],
+        [*under, sys.executable, "-m", "actors.cli.main", "up", "--agents", "bench_agents", *(["--standby"] if standby else [])],
         env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID=executor, **env), stdout=out.open("w"), stderr=subprocess.STDOUT,
     )
     deadline = time.perf_counter() + 120

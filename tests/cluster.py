@@ -17,7 +17,7 @@ from pathlib import Path
 import nats
 
 from processes import process_env, stop, up, wait_printed_async
-from timestep.natsserver import EmbeddedNats, free_port
+from timestep.bus.server import EmbeddedNats, free_port
 
 
 class NatsCluster:

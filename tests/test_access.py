@@ -39,11 +39,11 @@ from processes import process_env, stop, up, wait_printed, wait_printed_async
 from subjects.events import Cancelled, Completed, Interrupted, Rejected, Started, ToolCall, decode_event
 from subjects.messages import DeadLetter, QueueConfigure, RunRequest, ScheduleCreate
 from subjects.names import DEAD_STREAM, EVENTS_STREAM
-from timestep.bus import Bus, BusEventSink
+from timestep.bus.connection import Bus, BusEventSink
 from timestep.client import Client, RunRejectedError
 from timestep.errors import PermissionDeniedError, RunCancelledError, TimestepError
-from timestep.natsserver import EmbeddedNats, free_port
-from timestep.offline_model import OfflineDemoModel
+from timestep.bus.server import EmbeddedNats, free_port
+from timestep.durable.offline_model import OfflineDemoModel
 from timestep.settings import NatsSettings, Settings
 
 TESTS = Path(__file__).parent
@@ -144,7 +144,7 @@ class ModelServer:
 # --- the deployment: a secured server and one process per role --------------------------------
 
 # Every process logs everything, every library included, at DEBUG to stderr.
-DEBUG_MAIN = "import logging, sys; logging.basicConfig(level=logging.DEBUG); from timestep.cli import main; sys.exit(main(sys.argv[1:]))"
+DEBUG_MAIN = "import logging, sys; logging.basicConfig(level=logging.DEBUG); from actors.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
 @dataclasses.dataclass
@@ -281,7 +281,7 @@ async def _refused(caplog: pytest.LogCaptureFixture, subject: str) -> bool:
 
 
 async def test_client_is_refused_what_only_actors_and_admins_may_do(deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="timestep.bus")
+    caplog.set_level(logging.WARNING, logger="timestep.bus.connection")
     client, admin = await deployment.client(), await deployment.client("admin")
     bus, s = client.bus, client.subjects
     try:
@@ -602,7 +602,7 @@ async def test_nkey_users(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     store.mkdir()
     shutil.copy(DEPLOY_NATS / "permissions.conf", store / "permissions.conf")
     config = f"include ./permissions.conf\naccounts {{ TIMESTEP {{ jetstream: enabled, users: [{users}] }} }}\n"
-    caplog.set_level(logging.WARNING, logger="timestep.bus")
+    caplog.set_level(logging.WARNING, logger="timestep.bus.connection")
     with EmbeddedNats(store, port=free_port(), extra_config=config) as server:
         seed_of = lambda name: settings_for(server.url, nkey_seed_file=str(tmp_path / f"{name}.nk"))  # noqa: E731
         actor, client = await Bus.connect(settings=seed_of("agent")), await Bus.connect(settings=seed_of("client"))
@@ -675,7 +675,7 @@ async def test_creds_file_in_operator_mode(tmp_path: Path, caplog: pytest.LogCap
     with EmbeddedNats(tmp_path / "nats", port=free_port(), extra_config=config) as server:
         actor = await Bus.connect(settings=settings_for(server.url, creds_file=creds("agent", "AGENT_PERMISSIONS")))
         client = await Bus.connect(settings=settings_for(server.url, creds_file=creds("client", "CLIENT_PERMISSIONS")))
-        caplog.set_level(logging.WARNING, logger="timestep.bus")
+        caplog.set_level(logging.WARNING, logger="timestep.bus.connection")
         try:
             await actor.ensure_streams()  # the actor's permissions, as JWT claims, cover the streams
             run_id = uid("jwt")

@@ -14,7 +14,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 
 from actors.base import Actor
 from subjects.messages import DeadLetter
-from timestep.bus import Bus
+from timestep.bus.connection import Bus
 from timestep.errors import PermissionDeniedError
 
 

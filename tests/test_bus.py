@@ -232,7 +232,7 @@ async def test_cancel_over_the_contract(client) -> None:
 async def test_a_resumed_cancelled_run_numbers_on_and_followers_see_its_end(client) -> None:
     """Cancelled mid-tool, then resumed: the run's events stay 1, 2, 3, ... (none reused after
     `cancelled`), and a follower from the start reads past `cancelled` to `completed`."""
-    from timestep import engine
+    from timestep.durable import engine
 
     run = await client.submit(AGENT, "think seconds=4")
     async for event in client.events(run.run_id):
@@ -330,7 +330,7 @@ async def test_cli_refuses_a_schedule_that_never_fires_or_names_no_hosted_agent(
     async def cli(*args: str) -> tuple[int, str, str]:
         # Awaited, not run: the actors answering it share this event loop.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "timestep.cli", *args, env=process_env(NATS_URL=system.url),
+            sys.executable, "-m", "actors.cli.main", *args, env=process_env(NATS_URL=system.url),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -350,7 +350,7 @@ async def test_a_schedule_that_cannot_fire_never_stops_the_others(client, system
     """Rows a version without today's checks could store: a cron with no next time, and a request
     that no longer reads. Each is logged once and skipped; the every-second schedule still fires."""
     from actors.scheduler import _save
-    from timestep import engine, store
+    from timestep.durable import engine, store
 
     caplog.set_level(logging.INFO, logger="actors.scheduler")
     # Named to sort before the good one: the scheduler goes through its schedules by name.
@@ -431,7 +431,7 @@ async def test_a_bad_request_naming_an_existing_run_leaves_that_run_alone(client
     """Seen by a governor on a server of its own, so JetStream's duplicate window (which would drop
     a `rejected` with the run's first seq for two minutes) cannot hide a wrong event."""
     from actors.system import System
-    from timestep.natsserver import EmbeddedNats, free_port
+    from timestep.bus.server import EmbeddedNats, free_port
 
     run = await client.submit(AGENT, "hello")
     await run.result(timeout=30)

@@ -15,7 +15,7 @@ import pytest
 from processes import process_env, stop, up, wait_printed
 from subjects.events import Completed, Interrupted, Started
 from timestep.client import Client
-from timestep.natsserver import EmbeddedNats, free_port
+from timestep.bus.server import EmbeddedNats, free_port
 
 AGENT = "bus-assistant"
 
@@ -127,7 +127,7 @@ async def test_two_governors_hold_priority_and_the_rate_limit(cluster: Cluster) 
                     break
     # Admission times by the database clock where DBOS keeps them (PostgreSQL: milliseconds);
     # else `started` event times, which trail admission by a few ms to, under load, more: 0.1 s slack.
-    from timestep.engine import Admin
+    from timestep.durable.engine import Admin
 
     admin = Admin(cluster.db_url if not cluster.db_url.startswith("sqlite") else f"sqlite:///{cluster.tmp / 'home' / 'timestep.sqlite'}")
     rows = await admin.list_workflows(queue_name="limited", load_input=False, load_output=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from processes import process_env, stop, up, wait_printed
-from timestep.natsserver import free_port
+from timestep.bus.server import free_port
 
 AGENT = "bus-assistant"
 
@@ -34,7 +34,7 @@ class Up:
 
 
 def cli(env: dict[str, str], *args: str, code: int | None = 0, timeout: float = 60) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "timestep.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([sys.executable, "-m", "actors.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout)
     if code is not None:
         assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, (args, done.stderr)
@@ -104,7 +104,7 @@ def test_run_prints_its_id_says_when_it_was_reused_and_fails_when_cancelled(runn
 
     # A cancel by request: one line in the log of `timestep up`, not DBOS's traceback.
     slow_id = uid("slow")
-    proc = subprocess.Popen([sys.executable, "-m", "timestep.cli", "run", AGENT, "think seconds=30", "--id", slow_id],
+    proc = subprocess.Popen([sys.executable, "-m", "actors.cli.main", "run", AGENT, "think seconds=30", "--id", slow_id],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert _reaches_tool_call(env, slow_id)
     assert cli(env, "cancel", slow_id).stdout.strip() == f"cancelled run {slow_id}"
@@ -125,7 +125,7 @@ def test_run_prints_its_id_says_when_it_was_reused_and_fails_when_cancelled(runn
 
 def _reaches_tool_call(env: dict[str, str], run_id: str) -> bool:
     """Follow the run's events (`timestep events`) until its tool call; False if it ends first."""
-    proc = subprocess.Popen([sys.executable, "-m", "timestep.cli", "events", run_id], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "actors.cli.main", "events", run_id], env=env, stdout=subprocess.PIPE, text=True)
     try:
         return any("tool_call" in line for line in proc.stdout)  # type: ignore[union-attr]
     finally:
@@ -174,7 +174,7 @@ def test_a_closed_pipe_ends_quietly(running: Up, args: list[str]) -> None:
         run_id = uid("piped")
         cli(env, "run", AGENT, "hello", "--id", run_id)
         args = [a.replace("EXISTING", run_id) for a in args]
-    proc = subprocess.Popen([sys.executable, "-m", "timestep.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "actors.cli.main", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # type: ignore[union-attr]
     err = proc.stderr.read().decode()  # type: ignore[union-attr]
     proc.wait(60)

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from subjects.names import EVENTS_STREAM
-from timestep.bus import Bus
-from timestep.natsserver import free_port, server_binary
+from timestep.bus.connection import Bus
+from timestep.bus.server import free_port, server_binary
 from timestep.settings import NatsSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def nats_env(**override: str) -> dict[str, str]:
 
 def up_options() -> tuple[set[str], set[str]]:
     """The flags and roles `timestep up --help` lists."""
-    text = subprocess.run([sys.executable, "-m", "timestep.cli", "up", "--help"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    text = subprocess.run([sys.executable, "-m", "actors.cli.main", "up", "--help"], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     flags = set(re.findall(r"(--[a-z][a-z-]*)", text))
     roles = set(re.search(r"--role \{([a-z,]+)\}", text).group(1).split(","))
     return flags, roles

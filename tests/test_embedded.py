@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from timestep.bus import Bus
-from timestep.natsserver import EmbeddedNats, free_port
+from timestep.bus.connection import Bus
+from timestep.bus.server import EmbeddedNats, free_port
 from timestep.settings import NatsSettings, Settings
 
 
@@ -29,7 +29,7 @@ def test_up_starts_and_stops_an_embedded_server(tmp_path: Path) -> None:
     env["TIMESTEP_HOME"] = str(tmp_path)
     out = tmp_path / "up.out"
     for attempt in range(2):  # the second start finds the streams and consumers in place
-        proc = subprocess.Popen([sys.executable, "-m", "timestep.cli", "up", "--agents", "timestep.demo_agents"], env=env, stdout=out.open("w"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "actors.cli.main", "up", "--agents", "actors.cli.demo_agents"], env=env, stdout=out.open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while "timestep up:" not in out.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
@@ -51,7 +51,7 @@ def test_up_starts_and_stops_an_embedded_server(tmp_path: Path) -> None:
 
 
 def _cli(env: dict[str, str], *args: str, code: int = 0) -> str:
-    done = subprocess.run([sys.executable, "-m", "timestep.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "actors.cli.main", *args], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == code, (args, done.stdout, done.stderr)
     return done.stdout
 
@@ -70,7 +70,7 @@ def _drive_the_cli(env: dict[str, str]) -> None:
     assert out.splitlines()[-1].split()[1] == "completed"
 
     assert "rejected: agent: no agent named 'ghost'" in subprocess.run(
-        [sys.executable, "-m", "timestep.cli", "run", "ghost", "hi"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "actors.cli.main", "run", "ghost", "hi"], env=env, capture_output=True, text=True, timeout=60
     ).stderr
 
     [queue] = json.loads(_cli(env, "queues", "configure", "cli-q", "--limit", "5", "--period", "10", "--json"))

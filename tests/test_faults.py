@@ -25,8 +25,8 @@ import pytest
 from faults import ROLES, Actors, PrivatePostgres, check_ledger, postgres_binaries_problem
 from subjects.events import Completed, Failed, Interrupted, RunEvent
 from timestep.client import Client
-from timestep.engine import Admin
-from timestep.natsserver import EmbeddedNats, free_port
+from timestep.durable.engine import Admin
+from timestep.bus.server import EmbeddedNats, free_port
 
 RUNS = int(os.environ.get("TIMESTEP_FAULT_RUNS", "300"))
 # Not asyncio.to_thread: the loop's default executor is DBOS's pool, shut down with an earlier DBOS session.

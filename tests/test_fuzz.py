@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 from subjects.events import Accepted, Completed, Rejected, Started, decode_event
 from subjects.ids import is_valid_run_id
 from subjects.messages import Approve, Cancel, DeadLetter, Reject, Reply, RunRequest
-from timestep import engine, queues
-from timestep.schedules import check_crontab
+from timestep.durable import engine, queues
+from timestep.durable.schedules import check_crontab
 
 AGENT = "bus-assistant"
 SEED = int(os.environ.get("TIMESTEP_FUZZ_SEED", "20261125"))
@@ -216,7 +216,7 @@ class Watch:
         self.events: dict[str, list[Any]] = {}
 
     async def __aenter__(self) -> Watch:
-        for name in ("actors", "timestep.bus"):
+        for name in ("actors", "timestep.bus.connection"):
             logging.getLogger(name).addHandler(self.failures)
         self.counters = self._counters()
         self.started_at = datetime.now(timezone.utc)
@@ -226,7 +226,7 @@ class Watch:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for name in ("actors", "timestep.bus"):
+        for name in ("actors", "timestep.bus.connection"):
             logging.getLogger(name).removeHandler(self.failures)
         await self._dead_sub.unsubscribe()
         await self._events_sub.unsubscribe()

@@ -98,7 +98,7 @@ def test_the_loop_keeps_a_working_executor_after_shutdown(tmp_path: Path) -> Non
         import asyncio
         from agents import Agent
         import timestep
-        from timestep import engine
+        from timestep.durable import engine
 
         async def main():
             await timestep.ensure_dbos_launched()

@@ -28,12 +28,14 @@ from actors.system import System
 from processes import process_env
 from subjects.events import Accepted, Cancelled, Completed, Failed, ToolCall
 from subjects.names import EVENTS_STREAM
-from timestep import engine, metrics, register_agent
-from timestep.bus import Bus
+from timestep import register_agent
+from timestep.durable import engine
+from timestep.ops import metrics
+from timestep.bus.connection import Bus
 from timestep.client import Client, RunFailedError
-from timestep.health import HealthServer
-from timestep.natsserver import EmbeddedNats, free_port
-from timestep.observe import parse_traceparent
+from actors.health import HealthServer
+from timestep.bus.server import EmbeddedNats, free_port
+from timestep.ops.observe import parse_traceparent
 from timestep.settings import Settings
 
 AGENT = "bus-assistant"
@@ -374,7 +376,7 @@ async def test_timestep_up_logs_json_with_run_ids_and_serves_http(tmp_path) -> N
     )
     out, err = tmp_path / "up.out", tmp_path / "up.err"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "timestep.cli", "up", "--agents", "bus_agents", "--http-port", "0"],
+        [sys.executable, "-m", "actors.cli.main", "up", "--agents", "bus_agents", "--http-port", "0"],
         env=env, stdout=out.open("w"), stderr=err.open("w"),
     )
     try:
@@ -431,7 +433,7 @@ trace.set_tracer_provider(provider)
 import bus_agents  # the test agents
 from actors.system import System
 from timestep.client import Client
-from timestep.natsserver import EmbeddedNats, free_port
+from timestep.bus.server import EmbeddedNats, free_port
 
 async def main():
     with EmbeddedNats(sys.argv[1], port=free_port()) as server:

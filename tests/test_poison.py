@@ -26,8 +26,8 @@ from actors.agent import AgentActor
 from subjects.events import Completed, Started, decode_event
 from subjects.messages import DeadLetter, RunRequest
 from subjects.names import WORK_STREAM
-from timestep import engine
-from timestep.intake import StartRun, encode, to_spec
+from timestep.durable import engine
+from timestep.bus.intake import StartRun, encode, to_spec
 
 AGENT = "bus-assistant"
 BACKOFF = (0.3, 1.0, 3.0)

@@ -13,8 +13,8 @@ from agents import Agent, function_tool
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
 import timestep
-import timestep.queues
-from timestep import engine
+import timestep.durable.queues
+from timestep.durable import engine
 
 
 def uid(prefix: str) -> str:

@@ -10,7 +10,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 
 import timestep
 from subjects.events import Completed, Delta, Failed, Started, ToolCall, ToolOutput
-from timestep import engine
+from timestep.durable import engine
 
 
 def uid(prefix: str) -> str:

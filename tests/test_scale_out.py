@@ -163,7 +163,7 @@ async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster:
             await asyncio.sleep(0.1)
 
         # Kill the events stream's leader: every run publishes there from inside its steps. Not the
-        # node holding the agents bucket while it has one replica (timestep/bus.py creates it so):
+        # node holding the agents bucket while it has one replica (timestep/bus/connection.py creates it so):
         # no cluster survives losing that, as a (re)starting agent actor could not announce its agents.
         kv_replicas = (await client.bus.js.stream_info(AGENTS_KV)).config.num_replicas
         if kv_replicas == 1:

@@ -17,8 +17,8 @@ from agents import Agent
 from agents.testing import ModelStep, ScriptedModel, assistant_message
 
 import timestep
-from timestep import engine
-from timestep.runs import RunSpec
+from timestep.durable import engine
+from timestep.durable.runs import RunSpec
 
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -76,7 +76,7 @@ async def test_a_cron_that_never_fires_is_refused_and_nothing_is_stored(db: str)
 async def test_a_schedule_that_never_fires_does_not_stop_the_others(db: str) -> None:
     """A never-firing schedule stored as a version without the check at creation did: DBOS runs
     each schedule on a thread of its own, so the every-second one still fires."""
-    from timestep import schedules
+    from timestep.durable import schedules
 
     seen: list[str] = []
 

@@ -1,4 +1,4 @@
-"""One live process per executor id (timestep/lease.py): a second process with a held id stops
+"""One live process per executor id (timestep/ops/lease.py): a second process with a held id stops
 with the reason; a standby waits, imported and connected, and takes the runs over when the
 holder is SIGKILLed."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from processes import process_env, stop, up, wait_printed
 from subjects.events import ToolCall
 from timestep.client import Client
-from timestep.natsserver import EmbeddedNats, free_port
+from timestep.bus.server import EmbeddedNats, free_port
 
 
 def node(tmp: Path, db_url: str, nats_url: str, name: str, *extra: str) -> tuple[subprocess.Popen, Path]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from timestep.natsserver import server_binary
+from timestep.bus.server import server_binary
 
 PACKAGE = Path(__file__).resolve().parent.parent / "clients" / "typescript"
 INSTALLED_MARK = PACKAGE / "node_modules" / ".package-lock.sha256"

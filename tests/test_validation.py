@@ -6,7 +6,7 @@ import pytest
 from agents import Agent
 
 import timestep
-from timestep import engine
+from timestep.durable import engine
 
 AGENT = Agent(name="validation-agent")
 

@@ -23,30 +23,30 @@ _EXPORTS = {
     "TimestepError": "timestep.errors",
     "UnknownAgentError": "timestep.errors",
     "ValidationError": "timestep.errors",
-    "EventSink": "timestep.events",
-    "add_event_sink": "timestep.events",
-    "listen": "timestep.events",
-    "remove_event_sink": "timestep.events",
-    "configure_dbos": "timestep.launch",
-    "ensure_dbos_launched": "timestep.launch",
-    "OfflineDemoModel": "timestep.offline_model",
-    "QueuePolicy": "timestep.queues",
-    "configure_queue": "timestep.queues",
-    "get_agent": "timestep.registry",
-    "register_agent": "timestep.registry",
-    "registered_agents": "timestep.registry",
-    "RunHandle": "timestep.runs",
-    "RunResult": "timestep.runs",
-    "RunStatus": "timestep.runs",
-    "cancel_run": "timestep.runs",
-    "queue_agent_workflow": "timestep.runs",
-    "run_agent_workflow": "timestep.runs",
-    "ScheduleInfo": "timestep.schedules",
-    "create_scheduled_agent_workflow": "timestep.schedules",
-    "delete_schedule": "timestep.schedules",
-    "list_schedules": "timestep.schedules",
-    "DatabaseSession": "timestep.sessions",
-    "RunStateStore": "timestep.state_store",
+    "EventSink": "timestep.durable.events",
+    "add_event_sink": "timestep.durable.events",
+    "listen": "timestep.durable.events",
+    "remove_event_sink": "timestep.durable.events",
+    "configure_dbos": "timestep.durable.launch",
+    "ensure_dbos_launched": "timestep.durable.launch",
+    "OfflineDemoModel": "timestep.durable.offline_model",
+    "QueuePolicy": "timestep.durable.queues",
+    "configure_queue": "timestep.durable.queues",
+    "get_agent": "timestep.durable.registry",
+    "register_agent": "timestep.durable.registry",
+    "registered_agents": "timestep.durable.registry",
+    "RunHandle": "timestep.durable.runs",
+    "RunResult": "timestep.durable.runs",
+    "RunStatus": "timestep.durable.runs",
+    "cancel_run": "timestep.durable.runs",
+    "queue_agent_workflow": "timestep.durable.runs",
+    "run_agent_workflow": "timestep.durable.runs",
+    "ScheduleInfo": "timestep.durable.schedules",
+    "create_scheduled_agent_workflow": "timestep.durable.schedules",
+    "delete_schedule": "timestep.durable.schedules",
+    "list_schedules": "timestep.durable.schedules",
+    "DatabaseSession": "timestep.durable.sessions",
+    "RunStateStore": "timestep.durable.state_store",
     "Client": "timestep.client",
 }
 
@@ -78,12 +78,12 @@ if TYPE_CHECKING:
         UnknownAgentError,
         ValidationError,
     )
-    from timestep.events import EventSink, add_event_sink, listen, remove_event_sink
-    from timestep.launch import configure_dbos, ensure_dbos_launched
-    from timestep.offline_model import OfflineDemoModel
-    from timestep.queues import QueuePolicy, configure_queue
-    from timestep.registry import get_agent, register_agent, registered_agents
-    from timestep.runs import RunHandle, RunResult, RunStatus, cancel_run, queue_agent_workflow, run_agent_workflow
-    from timestep.schedules import ScheduleInfo, create_scheduled_agent_workflow, delete_schedule, list_schedules
-    from timestep.sessions import DatabaseSession
-    from timestep.state_store import RunStateStore
+    from timestep.durable.events import EventSink, add_event_sink, listen, remove_event_sink
+    from timestep.durable.launch import configure_dbos, ensure_dbos_launched
+    from timestep.durable.offline_model import OfflineDemoModel
+    from timestep.durable.queues import QueuePolicy, configure_queue
+    from timestep.durable.registry import get_agent, register_agent, registered_agents
+    from timestep.durable.runs import RunHandle, RunResult, RunStatus, cancel_run, queue_agent_workflow, run_agent_workflow
+    from timestep.durable.schedules import ScheduleInfo, create_scheduled_agent_workflow, delete_schedule, list_schedules
+    from timestep.durable.sessions import DatabaseSession
+    from timestep.durable.state_store import RunStateStore

@@ -34,11 +34,11 @@ from subjects.messages import (
     ScheduleList,
 )
 from subjects.ids import run_id_problem
-from timestep import observe
-from timestep.bus import REFUSED_GIVE_UP_SECONDS, Bus, redact_url
+from timestep.ops import observe
+from timestep.bus.connection import REFUSED_GIVE_UP_SECONDS, Bus, redact_url
 from timestep.errors import NatsUnreachableError, RunCancelledError, TimestepError, ValidationError
-from timestep.problems import body_problem
-from timestep.natsserver import url_file
+from timestep.bus.problems import body_problem
+from timestep.bus.server import url_file
 from timestep.settings import Settings
 
 TERMINAL = (Completed, Failed, Cancelled, Rejected)

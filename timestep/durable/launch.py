@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Generator
 from typing import Any
 
-from timestep import engine
-from timestep.queues import register_default_queue
+from timestep.durable import engine
+from timestep.durable import runs
 from timestep.settings import Settings
 
 
@@ -42,10 +41,5 @@ def ensure_dbos_launched() -> _Done:
     >>> register_agent(agent)
     >>> await ensure_dbos_launched()
     """
-    if not engine.is_launched():
-        # Workflows must be declared before launch, so that recovery finds them.
-        importlib.import_module("timestep.runs")
-        importlib.import_module("timestep.schedules")
-        engine.after_launch(register_default_queue)
-        engine.launch()
+    runs.ensure_dbos_launched()  # importing runs declared every workflow, so recovery finds them
     return _Done()

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from timestep import store
+from timestep.durable import store
 
 
 class DatabaseSession:

@@ -13,8 +13,8 @@ from subjects.events import ErrorInfo
 from subjects.ids import is_valid_run_id
 from subjects.messages import RunRequest
 from timestep.errors import ValidationError
-from timestep.problems import body_problem
-from timestep.runs import RunSpec, _check_input_items
+from timestep.bus.problems import body_problem
+from timestep.durable.runs import RunSpec, _check_input_items
 
 _decoder = msgspec.json.Decoder(RunRequest)
 

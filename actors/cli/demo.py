@@ -13,9 +13,9 @@ import logging
 import uuid
 
 from subjects.events import Completed, Interrupted, RunEvent, Started
-from timestep import demo_agents  # noqa: F401  (registers the demo agent)
+from actors.cli import demo_agents  # noqa: F401  (registers the demo agent)
 from timestep.client import Client, RunRejectedError
-from timestep.render import describe
+from actors.cli.render import describe
 from timestep.settings import Settings
 
 AGENT = "demo-assistant"
@@ -42,7 +42,7 @@ async def main() -> None:
     from actors.system import System
 
     settings = Settings.from_env()
-    logging.getLogger("timestep.models").setLevel(logging.ERROR)  # the header names the model
+    logging.getLogger("timestep.durable.models").setLevel(logging.ERROR)  # the header names the model
     tag = uuid.uuid4().hex[:6]
     async with System() as system:
         where = "PostgreSQL (PG_CONNECTION_URI)" if settings.database_url else f"SQLite at {settings.home / 'timestep.sqlite'}"
@@ -94,5 +94,5 @@ async def main() -> None:
             printer.cancel()
             await asyncio.gather(printer, return_exceptions=True)
             await client.close()
-    print("\nStopped. Try it yourself: `timestep up --agents timestep.demo_agents` in one terminal, then")
+    print("\nStopped. Try it yourself: `timestep up --agents actors.cli.demo_agents` in one terminal, then")
     print("`timestep run demo-assistant \"get_weather city=Oslo\"` and `timestep events` in another.")

@@ -7,7 +7,7 @@ import time
 import sqlalchemy as sa
 from agents import Agent, RunState
 
-from timestep import store
+from timestep.durable import store
 from timestep.errors import ValidationError
 
 

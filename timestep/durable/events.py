@@ -17,7 +17,7 @@ from typing import Protocol
 
 from subjects.events import RunEvent
 
-log = logging.getLogger("timestep.events")
+log = logging.getLogger("timestep.durable.events")
 
 Listener = Callable[[RunEvent], Awaitable[None] | None]
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import uuid
 from subjects.events import RunEvent
-from timestep import engine
-from timestep.launch import configure_dbos, ensure_dbos_launched
-from timestep.demo_agents import demo_agent
-from timestep.registry import register_agent
-from timestep.events import listen
-from timestep.render import describe
-from timestep.queues import configure_queue
-from timestep.runs import queue_agent_workflow, run_agent_workflow
+from timestep.durable import engine
+from timestep.durable.launch import configure_dbos, ensure_dbos_launched
+from actors.cli.demo_agents import demo_agent
+from timestep.durable.registry import register_agent
+from timestep.durable.events import listen
+from actors.cli.render import describe
+from timestep.durable.queues import configure_queue
+from timestep.durable.runs import queue_agent_workflow, run_agent_workflow
 from timestep.settings import Settings
-from timestep.state_store import RunStateStore
+from timestep.durable.state_store import RunStateStore
 
 
 def printer(event: RunEvent) -> None:

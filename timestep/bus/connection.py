@@ -39,11 +39,16 @@ from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError
 from subjects.events import ErrorInfo, RunEvent, encode_event
 from subjects.messages import DeadLetter
 from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, WORK_STREAM, Subjects
-from timestep import metrics, observe
+from timestep.ops import metrics, observe
 from timestep.errors import NatsUnreachableError, PermissionDeniedError
 from timestep.settings import NatsSettings, Settings
 
-log = logging.getLogger("timestep.bus")
+#: A message as the actors receive it (nats-py's), and the error of a pull that found nothing:
+#: named here so that no module but this one imports nats-py.
+Message = Msg
+PullTimeout = NatsTimeout
+
+log = logging.getLogger("timestep.bus.connection")
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 DEAD_DATA_LIMIT = 64 * 1024

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from timestep import engine as dbos_engine
+from timestep.durable import engine as dbos_engine
 
 T = TypeVar("T")
 

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import time
 import uuid
+from datetime import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -29,17 +30,18 @@ from subjects.events import (
 )
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, Reject
-from timestep import engine, observe, queues, registry
-from timestep.durable import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
+from timestep.durable import engine, queues, registry
+from timestep.durable.queues import register_default_queue
+from timestep.ops import observe
+from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
 from timestep.errors import RunCancelledError, RunTimeoutError, TimestepError, ValidationError
-from timestep.events import listen
-from timestep.launch import ensure_dbos_launched
-from timestep.models import durable_provider
-from timestep.sessions import DatabaseSession
+from timestep.durable.events import listen
+from timestep.durable.models import durable_provider
+from timestep.durable.sessions import DatabaseSession
 from timestep.settings import Settings
-from timestep.state_store import clear_keys, save_serialized, state_keys
+from timestep.durable.state_store import clear_keys, save_serialized, state_keys
 
-log = logging.getLogger("timestep.runs")
+log = logging.getLogger("timestep.durable.runs")
 
 #: How long a recovered run waits for start-up code to register its agent.
 AGENT_WAIT_SECONDS = 10.0
@@ -67,7 +69,7 @@ class RunSpec(msgspec.Struct, kw_only=True):
     budget before it starts, and its model usage counts against it."""
     traceparent: str | None = None
     """W3C trace context of the request that started the run, kept here so that a recovered
-    run's events carry it too (see `timestep.observe`)."""
+    run's events carry it too (see `timestep.ops.observe`)."""
     tracestate: str | None = None
 
 
@@ -375,6 +377,32 @@ async def _result(handle: Any, workflow_id: str) -> RunResult:
         if deadline is not None and time.time() * 1000 >= deadline - 50:
             raise RunTimeoutError(workflow_id, (status.workflow_timeout_ms or 0) / 1000) from None
         raise RunCancelledError(workflow_id) from None
+
+
+def ensure_dbos_launched() -> None:
+    """Launch DBOS once (see `timestep.durable.launch`): every workflow is declared by now,
+    this module's, so recovery finds them."""
+    if not engine.is_launched():
+        engine.after_launch(register_default_queue)
+        engine.launch()
+
+
+#: The workflow of a schedule's tick (see `timestep.durable.schedules`); declared here, with the
+#: run it starts, so that launching needs this module alone.
+SCHEDULED_WORKFLOW = "timestep.scheduled_run"
+
+
+def tick_run_id(name: str, scheduled_at: datetime) -> str:
+    """The run id of one tick: token-safe, the same in every process."""
+    return f"{name}-{scheduled_at.strftime('%Y%m%dT%H%M%S')}"[:128]
+
+
+@engine.workflow(SCHEDULED_WORKFLOW)
+async def scheduled_run(scheduled_at: datetime, context: dict[str, Any]) -> None:
+    spec = RunSpec(**context["spec"])
+    workflow_id = tick_run_id(context["name"], scheduled_at)
+    handle = await engine.start(agent_run, spec, workflow_id=workflow_id, timeout_seconds=None)
+    await _result(handle, workflow_id)
 
 
 async def run_agent_workflow(

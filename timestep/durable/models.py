@@ -8,10 +8,10 @@ import logging
 from agents import ModelProvider
 from agents.models.multi_provider import MultiProvider
 
-from timestep.offline_model import OfflineModelProvider
+from timestep.durable.offline_model import OfflineModelProvider
 from timestep.settings import Settings, openai_api_key_set
 
-log = logging.getLogger("timestep.models")
+log = logging.getLogger("timestep.durable.models")
 _warned = False
 
 
@@ -20,7 +20,7 @@ _durable: dict[bool, ModelProvider] = {}
 
 def durable_provider() -> ModelProvider:
     """The default provider with every model it returns made durable (one per process)."""
-    from timestep.durable import DurableModelProvider
+    from timestep.durable.steps import DurableModelProvider
 
     key = openai_api_key_set()  # once per run: not every setting
     if key not in _durable:

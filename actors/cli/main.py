@@ -35,7 +35,7 @@ def _status_row(w: Any) -> dict[str, Any]:
 
 
 async def _workflows(args: argparse.Namespace) -> int:
-    from timestep.engine import Admin
+    from timestep.durable.engine import Admin
 
     admin = Admin()
     try:
@@ -128,10 +128,10 @@ async def _up(args: argparse.Namespace) -> int:
     except BaseException:
         await system.stop()
         raise
-    from timestep.registry import registered_agents
+    from timestep.durable.registry import registered_agents
 
     http = f"; http: {system.http.url}" if system.http is not None else ""
-    from timestep.bus import redact_url
+    from timestep.bus.connection import redact_url
 
     print(f"timestep up: NATS {redact_url(system.url)}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
     # A permission the user lacks for the actors' own work (see timestep.bus.Refusals) would otherwise
@@ -141,7 +141,7 @@ async def _up(args: argparse.Namespace) -> int:
     await asyncio.wait({refused, stopping}, return_when=asyncio.FIRST_COMPLETED)
     for waiting in (refused, stopping):
         waiting.cancel()
-    from timestep import engine
+    from timestep.durable import engine
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal: stop without waiting for steps
         loop.add_signal_handler(sig, engine.hurry_stop)
@@ -182,7 +182,7 @@ async def _print_events(client: Any, run_id: str | None, as_json: bool, stop_on_
     """Print events as they come; the exit code says how the run ended: 0 completed, 1 failed or
     cancelled (by request or its timeout), 2 rejected, 3 waiting for approval (with `stop_on_interrupt`)."""
     from subjects.events import Cancelled, Failed, Interrupted, Rejected
-    from timestep.render import describe
+    from actors.cli.render import describe
 
     code = 0
     # Closed on the way out, whatever happens (a closed pipe, say): its subscription ends before the connection.
@@ -452,11 +452,11 @@ def _main(argv: list[str] | None) -> int:
     try:
         if args.command == "demo":
             if args.library:
-                from timestep import demo_library
+                from actors.cli import demo_library
 
                 asyncio.run(demo_library.main())
             else:
-                from timestep import demo
+                from actors.cli import demo
 
                 asyncio.run(demo.main())
             return 0

@@ -29,7 +29,7 @@ from dbos import error as dbos_error
 from timestep.errors import ConfigurationError, DuplicateRunError, ValidationError
 from timestep.settings import Settings
 
-log = logging.getLogger("timestep.engine")
+log = logging.getLogger("timestep.durable.engine")
 
 T = TypeVar("T")
 

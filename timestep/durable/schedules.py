@@ -13,11 +13,11 @@ from agents import Agent, RunState
 from croniter import CroniterBadDateError, croniter
 
 from subjects.ids import run_id_problem
-from timestep import engine, registry
+from timestep.durable import engine, registry
 from timestep.errors import ValidationError
-from timestep.runs import RunSpec, _check_input_items, _session_id, _result, agent_run
+from timestep.durable.runs import SCHEDULED_WORKFLOW as WORKFLOW_NAME
+from timestep.durable.runs import RunSpec, _check_input_items, _session_id, scheduled_run, tick_run_id
 
-WORKFLOW_NAME = "timestep.scheduled_run"
 #: How far ahead a cron's next time is looked for (croniter's own default, named so the error can say it).
 HORIZON_YEARS = 50
 _pending: dict[str, dict[str, Any]] = {}
@@ -55,19 +55,6 @@ def next_time(crontab: str, after: datetime) -> datetime:
     """The cron's first time after `after`; CroniterBadDateError when none comes within HORIZON_YEARS."""
     six = len(crontab.split()) == 6
     return croniter(crontab, after, second_at_beginning=six, max_years_between_matches=HORIZON_YEARS).get_next(datetime)
-
-
-def tick_run_id(name: str, scheduled_at: datetime) -> str:
-    """The run id of one tick: token-safe, the same in every process."""
-    return f"{name}-{scheduled_at.strftime('%Y%m%dT%H%M%S')}"[:128]
-
-
-@engine.workflow(WORKFLOW_NAME)
-async def scheduled_run(scheduled_at: datetime, context: dict[str, Any]) -> None:
-    spec = RunSpec(**context["spec"])
-    workflow_id = tick_run_id(context["name"], scheduled_at)
-    handle = await engine.start(agent_run, spec, workflow_id=workflow_id, timeout_seconds=None)
-    await _result(handle, workflow_id)
 
 
 def _apply(name: str, crontab: str, context: dict[str, Any]) -> None:

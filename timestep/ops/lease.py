@@ -30,7 +30,7 @@ from timestep.errors import TimestepError
 POLL_SECONDS = 0.1
 CONNECT_RETRY_SECONDS = 60.0
 
-log = logging.getLogger("timestep.lease")
+log = logging.getLogger("timestep.ops.lease")
 
 
 class ExecutorIdTaken(TimestepError):

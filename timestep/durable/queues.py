@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from subjects.ids import run_id_problem
 from subjects.messages import QueueStatus
-from timestep import engine, store
+from timestep.durable import engine, store
 from timestep.errors import ValidationError
 from timestep.settings import Settings
 

@@ -8,7 +8,7 @@ anything heavy (the client and the CLI start fast):
 >>> print(metrics.render())
 
 Counters count what this process did since it started; queue gauges are read from the
-database at scrape time (see `timestep.health`).
+database at scrape time (see `actors.health`).
 """
 
 from __future__ import annotations

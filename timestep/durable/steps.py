@@ -34,9 +34,10 @@ from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
 from subjects.events import Delta, RunEvent, ToolCall, ToolOutput
-from timestep import engine, metrics, observe
-from timestep.events import dispatch, last_stored, now, settle
-from timestep.queues import record_tokens
+from timestep.durable import engine
+from timestep.ops import metrics, observe
+from timestep.durable.events import dispatch, last_stored, now, settle
+from timestep.durable.queues import record_tokens
 
 Emit = Callable[..., Awaitable[None]]
 

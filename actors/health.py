@@ -5,7 +5,7 @@
 - `GET /readyz`: 200 when connected to NATS, DBOS launched (roles that use it) and every
   actor's consumer bound; 503 with the reason otherwise (for example while NATS is down, or
   once the server refused the process's user a publish or subscription: see `bus.Refusals`).
-- `GET /metrics`: `timestep.metrics` in the Prometheus text format 0.0.4, with queue
+- `GET /metrics`: `timestep.ops.metrics` in the Prometheus text format 0.0.4, with queue
   depth and running runs read from the database at scrape time.
 
 Started by `actors.system.System` when TIMESTEP_HTTP_PORT is set (0: a free port):
@@ -24,9 +24,9 @@ import asyncio
 import logging
 from typing import Any
 
-from timestep import metrics
+from timestep.ops import metrics
 
-log = logging.getLogger("timestep.health")
+log = logging.getLogger("actors.health")
 
 #: A scrape serves the last queue figures when the database does not answer in time.
 QUEUE_READ_TIMEOUT = 5.0
@@ -44,7 +44,7 @@ def liveness_problem(system: Any) -> str | None:
 
 def readiness_problem(system: Any) -> str | None:
     """Why the process cannot do its work now, or None."""
-    from timestep import engine
+    from timestep.durable import engine
 
     bus = system.bus
     if bus is None:
@@ -66,7 +66,7 @@ def readiness_problem(system: Any) -> str | None:
 
 
 async def _read_queues() -> None:
-    from timestep import engine, queues
+    from timestep.durable import engine, queues
 
     if not engine.is_launched():
         return

@@ -1,4 +1,4 @@
-"""The demo's agent. `timestep up --agents timestep.demo_agents` hosts it."""
+"""The demo's agent. `timestep up --agents actors.cli.demo_agents` hosts it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 from agents import Agent, function_tool
 
-from timestep.registry import register_agent
+from timestep.durable.registry import register_agent
 
 
 @function_tool

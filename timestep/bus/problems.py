@@ -71,8 +71,8 @@ def _library_problem(field: str, value: Any) -> str | None:
     name = field.rsplit(".", 1)[-1]
     if name not in _CHECKED or value is None:
         return None
-    from timestep import queues  # the library's checks need the engine: only when asked
-    from timestep.runs import _check_timeout
+    from timestep.durable import queues  # the library's checks need the engine: only when asked
+    from timestep.durable.runs import _check_timeout
 
     checks: dict[str, Callable[[Any], Any]] = {
         "id": _raise_run_id,
