@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -9,11 +12,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from processes import process_env, stop, up, wait_printed
+from subjects.events import Completed, RunEvent
 from timestep.bus import Bus
+from timestep.client import Client
 from timestep.natsserver import EmbeddedNats, free_port
 from timestep.settings import NatsSettings, Settings
 
@@ -109,3 +116,115 @@ async def test_auth_settings_pass_through(tmp_path: Path, config: str, good: dic
             await Bus.connect(settings=settings(**bad))
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def _occupied(port: int) -> Iterator[None]:
+    """Something else listens on `port` (unless something already does)."""
+    if _port_open(port):
+        yield
+        return
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the old server's connections in TIME_WAIT
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        yield
+
+
+def _started(tmp: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, Path, str]:
+    """A `timestep up` on the demo agents, once it is up; with its nats.url."""
+    out = tmp / f"{name}.out"
+    proc = up(out, env, "--agents", "timestep.demo_agents")
+    wait_printed([(proc, out)])
+    return proc, out, (tmp / "home" / "nats.url").read_text().strip()
+
+
+def _stopped(proc: subprocess.Popen, out: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, out.read_text()[-3000:]
+
+
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def test_a_restart_keeps_its_port_and_a_pinned_port_is_kept_or_refused(tmp_path: Path) -> None:
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
+    with _occupied(4222):
+        first, out, url = _started(tmp_path, env, "first")
+        _stopped(first, out)
+        again, out, url_again = _started(tmp_path, env, "again")
+        _stopped(again, out)
+    assert url_again == url != "nats://127.0.0.1:4222"
+
+    pinned = free_port()
+    proc, out, url = _started(tmp_path, {**env, "TIMESTEP_NATS_PORT": str(pinned)}, "pinned")
+    _stopped(proc, out)
+    assert url == f"nats://127.0.0.1:{pinned}"
+    with _occupied(pinned):
+        done = subprocess.run(
+            [sys.executable, "-m", "timestep.cli", "up", "--agents", "timestep.demo_agents"],
+            env={**env, "TIMESTEP_NATS_PORT": str(pinned)}, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode != 0
+    assert f"port {pinned} for the embedded nats-server is taken" in done.stderr and "TIMESTEP_NATS_PORT" in done.stderr, done.stderr
+
+
+async def test_followers_of_nats_url_follow_a_restart_onto_another_port(tmp_path: Path) -> None:
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
+    settings = dataclasses.replace(Settings.from_env(), home=tmp_path / "home", nats=dataclasses.replace(Settings.from_env().nats, url=None))
+    first, out, old_url = _started(tmp_path, env, "first")
+    procs = [first]
+    tail = tmp_path / "events.out"
+    events = subprocess.Popen([sys.executable, "-m", "timestep.cli", "events", "--json"], env=env, stdout=tail.open("w"), stderr=subprocess.STDOUT)
+    procs.append(events)
+    try:
+        async with await Client.connect(settings=settings) as follower:
+            seen: list[RunEvent] = []
+
+            async def follow() -> None:
+                async for event in follower.events():
+                    seen.append(event)
+
+            following = asyncio.create_task(follow())
+            await asyncio.sleep(1)  # the followers subscribed (only new events reach them)
+            async with await Client.connect(settings=settings) as client:
+                await (await client.submit("demo-assistant", "get_weather city=Oslo", id="before")).result(timeout=60)
+            _stopped(first, out)
+            with _occupied(_port_of(old_url)):  # the old port is taken while it restarts
+                again, out, new_url = _started(tmp_path, env, "again")
+                procs.append(again)
+                assert new_url != old_url
+                async with await Client.connect(settings=settings) as client:
+                    await (await client.submit("demo-assistant", "get_weather city=Lima", id="after")).result(timeout=60)
+                deadline = asyncio.get_running_loop().time() + 60
+                while not any(e.run_id == "after" and isinstance(e, Completed) for e in seen):
+                    assert asyncio.get_running_loop().time() < deadline, seen
+                    await asyncio.sleep(0.1)
+                while '"run_id":"after"' not in tail.read_text() or '"completed"' not in tail.read_text().split('"run_id":"after"', 1)[1]:
+                    assert events.poll() is None and asyncio.get_running_loop().time() < deadline, tail.read_text()[-3000:]
+                    await asyncio.sleep(0.1)
+            following.cancel()
+        assert any(e.run_id == "before" and isinstance(e, Completed) for e in seen)
+    finally:
+        stop(procs)
+
+
+def test_a_second_up_on_the_same_home_is_refused_and_leaves_the_first_alone(tmp_path: Path) -> None:
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
+    first, out, url = _started(tmp_path, env, "first")
+    try:
+        for name, extra in [("same id", {}), ("another id", {"TIMESTEP_EXECUTOR_ID": "other"})]:
+            done = subprocess.run(
+                [sys.executable, "-m", "timestep.cli", "up", "--agents", "timestep.demo_agents"],
+                env={**env, **extra}, capture_output=True, text=True, timeout=60,
+            )
+            assert done.returncode != 0, (name, done.stdout, done.stderr)
+            said = done.stderr.strip().splitlines()
+            assert len(said) == 1 and said[0].startswith("error: "), (name, done.stderr)
+            assert ("is held by another live process" if name == "same id" else "is in use by process") in said[0], (name, said)
+            assert (tmp_path / "home" / "nats.url").read_text().strip() == url
+        lines = _cli(env, "run", "demo-assistant", "get_weather city=Oslo", "--json").splitlines()
+        assert json.loads(lines[-1])["type"] == "completed"
+    finally:
+        stop([first])

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -139,7 +140,11 @@ class Bus:
         """Fed by the connection's error callback (see `connect`)."""
 
     @classmethod
-    async def connect(cls, url: str | None = None, *, settings: Settings | None = None, name: str = "timestep") -> Bus:
+    async def connect(
+        cls, url: str | None = None, *, settings: Settings | None = None, name: str = "timestep", url_file: Path | None = None
+    ) -> Bus:
+        """`url_file`: the file `url` was read from (the nats.url of `timestep up`), read again
+        while reconnecting: a restarted server that had to take another port is found there."""
         settings = settings or Settings.from_env()
         url = url or settings.nats.url
         if not url:
@@ -147,6 +152,19 @@ class Bus:
 
         last_error: list[BaseException] = []
         refusals = Refusals()
+        followed = [url]
+
+        def follow_url_file() -> None:
+            if url_file is None or nc.is_closed:
+                return
+            try:
+                named = url_file.read_text().strip()
+            except OSError:
+                return  # not written yet: the server is still starting
+            if named and named != followed[0]:
+                log.warning("NATS: %s names %s now; reconnecting there", url_file, redact_url(named))
+                nc.set_server_pool([u.strip() for u in named.split(",")])
+                followed[0] = named
 
         async def on_error(exc: Exception) -> None:
             refusals.report(str(exc))
@@ -154,10 +172,13 @@ class Bus:
             if not last_error or not (isinstance(last_error[0], ssl.SSLError) or "Authoriz" in str(last_error[0])):
                 last_error[:] = [exc]
             log.warning("NATS: %s: %s", type(exc).__name__, exc)
+            if not nc.is_connected:  # an attempt failed: the next one tries the file's URL
+                follow_url_file()
 
         async def on_disconnect() -> None:
             if not (nc.is_closed or nc.is_draining):
                 log.warning("NATS: disconnected; reconnecting")
+                follow_url_file()
 
         async def on_reconnect() -> None:
             log.warning("NATS: reconnected")

@@ -131,9 +131,11 @@ class Client:
     @classmethod
     async def connect(cls, url: str | None = None, *, settings: Settings | None = None) -> Client:
         """Connect to NATS: `url`, else NATS_URL, else the embedded server a `timestep up` started
-        in this TIMESTEP_HOME; with the auth and TLS settings of the environment."""
+        in this TIMESTEP_HOME (found again in its nats.url when it restarts on another port);
+        with the auth and TLS settings of the environment."""
         settings = settings or Settings.from_env()
-        return cls(await Bus.connect(url or resolve_url(settings), settings=settings, name="timestep-client"))
+        from_file = url_file(settings.home) if not (url or settings.nats.url) else None
+        return cls(await Bus.connect(url or resolve_url(settings), settings=settings, name="timestep-client", url_file=from_file))
 
     async def close(self) -> None:
         await self.bus.close()
