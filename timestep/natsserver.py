@@ -225,8 +225,13 @@ def _read_pid(path: Path) -> int | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Running; a process that exited but was not reaped yet (a zombie) counts as gone."""
     try:
         os.kill(pid, 0)
-        return True
     except OSError:
         return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: what kill said
