@@ -17,14 +17,14 @@ from actors.agent import AgentActor, ControlActor
 from actors.base import Actor
 from actors.governor import Governor
 from actors.scheduler import Scheduler
-from timestep.durable import engine
-from timestep.ops import observe
-from timestep.bus.connection import Bus, BusEventSink
-from timestep.durable.events import add_event_sink, remove_event_sink
 from actors.health import HealthServer
+from timestep.bus.connection import Bus, BusEventSink
+from timestep.bus.server import EmbeddedNats, remove_url_file, write_url_file
+from timestep.durable import engine
+from timestep.durable.events import add_event_sink, remove_event_sink
 from timestep.durable.launch import configure_dbos, ensure_dbos_launched
+from timestep.ops import observe
 from timestep.ops.lease import ExecutorLease
-from timestep.bus.server import EmbeddedNats, url_file
 from timestep.settings import Settings
 
 log = logging.getLogger("actors.system")
@@ -63,22 +63,28 @@ class System:
         observe.configure_logging(
             self.settings.log_format, self.settings.log_level, role="+".join(sorted(self.roles)), executor_id=self.settings.executor_id
         )
+        durable = bool(self.roles & {"agent", "governor"})
+        if durable and engine.current_config() is None:
+            configure_dbos()  # defaults; a configure_dbos() made before stays in force
         if not self.url:
-            self.embedded = EmbeddedNats(self.settings.home / "nats")
-            self.url = self.embedded.start()
-            url_file(self.settings.home).write_text(self.url)
+            # The lease, then the store's lock, before the server and its nats.url: a second
+            # `timestep up` on this TIMESTEP_HOME is refused leaving the running one's alone.
+            if durable:
+                await self._take_lease()
+            embedded = EmbeddedNats(self.settings.home / "nats", port=self.settings.nats.embedded_port)
+            self.url = embedded.start()
+            self.embedded = embedded
+            write_url_file(self.settings.home, self.url)
         self.bus = await Bus.connect(self.url, settings=self.settings, name=f"timestep-{'+'.join(sorted(self.roles))}")
         await self.bus.ensure_streams()
-        if self.roles & {"agent", "governor"}:
-            if engine.current_config() is None:
-                configure_dbos()  # defaults; a configure_dbos() made before stays in force
+        if durable:
             if "agent" not in self.roles and not engine.is_launched():
                 engine.listen_to_no_queues()
             if "agent" in self.roles:
                 # Before launch: runs recovered at launch publish their events too.
                 self._sink = BusEventSink(self.bus)
                 add_event_sink(self._sink)
-            await self._take_lease()
+            await self._take_lease()  # with NATS_URL, here: a standby waits connected
             self._owns_engine = not engine.is_launched()
             ensure_dbos_launched()
         agent = AgentActor(self.bus) if "agent" in self.roles else None
@@ -138,10 +144,7 @@ class System:
             self._owns_engine = False
         if self.embedded is not None:
             self.embedded.stop()
-            try:
-                url_file(self.settings.home).unlink()
-            except FileNotFoundError:
-                pass
+            remove_url_file(self.settings.home, self.embedded.url)
             self.embedded = None
 
     async def __aenter__(self) -> System:

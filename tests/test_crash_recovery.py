@@ -21,6 +21,9 @@ def _spawn(mode: str, db_url: str, log_dir: Path, executor: str = "local") -> su
     return subprocess.Popen(
         [sys.executable, str(WORKER), mode, db_url, str(log_dir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored in a child: give it
+        # back the default, as a program started from a shell has (Ctrl-C raises KeyboardInterrupt).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

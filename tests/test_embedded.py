@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -9,12 +12,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from processes import process_env, stop, up, wait_printed
+from subjects.events import Completed, RunEvent
 from timestep.bus.connection import Bus
 from timestep.bus.server import EmbeddedNats, free_port
+from timestep.client import Client
 from timestep.settings import NatsSettings, Settings
 
 
@@ -109,3 +116,154 @@ async def test_auth_settings_pass_through(tmp_path: Path, config: str, good: dic
             await Bus.connect(settings=settings(**bad))
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def _occupied(port: int) -> Iterator[None]:
+    """Something else listens on `port` (unless something already does)."""
+    if _port_open(port):
+        yield
+        return
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the old server's connections in TIME_WAIT
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        yield
+
+
+def _started(tmp: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen, Path, str]:
+    """A `timestep up` on the demo agents, once it is up; with its nats.url."""
+    out = tmp / f"{name}.out"
+    proc = up(out, env, "--agents", "actors.cli.demo_agents")
+    wait_printed([(proc, out)])
+    return proc, out, (tmp / "home" / "nats.url").read_text().strip()
+
+
+def _stopped(proc: subprocess.Popen, out: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, out.read_text()[-3000:]
+
+
+def _port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def test_a_restart_keeps_its_port_and_a_pinned_port_is_kept_or_refused(tmp_path: Path) -> None:
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
+    with _occupied(4222):
+        first, out, url = _started(tmp_path, env, "first")
+        _stopped(first, out)
+        again, out, url_again = _started(tmp_path, env, "again")
+        _stopped(again, out)
+    assert url_again == url != "nats://127.0.0.1:4222"
+
+    pinned = free_port()
+    proc, out, url = _started(tmp_path, {**env, "TIMESTEP_NATS_PORT": str(pinned)}, "pinned")
+    _stopped(proc, out)
+    assert url == f"nats://127.0.0.1:{pinned}"
+    with _occupied(pinned):
+        done = subprocess.run(
+            [sys.executable, "-m", "actors.cli.main", "up", "--agents", "actors.cli.demo_agents"],
+            env={**env, "TIMESTEP_NATS_PORT": str(pinned)}, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode != 0
+    assert f"port {pinned} for the embedded nats-server is taken" in done.stderr and "TIMESTEP_NATS_PORT" in done.stderr, done.stderr
+
+
+async def test_followers_of_nats_url_follow_a_restart_onto_another_port(tmp_path: Path) -> None:
+    """`timestep events` and a Python client, both of which found the server in nats.url, keep
+    receiving events after `timestep up` restarts and finds its old port taken."""
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
+    settings = dataclasses.replace(Settings.from_env(), home=tmp_path / "home", nats=dataclasses.replace(Settings.from_env().nats, url=None))
+    first, out, old_url = _started(tmp_path, env, "first")
+    tail = tmp_path / "events.out"
+    cli = subprocess.Popen([sys.executable, "-m", "actors.cli.main", "events", "--json"], env=env, stdout=tail.open("w"), stderr=subprocess.STDOUT)
+    procs = [first, cli]
+    seen: set[str] = set()
+
+    async def follow(client: Client) -> None:
+        async for event in client.events():
+            if isinstance(event, Completed):
+                seen.add(event.run_id)
+
+    def both_saw(run_id: str) -> bool:
+        assert cli.poll() is None, tail.read_text()[-3000:]
+        return run_id in seen and run_id in _completed_in(tail)
+
+    async def run_until_both_see(name: str) -> None:
+        """Runs until both followers saw one complete (they follow new events only, from when they subscribed)."""
+        async with await Client.connect(settings=settings) as client:
+            for attempt in range(10):
+                run_id = f"{name}-{attempt}"
+                await (await client.submit("demo-assistant", "get_weather city=Oslo", id=run_id)).result(timeout=60)
+                for _ in range(50):
+                    if both_saw(run_id):
+                        return
+                    await asyncio.sleep(0.1)
+        raise AssertionError(f"the followers saw none of the {name} runs: {sorted(seen)}; events: {tail.read_text()[-3000:]}")
+
+    try:
+        async with await Client.connect(settings=settings) as follower:
+            following = asyncio.create_task(follow(follower))
+            try:
+                await run_until_both_see("before")
+                _stopped(first, out)
+                with _occupied(_port_of(old_url)):  # the old port is taken while it restarts
+                    again, out, new_url = _started(tmp_path, env, "again")
+                    procs.append(again)
+                    assert new_url != old_url
+                    await run_until_both_see("after")
+            finally:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+    finally:
+        stop(procs)
+
+
+def _completed_in(tail: Path) -> set[str]:
+    """The runs `timestep events --json` printed a completed event of (its log lines skipped)."""
+    done = set()
+    for line in tail.read_text().split("\n")[:-1]:  # the last may be half written
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event["type"] == "completed":
+                done.add(event["run_id"])
+    return done
+
+
+def test_a_second_up_on_the_same_home_is_refused_and_leaves_the_first_alone(tmp_path: Path) -> None:
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
+    first, out, url = _started(tmp_path, env, "first")
+    try:
+        for name, extra in [("same id", {}), ("another id", {"TIMESTEP_EXECUTOR_ID": "other"})]:
+            done = subprocess.run(
+                [sys.executable, "-m", "actors.cli.main", "up", "--agents", "actors.cli.demo_agents"],
+                env={**env, **extra}, capture_output=True, text=True, timeout=60,
+            )
+            assert done.returncode != 0, (name, done.stdout, done.stderr)
+            said = done.stderr.strip().splitlines()
+            assert len(said) == 1 and said[0].startswith("error: "), (name, done.stderr)
+            assert ("is held by another live process" if name == "same id" else "is in use by process") in said[0], (name, said)
+            assert (tmp_path / "home" / "nats.url").read_text().strip() == url
+        lines = _cli(env, "run", "demo-assistant", "get_weather city=Oslo", "--json").splitlines()
+        assert json.loads(lines[-1])["type"] == "completed"
+    finally:
+        stop([first])
+
+
+def test_a_standby_on_the_same_home_starts_the_server_when_the_holder_dies(tmp_path: Path) -> None:
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
+    first, _, url = _started(tmp_path, env, "first")
+    standby_out = tmp_path / "standby.out"
+    standby = up(standby_out, env, "--agents", "actors.cli.demo_agents", "--standby")
+    try:
+        wait_printed([(standby, standby_out)], "standby for executor id 'local'")
+        assert (tmp_path / "home" / "nats.url").read_text().strip() == url
+        first.send_signal(signal.SIGKILL)  # not reaped until the standby is up: a zombie holds no store
+        wait_printed([(standby, standby_out)])
+        first.wait()
+        assert (tmp_path / "home" / "nats.url").read_text().strip() == url  # its port was free again
+        lines = _cli(env, "run", "demo-assistant", "get_weather city=Oslo", "--json").splitlines()
+        assert json.loads(lines[-1])["type"] == "completed"
+    finally:
+        stop([first, standby])

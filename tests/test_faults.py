@@ -68,7 +68,9 @@ class Watch:
                 for approval in event.approvals:
                     if (event.run_id, approval.call_id) not in self.approved:
                         self.approved.add((event.run_id, approval.call_id))
-                        await self.client.approve(event.run_id, approval.call_id)
+                        # Stored, not answered: an agent actor acts on it whenever one is up (one
+                        # may be stopping right now, and an answered approve would then be refused).
+                        await self.client.approve(event.run_id, approval.call_id, wait=False)
 
     async def until_completed(self, run_ids: set[str], timeout: float, actors: Actors) -> None:
         deadline = time.monotonic() + timeout

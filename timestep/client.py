@@ -196,11 +196,15 @@ class Client:
     @classmethod
     async def connect(cls, url: str | None = None, *, settings: Settings | None = None) -> Client:
         """Connect to NATS: `url`, else NATS_URL, else the embedded server a `timestep up` started
-        in this TIMESTEP_HOME; with the auth and TLS settings of the environment."""
+        in this TIMESTEP_HOME (found again in its nats.url when it restarts on another port);
+        with the auth and TLS settings of the environment."""
         settings = settings or Settings.from_env()
         target = url or resolve_url(settings)
+        from_file = url_file(settings.home) if not (url or settings.nats.url) else None
         try:
-            bus = await Bus.connect(target, settings=settings, name="timestep-client", refused_give_up=REFUSED_GIVE_UP_SECONDS)
+            bus = await Bus.connect(
+                target, settings=settings, name="timestep-client", refused_give_up=REFUSED_GIVE_UP_SECONDS, url_file=from_file
+            )
         except NatsUnreachableError as exc:
             raise NatsUnreachableError(target, _unreachable(target, url is not None, settings)) from exc
         return cls(bus)

@@ -57,6 +57,13 @@ def _port(name: str) -> int | None:
     return int(raw)
 
 
+def _pinned_port(name: str) -> int | None:
+    port = _port(name)
+    if port == 0:
+        raise ValueError(f"{name}=0 is not a port to pin; set it to a port from 1 to 65535, or unset it to keep the last one")
+    return port
+
+
 def _log_format() -> str:
     raw = (os.environ.get("TIMESTEP_LOG_FORMAT") or "human").strip().lower()
     if raw not in ("human", "json"):
@@ -92,6 +99,8 @@ class NatsSettings:
     tls_key_file: str | None
     connect_deadline: float = 10.0
     """NATS_CONNECT_TIMEOUT: seconds the first connection may take before start-up fails."""
+    embedded_port: int | None = None
+    """TIMESTEP_NATS_PORT: the embedded server's port, pinned; unset: the last one, else 4222, else a free one."""
 
     @classmethod
     def from_env(cls) -> NatsSettings:
@@ -107,6 +116,7 @@ class NatsSettings:
             tls_cert_file=get("NATS_TLS_CERT_FILE"),
             tls_key_file=get("NATS_TLS_KEY_FILE"),
             connect_deadline=_float("NATS_CONNECT_TIMEOUT", 10.0),
+            embedded_port=_pinned_port("TIMESTEP_NATS_PORT"),
         )
 
 

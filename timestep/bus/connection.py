@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -187,11 +188,13 @@ class Bus:
     @classmethod
     async def connect(
         cls, url: str | None = None, *, settings: Settings | None = None, name: str = "timestep",
-        refused_give_up: float | None = None,
+        refused_give_up: float | None = None, url_file: Path | None = None,
     ) -> Bus:
         """Connect, retrying the first connection for up to NATS_CONNECT_TIMEOUT seconds. With
         `refused_give_up`, give up after that many seconds when every attempt was refused (nothing
-        listens at the URL: NatsUnreachableError), as a command-line client should."""
+        listens at the URL: NatsUnreachableError), as a command-line client should. `url_file`: the
+        file `url` was read from (the nats.url of `timestep up`), read again while reconnecting: a
+        restarted server that had to take another port is found there."""
         settings = settings or Settings.from_env()
         url = url or settings.nats.url
         if not url:
@@ -203,6 +206,19 @@ class Bus:
         began = loop.time()
         only_refused = asyncio.Event()  # set once every attempt for `refused_give_up` s was refused
         kinds: set[type] = set()
+        followed = [url]
+
+        def follow_url_file() -> None:
+            if url_file is None or nc.is_closed:
+                return
+            try:
+                named = url_file.read_text().strip()
+            except OSError:
+                return  # not written yet: the server is still starting
+            if named and named != followed[0]:
+                log.warning("NATS: %s names %s now; reconnecting there", url_file, redact_url(named))
+                nc.set_server_pool([u.strip() for u in named.split(",")])
+                followed[0] = named
 
         async def on_error(exc: Exception) -> None:
             if refusals.report(str(exc)):
@@ -215,10 +231,13 @@ class Bus:
                 only_refused.set()
             # Before the first connection the final error says it all, once.
             log.log(logging.WARNING if nc.is_connected or nc.is_reconnecting else logging.DEBUG, "NATS: %s: %s", type(exc).__name__, exc)
+            if not nc.is_connected:  # an attempt failed: the next one tries the file's URL
+                follow_url_file()
 
         async def on_disconnect() -> None:
             if not (nc.is_closed or nc.is_draining):
                 log.warning("NATS: disconnected; reconnecting")
+                follow_url_file()
 
         async def on_reconnect() -> None:
             log.warning("NATS: reconnected")

@@ -8,8 +8,8 @@ session advisory lock (released by the server when the connection drops; TCP kee
 that to about 15 s when a whole machine disappears).
 
 A second process with a held id stops at once with the reason, or, as a standby
-(`timestep up --standby`), waits with everything imported and connected, and takes the
-runs over about a second after the first one dies::
+(`timestep up --standby`), waits with everything imported and connected (with the embedded
+server, before starting it), and takes the runs over about a second after the first one dies::
 
     lease = ExecutorLease("worker-0", database_url, home)
     await lease.acquire(wait=False)   # raises ExecutorIdTaken when another process holds it

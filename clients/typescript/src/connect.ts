@@ -50,6 +50,8 @@ export interface ResolvedSettings {
   prefix: string;
   connectTimeoutSeconds: number;
   options: NodeConnectionOptions;
+  /** The nats.url the servers were read from: read again while reconnecting. */
+  urlFile?: string;
 }
 
 function variable(env: Record<string, string | undefined>, key: string): string | undefined {
@@ -64,18 +66,27 @@ function readFile(field: string, path: string): Uint8Array {
   }
 }
 
+function urlFile(env: Record<string, string | undefined>): string {
+  return join(resolve(variable(env, "TIMESTEP_HOME") ?? ".timestep"), "nats.url");
+}
+
+function splitServers(urls: string): string[] {
+  return urls.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
 /** NATS_URL, else the URL `timestep up` wrote to $TIMESTEP_HOME/nats.url (as `resolve_url` in timestep/client.py). */
 export function resolveServers(env: Record<string, string | undefined>): string[] {
   const url = variable(env, "NATS_URL");
-  if (url) return url.split(",").map((s) => s.trim()).filter(Boolean);
-  const path = join(resolve(variable(env, "TIMESTEP_HOME") ?? ".timestep"), "nats.url");
-  if (existsSync(path)) return [readFileSync(path, "utf8").trim()];
+  if (url) return splitServers(url);
+  const path = urlFile(env);
+  if (existsSync(path)) return splitServers(readFileSync(path, "utf8"));
   throw new TimestepError(`no NATS server: pass servers, set NATS_URL, or start one with \`timestep up\` (it writes ${path})`);
 }
 
 export function resolveSettings(options: ConnectOptions = {}): ResolvedSettings {
   const env = options.env ?? process.env;
   const servers = options.servers === undefined ? resolveServers(env) : [options.servers].flat();
+  const fromFile = options.servers === undefined && !variable(env, "NATS_URL") ? urlFile(env) : undefined;
   if (servers.length === 0) throw new ValidationError("servers", "is empty", "give at least one NATS URL");
 
   const prefix = options.prefix ?? variable(env, "TIMESTEP_SUBJECT_PREFIX") ?? "timestep";
@@ -125,11 +136,39 @@ export function resolveSettings(options: ConnectOptions = {}): ResolvedSettings 
     if (tls.certFile && !tls.keyFile) throw new ValidationError("tls.keyFile", "is missing", "give the key of the client certificate");
     nats.tls = Object.fromEntries(Object.entries(tls).filter(([, v]) => v)) as TlsFiles;
   }
-  return { servers, prefix, connectTimeoutSeconds, options: nats };
+  return { servers, prefix, connectTimeoutSeconds, options: nats, urlFile: fromFile };
 }
 
 function redact(url: string): string {
   return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
+}
+
+/**
+ * Options that, before each reconnect attempt, read `path` again and move the connection to
+ * the URL found there: a restarted `timestep up` that had to take another port wrote it there.
+ */
+function following(path: string, servers: string[], options: NodeConnectionOptions, connection: () => NatsConnection | undefined): NodeConnectionOptions {
+  let followed = servers.join(",");
+  const wait = options.reconnectTimeWait ?? 250;
+  return {
+    ...options,
+    // The client calls this before it picks the server of each attempt.
+    reconnectDelayHandler: () => {
+      const nc = connection();
+      if (nc === undefined || nc.isClosed()) return wait;
+      let named: string;
+      try {
+        named = readFileSync(path, "utf8").trim();
+      } catch {
+        return wait; // not written yet: the server is still starting
+      }
+      if (named && named !== followed) {
+        nc.setServers(splitServers(named));
+        followed = named;
+      }
+      return wait;
+    },
+  };
 }
 
 /** Connect with a deadline; a failure says where, why, and what to check. */
@@ -138,9 +177,12 @@ export async function openConnection(settings: ResolvedSettings): Promise<NatsCo
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error("timed out")), settings.connectTimeoutSeconds * 1000);
   });
-  const attempt = natsConnect(settings.options);
+  let connected: NatsConnection | undefined;
+  const options = settings.urlFile === undefined ? settings.options : following(settings.urlFile, settings.servers, settings.options, () => connected);
+  const attempt = natsConnect(options);
   try {
-    return await Promise.race([attempt, deadline]);
+    connected = await Promise.race([attempt, deadline]);
+    return connected;
   } catch (error) {
     attempt.then((nc) => nc.close()).catch(() => undefined);
     const cause = error as Error;
