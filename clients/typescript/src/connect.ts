@@ -163,12 +163,26 @@ function following(path: string, servers: string[], options: NodeConnectionOptio
         return wait; // not written yet: the server is still starting
       }
       if (named && named !== followed) {
-        nc.setServers(splitServers(named));
+        replaceServers(nc, splitServers(named));
         followed = named;
       }
       return wait;
     },
   };
+}
+
+/** Reconnect to `urls` from now on. @nats-io/nats-core 3.3 (the release whose dependencies run on
+ * Node 20) has no `setServers`: there the pool the client picks each attempt's server from is replaced. */
+function replaceServers(nc: NatsConnection, urls: string[]): void {
+  const withSetServers = nc as NatsConnection & { setServers?: (servers: string[]) => void };
+  if (typeof withSetServers.setServers === "function") {
+    withSetServers.setServers(urls);
+    return;
+  }
+  const pool = (nc as unknown as { protocol?: { servers?: { clear(): void; addServer(url: string): void } } }).protocol?.servers;
+  if (pool === undefined) return;
+  pool.clear();
+  for (const url of urls) pool.addServer(url);
 }
 
 /** Connect with a deadline; a failure says where, why, and what to check. */
