@@ -133,18 +133,18 @@ async def test_processes_naming_a_new_queue_at_once_all_succeed(db: str) -> None
     """Several processes (here: threads with their own connections) meeting a queue for the
     first time at the same moment each store the default policy; none fails on the other's row."""
     queue = uid("race")
-    policy = timestep.queues.QueuePolicy(name=queue, limit=50, period=60.0)
+    policy = timestep.durable.queues.QueuePolicy(name=queue, limit=50, period=60.0)
     barrier = threading.Barrier(8)
 
     def register(replace: bool) -> None:
         barrier.wait()
-        timestep.queues.store_policy(policy, replace=replace)
+        timestep.durable.queues.store_policy(policy, replace=replace)
 
     with ThreadPoolExecutor(8) as pool:
         results = [pool.submit(register, i % 2 == 0) for i in range(8)]
         for result in results:
             result.result()
-    assert await engine.blocking(timestep.queues.stored_policy, queue) == policy
+    assert await engine.blocking(timestep.durable.queues.stored_policy, queue) == policy
 
 
 async def test_queue_policy_changes_at_run_time(db: str) -> None:
@@ -168,7 +168,7 @@ async def test_token_budget_holds_the_next_run_until_the_window_passes(db: str) 
     spent = await timestep.queue_agent_workflow(spender, "spend", queue_name=queue)
     spent_at = time.monotonic()
     await spent.get_result()
-    status = await timestep.queues.queue_status(queue)
+    status = await timestep.durable.queues.queue_status(queue)
     assert status.tokens_in_window == 10 and status.tokens_per_period == 1
 
     second = await timestep.queue_agent_workflow(agent, "second", queue_name=queue)
