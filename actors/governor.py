@@ -6,7 +6,9 @@ queue, where priority, the rate limit and concurrency hold across every process 
 the database. Publishes `accepted` (and `queued`), or `rejected` plus a dead letter.
 
 It also answers `<prefix>.runs.submit` requests (those sent with a reply subject) with
-the run's `accepted` or `rejected` event, and serves `<prefix>.queues.configure` and
+the run's `accepted` or `rejected` event, shaped so that it is also the PubAck (or the
+JetStream API error) a JetStream client's publish waits for (`subjects.events.submit_answer`),
+and serves `<prefix>.queues.configure` and
 `<prefix>.queues.status`.
 """
 
@@ -19,7 +21,7 @@ import msgspec
 
 from actors.agent import AgentActor
 from actors.base import Actor, KnownAgents, origin
-from subjects.events import Accepted, Queued, Rejected, encode_event
+from subjects.events import Accepted, Queued, Rejected, decode_submit_answer, submit_answer
 from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
 from subjects.names import SUBMIT_STREAM
 from timestep.durable import engine, queues
@@ -138,7 +140,7 @@ class Governor(Actor):
         try:
             _, run_id = parse_request(msg.data, msg.headers, self.bus.settings.max_request_bytes)
         except Invalid as bad:
-            await msg.respond(encode_event(Rejected(run_id=bad.run_id or "", seq=1, time=now(), error=bad.info())))
+            await msg.respond(submit_answer(Rejected(run_id=bad.run_id or "", seq=1, time=now(), error=bad.info()), stream=SUBMIT_STREAM))
             return
         # Waiting here would hold up every request behind this one (nats-py runs a
         # subscription's callbacks one at a time), and a run's outcome can take seconds.
@@ -147,9 +149,13 @@ class Governor(Actor):
         task.add_done_callback(self._answering.discard)
 
     async def _answer(self, msg: Message, run_id: str) -> None:
-        answer = await self.bus.run_outcome(run_id, RELAY_TIMEOUT)
+        # JetStream drops a repeat of a Nats-Msg-Id silently (the stream is no_ack), so a repeat is
+        # told by its run: accepted already when the request came. A fresh request's own admission
+        # can rarely beat this look on a busy governor; it is then answered as a repeat.
+        stored = await self.bus.stored_event(run_id, "accepted")
+        answer = stored or await self.bus.run_outcome(run_id, RELAY_TIMEOUT)
         if answer is not None:
-            await msg.respond(answer)
+            await msg.respond(submit_answer(decode_submit_answer(answer), stream=SUBMIT_STREAM, duplicate=stored is not None))
 
     # --- queues ----------------------------------------------------------------------
 

@@ -40,7 +40,11 @@ _RUN_ID = "{run_id}"
 
 #: Reply channels: the requester's inbox, whose address NATS makes up per request.
 REPLIES: dict[str, tuple[tuple[type, ...], str]] = {
-    "submit.reply": ((Accepted, Rejected), "The requester's inbox: the run's `accepted` or `rejected` event."),
+    "submit.reply": ((Accepted, Rejected), (
+        "The requester's inbox: the run's `accepted` event plus a JetStream PubAck's `stream` (and "
+        "`duplicate: true` for a repeat), or its `rejected` event whose `error` is JetStream's API error "
+        "`{code: 400, description}`, so a JetStream publish returns a PubAck or raises with the reason."
+    )),
     "admin.reply": ((Reply,), "The requester's inbox: `ok`, or `error`, plus what was asked for."),
 }
 

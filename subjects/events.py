@@ -41,6 +41,11 @@ class _Event(msgspec.Struct, tag_field="type", kw_only=True):
     seq: int
     time: datetime
 
+    @property
+    def type(self) -> str:
+        """The event's type, as on the wire (`"accepted"`, `"delta"`, ...)."""
+        return type(self).__struct_config__.tag  # type: ignore[attr-defined]
+
 
 class Accepted(_Event, tag="accepted", kw_only=True):
     """The request was validated and durably handed over."""
@@ -144,3 +149,37 @@ def encode_event(event: RunEvent) -> bytes:
 def decode_event(data: bytes | str) -> RunEvent:
     """Decode and validate an event; raises `msgspec.ValidationError` naming the bad field."""
     return _decoder.decode(data)
+
+
+#: The JetStream API error code a refused submit is answered with (a bad request).
+SUBMIT_REFUSED_CODE = 400
+
+
+def submit_answer(event: Accepted | Rejected, *, stream: str, duplicate: bool = False) -> bytes:
+    """The governor's answer to a submit request that has a reply subject: the run's event, shaped
+    so that the JetStream publish of the official NATS clients reads it too.
+
+    `accepted` gains a PubAck's `stream` (and `duplicate: true` for a repeat): its `seq` stays the
+    event's number (1), not a stream sequence. `rejected` carries its error as JetStream's API error
+    (`{"code": 400, "description": "<field>: <problem and fix>"}`), so those clients raise with the
+    reason; the run's stored `rejected` event keeps `error: {type, message}`."""
+    answer = msgspec.to_builtins(event)
+    if isinstance(event, Rejected):
+        answer["error"] = {"code": SUBMIT_REFUSED_CODE, "description": event.error.message}
+    else:
+        answer["stream"] = stream
+        if duplicate:
+            answer["duplicate"] = True
+    return _encoder.encode(answer)
+
+
+def decode_submit_answer(data: bytes | str) -> Accepted | Rejected:
+    """The event of a submit answer (see `submit_answer`); a `rejected` one gets back `error: {type, message}`."""
+    raw = msgspec.json.decode(data)
+    error = raw.get("error") if isinstance(raw, dict) else None
+    if isinstance(error, dict) and "type" not in error and "description" in error:
+        raw["error"] = {"type": "InvalidRequest", "message": error["description"]}
+    event = _decoder.decode(_encoder.encode(raw))
+    if not isinstance(event, (Accepted, Rejected)):
+        raise msgspec.ValidationError(f"a submit is answered with `accepted` or `rejected`, not `{event.type}`")
+    return event

@@ -36,7 +36,7 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 
 from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database
 from processes import process_env, stop, up, wait_printed, wait_printed_async
-from subjects.events import Cancelled, Completed, Interrupted, Rejected, Started, ToolCall, decode_event
+from subjects.events import Cancelled, Completed, Interrupted, Rejected, Started, ToolCall, decode_submit_answer
 from subjects.messages import DeadLetter, QueueConfigure, RunRequest, ScheduleCreate
 from subjects.names import DEAD_STREAM, EVENTS_STREAM
 from timestep.bus.connection import Bus, BusEventSink
@@ -556,7 +556,7 @@ async def test_no_secret_in_events_dead_letters_or_logs(deployment: Deployment, 
         run_id = uid("leaky")
         headers = {"Authorization": f"Bearer {header_secret}", "X-Api-Key": header_secret, "Nats-Msg-Id": run_id, "X-Trace": "kept"}
         reply = await client.bus.request(client.subjects.submit, msgspec.json.encode(RunRequest(agent="nobody", input="hi", id=run_id)), 10, headers=headers)
-        assert isinstance(decode_event(reply), Rejected)
+        assert isinstance(decode_submit_answer(reply), Rejected)
         # And a run that completes, on the same processes.
         done = await client.submit(AGENT, "get_weather city=Bergen")
         await done.result(timeout=60)

@@ -27,6 +27,7 @@ from subjects.events import (
     ToolOutput,
     ToolRejected,
     decode_event,
+    decode_submit_answer,
 )
 from subjects.messages import DeadLetter, Reply, RunRequest, Schedule
 from timestep.client import RequestRefusedError, RunRejectedError
@@ -106,7 +107,7 @@ async def test_republished_request_runs_once(client, system) -> None:
 
 async def test_request_without_id_gets_an_assigned_id_and_a_repeat_is_the_same_run(client, system) -> None:
     body = msgspec.json.encode({"agent": AGENT, "input": f"get_weather city={uid('NoId')}"})
-    replies = [decode_event((await system.bus.nc.request(system.bus.subjects.submit, body, timeout=10)).data) for _ in range(2)]
+    replies = [decode_submit_answer((await system.bus.nc.request(system.bus.subjects.submit, body, timeout=10)).data) for _ in range(2)]
     assert isinstance(replies[0], Accepted)
     assert replies[0].run_id.startswith("r-") and replies[1].run_id == replies[0].run_id
     events = await collect(client, replies[0].run_id)
@@ -133,7 +134,7 @@ async def test_bad_requests_are_rejected_and_dead_lettered(client, system, body:
     bus = system.bus
     dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.submit), ordered_consumer=True, deliver_policy="new")
     try:
-        reply = decode_event((await bus.nc.request(bus.subjects.submit, body, timeout=10)).data)
+        reply = decode_submit_answer((await bus.nc.request(bus.subjects.submit, body, timeout=10)).data)
         assert isinstance(reply, Rejected)
         assert reason in reply.error.message, reply.error.message
         while True:
@@ -443,7 +444,7 @@ async def test_a_bad_request_naming_an_existing_run_leaves_that_run_alone(client
                 bus.subjects.submit, b'{"id": "%s", "agent": 5, "input": "x"}' % run.run_id.encode(), 10,
                 headers={"Nats-Msg-Id": uid("again")},
             )
-            rejected = decode_event(reply)
+            rejected = decode_submit_answer(reply)
             assert isinstance(rejected, Rejected) and rejected.error.message.startswith("agent")
             dead = await bus.js.subscribe(bus.subjects.dead(bus.subjects.submit), ordered_consumer=True)
             await dead.next_msg(timeout=10)  # the stream copy was handled

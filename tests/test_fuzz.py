@@ -35,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from subjects.events import Accepted, Completed, Rejected, Started, decode_event
+from subjects.events import Accepted, Completed, Rejected, Started, decode_event, decode_submit_answer
 from subjects.ids import is_valid_run_id
 from subjects.messages import Approve, Cancel, DeadLetter, Reject, Reply, RunRequest
 from timestep.durable import engine, queues
@@ -296,7 +296,7 @@ class GoodRuns:
         body = {"agent": AGENT, "input": f"get_weather city={run_id}", "id": run_id, **(extra or {})}
         if "deduplication_id" in body:
             body["queue"] = "fuzz"
-        reply = decode_event((await self.bus.nc.request(self.bus.subjects.submit, enc(body), timeout=30, headers={"Nats-Msg-Id": run_id})).data)
+        reply = decode_submit_answer((await self.bus.nc.request(self.bus.subjects.submit, enc(body), timeout=30, headers={"Nats-Msg-Id": run_id})).data)
         assert isinstance(reply, Accepted), f"seed {SEED}: good request {body!r} got {reply!r}"
         text = body["input"]
         self.expected[run_id] = f"You said: {text}" if "input" in (extra or {}) else f"get_weather returned: sunny in {run_id}"
@@ -358,7 +358,7 @@ async def test_submit_rejects_every_bad_request_and_runs_every_good_one(client, 
 
         answers = iter(r for r in replies if r is not None)
         for fuzz_id, case, body, claimed in bad:
-            reply = decode_event(next(answers).data)
+            reply = decode_submit_answer(next(answers).data)
             message = reply.error.message if isinstance(reply, Rejected) else ""
             assert isinstance(reply, Rejected), f"seed {SEED}: {body[:200]!r} was not rejected: {reply!r}"
             assert message.startswith(case.field), f"seed {SEED}: {body[:200]!r}: {message!r} does not name {case.field!r}"

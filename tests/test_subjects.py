@@ -53,3 +53,10 @@ def test_schema_covers_every_subject_and_event() -> None:
     event_refs = {ref["$ref"].rsplit("/", 1)[1] for ref in schema["$defs"]["RunEvent"]["anyOf"]}
     assert event_refs == {cls.__name__ for cls in subjects.EVENT_TYPES.values()}
     assert schema["$defs"]["RunRequest"]["required"] == ["agent", "input"]
+
+
+def test_an_event_type_reads_as_on_the_wire() -> None:
+    from subjects.events import decode_event
+
+    event = decode_event(b'{"type": "delta", "run_id": "r1", "seq": 3, "time": "2026-11-25T07:00:00Z", "text": "Hi"}')
+    assert event.type == "delta"

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from subjects.events import Cancelled, Completed, ErrorInfo, Failed, Rejected, RunEvent, decode_event
+from subjects.events import Cancelled, Completed, ErrorInfo, Failed, Rejected, RunEvent, decode_event, decode_submit_answer
 from subjects.messages import (
     Approve,
     Cancel,
@@ -252,7 +252,7 @@ class Client:
             data = await self._send_until_answered(_encode(request), run_id, reply_timeout, observe.trace_headers(trace))
         if data is None:
             return Submission(self, run_id, None, trace.traceparent, reused)
-        event = decode_event(data)
+        event = decode_submit_answer(data)
         if isinstance(event, Rejected):
             raise RunRejectedError(run_id, event.error)
         return Submission(self, run_id, event, trace.traceparent, reused)

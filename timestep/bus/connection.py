@@ -295,7 +295,8 @@ class Bus:
         s, window, r = self.subjects, self.settings.duplicate_window_seconds, self.settings.stream_replicas
         return [
             # no_ack: JetStream does not answer a request on the submit subject, so the
-            # governor's `accepted`/`rejected` reaches the requester instead of a PubAck.
+            # governor's `accepted`/`rejected` reaches the requester instead, shaped as the
+            # PubAck or API error a JetStream publish waits for (see submit_answer).
             StreamConfig(
                 name=SUBMIT_STREAM, subjects=[s.submit], retention=RetentionPolicy.WORK_QUEUE,
                 storage=StorageType.FILE, num_replicas=r, no_ack=True, duplicate_window=window,

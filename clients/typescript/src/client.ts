@@ -157,6 +157,15 @@ function traceContext(traceparent: string | undefined): string {
  * A refusal from the bus with the field named as this client's caller names it: the wire's snake_case
  * field at the start of the message (`period_seconds: ...`) becomes camelCase (`periodSeconds: ...`).
  */
+/**
+ * The error of a `rejected` submit answer: the governor sends it as JetStream's API error
+ * (`{code: 400, description}`), so the JetStream publish of any NATS client raises with it.
+ */
+function submitError(error: ErrorInfo | { code?: number; description?: string }): ErrorInfo {
+  if ("type" in error && typeof error.type === "string") return error as ErrorInfo;
+  return { type: "InvalidRequest", message: String((error as { description?: string }).description ?? "rejected") };
+}
+
 export function asGiven(error: ErrorInfo): ErrorInfo {
   const match = /^([a-z][a-z0-9_.[\]]*): /.exec(error.message);
   if (!match) return error;
@@ -302,7 +311,7 @@ export class Client {
     const answer = await this.sendUntilAnswered(encode(body), runId, replyTimeoutSeconds, trace);
     if (answer === undefined) return new Run(this, runId, undefined, trace);
     const event = decode<Accepted | Rejected>(answer);
-    if (event.type === "rejected") throw new RunRejectedError(runId, asGiven(event.error));
+    if (event.type === "rejected") throw new RunRejectedError(runId, asGiven(submitError(event.error)));
     return new Run(this, runId, event, trace);
   }
 

@@ -4,6 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { jetstream } from "@nats-io/jetstream";
 import {
   Client,
   RequestRefusedError,
@@ -326,9 +327,31 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     const raw = await client.nc.request(client.subjects.submit, JSON.stringify({ agent: AGENT, input: "hi", priority: "high" }), {
       timeout: 10_000,
     });
-    const rejected = raw.json<RunEvent>();
+    // The answer carries the reason as JetStream's API error, so a JetStream publish raises with it.
+    const rejected = raw.json<{ type: string; error: { code: number; description: string } }>();
     assert.equal(rejected.type, "rejected");
-    assert.match(rejected.type === "rejected" ? rejected.error.message : "", /^priority: 'high' is not a whole number from 1 to 2147483646/);
+    assert.equal(rejected.error.code, 400);
+    assert.match(rejected.error.description, /^priority: 'high' is not a whole number from 1 to 2147483646/);
+  });
+
+  test("the JetStream publish of @nats-io/jetstream gets a PubAck once stored, or raises with the reason", async () => {
+    const js = jetstream(client.nc);
+    const id = uid("js");
+    const body = JSON.stringify({ id, agent: AGENT, input: `get_weather city=${uid("Rome")}` });
+    const ack = await js.publish(client.subjects.submit, body, { msgID: id, timeout: 10_000 });
+    assert.deepEqual([ack.stream, ack.seq, ack.duplicate], ["TIMESTEP_SUBMIT", 1, false]);
+    const again = await js.publish(client.subjects.submit, body, { msgID: id, timeout: 10_000 });
+    assert.deepEqual([again.stream, again.duplicate], ["TIMESTEP_SUBMIT", true]);
+    assert.equal((await client.run(id).result({ timeoutSeconds: 30 })).type, "completed");
+    const ghost = uid("ghost");
+    await assert.rejects(
+      js.publish(client.subjects.submit, JSON.stringify({ agent: ghost, input: "boo" }), { timeout: 10_000 }),
+      (error: Error) => {
+        assert.equal(error.name, "JetStreamApiError");
+        assert.match(error.message, new RegExp(`^agent: no agent named '${ghost}'`));
+        return true;
+      },
+    );
   });
 
   test("connecting without a server says what to set", async () => {
