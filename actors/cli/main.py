@@ -331,6 +331,12 @@ async def _queues(args: argparse.Namespace) -> int:
         await client.close()
 
 
+async def _check(args: argparse.Namespace) -> int:
+    from actors.cli.check import check
+
+    return await check(args)
+
+
 WORKFLOW_STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
 
@@ -338,6 +344,16 @@ def _port_arg(value: str) -> int:
     if not value.isdigit() or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port; give a number from 0 (any free port) to 65535")
     return int(value)
+
+
+def _seconds_arg(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds; give one above 0, e.g. 30")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -413,6 +429,16 @@ def _parser() -> argparse.ArgumentParser:
     queues.add_argument("--concurrency", type=int)
     queues.add_argument("--tokens", type=int, help="model tokens per period")
     queues.add_argument("--json", action="store_true")
+    check = sub.add_parser(
+        "check", help="run the subject contract against a running deployment: PASS or FAIL per line",
+        description="Submits by each of the three ways, follows events, replays, cancels, uses a queue and a schedule, "
+        "and sends a malformed request, all against AGENT. Exit code: 0 every check passed, 1 one failed, 2 bad usage or no server.",
+    )
+    check.add_argument("url", nargs="?", help="the NATS URL (default: NATS_URL, else the `timestep up` of TIMESTEP_HOME)")
+    check.add_argument("--agent", required=True, help="a hosted agent to run the checks' runs on")
+    check.add_argument("--input", default="hello", help="the runs' input: text the agent completes without approval (default 'hello')")
+    check.add_argument("--timeout", type=_seconds_arg, default=30.0, help="seconds each check waits (default 30)")
+    check.add_argument("--json", action="store_true", help="one JSON object per check")
     workflows = sub.add_parser("workflows", help="list, show, cancel or resume workflows (runs)")
     workflows.add_argument("action", choices=["list", "show", "cancel", "resume"])
     workflows.add_argument("workflow_id", nargs="?")
@@ -447,7 +473,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     commands = {
         "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,
-        "schedules": _schedules, "queues": _queues, "workflows": _workflows, "dead": _dead,
+        "schedules": _schedules, "queues": _queues, "workflows": _workflows, "dead": _dead, "check": _check,
     }
     try:
         if args.command == "demo":

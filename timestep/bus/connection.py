@@ -35,7 +35,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from subjects.events import ErrorInfo, RunEvent, encode_event
 from subjects.messages import DeadLetter
@@ -507,6 +507,23 @@ class Bus:
         except (ConnectionClosedError, ConnectionReconnectingError, OutboundBufferLimitError) as exc:
             raise ConnectionError(f"NATS connection not usable for {subject} ({type(exc).__name__})") from exc
         return reply.data
+
+    async def publish_acked(self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """A JetStream publish as any NATS program sends one, answered as it sees it: the PubAck
+        `{"stream", "seq", "duplicate"}`, or JetStream's API error `{"error": {"code", "description"}}`.
+        Raises TimeoutError when nobody answers in time."""
+        try:
+            ack = await self.js.publish(subject, data, timeout=timeout, headers={**JSON_HEADERS, **(headers or {})})
+        except APIError as exc:
+            return {"error": {"code": exc.code, "description": exc.description}}
+        except (NatsTimeout, NoRespondersError) as exc:
+            raise TimeoutError(f"no answer on {subject} within {timeout:g} s") from exc
+        return {"stream": ack.stream, "seq": ack.seq, "duplicate": bool(ack.duplicate)}
+
+    async def publish_core(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        """A core publish, no reply subject: nothing answers it (flushed, so it has left this process)."""
+        await self.nc.publish(subject, data, headers={**JSON_HEADERS, **(headers or {})})
+        await self.nc.flush()
 
     async def stored_event(self, run_id: str, kind: str) -> bytes | None:
         """The run's latest stored event of this type, or None (a direct get: no waiting)."""
