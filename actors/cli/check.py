@@ -111,13 +111,13 @@ class Checker:
             raise CheckFailed(f"refused with JetStream's API error {ack['error']['code']}: {ack['error']['description']}")
         if (ack["stream"], ack["seq"], ack["duplicate"]) != (SUBMIT_STREAM, 1, False):
             raise CheckFailed(f"PubAck {ack}; expected stream {SUBMIT_STREAM!r}, seq 1, no duplicate")
-        self.published = (run_id, data)
         await self.until_completed(run_id)
+        self.published = (run_id, data)
         return f"PubAck stream {ack['stream']} seq {ack['seq']}; run {run_id} completed"
 
     async def duplicate_publish(self) -> str:
         if self.published is None:
-            raise CheckFailed("needs the run of jetstream-publish, which failed")
+            raise CheckFailed("needs the completed run of jetstream-publish, which failed")
         run_id, data = self.published
         ack = await self.bus.publish_acked(self.subjects.submit, data, self.timeout, headers={"Nats-Msg-Id": run_id})
         if "error" in ack:
@@ -231,7 +231,8 @@ class Checker:
                 await self.client.delete_schedule(name)
         if any(s.name == name for s in await self.client.list_schedules()):
             raise CheckFailed(f"schedule {name} is still listed after its delete")
-        return f"schedule {name} started run {run_id}; deleted"
+        await self.until_completed(run_id)  # and a tick's run that waits for approval is cancelled
+        return f"schedule {name} started run {run_id}, which completed; deleted"
 
     async def dead_letter(self) -> str:
         run_id = self.new_id("malformed")
