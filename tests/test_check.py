@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -59,8 +60,6 @@ def test_an_agent_nobody_hosts_fails_the_checks_that_run_it(home: Path) -> None:
     # No URL: found in the nats.url of `timestep up`, as the other commands find it.
     done = check(process_env(TIMESTEP_HOME=str(home)), "--agent", "nosuch", "--timeout", "10", "--json")
     assert done.returncode == 1, done.stdout + done.stderr
-    import json
-
     results = {r["check"]: r for r in map(json.loads, done.stdout.splitlines())}
     assert list(results) == CHECKS
     for name in ("jetstream-publish", "core-request", "core-publish", "events-in-order", "queues", "schedules"):
