@@ -2,7 +2,7 @@
 
 Schedules are rows in the database (they survive restarts and are shared by every
 scheduler). Each tick of a schedule is published on `<prefix>.runs.submit` as its
-request with the run id `<name>-<YYYYmmddTHHMMSS>` and that id as `Nats-Message-Id`,
+request with the run id `<name>-<YYYYmmddTHHMMSS>` and that id as `Nats-Msg-Id`,
 so two schedulers publishing the same tick make one run: JetStream drops the
 repeat, and the run id would absorb it after the duplicate window too.
 Ticks missed while no scheduler was running are not run afterwards.
@@ -144,7 +144,7 @@ class Scheduler(Actor):
     async def _fire(self, schedule: Schedule, tick: datetime) -> None:
         run_id = tick_run_id(schedule.name, tick)
         request = msgspec.structs.replace(schedule.request, id=run_id)
-        await self.bus.nc.publish(self.bus.subjects.submit, encode(request), headers={"Nats-Message-Id": run_id, "Content-Type": "application/json"})
+        await self.bus.nc.publish(self.bus.subjects.submit, encode(request), headers={"Nats-Msg-Id": run_id, "Content-Type": "application/json"})
         await self.bus.nc.flush()
         log.info("schedule %s fired run %s", schedule.name, run_id)
 
