@@ -3,11 +3,13 @@ of the tests' own: durable retries, the provider's errors by name."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -217,3 +219,49 @@ async def test_an_explicit_openai_client_model(db: str, provider) -> None:
     result = await timestep.run_agent_workflow(agent, "Hi")
     assert result.output == "Hello."
     assert len(server.requests) == 2
+
+
+async def test_x_should_retry_overrides_the_status(db: str, provider) -> None:
+    # a 400 the provider says to retry is retried; a 429 it says not to retry fails at once
+    server = provider(
+        error(400, "invalid_request_error", "try again", {"x-should-retry": "true"}),
+        response(text("Retried.")),
+    )
+    result = await timestep.run_agent_workflow(Agent(name=uid("should"), model="gpt-test"), "Hi")
+    assert result.output == "Retried." and len(server.requests) == 2
+
+    server = provider(error(429, "insufficient_quota", "You exceeded your quota", {"x-should-retry": "false"}))
+    with pytest.raises(timestep.ModelCallError, match="You exceeded your quota") as raised:
+        await timestep.run_agent_workflow(Agent(name=uid("quota"), model="gpt-test"), "Hi")
+    assert raised.value.status_code == 429 and len(server.requests) == 1
+
+
+async def test_retry_after_as_an_http_date(db: str, provider) -> None:
+    soon = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=2), usegmt=True)
+    server = provider(error(503, "server_error", "Busy", {"Retry-After": soon}), response(text("Done.")))
+    result = await timestep.run_agent_workflow(Agent(name=uid("dated"), model="gpt-test"), "Hi")
+    assert result.output == "Done."
+    # HTTP dates have whole seconds: the wait is at least the second that was left
+    assert len(server.requests) == 2 and server.gaps()[0] >= 0.9
+
+
+async def test_no_connection_is_retried_then_fails_with_its_class(db: str, provider, monkeypatch) -> None:
+    server = provider()
+    server.server.shutdown()
+    server.server.server_close()  # nothing listens on the port any more
+    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "3")
+    workflow_id = uid("down")
+    with pytest.raises(timestep.ModelCallError) as raised:
+        await timestep.run_agent_workflow(Agent(name=uid("down"), model="gpt-test"), "Hi", workflow_id=workflow_id)
+    assert raised.value.provider_error == "APIConnectionError" and raised.value.status_code is None
+    assert raised.value.attempts == 3
+    steps = [s["function_name"] for s in await engine.list_steps(workflow_id)]
+    assert steps.count("model") == 3
+
+
+def test_a_bad_retry_setting_names_the_variable(monkeypatch) -> None:
+    from timestep.settings import Settings
+
+    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "ten")
+    with pytest.raises(ValueError, match="TIMESTEP_MODEL_MAX_ATTEMPTS='ten' is not a whole number"):
+        Settings.from_env()

@@ -197,6 +197,8 @@ class Settings:
     """TIMESTEP_STOP_GRACE_SECONDS: on SIGTERM or SIGINT, how long the steps under way may take to finish
     before `timestep up` stops its runs (default 8, inside `docker stop`'s 10 s); a step still running then
     runs again on recovery, as after a crash."""
+    model_retry: ModelRetrySettings = field(default_factory=ModelRetrySettings)
+    """TIMESTEP_MODEL_*: how failed model calls are retried (read here too, so a bad value stops start-up)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -224,4 +226,5 @@ class Settings:
             log_format=_log_format(),
             sqlite_wal=_flag("TIMESTEP_SQLITE_WAL", True),
             stop_grace_seconds=_float("TIMESTEP_STOP_GRACE_SECONDS", 8.0),
+            model_retry=ModelRetrySettings.from_env(),
         )
