@@ -17,7 +17,7 @@ from agents import Agent, OpenAIResponsesModel, function_tool
 from openai import AsyncOpenAI
 
 import timestep
-from subjects.events import Completed, Failed, Started, ToolCall, ToolOutput
+from subjects.events import Completed, Delta, Failed, Started, ToolCall, ToolOutput
 from timestep.durable import engine
 
 
@@ -49,6 +49,21 @@ def response(*items: dict) -> tuple[int, dict, dict]:
         "usage": _usage(),
     }
     return 200, {}, body
+
+
+def streamed(words: list[str]) -> tuple[int, dict, list[dict]]:
+    """The Responses API's events for a message of `words`, streamed."""
+    _, _, final = response(text("".join(words)))
+    item = final["output"][0]
+    events = [{"type": "response.created", "sequence_number": 0, "response": {**final, "status": "in_progress", "output": []}}]
+    events += [
+        {"type": "response.output_text.delta", "sequence_number": n + 1, "item_id": item["id"], "output_index": 0,
+         "content_index": 0, "delta": word, "logprobs": []}
+        for n, word in enumerate(words)
+    ]
+    events.append({"type": "response.output_item.done", "sequence_number": len(words) + 1, "output_index": 0, "item": item})
+    events.append({"type": "response.completed", "sequence_number": len(words) + 2, "response": final})
+    return 200, {}, events
 
 
 def text(words: str) -> dict:
@@ -89,9 +104,14 @@ class Provider:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 provider.requests.append((time.monotonic(), body))
                 status, headers, payload = provider.replies.pop(0)
-                data = json.dumps(payload).encode()
+                if isinstance(payload, list):  # server-sent events
+                    data = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in payload).encode()
+                    kind = "text/event-stream"
+                else:
+                    data = json.dumps(payload).encode()
+                    kind = "application/json"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -265,3 +285,13 @@ def test_a_bad_retry_setting_names_the_variable(monkeypatch) -> None:
     monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "ten")
     with pytest.raises(ValueError, match="TIMESTEP_MODEL_MAX_ATTEMPTS='ten' is not a whole number"):
         Settings.from_env()
+
+
+async def test_a_streamed_run_is_retried_too(db: str, provider) -> None:
+    busy = error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "50"})
+    server = provider(busy, streamed(["Hel", "lo."]))
+    events = []
+    result = await timestep.run_agent_workflow(Agent(name=uid("streamed"), model="gpt-test"), "Hi", stream=True, on_event=events.append)
+    assert result.output == "Hello."
+    assert len(server.requests) == 2 and server.requests[1][1]["stream"] is True
+    assert [e.text for e in events if isinstance(e, Delta)] == ["Hel", "lo."]
