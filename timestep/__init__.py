@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ConfigurationError": "timestep.errors",
     "DuplicateRunError": "timestep.errors",
+    "ModelCallError": "timestep.errors",
     "PermissionDeniedError": "timestep.errors",
     "RunCancelledError": "timestep.errors",
     "RunTimeoutError": "timestep.errors",
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from timestep.errors import (
         ConfigurationError,
         DuplicateRunError,
+        ModelCallError,
         PermissionDeniedError,
         RunCancelledError,
         RunTimeoutError,

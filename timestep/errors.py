@@ -96,3 +96,20 @@ class NatsUnreachableError(TimestepError, ConnectionError):
     def __init__(self, url: str, message: str) -> None:
         super().__init__(message)
         self.url = url
+
+
+class ModelCallError(TimestepError):
+    """A model call failed for good: the provider refused it (a 4xx other than 408, 409 or 429),
+    or it kept failing until the retries ran out. Names the provider's error class and HTTP status."""
+
+    def __init__(self, provider_error: str, status_code: int | None, message: str, attempts: int = 1) -> None:
+        status = f"HTTP {status_code}" if status_code is not None else "no HTTP status"
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"{provider_error} ({status}){tries}: {message}")
+        self.provider_error = provider_error
+        self.status_code = status_code
+        self.provider_message = message
+        self.attempts = attempts
+
+    def __reduce__(self):  # recorded by the runtime and raised again on replay
+        return (type(self), (self.provider_error, self.status_code, self.provider_message, self.attempts))

@@ -48,6 +48,34 @@ def openai_api_key_set() -> bool:
     return bool(os.environ.get("OPENAI_API_KEY"))
 
 
+def openai_base_url() -> str | None:
+    """OPENAI_BASE_URL, read by the openai client itself; the default provider is made once per value."""
+    return os.environ.get("OPENAI_BASE_URL") or None
+
+
+@dataclass(frozen=True)
+class ModelRetrySettings:
+    """How model calls that fail for a passing reason (408, 409, 429, 5xx, no connection, timeout) are retried."""
+
+    max_attempts: int = 10
+    """TIMESTEP_MODEL_MAX_ATTEMPTS: calls per model turn, the first one included (1 turns retries off)."""
+    max_wait_seconds: float = 600.0
+    """TIMESTEP_MODEL_RETRY_SECONDS: the waits between attempts of one turn add up to at most this."""
+    base_seconds: float = 1.0
+    """TIMESTEP_MODEL_BACKOFF_SECONDS: the first backoff wait, doubled per attempt (when the provider names none)."""
+    max_backoff_seconds: float = 60.0
+    """TIMESTEP_MODEL_MAX_BACKOFF_SECONDS: the longest single wait."""
+
+    @classmethod
+    def from_env(cls) -> ModelRetrySettings:
+        return cls(
+            max_attempts=_int("TIMESTEP_MODEL_MAX_ATTEMPTS", 10),
+            max_wait_seconds=_float("TIMESTEP_MODEL_RETRY_SECONDS", 600.0),
+            base_seconds=_float("TIMESTEP_MODEL_BACKOFF_SECONDS", 1.0),
+            max_backoff_seconds=_float("TIMESTEP_MODEL_MAX_BACKOFF_SECONDS", 60.0),
+        )
+
+
 def _port(name: str) -> int | None:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -169,6 +197,8 @@ class Settings:
     """TIMESTEP_STOP_GRACE_SECONDS: on SIGTERM or SIGINT, how long the steps under way may take to finish
     before `timestep up` stops its runs (default 8, inside `docker stop`'s 10 s); a step still running then
     runs again on recovery, as after a crash."""
+    model_retry: ModelRetrySettings = field(default_factory=ModelRetrySettings)
+    """TIMESTEP_MODEL_*: how failed model calls are retried (read here too, so a bad value stops start-up)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -196,4 +226,5 @@ class Settings:
             log_format=_log_format(),
             sqlite_wal=_flag("TIMESTEP_SQLITE_WAL", True),
             stop_grace_seconds=_float("TIMESTEP_STOP_GRACE_SECONDS", 8.0),
+            model_retry=ModelRetrySettings.from_env(),
         )

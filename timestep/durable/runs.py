@@ -178,7 +178,9 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
                 await recorder.finish(Cancelled)
             raise
         except Exception as exc:
-            await recorder.finish(Failed, error=ErrorInfo(type=type(exc).__name__, message=str(exc)))
+            # A provider's error is named as the provider names it (RateLimitError, not ModelCallError).
+            kind = getattr(exc, "provider_error", None) or type(exc).__name__
+            await recorder.finish(Failed, error=ErrorInfo(type=kind, message=str(exc)))
             raise
         usage = _usage(result.context_wrapper.usage)
         last_agent = result.last_agent.name

@@ -34,10 +34,11 @@ from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
 from subjects.events import Delta, RunEvent, ToolCall, ToolOutput
-from timestep.durable import engine
+from timestep.durable import engine, model_retry
 from timestep.ops import metrics, observe
 from timestep.durable.events import dispatch, last_stored, now, settle
 from timestep.durable.queues import record_tokens
+from timestep.settings import ModelRetrySettings
 
 Emit = Callable[..., Awaitable[None]]
 
@@ -234,16 +235,35 @@ class DurableModel(Model):
         streaming = recorder.stream
         token_queue = recorder.token_queue
 
-        async def call(emit: Emit) -> ModelResponse:
-            if streaming:
-                response = await _consume_stream(self.inner, args, kwargs, emit)
-            else:
-                response = await self.inner.get_response(*args, **kwargs)
+        async def call(emit: Emit) -> ModelResponse | model_retry.Failure:
+            try:
+                if streaming:
+                    response = await _consume_stream(self.inner, args, kwargs, emit)
+                else:
+                    response = await self.inner.get_response(*args, **kwargs)
+            except Exception as exc:
+                failed = model_retry.failure(exc)
+                if failed is None:
+                    raise
+                return failed
             if token_queue and response.usage.total_tokens:
                 await engine.blocking(record_tokens, token_queue, response.usage.total_tokens)
             return response
 
-        response: ModelResponse = await recorder.step("model", call, preemptible=True)
+        # Each attempt is its own step and records its failure as a value, so the decision to
+        # retry is made here from the record: a replay makes the same attempts and waits.
+        policy = ModelRetrySettings.from_env()
+        attempt, waited = 1, 0.0
+        while True:
+            outcome = await recorder.step("model", call, preemptible=True)
+            if not isinstance(outcome, model_retry.Failure):
+                break
+            delay = model_retry.next_wait(outcome, attempt, waited, policy)
+            if delay is None:
+                raise outcome.error(attempt)
+            await engine.sleep(delay)  # durable: after a crash only what is left is waited
+            attempt, waited = attempt + 1, waited + delay
+        response: ModelResponse = outcome
         ids = [item.call_id for item in response.output if isinstance(item, ResponseFunctionToolCall)]
         recorder.turnstile = Turnstile(ids)
         return response

@@ -1,0 +1,86 @@
+"""Which failed model calls are worth another attempt, and how long to wait before it.
+
+A failure is turned into a `Failure` inside the attempt's step, at call time (a Retry-After
+date is relative to that moment, and the jitter is drawn there), so the record is what a
+replay decides from: the same attempts, the same waits."""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import random
+import time
+from typing import Any
+
+import openai
+
+from timestep.errors import ModelCallError
+from timestep.settings import ModelRetrySettings
+
+#: Statuses that say "later may work": request timeout, conflict, rate limit (and every 5xx).
+_PASSING = {408, 409, 429}
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """One failed attempt, as recorded."""
+
+    provider_error: str
+    status_code: int | None
+    message: str
+    retryable: bool
+    retry_after: float | None  # seconds the provider asked for, if it did
+    jitter: float  # in [0, 1), drawn when the attempt failed
+
+    def error(self, attempts: int) -> ModelCallError:
+        return ModelCallError(self.provider_error, self.status_code, self.message, attempts)
+
+
+def failure(exc: Exception) -> Failure | None:
+    """The record of a provider error, or None for anything else (raised as it is)."""
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        status = exc.status_code
+        retryable = status in _PASSING or status >= 500
+        should = (headers.get("x-should-retry") or "").strip().lower()
+        if should in ("true", "false"):
+            retryable = should == "true"
+        return Failure(type(exc).__name__, status, str(exc), retryable, _retry_after(headers), random.random())
+    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+        return Failure(type(exc).__name__, None, str(exc), True, None, random.random())
+    return None
+
+
+def _retry_after(headers: Any) -> float | None:
+    raw = headers.get("retry-after-ms")
+    if raw:
+        try:
+            return max(float(raw) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def next_wait(failed: Failure, attempt: int, waited: float, policy: ModelRetrySettings) -> float | None:
+    """Seconds to wait before attempt `attempt + 1`, or None to give up. `waited`: the waits so far."""
+    if not failed.retryable or attempt >= policy.max_attempts:
+        return None
+    if failed.retry_after is not None:
+        delay = failed.retry_after  # the provider knows best; the total bound still applies
+    else:
+        delay = min(policy.base_seconds * 2 ** (attempt - 1), policy.max_backoff_seconds)
+        delay *= 1 - 0.25 * failed.jitter  # spread the clients that failed together
+    if waited + delay > policy.max_wait_seconds:
+        return None
+    return delay
