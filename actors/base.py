@@ -213,7 +213,7 @@ class Actor:
     async def _process(self, msg: Message) -> None:
         try:
             if (msg.metadata.num_delivered or 1) > 1:
-                metrics.REDELIVERIES.inc(actor=self.name, stream=self.stream or "")
+                metrics.REDELIVERIES.labels(actor=self.name, stream=self.stream or "").inc()
             await self.handle(msg)
             await msg.ack()
             self.handled += 1

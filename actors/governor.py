@@ -84,7 +84,7 @@ class Governor(Actor):
             await self._start_now(request, run_id)
         else:
             await self._enqueue(request, run_id)
-        metrics.RUNS_ADMITTED.inc(kind="direct" if request.queue is None else "queued", queue=request.queue or "")
+        metrics.RUNS_ADMITTED.labels(kind="direct" if request.queue is None else "queued", queue=request.queue or "").inc()
         log.info("admitted run %s (%s)", run_id, f"queue {request.queue}" if request.queue else "direct")
 
     async def _start_now(self, request, run_id: str) -> None:

@@ -1,12 +1,13 @@
-"""The per-process HTTP endpoint for probes and scrapers, on a tiny asyncio server:
+"""The per-process HTTP endpoint for probes and scrapers, served by aiohttp:
 
 - `GET /healthz`: 200 while the event loop runs (it answers on it) and every actor's
   mailbox loop is alive; 503 naming the actor whose loop ended.
 - `GET /readyz`: 200 when connected to NATS, DBOS launched (roles that use it) and every
   actor's consumer bound; 503 with the reason otherwise (for example while NATS is down, or
   once the server refused the process's user a publish or subscription: see `bus.Refusals`).
-- `GET /metrics`: `timestep.ops.metrics` in the Prometheus text format 0.0.4, with queue
-  depth and running runs read from the database at scrape time.
+- `GET /metrics`: `timestep.ops.metrics` from `prometheus_client`, in the Prometheus text
+  format 0.0.4 (OpenMetrics, with exemplars, when the scraper asks for it), with queue depth
+  and running runs read from the database at scrape time.
 
 Started by `actors.system.System` when TIMESTEP_HTTP_PORT is set (0: a free port):
 
@@ -15,7 +16,8 @@ Started by `actors.system.System` when TIMESTEP_HTTP_PORT is set (0: a free port
 >>> await server.stop()
 
 `system` is anything with `bus`, `actors` (each with `name`, `stream`, `durable`, `alive`,
-`bound`), `roles` and `settings`; this module imports nothing from `actors`.
+`bound`), `roles` and `settings`; this module imports nothing from `actors`. `console`, when
+given, adds its pages to the same server (`console.add_routes(app)`: see `actors.console`).
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ import asyncio
 import logging
 from typing import Any
 
+from aiohttp import web
+
 from timestep.ops import metrics
 
 log = logging.getLogger("actors.health")
 
 #: A scrape serves the last queue figures when the database does not answer in time.
 QUEUE_READ_TIMEOUT = 5.0
-REQUEST_TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def liveness_problem(system: Any) -> str | None:
@@ -70,97 +72,91 @@ async def _read_queues() -> None:
 
     if not engine.is_launched():
         return
-    depth: dict[tuple[str, ...], float] = {}
-    running: dict[tuple[str, ...], float] = {}
+    figures: dict[str, tuple[int, int]] = {}
     for name in await engine.blocking(queues.queue_names):
         status = await queues.queue_status(name)
-        depth[(name,)] = status.depth
-        running[(name,)] = status.running
-    metrics.QUEUE_DEPTH.replace(depth)
-    metrics.QUEUE_RUNNING.replace(running)
+        figures[name] = (status.depth, status.running)
+    metrics.set_queues(figures)
 
 
-async def render_metrics() -> str:
+async def render_metrics(openmetrics: bool = False) -> str:
     try:
         await asyncio.wait_for(_read_queues(), QUEUE_READ_TIMEOUT)
     except Exception as exc:  # the counters are still worth serving
         log.warning("metrics: could not read queue depths (%s: %s); serving the last ones", type(exc).__name__, exc)
-    return metrics.render()
+    return metrics.render(openmetrics)
+
+
+def _text(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text + "\n", content_type="text/plain", charset="utf-8")
+
+
+def serve_url(host: str, port: int) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
 
 
 class HealthServer:
     """/healthz, /readyz and /metrics of one process (see the module docstring)."""
 
-    def __init__(self, system: Any, host: str, port: int) -> None:
+    def __init__(self, system: Any, host: str, port: int, console: Any = None) -> None:
         self.system = system
         self.host = host
         self.port = port
-        self._server: asyncio.AbstractServer | None = None
+        self.console = console
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        if self.console is not None:
+            self.console.add_routes(app)
+        return app
 
     async def start(self) -> str:
         """Listen; returns the URL (with the port chosen when `port` is 0)."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
         settings = self.system.settings
-        metrics.PROCESS_INFO.set(
-            1, role="+".join(sorted(self.system.roles)), executor_id=settings.executor_id, app_version=settings.application_version
-        )
+        metrics.PROCESS_INFO.labels(
+            role="+".join(sorted(self.system.roles)), executor_id=settings.executor_id, app_version=settings.application_version
+        ).set(1)
         return self.url
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return serve_url(self.host, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            method, path = await asyncio.wait_for(_read_request(reader), REQUEST_TIMEOUT)
-            status, content_type, body = await self._respond(method, path)
-            head = (
-                f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode("latin-1") + (body if method != "HEAD" else b""))
-            await writer.drain()
-        except Exception:
-            pass  # a probe that hung up or sent garbage
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except Exception:
-                pass
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return self._probe(liveness_problem)
 
-    async def _respond(self, method: str, path: str) -> tuple[int, str, bytes]:
-        text = "text/plain; charset=utf-8"
-        if not method:
-            return 400, text, b"bad request\n"
-        if path not in ("/healthz", "/readyz", "/metrics"):
-            return 404, text, b"not found: try /healthz, /readyz or /metrics\n"
-        if method not in ("GET", "HEAD"):
-            return 405, text, b"only GET\n"
+    async def _readyz(self, request: web.Request) -> web.Response:
+        return self._probe(readiness_problem)
+
+    def _probe(self, check: Any) -> web.Response:
         try:
-            if path == "/metrics":
-                return 200, metrics.CONTENT_TYPE, (await render_metrics()).encode()
-            problem = liveness_problem(self.system) if path == "/healthz" else readiness_problem(self.system)
+            problem = check(self.system)
         except Exception as exc:
-            return 500, text, f"{type(exc).__name__}: {exc}\n".encode()
-        if problem is not None:
-            return 503, text, f"{problem}\n".encode()
-        return 200, text, b"ok\n"
+            return _text(500, f"{type(exc).__name__}: {exc}")
+        return _text(503, problem) if problem is not None else _text(200, "ok")
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        openmetrics = "application/openmetrics-text" in request.headers.get("Accept", "")
+        body = await render_metrics(openmetrics)
+        if openmetrics:
+            from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """(method, path) of an HTTP/1.x request; the headers are read and ignored."""
-    parts = (await reader.readline()).decode("latin-1").split()
-    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-        pass
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return "", ""
-    return parts[0], parts[1].split("?", 1)[0]
+            content_type = CONTENT_TYPE_LATEST
+        else:
+            content_type = metrics.CONTENT_TYPE
+        return web.Response(body=body.encode(), headers={"Content-Type": content_type})

@@ -434,7 +434,7 @@ class Bus:
         except PermissionDeniedError as exc:
             self.refusals.fail(exc)  # no message can be given up on: each would be redelivered forever
             raise
-        metrics.DEAD_LETTERS.inc(stream=origin.split(".")[0] if origin else "core")
+        metrics.DEAD_LETTERS.labels(stream=origin.split(".")[0] if origin else "core").inc()
 
     async def last_event_seq(self, run_id: str) -> int:
         """The highest `seq` among a run's stored events (0 when it has none)."""
@@ -657,7 +657,7 @@ async def _unsubscribe(sub: Any) -> None:
 
 
 def _count(event: RunEvent) -> None:
-    metrics.RUN_EVENTS.inc(type=type(event).__struct_config__.tag)  # type: ignore[attr-defined]
+    metrics.RUN_EVENTS.labels(type=type(event).__struct_config__.tag).inc()  # type: ignore[attr-defined]
 
 
 def _token_safe_subject(subject: str) -> bool:

@@ -198,7 +198,9 @@ def _observed(name: str) -> Iterator[None]:
         with observe.run_span("timestep.model" if name == "model" else "timestep.tool", step=name):
             yield
     finally:
-        metrics.STEP_SECONDS.observe(time.perf_counter() - started, step=name)
+        ctx = observe.current_run()
+        exemplar = {"trace_id": ctx.trace.trace_id} if ctx is not None and ctx.trace is not None else None
+        metrics.STEP_SECONDS.labels(step=name).observe(time.perf_counter() - started, exemplar)
 
 
 _current: ContextVar[RunRecorder] = ContextVar("timestep_run_recorder")
