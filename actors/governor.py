@@ -8,8 +8,9 @@ the database. Publishes `accepted` (and `queued`), or `rejected` plus a dead let
 It also answers `<prefix>.runs.submit` requests (those sent with a reply subject) with
 the run's `accepted` or `rejected` event, shaped so that it is also the PubAck (or the
 JetStream API error) a JetStream client's publish waits for (`subjects.events.submit_answer`),
-and serves `<prefix>.queues.configure` and
-`<prefix>.queues.status`.
+and serves `<prefix>.queues.configure`,
+`<prefix>.queues.status`, `<prefix>.runs.list` and `<prefix>.runs.get` (runs as the database
+holds them: `timestep.durable.listing`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import msgspec
 
 from actors.agent import AgentActor
 from actors.base import Actor, KnownAgents, origin
-from subjects.events import Accepted, Queued, Rejected, decode_submit_answer, submit_answer
-from subjects.messages import QueueConfigure, QueueStatusRequest, Reply
+from subjects.events import Accepted, ErrorInfo, Queued, Rejected, decode_submit_answer, submit_answer
+from subjects.messages import QueueConfigure, QueueStatusRequest, Reply, RunGet, RunsList
 from subjects.names import SUBMIT_STREAM
-from timestep.durable import engine, queues
+from timestep.durable import engine, listing, queues
 from timestep.ops import metrics, observe
 from timestep.bus.connection import Bus, Message
 from timestep.errors import DuplicateRunError, TimestepError
@@ -62,6 +63,8 @@ class Governor(Actor):
         await self.serve(s.submit, "timestep-governor", self._relay)
         await self.serve(s.queues_configure, "timestep-governor", self._configure_queue)
         await self.serve(s.queues_status, "timestep-governor", self._queue_status)
+        await self.serve(s.runs_list, "timestep-governor", self._runs_list)
+        await self.serve(s.runs_get, "timestep-governor", self._run_get)
 
     # --- the mailbox: every request, from the submit stream ------------------------
 
@@ -185,3 +188,28 @@ class Governor(Actor):
         except TimestepError as exc:
             await self.refuse(msg, exc)
 
+
+    # --- runs ------------------------------------------------------------------------
+
+    async def _runs_list(self, msg: Message) -> None:
+        try:
+            req = msgspec.json.decode(msg.data or b"{}", type=RunsList)
+            runs = await listing.list_runs(status=req.status, agent=req.agent, queue=req.queue, limit=req.limit)
+            await self.reply(msg, Reply(ok=True, runs=runs))
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+        except TimestepError as exc:
+            await self.refuse(msg, exc)
+
+    async def _run_get(self, msg: Message) -> None:
+        try:
+            req = msgspec.json.decode(msg.data or b"{}", type=RunGet)
+            run = await listing.get_run(req.id)
+            if run is None:
+                await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them")))
+                return
+            await self.reply(msg, Reply(ok=True, run=run))
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+        except TimestepError as exc:
+            await self.refuse(msg, exc)

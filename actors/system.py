@@ -17,6 +17,7 @@ from actors.agent import AgentActor, ControlActor
 from actors.base import Actor
 from actors.governor import Governor
 from actors.scheduler import Scheduler
+from actors.console import Console
 from actors.health import HealthServer
 from timestep.bus.connection import Bus, BusEventSink
 from timestep.bus.server import EmbeddedNats, remove_url_file, write_url_file
@@ -56,6 +57,8 @@ class System:
         self.standby = standby
         """Wait for the executor id's lease instead of failing when another live process holds it."""
         self.http: HealthServer | None = None
+        self.console: Console | None = None
+        """The web console, served by `http` when TIMESTEP_CONSOLE (`timestep up --console`) is on."""
         self._owns_engine = False
         """This system launched DBOS (`timestep up`), so its stop stops the runs executing here."""
 
@@ -96,9 +99,16 @@ class System:
             self.actors.append(Scheduler(self.bus))
         for actor in self.actors:
             await actor.start()
-        if self.settings.http_port is not None:
-            self.http = HealthServer(self, self.settings.http_host, self.settings.http_port)
+        if self.settings.console:
+            from timestep.client import Client
+
+            self.console = Console.for_host(self.settings.http_host, Client(self.bus), url=self.url, login=self.settings.console_login)
+        if self.settings.http_port is not None or self.console is not None:
+            port = self.settings.http_port if self.settings.http_port is not None else 0
+            self.http = HealthServer(self, self.settings.http_host, port, console=self.console)
             log.info("health and metrics on %s (/healthz, /readyz, /metrics)", await self.http.start())
+            if self.console is not None:
+                log.info("console on %s/", self.http.url)
         return self
 
     async def _take_lease(self) -> None:
@@ -125,6 +135,9 @@ class System:
         if self.http is not None:
             await self.http.stop()
             self.http = None
+        if self.console is not None:
+            await self.console.close()
+            self.console = None
         for actor in reversed(self.actors):
             try:
                 await actor.stop()

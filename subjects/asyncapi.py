@@ -25,7 +25,9 @@ from subjects.messages import (
     QueueStatusRequest,
     Reject,
     Reply,
+    RunGet,
     RunRequest,
+    RunsList,
     ScheduleCreate,
     ScheduleDelete,
     ScheduleList,
@@ -70,6 +72,11 @@ REQUESTS: list[tuple[str, str, str, type, str | None, str | None, str]] = [
     ("command.cancel", "cancelRunAndWait", _S.command(_RUN_ID, "cancel"), Cancel, "admin.reply", None,
      "Cancel a queued or running run, as a request: answered `ok` once cancelled, or `error` (AlreadyFinished for a run "
      "that ended, UnknownRun)."),
+    ("runs.list", "listRuns", _S.runs_list, RunsList, "admin.reply", None,
+     "The newest runs first, as the database holds them (status, agent, queue, times, tokens), filtered by `status`, "
+     "`agent` and `queue`; the reply's `runs`."),
+    ("runs.get", "getRun", _S.runs_get, RunGet, "admin.reply", None,
+     "One run, in the reply's `run`; or `error` UnknownRun. Its timeline is its events."),
     ("schedules.create", "createSchedule", _S.schedules_create, ScheduleCreate, "admin.reply", None,
      "Create or replace a cron schedule of a run request (5 fields, or 6 with seconds first)."),
     ("schedules.delete", "deleteSchedule", _S.schedules_delete, ScheduleDelete, "admin.reply", None,
@@ -131,7 +138,7 @@ def _asyncapi_schema(node: Any) -> Any:
 
 def _schemas() -> dict[str, Any]:
     bodies = [RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-              QueueConfigure, QueueStatusRequest, Reply, DeadLetter, RunEvent]
+              QueueConfigure, QueueStatusRequest, RunsList, RunGet, Reply, DeadLetter, RunEvent]
     schemas, components = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
     defs = dict(components)
     defs["RunEvent"] = schemas[bodies.index(RunEvent)]
@@ -177,7 +184,7 @@ def asyncapi_document() -> dict[str, Any]:
     for tp in EVENT_TYPES.values():
         messages[_tag(tp)] = _message(_tag(tp), tp, _doc(tp), "EventHeaders", correlated=True)
     for tp in (RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-               QueueConfigure, QueueStatusRequest, Reply, DeadLetter):
+               QueueConfigure, QueueStatusRequest, RunsList, RunGet, Reply, DeadLetter):
         headers = {RunRequest: "SubmitHeaders", Approve: "ControlHeaders", Reject: "ControlHeaders", Cancel: "ControlHeaders"}
         messages[tp.__name__] = _message(tp.__name__, tp, _doc(tp), headers.get(tp))
 

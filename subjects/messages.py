@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import Meta
 
-from subjects.events import ErrorInfo
+from subjects.events import ErrorInfo, TokenUsage
 from subjects.ids import RUN_ID_PATTERN
 
 RunId = Annotated[str, Meta(pattern=RUN_ID_PATTERN, description="1-128 characters of [A-Za-z0-9_-]: one subject token")]
@@ -113,6 +113,45 @@ class QueueStatus(msgspec.Struct, kw_only=True):
     tokens_in_window: int
 
 
+RunStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
+
+
+class RunsList(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`<prefix>.runs.list` (request/reply): the newest runs first, filtered; the body may be empty."""
+
+    status: RunStatus | None = None
+    agent: Key | None = None
+    queue: Name | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000, description="at most this many runs (1-1000)")] = 100
+
+
+class RunGet(msgspec.Struct, kw_only=True):
+    """`<prefix>.runs.get` (request/reply): one run; its timeline is in its events."""
+
+    id: RunId
+
+
+class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A run as the database holds it."""
+
+    id: str
+    agent: str
+    status: RunStatus
+    """`waiting`: stopped for approval of a tool call (see its `interrupted` event)."""
+    created_at: float
+    """Unix time the run was accepted."""
+    updated_at: float
+    """Unix time of the run's last change (its end, once finished)."""
+    queue: str | None = None
+    session_id: str | None = None
+    duration_seconds: float | None = None
+    """From creation to the end, for a finished run."""
+    usage: TokenUsage | None = None
+    """Model usage of a completed run."""
+    error: ErrorInfo | None = None
+    """Why a failed run failed."""
+
+
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The answer to every request/reply subject: `ok`, or `error`; plus what was asked for."""
 
@@ -122,6 +161,8 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     schedules: list[Schedule] | None = None
     queues: list[QueueStatus] | None = None
     deleted: bool | None = None
+    runs: list[RunInfo] | None = None
+    run: RunInfo | None = None
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):

@@ -78,6 +78,14 @@ class Subjects:
     def queues_status(self) -> str:
         return f"{self.prefix}.queues.status"
 
+    @property
+    def runs_list(self) -> str:
+        return f"{self.prefix}.runs.list"
+
+    @property
+    def runs_get(self) -> str:
+        return f"{self.prefix}.runs.get"
+
     def dead(self, original: str) -> str:
         """Where a message that could not be processed is copied, with its reason."""
         return f"{self.prefix}.dead.{original}"

@@ -50,7 +50,7 @@ TESTS = Path(__file__).parent
 DEPLOY_NATS = TESTS.parent / "deploy" / "nats"
 AGENT = "bus-assistant"
 ROLES = ("agent", "governor", "scheduler")
-USERS = (*ROLES, "client", "admin", "sys")
+USERS = (*ROLES, "client", "viewer", "admin", "sys")
 
 
 def uid(prefix: str) -> str:

@@ -27,7 +27,10 @@ from subjects.messages import (
     QueueStatusRequest,
     Reject,
     Reply,
+    RunGet,
+    RunInfo,
     RunRequest,
+    RunsList,
     Schedule,
     ScheduleCreate,
     ScheduleDelete,
@@ -359,8 +362,24 @@ class Client:
     async def queue_status(self, name: str | None = None) -> list[QueueStatus]:
         return (await self._admin(self.subjects.queues_status, QueueStatusRequest(name=name))).queues or []
 
+    # --- runs as the database holds them ------------------------------------------------
+
+    async def list_runs(
+        self, *, status: str | None = None, agent: str | None = None, queue: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """The newest runs first (`<prefix>.runs.list`), filtered by status (`queued`, `running`,
+        `waiting`, `completed`, `failed`, `cancelled`), agent and queue."""
+        body = _body(RunsList, {"status": status, "agent": agent, "queue": queue, "limit": limit})
+        return (await self._admin(self.subjects.runs_list, body)).runs or []
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        """One run (`<prefix>.runs.get`); RequestRefusedError with type UnknownRun when there is none."""
+        body = _body(RunGet, {"id": _check_run_id(run_id)})
+        return (await self._admin(self.subjects.runs_get, body)).run  # type: ignore[return-value]
+
     async def _admin(self, subject: str, body: Any, timeout: float = 10.0) -> Reply:
-        reply = msgspec.json.decode(await self.bus.request(subject, _encode(body), timeout), type=Reply)
+        """A request answered with a `Reply`; PermissionDeniedError at once when this user may not send it."""
+        reply = msgspec.json.decode(await self.bus.request(subject, _encode(body), timeout, refusal_fails=True), type=Reply)
         if not reply.ok:
             raise RequestRefusedError(reply.error or ErrorInfo(type="Error", message="refused"))
         return reply

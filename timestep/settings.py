@@ -189,6 +189,10 @@ class Settings:
     """TIMESTEP_HTTP_HOST: address of the health and metrics endpoint (0.0.0.0 in containers)."""
     http_port: int | None = None
     """TIMESTEP_HTTP_PORT: port of /healthz, /readyz and /metrics; unset means no endpoint, 0 a free port."""
+    console: bool = False
+    """TIMESTEP_CONSOLE=1: `timestep up` serves the web console on its HTTP server (as `--console` does)."""
+    console_login: bool = False
+    """TIMESTEP_CONSOLE_LOGIN=1: the console asks for a NATS user and password even on 127.0.0.1 (always elsewhere)."""
     log_format: str = "human"
     """TIMESTEP_LOG_FORMAT: `json` makes every log line a JSON object with the run id; default `human`."""
     sqlite_wal: bool = True
@@ -223,6 +227,8 @@ class Settings:
             stream_replicas=_int("TIMESTEP_STREAM_REPLICAS", 1),
             http_host=os.environ.get("TIMESTEP_HTTP_HOST") or "127.0.0.1",
             http_port=_port("TIMESTEP_HTTP_PORT"),
+            console=_flag("TIMESTEP_CONSOLE", False),
+            console_login=_flag("TIMESTEP_CONSOLE_LOGIN", False),
             log_format=_log_format(),
             sqlite_wal=_flag("TIMESTEP_SQLITE_WAL", True),
             stop_grace_seconds=_float("TIMESTEP_STOP_GRACE_SECONDS", 8.0),

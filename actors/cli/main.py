@@ -109,6 +109,8 @@ async def _up(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.http_port is not None:
         settings = dataclasses.replace(settings, http_port=args.http_port)
+    if args.console:
+        settings = dataclasses.replace(settings, console=True)
     system = System(roles, settings=settings, standby=args.standby)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,6 +133,8 @@ async def _up(args: argparse.Namespace) -> int:
     from timestep.durable.registry import registered_agents
 
     http = f"; http: {system.http.url}" if system.http is not None else ""
+    if system.console is not None:
+        http += f"; console: {system.http.url}/"
     from timestep.bus.connection import redact_url
 
     print(f"timestep up: NATS {redact_url(system.url)}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
@@ -149,6 +153,29 @@ async def _up(args: argparse.Namespace) -> int:
     await system.stop()
     if refused.done() and not refused.cancelled():
         raise refused.result()
+    return 0
+
+
+async def _console(args: argparse.Namespace) -> int:
+    from actors.console import Console, serve
+    from timestep.client import Client, resolve_url
+    from timestep.settings import Settings
+
+    settings = Settings.from_env()
+    client = await Client.connect(args.nats)
+    console = Console.for_host(args.host, client, url=args.nats or resolve_url(settings), login=args.login or settings.console_login)
+    runner, url = await serve(console, args.host, args.port)
+    print(f"timestep console: {url}/ ({'login with a NATS user' if console.login else 'open on this machine'})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await console.close()
+        await client.close()
     return 0
 
 
@@ -373,6 +400,21 @@ def _parser() -> argparse.ArgumentParser:
         "--http-port", type=_port_arg, metavar="N",
         help="serve /healthz, /readyz and /metrics on this port (0: a free one); overrides TIMESTEP_HTTP_PORT",
     )
+    up.add_argument(
+        "--console", action="store_true",
+        help="also serve the web console on that HTTP server (a free port when none is set; open on 127.0.0.1, "
+        "a NATS login anywhere else); as TIMESTEP_CONSOLE=1",
+    )
+
+    console = sub.add_parser(
+        "console", help="serve the web console against any deployment",
+        description="Runs, one run's timeline, approvals, queues and schedules, through the subject contract. "
+        "Open on 127.0.0.1; on any other address (or with --login) the browser logs in with a NATS user and password.",
+    )
+    console.add_argument("--nats", metavar="URL", help="the NATS URL (default: NATS_URL, else the `timestep up` of TIMESTEP_HOME)")
+    console.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    console.add_argument("--port", type=_port_arg, default=8080, metavar="N", help="port (default 8080; 0: a free one)")
+    console.add_argument("--login", action="store_true", help="ask for a NATS user and password even on 127.0.0.1 (as TIMESTEP_CONSOLE_LOGIN=1)")
 
     run = sub.add_parser(
         "run", help="submit a run and print its events as they arrive",
@@ -474,6 +516,7 @@ def _main(argv: list[str] | None) -> int:
     commands = {
         "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,
         "schedules": _schedules, "queues": _queues, "workflows": _workflows, "dead": _dead, "check": _check,
+        "console": _console,
     }
     try:
         if args.command == "demo":

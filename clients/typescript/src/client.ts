@@ -28,6 +28,7 @@ import type {
   QueueStatus,
   Rejected,
   Reply,
+  RunInfo,
   RunEvent,
   RunRequest,
   Schedule,
@@ -524,6 +525,24 @@ export class Client {
   async queueStatus(name?: string): Promise<QueueStatus[]> {
     const body = name === undefined ? {} : { name: check.name("name", name) };
     return (await this.admin(this.subjects.queuesStatus, body)).queues ?? [];
+  }
+
+  /**
+   * The newest runs first, as the database holds them (`runs.list`), filtered by status
+   * (`queued`, `running`, `waiting`, `completed`, `failed`, `cancelled`), agent and queue.
+   */
+  async listRuns(filter: { status?: RunInfo["status"]; agent?: string; queue?: string; limit?: number } = {}): Promise<RunInfo[]> {
+    const body: Record<string, unknown> = {};
+    if (filter.status !== undefined) body.status = filter.status;
+    if (filter.agent !== undefined) body.agent = check.key("agent", filter.agent);
+    if (filter.queue !== undefined) body.queue = check.name("queue", filter.queue);
+    if (filter.limit !== undefined) body.limit = check.integer("limit", filter.limit, 1, 1000);
+    return (await this.admin(this.subjects.runsList, body)).runs ?? [];
+  }
+
+  /** One run (`runs.get`); RequestRefusedError with type UnknownRun when there is none. */
+  async getRun(runId: string): Promise<RunInfo> {
+    return (await this.admin(this.subjects.runsGet, { id: check.runId("runId", runId) })).run as RunInfo;
   }
 
   private async admin(subject: string, body: unknown, timeoutSeconds = 10): Promise<Reply> {

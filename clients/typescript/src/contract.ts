@@ -40,7 +40,10 @@ export interface Contract {
   Rejected: Rejected;
   Reply: Reply;
   RunEvent: RunEvent;
+  RunGet: RunGet;
+  RunInfo: RunInfo;
   RunRequest: RunRequest;
+  RunsList: RunsList;
   Schedule: Schedule;
   ScheduleCreate: ScheduleCreate;
   ScheduleDelete: ScheduleDelete;
@@ -233,6 +236,8 @@ export interface Reply {
   schedules?: Schedule[] | null;
   queues?: QueueStatus[] | null;
   deleted?: boolean | null;
+  runs?: RunInfo[] | null;
+  run?: RunInfo | null;
 }
 export interface Schedule {
   name: string;
@@ -263,6 +268,21 @@ export interface RunRequest {
   metadata?: {
     [k: string]: string | undefined;
   } | null;
+}
+/**
+ * A run as the database holds it.
+ */
+export interface RunInfo {
+  id: string;
+  agent: string;
+  status: "cancelled" | "completed" | "failed" | "queued" | "running" | "waiting";
+  created_at: number;
+  updated_at: number;
+  queue?: string | null;
+  session_id?: string | null;
+  duration_seconds?: number | null;
+  usage?: TokenUsage | null;
+  error?: ErrorInfo | null;
 }
 /**
  * The run's workflow began executing.
@@ -319,6 +339,27 @@ export interface ToolRejected {
   call_id: string;
   tool: string;
   message?: string | null;
+}
+/**
+ * `<prefix>.runs.get` (request/reply): one run; its timeline is in its events.
+ */
+export interface RunGet {
+  /**
+   * 1-128 characters of [A-Za-z0-9_-]: one subject token
+   */
+  id: string;
+}
+/**
+ * `<prefix>.runs.list` (request/reply): the newest runs first, filtered; the body may be empty.
+ */
+export interface RunsList {
+  status?: ("cancelled" | "completed" | "failed" | "queued" | "running" | "waiting") | null;
+  agent?: string | null;
+  queue?: string | null;
+  /**
+   * at most this many runs (1-1000)
+   */
+  limit?: number;
 }
 /**
  * `<prefix>.schedules.create` (request/reply): run `request` on `cron` (5 fields, or 6 with seconds first).

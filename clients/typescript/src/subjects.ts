@@ -54,6 +54,14 @@ export class Subjects {
     return `${this.prefix}.schedules.list`;
   }
 
+  get runsList(): string {
+    return `${this.prefix}.runs.list`;
+  }
+
+  get runsGet(): string {
+    return `${this.prefix}.runs.get`;
+  }
+
   get queuesConfigure(): string {
     return `${this.prefix}.queues.configure`;
   }

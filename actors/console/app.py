@@ -1,0 +1,311 @@
+"""The console's HTTP side: the page (static files) and a JSON API that the page calls, each
+route one request of the contract made with the caller's connection (see `access`).
+
+    GET  /                                  the page (runs, one run, approvals, queues, schedules)
+    GET  /api/whoami                        {user, login}
+    GET  /api/runs?status=&agent=&queue=    runs.list
+    GET  /api/runs/{id}                     runs.get
+    GET  /api/runs/{id}/events              the run's events from its first, live (server-sent events)
+    GET  /api/events                        every run's new events, live (server-sent events)
+    POST /api/runs/{id}/approve|reject|cancel   runs.command.<id>.<action>
+    GET  /api/approvals                     tool calls waiting for a decision, from the waiting runs' events
+    GET  /api/queues, POST /api/queues/{name}   queues.status, queues.configure
+    GET  /api/schedules, POST /api/schedules, DELETE /api/schedules/{name}
+
+Refusals come back as `{"error": {"type", "message"}}`: 403 for what the NATS user may not
+do, 409 for a request an actor refused, 400 for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from actors.console.access import Login, LoginRefused, basic_credentials, is_loopback
+from subjects.events import Interrupted, ToolApproved, ToolRejected, decode_event
+from timestep.client import Client, RequestRefusedError
+from timestep.errors import PermissionDeniedError, TimestepError, ValidationError
+
+log = logging.getLogger("actors.console")
+
+STATIC = Path(__file__).with_name("static")
+#: How long reading a run's stored events may take before the approvals list goes on without it.
+STORED_EVENTS_SECONDS = 5.0
+SSE_PING_SECONDS = 15.0
+TERMINAL_TYPES = ("completed", "failed", "cancelled", "rejected")
+_CLIENT = web.AppKey("console_client", object)
+_encoder = msgspec.json.Encoder()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
+
+
+def _error(status: int, kind: str, message: str) -> web.Response:
+    return _json({"error": {"type": kind, "message": message}}, status)
+
+
+class Console:
+    """The console's routes. `client`: the connection every request uses (open access); or
+    `login`: a connection per user, from HTTP Basic credentials (see `access`)."""
+
+    def __init__(self, client: Client | None = None, *, login: Login | None = None) -> None:
+        if (client is None) == (login is None):
+            raise ValueError("give the console a client (open access) or a login (per-user access), one of them")
+        self.client = client
+        self.login = login
+
+    @classmethod
+    def for_host(cls, host: str, client: Client, *, url: str, login: bool = False) -> Console:
+        """Open on a loopback address unless `login`; anywhere else, only with credentials."""
+        if login or not is_loopback(host):
+            return cls(login=Login(url, client.bus.settings))
+        return cls(client)
+
+    async def close(self) -> None:
+        if self.login is not None:
+            await self.login.close()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.middlewares.append(self._access)
+        r = app.router
+        r.add_get("/", self._page)
+        r.add_static("/static/", STATIC, append_version=False)
+        r.add_get("/api/whoami", self._whoami)
+        r.add_get("/api/runs", self._runs)
+        r.add_get("/api/runs/{id}", self._run)
+        r.add_get("/api/runs/{id}/events", self._run_events)
+        r.add_get("/api/events", self._events)
+        r.add_post("/api/runs/{id}/{action:approve|reject|cancel}", self._control)
+        r.add_get("/api/approvals", self._approvals)
+        r.add_get("/api/queues", self._queues)
+        r.add_post("/api/queues/{name}", self._configure_queue)
+        r.add_get("/api/schedules", self._schedules)
+        r.add_post("/api/schedules", self._create_schedule)
+        r.add_delete("/api/schedules/{name}", self._delete_schedule)
+
+    # --- access ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _access(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not (request.path == "/" or request.path.startswith(("/api/", "/static/"))):
+            return await handler(request)  # /healthz, /readyz, /metrics: for probes, without login
+        if self.login is None:
+            request["client"], request["user"] = self.client, None
+        else:
+            credentials = basic_credentials(request.headers.get("Authorization"))
+            if credentials is None:
+                return self._challenge("log in with your NATS user and password (viewer, client or admin)")
+            try:
+                request["client"] = await self.login.client(*credentials)
+            except LoginRefused as exc:
+                return self._challenge(str(exc))
+            request["user"] = credentials[0]
+        try:
+            return await handler(request)
+        except PermissionDeniedError as exc:
+            return _error(403, "PermissionDenied", str(exc))
+        except RequestRefusedError as exc:
+            return _error(409, exc.type, str(exc))
+        except ValidationError as exc:
+            return _error(400, "InvalidRequest", str(exc))
+        except TimestepError as exc:
+            return _error(502, type(exc).__name__, str(exc))
+
+    @staticmethod
+    def _challenge(message: str) -> web.Response:
+        response = _error(401, "Unauthorized", message)
+        response.headers["WWW-Authenticate"] = 'Basic realm="timestep console", charset="UTF-8"'
+        return response
+
+    # --- pages ---------------------------------------------------------------------------
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def _whoami(self, request: web.Request) -> web.Response:
+        return _json({"user": request["user"], "login": self.login is not None})
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def _runs(self, request: web.Request) -> web.Response:
+        q = request.query
+        limit = q.get("limit", "100")
+        if not limit.isdigit():
+            raise ValidationError("limit", f"{limit!r} is not a whole number", "give 1 to 1000")
+        runs = await request["client"].list_runs(
+            status=q.get("status") or None, agent=q.get("agent") or None, queue=q.get("queue") or None, limit=int(limit)
+        )
+        return _json({"runs": runs})
+
+    async def _run(self, request: web.Request) -> web.Response:
+        return _json({"run": await request["client"].get_run(request.match_info["id"])})
+
+    async def _run_events(self, request: web.Request) -> web.StreamResponse:
+        client: Client = request["client"]
+        return await self._relay(request, client.events(request.match_info["id"]))
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        client: Client = request["client"]
+        return await self._relay(request, client.events())
+
+    async def _relay(self, request: web.Request, events: Any) -> web.StreamResponse:
+        """Server-sent events: one `data:` line of the event's JSON per event, as it comes."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async with contextlib.aclosing(events) as stream:
+                    async for event in stream:
+                        await queue.put(b"data: " + _encoder.encode(event) + b"\n\n")
+            except Exception as exc:
+                log.warning("console: events stream ended (%s: %s)", type(exc).__name__, exc)
+                message = {"type": "console_error", "error": {"type": type(exc).__name__, "message": str(exc)}}
+                await queue.put(b"data: " + _encoder.encode(message) + b"\n\n")
+            await queue.put(None)
+
+        task = asyncio.create_task(pump())
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(queue.get(), SSE_PING_SECONDS)
+                except TimeoutError:
+                    chunk = b": ping\n\n"  # finds a browser that went away
+                if chunk is None:
+                    await response.write(b"event: end\ndata: {}\n\n")
+                    break
+                await response.write(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return response
+
+    async def _control(self, request: web.Request) -> web.Response:
+        client: Client = request["client"]
+        run_id, action = request.match_info["id"], request.match_info["action"]
+        body = await _body(request)
+        if action == "cancel":
+            await client.cancel(run_id)
+        elif action == "approve":
+            await client.approve(run_id, _text(body, "call_id"), always=bool(body.get("always", False)))
+        else:
+            await client.reject(run_id, _text(body, "call_id"), body.get("message") or None)
+        return _json({"ok": True})
+
+    async def _approvals(self, request: web.Request) -> web.Response:
+        """Every tool call waiting for a decision: the `interrupted` events of the waiting runs,
+        less the calls already decided (`tool_approved`, `tool_rejected`)."""
+        client: Client = request["client"]
+        waiting = await client.list_runs(status="waiting", limit=int(request.query.get("limit", "200")))
+        pending = []
+        for run in waiting:
+            decided: set[str] = set()
+            asked: list[dict[str, Any]] = []
+            for event in await _stored_events(client, run.id):
+                if isinstance(event, Interrupted):
+                    asked += [{"run_id": run.id, "agent": run.agent, "queue": run.queue, "since": event.time.timestamp(),
+                               "call_id": a.call_id, "tool": a.tool, "arguments": a.arguments} for a in event.approvals]
+                elif isinstance(event, (ToolApproved, ToolRejected)):
+                    decided.add(event.call_id)
+            pending += [a for a in asked if a["call_id"] not in decided]
+        return _json({"approvals": pending})
+
+    # --- queues and schedules ----------------------------------------------------------------
+
+    async def _queues(self, request: web.Request) -> web.Response:
+        return _json({"queues": await request["client"].queue_status()})
+
+    async def _configure_queue(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        policy = {k: body.get(k) for k in ("limit", "period_seconds", "concurrency", "tokens_per_period")}
+        status = await request["client"].configure_queue(request.match_info["name"], **{k: v for k, v in policy.items() if v not in (None, "")})
+        return _json({"queue": status})
+
+    async def _schedules(self, request: web.Request) -> web.Response:
+        schedules = await request["client"].list_schedules()
+        return _json({"schedules": [{**msgspec.to_builtins(s), "next_tick": _next_tick(s.cron)} for s in schedules]})
+
+    async def _create_schedule(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        run = {"agent": body.get("agent"), "input": body.get("input")}
+        if body.get("queue"):
+            run["queue"] = body["queue"]
+        schedule = await request["client"].create_schedule(_text(body, "name"), _text(body, "cron"), run)
+        return _json({"schedule": schedule})
+
+    async def _delete_schedule(self, request: web.Request) -> web.Response:
+        return _json({"deleted": await request["client"].delete_schedule(request.match_info["name"])})
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise ValidationError("body", "is not JSON", "send a JSON object") from None
+    if not isinstance(body, dict):
+        raise ValidationError("body", "is not a JSON object", "send a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], field: str) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field, "is missing", f"give {field}")
+    return value
+
+
+def _next_tick(cron: str) -> float | None:
+    from croniter import croniter
+
+    try:
+        six = len(cron.split()) == 6
+        return croniter(cron, datetime.now(timezone.utc), second_at_beginning=six).get_next(datetime).timestamp()
+    except Exception:
+        return None
+
+
+async def _stored_events(client: Client, run_id: str) -> list[Any]:
+    """The run's events stored so far (not waiting for more)."""
+    events: list[Any] = []
+
+    async def read() -> None:
+        async with contextlib.aclosing(client.bus.follow(client.subjects.run_events(run_id), from_start=True)) as messages:
+            async for msg in messages:
+                events.append(decode_event(msg.data))
+                if msg.metadata.num_pending == 0 or events[-1].type in TERMINAL_TYPES:
+                    return
+
+    try:
+        await asyncio.wait_for(read(), STORED_EVENTS_SECONDS)
+    except TimeoutError:
+        log.warning("console: reading the events of run %s took over %g s; shown without them", run_id, STORED_EVENTS_SECONDS)
+    return events
+
+
+async def serve(console: Console, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Serve the console alone (`timestep console`); returns the runner (to `cleanup()`) and the URL."""
+    app = web.Application()
+    console.add_routes(app)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bound = runner.addresses[0][1]
+    shown = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown}:{bound}"

@@ -1,0 +1,295 @@
+// The Timestep console: a page per hash route (#/runs, #/runs/<id>, #/approvals, #/queues,
+// #/schedules). Reads the console's JSON API, which makes the contract's requests; live updates
+// come from the events stream, relayed as server-sent events. Text from runs is only ever set
+// as text (textContent), never parsed as HTML.
+"use strict";
+
+const TERMINAL = new Set(["completed", "failed", "cancelled", "rejected"]);
+const STATUS_OF = { accepted: "queued", queued: "queued", started: "running", interrupted: "waiting",
+  tool_approved: "running", tool_rejected: "running", completed: "completed", failed: "failed",
+  cancelled: "cancelled", rejected: "rejected" };
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) if (c !== undefined && c !== null) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+
+function showError(message) {
+  const box = document.getElementById("error");
+  box.textContent = message;
+  box.hidden = false;
+}
+function clearError() { document.getElementById("error").hidden = true; }
+
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+  const response = await fetch(path, init);
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = data.error || { type: String(response.status), message: response.statusText };
+    const refusal = new Error(`${error.type}: ${error.message}`);
+    refusal.status = response.status;
+    throw refusal;
+  }
+  return data;
+}
+
+// An action from a button: its refusal is shown, never swallowed.
+async function act(method, path, body) {
+  clearError();
+  try { return await api(method, path, body); } catch (e) { showError(`Refused: ${e.message}`); return null; }
+}
+
+function when(seconds) { return seconds ? new Date(seconds * 1000).toLocaleString() : ""; }
+function duration(s) { return s === null || s === undefined ? "" : s < 60 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`; }
+function statusCell(status) { return h("td", { class: "status" }, h("span", { class: `s-${status}` }, status)); }
+
+// --- live events ------------------------------------------------------------------------
+
+let source = null;
+function follow(path, onEvent) {
+  if (source) source.close();
+  const live = document.getElementById("live");
+  source = new EventSource(path);
+  source.onopen = () => { live.classList.add("on"); live.textContent = "● live"; };
+  source.onerror = () => { live.classList.remove("on"); live.textContent = "○ reconnecting"; };
+  source.onmessage = (m) => {
+    const event = JSON.parse(m.data);
+    if (event.type === "console_error") showError(`Live updates stopped: ${event.error.message}`);
+    else onEvent(event);
+  };
+  source.addEventListener("end", () => { source.close(); live.classList.remove("on"); live.textContent = "○ ended"; });
+}
+
+function debounce(fn, ms) { let t; return () => { clearTimeout(t); t = setTimeout(fn, ms); }; }
+
+// --- runs -------------------------------------------------------------------------------
+
+async function runsPage(main, params) {
+  const filters = h("form", { class: "filters", id: "filters" },
+    h("label", {}, "status", h("select", { name: "status" }, ["", "queued", "running", "waiting", "completed", "failed", "cancelled"]
+      .map((s) => h("option", { value: s, selected: params.get("status") === s }, s || "any")))),
+    h("label", {}, "agent", h("input", { name: "agent", value: params.get("agent") || "" })),
+    h("label", {}, "queue", h("input", { name: "queue", value: params.get("queue") || "" })),
+    h("button", { type: "submit" }, "Filter"));
+  filters.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams([...new FormData(filters)].filter(([, v]) => v));
+    location.hash = `#/runs${q.toString() ? "?" + q : ""}`;
+  });
+  const body = h("tbody", { id: "runs" });
+  main.append(h("h2", {}, "Runs"), filters, h("table", {},
+    h("thead", {}, h("tr", {}, ["Run", "Status", "Agent", "Queue", "Started", "Duration", "Tokens"].map((t) => h("th", {}, t)))), body));
+
+  const seen = {}; // run id -> {status, usage} from events newer than the last list
+  const render = (runs) => {
+    body.replaceChildren(...runs.map((run) => {
+      const live = seen[run.id] || {};
+      const status = live.status && (TERMINAL.has(live.status) || !TERMINAL.has(run.status)) ? live.status : run.status;
+      const usage = run.usage || live.usage;
+      return h("tr", { dataset: { runId: run.id } },
+        h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(run.id)}` }, run.id)),
+        statusCell(status), h("td", {}, run.agent), h("td", {}, run.queue || ""),
+        h("td", {}, when(run.created_at)), h("td", {}, duration(run.duration_seconds)),
+        h("td", {}, usage ? String(usage.total_tokens) : ""));
+    }));
+  };
+  const query = new URLSearchParams(params);
+  const load = async () => {
+    try { render((await api("GET", `/api/runs?${query}`)).runs); } catch (e) { showError(e.message); }
+  };
+  await load();
+  const reload = debounce(load, 250);
+  follow("/api/events", (event) => {
+    if (event.type === "delta") return;
+    const known = seen[event.run_id] || (seen[event.run_id] = {});
+    if (STATUS_OF[event.type]) known.status = STATUS_OF[event.type];
+    if (event.usage) known.usage = event.usage;
+    reload();
+  });
+}
+
+// --- one run ----------------------------------------------------------------------------
+
+async function runPage(main, runId) {
+  const facts = h("dl", { class: "facts" });
+  const status = h("span", { id: "run-status" });
+  const cancel = h("button", { id: "cancel", class: "danger", onclick: async () => {
+    if (await act("POST", `/api/runs/${encodeURIComponent(runId)}/cancel`, {})) cancel.disabled = true;
+  } }, "Cancel run");
+  const timeline = h("ol", { class: "timeline", id: "timeline" });
+  main.append(h("h2", {}, "Run ", h("code", {}, runId), " ", status, " ", cancel), facts, h("h3", {}, "Timeline"), timeline);
+  const setStatus = (s) => { status.textContent = s; status.className = `s-${s}`; status.dataset.status = s; if (TERMINAL.has(s)) cancel.disabled = true; };
+  try {
+    const { run } = await api("GET", `/api/runs/${encodeURIComponent(runId)}`);
+    setStatus(run.status);
+    const pairs = [["agent", run.agent], ["queue", run.queue || "-"], ["session", run.session_id || "-"], ["started", when(run.created_at)],
+      ["duration", duration(run.duration_seconds)], ["tokens", run.usage ? run.usage.total_tokens : ""]];
+    facts.append(...pairs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  } catch (e) { showError(e.message); }
+
+  let streamed = null; // the current block of streamed text
+  const decisions = {}; // call id -> the buttons' container
+  follow(`/api/runs/${encodeURIComponent(runId)}/events`, (event) => {
+    if (STATUS_OF[event.type]) setStatus(STATUS_OF[event.type]);
+    if (event.type === "delta") {
+      if (!streamed) { streamed = h("div", { class: "streamed" }); timeline.append(item(event, "text", streamed)); }
+      streamed.textContent += event.text;
+      return;
+    }
+    streamed = null;
+    if (event.type === "tool_call") timeline.append(item(event, `tool call: ${event.tool}`, h("pre", {}, event.arguments), h("div", { class: "muted" }, `call ${event.call_id}`)));
+    else if (event.type === "tool_output") timeline.append(item(event, "tool output", h("pre", {}, event.output), h("div", { class: "muted" }, `call ${event.call_id}`)));
+    else if (event.type === "interrupted") {
+      timeline.append(item(event, "waiting for approval", ...event.approvals.map((a) => {
+        const buttons = decisionButtons(runId, a.call_id);
+        decisions[a.call_id] = buttons;
+        return h("div", { class: "approval", dataset: { callId: a.call_id } }, h("strong", {}, a.tool), h("pre", {}, a.arguments), buttons);
+      })));
+    } else if (event.type === "tool_approved" || event.type === "tool_rejected") {
+      const verdict = event.type === "tool_approved" ? `approved${event.always ? " (always)" : ""}` : `rejected${event.message ? ": " + event.message : ""}`;
+      if (decisions[event.call_id]) decisions[event.call_id].replaceChildren(h("em", {}, verdict));
+      timeline.append(item(event, `${event.tool} ${verdict}`));
+    } else if (event.type === "completed") timeline.append(item(event, "completed", h("pre", {}, JSON.stringify(event.output, null, 1)),
+      h("div", { class: "muted" }, `tokens: ${event.usage.total_tokens} (${event.usage.requests} model calls)`)));
+    else if (event.type === "failed" || event.type === "rejected") timeline.append(item(event, event.type, h("pre", { class: "failure" }, `${event.error.type}: ${event.error.message}`)));
+    else if (event.type === "queued") timeline.append(item(event, `queued in ${event.queue}`));
+    else timeline.append(item(event, event.type));
+  });
+}
+
+function item(event, title, ...body) {
+  return h("li", { dataset: { type: event.type } }, h("span", { class: "seq" }, `#${event.seq} ${new Date(event.time).toLocaleTimeString()}`),
+    h("span", { class: "kind" }, title), ...body);
+}
+
+function decisionButtons(runId, callId, after) {
+  const box = h("div", { class: "decide" });
+  const path = (a) => `/api/runs/${encodeURIComponent(runId)}/${a}`;
+  const message = h("input", { placeholder: "why (for a rejection)", name: "message" });
+  box.append(
+    h("button", { class: "approve", dataset: { action: "approve", callId }, onclick: async () => {
+      if (await act("POST", path("approve"), { call_id: callId })) { box.replaceChildren(h("em", {}, "approved")); if (after) after(); }
+    } }, "Approve"), " ",
+    h("button", { class: "reject", dataset: { action: "reject", callId }, onclick: async () => {
+      if (await act("POST", path("reject"), { call_id: callId, message: message.value || undefined })) { box.replaceChildren(h("em", {}, "rejected")); if (after) after(); }
+    } }, "Reject"), " ", message);
+  return box;
+}
+
+// --- approvals --------------------------------------------------------------------------
+
+async function approvalsPage(main) {
+  const body = h("tbody", { id: "approvals" });
+  main.append(h("h2", {}, "Approvals"), h("table", {},
+    h("thead", {}, h("tr", {}, ["Run", "Agent", "Tool", "Arguments", "Waiting since", "Decision"].map((t) => h("th", {}, t)))), body));
+  const load = async () => {
+    try {
+      const { approvals } = await api("GET", "/api/approvals");
+      body.replaceChildren(...approvals.map((a) => h("tr", { dataset: { runId: a.run_id, callId: a.call_id } },
+        h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(a.run_id)}` }, a.run_id)), h("td", {}, a.agent), h("td", {}, a.tool),
+        h("td", {}, h("pre", {}, a.arguments)), h("td", {}, when(a.since)), h("td", {}, decisionButtons(a.run_id, a.call_id)))));
+      if (!approvals.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "Nothing waits for a decision.")));
+    } catch (e) { showError(e.message); }
+  };
+  await load();
+  const reload = debounce(load, 300);
+  follow("/api/events", (event) => { if (["interrupted", "tool_approved", "tool_rejected"].includes(event.type) || TERMINAL.has(event.type)) reload(); });
+}
+
+// --- queues -----------------------------------------------------------------------------
+
+async function queuesPage(main) {
+  const body = h("tbody", { id: "queues" });
+  main.append(h("h2", {}, "Queues"), h("table", {}, h("thead", {}, h("tr", {},
+    ["Queue", "Waiting", "Running", "Admitted in window", "Limit", "Period (s)", "Concurrency", "Tokens per period", ""].map((t) => h("th", {}, t)))), body));
+  const field = (name, value) => h("input", { class: "num", name, value: value ?? "", inputmode: "decimal" });
+  const load = async () => {
+    try {
+      const { queues } = await api("GET", "/api/queues");
+      body.replaceChildren(...queues.map((q) => {
+        const inputs = [field("limit", q.limit), field("period_seconds", q.period_seconds), field("concurrency", q.concurrency), field("tokens_per_period", q.tokens_per_period)];
+        const save = h("button", { dataset: { action: "save" }, onclick: async () => {
+          const policy = {};
+          for (const i of inputs) if (i.value !== "") policy[i.name] = Number(i.value);
+          if (await act("POST", `/api/queues/${encodeURIComponent(q.name)}`, policy)) load();
+        } }, "Save");
+        return h("tr", { dataset: { queue: q.name } }, h("td", {}, q.name), h("td", { class: "depth" }, q.depth), h("td", {}, q.running),
+          h("td", {}, q.admitted_in_window), ...inputs.map((i) => h("td", {}, i)), h("td", {}, save));
+      }));
+    } catch (e) { showError(e.message); }
+  };
+  await load();
+  const reload = debounce(load, 500);
+  follow("/api/events", (event) => { if (event.type !== "delta") reload(); });
+}
+
+// --- schedules --------------------------------------------------------------------------
+
+async function schedulesPage(main) {
+  const body = h("tbody", { id: "schedules" });
+  const form = h("form", { class: "inline", id: "new-schedule" },
+    h("label", {}, "name", h("input", { name: "name", required: true })),
+    h("label", {}, "cron", h("input", { name: "cron", required: true, placeholder: "*/10 * * * * *" })),
+    h("label", {}, "agent", h("input", { name: "agent", required: true })),
+    h("label", {}, "input", h("input", { name: "input", required: true })),
+    h("label", {}, "queue", h("input", { name: "queue" })),
+    h("button", { type: "submit" }, "Create"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const values = Object.fromEntries([...new FormData(form)].filter(([, v]) => v));
+    if (await act("POST", "/api/schedules", values)) { form.reset(); load(); }
+  });
+  main.append(h("h2", {}, "Schedules"), form, h("table", {}, h("thead", {}, h("tr", {},
+    ["Name", "Cron", "Agent", "Input", "Queue", "Next tick", ""].map((t) => h("th", {}, t)))), body));
+  const load = async () => {
+    try {
+      const { schedules } = await api("GET", "/api/schedules");
+      body.replaceChildren(...schedules.map((s) => h("tr", { dataset: { schedule: s.name } },
+        h("td", {}, s.name), h("td", {}, h("code", {}, s.cron)), h("td", {}, s.request.agent),
+        h("td", {}, typeof s.request.input === "string" ? s.request.input : JSON.stringify(s.request.input)),
+        h("td", {}, s.request.queue || ""), h("td", {}, when(s.next_tick)),
+        h("td", {}, h("button", { class: "danger", dataset: { action: "delete" }, onclick: async () => {
+          if (await act("DELETE", `/api/schedules/${encodeURIComponent(s.name)}`)) load();
+        } }, "Delete")))));
+    } catch (e) { showError(e.message); }
+  };
+  await load();
+  if (source) { source.close(); source = null; }
+}
+
+// --- routing ----------------------------------------------------------------------------
+
+async function route() {
+  const [path, query] = (location.hash.slice(1) || "/runs").split("?");
+  const parts = path.split("/").filter(Boolean);
+  const params = new URLSearchParams(query || "");
+  const main = document.getElementById("main");
+  main.replaceChildren();
+  clearError();
+  if (source) { source.close(); source = null; }
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", a.dataset.page === parts[0]);
+  if (parts[0] === "runs" && parts[1]) await runPage(main, decodeURIComponent(parts[1]));
+  else if (parts[0] === "approvals") await approvalsPage(main);
+  else if (parts[0] === "queues") await queuesPage(main);
+  else if (parts[0] === "schedules") await schedulesPage(main);
+  else await runsPage(main, params);
+  document.body.dataset.page = parts[0] || "runs";
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", async () => {
+  try {
+    const me = await api("GET", "/api/whoami");
+    document.getElementById("whoami").textContent = me.login ? `signed in as ${me.user}` : "open access (this machine)";
+  } catch (e) { showError(e.message); }
+  route();
+});

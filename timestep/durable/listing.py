@@ -1,0 +1,77 @@
+"""Runs as the database holds them, for `<prefix>.runs.list` and `<prefix>.runs.get`:
+
+>>> await list_runs(status="failed", agent="assistant", limit=20)
+[RunInfo(id='r-1', agent='assistant', status='failed', ...)]
+>>> await get_run("r-1")
+
+A run's status comes from its DBOS workflow; a running bus run whose last recorded step of its own is
+its interruption is `waiting` (for a decision on a tool call).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from subjects.events import ErrorInfo
+from subjects.messages import RunInfo
+from timestep.durable import engine
+from timestep.durable.runs import RunResult, RunSpec
+
+WORKFLOW = "timestep.agent_run"
+_STATUS = {"ENQUEUED": "queued", "PENDING": "running", "SUCCESS": "completed", "ERROR": "failed", "CANCELLED": "cancelled",
+           "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "failed"}
+_DBOS_STATUS = {"queued": ["ENQUEUED"], "running": ["PENDING"], "waiting": ["PENDING"], "completed": ["SUCCESS"],
+                "failed": ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"], "cancelled": ["CANCELLED"]}
+#: Fetched at most when filtering by agent (which DBOS cannot filter on): the newest this many runs.
+SCAN_LIMIT = 2000
+
+
+async def _waiting(run_id: str) -> bool:
+    # Waiting for decisions records DBOS's own steps (the receive's timer): look past them.
+    names = [s["function_name"] for s in await engine.list_steps(run_id) if not s["function_name"].startswith("DBOS.")]
+    return bool(names) and names[-1] == "run.interrupted"
+
+
+async def _info(w: Any) -> RunInfo:
+    args = (w.input or {}).get("args") or ()
+    spec = args[0] if args and isinstance(args[0], RunSpec) else None
+    status = _STATUS.get(w.status, "running")
+    if status == "running" and await _waiting(w.workflow_id):
+        status = "waiting"
+    created = (w.created_at or 0) / 1000
+    updated = (w.updated_at or w.created_at or 0) / 1000
+    finished = status in ("completed", "failed", "cancelled")
+    queue = w.queue_name if w.queue_name and not w.queue_name.startswith("_dbos") else None
+    usage = w.output.usage if isinstance(w.output, RunResult) else None
+    error = None
+    if w.error is not None:
+        error = ErrorInfo(type=getattr(w.error, "provider_error", None) or type(w.error).__name__, message=str(w.error))
+    return RunInfo(
+        id=w.workflow_id, agent=spec.agent if spec else "", status=status, created_at=created, updated_at=updated,  # type: ignore[arg-type]
+        queue=queue, session_id=spec.session_id if spec else None,
+        duration_seconds=round(max(0.0, ((w.completed_at or w.updated_at or 0) / 1000) - created), 3) if finished else None,
+        usage=usage, error=error,
+    )
+
+
+async def list_runs(*, status: str | None = None, agent: str | None = None, queue: str | None = None, limit: int = 100) -> list[RunInfo]:
+    """The newest runs first, filtered by status, agent and queue."""
+    filters: dict[str, Any] = {"name": WORKFLOW, "sort_desc": True, "limit": SCAN_LIMIT if agent else limit}
+    if status is not None:
+        filters["status"] = _DBOS_STATUS[status]
+    if queue is not None:
+        filters["queue_name"] = queue
+    runs = []
+    for w in await engine.list_workflows(**filters):
+        info = await _info(w)
+        if (agent is None or info.agent == agent) and (status is None or info.status == status):
+            runs.append(info)
+            if len(runs) >= limit:
+                break
+    return runs
+
+
+async def get_run(run_id: str) -> RunInfo | None:
+    """One run, or None when there is no such run."""
+    found = await engine.list_workflows(workflow_ids=[run_id], name=WORKFLOW)
+    return await _info(found[0]) if found else None
