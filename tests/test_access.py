@@ -593,11 +593,11 @@ async def test_no_secret_in_events_dead_letters_or_logs(deployment: Deployment, 
 
 async def test_nkey_users(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     nkeys = pytest.importorskip("nkeys", reason="nkey and creds auth need the nkeys package: pip install 'nats-py[nkeys]'")
-    seeds = {name: _new_seed(nkeys, nkeys.PREFIX_BYTE_USER) for name in (*ROLES, "client", "admin", "stranger")}
+    seeds = {name: _new_seed(nkeys, nkeys.PREFIX_BYTE_USER) for name in (*ROLES, "client", "viewer", "admin", "stranger")}
     for name, seed in seeds.items():
         (tmp_path / f"{name}.nk").write_bytes(seed)
     public = {name: nkeys.from_seed(seed).public_key.decode() for name, seed in seeds.items()}
-    users = ", ".join(f"{{ nkey: {public[n]}, permissions: ${n.upper()}_PERMISSIONS }}" for n in (*ROLES, "client", "admin"))
+    users = ", ".join(f"{{ nkey: {public[n]}, permissions: ${n.upper()}_PERMISSIONS }}" for n in (*ROLES, "client", "viewer", "admin"))
     store = tmp_path / "nats"
     store.mkdir()
     shutil.copy(DEPLOY_NATS / "permissions.conf", store / "permissions.conf")

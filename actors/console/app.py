@@ -40,7 +40,9 @@ STATIC = Path(__file__).with_name("static")
 STORED_EVENTS_SECONDS = 5.0
 SSE_PING_SECONDS = 15.0
 TERMINAL_TYPES = ("completed", "failed", "cancelled", "rejected")
-_CLIENT = web.AppKey("console_client", object)
+#: The connection a request acts through, and the NATS user who logged in (None: open access).
+CLIENT = web.RequestKey("timestep_client", Client)
+USER = web.RequestKey("timestep_user", object)
 _encoder = msgspec.json.Encoder()
 
 
@@ -98,16 +100,16 @@ class Console:
         if not (request.path == "/" or request.path.startswith(("/api/", "/static/"))):
             return await handler(request)  # /healthz, /readyz, /metrics: for probes, without login
         if self.login is None:
-            request["client"], request["user"] = self.client, None
+            request[CLIENT], request[USER] = self.client, None
         else:
             credentials = basic_credentials(request.headers.get("Authorization"))
             if credentials is None:
                 return self._challenge("log in with your NATS user and password (viewer, client or admin)")
             try:
-                request["client"] = await self.login.client(*credentials)
+                request[CLIENT] = await self.login.client(*credentials)
             except LoginRefused as exc:
                 return self._challenge(str(exc))
-            request["user"] = credentials[0]
+            request[USER] = credentials[0]
         try:
             return await handler(request)
         except PermissionDeniedError as exc:
@@ -131,7 +133,7 @@ class Console:
         return web.FileResponse(STATIC / "index.html")
 
     async def _whoami(self, request: web.Request) -> web.Response:
-        return _json({"user": request["user"], "login": self.login is not None})
+        return _json({"user": request[USER], "login": self.login is not None})
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -140,20 +142,20 @@ class Console:
         limit = q.get("limit", "100")
         if not limit.isdigit():
             raise ValidationError("limit", f"{limit!r} is not a whole number", "give 1 to 1000")
-        runs = await request["client"].list_runs(
+        runs = await request[CLIENT].list_runs(
             status=q.get("status") or None, agent=q.get("agent") or None, queue=q.get("queue") or None, limit=int(limit)
         )
         return _json({"runs": runs})
 
     async def _run(self, request: web.Request) -> web.Response:
-        return _json({"run": await request["client"].get_run(request.match_info["id"])})
+        return _json({"run": await request[CLIENT].get_run(request.match_info["id"])})
 
     async def _run_events(self, request: web.Request) -> web.StreamResponse:
-        client: Client = request["client"]
+        client: Client = request[CLIENT]
         return await self._relay(request, client.events(request.match_info["id"]))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        client: Client = request["client"]
+        client: Client = request[CLIENT]
         return await self._relay(request, client.events())
 
     async def _relay(self, request: web.Request, events: Any) -> web.StreamResponse:
@@ -193,7 +195,7 @@ class Console:
         return response
 
     async def _control(self, request: web.Request) -> web.Response:
-        client: Client = request["client"]
+        client: Client = request[CLIENT]
         run_id, action = request.match_info["id"], request.match_info["action"]
         body = await _body(request)
         if action == "cancel":
@@ -207,7 +209,7 @@ class Console:
     async def _approvals(self, request: web.Request) -> web.Response:
         """Every tool call waiting for a decision: the `interrupted` events of the waiting runs,
         less the calls already decided (`tool_approved`, `tool_rejected`)."""
-        client: Client = request["client"]
+        client: Client = request[CLIENT]
         waiting = await client.list_runs(status="waiting", limit=int(request.query.get("limit", "200")))
         pending = []
         for run in waiting:
@@ -225,16 +227,16 @@ class Console:
     # --- queues and schedules ----------------------------------------------------------------
 
     async def _queues(self, request: web.Request) -> web.Response:
-        return _json({"queues": await request["client"].queue_status()})
+        return _json({"queues": await request[CLIENT].queue_status()})
 
     async def _configure_queue(self, request: web.Request) -> web.Response:
         body = await _body(request)
         policy = {k: body.get(k) for k in ("limit", "period_seconds", "concurrency", "tokens_per_period")}
-        status = await request["client"].configure_queue(request.match_info["name"], **{k: v for k, v in policy.items() if v not in (None, "")})
+        status = await request[CLIENT].configure_queue(request.match_info["name"], **{k: v for k, v in policy.items() if v not in (None, "")})
         return _json({"queue": status})
 
     async def _schedules(self, request: web.Request) -> web.Response:
-        schedules = await request["client"].list_schedules()
+        schedules = await request[CLIENT].list_schedules()
         return _json({"schedules": [{**msgspec.to_builtins(s), "next_tick": _next_tick(s.cron)} for s in schedules]})
 
     async def _create_schedule(self, request: web.Request) -> web.Response:
@@ -242,11 +244,11 @@ class Console:
         run = {"agent": body.get("agent"), "input": body.get("input")}
         if body.get("queue"):
             run["queue"] = body["queue"]
-        schedule = await request["client"].create_schedule(_text(body, "name"), _text(body, "cron"), run)
+        schedule = await request[CLIENT].create_schedule(_text(body, "name"), _text(body, "cron"), run)
         return _json({"schedule": schedule})
 
     async def _delete_schedule(self, request: web.Request) -> web.Response:
-        return _json({"deleted": await request["client"].delete_schedule(request.match_info["name"])})
+        return _json({"deleted": await request[CLIENT].delete_schedule(request.match_info["name"])})
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
