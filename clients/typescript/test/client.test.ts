@@ -287,6 +287,26 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     await assert.rejects(client.configureQueue(name, { limit: 5 }), /^RequestRefusedError: periodSeconds: is missing; a rate limit needs both/);
   });
 
+  test("listRuns and getRun give runs as the database holds them, waiting ones too", async () => {
+    const done = await client.submit(AGENT, `get_weather city=${uid("Rome")}`);
+    await done.result({ timeoutSeconds: 30 });
+    const waiting = await client.submit(AGENT, `send_email to=${uid("x")}@example.com`);
+    for await (const event of waiting.events()) if (event.type === "interrupted") break;
+    let info = await client.getRun(done.runId);
+    for (let i = 0; i < 100 && info.status !== "completed"; i++) {
+      await new Promise((r) => setTimeout(r, 100)); // `completed` goes out just before the database records it
+      info = await client.getRun(done.runId);
+    }
+    assert.equal(info.agent, AGENT);
+    assert.equal(info.status, "completed");
+    assert.ok((info.usage?.total_tokens ?? 0) > 0);
+    const listed = await client.listRuns({ status: "waiting", agent: AGENT, limit: 1000 });
+    assert.ok(listed.some((r) => r.id === waiting.runId), "the waiting run is listed as waiting");
+    assert.ok(listed.every((r) => r.status === "waiting" && r.agent === AGENT));
+    await assert.rejects(client.getRun(uid("nope")), (e: unknown) => e instanceof RequestRefusedError && e.error.type === "UnknownRun");
+    await client.cancel(waiting.runId);
+  });
+
   test("bad input is refused before sending, naming the field", async () => {
     const refused = async (promise: Promise<unknown>, field: string, text: RegExp) =>
       assert.rejects(promise, (error: Error) => {
