@@ -511,6 +511,7 @@ def admin_cases(s: Any) -> list[tuple[str, bytes, str | None]]:
     """(subject, body, the field a refusal names; None when the request is good)."""
     request = {"agent": AGENT, "input": "tick"}
     not_name = HOSTILE.filter(lambda v: not NAME.fullmatch(v))
+    RUN_STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled")
     # Invalid UTF-8 inside `name`: in a field the type does not have, msgspec skips it unread.
     bad_utf8 = BAD_UTF8.map(lambda b: b.replace(b'"agent"', b'"name"'))
     not_object_or_bytes = st.one_of(RANDOM_BYTES.filter(lambda b: b.strip() not in (b"", b"{}")), bad_utf8, NOT_OBJECT)
@@ -566,7 +567,19 @@ def admin_cases(s: Any) -> list[tuple[str, bytes, str | None]]:
         (enc({"name": uid("absent")}), "name"),
         (b"", None), (enc({"name": "fuzz"}), None),
     ]]
-    return create + delete + listing + configure + status
+    runs = [(s.runs_list, body, field) for body, field in [
+        *draw(not_object_or_bytes.filter(lambda b: not b.lstrip().startswith(b"{")).map(lambda b: (b, "request")), n // 2),
+        *draw(st.one_of(NOT_NULL_NOT_STRING, st.text(max_size=10).filter(lambda v: v not in RUN_STATUSES)).map(lambda v: (enc({"status": v}), "status")), n // 4),
+        *draw(st.one_of(st.integers(max_value=0), st.integers(min_value=1001), st.text(max_size=4)).map(lambda v: (enc({"limit": v}), "limit")), n // 4),
+        (enc({"agent": 5}), "agent"), (enc({"queue": "a.b"}), "queue"),
+        (b"", None), (b"{}", None), (enc({"status": "waiting", "limit": 5}), None),
+    ]]
+    runs += [(s.runs_get, body, field) for body, field in [
+        *draw(not_object_or_bytes.filter(lambda b: not b.lstrip().startswith(b'{')).map(lambda b: (b, "request")), n // 4),
+        *draw(HOSTILE.filter(lambda v: not is_valid_run_id(v)).map(lambda v: (enc({"id": v}), "id")), n // 4),
+        (b"{}", "id"),
+    ]]
+    return create + delete + listing + configure + status + runs
 
 
 def _nest(pair: tuple[bytes, str]) -> tuple[bytes, str]:
