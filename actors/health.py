@@ -34,6 +34,8 @@ log = logging.getLogger("actors.health")
 
 #: A scrape serves the last queue figures when the database does not answer in time.
 QUEUE_READ_TIMEOUT = 5.0
+#: On stop, open requests (a console page following events) get this long before they are cut off.
+SHUTDOWN_SECONDS = 1.0
 
 
 def liveness_problem(system: Any) -> str | None:
@@ -117,7 +119,7 @@ class HealthServer:
 
     async def start(self) -> str:
         """Listen; returns the URL (with the port chosen when `port` is 0)."""
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -225,3 +225,52 @@ async def test_an_admin_edits_a_queue_limit_on_the_queues_page(deployment, brows
         assert (await deployment.client.queue_status(queue))[0].limit == 7
     finally:
         await context.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_timestep_console_serves_against_a_deployment_and_asks_for_a_login_off_loopback(deployment, tmp_path) -> None:
+    """`timestep console --nats URL`: open on 127.0.0.1, listing runs through the contract; on
+    another address, every page and API call asks for a NATS login; SIGTERM ends it with 0."""
+    import json
+    import re
+    import signal
+    import sys
+    import urllib.error
+    import urllib.request
+
+    env = {**os.environ, "NATS_USER": "admin", "NATS_PASSWORD": PASSWORDS["admin"], "TIMESTEP_HOME": str(tmp_path)}
+    done = await deployment.client.submit(AGENT, f"get_weather city={uid('Lyon')}")
+    await done.result(timeout=30)
+    out = tmp_path / "console.out"
+    for host, login in (("127.0.0.1", False), ("0.0.0.0", True)):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actors.cli.main", "console", "--nats", deployment.settings.nats.url, "--host", host, "--port", "0"],
+            env=env, stdout=out.open("w"), stderr=subprocess.STDOUT,
+        )
+        try:
+            for _ in range(600):
+                found = re.search(r"timestep console: http://[^:]+:(\d+)/", out.read_text())
+                if found or proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert found, out.read_text()
+            url = f"http://127.0.0.1:{found.group(1)}"
+
+            def get(path: str) -> tuple[int, str]:
+                try:
+                    with urllib.request.urlopen(url + path, timeout=15) as response:
+                        return response.status, response.read().decode()
+                except urllib.error.HTTPError as error:
+                    return error.code, error.read().decode()
+
+            status, body = await asyncio.to_thread(get, "/api/runs?limit=1000")
+            if login:
+                assert status == 401 and "log in with your NATS user" in body
+                assert (await asyncio.to_thread(get, "/"))[0] == 401
+            else:
+                assert status == 200, body
+                assert done.run_id in [r["id"] for r in json.loads(body)["runs"]]
+                assert (await asyncio.to_thread(get, "/"))[0] == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, out.read_text()

@@ -305,7 +305,7 @@ async def serve(console: Console, host: str, port: int) -> tuple[web.AppRunner, 
         return web.Response(text="ok\n")
 
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     bound = runner.addresses[0][1]
