@@ -101,7 +101,10 @@ class Governor(Actor):
         spec = _traced(to_spec(request, seq_base=2))
         try:
             await queues.ensure_queue(queue)
-            spec.token_queue = await queues.token_queue(queue)
+            spec.queue = queue
+            spec.token_queue, default_budget = await queues.run_limits(queue)
+            if spec.max_tokens is None:
+                spec.max_tokens = default_budget
             await engine.enqueue(
                 queue,
                 agent_run,
@@ -163,7 +166,8 @@ class Governor(Actor):
         try:
             req = msgspec.json.decode(msg.data, type=QueueConfigure)
             await queues.configure_queue(
-                req.name, req.limit, req.period_seconds, req.concurrency, tokens_per_period=req.tokens_per_period
+                req.name, req.limit, req.period_seconds, req.concurrency,
+                tokens_per_period=req.tokens_per_period, max_tokens_per_run=req.max_tokens_per_run,
             )
             status = await queues.queue_status(req.name)
             await self.reply(msg, Reply(ok=True, queues=[status]))

@@ -6,6 +6,7 @@ Fields may be added later, never removed. Unknown fields are ignored.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -38,6 +39,9 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     timeout_seconds: Seconds | None = None
     stream: bool = False
     metadata: dict[str, str] | None = None
+    max_tokens: Count | None = None
+    """The run's model-token budget: it fails with `BudgetExceeded` after the model call that
+    crosses it. Unset: the queue's `max_tokens_per_run`, else no budget."""
 
 
 class Approve(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -91,6 +95,8 @@ class QueueConfigure(msgspec.Struct, kw_only=True, omit_defaults=True):
     period_seconds: Seconds | None = None
     concurrency: Count | None = None
     tokens_per_period: Count | None = None
+    max_tokens_per_run: Count | None = None
+    """The token budget of the queue's runs that set no `max_tokens` of their own."""
 
 
 class QueueStatusRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -111,6 +117,10 @@ class QueueStatus(msgspec.Struct, kw_only=True):
     admitted_in_window: int
     """Runs started in the last `period_seconds` (the rate limit's window)."""
     tokens_in_window: int
+    max_tokens_per_run: int | None = None
+    paused_until: datetime | None = None
+    """Set while the queue admits no run: a run of it met a provider's rate limit that named a time to come back."""
+    paused_reason: str | None = None
 
 
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -113,3 +113,19 @@ class ModelCallError(TimestepError):
 
     def __reduce__(self):  # recorded by the runtime and raised again on replay
         return (type(self), (self.provider_error, self.status_code, self.provider_message, self.attempts))
+
+
+class BudgetExceeded(TimestepError):
+    """A run used more model tokens than its `max_tokens`: it stopped after the model call that
+    crossed the budget, and no later call ran. `used` and `max_tokens` say by how much."""
+
+    def __init__(self, used: int, max_tokens: int) -> None:
+        self.used = used
+        self.max_tokens = max_tokens
+        super().__init__(
+            f"the run used {used} model tokens, over its budget of max_tokens={max_tokens}; "
+            "it stopped after the model call that crossed it (raise max_tokens, or pass none, to let such runs finish)"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.used, self.max_tokens))

@@ -48,6 +48,20 @@ def openai_api_key_set() -> bool:
     return bool(os.environ.get("OPENAI_API_KEY"))
 
 
+#: What `TIMESTEP_OPENAI_API` may say: the OpenAI API that model names (strings) are called through.
+OPENAI_APIS = ("responses", "chat_completions")
+
+
+def openai_api() -> str:
+    """TIMESTEP_OPENAI_API: `responses` (default) or `chat_completions` (Ollama, vLLM, LM Studio)."""
+    raw = (os.environ.get("TIMESTEP_OPENAI_API") or "responses").strip().lower().replace("-", "_")
+    if raw not in OPENAI_APIS:
+        raise ValueError(
+            f"TIMESTEP_OPENAI_API={raw!r} is not an OpenAI API; set it to chat_completions (Ollama, vLLM, LM Studio) or responses"
+        )
+    return raw
+
+
 def openai_base_url() -> str | None:
     """OPENAI_BASE_URL, read by the openai client itself; the default provider is made once per value."""
     return os.environ.get("OPENAI_BASE_URL") or None
@@ -199,6 +213,8 @@ class Settings:
     runs again on recovery, as after a crash."""
     model_retry: ModelRetrySettings = field(default_factory=ModelRetrySettings)
     """TIMESTEP_MODEL_*: how failed model calls are retried (read here too, so a bad value stops start-up)."""
+    openai_api: str = "responses"
+    """TIMESTEP_OPENAI_API: `chat_completions` makes model names use the Chat Completions API (Ollama, vLLM)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -227,4 +243,5 @@ class Settings:
             sqlite_wal=_flag("TIMESTEP_SQLITE_WAL", True),
             stop_grace_seconds=_float("TIMESTEP_STOP_GRACE_SECONDS", 8.0),
             model_retry=ModelRetrySettings.from_env(),
+            openai_api=openai_api(),
         )

@@ -31,6 +31,7 @@ class Failure:
     retryable: bool
     retry_after: float | None  # seconds the provider asked for, if it did
     jitter: float  # in [0, 1), drawn when the attempt failed
+    delay: float | None = None  # the wait before the next attempt, decided in the step; None: no retry
 
     def error(self, attempts: int) -> ModelCallError:
         return ModelCallError(self.provider_error, self.status_code, self.message, attempts)
