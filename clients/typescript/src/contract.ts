@@ -13,6 +13,7 @@ export type RunEvent =
   | Interrupted
   | ToolApproved
   | ToolRejected
+  | Retrying
   | Completed
   | Failed
   | Cancelled;
@@ -39,6 +40,7 @@ export interface Contract {
   Reject: Reject;
   Rejected: Rejected;
   Reply: Reply;
+  Retrying: Retrying;
   RunEvent: RunEvent;
   RunRequest: RunRequest;
   Schedule: Schedule;
@@ -175,6 +177,7 @@ export interface QueueConfigure {
   period_seconds?: number | null;
   concurrency?: number | null;
   tokens_per_period?: number | null;
+  max_tokens_per_run?: number | null;
 }
 export interface QueueStatus {
   name: string;
@@ -186,6 +189,9 @@ export interface QueueStatus {
   running: number;
   admitted_in_window: number;
   tokens_in_window: number;
+  max_tokens_per_run?: number | null;
+  paused_until?: string | null;
+  paused_reason?: string | null;
 }
 /**
  * `<prefix>.queues.status` (request/reply); no name means every queue.
@@ -263,6 +269,23 @@ export interface RunRequest {
   metadata?: {
     [k: string]: string | undefined;
   } | null;
+  max_tokens?: number | null;
+}
+/**
+ * A model call failed for a passing reason (rate limit, overload, no connection): the run waits
+ * `delay_seconds`, durably, until `retry_at`, then makes attempt `attempt + 1`. Text deltas
+ * streamed since the failed attempt began are void: the next attempt streams its own.
+ */
+export interface Retrying {
+  type: "retrying";
+  run_id: string;
+  seq: number;
+  time: string;
+  attempt: number;
+  delay_seconds: number;
+  retry_at: string;
+  error: ErrorInfo;
+  status_code?: number | null;
 }
 /**
  * The run's workflow began executing.
