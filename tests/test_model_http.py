@@ -574,3 +574,74 @@ async def test_sigkill_while_waiting_to_retry_waits_only_the_rest(fresh_db_url: 
     gap = server.wall[1] - server.wall[0]
     assert gap >= 10 - 0.05, gap  # never early
     assert gap < 15, gap  # only the rest of the wait, not a new one
+
+
+# --- retry settings per run, queue and agent; the SDK's own retries; errors by class ----------
+
+
+async def test_retry_settings_per_run_per_queue_and_per_agent(db: str, provider, monkeypatch) -> None:
+    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "5")
+    busy = error(503, "server_error", "Overloaded", {"retry-after-ms": "1"})
+    # the run's own setting wins over the environment's 5
+    server = provider(busy, busy, busy, busy, response(text("never")))
+    with pytest.raises(timestep.ModelCallError) as raised:
+        await timestep.run_agent_workflow(Agent(name=uid("perrun"), model="gpt-test"), "Hi", model_retry=timestep.ModelRetry(max_attempts=2))
+    assert raised.value.attempts == 2 and len(server.requests) == 2
+
+    # an agent's registered setting, then a queue's over it, then a run's over the queue's
+    agent = timestep.register_agent(Agent(name=uid("peragent"), model="gpt-test"), model_retry={"max_attempts": 3})
+    server = provider(busy, busy, busy, busy, busy, response(text("never")))
+    with pytest.raises(timestep.ModelCallError) as raised:
+        await timestep.run_agent_workflow(agent, "Hi")
+    assert raised.value.attempts == 3 and len(server.requests) == 3
+
+    queue = uid("retrying")
+    await timestep.configure_queue(queue, limit=100, period=60, model_retry=timestep.ModelRetry(max_attempts=1))
+    assert (await queues.queue_status(queue)).model_retry == timestep.ModelRetry(max_attempts=1)
+    server = provider(busy, busy, busy, response(text("never")))
+    with pytest.raises(timestep.ModelCallError) as raised:
+        await (await timestep.queue_agent_workflow(agent, "Hi", queue_name=queue)).get_result()
+    assert raised.value.attempts == 1 and len(server.requests) == 1
+    server = provider(busy, response(text("second time lucky")))
+    handle = await timestep.queue_agent_workflow(agent, "Hi", queue_name=queue, model_retry={"max_attempts": 2})
+    assert (await handle.get_result()).output == "second time lucky"
+
+    with pytest.raises(timestep.ValidationError, match=r"model_retry\.max_attempts: Expected `int` >= 1"):
+        await timestep.run_agent_workflow(agent, "Hi", model_retry={"max_attempts": 0})
+    with pytest.raises(timestep.ValidationError, match=r"model_retry\.max_attempt: is not a setting; use max_attempts"):
+        await timestep.configure_queue(queue, model_retry={"max_attempt": 2})
+
+
+async def test_a_failed_call_is_caught_by_the_providers_class(db: str, provider, monkeypatch) -> None:
+    import openai
+
+    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "2")
+    busy = error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "5", "x-request-id": "req_42"})
+    provider(busy, busy)
+    workflow_id = uid("byclass")
+    agent = Agent(name=uid("byclass"), model="gpt-test")
+    for _ in range(2):  # the run, then its recorded outcome again
+        with pytest.raises(openai.RateLimitError) as raised:
+            await timestep.run_agent_workflow(agent, "Hi", workflow_id=workflow_id)
+        assert isinstance(raised.value, timestep.ModelCallError) and raised.value.attempts == 2
+        assert raised.value.status_code == 429 and raised.value.response.headers["retry-after-ms"] == "5"
+        assert raised.value.request_id == "req_42"
+
+
+async def test_the_sdks_own_retry_settings_are_not_fought(db: str, provider) -> None:
+    """An agent whose ModelSettings ask the SDK to retry: the SDK does (reading the provider's
+    class and headers from the error), each of its attempts one durable call, and Timestep
+    does not retry on top (which would multiply the calls)."""
+    from agents import ModelRetrySettings, ModelSettings, retry_policies
+
+    busy = error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "10"})
+    server = provider(busy, busy, busy, busy, response(text("never")))
+    settings = ModelSettings(retry=ModelRetrySettings(max_retries=2, policy=retry_policies.provider_suggested()))
+    agent = Agent(name=uid("sdkretry"), model="gpt-test", model_settings=settings)
+    workflow_id = uid("sdkretry")
+    with pytest.raises(Exception) as raised:
+        await timestep.run_agent_workflow(agent, "Hi", workflow_id=workflow_id)
+    assert len(server.requests) == 3, "the SDK's 1 + 2 retries, not multiplied by Timestep's"
+    assert "RateLimitError" in f"{type(raised.value).__name__} {raised.value}"
+    steps = [s["function_name"] for s in await engine.list_steps(workflow_id)]
+    assert steps.count("model") == 3 and "DBOS.sleep" not in steps

@@ -34,6 +34,7 @@ _EXPORTS = {
     "OfflineDemoModel": "timestep.durable.offline_model",
     "QueuePolicy": "timestep.durable.queues",
     "QueuePause": "timestep.durable.queues",
+    "ModelRetry": "subjects.messages",
     "configure_queue": "timestep.durable.queues",
     "get_agent": "timestep.durable.registry",
     "register_agent": "timestep.durable.registry",
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
     from timestep.durable.events import EventSink, add_event_sink, listen, remove_event_sink
     from timestep.durable.launch import configure_dbos, ensure_dbos_launched
     from timestep.durable.offline_model import OfflineDemoModel
+    from subjects.messages import ModelRetry
     from timestep.durable.queues import QueuePause, QueuePolicy, configure_queue
     from timestep.durable.registry import get_agent, register_agent, registered_agents
     from timestep.durable.runs import RunHandle, RunResult, RunStatus, cancel_run, queue_agent_workflow, run_agent_workflow

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -79,6 +79,20 @@ class ModelRetrySettings:
     """TIMESTEP_MODEL_BACKOFF_SECONDS: the first backoff wait, doubled per attempt (when the provider names none)."""
     max_backoff_seconds: float = 60.0
     """TIMESTEP_MODEL_MAX_BACKOFF_SECONDS: the longest single wait."""
+
+    def over(self, *levels: object) -> ModelRetrySettings:
+        """These settings with the fields each level sets (a `subjects.messages.ModelRetry` or None),
+        later levels winning."""
+        changes: dict[str, float | int] = {}
+        for level in levels:
+            if level is None:
+                continue
+            for mine, theirs in (("max_attempts", "max_attempts"), ("max_wait_seconds", "max_wait_seconds"),
+                                 ("base_seconds", "backoff_seconds"), ("max_backoff_seconds", "max_backoff_seconds")):
+                value = getattr(level, theirs, None)
+                if value is not None:
+                    changes[mine] = value
+        return replace(self, **changes) if changes else self
 
     @classmethod
     def from_env(cls) -> ModelRetrySettings:

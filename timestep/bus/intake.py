@@ -85,6 +85,7 @@ def to_spec(request: RunRequest, *, seq_base: int) -> RunSpec:
         wait_for_approval=True,
         seq_base=seq_base,
         max_tokens=request.max_tokens,
+        model_retry=request.model_retry,
     )
 
 

@@ -11,8 +11,9 @@ import msgspec
 import sqlalchemy as sa
 
 from subjects.ids import run_id_problem
-from subjects.messages import QueueStatus
+from subjects.messages import ModelRetry, QueueStatus
 from timestep.durable import engine, store
+from timestep.durable.registry import check_model_retry
 from timestep.errors import ValidationError
 from timestep.settings import Settings
 
@@ -39,6 +40,8 @@ class QueuePolicy(msgspec.Struct, kw_only=True):
     tokens_per_period: int | None = None
     max_tokens_per_run: int | None = None
     """The model-token budget of each run on the queue that sets no `max_tokens` itself."""
+    model_retry: ModelRetry | None = None
+    """How the queue's runs retry failed model calls (a run's own settings win, field by field)."""
 
 
 class QueuePause(msgspec.Struct, kw_only=True):
@@ -78,10 +81,12 @@ def check_max_tokens(value: object, field: str = "max_tokens") -> int | None:
 
 
 def check_policy(
-    name: object, limit: object, period: object, concurrency: object, tokens_per_period: object = None, max_tokens_per_run: object = None
+    name: object, limit: object, period: object, concurrency: object, tokens_per_period: object = None,
+    max_tokens_per_run: object = None, model_retry: object = None,
 ) -> QueuePolicy:
     name = check_queue_name(name, "name")
     check_max_tokens(max_tokens_per_run, "max_tokens_per_run")
+    retry = check_model_retry(model_retry)
     if tokens_per_period is not None:
         if isinstance(tokens_per_period, bool) or not isinstance(tokens_per_period, int) or tokens_per_period < 1:
             raise ValidationError("tokens_per_period", f"{tokens_per_period!r} is not a whole number of at least 1", "pass the model tokens allowed per period")
@@ -103,6 +108,7 @@ def check_policy(
         concurrency=concurrency,  # type: ignore[arg-type]
         tokens_per_period=tokens_per_period,  # type: ignore[arg-type]
         max_tokens_per_run=max_tokens_per_run,  # type: ignore[arg-type]
+        model_retry=retry,
     )
 
 
@@ -126,6 +132,7 @@ def store_policy(policy: QueuePolicy, *, replace: bool) -> None:
     """Blocking: keep `policy` (over a stored one only with `replace`). Processes meeting a new
     queue at the same moment all succeed: the insert ignores a row another one just wrote."""
     row = {**msgspec.structs.asdict(policy), "updated_at": time.time()}
+    row["model_retry"] = msgspec.json.encode(policy.model_retry).decode() if policy.model_retry else None
     with store.get_engine().begin() as conn:
         store.upsert(conn, store.queue_policies, [row], update=replace)
 
@@ -140,6 +147,7 @@ def stored_policy(name: str) -> QueuePolicy | None:
     return QueuePolicy(
         name=row["name"], limit=row["limit"], period=row["period"], concurrency=row["concurrency"],
         tokens_per_period=row["tokens_per_period"], max_tokens_per_run=row["max_tokens_per_run"],
+        model_retry=msgspec.json.decode(row["model_retry"], type=ModelRetry) if row["model_retry"] else None,
     )
 
 
@@ -237,16 +245,34 @@ def hold_seconds(name: str) -> float:
 
 async def token_queue(queue: str) -> str | None:
     """`queue` when it has a token budget now, else None."""
-    return (await run_limits(queue))[0]
+    return (await run_limits(queue)).token_queue
 
 
-async def run_limits(queue: str) -> tuple[str | None, int | None]:
-    """What a run queued on `queue` now takes from its policy: the queue whose token budget it
-    counts against (`queue` when it has one, else None), and the default `max_tokens` of its runs."""
+class RunLimits(msgspec.Struct, kw_only=True):
+    """What a run queued on a queue takes from the queue's policy when it is queued."""
+
+    token_queue: str | None = None
+    """The queue whose token budget the run counts against (the queue, when it has one)."""
+    max_tokens: int | None = None
+    """The default budget of the queue's runs."""
+    model_retry: ModelRetry | None = None
+
+
+async def run_limits(queue: str) -> RunLimits:
     policy = await engine.blocking(stored_policy, queue)
     if policy is None:
-        return None, None
-    return (queue if policy.tokens_per_period else None), policy.max_tokens_per_run
+        return RunLimits()
+    return RunLimits(
+        token_queue=queue if policy.tokens_per_period else None, max_tokens=policy.max_tokens_per_run, model_retry=policy.model_retry
+    )
+
+
+def merged_retry(queue_level: ModelRetry | None, run_level: ModelRetry | None) -> ModelRetry | None:
+    """The run's fields over the queue's."""
+    if queue_level is None or run_level is None:
+        return run_level or queue_level
+    fields = {**msgspec.structs.asdict(queue_level), **{k: v for k, v in msgspec.structs.asdict(run_level).items() if v is not None}}
+    return ModelRetry(**fields)
 
 
 async def queue_status(name: str) -> QueueStatus:
@@ -261,6 +287,7 @@ async def queue_status(name: str) -> QueueStatus:
         name=name, limit=policy.limit, period_seconds=policy.period, concurrency=policy.concurrency,
         tokens_per_period=policy.tokens_per_period, depth=depth, running=running,
         admitted_in_window=admitted, tokens_in_window=tokens, max_tokens_per_run=policy.max_tokens_per_run,
+        model_retry=policy.model_retry,
         paused_until=datetime.fromtimestamp(pause.until, timezone.utc) if pause else None,
         paused_reason=pause.reason if pause else None,
     )
@@ -274,15 +301,17 @@ async def configure_queue(
     *,
     tokens_per_period: int | None = None,
     max_tokens_per_run: int | None = None,
+    model_retry: ModelRetry | dict | None = None,
 ) -> QueuePolicy:
     """Create queue `name` or change its policy, at run time, for every process sharing the database.
 
     >>> await configure_queue("openai", limit=500, period=60, concurrency=20, tokens_per_period=200_000)
 
-    `max_tokens_per_run` is the token budget of each run on the queue that sets no `max_tokens`.
+    `max_tokens_per_run` is the token budget of each run on the queue that sets no `max_tokens`;
+    `model_retry` how its runs retry failed model calls.
     Before launch, the policy is applied when Timestep launches.
     """
-    policy = check_policy(name, limit, period, concurrency, tokens_per_period, max_tokens_per_run)
+    policy = check_policy(name, limit, period, concurrency, tokens_per_period, max_tokens_per_run, model_retry)
     if engine.is_launched():
         await engine.blocking(_register, policy, replace=True)
     else:

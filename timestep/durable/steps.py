@@ -104,6 +104,8 @@ class RunRecorder:
         self.queue = queue
         self.max_tokens = max_tokens
         self.tokens_used = 0
+        self.model_retry = ModelRetrySettings.from_env()
+        """How this run retries failed model calls (the run's, queue's and agent's settings over the environment's)."""
         self.seq = 0
         self.shift = 0
         self.turnstile = Turnstile([])
@@ -241,7 +243,11 @@ class DurableModel(Model):
         recorder = _current.get()
         streaming = recorder.stream
         token_queue = recorder.token_queue
-        policy = ModelRetrySettings.from_env()
+        policy = recorder.model_retry
+        if _sdk_retries(args, kwargs):
+            # The application asked the SDK to retry (ModelSettings.retry): it does, each of its
+            # attempts a durable call of this model that fails with the provider's error class.
+            policy = dataclasses.replace(policy, max_attempts=1)
         attempt, waited = 1, 0.0
 
         async def call(emit: Emit) -> ModelResponse | model_retry.Failure:
@@ -301,6 +307,13 @@ class DurableModel(Model):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _sdk_retries(args: tuple, kwargs: dict) -> bool:
+    """Whether the call's ModelSettings turn the SDK's own runner-managed retries on."""
+    settings = kwargs.get("model_settings", args[2] if len(args) > 2 else None)
+    retry = getattr(settings, "retry", None)
+    return retry is not None and (getattr(retry, "max_retries", None) or getattr(retry, "policy", None)) is not None
 
 
 async def _tell_the_queue(recorder: RunRecorder, failed: model_retry.Failure) -> None:

@@ -46,6 +46,7 @@ queue_policies = sa.Table(
     sa.Column("tokens_per_period", sa.Integer, nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("max_tokens_per_run", sa.Integer, nullable=True),
+    sa.Column("model_retry", sa.Text, nullable=True),  # JSON of a ModelRetry
 )
 
 queue_pauses = sa.Table(

@@ -33,6 +33,7 @@ export interface Contract {
   ErrorInfo: ErrorInfo;
   Failed: Failed;
   Interrupted: Interrupted;
+  ModelRetry: ModelRetry;
   QueueConfigure: QueueConfigure;
   QueueStatus: QueueStatus;
   QueueStatusRequest: QueueStatusRequest;
@@ -166,6 +167,16 @@ export interface Interrupted {
   approvals: Approval[];
 }
 /**
+ * How a run's failed model calls (408, 409, 429, 5xx, no connection) are retried. A field left out
+ * keeps the next level's: the run's, else its queue's, else its agent's, else TIMESTEP_MODEL_*.
+ */
+export interface ModelRetry {
+  max_attempts?: number | null;
+  max_wait_seconds?: number | null;
+  backoff_seconds?: number | null;
+  max_backoff_seconds?: number | null;
+}
+/**
  * `<prefix>.queues.configure` (request/reply): create or replace a queue's policy.
  */
 export interface QueueConfigure {
@@ -178,6 +189,7 @@ export interface QueueConfigure {
   concurrency?: number | null;
   tokens_per_period?: number | null;
   max_tokens_per_run?: number | null;
+  model_retry?: ModelRetry | null;
 }
 export interface QueueStatus {
   name: string;
@@ -190,6 +202,7 @@ export interface QueueStatus {
   admitted_in_window: number;
   tokens_in_window: number;
   max_tokens_per_run?: number | null;
+  model_retry?: ModelRetry | null;
   paused_until?: string | null;
   paused_reason?: string | null;
 }
@@ -270,6 +283,7 @@ export interface RunRequest {
     [k: string]: string | undefined;
   } | null;
   max_tokens?: number | null;
+  model_retry?: ModelRetry | null;
 }
 /**
  * A model call failed for a passing reason (rate limit, overload, no connection): the run waits
