@@ -32,7 +32,7 @@ from timestep.errors import DuplicateRunError, TimestepError
 from timestep.durable.events import now
 from timestep.errors import ValidationError
 from timestep.bus.intake import Invalid, StartRun, body_problem, encode, parse_request, to_spec
-from timestep.durable.runs import RunSpec, agent_run
+from timestep.durable.runs import RunSpec, agent_run, apply_queue
 
 log = logging.getLogger("actors.governor")
 
@@ -104,7 +104,7 @@ class Governor(Actor):
         spec = _traced(to_spec(request, seq_base=2))
         try:
             await queues.ensure_queue(queue)
-            spec.token_queue = await queues.token_queue(queue)
+            await apply_queue(spec, queue)
             await engine.enqueue(
                 queue,
                 agent_run,
@@ -166,7 +166,8 @@ class Governor(Actor):
         try:
             req = msgspec.json.decode(msg.data, type=QueueConfigure)
             await queues.configure_queue(
-                req.name, req.limit, req.period_seconds, req.concurrency, tokens_per_period=req.tokens_per_period
+                req.name, req.limit, req.period_seconds, req.concurrency,
+                tokens_per_period=req.tokens_per_period, max_tokens_per_run=req.max_tokens_per_run, model_retry=req.model_retry,
             )
             status = await queues.queue_status(req.name)
             await self.reply(msg, Reply(ok=True, queues=[status]))

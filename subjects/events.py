@@ -110,6 +110,18 @@ class ToolRejected(_Event, tag="tool_rejected", kw_only=True):
     message: str | None = None
 
 
+class Retrying(_Event, tag="retrying", kw_only=True):
+    """A model call failed for a passing reason (rate limit, overload, no connection): the run waits
+    `delay_seconds`, durably, until `retry_at`, then makes attempt `attempt + 1`. Text deltas
+    streamed since the failed attempt began are void: the next attempt streams its own."""
+
+    attempt: int
+    delay_seconds: float
+    retry_at: datetime
+    error: ErrorInfo
+    status_code: int | None = None
+
+
 class Completed(_Event, tag="completed", kw_only=True):
     """The run finished with `output` (the agent's final output, as JSON)."""
 
@@ -129,7 +141,7 @@ class Cancelled(_Event, tag="cancelled", kw_only=True):
 
 RunEvent = Union[
     Accepted, Rejected, Queued, Started, Delta, ToolCall, ToolOutput, Interrupted, ToolApproved, ToolRejected,
-    Completed, Failed, Cancelled,
+    Retrying, Completed, Failed, Cancelled,
 ]
 
 EVENT_TYPES: dict[str, type] = {

@@ -6,6 +6,7 @@ Fields may be added later, never removed. Unknown fields are ignored.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -25,6 +26,20 @@ Seconds = Annotated[float, Meta(gt=0, le=31_536_000, description="seconds, more 
 Count = Annotated[int, Meta(ge=1, le=2**31 - 1, description="1 to 2,147,483,647")]
 
 
+class ModelRetry(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """How a run's failed model calls (408, 409, 429, 5xx, no connection) are retried. A field left out
+    keeps the next level's: the run's, else its queue's, else its agent's, else TIMESTEP_MODEL_*."""
+
+    max_attempts: Count | None = None
+    """Calls per model turn, the first included (1: no retries)."""
+    max_wait_seconds: Seconds | None = None
+    """The waits between a turn's attempts add up to at most this."""
+    backoff_seconds: Seconds | None = None
+    """The first backoff wait when the provider names none, doubled per attempt."""
+    max_backoff_seconds: Seconds | None = None
+    """The longest backoff wait."""
+
+
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`<prefix>.runs.submit`: start an agent run."""
 
@@ -38,6 +53,10 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     timeout_seconds: Seconds | None = None
     stream: bool = False
     metadata: dict[str, str] | None = None
+    max_tokens: Count | None = None
+    """The run's model-token budget: it fails with `BudgetExceeded` after the model call that
+    crosses it. Unset: the queue's `max_tokens_per_run`, else no budget."""
+    model_retry: ModelRetry | None = None
 
 
 class Approve(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -91,6 +110,10 @@ class QueueConfigure(msgspec.Struct, kw_only=True, omit_defaults=True):
     period_seconds: Seconds | None = None
     concurrency: Count | None = None
     tokens_per_period: Count | None = None
+    max_tokens_per_run: Count | None = None
+    """The token budget of the queue's runs that set no `max_tokens` of their own."""
+    model_retry: ModelRetry | None = None
+    """How the queue's runs retry failed model calls (a run's own `model_retry` wins, field by field)."""
 
 
 class QueueStatusRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -111,6 +134,11 @@ class QueueStatus(msgspec.Struct, kw_only=True):
     admitted_in_window: int
     """Runs started in the last `period_seconds` (the rate limit's window)."""
     tokens_in_window: int
+    max_tokens_per_run: int | None = None
+    model_retry: ModelRetry | None = None
+    paused_until: datetime | None = None
+    """Set while the queue admits no run: a run of it met a provider's rate limit that named a time to come back."""
+    paused_reason: str | None = None
 
 
 RunStatus = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]

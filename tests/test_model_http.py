@@ -3,22 +3,28 @@ of the tests' own: durable retries, the provider's errors by name."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
-from agents import Agent, OpenAIResponsesModel, function_tool
+from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, function_tool
 from openai import AsyncOpenAI
 
 import timestep
-from subjects.events import Completed, Delta, Failed, Started, ToolCall, ToolOutput
-from timestep.durable import engine
+from subjects.events import Completed, Delta, Failed, Retrying, Started, ToolCall, ToolOutput
+from timestep.durable import engine, models, queues
+from processes import process_env
 
 
 def uid(prefix: str) -> str:
@@ -91,20 +97,63 @@ def error(status: int, kind: str, message: str, headers: dict | None = None) -> 
     return status, headers or {}, {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-class Provider:
-    """Answers POST /v1/responses with the scripted replies, in order; records each request."""
+def chat(content: str | None = None, *calls: tuple[str, dict, str]) -> tuple[int, dict, dict]:
+    """A Chat Completions answer: text, or tool calls (name, arguments, call id)."""
+    message: dict = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}} for name, args, cid in calls
+        ]
+    body = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:8]}", "object": "chat.completion", "created": 0, "model": "gpt-test",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+    return 200, {}, body
 
-    def __init__(self, replies: list[tuple[int, dict, dict]]) -> None:
+
+def chat_streamed(words: list[str], call: tuple[str, dict, str] | None = None) -> tuple[int, dict, str]:
+    """A streamed Chat Completions answer (server-sent `data:` chunks, then `[DONE]`): text deltas,
+    or one tool call whose arguments arrive in two pieces."""
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 0, "model": "gpt-test",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": word}) for word in words]
+    if call is not None:
+        name, args, cid = call
+        raw = json.dumps(args)
+        chunks.append(chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": cid, "type": "function", "function": {"name": name, "arguments": raw[:3]}}]}))
+        chunks.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": raw[3:]}}]}))
+    chunks.append(chunk({}, "tool_calls" if call else "stop"))
+    chunks.append({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 0, "model": "gpt-test", "choices": [],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+    return 200, {}, "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+class Provider:
+    """Answers POST requests with the scripted replies, in order (then `default`, if given);
+    records each request: its time, body and path, and its wall-clock time in `wall`."""
+
+    def __init__(self, replies: list[tuple[int, dict, dict]], default: tuple[int, dict, dict] | None = None) -> None:
         self.replies = list(replies)
+        self.default = default
         self.requests: list[tuple[float, dict]] = []
+        self.paths: list[str] = []
+        self.wall: list[float] = []
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 provider.requests.append((time.monotonic(), body))
-                status, headers, payload = provider.replies.pop(0)
-                if isinstance(payload, list):  # server-sent events
+                provider.paths.append(self.path)
+                provider.wall.append(time.time())
+                status, headers, payload = provider.replies.pop(0) if provider.replies else provider.default
+                if isinstance(payload, str):  # server-sent events, as given
+                    data = payload.encode()
+                    kind = "text/event-stream"
+                elif isinstance(payload, list):  # the Responses API's server-sent events
                     data = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in payload).encode()
                     kind = "text/event-stream"
                 else:
@@ -135,8 +184,8 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[callable]:
     """Start a provider with the given replies and point OPENAI_BASE_URL and OPENAI_API_KEY at it."""
     started: list[Provider] = []
 
-    def start(*replies: tuple[int, dict, dict]) -> Provider:
-        server = Provider(list(replies))
+    def start(*replies: tuple[int, dict, dict], default: tuple[int, dict, dict] | None = None) -> Provider:
+        server = Provider(list(replies), default)
         server.thread.start()
         started.append(server)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -301,3 +350,298 @@ async def test_a_streamed_run_is_retried_too(db: str, provider) -> None:
     assert result.output == "Hello."
     assert len(server.requests) == 2 and server.requests[1][1]["stream"] is True
     assert [e.text for e in events if isinstance(e, Delta)] == ["Hel", "lo."]
+
+
+# --- retries are visible ------------------------------------------------------------
+
+
+async def test_a_run_waiting_to_retry_says_so_in_a_retrying_event(db: str, provider) -> None:
+    busy = error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "200"})
+    provider(busy, error(503, "server_error", "Overloaded"), response(text("Done.")))
+    events = []
+    result = await timestep.run_agent_workflow(Agent(name=uid("visible"), model="gpt-test"), "Hi", on_event=events.append)
+    assert result.output == "Done."
+    assert [type(e) for e in events] == [Started, Retrying, Retrying, Completed]
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    first, second = events[1], events[2]
+    assert (first.attempt, first.status_code, first.error.type) == (1, 429, "RateLimitError")
+    assert first.delay_seconds == 0.2 and "Rate limit reached" in first.error.message
+    assert first.retry_at >= first.time
+    assert (second.attempt, second.status_code, second.error.type) == (2, 503, "InternalServerError")
+    assert 0.075 <= second.delay_seconds <= 0.1  # the second backoff: 2 x 0.05 s, jittered down by at most a quarter
+
+
+async def test_no_retrying_event_when_the_error_is_final(db: str, provider) -> None:
+    provider(error(401, "invalid_api_key", "Incorrect API key provided"))
+    events = []
+    with pytest.raises(timestep.ModelCallError) as raised:
+        await timestep.run_agent_workflow(Agent(name=uid("final"), model="gpt-test"), "Hi", on_event=events.append)
+    assert raised.value.provider_error == "AuthenticationError" and raised.value.status_code == 401
+    assert [type(e) for e in events] == [Started, Failed]
+
+
+# --- Chat Completions servers (Ollama, vLLM, LM Studio) with one setting ---------------
+
+
+async def test_chat_completions_with_one_setting_and_a_tool_call(db: str, provider, monkeypatch) -> None:
+    monkeypatch.setenv("TIMESTEP_OPENAI_API", "chat_completions")
+    server = provider(
+        error(429, "rate_limit_exceeded", "slow down", {"retry-after-ms": "10"}),
+        chat(None, ("get_weather", {"city": "Oslo"}, "call_1")),
+        chat("Snowy in Oslo."),
+    )
+    calls: list[str] = []
+    events = []
+    result = await timestep.run_agent_workflow(weather_agent(uid("chat"), calls), "Weather in Oslo?", on_event=events.append)
+    assert result.output == "Snowy in Oslo." and calls == ["Oslo"]
+    assert set(server.paths) == {"/v1/chat/completions"}
+    assert [type(e) for e in events] == [Started, Retrying, ToolCall, ToolOutput, Completed]
+    # the tool's output went back as a Chat Completions tool message
+    tool_messages = [m for m in server.requests[2][1]["messages"] if m["role"] == "tool"]
+    assert tool_messages == [{"role": "tool", "tool_call_id": "call_1", "content": "sunny in Oslo"}]
+
+
+async def test_chat_completions_streamed_with_a_tool_call(db: str, provider, monkeypatch) -> None:
+    monkeypatch.setenv("TIMESTEP_OPENAI_API", "chat_completions")
+    server = provider(chat_streamed([], ("get_weather", {"city": "Rome"}, "call_7")), chat_streamed(["Warm ", "in ", "Rome."]))
+    calls: list[str] = []
+    events = []
+    result = await timestep.run_agent_workflow(
+        weather_agent(uid("chatstream"), calls), "Weather in Rome?", stream=True, on_event=events.append
+    )
+    assert result.output == "Warm in Rome." and calls == ["Rome"]
+    assert set(server.paths) == {"/v1/chat/completions"} and all(r[1]["stream"] for r in server.requests)
+    assert [e.text for e in events if isinstance(e, Delta)] == ["Warm ", "in ", "Rome."]
+    assert [e.arguments for e in events if isinstance(e, ToolCall)] == ['{"city": "Rome"}']
+    assert result.usage.total_tokens == 10
+
+
+async def test_an_explicit_chat_completions_model(db: str, provider) -> None:
+    server = provider(error(500, "server_error", "boom"), chat("Hi there."))
+    client = AsyncOpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
+    agent = Agent(name=uid("explicitchat"), model=OpenAIChatCompletionsModel(model="llama3.2", openai_client=client))
+    result = await timestep.run_agent_workflow(agent, "Hi")
+    assert result.output == "Hi there." and server.paths == ["/v1/chat/completions"] * 2
+
+
+async def test_configure_dbos_chooses_the_api_too(db: str, provider) -> None:
+    server = provider(chat("Via chat."))
+    timestep.configure_dbos(system_database_url=db, openai_api="chat_completions")
+    try:
+        result = await timestep.run_agent_workflow(Agent(name=uid("configured"), model="gpt-test"), "Hi")
+    finally:
+        models.use_openai_api(None)  # back to TIMESTEP_OPENAI_API, for the tests after this one
+    assert result.output == "Via chat." and server.paths == ["/v1/chat/completions"]
+    with pytest.raises(timestep.ValidationError, match="openai_api: 'chat' is not an OpenAI API"):
+        timestep.configure_dbos(system_database_url=db, openai_api="chat")
+
+
+def test_a_bad_openai_api_setting_names_the_variable(monkeypatch) -> None:
+    from timestep.settings import Settings
+
+    monkeypatch.setenv("TIMESTEP_OPENAI_API", "ollama")
+    with pytest.raises(ValueError, match="TIMESTEP_OPENAI_API='ollama' is not an OpenAI API; set it to chat_completions"):
+        Settings.from_env()
+
+
+# --- token budgets ----------------------------------------------------------------------
+
+
+async def test_a_run_stops_after_the_call_that_crosses_its_budget(db: str, provider) -> None:
+    # each answer uses 5 tokens: the first call (5) is within 7, the second (10) crosses it
+    server = provider(
+        response(tool_call("get_weather", {"city": "Paris"}, "c1")),
+        response(tool_call("get_weather", {"city": "Lyon"}, "c2")),
+        response(text("never asked for")),
+    )
+    calls: list[str] = []
+    events = []
+    agent = weather_agent(uid("budget"), calls)
+    workflow_id = uid("budget")
+    with pytest.raises(timestep.BudgetExceeded) as raised:
+        await timestep.run_agent_workflow(agent, "Weather?", workflow_id=workflow_id, max_tokens=7, on_event=events.append)
+    assert (raised.value.used, raised.value.max_tokens) == (10, 7)
+    assert calls == ["Paris"] and len(server.requests) == 2  # the crossing call's tool did not run, no third call
+    assert events[-1].error.type == "BudgetExceeded" and "10 model tokens" in events[-1].error.message
+    # the budget holds from the record: the same run again raises the same, and calls nothing
+    with pytest.raises(timestep.BudgetExceeded):
+        await timestep.run_agent_workflow(agent, "Weather?", workflow_id=workflow_id, max_tokens=7)
+    assert len(server.requests) == 2 and calls == ["Paris"]
+
+
+async def test_a_queue_gives_its_runs_a_budget(db: str, provider) -> None:
+    server = provider(response(text("too long an answer")), response(text("fits")))
+    queue = uid("budgeted")
+    await timestep.configure_queue(queue, limit=100, period=60, max_tokens_per_run=4)
+    assert (await queues.queue_status(queue)).max_tokens_per_run == 4
+    agent = Agent(name=uid("budgetq"), model="gpt-test")
+    handle = await timestep.queue_agent_workflow(agent, "Hi", queue_name=queue)
+    with pytest.raises(timestep.BudgetExceeded, match="over its budget of max_tokens=4"):
+        await handle.get_result()
+    # a run's own max_tokens wins over the queue's
+    handle = await timestep.queue_agent_workflow(agent, "Hi", queue_name=queue, max_tokens=50)
+    assert (await handle.get_result()).output == "fits"
+    assert len(server.requests) == 2
+
+
+async def test_a_bad_budget_names_the_field(db: str) -> None:
+    agent = Agent(name=uid("badbudget"), model="gpt-test")
+    with pytest.raises(timestep.ValidationError, match="max_tokens: 0 is not a whole number"):
+        await timestep.run_agent_workflow(agent, "Hi", max_tokens=0)
+    with pytest.raises(timestep.ValidationError, match="max_tokens_per_run: 'many' is not a whole number"):
+        await timestep.configure_queue(uid("q"), max_tokens_per_run="many")
+
+
+# --- the fleet backs off together, and waits survive a crash -----------------------------
+
+
+def _worker(db_url: str, server: Provider, out: Path, *args: str, executor: str) -> subprocess.Popen:
+    env = process_env(
+        OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=server.url, TIMESTEP_EXECUTOR_ID=executor,
+        TIMESTEP_MODEL_BACKOFF_SECONDS="0.05", TIMESTEP_LOG_LEVEL="WARNING",
+    )
+    command = [sys.executable, str(Path(__file__).parent / "model_worker.py"), db_url, *args]
+    return subprocess.Popen(command, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT)
+
+
+async def _until(check, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_rate_limit_pauses_the_queue_in_every_process(db: str, provider, tmp_path: Path) -> None:
+    """A run of queue Q, in another process, meets a 429 with Retry-After: 4. Runs queued on Q
+    meanwhile, here, start only after those 4 s, in whichever process takes them; the queue's
+    status shows the pause and its reason."""
+    wait = 4
+    server = provider(error(429, "rate_limit_exceeded", "Rate limit reached", {"Retry-After": str(wait)}), default=response(text("ok")))
+    queue = uid("paced")
+    await timestep.configure_queue(queue, limit=100, period=60)
+    agent = Agent(name="paced", model="gpt-test")
+    timestep.register_agent(agent)  # either process may take any run of the queue
+    out = tmp_path / "other.log"
+    other = _worker(db, server, out, "queue", queue, uid("first"), executor=uid("other"))
+    try:
+        await _until(lambda: len(server.requests) >= 1, "the other process's first model call")
+        limited_at = server.wall[0]
+        deadline = time.monotonic() + 60
+        while (status := await queues.queue_status(queue)).paused_until is None:  # written as the 429 is taken in
+            assert time.monotonic() < deadline, f"no pause: {out.read_text()}"
+            await asyncio.sleep(0.05)
+        assert status.paused_until.timestamp() >= limited_at + wait - 0.5
+        assert "RateLimitError (HTTP 429)" in status.paused_reason and "asked to wait 4 s" in status.paused_reason
+
+        handles = [await timestep.queue_agent_workflow(agent, "Hi", queue_name=queue) for _ in range(3)]
+        for handle in handles:
+            assert (await handle.get_result()).output == "ok"
+        await _until(lambda: "output: ok" in out.read_text(), "the other process's run")
+        # 1 refused call, then 4 calls: none before the time the provider named, in any process
+        assert len(server.requests) == 5
+        assert min(server.wall[1:]) >= status.paused_until.timestamp() - 0.05
+        assert (await queues.queue_status(queue)).paused_until is None  # over, and so not shown
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_sigkill_while_waiting_to_retry_waits_only_the_rest(fresh_db_url: str, provider, tmp_path: Path) -> None:
+    """Retry-After: 10; the process is killed 5 s into the wait and started again: the call is not
+    made before the 10 s are up, and the new process waits only what was left (a fresh wait of
+    10 s from the restart would make the second call 15 s or more after the first)."""
+    server = provider(error(429, "rate_limit_exceeded", "Rate limit reached", {"Retry-After": "10"}), default=response(text("after the wait")))
+    run_id = uid("killed")
+    first = _worker(fresh_db_url, server, tmp_path / "first.log", "run", run_id, executor="killed")
+    try:
+        await _until(lambda: len(server.requests) >= 1, "the first model call")
+        await asyncio.sleep(5)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        first.kill()
+    assert len(server.requests) == 1
+    out = tmp_path / "second.log"
+    second = _worker(fresh_db_url, server, out, "run", run_id, executor="killed")
+    try:
+        assert second.wait(timeout=120) == 0, out.read_text()
+    finally:
+        second.kill()
+    assert "output: after the wait" in out.read_text()
+    assert len(server.requests) == 2
+    gap = server.wall[1] - server.wall[0]
+    assert gap >= 10 - 0.05, gap  # never early
+    assert gap < 15, gap  # only the rest of the wait, not a new one
+
+
+# --- retry settings per run, queue and agent; the SDK's own retries; errors by class ----------
+
+
+async def test_retry_settings_per_run_per_queue_and_per_agent(db: str, provider, monkeypatch) -> None:
+    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "5")
+    busy = error(503, "server_error", "Overloaded", {"retry-after-ms": "1"})
+    # the run's own setting wins over the environment's 5
+    server = provider(busy, busy, busy, busy, response(text("never")))
+    with pytest.raises(timestep.ModelCallError) as raised:
+        await timestep.run_agent_workflow(Agent(name=uid("perrun"), model="gpt-test"), "Hi", model_retry=timestep.ModelRetry(max_attempts=2))
+    assert raised.value.attempts == 2 and len(server.requests) == 2
+
+    # an agent's registered setting, then a queue's over it, then a run's over the queue's
+    agent = timestep.register_agent(Agent(name=uid("peragent"), model="gpt-test"), model_retry={"max_attempts": 3})
+    server = provider(busy, busy, busy, busy, busy, response(text("never")))
+    with pytest.raises(timestep.ModelCallError) as raised:
+        await timestep.run_agent_workflow(agent, "Hi")
+    assert raised.value.attempts == 3 and len(server.requests) == 3
+
+    queue = uid("retrying")
+    await timestep.configure_queue(queue, limit=100, period=60, model_retry=timestep.ModelRetry(max_attempts=1))
+    assert (await queues.queue_status(queue)).model_retry == timestep.ModelRetry(max_attempts=1)
+    server = provider(busy, busy, busy, response(text("never")))
+    with pytest.raises(timestep.ModelCallError) as raised:
+        await (await timestep.queue_agent_workflow(agent, "Hi", queue_name=queue)).get_result()
+    assert raised.value.attempts == 1 and len(server.requests) == 1
+    server = provider(busy, response(text("second time lucky")))
+    handle = await timestep.queue_agent_workflow(agent, "Hi", queue_name=queue, model_retry={"max_attempts": 2})
+    assert (await handle.get_result()).output == "second time lucky"
+
+    with pytest.raises(timestep.ValidationError, match=r"model_retry\.max_attempts: Expected `int` >= 1"):
+        await timestep.run_agent_workflow(agent, "Hi", model_retry={"max_attempts": 0})
+    with pytest.raises(timestep.ValidationError, match=r"model_retry\.max_attempt: is not a setting; use max_attempts"):
+        await timestep.configure_queue(queue, model_retry={"max_attempt": 2})
+
+
+async def test_a_failed_call_is_caught_by_the_providers_class(db: str, provider, monkeypatch) -> None:
+    import openai
+
+    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "2")
+    busy = error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "5", "x-request-id": "req_42"})
+    provider(busy, busy)
+    workflow_id = uid("byclass")
+    agent = Agent(name=uid("byclass"), model="gpt-test")
+    for _ in range(2):  # the run, then its recorded outcome again
+        with pytest.raises(openai.RateLimitError) as raised:
+            await timestep.run_agent_workflow(agent, "Hi", workflow_id=workflow_id)
+        assert isinstance(raised.value, timestep.ModelCallError) and raised.value.attempts == 2
+        assert raised.value.status_code == 429 and raised.value.response.headers["retry-after-ms"] == "5"
+        assert raised.value.request_id == "req_42"
+
+
+async def test_the_sdks_own_retry_settings_are_not_fought(db: str, provider) -> None:
+    """An agent whose ModelSettings ask the SDK to retry: the SDK does (reading the provider's
+    class and headers from the error), each of its attempts one durable call, and Timestep
+    does not retry on top (which would multiply the calls)."""
+    from agents import ModelRetrySettings, ModelSettings, retry_policies
+
+    busy = error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "10"})
+    server = provider(busy, busy, busy, busy, response(text("never")))
+    settings = ModelSettings(retry=ModelRetrySettings(max_retries=2, policy=retry_policies.provider_suggested()))
+    agent = Agent(name=uid("sdkretry"), model="gpt-test", model_settings=settings)
+    workflow_id = uid("sdkretry")
+    with pytest.raises(Exception) as raised:
+        await timestep.run_agent_workflow(agent, "Hi", workflow_id=workflow_id)
+    assert len(server.requests) == 3, "the SDK's 1 + 2 retries, not multiplied by Timestep's"
+    assert "RateLimitError" in f"{type(raised.value).__name__} {raised.value}"
+    steps = [s["function_name"] for s in await engine.list_steps(workflow_id)]
+    assert steps.count("model") == 3 and "DBOS.sleep" not in steps

@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "BudgetExceeded": "timestep.errors",
     "ConfigurationError": "timestep.errors",
     "DuplicateRunError": "timestep.errors",
     "ModelCallError": "timestep.errors",
@@ -32,6 +33,8 @@ _EXPORTS = {
     "ensure_dbos_launched": "timestep.durable.launch",
     "OfflineDemoModel": "timestep.durable.offline_model",
     "QueuePolicy": "timestep.durable.queues",
+    "QueuePause": "timestep.durable.queues",
+    "ModelRetry": "subjects.messages",
     "configure_queue": "timestep.durable.queues",
     "get_agent": "timestep.durable.registry",
     "register_agent": "timestep.durable.registry",
@@ -70,6 +73,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from timestep.client import Client
     from timestep.errors import (
+        BudgetExceeded,
         ConfigurationError,
         DuplicateRunError,
         ModelCallError,
@@ -83,7 +87,8 @@ if TYPE_CHECKING:
     from timestep.durable.events import EventSink, add_event_sink, listen, remove_event_sink
     from timestep.durable.launch import configure_dbos, ensure_dbos_launched
     from timestep.durable.offline_model import OfflineDemoModel
-    from timestep.durable.queues import QueuePolicy, configure_queue
+    from subjects.messages import ModelRetry
+    from timestep.durable.queues import QueuePause, QueuePolicy, configure_queue
     from timestep.durable.registry import get_agent, register_agent, registered_agents
     from timestep.durable.runs import RunHandle, RunResult, RunStatus, cancel_run, queue_agent_workflow, run_agent_workflow
     from timestep.durable.schedules import ScheduleInfo, create_scheduled_agent_workflow, delete_schedule, list_schedules

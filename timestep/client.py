@@ -238,6 +238,7 @@ class Client:
         metadata: dict[str, str] | None = None,
         reply_timeout: float = 10.0,
         traceparent: str | None = None,
+        max_tokens: int | None = None,
     ) -> Submission:
         """Submit a run. It gets a fresh id unless `id` is given; submitting the same id again
         is the same run. Raises RunRejectedError when the governor refuses it.
@@ -250,6 +251,7 @@ class Client:
         request = RunRequest(
             agent=agent, input=input, id=run_id, session_id=session_id, queue=queue, priority=priority,
             deduplication_id=deduplication_id, timeout_seconds=timeout_seconds, stream=stream, metadata=metadata,
+            max_tokens=max_tokens,
         )
         with observe.span("timestep.submit", parent, run_id=run_id, agent=agent, queue=queue) as trace:
             data = await self._send_until_answered(_encode(request), run_id, reply_timeout, observe.trace_headers(trace))
@@ -354,9 +356,12 @@ class Client:
 
     async def configure_queue(
         self, name: str, *, limit: int | None = None, period_seconds: float | None = None,
-        concurrency: int | None = None, tokens_per_period: int | None = None,
+        concurrency: int | None = None, tokens_per_period: int | None = None, max_tokens_per_run: int | None = None,
     ) -> QueueStatus:
-        body = QueueConfigure(name=name, limit=limit, period_seconds=period_seconds, concurrency=concurrency, tokens_per_period=tokens_per_period)
+        body = QueueConfigure(
+            name=name, limit=limit, period_seconds=period_seconds, concurrency=concurrency,
+            tokens_per_period=tokens_per_period, max_tokens_per_run=max_tokens_per_run,
+        )
         return (await self._admin(self.subjects.queues_configure, body)).queues[0]  # type: ignore[index]
 
     async def queue_status(self, name: str | None = None) -> list[QueueStatus]:

@@ -100,16 +100,38 @@ class NatsUnreachableError(TimestepError, ConnectionError):
 
 class ModelCallError(TimestepError):
     """A model call failed for good: the provider refused it (a 4xx other than 408, 409 or 429),
-    or it kept failing until the retries ran out. Names the provider's error class and HTTP status."""
+    or it kept failing until the retries ran out. Names the provider's error class and HTTP status.
+    An openai error is raised as an instance of its own class too: `except openai.RateLimitError`
+    catches it, with `.status_code` and `.response.headers` (the retry headers the provider sent)."""
 
     def __init__(self, provider_error: str, status_code: int | None, message: str, attempts: int = 1) -> None:
-        status = f"HTTP {status_code}" if status_code is not None else "no HTTP status"
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        super().__init__(f"{provider_error} ({status}){tries}: {message}")
+        Exception.__init__(self, self.describe(provider_error, status_code, message, attempts))
         self.provider_error = provider_error
         self.status_code = status_code
         self.provider_message = message
         self.attempts = attempts
 
+    @staticmethod
+    def describe(provider_error: str, status_code: int | None, message: str, attempts: int) -> str:
+        status = f"HTTP {status_code}" if status_code is not None else "no HTTP status"
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return f"{provider_error} ({status}){tries}: {message}"
+
     def __reduce__(self):  # recorded by the runtime and raised again on replay
         return (type(self), (self.provider_error, self.status_code, self.provider_message, self.attempts))
+
+
+class BudgetExceeded(TimestepError):
+    """A run used more model tokens than its `max_tokens`: it stopped after the model call that
+    crossed the budget, and no later call ran. `used` and `max_tokens` say by how much."""
+
+    def __init__(self, used: int, max_tokens: int) -> None:
+        self.used = used
+        self.max_tokens = max_tokens
+        super().__init__(
+            f"the run used {used} model tokens, over its budget of max_tokens={max_tokens}; "
+            "it stopped after the model call that crossed it (raise max_tokens, or pass none, to let such runs finish)"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.used, self.max_tokens))

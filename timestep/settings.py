@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -48,6 +48,20 @@ def openai_api_key_set() -> bool:
     return bool(os.environ.get("OPENAI_API_KEY"))
 
 
+#: What `TIMESTEP_OPENAI_API` may say: the OpenAI API that model names (strings) are called through.
+OPENAI_APIS = ("responses", "chat_completions")
+
+
+def openai_api() -> str:
+    """TIMESTEP_OPENAI_API: `responses` (default) or `chat_completions` (Ollama, vLLM, LM Studio)."""
+    raw = (os.environ.get("TIMESTEP_OPENAI_API") or "responses").strip().lower().replace("-", "_")
+    if raw not in OPENAI_APIS:
+        raise ValueError(
+            f"TIMESTEP_OPENAI_API={raw!r} is not an OpenAI API; set it to chat_completions (Ollama, vLLM, LM Studio) or responses"
+        )
+    return raw
+
+
 def openai_base_url() -> str | None:
     """OPENAI_BASE_URL, read by the openai client itself; the default provider is made once per value."""
     return os.environ.get("OPENAI_BASE_URL") or None
@@ -65,6 +79,20 @@ class ModelRetrySettings:
     """TIMESTEP_MODEL_BACKOFF_SECONDS: the first backoff wait, doubled per attempt (when the provider names none)."""
     max_backoff_seconds: float = 60.0
     """TIMESTEP_MODEL_MAX_BACKOFF_SECONDS: the longest single wait."""
+
+    def over(self, *levels: object) -> ModelRetrySettings:
+        """These settings with the fields each level sets (a `subjects.messages.ModelRetry` or None),
+        later levels winning."""
+        changes: dict[str, float | int] = {}
+        for level in levels:
+            if level is None:
+                continue
+            for mine, theirs in (("max_attempts", "max_attempts"), ("max_wait_seconds", "max_wait_seconds"),
+                                 ("base_seconds", "backoff_seconds"), ("max_backoff_seconds", "max_backoff_seconds")):
+                value = getattr(level, theirs, None)
+                if value is not None:
+                    changes[mine] = value
+        return replace(self, **changes) if changes else self
 
     @classmethod
     def from_env(cls) -> ModelRetrySettings:
@@ -203,6 +231,8 @@ class Settings:
     runs again on recovery, as after a crash."""
     model_retry: ModelRetrySettings = field(default_factory=ModelRetrySettings)
     """TIMESTEP_MODEL_*: how failed model calls are retried (read here too, so a bad value stops start-up)."""
+    openai_api: str = "responses"
+    """TIMESTEP_OPENAI_API: `chat_completions` makes model names use the Chat Completions API (Ollama, vLLM)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -233,4 +263,5 @@ class Settings:
             sqlite_wal=_flag("TIMESTEP_SQLITE_WAL", True),
             stop_grace_seconds=_float("TIMESTEP_STOP_GRACE_SECONDS", 8.0),
             model_retry=ModelRetrySettings.from_env(),
+            openai_api=openai_api(),
         )

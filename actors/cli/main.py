@@ -189,9 +189,9 @@ async def _client(args: argparse.Namespace) -> Any:
 #: refusal names the flag or argument.
 FLAGS = {
     "run": {"id": "--id", "session_id": "--session", "queue": "--queue", "priority": "--priority",
-            "timeout_seconds": "--timeout", "input": "text"},
+            "timeout_seconds": "--timeout", "input": "text", "max_tokens": "--max-tokens"},
     "queues": {"limit": "--limit", "period_seconds": "--period", "period": "--period",
-               "concurrency": "--concurrency", "tokens_per_period": "--tokens"},
+               "concurrency": "--concurrency", "tokens_per_period": "--tokens", "max_tokens_per_run": "--max-tokens-per-run"},
     "schedules": {"crontab": "cron", "request.agent": "agent", "request.input": "text", "request.queue": "--queue"},
     "reject": {"message": "--message"},
 }
@@ -248,7 +248,7 @@ async def _run(args: argparse.Namespace) -> int:
         try:
             run = await client.submit(
                 args.agent, args.text, id=args.id, session_id=args.session, queue=args.queue,
-                priority=args.priority, stream=args.stream, timeout_seconds=args.timeout,
+                priority=args.priority, stream=args.stream, timeout_seconds=args.timeout, max_tokens=args.max_tokens,
             )
         except RunRejectedError as exc:
             print(f"rejected: {as_given('run', str(exc))}", file=sys.stderr)
@@ -342,7 +342,10 @@ async def _queues(args: argparse.Namespace) -> int:
     client = await _client(args)
     try:
         if args.action == "configure":
-            statuses = [await client.configure_queue(args.name, limit=args.limit, period_seconds=args.period, concurrency=args.concurrency, tokens_per_period=args.tokens)]
+            statuses = [await client.configure_queue(
+                args.name, limit=args.limit, period_seconds=args.period, concurrency=args.concurrency,
+                tokens_per_period=args.tokens, max_tokens_per_run=args.max_tokens_per_run,
+            )]
         else:
             statuses = await client.queue_status(args.name)
         if args.json:
@@ -353,6 +356,11 @@ async def _queues(args: argparse.Namespace) -> int:
             limit = f"{q.limit}/{q.period_seconds:g}s" if q.limit else "-"
             tokens = f"{q.tokens_in_window}/{q.tokens_per_period}" if q.tokens_per_period else "-"
             print(f"{q.name:<24} {limit:<14} {str(q.concurrency or '-'):<12} {tokens:<16} {q.depth:>8} {q.running:>8} {q.admitted_in_window:>10}")
+        for q in statuses:
+            if q.max_tokens_per_run:
+                print(f"{q.name}: each run may use {q.max_tokens_per_run} model tokens unless it sets --max-tokens")
+            if q.paused_until is not None:
+                print(f"{q.name}: paused until {q.paused_until.isoformat(timespec='seconds')}: {q.paused_reason}")
         return 0
     finally:
         await client.close()
@@ -428,6 +436,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int)
     run.add_argument("--stream", action="store_true", help="stream text deltas")
     run.add_argument("--timeout", type=float, help="timeout_seconds")
+    run.add_argument("--max-tokens", type=int, help="the run's model-token budget (max_tokens)")
     run.add_argument("--wait", action="store_true", help="keep following after an interruption")
     run.add_argument("--json", action="store_true")
 
@@ -470,6 +479,7 @@ def _parser() -> argparse.ArgumentParser:
     queues.add_argument("--period", type=float, help="seconds")
     queues.add_argument("--concurrency", type=int)
     queues.add_argument("--tokens", type=int, help="model tokens per period")
+    queues.add_argument("--max-tokens-per-run", type=int, help="token budget of each run that sets none")
     queues.add_argument("--json", action="store_true")
     check = sub.add_parser(
         "check", help="run the subject contract against a running deployment: PASS or FAIL per line",

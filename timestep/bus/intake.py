@@ -84,6 +84,8 @@ def to_spec(request: RunRequest, *, seq_base: int) -> RunSpec:
         stream=request.stream,
         wait_for_approval=True,
         seq_base=seq_base,
+        max_tokens=request.max_tokens,
+        model_retry=request.model_retry,
     )
 
 

@@ -181,8 +181,9 @@ class _Waker:
     together bring one poll forward, not one each: a burst of enqueues polls at most every
     WAKE_GAP_SECONDS (DBOS's own interval stays the longest pause)."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, queue: str = "") -> None:
         self._stop = stop
+        self._queue = queue
         self._woken = threading.Event()
         self._last_poll = 0.0
 
@@ -204,8 +205,32 @@ class _Waker:
                 if early > 0:
                     self._stop.wait(min(early, left))
                 break
+        self._hold()
         self._last_poll = time.monotonic()
         return self._stop.is_set()
+
+    def _hold(self) -> None:
+        """Poll no further while the queue is held (see `hold_queues_with`)."""
+        held = _queue_hold
+        while held is not None and not self._stop.is_set():
+            try:
+                left = held(self._queue)
+            except Exception as exc:  # the database is away: DBOS's own poll will say so
+                log.debug("queue %s: reading its hold failed: %s", self._queue, exc)
+                return
+            if left <= 0:
+                return
+            self._stop.wait(min(left, 1.0))
+
+
+_queue_hold: Callable[[str], float] | None = None
+
+
+def hold_queues_with(seconds_left: Callable[[str], float]) -> None:
+    """Before each poll of a queue, this process's worker asks `seconds_left(queue)` (blocking)
+    and takes no run from the queue while it answers more than 0."""
+    global _queue_hold
+    _queue_hold = seconds_left
 
 
 def _wake_queues_on_enqueue() -> None:
@@ -220,7 +245,7 @@ def _wake_queues_on_enqueue() -> None:
         return
 
     def queue_worker_thread(stop_event: threading.Event, dbos: Any, queue: Any) -> None:
-        waker = _Waker(stop_event)
+        waker = _Waker(stop_event, queue.name)
         _wakers[queue.name] = waker
         try:
             original(waker, dbos, queue)

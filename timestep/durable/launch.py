@@ -7,7 +7,7 @@ from collections.abc import Generator
 from typing import Any
 
 from timestep.durable import engine
-from timestep.durable import runs
+from timestep.durable import models, runs
 from timestep.settings import Settings
 
 
@@ -19,7 +19,7 @@ class _Done:
         yield
 
 
-def configure_dbos(name: str = "timestep", system_database_url: str | None = None) -> dict[str, Any]:
+def configure_dbos(name: str = "timestep", system_database_url: str | None = None, *, openai_api: str | None = None) -> dict[str, Any]:
     """Choose the database and application name (idempotent; before launch you may change them).
 
     Database: `system_database_url`, else PG_CONNECTION_URI, else SQLite at
@@ -27,9 +27,14 @@ def configure_dbos(name: str = "timestep", system_database_url: str | None = Non
     version (TIMESTEP_APP_VERSION) and executor id (TIMESTEP_EXECUTOR_ID) are
     pinned so a restarted process recovers its in-flight runs.
 
+    `openai_api="chat_completions"` calls model names (strings) through the Chat Completions API,
+    which Ollama, vLLM and LM Studio speak (the same as TIMESTEP_OPENAI_API; default "responses").
+
     >>> configure_dbos(system_database_url="postgresql://postgres@127.0.0.1:5432/test")
     """
     logging.getLogger("timestep").setLevel(Settings.from_env().log_level)
+    if openai_api is not None:
+        models.use_openai_api(openai_api)  # checked first: a bad value changes nothing
     return engine.configure(name=name, system_database_url=system_database_url)
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import functools
 import random
 import time
 from typing import Any
 
 import openai
+import httpx2 as httpx  # the HTTP library of the openai client
 
 from timestep.errors import ModelCallError
 from timestep.settings import ModelRetrySettings
@@ -31,9 +33,45 @@ class Failure:
     retryable: bool
     retry_after: float | None  # seconds the provider asked for, if it did
     jitter: float  # in [0, 1), drawn when the attempt failed
+    delay: float | None = None  # the wait before the next attempt, decided in the step; None: no retry
+    headers: tuple[tuple[str, str], ...] = ()  # the provider's retry headers, kept for the error
 
     def error(self, attempts: int) -> ModelCallError:
-        return ModelCallError(self.provider_error, self.status_code, self.message, attempts)
+        return provider_error(self.provider_error, self.status_code, self.message, attempts, self.headers)
+
+
+#: Headers kept with a failure: what the SDK's and the application's retry policies read.
+_KEPT_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry", "x-request-id")
+
+
+def provider_error(
+    name: str, status_code: int | None, message: str, attempts: int = 1, headers: tuple[tuple[str, str], ...] = ()
+) -> ModelCallError:
+    """The error a failed model call raises: a `ModelCallError` that is also an instance of the
+    provider's class (`openai.RateLimitError`, ...), with its status and retry headers, so callers
+    (and the SDK's retry policies) catch and read it as they would the openai client's own."""
+    provider = getattr(openai, name, None)
+    if not (isinstance(provider, type) and issubclass(provider, openai.APIError)):
+        return ModelCallError(name, status_code, message, attempts)
+    cls = _both(provider)
+    error = cls.__new__(cls)
+    ModelCallError.__init__(error, name, status_code, message, attempts)
+    request = httpx.Request("POST", "https://model-provider.invalid/")
+    error.request, error.message, error.body = request, message, None
+    error.code = error.param = error.type = None
+    error.headers = headers
+    if issubclass(provider, openai.APIStatusError):
+        error.response = httpx.Response(status_code or 500, headers=list(headers), request=request)
+        error.request_id = error.response.headers.get("x-request-id")
+    return error
+
+
+@functools.cache
+def _both(provider: type) -> type:
+    def reduce(self: Any) -> tuple:  # recorded by the runtime and raised again on replay
+        return (provider_error, (self.provider_error, self.status_code, self.provider_message, self.attempts, self.headers))
+
+    return type(provider.__name__, (ModelCallError, provider), {"__reduce__": reduce, "__module__": __name__})
 
 
 def failure(exc: Exception) -> Failure | None:
@@ -45,7 +83,8 @@ def failure(exc: Exception) -> Failure | None:
         should = (headers.get("x-should-retry") or "").strip().lower()
         if should in ("true", "false"):
             retryable = should == "true"
-        return Failure(type(exc).__name__, status, str(exc), retryable, _retry_after(headers), random.random())
+        kept = tuple((k, headers[k]) for k in _KEPT_HEADERS if k in headers)
+        return Failure(type(exc).__name__, status, str(exc), retryable, _retry_after(headers), random.random(), headers=kept)
     if isinstance(exc, openai.APIConnectionError):  # timeouts included
         return Failure(type(exc).__name__, None, str(exc), True, None, random.random())
     return None

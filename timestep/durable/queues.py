@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from datetime import datetime, timezone
 
 import msgspec
 import sqlalchemy as sa
 
 from subjects.ids import run_id_problem
-from subjects.messages import QueueStatus
+from subjects.messages import ModelRetry, QueueStatus
 from timestep.durable import engine, store
+from timestep.durable.registry import check_model_retry
 from timestep.errors import ValidationError
 from timestep.settings import Settings
 
@@ -35,6 +38,19 @@ class QueuePolicy(msgspec.Struct, kw_only=True):
     period: float | None = None
     concurrency: int | None = None
     tokens_per_period: int | None = None
+    max_tokens_per_run: int | None = None
+    """The model-token budget of each run on the queue that sets no `max_tokens` itself."""
+    model_retry: ModelRetry | None = None
+    """How the queue's runs retry failed model calls (a run's own settings win, field by field)."""
+
+
+class QueuePause(msgspec.Struct, kw_only=True):
+    """A queue admits no run, in any process, until `until` (a Unix time): a run of it met a
+    provider's rate limit that named a time to come back."""
+
+    name: str
+    until: float
+    reason: str
 
 
 def check_queue_name(name: object, field: str = "queue_name") -> str:
@@ -56,8 +72,21 @@ def check_priority(priority: object) -> int:
     return priority
 
 
-def check_policy(name: object, limit: object, period: object, concurrency: object, tokens_per_period: object = None) -> QueuePolicy:
+def check_max_tokens(value: object, field: str = "max_tokens") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
+        raise ValidationError(field, f"{value!r} is not a whole number from 1 to {2**31 - 1}", "pass the model tokens a run may use, or None for no budget")
+    return value
+
+
+def check_policy(
+    name: object, limit: object, period: object, concurrency: object, tokens_per_period: object = None,
+    max_tokens_per_run: object = None, model_retry: object = None,
+) -> QueuePolicy:
     name = check_queue_name(name, "name")
+    check_max_tokens(max_tokens_per_run, "max_tokens_per_run")
+    retry = check_model_retry(model_retry)
     if tokens_per_period is not None:
         if isinstance(tokens_per_period, bool) or not isinstance(tokens_per_period, int) or tokens_per_period < 1:
             raise ValidationError("tokens_per_period", f"{tokens_per_period!r} is not a whole number of at least 1", "pass the model tokens allowed per period")
@@ -78,6 +107,8 @@ def check_policy(name: object, limit: object, period: object, concurrency: objec
         period=float(period) if period is not None else None,  # type: ignore[arg-type]
         concurrency=concurrency,  # type: ignore[arg-type]
         tokens_per_period=tokens_per_period,  # type: ignore[arg-type]
+        max_tokens_per_run=max_tokens_per_run,  # type: ignore[arg-type]
+        model_retry=retry,
     )
 
 
@@ -101,6 +132,7 @@ def store_policy(policy: QueuePolicy, *, replace: bool) -> None:
     """Blocking: keep `policy` (over a stored one only with `replace`). Processes meeting a new
     queue at the same moment all succeed: the insert ignores a row another one just wrote."""
     row = {**msgspec.structs.asdict(policy), "updated_at": time.time()}
+    row["model_retry"] = msgspec.json.encode(policy.model_retry).decode() if policy.model_retry else None
     with store.get_engine().begin() as conn:
         store.upsert(conn, store.queue_policies, [row], update=replace)
 
@@ -112,7 +144,11 @@ def stored_policy(name: str) -> QueuePolicy | None:
         row = conn.execute(sa.select(table).where(table.c.name == name)).mappings().first()
     if row is None:
         return None
-    return QueuePolicy(name=row["name"], limit=row["limit"], period=row["period"], concurrency=row["concurrency"], tokens_per_period=row["tokens_per_period"])
+    return QueuePolicy(
+        name=row["name"], limit=row["limit"], period=row["period"], concurrency=row["concurrency"],
+        tokens_per_period=row["tokens_per_period"], max_tokens_per_run=row["max_tokens_per_run"],
+        model_retry=msgspec.json.decode(row["model_retry"], type=ModelRetry) if row["model_retry"] else None,
+    )
 
 
 def queue_names() -> list[str]:
@@ -159,10 +195,84 @@ def token_wait_seconds(queue: str) -> float:
     return policy.period
 
 
+# --- pauses: the fleet backs off together -----------------------------------------
+
+#: How long a process trusts what it last read of the pauses before asking the database again.
+PAUSES_FRESH_SECONDS = 0.25
+_pauses: dict[str, QueuePause] = {}
+_pauses_read_at = -math.inf
+_pauses_lock = threading.Lock()
+
+
+def pause_queue(name: str, until: float, reason: str) -> None:
+    """Blocking: queue `name` admits no run, in any process, until `until` (a Unix time). A
+    pause that already lasts longer stays as it is."""
+    table = store.queue_pauses
+    with store.get_engine().begin() as conn:
+        current = conn.execute(sa.select(table.c.until).where(table.c.name == name)).scalar()
+        if current is not None and current >= until:
+            return
+        store.upsert(conn, table, [{"name": name, "until": until, "reason": reason}])
+    with _pauses_lock:
+        _pauses[name] = QueuePause(name=name, until=until, reason=reason)
+
+
+def current_pause(name: str) -> QueuePause | None:
+    """Blocking: the pause of queue `name` in force now, or None. Reads every queue's pauses from
+    the database at most once per PAUSES_FRESH_SECONDS (a queue is polled often)."""
+    global _pauses_read_at
+    now = time.time()
+    with _pauses_lock:
+        fresh = time.monotonic() - _pauses_read_at < PAUSES_FRESH_SECONDS
+    if not fresh:
+        table = store.queue_pauses
+        with store.get_engine().connect() as conn:
+            rows = conn.execute(sa.select(table).where(table.c.until > now)).mappings().all()
+        with _pauses_lock:
+            _pauses.clear()
+            _pauses.update({r["name"]: QueuePause(name=r["name"], until=r["until"], reason=r["reason"]) for r in rows})
+            _pauses_read_at = time.monotonic()
+    with _pauses_lock:
+        pause = _pauses.get(name)
+    return pause if pause is not None and pause.until > now else None
+
+
+def hold_seconds(name: str) -> float:
+    """Blocking: how long queue `name` must admit nothing from now (0: admit as usual)."""
+    pause = current_pause(name)
+    return max(pause.until - time.time(), 0.0) if pause is not None else 0.0
+
+
 async def token_queue(queue: str) -> str | None:
     """`queue` when it has a token budget now, else None."""
+    return (await run_limits(queue)).token_queue
+
+
+class RunLimits(msgspec.Struct, kw_only=True):
+    """What a run queued on a queue takes from the queue's policy when it is queued."""
+
+    token_queue: str | None = None
+    """The queue whose token budget the run counts against (the queue, when it has one)."""
+    max_tokens: int | None = None
+    """The default budget of the queue's runs."""
+    model_retry: ModelRetry | None = None
+
+
+async def run_limits(queue: str) -> RunLimits:
     policy = await engine.blocking(stored_policy, queue)
-    return queue if policy is not None and policy.tokens_per_period else None
+    if policy is None:
+        return RunLimits()
+    return RunLimits(
+        token_queue=queue if policy.tokens_per_period else None, max_tokens=policy.max_tokens_per_run, model_retry=policy.model_retry
+    )
+
+
+def merged_retry(queue_level: ModelRetry | None, run_level: ModelRetry | None) -> ModelRetry | None:
+    """The run's fields over the queue's."""
+    if queue_level is None or run_level is None:
+        return run_level or queue_level
+    fields = {**msgspec.structs.asdict(queue_level), **{k: v for k, v in msgspec.structs.asdict(run_level).items() if v is not None}}
+    return ModelRetry(**fields)
 
 
 async def queue_status(name: str) -> QueueStatus:
@@ -172,23 +282,36 @@ async def queue_status(name: str) -> QueueStatus:
         raise ValidationError("name", f"no queue named {name!r}", "configure it first, or queue a run on it")
     depth, running, admitted = await engine.queue_counts(name, policy.period or 60.0)
     tokens = await engine.blocking(tokens_in_window, name, policy.period) if policy.tokens_per_period and policy.period else 0
+    pause = await engine.blocking(current_pause, name)
     return QueueStatus(
         name=name, limit=policy.limit, period_seconds=policy.period, concurrency=policy.concurrency,
         tokens_per_period=policy.tokens_per_period, depth=depth, running=running,
-        admitted_in_window=admitted, tokens_in_window=tokens,
+        admitted_in_window=admitted, tokens_in_window=tokens, max_tokens_per_run=policy.max_tokens_per_run,
+        model_retry=policy.model_retry,
+        paused_until=datetime.fromtimestamp(pause.until, timezone.utc) if pause else None,
+        paused_reason=pause.reason if pause else None,
     )
 
 
 async def configure_queue(
-    name: str, limit: int | None = None, period: float | None = None, concurrency: int | None = None, *, tokens_per_period: int | None = None
+    name: str,
+    limit: int | None = None,
+    period: float | None = None,
+    concurrency: int | None = None,
+    *,
+    tokens_per_period: int | None = None,
+    max_tokens_per_run: int | None = None,
+    model_retry: ModelRetry | dict | None = None,
 ) -> QueuePolicy:
     """Create queue `name` or change its policy, at run time, for every process sharing the database.
 
     >>> await configure_queue("openai", limit=500, period=60, concurrency=20, tokens_per_period=200_000)
 
+    `max_tokens_per_run` is the token budget of each run on the queue that sets no `max_tokens`;
+    `model_retry` how its runs retry failed model calls.
     Before launch, the policy is applied when Timestep launches.
     """
-    policy = check_policy(name, limit, period, concurrency, tokens_per_period)
+    policy = check_policy(name, limit, period, concurrency, tokens_per_period, max_tokens_per_run, model_retry)
     if engine.is_launched():
         await engine.blocking(_register, policy, replace=True)
     else:
@@ -209,3 +332,6 @@ async def ensure_queue(name: str) -> None:
     await engine.blocking(
         _register, QueuePolicy(name=name, limit=DEFAULT_LIMIT, period=DEFAULT_PERIOD), replace=False
     )
+
+
+engine.hold_queues_with(hold_seconds)

@@ -7,26 +7,58 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import msgspec
 from agents import Agent
 
+from subjects.messages import ModelRetry
 from timestep.errors import UnknownAgentError, ValidationError
 
 _agents: dict[str, Agent] = {}
+_retries: dict[str, ModelRetry] = {}
 _lock = threading.Lock()
 
 
-def register_agent(agent: Agent) -> Agent:
+def register_agent(agent: Agent, *, model_retry: ModelRetry | None = None) -> Agent:
     """Make `agent` findable by its name in this process (idempotent; re-registering replaces).
+    `model_retry` sets how its runs retry failed model calls (a queue's or a run's own wins;
+    `ModelRetry()` clears it).
 
-    >>> register_agent(Agent(name="support", instructions="Help."))
+    >>> register_agent(Agent(name="support", instructions="Help."), model_retry=ModelRetry(max_attempts=5))
     """
+    retry = check_model_retry(model_retry)
     if not isinstance(agent, Agent):
         raise ValidationError("agent", f"expected an agents.Agent, got {type(agent).__name__}", "pass Agent(name=..., ...)")
     if not isinstance(agent.name, str) or not agent.name.strip():
         raise ValidationError("agent.name", "is empty", "give the agent a unique name")
     with _lock:
         _agents[agent.name] = agent
+        if retry is not None:  # None keeps what was registered (runs register their agent too)
+            _retries[agent.name] = retry
     return agent
+
+
+def agent_model_retry(name: str) -> ModelRetry | None:
+    """The retry settings registered with agent `name`, if any."""
+    with _lock:
+        return _retries.get(name)
+
+
+def check_model_retry(value: object, field: str = "model_retry") -> ModelRetry | None:
+    """`value` as a checked ModelRetry (a ModelRetry or a dict of its fields), or None."""
+    if value is None:
+        return None
+    raw = msgspec.to_builtins(value) if isinstance(value, ModelRetry) else value
+    if isinstance(raw, dict):
+        unknown = sorted(set(raw) - set(ModelRetry.__struct_fields__))
+        if unknown:
+            raise ValidationError(f"{field}.{unknown[0]}", "is not a setting", f"use {', '.join(ModelRetry.__struct_fields__)}")
+    try:
+        return msgspec.convert(raw, ModelRetry)
+    except msgspec.ValidationError as exc:
+        problem = str(exc)
+        at = problem.rsplit(" - at `$.", 1)
+        where = f"{field}.{at[1].rstrip('`')}" if len(at) == 2 else field
+        raise ValidationError(where, at[0], "see ModelRetry: max_attempts >= 1, the seconds more than 0") from None
 
 
 def get_agent(name: str) -> Agent:

@@ -29,7 +29,7 @@ from subjects.events import (
     ToolRejected,
 )
 from subjects.ids import run_id_problem
-from subjects.messages import Approve, Reject
+from subjects.messages import Approve, ModelRetry, Reject
 from timestep.durable import engine, queues, registry
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
@@ -38,7 +38,7 @@ from timestep.errors import RunCancelledError, RunTimeoutError, TimestepError, V
 from timestep.durable.events import listen
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
-from timestep.settings import Settings
+from timestep.settings import ModelRetrySettings, Settings
 from timestep.durable.state_store import clear_keys, save_serialized, state_keys
 
 log = logging.getLogger("timestep.durable.runs")
@@ -71,6 +71,12 @@ class RunSpec(msgspec.Struct, kw_only=True):
     """W3C trace context of the request that started the run, kept here so that a recovered
     run's events carry it too (see `timestep.ops.observe`)."""
     tracestate: str | None = None
+    queue: str | None = None
+    """The queue the run was taken from: a provider's rate limit met by the run pauses it."""
+    max_tokens: int | None = None
+    """The run's model-token budget (see `BudgetExceeded`)."""
+    model_retry: ModelRetry | None = None
+    """The run's retry settings, its queue's under its own (the agent's and TIMESTEP_MODEL_* under both)."""
 
 
 #: The topic on which an interrupted bus run receives approve/reject decisions.
@@ -135,7 +141,8 @@ async def agent_run(spec: RunSpec) -> RunResult:
 
 async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
     agent = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
-    recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue)
+    recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue, queue=spec.queue, max_tokens=spec.max_tokens)
+    recorder.model_retry = ModelRetrySettings.from_env().over(registry.agent_model_retry(spec.agent), spec.model_retry)
     recorder.seq = spec.seq_base
     if spec.token_queue:
         await _wait_for_token_budget(spec.token_queue)
@@ -346,7 +353,8 @@ def _session_id(session: Any) -> str | None:
 
 
 def _prepare(
-    agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any
+    agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any,
+    max_tokens: Any = None, model_retry: Any = None,
 ) -> tuple[RunSpec, str, float | None]:
     """Validate everything before anything is written; register the agent for the caller."""
     if not isinstance(agent, Agent):
@@ -357,6 +365,8 @@ def _prepare(
     if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
         raise ValidationError("max_turns", f"{max_turns!r} is not a whole number of at least 1", "pass e.g. max_turns=10")
     timeout = _check_timeout(timeout_seconds)
+    budget = queues.check_max_tokens(max_tokens)
+    retry = registry.check_model_retry(model_retry)
     if workflow_id is not None:
         _check_workflow_id(workflow_id)
     session_id = _session_id(session)
@@ -365,9 +375,11 @@ def _prepare(
         state = items.to_string()
         # Resuming the same decisions twice is one run, not two.
         wid = workflow_id or "resume-" + hashlib.sha256(state.encode()).hexdigest()[:40]
-        return RunSpec(agent=agent.name, state=state, session_id=session_id, stream=stream, max_turns=max_turns), wid, timeout
+        return RunSpec(agent=agent.name, state=state, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget, model_retry=retry), wid, timeout
     wid = workflow_id or uuid.uuid4().hex
-    return RunSpec(agent=agent.name, input=items, session_id=session_id, stream=stream, max_turns=max_turns), wid, timeout
+    return RunSpec(
+        agent=agent.name, input=items, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget, model_retry=retry
+    ), wid, timeout
 
 
 async def _result(handle: Any, workflow_id: str) -> RunResult:
@@ -417,18 +429,22 @@ async def run_agent_workflow(
     *,
     on_event: Callable[[RunEvent], Any] | None = None,
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_tokens: int | None = None,
+    model_retry: ModelRetry | dict | None = None,
 ) -> RunResult:
     """Run `agent` as a durable workflow and return its result.
 
     Every model call, tool call and session read/write is a step, so after a
     crash the run resumes where it was. The same `workflow_id` again returns
     the stored result and runs nothing. `on_event` receives the run's events
-    in order (with `stream=True`, text deltas too).
+    in order (with `stream=True`, text deltas too). With `max_tokens`, the run fails with
+    `BudgetExceeded` after the model call that takes its usage over that many tokens.
+    `model_retry=ModelRetry(max_attempts=3)` changes how its failed model calls are retried.
 
     >>> result = await run_agent_workflow(agent, "What's the weather in Paris?", "user-42")
     >>> result.output, result.interruptions, result.usage.total_tokens
     """
-    spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns)
+    spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry)
     ensure_dbos_launched()
     stop = listen(wid, on_event) if on_event is not None else None
     try:
@@ -483,13 +499,17 @@ async def queue_agent_workflow(
     *,
     on_duplicate: str = "error",
     max_turns: int = DEFAULT_MAX_TURNS,
+    max_tokens: int | None = None,
+    model_retry: ModelRetry | dict | None = None,
 ) -> RunHandle:
     """Queue a durable run and return its handle at once.
 
     The default queue admits 50 runs per 60 s (see `configure_queue`). A lower
     `priority` runs first; a run without one runs after all prioritised runs.
     A `deduplication_id` still queued or running raises DuplicateRunError, or
-    with `on_duplicate="return"` gives the existing run's handle.
+    with `on_duplicate="return"` gives the existing run's handle. Without `max_tokens`, the
+    run takes the queue's `max_tokens_per_run`. While the queue is paused (a run of it met a
+    provider's rate limit that named a time to come back), it admits no run in any process.
 
     >>> handle = await queue_agent_workflow(agent, "Summarise", priority=1, deduplication_id="user-42-summary")
     >>> result = await handle.get_result()
@@ -500,10 +520,10 @@ async def queue_agent_workflow(
         raise ValidationError("deduplication_id", f"{deduplication_id!r} is not a string of 1 to 255 characters", "pass a stable key such as 'user-42-report'")
     if on_duplicate not in ("error", "return"):
         raise ValidationError("on_duplicate", f"{on_duplicate!r} is not 'error' or 'return'", "choose what a duplicate deduplication_id does")
-    spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns)
+    spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry)
     ensure_dbos_launched()
     await queues.ensure_queue(queue)
-    spec.token_queue = await queues.token_queue(queue)
+    await apply_queue(spec, queue)
     handle = await engine.enqueue(
         queue,
         agent_run,
@@ -515,6 +535,17 @@ async def queue_agent_workflow(
         timeout_seconds=timeout,
     )
     return RunHandle(handle.workflow_id)
+
+
+async def apply_queue(spec: RunSpec, queue: str) -> None:
+    """What a run queued on `queue` takes from the queue's policy: its token budget (unless the run
+    has one), its retry settings (under the run's own), and the queue's token window."""
+    limits = await queues.run_limits(queue)
+    spec.queue = queue
+    spec.token_queue = limits.token_queue
+    if spec.max_tokens is None:
+        spec.max_tokens = limits.max_tokens
+    spec.model_retry = queues.merged_retry(limits.model_retry, spec.model_retry)
 
 
 async def cancel_run(workflow_id: str) -> None:

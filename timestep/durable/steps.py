@@ -23,6 +23,7 @@ import json
 import pickle
 import time
 import weakref
+from datetime import timedelta
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -33,11 +34,12 @@ from agents.exceptions import ModelBehaviorError
 from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
-from subjects.events import Delta, RunEvent, ToolCall, ToolOutput
+from subjects.events import Delta, ErrorInfo, Retrying, RunEvent, ToolCall, ToolOutput
 from timestep.durable import engine, model_retry
 from timestep.ops import metrics, observe
 from timestep.durable.events import dispatch, last_stored, now, settle
-from timestep.durable.queues import record_tokens
+from timestep.durable.queues import pause_queue, record_tokens
+from timestep.errors import BudgetExceeded
 from timestep.settings import ModelRetrySettings
 
 Emit = Callable[..., Awaitable[None]]
@@ -93,10 +95,17 @@ class RunRecorder:
     1, 2, 3, ... per run, none used twice, none skipped.
     """
 
-    def __init__(self, run_id: str, *, stream: bool, token_queue: str | None = None) -> None:
+    def __init__(
+        self, run_id: str, *, stream: bool, token_queue: str | None = None, queue: str | None = None, max_tokens: int | None = None
+    ) -> None:
         self.run_id = run_id
         self.stream = stream
         self.token_queue = token_queue
+        self.queue = queue
+        self.max_tokens = max_tokens
+        self.tokens_used = 0
+        self.model_retry = ModelRetrySettings.from_env()
+        """How this run retries failed model calls (the run's, queue's and agent's settings over the environment's)."""
         self.seq = 0
         self.shift = 0
         self.turnstile = Turnstile([])
@@ -236,6 +245,12 @@ class DurableModel(Model):
         recorder = _current.get()
         streaming = recorder.stream
         token_queue = recorder.token_queue
+        policy = recorder.model_retry
+        if _sdk_retries(args, kwargs):
+            # The application asked the SDK to retry (ModelSettings.retry): it does, each of its
+            # attempts a durable call of this model that fails with the provider's error class.
+            policy = dataclasses.replace(policy, max_attempts=1)
+        attempt, waited = 1, 0.0
 
         async def call(emit: Emit) -> ModelResponse | model_retry.Failure:
             try:
@@ -247,25 +262,41 @@ class DurableModel(Model):
                 failed = model_retry.failure(exc)
                 if failed is None:
                     raise
-                return failed
+                # Decided inside the step, so the `retrying` event is stored with it and a
+                # replay takes the same decision from the record.
+                delay = model_retry.next_wait(failed, attempt, waited, policy)
+                await _tell_the_queue(recorder, failed)
+                if delay is not None:
+                    await emit(
+                        Retrying,
+                        attempt=attempt,
+                        delay_seconds=round(delay, 3),
+                        retry_at=now() + timedelta(seconds=delay),
+                        error=ErrorInfo(type=failed.provider_error, message=failed.message),
+                        status_code=failed.status_code,
+                    )
+                return dataclasses.replace(failed, delay=delay)
             if token_queue and response.usage.total_tokens:
                 await engine.blocking(record_tokens, token_queue, response.usage.total_tokens)
             return response
 
         # Each attempt is its own step and records its failure as a value, so the decision to
         # retry is made here from the record: a replay makes the same attempts and waits.
-        policy = ModelRetrySettings.from_env()
-        attempt, waited = 1, 0.0
         while True:
             outcome = await recorder.step("model", call, preemptible=True)
             if not isinstance(outcome, model_retry.Failure):
                 break
-            delay = model_retry.next_wait(outcome, attempt, waited, policy)
+            # (a failure recorded before the decision was recorded with it: decide now, as then)
+            delay = outcome.delay if "delay" in vars(outcome) else model_retry.next_wait(outcome, attempt, waited, policy)
             if delay is None:
                 raise outcome.error(attempt)
             await engine.sleep(delay)  # durable: after a crash only what is left is waited
             attempt, waited = attempt + 1, waited + delay
         response: ModelResponse = outcome
+        # The budget counts recorded responses only, so it holds the same after recovery.
+        recorder.tokens_used += response.usage.total_tokens or 0
+        if recorder.max_tokens is not None and recorder.tokens_used > recorder.max_tokens:
+            raise BudgetExceeded(recorder.tokens_used, recorder.max_tokens)
         ids = [item.call_id for item in response.output if isinstance(item, ResponseFunctionToolCall)]
         recorder.turnstile = Turnstile(ids)
         return response
@@ -278,6 +309,21 @@ class DurableModel(Model):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _sdk_retries(args: tuple, kwargs: dict) -> bool:
+    """Whether the call's ModelSettings turn the SDK's own runner-managed retries on."""
+    settings = kwargs.get("model_settings", args[2] if len(args) > 2 else None)
+    retry = getattr(settings, "retry", None)
+    return retry is not None and (getattr(retry, "max_retries", None) or getattr(retry, "policy", None)) is not None
+
+
+async def _tell_the_queue(recorder: RunRecorder, failed: model_retry.Failure) -> None:
+    """A rate limit with a time to come back, met by a queued run: its queue admits no new run,
+    in any process, until then (see `queues.pause_queue`)."""
+    if recorder.queue and failed.status_code == 429 and failed.retry_after:
+        reason = f"{failed.provider_error} (HTTP 429) in run {recorder.run_id}: the provider asked to wait {failed.retry_after:g} s"
+        await engine.blocking(pause_queue, recorder.queue, time.time() + failed.retry_after, reason)
 
 
 async def _consume_stream(inner: Model, args: tuple, kwargs: dict, emit: Emit) -> ModelResponse:

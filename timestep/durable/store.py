@@ -45,6 +45,16 @@ queue_policies = sa.Table(
     sa.Column("concurrency", sa.Integer, nullable=True),
     sa.Column("tokens_per_period", sa.Integer, nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("max_tokens_per_run", sa.Integer, nullable=True),
+    sa.Column("model_retry", sa.Text, nullable=True),  # JSON of a ModelRetry
+)
+
+queue_pauses = sa.Table(
+    "timestep_queue_pauses",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("until", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
 )
 
 token_usage = sa.Table(
@@ -100,11 +110,24 @@ def _create_tables(engine: sa.Engine, attempts: int = 20) -> None:
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            _add_new_columns(engine)
             return
         except sa.exc.SQLAlchemyError:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def _add_new_columns(engine: sa.Engine) -> None:
+    """Columns added to a table after a database was made (all nullable) are added to it."""
+    inspector = sa.inspect(engine)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict], *, update: bool = True) -> None:

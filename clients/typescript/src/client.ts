@@ -80,6 +80,8 @@ export interface SubmitOptions {
   /** Publish `delta` events with the model's text as it is produced. */
   stream?: boolean;
   metadata?: Record<string, string>;
+  /** The run's model-token budget: it fails with `BudgetExceeded` after the model call that crosses it. */
+  maxTokens?: number;
   /** How long to wait for the governor's `accepted` (default 10 s). No answer is not an error: see `Run.accepted`. */
   replyTimeoutSeconds?: number;
   /** W3C trace context to continue (`00-<32 hex>-<16 hex>-<2 hex>`); default: a new trace. Every event carries it. */
@@ -122,6 +124,8 @@ export interface QueuePolicy {
   concurrency?: number;
   /** A run waits to start while the queue's runs used this many model tokens or more in the last period. */
   tokensPerPeriod?: number;
+  /** The token budget of each of the queue's runs that sets no `maxTokens`. */
+  maxTokensPerRun?: number;
 }
 
 const encoder = new TextEncoder();
@@ -200,6 +204,7 @@ export function buildRunRequest(request: RunRequestInput, field = ""): RunReques
   if (request.timeoutSeconds !== undefined) body.timeout_seconds = check.seconds(f("timeoutSeconds"), request.timeoutSeconds);
   if (request.stream !== undefined) body.stream = check.boolean(f("stream"), request.stream);
   if (request.metadata !== undefined) body.metadata = check.metadata(f("metadata"), request.metadata);
+  if (request.maxTokens !== undefined) body.max_tokens = check.count(f("maxTokens"), request.maxTokens);
   return body;
 }
 
@@ -518,6 +523,7 @@ export class Client {
     if (policy.periodSeconds !== undefined) body.period_seconds = check.seconds("periodSeconds", policy.periodSeconds);
     if (policy.concurrency !== undefined) body.concurrency = check.count("concurrency", policy.concurrency);
     if (policy.tokensPerPeriod !== undefined) body.tokens_per_period = check.count("tokensPerPeriod", policy.tokensPerPeriod);
+    if (policy.maxTokensPerRun !== undefined) body.max_tokens_per_run = check.count("maxTokensPerRun", policy.maxTokensPerRun);
     return ((await this.admin(this.subjects.queuesConfigure, body)).queues ?? [])[0] as QueueStatus;
   }
 
@@ -571,6 +577,7 @@ export class Client {
       stream?: boolean;
       workflowId?: string;
       timeoutSeconds?: number;
+      maxTokens?: number;
       onEvent?: (event: RunEvent) => void;
       /** Give up waiting after this long (the run goes on). */
       waitTimeoutSeconds?: number;
@@ -581,6 +588,7 @@ export class Client {
       stream: options.stream,
       id: options.workflowId,
       timeoutSeconds: options.timeoutSeconds,
+      maxTokens: options.maxTokens,
     });
     return run.getResult({ onEvent: options.onEvent, timeoutSeconds: options.waitTimeoutSeconds });
   }
@@ -597,6 +605,7 @@ export class Client {
       deduplicationId?: string;
       workflowId?: string;
       timeoutSeconds?: number;
+      maxTokens?: number;
     } = {},
   ): Promise<Run> {
     return this.submit(agent, inputItems, {
@@ -607,6 +616,7 @@ export class Client {
       deduplicationId: options.deduplicationId,
       id: options.workflowId,
       timeoutSeconds: options.timeoutSeconds,
+      maxTokens: options.maxTokens,
     });
   }
 

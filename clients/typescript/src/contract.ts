@@ -13,6 +13,7 @@ export type RunEvent =
   | Interrupted
   | ToolApproved
   | ToolRejected
+  | Retrying
   | Completed
   | Failed
   | Cancelled;
@@ -32,6 +33,7 @@ export interface Contract {
   ErrorInfo: ErrorInfo;
   Failed: Failed;
   Interrupted: Interrupted;
+  ModelRetry: ModelRetry;
   QueueConfigure: QueueConfigure;
   QueueStatus: QueueStatus;
   QueueStatusRequest: QueueStatusRequest;
@@ -39,6 +41,7 @@ export interface Contract {
   Reject: Reject;
   Rejected: Rejected;
   Reply: Reply;
+  Retrying: Retrying;
   RunEvent: RunEvent;
   RunGet: RunGet;
   RunInfo: RunInfo;
@@ -167,6 +170,16 @@ export interface Interrupted {
   approvals: Approval[];
 }
 /**
+ * How a run's failed model calls (408, 409, 429, 5xx, no connection) are retried. A field left out
+ * keeps the next level's: the run's, else its queue's, else its agent's, else TIMESTEP_MODEL_*.
+ */
+export interface ModelRetry {
+  max_attempts?: number | null;
+  max_wait_seconds?: number | null;
+  backoff_seconds?: number | null;
+  max_backoff_seconds?: number | null;
+}
+/**
  * `<prefix>.queues.configure` (request/reply): create or replace a queue's policy.
  */
 export interface QueueConfigure {
@@ -178,6 +191,8 @@ export interface QueueConfigure {
   period_seconds?: number | null;
   concurrency?: number | null;
   tokens_per_period?: number | null;
+  max_tokens_per_run?: number | null;
+  model_retry?: ModelRetry | null;
 }
 export interface QueueStatus {
   name: string;
@@ -189,6 +204,10 @@ export interface QueueStatus {
   running: number;
   admitted_in_window: number;
   tokens_in_window: number;
+  max_tokens_per_run?: number | null;
+  model_retry?: ModelRetry | null;
+  paused_until?: string | null;
+  paused_reason?: string | null;
 }
 /**
  * `<prefix>.queues.status` (request/reply); no name means every queue.
@@ -268,6 +287,8 @@ export interface RunRequest {
   metadata?: {
     [k: string]: string | undefined;
   } | null;
+  max_tokens?: number | null;
+  model_retry?: ModelRetry | null;
 }
 /**
  * A run as the database holds it.
@@ -283,6 +304,22 @@ export interface RunInfo {
   duration_seconds?: number | null;
   usage?: TokenUsage | null;
   error?: ErrorInfo | null;
+}
+/**
+ * A model call failed for a passing reason (rate limit, overload, no connection): the run waits
+ * `delay_seconds`, durably, until `retry_at`, then makes attempt `attempt + 1`. Text deltas
+ * streamed since the failed attempt began are void: the next attempt streams its own.
+ */
+export interface Retrying {
+  type: "retrying";
+  run_id: string;
+  seq: number;
+  time: string;
+  attempt: number;
+  delay_seconds: number;
+  retry_at: string;
+  error: ErrorInfo;
+  status_code?: number | null;
 }
 /**
  * The run's workflow began executing.

@@ -9,6 +9,7 @@ import {
   Client,
   RequestRefusedError,
   RunCancelledError,
+  RunFailedError,
   RunRejectedError,
   TimestepError,
   ValidationError,
@@ -305,6 +306,23 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.ok(listed.every((r) => r.status === "waiting" && r.agent === AGENT));
     await assert.rejects(client.getRun(uid("nope")), (e: unknown) => e instanceof RequestRefusedError && e.error.type === "UnknownRun");
     await client.cancel(waiting.runId);
+  });
+
+  test("a token budget, per run and as a queue's default, fails the run that crosses it", async () => {
+    const run = await client.submit(AGENT, "hello", { maxTokens: 1 });
+    await assert.rejects(run.result({ timeoutSeconds: 30 }), (error: Error) => {
+      assert.ok(error instanceof RunFailedError, `${error.name}: ${error.message}`);
+      assert.equal(error.error.type, "BudgetExceeded");
+      assert.match(error.message, /over its budget of max_tokens=1/);
+      return true;
+    });
+    const name = uid("budget");
+    const status = await client.configureQueue(name, { limit: 10, periodSeconds: 60, maxTokensPerRun: 1 });
+    assert.equal(status.max_tokens_per_run, 1);
+    const queued = await client.submit(AGENT, "hello", { queue: name });
+    await assert.rejects(queued.result({ timeoutSeconds: 30 }), /over its budget of max_tokens=1/);
+    const roomy = await client.submit(AGENT, "hello", { queue: name, maxTokens: 10_000 });
+    assert.equal((await roomy.result({ timeoutSeconds: 30 })).type, "completed");
   });
 
   test("bad input is refused before sending, naming the field", async () => {
