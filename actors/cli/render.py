@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -20,6 +21,8 @@ def describe(event: RunEvent, *, with_run: bool = False) -> str:
     for key, value in fields.items():
         if isinstance(value, msgspec.Struct) or (isinstance(value, list) and value and isinstance(value[0], msgspec.Struct)):
             value = msgspec.to_builtins(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat(timespec="seconds")
         parts.append(f"{key}={value!r}" if not isinstance(value, str) else f"{key}={_short(value)!r}")
     run = f"{event.run_id:<34} " if with_run else ""
     return f"{run}{event.seq:>3}  {tag(event):<12} {'  '.join(parts)}".rstrip()

@@ -162,6 +162,9 @@ async function runPage(main, runId) {
       h("div", { class: "muted" }, `tokens: ${event.usage.total_tokens} (${event.usage.requests} model calls)`)));
     else if (event.type === "failed" || event.type === "rejected") timeline.append(item(event, event.type, h("pre", { class: "failure" }, `${event.error.type}: ${event.error.message}`)));
     else if (event.type === "queued") timeline.append(item(event, `queued in ${event.queue}`));
+    else if (event.type === "retrying") timeline.append(item(event, `retrying: attempt ${event.attempt + 1} at ${new Date(event.retry_at).toLocaleTimeString()}`,
+      h("pre", { class: "failure" }, `${event.error.type}${event.status_code ? ` (HTTP ${event.status_code})` : ""}: ${event.error.message}`),
+      h("div", { class: "muted" }, `waiting ${event.delay_seconds} s; text streamed by the failed attempt is void`)));
     else timeline.append(item(event, event.type));
   });
 }
@@ -210,19 +213,21 @@ async function approvalsPage(main) {
 async function queuesPage(main) {
   const body = h("tbody", { id: "queues" });
   main.append(h("h2", {}, "Queues"), h("table", {}, h("thead", {}, h("tr", {},
-    ["Queue", "Waiting", "Running", "Admitted in window", "Limit", "Period (s)", "Concurrency", "Tokens per period", ""].map((t) => h("th", {}, t)))), body));
+    ["Queue", "Waiting", "Running", "Admitted in window", "Limit", "Period (s)", "Concurrency", "Tokens per period", "Tokens per run", ""].map((t) => h("th", {}, t)))), body));
   const field = (name, value) => h("input", { class: "num", name, value: value ?? "", inputmode: "decimal" });
   const load = async () => {
     try {
       const { queues } = await api("GET", "/api/queues");
       body.replaceChildren(...queues.map((q) => {
-        const inputs = [field("limit", q.limit), field("period_seconds", q.period_seconds), field("concurrency", q.concurrency), field("tokens_per_period", q.tokens_per_period)];
+        const inputs = [field("limit", q.limit), field("period_seconds", q.period_seconds), field("concurrency", q.concurrency),
+          field("tokens_per_period", q.tokens_per_period), field("max_tokens_per_run", q.max_tokens_per_run)];
         const save = h("button", { dataset: { action: "save" }, onclick: async () => {
           const policy = {};
           for (const i of inputs) if (i.value !== "") policy[i.name] = Number(i.value);
           if (await act("POST", `/api/queues/${encodeURIComponent(q.name)}`, policy)) load();
         } }, "Save");
-        return h("tr", { dataset: { queue: q.name } }, h("td", {}, q.name), h("td", { class: "depth" }, q.depth), h("td", {}, q.running),
+        const paused = q.paused_until ? h("div", { class: "failure paused", title: q.paused_reason }, `paused until ${new Date(q.paused_until).toLocaleTimeString()}: ${q.paused_reason}`) : "";
+        return h("tr", { dataset: { queue: q.name } }, h("td", {}, q.name, paused), h("td", { class: "depth" }, q.depth), h("td", {}, q.running),
           h("td", {}, q.admitted_in_window), ...inputs.map((i) => h("td", {}, i)), h("td", {}, save));
       }));
     } catch (e) { showError(e.message); }
