@@ -78,6 +78,11 @@ class Subjects:
     def queues_status(self) -> str:
         return f"{self.prefix}.queues.status"
 
+    @property
+    def approvals_list(self) -> str:
+        """Request/reply: approvals across runs (pending ones, or the decided ones: the audit trail)."""
+        return f"{self.prefix}.approvals.list"
+
     def dead(self, original: str) -> str:
         """Where a message that could not be processed is copied, with its reason."""
         return f"{self.prefix}.dead.{original}"

@@ -84,6 +84,9 @@ def to_spec(request: RunRequest, *, seq_base: int) -> RunSpec:
         stream=request.stream,
         wait_for_approval=True,
         seq_base=seq_base,
+        queue=request.queue,
+        metadata=request.metadata,
+        approval_timeout_seconds=request.approval_timeout_seconds,
     )
 
 
