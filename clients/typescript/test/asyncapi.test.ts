@@ -38,6 +38,7 @@ test("the client's run requests match the document's RunRequest schema", () => {
     timeoutSeconds: 300,
     stream: true,
     metadata: { team: "support" },
+    approvalTimeoutSeconds: 3600,
   });
   assert.deepEqual(Object.keys(full).sort(), Object.keys(document.components.schemas.RunRequest.properties).sort());
   assert.ok(validRequest(full), JSON.stringify(validRequest.errors));
