@@ -235,6 +235,7 @@ class Client:
         timeout_seconds: float | None = None,
         stream: bool = False,
         metadata: dict[str, str] | None = None,
+        approval_timeout_seconds: float | None = None,
         reply_timeout: float = 10.0,
         traceparent: str | None = None,
     ) -> Submission:
@@ -249,6 +250,7 @@ class Client:
         request = RunRequest(
             agent=agent, input=input, id=run_id, session_id=session_id, queue=queue, priority=priority,
             deduplication_id=deduplication_id, timeout_seconds=timeout_seconds, stream=stream, metadata=metadata,
+            approval_timeout_seconds=approval_timeout_seconds,
         )
         with observe.span("timestep.submit", parent, run_id=run_id, agent=agent, queue=queue) as trace:
             data = await self._send_until_answered(_encode(request), run_id, reply_timeout, observe.trace_headers(trace))
