@@ -20,14 +20,16 @@ import msgspec
 from actors.base import Actor, origin
 from subjects.events import Cancelled, ErrorInfo, Interrupted
 from subjects.ids import run_id_problem
-from subjects.messages import Approve, Cancel, Reject, Reply
+from subjects.messages import ApprovalList, Approve, Cancel, Reject, Reply
 from subjects.names import CONTROL_STREAM, WORK_STREAM
 from timestep.durable import engine, registry
 from timestep.ops import observe
 from timestep.bus.connection import Bus, Message
 from timestep.durable.events import listen, now
 from timestep.bus.intake import StartRun, body_problem
-from timestep.durable.runs import agent_run, send_decision
+from timestep.durable import approvals as inbox
+from timestep.durable.runs import agent_run
+from timestep.errors import ValidationError
 from timestep.settings import Settings
 
 log = logging.getLogger("actors.agent")
@@ -131,6 +133,20 @@ def waiting_calls(history: list[dict]) -> list[str]:
     return [a["call_id"] for a in history[last]["approvals"] if a["call_id"] not in decided]
 
 
+def server_user(headers: dict[str, str] | None) -> str | None:
+    """The NATS user the server says sent a message, when it says (the `Nats-Request-Info`
+    header nats-server adds to requests that cross accounts through a shared service import)."""
+    info = (headers or {}).get("Nats-Request-Info")
+    if not info:
+        return None
+    try:
+        value = msgspec.json.decode(info)
+    except msgspec.DecodeError:
+        return None
+    user = value.get("user") or value.get("name") if isinstance(value, dict) else None
+    return user if isinstance(user, str) and user else None
+
+
 class ControlActor(Actor):
     """Part of the agent role: approve, reject and cancel, two ways.
 
@@ -156,10 +172,30 @@ class ControlActor(Actor):
 
     async def on_start(self) -> None:
         await self.serve(self.bus.subjects.all_commands, "timestep-agent", self._command)
+        await self.serve(self.bus.subjects.approvals_list, "timestep-agent", self._list_approvals)
+
+    async def _list_approvals(self, msg: Message) -> None:
+        task = asyncio.create_task(self._answer_list(msg))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer_list(self, msg: Message) -> None:
+        try:
+            query = msgspec.json.decode(msg.data or b"{}", type=ApprovalList)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            return
+        try:
+            records = await inbox.query_approvals(query)
+        except Exception as exc:
+            log.exception("approvals.list failed")
+            await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="Unavailable", message=f"{type(exc).__name__}: {exc}; try again")))
+            return
+        await self.reply(msg, Reply(ok=True, approvals=records))
 
     async def handle(self, msg: Message) -> None:
         try:
-            await self.act(msg.subject, msg.data)
+            await self.act(msg.subject, msg.data, msg.headers)
         except Refused as refused:
             log.info("control message refused: %s", refused)
             await self._dead(msg, refused)
@@ -174,7 +210,7 @@ class ControlActor(Actor):
 
     async def _answer(self, msg: Message) -> None:
         try:
-            await self.act(msg.subject, msg.data)
+            await self.act(msg.subject, msg.data, msg.headers)
         except Refused as refused:
             log.info("command refused: %s", refused)
             await self.reply(msg, Reply(ok=False, error=refused.info()))
@@ -187,7 +223,7 @@ class ControlActor(Actor):
         else:
             await self.reply(msg, Reply(ok=True))
 
-    async def act(self, subject: str, data: bytes) -> None:
+    async def act(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Validate one control message and carry it out durably; raise Refused when it cannot be."""
         parsed = self.bus.subjects.parse_control(subject)
         if parsed is None or parsed[1] not in _CONTROL_TYPES:
@@ -227,7 +263,16 @@ class ControlActor(Actor):
         if command.call_id not in waiting:
             now_waiting = f"it waits on {', '.join(map(repr, waiting))}" if waiting else "it waits on no tool call now"
             raise Refused("NotWaiting", f"call_id: run {run_id!r} is not waiting for approval of {command.call_id!r}; {now_waiting}")
-        await send_decision(run_id, command)
+        if isinstance(command, Approve) and command.arguments is not None:
+            record = await inbox.get_approval(run_id, command.call_id)
+            if record is None:
+                raise Refused("InvalidRequest", f"arguments: run {run_id!r} has no approval record of {command.call_id!r} to check them against; approve without editing")
+            try:
+                inbox.check_arguments(record.agent, record.tool, command.arguments)
+            except ValidationError as exc:
+                raise Refused("InvalidRequest", str(exc)) from None
+        decided_by = server_user(headers) or command.decided_by
+        await inbox.send_decision(run_id, msgspec.structs.replace(command, decided_by=decided_by, decided_at=None))
 
     async def _dead(self, msg: Message, refused: Refused) -> None:
         await self.bus.dead_letter(msg.subject, msg.data, msg.headers, refused.message, refused.info(), origin=origin(msg))

@@ -18,6 +18,7 @@ import msgspec
 
 from subjects.events import EVENT_TYPES, Accepted, Rejected, RunEvent
 from subjects.messages import (
+    ApprovalList,
     Approve,
     Cancel,
     DeadLetter,
@@ -87,6 +88,9 @@ REQUESTS: list[tuple[str, str, str, type, str | None, str | None, str]] = [
      "Create or replace a queue's policy; the reply's `queues` holds its status."),
     ("queues.status", "getQueueStatus", _S.queues_status, QueueStatusRequest, "admin.reply", None,
      "Depth, running and admitted in the current window, of one queue or (without `name`) every queue."),
+    ("approvals.list", "listApprovals", _S.approvals_list, ApprovalList, "admin.reply", None,
+     "Approvals across runs, newest first, filtered by status (`pending`, the default; `decided`: the audit trail; "
+     "`all`), run, agent, tool, queue and age; the reply's `approvals` holds the records."),
 ]
 
 PARAMETERS = {
@@ -138,7 +142,7 @@ def _asyncapi_schema(node: Any) -> Any:
 
 def _schemas() -> dict[str, Any]:
     bodies = [RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-              QueueConfigure, QueueStatusRequest, RunsList, RunGet, Reply, DeadLetter, RunEvent]
+              QueueConfigure, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, RunEvent]
     schemas, components = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
     defs = dict(components)
     defs["RunEvent"] = schemas[bodies.index(RunEvent)]
@@ -184,7 +188,7 @@ def asyncapi_document() -> dict[str, Any]:
     for tp in EVENT_TYPES.values():
         messages[_tag(tp)] = _message(_tag(tp), tp, _doc(tp), "EventHeaders", correlated=True)
     for tp in (RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-               QueueConfigure, QueueStatusRequest, RunsList, RunGet, Reply, DeadLetter):
+               QueueConfigure, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter):
         headers = {RunRequest: "SubmitHeaders", Approve: "ControlHeaders", Reject: "ControlHeaders", Cancel: "ControlHeaders"}
         messages[tp.__name__] = _message(tp.__name__, tp, _doc(tp), headers.get(tp))
 

@@ -28,12 +28,14 @@ class ErrorInfo(msgspec.Struct, kw_only=True):
     message: str
 
 
-class Approval(msgspec.Struct, kw_only=True):
-    """A tool call waiting for a human decision."""
+class Approval(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A tool call waiting for a human decision; `deadline` (seconds since the epoch), when set,
+    is when it is rejected by itself if still undecided."""
 
     call_id: str
     tool: str
     arguments: str
+    deadline: float | None = None
 
 
 class _Event(msgspec.Struct, tag_field="type", kw_only=True):
@@ -82,10 +84,12 @@ class ToolCall(_Event, tag="tool_call", kw_only=True):
 
 
 class ToolOutput(_Event, tag="tool_output", kw_only=True):
-    """A tool finished; `output` is its result as text."""
+    """A tool finished; `output` is its result as text, `arguments` what it really ran with
+    (an approver may have edited the model's)."""
 
     call_id: str
     output: str
+    arguments: str | None = None
 
 
 class Interrupted(_Event, tag="interrupted", kw_only=True):
@@ -100,6 +104,9 @@ class ToolApproved(_Event, tag="tool_approved", kw_only=True):
     call_id: str
     tool: str
     always: bool = False
+    arguments: str | None = None
+    """The arguments the approver set in place of the model's, when edited."""
+    decided_by: str | None = None
 
 
 class ToolRejected(_Event, tag="tool_rejected", kw_only=True):
@@ -108,6 +115,11 @@ class ToolRejected(_Event, tag="tool_rejected", kw_only=True):
     call_id: str
     tool: str
     message: str | None = None
+    always: bool = False
+    """Every call of this tool is rejected for the rest of the run."""
+    decided_by: str | None = None
+    expired: bool = False
+    """Nobody decided before the approval's deadline: the call was rejected by itself."""
 
 
 class Retrying(_Event, tag="retrying", kw_only=True):

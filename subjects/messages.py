@@ -57,20 +57,38 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The run's model-token budget: it fails with `BudgetExceeded` after the model call that
     crosses it. Unset: the queue's `max_tokens_per_run`, else no budget."""
     model_retry: ModelRetry | None = None
+    approval_timeout_seconds: Seconds | None = None
+    """A deadline for every approval the run waits for: a call still undecided this long after
+    it was requested is rejected (overrides the per-tool deadlines of the agent's registration)."""
+
+
+#: Who decided: kept in the approval's record and in the decision's event.
+DecidedBy = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$", description="who decided (a user name)")]
 
 
 class Approve(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """`<prefix>.runs.control.<run_id>.approve`"""
+    """`<prefix>.runs.control.<run_id>.approve`: run the tool call `call_id`, with `arguments`
+    (a JSON object as a string, checked against the tool's parameters) instead of the model's
+    when given; `always`: approve every call of this tool for the rest of the run."""
 
     call_id: Key
     always: bool = False
+    arguments: Annotated[str, Meta(max_length=200_000)] | None = None
+    decided_by: DecidedBy | None = None
+    decided_at: float | None = None
+    """Set by whoever hands the decision to the run (seconds since the epoch); callers leave it out."""
 
 
 class Reject(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """`<prefix>.runs.control.<run_id>.reject`"""
+    """`<prefix>.runs.control.<run_id>.reject`: the tool does not run and the model is told
+    `message`; `always`: reject every call of this tool for the rest of the run."""
 
     call_id: Key
     message: Annotated[str, Meta(max_length=10_000)] | None = None
+    always: bool = False
+    decided_by: DecidedBy | None = None
+    decided_at: float | None = None
+    """Set by whoever hands the decision to the run (seconds since the epoch); callers leave it out."""
 
 
 class Cancel(msgspec.Struct, kw_only=True):
@@ -180,6 +198,56 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Why a failed run failed."""
 
 
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+
+
+class ApprovalList(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`<prefix>.approvals.list` (request/reply): approvals across runs, newest first. The body
+    may be empty (every pending approval)."""
+
+    status: Literal["pending", "decided", "all"] = "pending"
+    """`pending` (waiting for a decision), `decided` (the audit trail: approved, rejected or
+    expired) or `all`."""
+    run_id: RunId | None = None
+    agent: Key | None = None
+    tool: Key | None = None
+    queue: Name | None = None
+    older_than_seconds: Annotated[float, Meta(ge=0, le=3_153_600_000)] | None = None
+    """Only approvals requested at least this many seconds ago."""
+    newer_than_seconds: Annotated[float, Meta(gt=0, le=3_153_600_000)] | None = None
+    """Only approvals requested at most this many seconds ago."""
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 100
+
+
+class ApprovalRecord(msgspec.Struct, kw_only=True):
+    """One tool call that waited for (or waits for) a human decision, as the database keeps it."""
+
+    run_id: str
+    call_id: str
+    agent: str
+    tool: str
+    arguments: str
+    """The arguments the model asked for (JSON)."""
+    session_id: str | None
+    queue: str | None
+    metadata: dict[str, str] | None
+    requested_at: float
+    """Seconds since the epoch."""
+    deadline: float | None
+    """When an undecided call is rejected by itself (seconds since the epoch), if it has a deadline."""
+    status: ApprovalStatus
+    decided_at: float | None = None
+    decided_by: str | None = None
+    """Who decided: the NATS user where the server names it, else the decision's `decided_by`;
+    `deadline` for an expired one."""
+    message: str | None = None
+    """A rejection's message."""
+    always: bool = False
+    """The decision holds for every call of this tool for the rest of the run."""
+    approved_arguments: str | None = None
+    """The arguments the tool was approved to run with, when the approver edited them."""
+
+
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The answer to every request/reply subject: `ok`, or `error`; plus what was asked for."""
 
@@ -191,6 +259,7 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     deleted: bool | None = None
     runs: list[RunInfo] | None = None
     run: RunInfo | None = None
+    approvals: list[ApprovalRecord] | None = None
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):

@@ -86,6 +86,11 @@ class Subjects:
     def runs_get(self) -> str:
         return f"{self.prefix}.runs.get"
 
+    @property
+    def approvals_list(self) -> str:
+        """Request/reply: approvals across runs (pending ones, or the decided ones: the audit trail)."""
+        return f"{self.prefix}.approvals.list"
+
     def dead(self, original: str) -> str:
         """Where a message that could not be processed is copied, with its reason."""
         return f"{self.prefix}.dead.{original}"

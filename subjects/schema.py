@@ -15,6 +15,7 @@ import msgspec
 
 from subjects.events import RunEvent
 from subjects.messages import (
+    ApprovalList,
     Approve,
     Cancel,
     DeadLetter,
@@ -49,6 +50,7 @@ SUBJECTS: list[tuple[str, Any, Any, str]] = [
     ("timestep.schedules.list", ScheduleList, Reply, "list schedules"),
     ("timestep.queues.configure", QueueConfigure, Reply, "create or replace a queue's policy"),
     ("timestep.queues.status", QueueStatusRequest, Reply, "depth, running and admitted in the current window"),
+    ("timestep.approvals.list", ApprovalList, Reply, "approvals across runs: pending ones, or decided ones (the audit trail)"),
     ("timestep.dead.<original subject>", DeadLetter, None, "what could not be processed, and why"),
 ]
 

@@ -452,3 +452,58 @@ async def test_a_bad_request_naming_an_existing_run_leaves_that_run_alone(client
             assert await bus.last_event_seq(run.run_id) == 0  # no `rejected` for the existing run
         finally:
             await governor.stop()
+
+
+async def test_the_approvals_inbox_over_the_contract(client, system) -> None:
+    """Any NATS program lists pending approvals across runs with a plain request, and approves
+    with edited arguments; a bad edit is refused naming the field and the call stays pending."""
+    to, other = uid("ada"), uid("eve")
+    run = await client.submit(AGENT, f"send_email to={to}", queue=uid("q"), metadata={"ticket": "T-1"})
+    second = await client.submit(AGENT, f"send_email to={other}")
+    for r in (run, second):
+        async for event in client.events(r.run_id):
+            if isinstance(event, Interrupted):
+                break
+
+    nc, subjects = system.bus.nc, system.bus.subjects
+    answer = await nc.request(subjects.approvals_list, b"", timeout=10)
+    reply = msgspec.json.decode(answer.data, type=Reply)
+    assert reply.ok
+    mine = {a.run_id: a for a in reply.approvals}
+    assert {run.run_id, second.run_id} <= set(mine)
+    record = mine[run.run_id]
+    assert (record.agent, record.tool, record.call_id, record.status) == (AGENT, "send_email", "call_1", "pending")
+    assert record.metadata == {"ticket": "T-1"} and record.queue is not None
+    filtered = msgspec.json.decode((await nc.request(subjects.approvals_list, msgspec.json.encode({"run_id": second.run_id}), timeout=10)).data, type=Reply)
+    assert [a.run_id for a in filtered.approvals] == [second.run_id]
+    bad = msgspec.json.decode((await nc.request(subjects.approvals_list, b'{"status": "maybe"}', timeout=10)).data, type=Reply)
+    assert not bad.ok and bad.error.message.startswith("status: ")
+    assert [a.run_id for a in await client.list_approvals(queue=record.queue)] == [run.run_id]
+
+    # A bad edit, by a plain request: refused naming the field; nothing changed.
+    body = msgspec.json.encode({"call_id": "call_1", "arguments": '{"to": 7}'})
+    refused = msgspec.json.decode((await nc.request(subjects.command(run.run_id, "approve"), body, timeout=10)).data, type=Reply)
+    assert not refused.ok and refused.error.type == "InvalidRequest" and refused.error.message.startswith("arguments.to: 7 is not of type 'string'")
+    with pytest.raises(RequestRefusedError, match="^arguments: is not valid JSON"):
+        await client.approve(run.run_id, "call_1", arguments="{to: ")
+    assert [a.status for a in await client.list_approvals(run_id=run.run_id)] == ["pending"]
+
+    edited_to = uid("bob")
+    await client.approve(run.run_id, "call_1", arguments=f'{{"to": "{edited_to}"}}', decided_by="ada")
+    completed = await run.result(timeout=30)
+    assert completed.output == f"send_email returned: sent to {edited_to}"
+    assert bus_agents.CALLS.count(f"send_email:{edited_to}") == 1 and bus_agents.CALLS.count(f"send_email:{to}") == 0
+    history = await collect(client, run.run_id)
+    [approved] = [e for e in history if isinstance(e, ToolApproved)]
+    [output] = [e for e in history if isinstance(e, ToolOutput)]
+    assert (approved.decided_by, approved.arguments) == ("ada", f'{{"to": "{edited_to}"}}')
+    assert output.arguments == f'{{"to": "{edited_to}"}}'
+
+    await client.reject(second.run_id, "call_1", "not Eve", always=True, decided_by="bob")
+    await second.result(timeout=30)
+    trail = {a.run_id: a for a in await client.list_approvals("decided")}
+    assert (trail[run.run_id].status, trail[run.run_id].decided_by, trail[run.run_id].approved_arguments) == (
+        "approved", "ada", f'{{"to": "{edited_to}"}}'
+    )
+    assert (trail[second.run_id].status, trail[second.run_id].always, trail[second.run_id].message) == ("rejected", True, "not Eve")
+    assert not {run.run_id, second.run_id} & {a.run_id for a in await client.list_approvals()}

@@ -199,3 +199,30 @@ def test_without_timestep_up_a_command_fails_at_once_in_one_line(tmp_path: Path,
         "start one with `timestep up --agents YOUR_MODULE`, or set NATS_URL"
     ]
     assert took < 5  # a generous bound: it used to take 10 s (NATS_CONNECT_TIMEOUT)
+
+
+def test_the_approvals_inbox_and_its_audit_trail(running: Up) -> None:
+    import getpass
+    import json
+
+    env = running.env()
+    run_id = uid("inbox")
+    cli(env, "run", AGENT, "send_email to=ada", "--id", run_id, code=3)
+    listed = cli(env, "approvals", "--run", run_id).stdout.splitlines()
+    assert listed[0].split()[:2] == ["REQUESTED", "(UTC)"] and len(listed) == 2
+    assert run_id in listed[1] and "send_email" in listed[1] and '{"to": "ada"}' in listed[1]
+    [record] = json.loads(cli(env, "approvals", "--agent", AGENT, "--run", run_id, "--json").stdout)
+    assert (record["call_id"], record["status"]) == ("call_1", "pending")
+    assert json.loads(cli(env, "approvals", "--tool", "no_such_tool", "--json").stdout) == []
+    assert cli(env, "approvals", "--limit", "0", code=2).stderr.startswith("error: --limit: ")
+    assert "--older-than" in cli(env, "approvals", "--older-than", "soon", code=2).stderr
+
+    bad = cli(env, "approve", run_id, "call_1", "--arguments", '{"to": 1}', code=1)
+    assert bad.stderr.startswith("error: arguments.to: 1 is not of type 'string'")
+    assert "with the arguments given" in cli(env, "approve", run_id, "call_1", "--arguments", '{"to": "bob"}').stdout
+    events = cli(env, "events", run_id).stdout.splitlines()
+    assert events[-1].split()[1] == "completed" and "sent to bob" in events[-1]
+
+    assert json.loads(cli(env, "approvals", "--run", run_id, "--json").stdout) == []
+    trail = cli(env, "approvals", "--decided", "--run", run_id).stdout.splitlines()
+    assert len(trail) == 2 and "approved" in trail[1] and getpass.getuser() in trail[1] and 'arguments={"to": "bob"}' in trail[1]

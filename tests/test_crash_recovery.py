@@ -71,3 +71,65 @@ def test_stopped_mid_tool_resumes_without_repeating_finished_steps(fresh_db_url:
     ]
     pids = {line.split(" pid=")[1] for line in log.read_text().splitlines()}
     assert len(pids) == 2
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(line.split(" ", 1)[1].rsplit(" pid=", 1)[0]) for line in path.read_text().splitlines() if line.startswith("event ")]
+
+
+def test_an_approval_deadline_survives_a_sigkill(fresh_db_url: str, tmp_path: Path) -> None:
+    """The deadline is recorded with the interruption and the wait is DBOS's durable recv: a
+    process SIGKILLed while it waits, and restarted, rejects the call at the first deadline,
+    not a full timeout after the restart."""
+    seconds = 10.0
+    log = tmp_path / "calls.log"
+    first = _spawn_with("wait", fresh_db_url, tmp_path, str(seconds))
+    try:
+        _wait_for_line(log, '"type": "interrupted"', first)
+        [interrupted] = [e for e in _events(log) if e["type"] == "interrupted"]
+        while time.time() < interrupted["time"] + 4:  # a good part of the wait has passed
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(60)
+    restarted_at = time.time()
+    second = _spawn("recover-waiting", fresh_db_url, tmp_path)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err[-3000:]
+    assert "deadline" in json.loads(out.strip().splitlines()[-1])["output"]
+    [rejected] = [e for e in _events(log) if e["type"] == "tool_rejected"]
+    assert rejected["expired"] is True
+    deadline = interrupted["deadline"]
+    assert deadline >= interrupted["time"] + seconds - 1
+    assert rejected["time"] >= deadline
+    # A clock reset by the restart would have waited `seconds` again from the restart, at least.
+    assert rejected["time"] < restarted_at + seconds
+    assert "pay:start" not in log.read_text()
+
+
+def test_an_approved_tool_cut_off_by_a_sigkill_runs_again_with_the_same_idempotency_key(fresh_db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    (tmp_path / "block").touch()
+    first = _spawn("pay", fresh_db_url, tmp_path)
+    try:
+        _wait_for_line(log, "pay:start", first)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(60)
+    (tmp_path / "block").unlink()
+    second = _spawn("recover-waiting", fresh_db_url, tmp_path)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1]) == {"output": "done: paid 5"}
+    starts = [line.split(" pid=")[0] for line in log.read_text().splitlines() if line.startswith("pay:start")]
+    assert len(starts) == 2 and starts[0] == starts[1]  # ran again, with the same key
+    assert starts[0].startswith("pay:start key=wait-run-1:") and ":p1 " in starts[0]
+    assert sum(line.startswith("pay:end") for line in log.read_text().splitlines()) == 1
+
+
+def _spawn_with(mode: str, db_url: str, log_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "TIMESTEP_EXECUTOR_ID": "local", "TIMESTEP_HOME": str(log_dir)}
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), mode, db_url, str(log_dir), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )

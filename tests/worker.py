@@ -1,6 +1,6 @@
 """A separate process for tests that need one: crash recovery and two schedulers.
 
-    python tests/worker.py run|recover|schedule DB_URL LOG_DIR [SECONDS]
+    python tests/worker.py run|recover|schedule|wait|pay|recover-waiting DB_URL LOG_DIR [SECONDS]
 
 Every model call and tool call appends a line to LOG_DIR/calls.log, so the test
 can count what ran in each process. `tool_two` blocks while LOG_DIR/block
@@ -66,6 +66,40 @@ model = ScriptedModel([ModelStep.respond(respond) for _ in range(500)])
 agent = timestep.register_agent(Agent(name="crashy", model=model, tools=[tool_one, tool_two]))
 
 
+@function_tool(needs_approval=True)
+async def pay(ctx: agents.RunContextWrapper, amount: int) -> str:
+    """Blocks while LOG_DIR/block exists, so the test can kill it after approval, mid-step."""
+    log(f"pay:start key={timestep.idempotency_key(ctx)} amount={amount}")
+    while (log_dir / "block").exists():
+        await asyncio.sleep(0.05)
+    log("pay:end")
+    return f"paid {amount}"
+
+
+def respond_pay(call) -> object:
+    outputs = [i.get("output") for i in call.input if isinstance(i, dict) and i.get("type") == "function_call_output"]
+    if not outputs:
+        return [function_call("pay", {"amount": 5}, call_id="p1")]
+    return [assistant_message(f"done: {outputs[0]}")]
+
+
+payer = timestep.register_agent(Agent(
+    name="payer", model=ScriptedModel([ModelStep.respond(respond_pay) for _ in range(500)]), tools=[pay]
+))
+
+
+class EventLog:
+    """Every run event of this process, one line each, for the test to read."""
+
+    async def emit(self, event) -> None:
+        fields = {"type": event.type, "time": event.time.timestamp()}
+        if event.type == "interrupted":
+            fields["deadline"] = event.approvals[0].deadline
+        if event.type == "tool_rejected":
+            fields["expired"] = event.expired
+        log(f"event {json.dumps(fields)}")
+
+
 async def main() -> None:
     timestep.configure_dbos(system_database_url=db_url)
     if mode == "run":
@@ -75,6 +109,25 @@ async def main() -> None:
     elif mode == "recover":
         timestep.ensure_dbos_launched()  # recovers crash-run-1 on this loop
         result = await timestep.RunHandle("crash-run-1").get_result()
+        print(json.dumps({"output": result.output}))
+    elif mode in ("wait", "pay"):
+        timestep.add_event_sink(EventLog())
+        timestep.ensure_dbos_launched()
+        if mode == "wait":  # an approval with a deadline, never decided
+            result = await timestep.run_agent_workflow(
+                payer, "pay", workflow_id="wait-run-1", wait_for_approval=True, approval_timeout_seconds=float(sys.argv[4])
+            )
+        else:  # approved here at once; the tool then blocks
+            running = asyncio.ensure_future(timestep.run_agent_workflow(payer, "pay", workflow_id="wait-run-1", wait_for_approval=True))
+            while not await timestep.list_approvals(run_id="wait-run-1"):
+                await asyncio.sleep(0.05)
+            await timestep.approve_tool_call("wait-run-1", "p1", decided_by="worker")
+            result = await running
+        print(json.dumps({"output": result.output}))
+    elif mode == "recover-waiting":
+        timestep.add_event_sink(EventLog())
+        timestep.ensure_dbos_launched()
+        result = await timestep.RunHandle("wait-run-1").get_result()
         print(json.dumps({"output": result.output}))
     elif mode == "schedule":
         seconds = float(sys.argv[4])

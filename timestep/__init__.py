@@ -25,6 +25,11 @@ _EXPORTS = {
     "TimestepError": "timestep.errors",
     "UnknownAgentError": "timestep.errors",
     "ValidationError": "timestep.errors",
+    "ApprovalRecord": "subjects.messages",
+    "approve_tool_call": "timestep.durable.approvals",
+    "idempotency_key": "timestep.durable.approvals",
+    "list_approvals": "timestep.durable.approvals",
+    "reject_tool_call": "timestep.durable.approvals",
     "EventSink": "timestep.durable.events",
     "add_event_sink": "timestep.durable.events",
     "listen": "timestep.durable.events",
@@ -84,6 +89,8 @@ if TYPE_CHECKING:
         UnknownAgentError,
         ValidationError,
     )
+    from subjects.messages import ApprovalRecord
+    from timestep.durable.approvals import approve_tool_call, idempotency_key, list_approvals, reject_tool_call
     from timestep.durable.events import EventSink, add_event_sink, listen, remove_event_sink
     from timestep.durable.launch import configure_dbos, ensure_dbos_launched
     from timestep.durable.offline_model import OfflineDemoModel

@@ -20,6 +20,8 @@ import msgspec
 
 from subjects.events import Cancelled, Completed, ErrorInfo, Failed, Rejected, RunEvent, decode_event, decode_submit_answer
 from subjects.messages import (
+    ApprovalList,
+    ApprovalRecord,
     Approve,
     Cancel,
     QueueConfigure,
@@ -236,6 +238,7 @@ class Client:
         timeout_seconds: float | None = None,
         stream: bool = False,
         metadata: dict[str, str] | None = None,
+        approval_timeout_seconds: float | None = None,
         reply_timeout: float = 10.0,
         traceparent: str | None = None,
         max_tokens: int | None = None,
@@ -252,6 +255,7 @@ class Client:
             agent=agent, input=input, id=run_id, session_id=session_id, queue=queue, priority=priority,
             deduplication_id=deduplication_id, timeout_seconds=timeout_seconds, stream=stream, metadata=metadata,
             max_tokens=max_tokens,
+            approval_timeout_seconds=approval_timeout_seconds,
         )
         with observe.span("timestep.submit", parent, run_id=run_id, agent=agent, queue=queue) as trace:
             data = await self._send_until_answered(_encode(request), run_id, reply_timeout, observe.trace_headers(trace))
@@ -305,18 +309,57 @@ class Client:
                 if run_id and isinstance(event, TERMINAL) and not _more_stored(msg):
                     return
 
-    async def approve(self, run_id: str, call_id: str, *, always: bool = False, wait: bool = True) -> None:
-        """Approve a tool call the run waits on (`call_id` from its `interrupted` event).
+    async def approve(
+        self, run_id: str, call_id: str, *, always: bool = False, arguments: str | None = None,
+        decided_by: str | None = None, wait: bool = True,
+    ) -> None:
+        """Approve a tool call the run waits on (`call_id` from its `interrupted` event, or `list_approvals`).
+
+        `arguments` (a JSON object as a string) replaces the model's arguments: the tool runs
+        with them, once the agent actor checked them against the tool's parameters (a bad edit
+        is refused, `InvalidRequest` naming the field, and the call stays pending). `always`
+        approves every call of this tool for the rest of the run. `decided_by` is kept as who
+        decided (the NATS user instead, where the server names it).
 
         Returns once an agent actor handed the approval to the run; raises RequestRefusedError
-        when it refused (`error.type`: UnknownRun, AlreadyFinished, NotWaiting, ...). With
-        `wait=False` the approval is only stored: an agent actor acts on it when one runs, and a
-        refusal goes to the dead letters."""
-        await self._control(run_id, "approve", _body(Approve, {"call_id": call_id, "always": always}), call_id, wait)
+        when it refused (`error.type`: UnknownRun, AlreadyFinished, NotWaiting, InvalidRequest, ...).
+        With `wait=False` the approval is only stored: an agent actor acts on it when one runs,
+        and a refusal goes to the dead letters.
 
-    async def reject(self, run_id: str, call_id: str, message: str | None = None, *, wait: bool = True) -> None:
-        """Reject a tool call the run waits on; the model is told `message`. Answered as `approve`."""
-        await self._control(run_id, "reject", _body(Reject, {"call_id": call_id, "message": message}), call_id, wait)
+        >>> await client.approve(run_id, "call_1", arguments='{"to": "bob@example.com"}', decided_by="ada")"""
+        body = _body(Approve, {"call_id": call_id, "always": always, "arguments": arguments, "decided_by": decided_by})
+        await self._control(run_id, "approve", body, call_id, wait)
+
+    async def reject(
+        self, run_id: str, call_id: str, message: str | None = None, *, always: bool = False,
+        decided_by: str | None = None, wait: bool = True,
+    ) -> None:
+        """Reject a tool call the run waits on; the model is told `message`. `always` rejects every
+        call of this tool for the rest of the run. Answered as `approve`."""
+        body = _body(Reject, {"call_id": call_id, "message": message, "always": always, "decided_by": decided_by})
+        await self._control(run_id, "reject", body, call_id, wait)
+
+    async def list_approvals(
+        self, status: str = "pending", *, run_id: str | None = None, agent: str | None = None, tool: str | None = None,
+        queue: str | None = None, older_than_seconds: float | None = None, newer_than_seconds: float | None = None,
+        limit: int = 100,
+    ) -> list[ApprovalRecord]:
+        """Approvals across runs, newest first (`<prefix>.approvals.list`, answered by an agent actor):
+        `status` "pending" (the inbox), "decided" (the audit trail: who decided what, when) or "all",
+        filtered by run, agent, tool, queue and age in seconds.
+
+        >>> for a in await client.list_approvals(tool="send_email"):
+        ...     await client.approve(a.run_id, a.call_id)"""
+        body = _body(ApprovalList, {
+            "status": status, "run_id": run_id, "agent": agent, "tool": tool, "queue": queue,
+            "older_than_seconds": older_than_seconds, "newer_than_seconds": newer_than_seconds, "limit": limit,
+        })
+        try:
+            return (await self._admin(self.subjects.approvals_list, body)).approvals or []
+        except TimeoutError:
+            raise TimestepError(
+                "no agent actor answered approvals.list within 10 s; start one (`timestep up`, with the agent role)"
+            ) from None
 
     async def cancel(self, run_id: str, *, wait: bool = True) -> None:
         """Cancel a queued or running run. Answered as `approve` (AlreadyFinished for a run that ended)."""

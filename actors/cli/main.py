@@ -193,7 +193,9 @@ FLAGS = {
     "queues": {"limit": "--limit", "period_seconds": "--period", "period": "--period",
                "concurrency": "--concurrency", "tokens_per_period": "--tokens", "max_tokens_per_run": "--max-tokens-per-run"},
     "schedules": {"crontab": "cron", "request.agent": "agent", "request.input": "text", "request.queue": "--queue"},
-    "reject": {"message": "--message"},
+    "reject": {"message": "--message", "decided_by": "--by"},
+    "approve": {"arguments": "--arguments", "decided_by": "--by"},
+    "approvals": {"older_than_seconds": "--older-than", "newer_than_seconds": "--newer-than", "limit": "--limit"},
 }
 
 
@@ -280,10 +282,12 @@ async def _control(args: argparse.Namespace) -> int:
     try:
         try:
             if args.command == "approve":
-                await client.approve(args.run_id, args.call_id, always=args.always, wait=wait)
-                done = f"approved {args.call_id} of run {args.run_id}"
+                await client.approve(
+                    args.run_id, args.call_id, always=args.always, arguments=args.arguments, decided_by=args.by, wait=wait
+                )
+                done = f"approved {args.call_id} of run {args.run_id}" + (" with the arguments given" if args.arguments else "")
             elif args.command == "reject":
-                await client.reject(args.run_id, args.call_id, args.message, wait=wait)
+                await client.reject(args.run_id, args.call_id, args.message, always=args.always, decided_by=args.by, wait=wait)
                 done = f"rejected {args.call_id} of run {args.run_id}; the model is told why"
             else:
                 await client.cancel(args.run_id, wait=wait)
@@ -294,6 +298,42 @@ async def _control(args: argparse.Namespace) -> int:
         if not wait:
             done = f"{args.command} for run {args.run_id} stored; an agent actor acts on it (refusals: `timestep dead`)"
         print(done)
+        return 0
+    finally:
+        await client.close()
+
+
+async def _approvals(args: argparse.Namespace) -> int:
+    """The inbox (pending approvals across runs), or with --decided the audit trail."""
+    from timestep.client import RequestRefusedError
+
+    status = "all" if args.all else "decided" if args.decided else "pending"
+    client = await _client(args)
+    try:
+        try:
+            records = await client.list_approvals(
+                status, run_id=args.run, agent=args.agent, tool=args.tool, queue=args.queue,
+                older_than_seconds=args.older_than, newer_than_seconds=args.newer_than, limit=args.limit,
+            )
+        except RequestRefusedError as exc:
+            print(f"error: {as_given('approvals', str(exc))}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(encode_json(records))
+            return 0
+        if status == "pending":
+            print(f"{'REQUESTED (UTC)':<20} {'RUN':<36} {'CALL':<16} {'AGENT':<16} {'TOOL':<16} {'DEADLINE (UTC)':<20} ARGUMENTS")
+            for a in records:
+                print(f"{_when(int(a.requested_at * 1000)):<20} {a.run_id:<36} {a.call_id:<16} {a.agent:<16} {a.tool:<16} "
+                      f"{_when(int(a.deadline * 1000)) if a.deadline else '-':<20} {a.arguments}")
+        else:
+            print(f"{'DECIDED (UTC)':<20} {'STATUS':<9} {'BY':<12} {'RUN':<36} {'CALL':<16} {'TOOL':<16} DETAIL")
+            for a in records:
+                detail = a.approved_arguments and f"arguments={a.approved_arguments}" or a.message or ""
+                if a.always:
+                    detail = f"always {detail}".strip()
+                when = _when(int(a.decided_at * 1000)) if a.decided_at else "-"
+                print(f"{when:<20} {a.status:<9} {(a.decided_by or '-'):<12} {a.run_id:<36} {a.call_id:<16} {a.tool:<16} {detail}")
         return 0
     finally:
         await client.close()
@@ -375,6 +415,15 @@ async def _check(args: argparse.Namespace) -> int:
 WORKFLOW_STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
 
+def _os_user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment: the decision says nobody
+        return None
+
+
 def _port_arg(value: str) -> int:
     if not value.isdigit() or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port; give a number from 0 (any free port) to 65535")
@@ -449,12 +498,31 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("run_id")
     approve.add_argument("call_id")
     approve.add_argument("--always", action="store_true", help="approve this tool for the rest of the run")
+    approve.add_argument("--arguments", metavar="JSON", help="run the tool with these arguments (a JSON object) instead of the model's")
+    approve.add_argument("--by", default=_os_user(), help="who decides (default: the OS user; the NATS user where the server names it)")
     approve.add_argument("--no-wait", action="store_true", help=no_wait)
     reject = sub.add_parser("reject", help="reject a tool call of an interrupted run (exit 1 when refused)")
     reject.add_argument("run_id")
     reject.add_argument("call_id")
     reject.add_argument("--message", help="what the model is told")
+    reject.add_argument("--always", action="store_true", help="reject this tool for the rest of the run")
+    reject.add_argument("--by", default=_os_user(), help="who decides (default: the OS user; the NATS user where the server names it)")
     reject.add_argument("--no-wait", action="store_true", help=no_wait)
+    approvals = sub.add_parser(
+        "approvals", help="the approvals inbox: tool calls waiting for a decision, across runs (--decided: the audit trail)",
+        description="Exit code: 0 listed (also when none), 1 refused, 2 bad usage or no server.",
+    )
+    shown = approvals.add_mutually_exclusive_group()
+    shown.add_argument("--decided", action="store_true", help="decided ones instead: approved, rejected or expired, who decided and when")
+    shown.add_argument("--all", action="store_true", help="pending and decided")
+    approvals.add_argument("--run", metavar="RUN_ID", help="only this run's")
+    approvals.add_argument("--agent")
+    approvals.add_argument("--tool")
+    approvals.add_argument("--queue")
+    approvals.add_argument("--older-than", type=_seconds_arg, metavar="S", help="requested at least S seconds ago")
+    approvals.add_argument("--newer-than", type=_seconds_arg, metavar="S", help="requested at most S seconds ago")
+    approvals.add_argument("--limit", type=int, default=100, help="at most N, newest first (default 100)")
+    approvals.add_argument("--json", action="store_true")
     cancel = sub.add_parser("cancel", help="cancel a run (exit 1 when refused)")
     cancel.add_argument("run_id")
     cancel.add_argument("--no-wait", action="store_true", help=no_wait)
@@ -527,6 +595,7 @@ def _main(argv: list[str] | None) -> int:
         "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,
         "schedules": _schedules, "queues": _queues, "workflows": _workflows, "dead": _dead, "check": _check,
         "console": _console,
+        "approvals": _approvals,
     }
     try:
         if args.command == "demo":

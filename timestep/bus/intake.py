@@ -86,6 +86,9 @@ def to_spec(request: RunRequest, *, seq_base: int) -> RunSpec:
         seq_base=seq_base,
         max_tokens=request.max_tokens,
         model_retry=request.model_retry,
+        queue=request.queue,
+        metadata=request.metadata,
+        approval_timeout_seconds=request.approval_timeout_seconds,
     )
 
 

@@ -559,6 +559,11 @@ def listen_to_no_queues() -> None:
     _internal_queue()._worker_concurrency = 0
 
 
+def current_step_id() -> int | None:
+    """Inside a step: its number in the workflow (the same on every execution)."""
+    return DBOS.step_id
+
+
 def current_workflow_id() -> str:
     workflow_id = DBOS.workflow_id
     if workflow_id is None:

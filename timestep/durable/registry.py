@@ -15,14 +15,22 @@ from timestep.errors import UnknownAgentError, ValidationError
 
 _agents: dict[str, Agent] = {}
 _retries: dict[str, ModelRetry] = {}
+_approval_timeouts: dict[str, dict[str, float]] = {}
 _lock = threading.Lock()
 
 
-def register_agent(agent: Agent, *, model_retry: ModelRetry | None = None) -> Agent:
+def register_agent(
+    agent: Agent, *, model_retry: ModelRetry | dict | None = None, approval_timeouts: dict[str, float] | None = None
+) -> Agent:
     """Make `agent` findable by its name in this process (idempotent; re-registering replaces).
     `model_retry` sets how its runs retry failed model calls (a queue's or a run's own wins;
     `ModelRetry()` clears it).
 
+    `approval_timeouts` gives tools a deadline for their approvals, in seconds: a call of that
+    tool still undecided so long after it was requested is rejected (a run request's
+    `approval_timeout_seconds` overrides it).
+
+    >>> register_agent(Agent(name="support", instructions="Help.", tools=[refund]), approval_timeouts={"refund": 3600})
     >>> register_agent(Agent(name="support", instructions="Help."), model_retry=ModelRetry(max_attempts=5))
     """
     retry = check_model_retry(model_retry)
@@ -30,11 +38,25 @@ def register_agent(agent: Agent, *, model_retry: ModelRetry | None = None) -> Ag
         raise ValidationError("agent", f"expected an agents.Agent, got {type(agent).__name__}", "pass Agent(name=..., ...)")
     if not isinstance(agent.name, str) or not agent.name.strip():
         raise ValidationError("agent.name", "is empty", "give the agent a unique name")
+    timeouts = dict(approval_timeouts or {})
+    for tool, seconds in timeouts.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 31_536_000:
+            raise ValidationError(
+                f"approval_timeouts[{tool!r}]", f"{seconds!r} is not a number of seconds above 0 and at most 365 days", "pass e.g. 3600"
+            )
     with _lock:
         _agents[agent.name] = agent
+        if approval_timeouts is not None or agent.name not in _approval_timeouts:  # the run functions register again without
+            _approval_timeouts[agent.name] = {tool: float(seconds) for tool, seconds in timeouts.items()}
         if retry is not None:  # None keeps what was registered (runs register their agent too)
             _retries[agent.name] = retry
     return agent
+
+
+def approval_timeouts(name: str) -> dict[str, float]:
+    """The per-tool approval deadlines (seconds) `name` was registered with."""
+    with _lock:
+        return dict(_approval_timeouts.get(name, {}))
 
 
 def agent_model_retry(name: str) -> ModelRetry | None:

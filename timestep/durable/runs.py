@@ -8,7 +8,7 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +30,7 @@ from subjects.events import (
 )
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, ModelRetry, Reject
+from timestep.durable import approvals as inbox
 from timestep.durable import engine, queues, registry
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
@@ -72,16 +73,21 @@ class RunSpec(msgspec.Struct, kw_only=True):
     run's events carry it too (see `timestep.ops.observe`)."""
     tracestate: str | None = None
     queue: str | None = None
-    """The queue the run was taken from: a provider's rate limit met by the run pauses it."""
+    """The queue the run came through: a provider's rate limit met by the run pauses it, and its
+    approvals' records name it."""
     max_tokens: int | None = None
     """The run's model-token budget (see `BudgetExceeded`)."""
     model_retry: ModelRetry | None = None
     """The run's retry settings, its queue's under its own (the agent's and TIMESTEP_MODEL_* under both)."""
+    metadata: dict[str, str] | None = None
+    """The request's metadata, for its approvals' records."""
+    approval_timeout_seconds: float | None = None
+    """A deadline for each approval the run waits for (else the tools' from the agent's registration)."""
 
 
-#: The topic on which an interrupted bus run receives approve/reject decisions.
-DECISION_TOPIC = "timestep.decision"
+DECISION_TOPIC = inbox.DECISION_TOPIC
 DECISION_WAIT_SECONDS = 3600.0
+send_decision = inbox.send_decision
 
 
 class RunResult(msgspec.Struct, kw_only=True):
@@ -197,14 +203,21 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
         state = result.to_state()
         serialized = state.to_string()
 
-        async def save(emit: Callable[..., Any]) -> None:
+        async def save(emit: Callable[..., Any]) -> list[Approval]:
             await save_serialized(state_keys(spec.session_id, run_id), agent.name, serialized)
-            await emit(Interrupted, approvals=approvals)
+            waiting = approvals
+            if spec.wait_for_approval:  # the inbox's records, with their deadlines
+                waiting = await inbox.record_requested(
+                    run_id, agent.name, approvals, session_id=spec.session_id, queue=spec.queue,
+                    metadata=spec.metadata, timeout_seconds=spec.approval_timeout_seconds,
+                )
+            await emit(Interrupted, approvals=waiting)
+            return waiting
 
-        await recorder.step("run.interrupted", save)
+        approvals = await recorder.step("run.interrupted", save)
         if not spec.wait_for_approval:
             return RunResult(workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent)
-        await _await_decisions(run_id, state, recorder)
+        await _await_decisions(run_id, agent.name, state, recorder, approvals)
         run_input = state
 
     output = result.final_output
@@ -226,38 +239,86 @@ async def _wait_for_token_budget(queue: str) -> None:
         await engine.sleep(wait)
 
 
-async def _await_decisions(run_id: str, state: RunState, recorder: RunRecorder) -> None:
-    """Wait durably until every pending tool call of `state` is approved or rejected; each
-    decision taken is an event, so the run's history shows it and tells which calls still wait."""
+async def _await_decisions(run_id: str, agent: str, state: RunState, recorder: RunRecorder, approvals: list[Approval]) -> None:
+    """Wait durably until every pending tool call of `state` is decided: approved (perhaps with
+    edited arguments), rejected, or rejected at its deadline. Each decision is an event and
+    updates the call's record in the same step, so the run's history shows it and tells which
+    calls still wait.
+
+    The deadlines are in the recorded `interrupted` step and each wait is a `recv` whose end
+    DBOS records, so a restart does not move them; a wait ends without a message only at the
+    earliest deadline, which makes which calls expired the same on a replay."""
     pending = {item.call_id: item for item in state.get_interruptions()}
+    deadlines = {a.call_id: a.deadline for a in approvals if a.deadline is not None}
     while pending:
-        decision = await engine.recv(DECISION_TOPIC, DECISION_WAIT_SECONDS)
+        due = [deadlines[c] for c in pending if c in deadlines]
+        earliest = min(due) if due else None
+        wait = max(0.0, earliest - time.time()) if earliest is not None else DECISION_WAIT_SECONDS
+        decision = await engine.recv(DECISION_TOPIC, wait)
         if decision is None:
+            if earliest is not None:
+                expired = [pending.pop(c) for c in list(pending) if deadlines.get(c, float("inf")) <= earliest]
+                await _expire(run_id, state, recorder, expired, earliest)
             continue
-        item = pending.pop(getattr(decision, "call_id", None), None)
-        if item is None:
-            log.warning("run %s: a decision for call_id %r, which is not waiting for approval, was ignored", run_id, getattr(decision, "call_id", None))
+        call_id = getattr(decision, "call_id", None)
+        item = pending.get(call_id)
+        if item is None or not isinstance(decision, (Approve, Reject)):
+            log.warning("run %s: a decision for call_id %r, which is not waiting for approval, was ignored", run_id, call_id)
             continue
+        if isinstance(decision, Approve) and decision.arguments is not None:
+            try:  # checked before it was sent; checked again here, where the tool is
+                inbox.check_arguments(agent, item.name or "", decision.arguments)
+            except TimestepError as exc:
+                log.warning("run %s: an approval of %r with arguments the tool refuses was ignored: %s", run_id, call_id, exc)
+                continue
+            recorder.edited_arguments[call_id] = decision.arguments
+        # `always` decides every waiting call of the same tool too (the SDK applies it by tool name).
+        same = [c for c, i in pending.items() if c == call_id or (decision.always and i.name == item.name)]
+        decided = [pending.pop(c) for c in same]
         if isinstance(decision, Approve):
             state.approve(item, always_approve=decision.always)
             event: type = ToolApproved
-            fields: dict[str, Any] = {"always": decision.always}
-        elif isinstance(decision, Reject):
-            state.reject(item, rejection_message=decision.message)
-            event, fields = ToolRejected, {"message": decision.message}
+            status = "approved"
         else:
-            continue
-
-        async def record(emit: Callable[..., Any]) -> None:
-            await emit(event, call_id=item.call_id or "", tool=item.name or "", **fields)
-
-        await recorder.step("run.decision", record)
+            state.reject(item, always_reject=decision.always, rejection_message=decision.message)
+            event, status = ToolRejected, "rejected"
+        await _record_decision(run_id, recorder, decided, decision, event, status)
 
 
-async def send_decision(run_id: str, decision: Approve | Reject) -> None:
-    """Approve or reject a tool call of an interrupted bus run; durable, once per (run, call, kind)."""
-    kind = "approve" if isinstance(decision, Approve) else "reject"
-    await engine.send(run_id, decision, DECISION_TOPIC, idempotency_key=f"{run_id}.{decision.call_id}.{kind}")
+async def _record_decision(run_id: str, recorder: RunRecorder, decided: list[Any], decision: Approve | Reject, event: type, status: str) -> None:
+    edited = decision.arguments if isinstance(decision, Approve) else None
+    message = decision.message if isinstance(decision, Reject) else None
+
+    async def record(emit: Callable[..., Any]) -> None:
+        for i in decided:
+            await inbox.record_decision(
+                run_id, [i.call_id], status=status, decided_at=decision.decided_at or 0.0, decided_by=decision.decided_by,
+                message=message, always=decision.always, approved_arguments=edited if i.call_id == decision.call_id else None,
+            )
+            fields: dict[str, Any] = {"always": decision.always, "decided_by": decision.decided_by}
+            if event is ToolApproved:
+                fields["arguments"] = edited if i.call_id == decision.call_id else None
+            else:
+                fields["message"] = message
+            await emit(event, call_id=i.call_id or "", tool=i.name or "", **fields)
+
+    await recorder.step("run.decision", record)
+
+
+async def _expire(run_id: str, state: RunState, recorder: RunRecorder, expired: list[Any], deadline: float) -> None:
+    when = datetime.fromtimestamp(deadline, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    message = f"Not approved before its deadline ({when}); the tool did not run."
+    for item in expired:
+        state.reject(item, rejection_message=message)
+
+    async def record(emit: Callable[..., Any]) -> None:
+        await inbox.record_decision(
+            run_id, [i.call_id for i in expired], status="expired", decided_at=deadline, decided_by=inbox.DEADLINE, message=message
+        )
+        for i in expired:
+            await emit(ToolRejected, call_id=i.call_id or "", tool=i.name or "", message=message, decided_by=inbox.DEADLINE, expired=True)
+
+    await recorder.step("run.expired", record)
 
 
 def _usage(usage: Any) -> TokenUsage:
@@ -354,7 +415,7 @@ def _session_id(session: Any) -> str | None:
 
 def _prepare(
     agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any,
-    max_tokens: Any = None, model_retry: Any = None,
+    max_tokens: Any = None, model_retry: Any = None, wait_for_approval: Any = False, approval_timeout_seconds: Any = None,
 ) -> tuple[RunSpec, str, float | None]:
     """Validate everything before anything is written; register the agent for the caller."""
     if not isinstance(agent, Agent):
@@ -367,6 +428,15 @@ def _prepare(
     timeout = _check_timeout(timeout_seconds)
     budget = queues.check_max_tokens(max_tokens)
     retry = registry.check_model_retry(model_retry)
+    if not isinstance(wait_for_approval, bool):
+        raise ValidationError("wait_for_approval", f"{wait_for_approval!r} is not True or False", "pass wait_for_approval=True to wait for decisions")
+    if approval_timeout_seconds is not None:
+        if not wait_for_approval:
+            raise ValidationError("approval_timeout_seconds", "is set without wait_for_approval=True", "a run that returns at an interruption has no deadline")
+        value = approval_timeout_seconds
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 31_536_000:
+            raise ValidationError("approval_timeout_seconds", f"{value!r} is not a number of seconds above 0 and at most 365 days", "pass seconds, e.g. 3600")
+    waiting = {"wait_for_approval": wait_for_approval, "approval_timeout_seconds": approval_timeout_seconds}
     if workflow_id is not None:
         _check_workflow_id(workflow_id)
     session_id = _session_id(session)
@@ -375,10 +445,14 @@ def _prepare(
         state = items.to_string()
         # Resuming the same decisions twice is one run, not two.
         wid = workflow_id or "resume-" + hashlib.sha256(state.encode()).hexdigest()[:40]
-        return RunSpec(agent=agent.name, state=state, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget, model_retry=retry), wid, timeout
+        return RunSpec(
+            agent=agent.name, state=state, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget,
+            model_retry=retry, **waiting,
+        ), wid, timeout
     wid = workflow_id or uuid.uuid4().hex
     return RunSpec(
-        agent=agent.name, input=items, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget, model_retry=retry
+        agent=agent.name, input=items, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget,
+        model_retry=retry, **waiting,
     ), wid, timeout
 
 
@@ -431,6 +505,8 @@ async def run_agent_workflow(
     max_turns: int = DEFAULT_MAX_TURNS,
     max_tokens: int | None = None,
     model_retry: ModelRetry | dict | None = None,
+    wait_for_approval: bool = False,
+    approval_timeout_seconds: float | None = None,
 ) -> RunResult:
     """Run `agent` as a durable workflow and return its result.
 
@@ -440,11 +516,17 @@ async def run_agent_workflow(
     in order (with `stream=True`, text deltas too). With `max_tokens`, the run fails with
     `BudgetExceeded` after the model call that takes its usage over that many tokens.
     `model_retry=ModelRetry(max_attempts=3)` changes how its failed model calls are retried.
+    With `wait_for_approval=True` an interrupted run waits (durably, in the approvals inbox:
+    see `list_approvals`) for its decisions instead of returning, each with the deadline
+    `approval_timeout_seconds` if given.
 
     >>> result = await run_agent_workflow(agent, "What's the weather in Paris?", "user-42")
     >>> result.output, result.interruptions, result.usage.total_tokens
     """
-    spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry)
+    spec, wid, timeout = _prepare(
+        agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
+        wait_for_approval, approval_timeout_seconds,
+    )
     ensure_dbos_launched()
     stop = listen(wid, on_event) if on_event is not None else None
     try:
@@ -501,6 +583,8 @@ async def queue_agent_workflow(
     max_turns: int = DEFAULT_MAX_TURNS,
     max_tokens: int | None = None,
     model_retry: ModelRetry | dict | None = None,
+    wait_for_approval: bool = False,
+    approval_timeout_seconds: float | None = None,
 ) -> RunHandle:
     """Queue a durable run and return its handle at once.
 
@@ -520,7 +604,10 @@ async def queue_agent_workflow(
         raise ValidationError("deduplication_id", f"{deduplication_id!r} is not a string of 1 to 255 characters", "pass a stable key such as 'user-42-report'")
     if on_duplicate not in ("error", "return"):
         raise ValidationError("on_duplicate", f"{on_duplicate!r} is not 'error' or 'return'", "choose what a duplicate deduplication_id does")
-    spec, wid, timeout = _prepare(agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry)
+    spec, wid, timeout = _prepare(
+        agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
+        wait_for_approval, approval_timeout_seconds,
+    )
     ensure_dbos_launched()
     await queues.ensure_queue(queue)
     await apply_queue(spec, queue)

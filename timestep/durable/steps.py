@@ -35,7 +35,7 @@ from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
 from subjects.events import Delta, ErrorInfo, Retrying, RunEvent, ToolCall, ToolOutput
-from timestep.durable import engine, model_retry
+from timestep.durable import approvals, engine, model_retry
 from timestep.ops import metrics, observe
 from timestep.durable.events import dispatch, last_stored, now, settle
 from timestep.durable.queues import pause_queue, record_tokens
@@ -109,6 +109,9 @@ class RunRecorder:
         self.seq = 0
         self.shift = 0
         self.turnstile = Turnstile([])
+        self.edited_arguments: dict[str, str] = {}
+        """Approved tool calls whose arguments an approver replaced, by call id (set by the
+        workflow from the recorded decision, so a replay runs the tool with the same)."""
         self._pending: list[tuple[int, type, dict[str, Any], Any]] = []
         self._aligned = engine.first_execution()  # a fresh start has nothing to move past
         self._done = 0  # numbers used up to the last step that finished
@@ -388,13 +391,19 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
     async def invoke(ctx: Any, arguments: str) -> Any:
         recorder = _current.get()
         call_id = ctx.tool_call_id
+        arguments = recorder.edited_arguments.pop(call_id, arguments)
         await recorder.turnstile.wait_for(call_id)
         recorder.turnstile.allow_next_after(call_id)
 
         async def run(emit: Emit) -> Any:
             await emit(ToolCall, tool=tool.name, call_id=call_id, arguments=arguments)
-            output = await original(ctx, arguments)
-            await emit(ToolOutput, call_id=call_id, output=_as_text(output))
+            # The same key each time this call runs: the step's place in the run is fixed.
+            token = approvals.set_idempotency_key(f"{recorder.run_id}:{engine.current_step_id()}:{call_id}")
+            try:
+                output = await original(ctx, arguments)
+            finally:
+                approvals.reset_idempotency_key(token)
+            await emit(ToolOutput, call_id=call_id, output=_as_text(output), arguments=arguments)
             return output
 
         return await recorder.step(f"tool:{tool.name}", run, reserve=2, preemptible=True)

@@ -1,4 +1,5 @@
-"""Timestep's own tables, in the same database as DBOS: conversation items and saved run states.
+"""Timestep's own tables, in the same database as DBOS: conversation items, saved run states,
+queue policies, token usage, bus schedules and approvals.
 
 SQLAlchemy Core (already a DBOS dependency) keeps one code path for SQLite and
 PostgreSQL. Calls are blocking and short; async callers go through `to_thread`.
@@ -74,6 +75,28 @@ bus_schedules = sa.Table(
     sa.Column("cron", sa.String(200), nullable=False),
     sa.Column("request", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+approvals = sa.Table(
+    "timestep_approvals",
+    metadata,
+    sa.Column("run_id", sa.String(128), primary_key=True),
+    sa.Column("call_id", sa.String(255), primary_key=True),
+    sa.Column("agent", sa.String(255), nullable=False),
+    sa.Column("tool", sa.String(255), nullable=False),
+    sa.Column("arguments", sa.Text, nullable=False),
+    sa.Column("session_id", sa.String(255), nullable=True),
+    sa.Column("queue", sa.String(128), nullable=True),
+    sa.Column("metadata", sa.Text, nullable=True),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("deadline", sa.Float, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=True),
+    sa.Column("decided_by", sa.String(255), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("always", sa.Boolean, nullable=False, default=False),
+    sa.Column("approved_arguments", sa.Text, nullable=True),
+    sa.Index("ix_timestep_approvals_status_requested", "status", "requested_at"),
 )
 
 _engines: dict[str, sa.Engine] = {}

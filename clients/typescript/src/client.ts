@@ -23,6 +23,7 @@ import { DeliverPolicy, jetstream, type ConsumerMessages, type JetStreamClient }
 import type {
   Accepted,
   Approval,
+  ApprovalRecord,
   Completed,
   ErrorInfo,
   QueueStatus,
@@ -64,6 +65,37 @@ export interface ControlOptions {
   wait?: boolean;
 }
 
+export interface ApproveOptions extends ControlOptions {
+  /** Approve every call of this tool for the rest of the run. */
+  always?: boolean;
+  /** Run the tool with these arguments (a JSON object as a string) instead of the model's. */
+  arguments?: string;
+  /** Who decides, kept with the decision (the NATS user instead, where the server names it). */
+  decidedBy?: string;
+}
+
+export interface RejectOptions extends ControlOptions {
+  /** Reject every call of this tool for the rest of the run. */
+  always?: boolean;
+  /** Who decides, kept with the decision. */
+  decidedBy?: string;
+}
+
+export interface ApprovalFilter {
+  /** "pending" (default), "decided" (the audit trail) or "all". */
+  status?: "pending" | "decided" | "all";
+  runId?: string;
+  agent?: string;
+  tool?: string;
+  queue?: string;
+  /** Only approvals requested at least this many seconds ago. */
+  olderThanSeconds?: number;
+  /** Only approvals requested at most this many seconds ago. */
+  newerThanSeconds?: number;
+  /** At most this many (default 100). */
+  limit?: number;
+}
+
 export interface SubmitOptions {
   /** The run id (1-128 of [A-Za-z0-9_-]); also the request's Nats-Msg-Id. Default: a fresh random id. */
   id?: string;
@@ -82,6 +114,8 @@ export interface SubmitOptions {
   metadata?: Record<string, string>;
   /** The run's model-token budget: it fails with `BudgetExceeded` after the model call that crosses it. */
   maxTokens?: number;
+  /** A deadline for each approval the run waits for: a call still undecided this long after it was requested is rejected. */
+  approvalTimeoutSeconds?: number;
   /** How long to wait for the governor's `accepted` (default 10 s). No answer is not an error: see `Run.accepted`. */
   replyTimeoutSeconds?: number;
   /** W3C trace context to continue (`00-<32 hex>-<16 hex>-<2 hex>`); default: a new trace. Every event carries it. */
@@ -205,6 +239,9 @@ export function buildRunRequest(request: RunRequestInput, field = ""): RunReques
   if (request.stream !== undefined) body.stream = check.boolean(f("stream"), request.stream);
   if (request.metadata !== undefined) body.metadata = check.metadata(f("metadata"), request.metadata);
   if (request.maxTokens !== undefined) body.max_tokens = check.count(f("maxTokens"), request.maxTokens);
+  if (request.approvalTimeoutSeconds !== undefined) {
+    body.approval_timeout_seconds = check.seconds(f("approvalTimeoutSeconds"), request.approvalTimeoutSeconds);
+  }
   return body;
 }
 
@@ -260,11 +297,11 @@ export class Run {
     return (await this.client.lastEvent(this.runId))?.type;
   }
 
-  approve(callId: string, options: { always?: boolean } & ControlOptions = {}): Promise<void> {
+  approve(callId: string, options: ApproveOptions = {}): Promise<void> {
     return this.client.approve(this.runId, callId, options);
   }
 
-  reject(callId: string, message?: string, options: ControlOptions = {}): Promise<void> {
+  reject(callId: string, message?: string, options: RejectOptions = {}): Promise<void> {
     return this.client.reject(this.runId, callId, message, options);
   }
 
@@ -440,23 +477,52 @@ export class Client {
   }
 
   /**
-   * Approve a tool call the run waits on (`call_id` from its `interrupted` event). Resolves once an agent actor
-   * handed the approval to the run; throws RequestRefusedError when it refused (`error.type`: UnknownRun,
-   * AlreadyFinished, NotWaiting, NotStarted, InvalidRequest).
+   * Approve a tool call the run waits on (`call_id` from its `interrupted` event, or `listApprovals`). Resolves once
+   * an agent actor handed the approval to the run; throws RequestRefusedError when it refused (`error.type`:
+   * UnknownRun, AlreadyFinished, NotWaiting, NotStarted, InvalidRequest). `arguments` (a JSON object as a string)
+   * replaces the model's, checked against the tool's parameters first (a bad edit is refused naming the field, and the
+   * call stays pending); `always` approves every call of the tool for the rest of the run.
    */
-  async approve(runId: string, callId: string, options: { always?: boolean } & ControlOptions = {}): Promise<void> {
+  async approve(runId: string, callId: string, options: ApproveOptions = {}): Promise<void> {
     const body: Record<string, unknown> = { call_id: check.key("callId", callId) };
     if (options.always !== undefined) body.always = check.boolean("always", options.always);
+    if (options.arguments !== undefined) body.arguments = check.text("arguments", options.arguments, 0, 200_000);
+    if (options.decidedBy !== undefined) body.decided_by = check.key("decidedBy", options.decidedBy);
     await this.control(runId, "approve", body, callId, options);
     this.remember(runId, callId);
   }
 
   /** Reject a tool call the run waits on; the model is told `message`. Answered as `approve`. */
-  async reject(runId: string, callId: string, message?: string, options: ControlOptions = {}): Promise<void> {
+  async reject(runId: string, callId: string, message?: string, options: RejectOptions = {}): Promise<void> {
     const body: Record<string, unknown> = { call_id: check.key("callId", callId) };
     if (message !== undefined) body.message = check.text("message", message, 0, 10_000);
+    if (options.always !== undefined) body.always = check.boolean("always", options.always);
+    if (options.decidedBy !== undefined) body.decided_by = check.key("decidedBy", options.decidedBy);
     await this.control(runId, "reject", body, callId, options);
     this.remember(runId, callId);
+  }
+
+  /**
+   * Approvals across runs, newest first (`<prefix>.approvals.list`, answered by an agent actor): `status` "pending"
+   * (the inbox, the default), "decided" (the audit trail: who decided what, when) or "all", filtered by run, agent,
+   * tool, queue and age.
+   */
+  async listApprovals(filter: ApprovalFilter = {}): Promise<ApprovalRecord[]> {
+    const body: Record<string, unknown> = {};
+    if (filter.status !== undefined) {
+      if (!["pending", "decided", "all"].includes(filter.status)) {
+        throw new ValidationError("status", `${JSON.stringify(filter.status)} is not "pending", "decided" or "all"`);
+      }
+      body.status = filter.status;
+    }
+    if (filter.runId !== undefined) body.run_id = check.runId("runId", filter.runId);
+    if (filter.agent !== undefined) body.agent = check.key("agent", filter.agent);
+    if (filter.tool !== undefined) body.tool = check.key("tool", filter.tool);
+    if (filter.queue !== undefined) body.queue = check.name("queue", filter.queue);
+    if (filter.olderThanSeconds !== undefined) body.older_than_seconds = check.seconds("olderThanSeconds", filter.olderThanSeconds);
+    if (filter.newerThanSeconds !== undefined) body.newer_than_seconds = check.seconds("newerThanSeconds", filter.newerThanSeconds);
+    if (filter.limit !== undefined) body.limit = check.integer("limit", filter.limit, 1, 10_000);
+    return (await this.admin(this.subjects.approvalsList, body)).approvals ?? [];
   }
 
   /** Cancel a queued or running run. Answered as `approve` (AlreadyFinished for a run that ended). */

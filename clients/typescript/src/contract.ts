@@ -24,6 +24,8 @@ export type RunEvent =
 export interface Contract {
   Accepted: Accepted;
   Approval: Approval;
+  ApprovalList: ApprovalList;
+  ApprovalRecord: ApprovalRecord;
   Approve: Approve;
   Cancel: Cancel;
   Cancelled: Cancelled;
@@ -68,15 +70,56 @@ export interface Accepted {
   time: string;
 }
 /**
- * A tool call waiting for a human decision.
+ * A tool call waiting for a human decision; `deadline` (seconds since the epoch), when set,
+ * is when it is rejected by itself if still undecided.
  */
 export interface Approval {
   call_id: string;
   tool: string;
   arguments: string;
+  deadline?: number | null;
 }
 /**
- * `<prefix>.runs.control.<run_id>.approve`
+ * `<prefix>.approvals.list` (request/reply): approvals across runs, newest first. The body
+ * may be empty (every pending approval).
+ */
+export interface ApprovalList {
+  status?: "all" | "decided" | "pending";
+  run_id?: string | null;
+  agent?: string | null;
+  tool?: string | null;
+  queue?: string | null;
+  older_than_seconds?: number | null;
+  newer_than_seconds?: number | null;
+  limit?: number;
+}
+/**
+ * One tool call that waited for (or waits for) a human decision, as the database keeps it.
+ */
+export interface ApprovalRecord {
+  run_id: string;
+  call_id: string;
+  agent: string;
+  tool: string;
+  arguments: string;
+  session_id: string | null;
+  queue: string | null;
+  metadata: {
+    [k: string]: string | undefined;
+  } | null;
+  requested_at: number;
+  deadline: number | null;
+  status: "approved" | "expired" | "pending" | "rejected";
+  decided_at?: number | null;
+  decided_by?: string | null;
+  message?: string | null;
+  always?: boolean;
+  approved_arguments?: string | null;
+}
+/**
+ * `<prefix>.runs.control.<run_id>.approve`: run the tool call `call_id`, with `arguments`
+ * (a JSON object as a string, checked against the tool's parameters) instead of the model's
+ * when given; `always`: approve every call of this tool for the rest of the run.
  */
 export interface Approve {
   /**
@@ -84,6 +127,9 @@ export interface Approve {
    */
   call_id: string;
   always?: boolean;
+  arguments?: string | null;
+  decided_by?: string | null;
+  decided_at?: number | null;
 }
 /**
  * `<prefix>.runs.control.<run_id>.cancel`
@@ -226,7 +272,8 @@ export interface Queued {
   queue: string;
 }
 /**
- * `<prefix>.runs.control.<run_id>.reject`
+ * `<prefix>.runs.control.<run_id>.reject`: the tool does not run and the model is told
+ * `message`; `always`: reject every call of this tool for the rest of the run.
  */
 export interface Reject {
   /**
@@ -234,6 +281,9 @@ export interface Reject {
    */
   call_id: string;
   message?: string | null;
+  always?: boolean;
+  decided_by?: string | null;
+  decided_at?: number | null;
 }
 /**
  * The request was refused; nothing ran.
@@ -257,6 +307,7 @@ export interface Reply {
   deleted?: boolean | null;
   runs?: RunInfo[] | null;
   run?: RunInfo | null;
+  approvals?: ApprovalRecord[] | null;
 }
 export interface Schedule {
   name: string;
@@ -289,6 +340,7 @@ export interface RunRequest {
   } | null;
   max_tokens?: number | null;
   model_retry?: ModelRetry | null;
+  approval_timeout_seconds?: number | null;
 }
 /**
  * A run as the database holds it.
@@ -343,7 +395,8 @@ export interface ToolCall {
   arguments: string;
 }
 /**
- * A tool finished; `output` is its result as text.
+ * A tool finished; `output` is its result as text, `arguments` what it really ran with
+ * (an approver may have edited the model's).
  */
 export interface ToolOutput {
   type: "tool_output";
@@ -352,6 +405,7 @@ export interface ToolOutput {
   time: string;
   call_id: string;
   output: string;
+  arguments?: string | null;
 }
 /**
  * The waiting run took the approval of this tool call (`always`: of the tool, for the rest of the run).
@@ -364,6 +418,8 @@ export interface ToolApproved {
   call_id: string;
   tool: string;
   always?: boolean;
+  arguments?: string | null;
+  decided_by?: string | null;
 }
 /**
  * The waiting run took the rejection of this tool call: the tool does not run, the model is told `message`.
@@ -376,6 +432,9 @@ export interface ToolRejected {
   call_id: string;
   tool: string;
   message?: string | null;
+  always?: boolean;
+  decided_by?: string | null;
+  expired?: boolean;
 }
 /**
  * `<prefix>.runs.get` (request/reply): one run; its timeline is in its events.

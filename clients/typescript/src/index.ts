@@ -1,5 +1,16 @@
 export { Client, Run, buildRunRequest, asGiven, TERMINAL_TYPES } from "./client.js";
-export type { SubmitOptions, RunRequestInput, EventsOptions, WaitOptions, RunResult, QueuePolicy, ControlOptions } from "./client.js";
+export type {
+  SubmitOptions,
+  RunRequestInput,
+  EventsOptions,
+  WaitOptions,
+  RunResult,
+  QueuePolicy,
+  ControlOptions,
+  ApproveOptions,
+  RejectOptions,
+  ApprovalFilter,
+} from "./client.js";
 export { resolveSettings, resolveServers } from "./connect.js";
 export type { ConnectOptions, TlsFiles } from "./connect.js";
 export {

@@ -70,6 +70,11 @@ export class Subjects {
     return `${this.prefix}.queues.status`;
   }
 
+  /** Request/reply: approvals across runs (pending ones, or the decided ones: the audit trail). */
+  get approvalsList(): string {
+    return `${this.prefix}.approvals.list`;
+  }
+
   /** Where a message that could not be processed is copied, with its reason. */
   dead(original: string): string {
     return `${this.prefix}.dead.${original}`;

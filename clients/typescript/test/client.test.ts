@@ -173,6 +173,34 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.deepEqual([rejected.call_id, rejected.tool, rejected.message], ["call_1", "send_email", "not today"]);
   });
 
+  test("the approvals inbox: listed across runs, approved with edited arguments, kept as the audit trail", async () => {
+    const run = await client.submit(AGENT, `send_email to=${uid("ada")}`, { metadata: { ticket: "T-9" } });
+    for await (const event of run.events()) if (event.type === "interrupted") break;
+    const [record] = await client.listApprovals({ runId: run.runId });
+    assert.deepEqual([record.agent, record.tool, record.call_id, record.status], [AGENT, "send_email", "call_1", "pending"]);
+    assert.deepEqual(record.metadata, { ticket: "T-9" });
+    assert.ok((await client.listApprovals({ tool: "send_email" })).some((a) => a.run_id === run.runId));
+    assert.deepEqual(await client.listApprovals({ runId: run.runId, olderThanSeconds: 3600 }), []);
+    await assert.rejects(client.listApprovals({ limit: 0 }), ValidationError);
+
+    await assert.rejects(run.approve("call_1", { arguments: '{"to": 5}' }), (error: Error) => {
+      assert.ok(error instanceof RequestRefusedError, `${error.name}: ${error.message}`);
+      assert.equal(error.error.type, "InvalidRequest");
+      assert.match(error.message, /^arguments\.to: 5 is not of type 'string'/);
+      return true;
+    });
+    assert.equal((await client.listApprovals({ runId: run.runId }))[0].status, "pending");
+    const edited = JSON.stringify({ to: uid("bob") });
+    await run.approve("call_1", { arguments: edited, decidedBy: "ada" });
+    const completed = await run.result({ timeoutSeconds: 30 });
+    assert.equal(completed.output, `send_email returned: sent to ${JSON.parse(edited).to}`);
+    const events = await collect(run.events());
+    assert.equal(eventOf(events, "tool_output").arguments, edited);
+    assert.equal(eventOf(events, "tool_approved").decided_by, "ada");
+    const [audit] = await client.listApprovals({ status: "decided", runId: run.runId });
+    assert.deepEqual([audit.status, audit.decided_by, audit.approved_arguments], ["approved", "ada", edited]);
+  });
+
   test("approve, reject and cancel are answered: a refusal throws RequestRefusedError saying why", async () => {
     const refused = async (promise: Promise<unknown>, type: string, text: RegExp) =>
       assert.rejects(promise, (error: Error) => {
