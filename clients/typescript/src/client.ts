@@ -114,6 +114,8 @@ export interface SubmitOptions {
   metadata?: Record<string, string>;
   /** The run's model-token budget: it fails with `BudgetExceeded` after the model call that crosses it. */
   maxTokens?: number;
+  /** How the run's failed model calls are retried (over its queue's, its agent's and the deployment's). */
+  modelRetry?: ModelRetryOptions;
   /** A deadline for each approval the run waits for: a call still undecided this long after it was requested is rejected. */
   approvalTimeoutSeconds?: number;
   /** How long to wait for the governor's `accepted` (default 10 s). No answer is not an error: see `Run.accepted`. */
@@ -160,6 +162,20 @@ export interface QueuePolicy {
   tokensPerPeriod?: number;
   /** The token budget of each of the queue's runs that sets no `maxTokens`. */
   maxTokensPerRun?: number;
+  /** How the queue's runs retry failed model calls (a run's own settings win, field by field). */
+  modelRetry?: ModelRetryOptions;
+}
+
+/** Retry settings of failed model calls (408, 409, 429, 5xx, no connection); a field left out keeps the next level's. */
+export interface ModelRetryOptions {
+  /** Calls per model turn, the first included (1: no retries). */
+  maxAttempts?: number;
+  /** The waits between a turn's attempts add up to at most this. */
+  maxWaitSeconds?: number;
+  /** The first backoff wait when the provider names none, doubled per attempt. */
+  backoffSeconds?: number;
+  /** The longest backoff wait. */
+  maxBackoffSeconds?: number;
 }
 
 const encoder = new TextEncoder();
@@ -239,6 +255,7 @@ export function buildRunRequest(request: RunRequestInput, field = ""): RunReques
   if (request.stream !== undefined) body.stream = check.boolean(f("stream"), request.stream);
   if (request.metadata !== undefined) body.metadata = check.metadata(f("metadata"), request.metadata);
   if (request.maxTokens !== undefined) body.max_tokens = check.count(f("maxTokens"), request.maxTokens);
+  if (request.modelRetry !== undefined) body.model_retry = check.modelRetry(f("modelRetry"), request.modelRetry);
   if (request.approvalTimeoutSeconds !== undefined) {
     body.approval_timeout_seconds = check.seconds(f("approvalTimeoutSeconds"), request.approvalTimeoutSeconds);
   }
@@ -590,6 +607,7 @@ export class Client {
     if (policy.concurrency !== undefined) body.concurrency = check.count("concurrency", policy.concurrency);
     if (policy.tokensPerPeriod !== undefined) body.tokens_per_period = check.count("tokensPerPeriod", policy.tokensPerPeriod);
     if (policy.maxTokensPerRun !== undefined) body.max_tokens_per_run = check.count("maxTokensPerRun", policy.maxTokensPerRun);
+    if (policy.modelRetry !== undefined) body.model_retry = check.modelRetry("modelRetry", policy.modelRetry);
     return ((await this.admin(this.subjects.queuesConfigure, body)).queues ?? [])[0] as QueueStatus;
   }
 

@@ -6,6 +6,7 @@ export type {
   WaitOptions,
   RunResult,
   QueuePolicy,
+  ModelRetryOptions,
   ControlOptions,
   ApproveOptions,
   RejectOptions,

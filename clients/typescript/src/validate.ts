@@ -85,6 +85,28 @@ export function seconds(field: string, value: unknown): number {
   return value;
 }
 
+/** Retry settings of model calls, camelCase in, the wire's snake_case out; every field optional. */
+export function modelRetry(
+  field: string,
+  value: unknown,
+): { max_attempts?: number; max_wait_seconds?: number; backoff_seconds?: number; max_backoff_seconds?: number } {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new ValidationError(field, `${show(value)} is not an object like { maxAttempts: 3 }`);
+  }
+  const given = value as Record<string, unknown>;
+  const names: Record<string, string> = {
+    maxAttempts: "max_attempts", maxWaitSeconds: "max_wait_seconds", backoffSeconds: "backoff_seconds", maxBackoffSeconds: "max_backoff_seconds",
+  };
+  const out: Record<string, number> = {};
+  for (const [key, item] of Object.entries(given)) {
+    const wire = names[key];
+    if (wire === undefined) throw new ValidationError(`${field}.${key}`, `is not a setting; use ${Object.keys(names).join(", ")}`);
+    if (item === undefined) continue;
+    out[wire] = key === "maxAttempts" ? count(`${field}.${key}`, item) : seconds(`${field}.${key}`, item);
+  }
+  return out;
+}
+
 /** A client-side wait: any number of seconds greater than 0. */
 export function positive(field: string, value: unknown): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {

@@ -39,6 +39,7 @@ test("the client's run requests match the document's RunRequest schema", () => {
     stream: true,
     metadata: { team: "support" },
     maxTokens: 4000,
+    modelRetry: { maxAttempts: 3, maxWaitSeconds: 120 },
     approvalTimeoutSeconds: 3600,
   });
   assert.deepEqual(Object.keys(full).sort(), Object.keys(document.components.schemas.RunRequest.properties).sort());

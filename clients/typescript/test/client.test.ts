@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import { jetstream } from "@nats-io/jetstream";
 import {
   Client,
+  buildRunRequest,
   RequestRefusedError,
   RunCancelledError,
   RunFailedError,
@@ -349,8 +350,15 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.equal(status.max_tokens_per_run, 1);
     const queued = await client.submit(AGENT, "hello", { queue: name });
     await assert.rejects(queued.result({ timeoutSeconds: 30 }), /over its budget of max_tokens=1/);
-    const roomy = await client.submit(AGENT, "hello", { queue: name, maxTokens: 10_000 });
+    const roomy = await client.submit(AGENT, "hello", { queue: name, maxTokens: 10_000, modelRetry: { maxAttempts: 2 } });
     assert.equal((await roomy.result({ timeoutSeconds: 30 })).type, "completed");
+  });
+
+  test("retry settings are checked before sending, naming the field", async () => {
+    assert.throws(() => buildRunRequest({ agent: AGENT, input: "hi", modelRetry: { maxAttempts: 0 } }), /^ValidationError: modelRetry\.maxAttempts: /);
+    assert.throws(() => buildRunRequest({ agent: AGENT, input: "hi", modelRetry: { retries: 2 } as never }), /modelRetry\.retries: is not a setting/);
+    const body = buildRunRequest({ agent: AGENT, input: "hi", modelRetry: { maxAttempts: 2, backoffSeconds: 0.5 } });
+    assert.deepEqual(body.model_retry, { max_attempts: 2, backoff_seconds: 0.5 });
   });
 
   test("bad input is refused before sending, naming the field", async () => {
