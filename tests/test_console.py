@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -167,6 +168,25 @@ async def test_an_approval_clicked_in_the_browser_lets_the_run_complete(deployme
         assert await page.locator("#error").is_hidden()
         info = await recorded(deployment.client, run.run_id)
         assert info.status == "completed" and info.usage is not None and info.usage.total_tokens > 0
+    finally:
+        await context.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_inbox_approves_with_edited_arguments_and_keeps_who_decided(deployment, browser) -> None:
+    run, call_id = await waiting_run(deployment.client, f"send_email to={uid('eve')}@example.com")
+    context, page = await page_for(browser, "client")
+    try:
+        await page.goto(deployment.login + "/#/approvals")
+        row = page.locator(f'tr[data-run-id="{run.run_id}"][data-call-id="{call_id}"]')
+        await row.wait_for(timeout=WAIT_MS)
+        edited = json.dumps({"to": "checked@example.com"})
+        await row.locator('textarea[name="arguments"]').fill(edited)
+        await row.locator('button[data-action="approve"]').click()
+        completed = await run.result(timeout=60)
+        assert "sent to checked@example.com" in str(completed.output)
+        [record] = await deployment.client.list_approvals("decided", run_id=run.run_id)
+        assert record.approved_arguments == edited and record.decided_by == "client"  # the logged-in NATS user
     finally:
         await context.close()
 

@@ -29,17 +29,13 @@ import msgspec
 from aiohttp import web
 
 from actors.console.access import Login, LoginRefused, basic_credentials, is_loopback
-from subjects.events import Interrupted, ToolApproved, ToolRejected, decode_event
 from timestep.client import Client, RequestRefusedError
 from timestep.errors import PermissionDeniedError, TimestepError, ValidationError
 
 log = logging.getLogger("actors.console")
 
 STATIC = Path(__file__).with_name("static")
-#: How long reading a run's stored events may take before the approvals list goes on without it.
-STORED_EVENTS_SECONDS = 5.0
 SSE_PING_SECONDS = 15.0
-TERMINAL_TYPES = ("completed", "failed", "cancelled", "rejected")
 #: The connection a request acts through, and the NATS user who logged in (None: open access).
 CLIENT = web.RequestKey("timestep_client", Client)
 USER = web.RequestKey("timestep_user", object)
@@ -201,28 +197,25 @@ class Console:
         if action == "cancel":
             await client.cancel(run_id)
         elif action == "approve":
-            await client.approve(run_id, _text(body, "call_id"), always=bool(body.get("always", False)))
+            await client.approve(
+                run_id, _text(body, "call_id"), always=bool(body.get("always", False)),
+                arguments=body.get("arguments") or None, decided_by=request[USER] or "console",
+            )
         else:
-            await client.reject(run_id, _text(body, "call_id"), body.get("message") or None)
+            await client.reject(
+                run_id, _text(body, "call_id"), body.get("message") or None, always=bool(body.get("always", False)),
+                decided_by=request[USER] or "console",
+            )
         return _json({"ok": True})
 
     async def _approvals(self, request: web.Request) -> web.Response:
-        """Every tool call waiting for a decision: the `interrupted` events of the waiting runs,
-        less the calls already decided (`tool_approved`, `tool_rejected`)."""
-        client: Client = request[CLIENT]
-        waiting = await client.list_runs(status="waiting", limit=int(request.query.get("limit", "200")))
-        pending = []
-        for run in waiting:
-            decided: set[str] = set()
-            asked: list[dict[str, Any]] = []
-            for event in await _stored_events(client, run.id):
-                if isinstance(event, Interrupted):
-                    asked += [{"run_id": run.id, "agent": run.agent, "queue": run.queue, "since": event.time.timestamp(),
-                               "call_id": a.call_id, "tool": a.tool, "arguments": a.arguments} for a in event.approvals]
-                elif isinstance(event, (ToolApproved, ToolRejected)):
-                    decided.add(event.call_id)
-            pending += [a for a in asked if a["call_id"] not in decided]
-        return _json({"approvals": pending})
+        """The approvals inbox (`approvals.list`): pending calls, or with `?status=decided` the audit trail."""
+        q = request.query
+        records = await request[CLIENT].list_approvals(
+            q.get("status") or "pending", agent=q.get("agent") or None, tool=q.get("tool") or None,
+            queue=q.get("queue") or None, limit=int(q.get("limit", "200")),
+        )
+        return _json({"approvals": records})
 
     # --- queues and schedules ----------------------------------------------------------------
 
@@ -276,24 +269,6 @@ def _next_tick(cron: str) -> float | None:
         return croniter(cron, datetime.now(timezone.utc), second_at_beginning=six).get_next(datetime).timestamp()
     except Exception:
         return None
-
-
-async def _stored_events(client: Client, run_id: str) -> list[Any]:
-    """The run's events stored so far (not waiting for more)."""
-    events: list[Any] = []
-
-    async def read() -> None:
-        async with contextlib.aclosing(client.bus.follow(client.subjects.run_events(run_id), from_start=True)) as messages:
-            async for msg in messages:
-                events.append(decode_event(msg.data))
-                if msg.metadata.num_pending == 0 or events[-1].type in TERMINAL_TYPES:
-                    return
-
-    try:
-        await asyncio.wait_for(read(), STORED_EVENTS_SECONDS)
-    except TimeoutError:
-        log.warning("console: reading the events of run %s took over %g s; shown without them", run_id, STORED_EVENTS_SECONDS)
-    return events
 
 
 async def serve(console: Console, host: str, port: int) -> tuple[web.AppRunner, str]:

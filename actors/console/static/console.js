@@ -174,17 +174,24 @@ function item(event, title, ...body) {
     h("span", { class: "kind" }, title), ...body);
 }
 
-function decisionButtons(runId, callId, after) {
+function decisionButtons(runId, callId, after, args) {
   const box = h("div", { class: "decide" });
   const path = (a) => `/api/runs/${encodeURIComponent(runId)}/${a}`;
   const message = h("input", { placeholder: "why (for a rejection)", name: "message" });
+  const always = h("input", { type: "checkbox", name: "always" });
+  // The arguments, editable: an approval with changed arguments runs the tool with them (checked by the agent).
+  const edit = args === undefined ? null : h("textarea", { name: "arguments", rows: 2, cols: 40 }, args);
+  const decided = (verdict) => { box.replaceChildren(h("em", {}, verdict)); if (after) after(); };
   box.append(
+    ...(edit ? [edit, h("br")] : []),
     h("button", { class: "approve", dataset: { action: "approve", callId }, onclick: async () => {
-      if (await act("POST", path("approve"), { call_id: callId })) { box.replaceChildren(h("em", {}, "approved")); if (after) after(); }
+      const body = { call_id: callId, always: always.checked };
+      if (edit && edit.value.trim() !== args.trim()) body.arguments = edit.value;
+      if (await act("POST", path("approve"), body)) decided(body.arguments ? "approved with edited arguments" : "approved");
     } }, "Approve"), " ",
     h("button", { class: "reject", dataset: { action: "reject", callId }, onclick: async () => {
-      if (await act("POST", path("reject"), { call_id: callId, message: message.value || undefined })) { box.replaceChildren(h("em", {}, "rejected")); if (after) after(); }
-    } }, "Reject"), " ", message);
+      if (await act("POST", path("reject"), { call_id: callId, message: message.value || undefined, always: always.checked })) decided("rejected");
+    } }, "Reject"), " ", message, " ", h("label", {}, always, " always, for this tool in this run"));
   return box;
 }
 
@@ -193,14 +200,15 @@ function decisionButtons(runId, callId, after) {
 async function approvalsPage(main) {
   const body = h("tbody", { id: "approvals" });
   main.append(h("h2", {}, "Approvals"), h("table", {},
-    h("thead", {}, h("tr", {}, ["Run", "Agent", "Tool", "Arguments", "Waiting since", "Decision"].map((t) => h("th", {}, t)))), body));
+    h("thead", {}, h("tr", {}, ["Run", "Agent", "Tool", "Arguments", "Waiting since", "Deadline", "Decision"].map((t) => h("th", {}, t)))), body));
   const load = async () => {
     try {
       const { approvals } = await api("GET", "/api/approvals");
       body.replaceChildren(...approvals.map((a) => h("tr", { dataset: { runId: a.run_id, callId: a.call_id } },
         h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(a.run_id)}` }, a.run_id)), h("td", {}, a.agent), h("td", {}, a.tool),
-        h("td", {}, h("pre", {}, a.arguments)), h("td", {}, when(a.since)), h("td", {}, decisionButtons(a.run_id, a.call_id)))));
-      if (!approvals.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "Nothing waits for a decision.")));
+        h("td", {}, h("pre", {}, a.arguments)), h("td", {}, when(a.requested_at)), h("td", {}, a.deadline ? when(a.deadline) : "-"),
+        h("td", {}, decisionButtons(a.run_id, a.call_id, undefined, a.arguments)))));
+      if (!approvals.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "Nothing waits for a decision.")));
     } catch (e) { showError(e.message); }
   };
   await load();
