@@ -25,6 +25,9 @@ Seconds = Annotated[float, Meta(gt=0, le=31_536_000, description="seconds, more 
 Count = Annotated[int, Meta(ge=1, le=2**31 - 1, description="1 to 2,147,483,647")]
 
 
+SessionPolicy = Literal["enqueue", "reject", "interrupt"]
+
+
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`<prefix>.runs.submit`: start an agent run."""
 
@@ -38,6 +41,11 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     timeout_seconds: Seconds | None = None
     stream: bool = False
     metadata: dict[str, str] | None = None
+    session_policy: SessionPolicy | None = None
+    """With `session_id`: what the run does when another run of the session is unfinished (running,
+    waiting for its turn or for approval). `enqueue` (the default): wait for it, in order of arrival;
+    `reject`: be refused (`rejected`, error type `SessionBusy`, naming the unfinished run);
+    `interrupt`: cancel it at its next step boundary and go on with the history so far."""
 
 
 class Approve(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -28,8 +28,16 @@ class Invalid(Exception):
         self.message = message
         self.run_id = run_id
 
+    kind = "InvalidRequest"
+
     def info(self) -> ErrorInfo:
-        return ErrorInfo(type="InvalidRequest", message=str(self))
+        return ErrorInfo(type=self.kind, message=str(self))
+
+
+class Busy(Invalid):
+    """A request with `session_policy: reject` whose session has an unfinished run."""
+
+    kind = "SessionBusy"
 
 
 class StartRun(msgspec.Struct, kw_only=True):
@@ -84,6 +92,8 @@ def to_spec(request: RunRequest, *, seq_base: int) -> RunSpec:
         stream=request.stream,
         wait_for_approval=True,
         seq_base=seq_base,
+        session_policy=request.session_policy or "enqueue",
+        definition="",  # the agent actor that starts the run, or the run's first step, fills it in
     )
 
 

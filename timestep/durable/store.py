@@ -1,4 +1,5 @@
-"""Timestep's own tables, in the same database as DBOS: conversation items and saved run states.
+"""Timestep's own tables, in the same database as DBOS: conversation items, saved run states, the
+turns of each session's runs and the agent definitions runs started under.
 
 SQLAlchemy Core (already a DBOS dependency) keeps one code path for SQLite and
 PostgreSQL. Calls are blocking and short; async callers go through `to_thread`.
@@ -63,6 +64,25 @@ bus_schedules = sa.Table(
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("cron", sa.String(200), nullable=False),
     sa.Column("request", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+session_turns = sa.Table(
+    "timestep_session_turns",
+    metadata,
+    # The order of arrival: ids are handed out one session at a time (see `turns.join`).
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("session_id", sa.String(255), nullable=False, index=True),
+    sa.Column("run_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False),  # "running", or "interrupted" (a library run that returned for approval)
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+agent_definitions = sa.Table(
+    "timestep_agent_definitions",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("definition", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
