@@ -164,6 +164,8 @@ def decode_event(data: bytes | str) -> RunEvent:
 
 #: The JetStream API error code a refused submit is answered with (a bad request).
 SUBMIT_REFUSED_CODE = 400
+#: ... and a run refused because its session has an unfinished run (`session_policy: reject`): a conflict.
+SESSION_BUSY_CODE = 409
 
 
 def submit_answer(event: Accepted | Rejected, *, stream: str, duplicate: bool = False) -> bytes:
@@ -172,11 +174,12 @@ def submit_answer(event: Accepted | Rejected, *, stream: str, duplicate: bool = 
 
     `accepted` gains a PubAck's `stream` (and `duplicate: true` for a repeat): its `seq` stays the
     event's number (1), not a stream sequence. `rejected` carries its error as JetStream's API error
-    (`{"code": 400, "description": "<field>: <problem and fix>", "type": "InvalidRequest"}`; `type` is
-    `SessionBusy` for a run refused by its session policy), so those clients raise with the reason; the run's stored `rejected` event keeps `error: {type, message}`."""
+    (`{"code": 400, "description": "<field>: <problem and fix>"}`; `code` 409 for a run refused by its
+    session policy, SessionBusy), so those clients raise with the reason; the run's stored `rejected` event keeps `error: {type, message}`."""
     answer = msgspec.to_builtins(event)
     if isinstance(event, Rejected):
-        answer["error"] = {"code": SUBMIT_REFUSED_CODE, "description": event.error.message, "type": event.error.type}
+        code = SESSION_BUSY_CODE if event.error.type == "SessionBusy" else SUBMIT_REFUSED_CODE
+        answer["error"] = {"code": code, "description": event.error.message}
     else:
         answer["stream"] = stream
         if duplicate:
@@ -189,7 +192,8 @@ def decode_submit_answer(data: bytes | str) -> Accepted | Rejected:
     raw = msgspec.json.decode(data)
     error = raw.get("error") if isinstance(raw, dict) else None
     if isinstance(error, dict) and "message" not in error and "description" in error:
-        raw["error"] = {"type": error.get("type") or "InvalidRequest", "message": error["description"]}
+        kind = "SessionBusy" if error.get("code") == SESSION_BUSY_CODE else "InvalidRequest"
+        raw["error"] = {"type": kind, "message": error["description"]}
     event = _decoder.decode(_encoder.encode(raw))
     if not isinstance(event, (Accepted, Rejected)):
         raise msgspec.ValidationError(f"a submit is answered with `accepted` or `rejected`, not `{event.type}`")

@@ -29,7 +29,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from subjects.events import Cancelled
 from timestep.durable import engine, store
+from timestep.durable.events import dispatch, last_stored, now, settle
 from timestep.durable.state_store import state_keys
 from timestep.errors import SessionBusyError, ValidationError
 
@@ -64,7 +66,10 @@ async def take_turn(session_id: str, run_id: str, policy: str, *, resume: bool) 
     Raises SessionBusyError for `reject` when an earlier run is unfinished."""
 
     async def join() -> tuple[int, str | None, str | None]:
-        return await engine.blocking(_join, session_id, run_id, policy, resume)
+        position, busy, blocker, cancelled = await engine.blocking(_join, session_id, run_id, policy, resume)
+        for other in cancelled:
+            await _say_cancelled(other)
+        return position, busy, blocker
 
     position, busy, blocker = await engine.step("session.join", join)
     if busy is not None:
@@ -119,8 +124,20 @@ def _lock_session(conn: sa.Connection, session_id: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(f"timestep.turn:{session_id}".encode())})
 
 
-def _join(session_id: str, run_id: str, policy: str, resume: bool) -> tuple[int, str | None, str | None]:
-    """(place, the unfinished run that refuses a `reject`, the first run to wait for)."""
+async def _say_cancelled(run_id: str) -> None:
+    """The `cancelled` event of a run this one interrupted, numbered after its last stored event (as
+    a cancel over the bus does): a run waiting for approval, or one that returned for it, says
+    nothing more itself. Only where the sinks know its events (the bus)."""
+    last = await last_stored(run_id)
+    if last is None or last[1] in ("cancelled", "completed", "failed"):
+        return
+    await dispatch(Cancelled(run_id=run_id, seq=last[0] + 1, time=now()))
+    await settle()
+
+
+def _join(session_id: str, run_id: str, policy: str, resume: bool) -> tuple[int, str | None, str | None, list[str]]:
+    """(place, the unfinished run that refuses a `reject`, the first run to wait for, the runs
+    this one interrupted)."""
     table = store.session_turns
     with store.get_engine().begin() as conn:
         _lock_session(conn, session_id)
@@ -140,11 +157,13 @@ def _join(session_id: str, run_id: str, policy: str, resume: bool) -> tuple[int,
     earlier = _unfinished_before(session_id, position)
     if policy == "reject" and earlier:
         _delete(run_id)
-        return position, earlier[0][0], None
+        return position, earlier[0][0], None, []
+    cancelled = []
     if policy == "interrupt":
         for other, state in earlier:
             _interrupt(session_id, other, state)
-    return position, None, _first_unfinished(session_id, position)
+            cancelled.append(other)
+    return position, None, _first_unfinished(session_id, position), cancelled
 
 
 def _unfinished_before(session_id: str, position: int | None, besides: str | None = None) -> list[tuple[str, str]]:
