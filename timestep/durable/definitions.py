@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -141,8 +142,9 @@ def differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     return found or ["the definition changed"]
 
 
-def compare(agent: Agent, started: str | None, policy: str) -> tuple[AgentChange | None, Agent]:
-    """(the change since the run started, or None; the agent to run it with). Blocking.
+def compare(agent: Agent, started: str | None, policy: Callable[[], str]) -> tuple[AgentChange | None, Agent]:
+    """(the change since the run started, or None; the agent to run it with). Blocking. `policy`
+    gives the agent's change policy (asked only when it changed).
 
     The agent keeps stand-ins for the function tools it lost, so the run's history replays."""
     if started is None:
@@ -152,7 +154,7 @@ def compare(agent: Agent, started: str | None, policy: str) -> tuple[AgentChange
     if current == started:
         return None, agent
     old = load(started)
-    change = AgentChange(agent=agent.name, previous=started, current=current, changes=differences(old, live), policy=policy)
+    change = AgentChange(agent=agent.name, previous=started, current=current, changes=differences(old, live), policy=policy())
     lost = {name: spec for name, spec in ((old or {}).get("tools") or {}).items() if name not in live["tools"] and spec.get("kind") == "function"}
     if not lost:
         return change, agent

@@ -215,10 +215,14 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
                 await recorder.finish(Cancelled)
             raise
         except Exception as exc:
+            # The SDK wraps what a tool step raised; a changed agent is named as itself.
+            changed = exc.__cause__ if isinstance(exc.__cause__, AgentChangedError) else None
             # A provider's error is named as the provider names it (RateLimitError, not ModelCallError).
-            kind = getattr(exc, "provider_error", None) or type(exc).__name__
+            kind = getattr(exc, "provider_error", None) or type(changed or exc).__name__
             await _ended(spec, run_id)
-            await recorder.finish(Failed, error=ErrorInfo(type=kind, message=str(exc)))
+            await recorder.finish(Failed, error=ErrorInfo(type=kind, message=str(changed or exc)))
+            if changed is not None:
+                raise changed from None
             raise
         usage = _usage(result.context_wrapper.usage)
         last_agent = result.last_agent.name
