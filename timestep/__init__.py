@@ -15,12 +15,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "AgentChangedError": "timestep.errors",
     "ConfigurationError": "timestep.errors",
     "DuplicateRunError": "timestep.errors",
     "ModelCallError": "timestep.errors",
     "PermissionDeniedError": "timestep.errors",
     "RunCancelledError": "timestep.errors",
     "RunTimeoutError": "timestep.errors",
+    "SessionBusyError": "timestep.errors",
     "TimestepError": "timestep.errors",
     "UnknownAgentError": "timestep.errors",
     "ValidationError": "timestep.errors",
@@ -70,12 +72,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from timestep.client import Client
     from timestep.errors import (
+        AgentChangedError,
         ConfigurationError,
         DuplicateRunError,
         ModelCallError,
         PermissionDeniedError,
         RunCancelledError,
         RunTimeoutError,
+        SessionBusyError,
         TimestepError,
         UnknownAgentError,
         ValidationError,

@@ -167,7 +167,11 @@ async def _definition(spec: RunSpec, agent: Agent, recorder: RunRecorder) -> Age
     started = spec.definition
     if started == "":
         live = definitions.describe(agent)
-        started = await engine.step("agent.definition", lambda: engine.blocking(definitions.remember, live))
+
+        async def record() -> str:
+            return await engine.blocking(definitions.remember, live)
+
+        started = await engine.step("agent.definition", record)
     if started is None:
         return agent
     spec.definition = started  # what an interruption saves with the state

@@ -72,12 +72,11 @@ class RunStateStore:
 
     async def clear(self) -> None:
         """Forget the saved state. With a session, the session's turn that the interrupted run
-        kept (see `session_policy`) is given up too, so the session's next run need not wait."""
+        kept (see `session_policy`) is given up too: the session's waiting runs see it at their
+        next look (within a minute)."""
         await clear_keys(self._keys)
         if self.session_id is not None:
-            from timestep.durable import turns
-
-            await turns.release_held(self.session_id)
+            await store.run(lambda _: give_up_held_turn(self.session_id))
 
 
 #: The key under which a saved state keeps the digest of the agent definition its run started under.
@@ -117,6 +116,13 @@ async def save_serialized(keys: list[str], agent_name: str, serialized: str) -> 
 
 async def clear_keys(keys: list[str]) -> None:
     await store.run(lambda _: clear_keys_now(keys))
+
+
+def give_up_held_turn(session_id: str) -> None:
+    """Drop the session turn a library run kept while it waits for approval (see `turns`)."""
+    table = store.session_turns
+    with store.get_engine().begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.session_id == session_id, table.c.state == "interrupted"))
 
 
 def clear_keys_now(keys: list[str]) -> None:

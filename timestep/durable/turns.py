@@ -101,19 +101,6 @@ async def unfinished(session_id: str, *, besides: str | None = None) -> str | No
     return await engine.blocking(_first_unfinished, session_id, None, besides)
 
 
-async def release_held(session_id: str) -> None:
-    """Forget the turn a library run kept while waiting for approval (its saved state was cleared)."""
-
-    def drop(e: sa.Engine) -> list[str]:
-        table = store.session_turns
-        with e.begin() as conn:
-            rows = [r[0] for r in conn.execute(sa.select(table.c.run_id).where(table.c.session_id == session_id, table.c.state == "interrupted"))]
-        return rows
-
-    for run_id in await store.run(drop):
-        await release(run_id)
-
-
 # --- the database ---------------------------------------------------------------------
 
 

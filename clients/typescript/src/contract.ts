@@ -13,6 +13,7 @@ export type RunEvent =
   | Interrupted
   | ToolApproved
   | ToolRejected
+  | AgentChanged
   | Completed
   | Failed
   | Cancelled;
@@ -22,6 +23,7 @@ export type RunEvent =
  */
 export interface Contract {
   Accepted: Accepted;
+  AgentChanged: AgentChanged;
   Approval: Approval;
   Approve: Approve;
   Cancel: Cancel;
@@ -60,6 +62,21 @@ export interface Accepted {
   run_id: string;
   seq: number;
   time: string;
+}
+/**
+ * The run goes on (recovered, or resumed after an approval) under another definition of its agent
+ * than the one it started with: `changes` says what changed (a tool removed, other parameters, other
+ * instructions, ...); `previous` and `current` are the definitions' digests.
+ */
+export interface AgentChanged {
+  type: "agent_changed";
+  run_id: string;
+  seq: number;
+  time: string;
+  agent: string;
+  changes: string[];
+  previous: string;
+  current: string;
 }
 /**
  * A tool call waiting for a human decision.
@@ -263,6 +280,7 @@ export interface RunRequest {
   metadata?: {
     [k: string]: string | undefined;
   } | null;
+  session_policy?: ("enqueue" | "interrupt" | "reject") | null;
 }
 /**
  * The run's workflow began executing.
