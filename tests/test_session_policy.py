@@ -197,3 +197,14 @@ async def test_the_race_lost_by_a_reject_is_refused_by_the_run_itself(db: str) -
     assert [type(e) for e in events] == [Rejected] and events[0].error.type == "SessionBusy"
     gates["first"].set()
     await first
+
+
+async def test_a_queued_run_takes_its_turn_and_records_its_agent_definition_in_steps(db: str) -> None:
+    from timestep.durable import engine
+
+    agent = conversation({}, [])
+    handle = await timestep.queue_agent_workflow(agent, "queued", uid("s"))
+    result = await handle.get_result()
+    assert result.output == "done: queued"
+    names = [s["function_name"] for s in await engine.list_steps(handle.workflow_id)]
+    assert names[:2] == ["session.join", "agent.definition"]
