@@ -22,7 +22,7 @@ from subjects.events import Cancelled, ErrorInfo, Interrupted
 from subjects.ids import run_id_problem
 from subjects.messages import ApprovalList, Approve, Cancel, Reject, Reply
 from subjects.names import CONTROL_STREAM, WORK_STREAM
-from timestep.durable import engine, registry
+from timestep.durable import definitions, engine, registry
 from timestep.ops import observe
 from timestep.bus.connection import Bus, Message
 from timestep.durable.events import listen, now
@@ -64,6 +64,9 @@ class AgentActor(Actor):
         """The durable hand-off: once this returns, DBOS holds the run. A governor in the same
         process calls it directly, saving a trip through `<prefix>.runs.start`."""
         spec = start.spec
+        if spec.definition == "" and spec.agent in registry.registered_agents():
+            # Known here: the run need not record its agent's definition in a step of its own.
+            spec.definition = await engine.blocking(definitions.remember, definitions.describe(registry.get_agent(spec.agent)))
         observe.bind_run(start.run_id, observe.Trace(spec.traceparent, spec.tracestate) if spec.traceparent else None)
         async with self._room:
             await self._room.wait_for(lambda: len(self._running) < self.capacity)

@@ -25,13 +25,13 @@ from actors.base import Actor, KnownAgents, origin
 from subjects.events import Accepted, ErrorInfo, Queued, Rejected, decode_submit_answer, submit_answer
 from subjects.messages import QueueConfigure, QueueStatusRequest, Reply, RunGet, RunsList
 from subjects.names import SUBMIT_STREAM
-from timestep.durable import engine, listing, queues
+from timestep.durable import engine, listing, queues, turns
 from timestep.ops import metrics, observe
 from timestep.bus.connection import Bus, Message
-from timestep.errors import DuplicateRunError, TimestepError
+from timestep.errors import DuplicateRunError, SessionBusyError, TimestepError
 from timestep.durable.events import now
 from timestep.errors import ValidationError
-from timestep.bus.intake import Invalid, StartRun, body_problem, encode, parse_request, to_spec
+from timestep.bus.intake import Busy, Invalid, StartRun, body_problem, encode, parse_request, to_spec
 from timestep.durable.runs import RunSpec, agent_run, apply_queue
 
 log = logging.getLogger("actors.governor")
@@ -83,6 +83,10 @@ class Governor(Actor):
         problem = await self._agents.problem(request.agent)
         if problem is not None:
             raise Invalid("agent", problem, run_id)
+        if request.session_id and request.session_policy == "reject":
+            busy = await turns.unfinished(request.session_id, besides=run_id)
+            if busy is not None:
+                raise Busy("session_id", str(SessionBusyError(request.session_id, busy)).split(": ", 1)[1], run_id)
         if request.queue is None:
             await self._start_now(request, run_id)
         else:

@@ -134,6 +134,17 @@ class Retrying(_Event, tag="retrying", kw_only=True):
     status_code: int | None = None
 
 
+class AgentChanged(_Event, tag="agent_changed", kw_only=True):
+    """The run goes on (recovered, or resumed after an approval) under another definition of its agent
+    than the one it started with: `changes` says what changed (a tool removed, other parameters, other
+    instructions, ...); `previous` and `current` are the definitions' digests."""
+
+    agent: str
+    changes: list[str]
+    previous: str
+    current: str
+
+
 class Completed(_Event, tag="completed", kw_only=True):
     """The run finished with `output` (the agent's final output, as JSON)."""
 
@@ -153,7 +164,7 @@ class Cancelled(_Event, tag="cancelled", kw_only=True):
 
 RunEvent = Union[
     Accepted, Rejected, Queued, Started, Delta, ToolCall, ToolOutput, Interrupted, ToolApproved, ToolRejected,
-    Retrying, Completed, Failed, Cancelled,
+    Retrying, AgentChanged, Completed, Failed, Cancelled,
 ]
 
 EVENT_TYPES: dict[str, type] = {
@@ -177,6 +188,8 @@ def decode_event(data: bytes | str) -> RunEvent:
 
 #: The JetStream API error code a refused submit is answered with (a bad request).
 SUBMIT_REFUSED_CODE = 400
+#: ... and a run refused because its session has an unfinished run (`session_policy: reject`): a conflict.
+SESSION_BUSY_CODE = 409
 
 
 def submit_answer(event: Accepted | Rejected, *, stream: str, duplicate: bool = False) -> bytes:
@@ -185,11 +198,12 @@ def submit_answer(event: Accepted | Rejected, *, stream: str, duplicate: bool = 
 
     `accepted` gains a PubAck's `stream` (and `duplicate: true` for a repeat): its `seq` stays the
     event's number (1), not a stream sequence. `rejected` carries its error as JetStream's API error
-    (`{"code": 400, "description": "<field>: <problem and fix>"}`), so those clients raise with the
-    reason; the run's stored `rejected` event keeps `error: {type, message}`."""
+    (`{"code": 400, "description": "<field>: <problem and fix>"}`; `code` 409 for a run refused by its
+    session policy, SessionBusy), so those clients raise with the reason; the run's stored `rejected` event keeps `error: {type, message}`."""
     answer = msgspec.to_builtins(event)
     if isinstance(event, Rejected):
-        answer["error"] = {"code": SUBMIT_REFUSED_CODE, "description": event.error.message}
+        code = SESSION_BUSY_CODE if event.error.type == "SessionBusy" else SUBMIT_REFUSED_CODE
+        answer["error"] = {"code": code, "description": event.error.message}
     else:
         answer["stream"] = stream
         if duplicate:
@@ -201,8 +215,9 @@ def decode_submit_answer(data: bytes | str) -> Accepted | Rejected:
     """The event of a submit answer (see `submit_answer`); a `rejected` one gets back `error: {type, message}`."""
     raw = msgspec.json.decode(data)
     error = raw.get("error") if isinstance(raw, dict) else None
-    if isinstance(error, dict) and "type" not in error and "description" in error:
-        raw["error"] = {"type": "InvalidRequest", "message": error["description"]}
+    if isinstance(error, dict) and "message" not in error and "description" in error:
+        kind = "SessionBusy" if error.get("code") == SESSION_BUSY_CODE else "InvalidRequest"
+        raw["error"] = {"type": kind, "message": error["description"]}
     event = _decoder.decode(_encoder.encode(raw))
     if not isinstance(event, (Accepted, Rejected)):
         raise msgspec.ValidationError(f"a submit is answered with `accepted` or `rejected`, not `{event.type}`")

@@ -40,6 +40,9 @@ class ModelRetry(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The longest backoff wait."""
 
 
+SessionPolicy = Literal["enqueue", "reject", "interrupt"]
+
+
 class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`<prefix>.runs.submit`: start an agent run."""
 
@@ -60,6 +63,11 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     approval_timeout_seconds: Seconds | None = None
     """A deadline for every approval the run waits for: a call still undecided this long after
     it was requested is rejected (overrides the per-tool deadlines of the agent's registration)."""
+    session_policy: SessionPolicy | None = None
+    """With `session_id`: what the run does when another run of the session is unfinished (running,
+    waiting for its turn or for approval). `enqueue` (the default): wait for it, in order of arrival;
+    `reject`: be refused (`rejected`, error type `SessionBusy`, naming the unfinished run);
+    `interrupt`: cancel it at its next step boundary and go on with the history so far."""
 
 
 #: Who decided: kept in the approval's record and in the decision's event.

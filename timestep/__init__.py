@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "BudgetExceeded": "timestep.errors",
+    "AgentChangedError": "timestep.errors",
     "ConfigurationError": "timestep.errors",
     "DuplicateRunError": "timestep.errors",
     "ModelCallError": "timestep.errors",
     "PermissionDeniedError": "timestep.errors",
     "RunCancelledError": "timestep.errors",
     "RunTimeoutError": "timestep.errors",
+    "SessionBusyError": "timestep.errors",
     "TimestepError": "timestep.errors",
     "UnknownAgentError": "timestep.errors",
     "ValidationError": "timestep.errors",
@@ -79,12 +81,14 @@ if TYPE_CHECKING:
     from timestep.client import Client
     from timestep.errors import (
         BudgetExceeded,
+        AgentChangedError,
         ConfigurationError,
         DuplicateRunError,
         ModelCallError,
         PermissionDeniedError,
         RunCancelledError,
         RunTimeoutError,
+        SessionBusyError,
         TimestepError,
         UnknownAgentError,
         ValidationError,

@@ -242,9 +242,11 @@ class Client:
         reply_timeout: float = 10.0,
         traceparent: str | None = None,
         max_tokens: int | None = None,
+        session_policy: str | None = None,
     ) -> Submission:
         """Submit a run. It gets a fresh id unless `id` is given; submitting the same id again
-        is the same run. Raises RunRejectedError when the governor refuses it.
+        is the same run. Raises RunRejectedError when the governor refuses it (`error.type`
+        `SessionBusy` for `session_policy="reject"` when the session has an unfinished run).
 
         The request carries a W3C `traceparent` header: `traceparent` when given, else the
         current OpenTelemetry span's context, else a new trace."""
@@ -256,6 +258,7 @@ class Client:
             deduplication_id=deduplication_id, timeout_seconds=timeout_seconds, stream=stream, metadata=metadata,
             max_tokens=max_tokens,
             approval_timeout_seconds=approval_timeout_seconds,
+            session_policy=session_policy,
         )
         with observe.span("timestep.submit", parent, run_id=run_id, agent=agent, queue=queue) as trace:
             data = await self._send_until_answered(_encode(request), run_id, reply_timeout, observe.trace_headers(trace))

@@ -135,3 +135,36 @@ class BudgetExceeded(TimestepError):
 
     def __reduce__(self):
         return (type(self), (self.used, self.max_tokens))
+
+
+class SessionBusyError(TimestepError):
+    """A run with `session_policy="reject"` arrived while another run of its session was unfinished
+    (running, queued behind another, or waiting for approval)."""
+
+    def __init__(self, session_id: str, running_run_id: str) -> None:
+        super().__init__(
+            f"session_id: session {session_id!r} has an unfinished run, {running_run_id!r}; wait for it to end "
+            "(or approve or reject what it waits on), or send with session_policy 'enqueue' to run after it "
+            "or 'interrupt' to cancel it"
+        )
+        self.session_id = session_id
+        self.running_run_id = running_run_id
+
+    def __reduce__(self):  # recorded by the runtime and raised again on replay
+        return (type(self), (self.session_id, self.running_run_id))
+
+
+class AgentChangedError(TimestepError):
+    """A run continued under another definition of its agent than the one it started with, and its
+    agent is registered with `on_change="fail"` (or TIMESTEP_ON_AGENT_CHANGE=fail)."""
+
+    def __init__(self, agent: str, changes: list[str]) -> None:
+        super().__init__(
+            f"agent: {agent!r} changed since this run started ({'; '.join(changes)}); the run stops here because the "
+            "agent is registered with on_change='fail'; register it with on_change='continue' to let such runs go on"
+        )
+        self.agent = agent
+        self.changes = list(changes)
+
+    def __reduce__(self):
+        return (type(self), (self.agent, self.changes))

@@ -127,6 +127,13 @@ def _log_format() -> str:
     return raw
 
 
+def _on_agent_change() -> str:
+    raw = (os.environ.get("TIMESTEP_ON_AGENT_CHANGE") or "continue").strip().lower()
+    if raw not in ("continue", "fail"):
+        raise ValueError(f"TIMESTEP_ON_AGENT_CHANGE={raw!r} is not a policy; set it to continue (go on, saying what changed) or fail")
+    return raw
+
+
 def _prefix() -> str:
     prefix = os.environ.get("TIMESTEP_SUBJECT_PREFIX") or "timestep"
     if not all(token and all(c.isalnum() or c in "_-" for c in token) for token in prefix.split(".")):
@@ -233,6 +240,10 @@ class Settings:
     """TIMESTEP_MODEL_*: how failed model calls are retried (read here too, so a bad value stops start-up)."""
     openai_api: str = "responses"
     """TIMESTEP_OPENAI_API: `chat_completions` makes model names use the Chat Completions API (Ollama, vLLM)."""
+    on_agent_change: str = "continue"
+    """TIMESTEP_ON_AGENT_CHANGE: what a run does when it goes on under another definition of its agent than
+    the one it started with: `continue` (an `agent_changed` event says what changed) or `fail`; an agent's
+    own `register_agent(..., on_change=)` overrides it."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -264,4 +275,5 @@ class Settings:
             stop_grace_seconds=_float("TIMESTEP_STOP_GRACE_SECONDS", 8.0),
             model_retry=ModelRetrySettings.from_env(),
             openai_api=openai_api(),
+            on_agent_change=_on_agent_change(),
         )

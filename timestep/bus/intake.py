@@ -28,8 +28,16 @@ class Invalid(Exception):
         self.message = message
         self.run_id = run_id
 
+    kind = "InvalidRequest"
+
     def info(self) -> ErrorInfo:
-        return ErrorInfo(type="InvalidRequest", message=str(self))
+        return ErrorInfo(type=self.kind, message=str(self))
+
+
+class Busy(Invalid):
+    """A request with `session_policy: reject` whose session has an unfinished run."""
+
+    kind = "SessionBusy"
 
 
 class StartRun(msgspec.Struct, kw_only=True):
@@ -89,6 +97,8 @@ def to_spec(request: RunRequest, *, seq_base: int) -> RunSpec:
         queue=request.queue,
         metadata=request.metadata,
         approval_timeout_seconds=request.approval_timeout_seconds,
+        session_policy=request.session_policy or "enqueue",
+        definition="",  # the agent actor that starts the run, or the run's first step, fills it in
     )
 
 

@@ -639,6 +639,30 @@ async def cancel(workflow_id: str) -> None:
     await DBOS.cancel_workflow_async(workflow_id)
 
 
+# Blocking forms for code that runs on a thread of `blocking` (no workflow context): nothing they
+# do is recorded as a step of the run that calls them, so they may be part of one step's work.
+
+
+def status_now(workflow_id: str) -> Any:
+    """`status`, blocking."""
+    from dbos._dbos import _get_dbos_instance
+    from dbos._workflow_commands import get_workflow
+
+    return get_workflow(_get_dbos_instance()._sys_db, workflow_id, load_input=False, load_output=False)
+
+
+def cancel_now(workflow_id: str) -> None:
+    """Cancel a workflow, blocking: it stops at its next step boundary."""
+    from dbos._dbos import _get_dbos_instance
+
+    _get_dbos_instance()._sys_db.cancel_workflows([workflow_id])
+
+
+def send_now(workflow_id: str, message: Any, topic: str, idempotency_key: str | None = None) -> None:
+    """`send`, blocking."""
+    DBOS.send(workflow_id, message, topic, idempotency_key=idempotency_key)
+
+
 async def resume(workflow_id: str) -> Any:
     handle = await DBOS.resume_workflow_async(workflow_id)
     wake_queue(_internal_queue().name)  # a resumed run waits on DBOS's internal queue

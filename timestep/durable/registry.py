@@ -12,15 +12,23 @@ from agents import Agent
 
 from subjects.messages import ModelRetry
 from timestep.errors import UnknownAgentError, ValidationError
+from timestep.settings import Settings
 
 _agents: dict[str, Agent] = {}
 _retries: dict[str, ModelRetry] = {}
 _approval_timeouts: dict[str, dict[str, float]] = {}
+_on_change: dict[str, str] = {}
 _lock = threading.Lock()
+
+CHANGE_POLICIES = ("continue", "fail")
 
 
 def register_agent(
-    agent: Agent, *, model_retry: ModelRetry | dict | None = None, approval_timeouts: dict[str, float] | None = None
+    agent: Agent,
+    *,
+    model_retry: ModelRetry | dict | None = None,
+    approval_timeouts: dict[str, float] | None = None,
+    on_change: str | None = None,
 ) -> Agent:
     """Make `agent` findable by its name in this process (idempotent; re-registering replaces).
     `model_retry` sets how its runs retry failed model calls (a queue's or a run's own wins;
@@ -30,8 +38,13 @@ def register_agent(
     tool still undecided so long after it was requested is rejected (a run request's
     `approval_timeout_seconds` overrides it).
 
+    `on_change` says what a run of this agent does when it goes on (recovered, or resumed after
+    an approval) under a different definition than the one it started with: "continue" (and an
+    `agent_changed` event says what changed) or "fail" (AgentChangedError names it). Default:
+    TIMESTEP_ON_AGENT_CHANGE, else "continue".
+
     >>> register_agent(Agent(name="support", instructions="Help.", tools=[refund]), approval_timeouts={"refund": 3600})
-    >>> register_agent(Agent(name="support", instructions="Help."), model_retry=ModelRetry(max_attempts=5))
+    >>> register_agent(Agent(name="support", instructions="Help."), model_retry=ModelRetry(max_attempts=5), on_change="fail")
     """
     retry = check_model_retry(model_retry)
     if not isinstance(agent, Agent):
@@ -44,12 +57,16 @@ def register_agent(
             raise ValidationError(
                 f"approval_timeouts[{tool!r}]", f"{seconds!r} is not a number of seconds above 0 and at most 365 days", "pass e.g. 3600"
             )
+    if on_change is not None and on_change not in CHANGE_POLICIES:
+        raise ValidationError("on_change", f"{on_change!r} is not 'continue' or 'fail'", "say what a run does when its agent changed since it started")
     with _lock:
         _agents[agent.name] = agent
         if approval_timeouts is not None or agent.name not in _approval_timeouts:  # the run functions register again without
             _approval_timeouts[agent.name] = {tool: float(seconds) for tool, seconds in timeouts.items()}
         if retry is not None:  # None keeps what was registered (runs register their agent too)
             _retries[agent.name] = retry
+        if on_change is not None:
+            _on_change[agent.name] = on_change
     return agent
 
 
@@ -81,6 +98,13 @@ def check_model_retry(value: object, field: str = "model_retry") -> ModelRetry |
         at = problem.rsplit(" - at `$.", 1)
         where = f"{field}.{at[1].rstrip('`')}" if len(at) == 2 else field
         raise ValidationError(where, at[0], "see ModelRetry: max_attempts >= 1, the seconds more than 0") from None
+
+
+def change_policy(name: str) -> str:
+    """What a run of agent `name` does when the agent changed since the run started."""
+    with _lock:
+        policy = _on_change.get(name)
+    return policy or Settings.from_env().on_agent_change
 
 
 def get_agent(name: str) -> Agent:

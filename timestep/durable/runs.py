@@ -22,6 +22,7 @@ from subjects.events import (
     ErrorInfo,
     Failed,
     Interrupted,
+    Rejected,
     RunEvent,
     Started,
     TokenUsage,
@@ -31,16 +32,16 @@ from subjects.events import (
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, ModelRetry, Reject
 from timestep.durable import approvals as inbox
-from timestep.durable import engine, queues, registry
+from timestep.durable import definitions, engine, queues, registry, turns
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
 from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
-from timestep.errors import RunCancelledError, RunTimeoutError, TimestepError, ValidationError
+from timestep.errors import AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, ValidationError
 from timestep.durable.events import listen
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
 from timestep.settings import ModelRetrySettings, Settings
-from timestep.durable.state_store import clear_keys, save_serialized, state_keys
+from timestep.durable.state_store import clear_keys, definition_of, save_serialized, state_keys, with_definition
 
 log = logging.getLogger("timestep.durable.runs")
 
@@ -83,6 +84,12 @@ class RunSpec(msgspec.Struct, kw_only=True):
     """The request's metadata, for its approvals' records."""
     approval_timeout_seconds: float | None = None
     """A deadline for each approval the run waits for (else the tools' from the agent's registration)."""
+    session_policy: str | None = None
+    """What the run does when another run of its session is unfinished (see `turns`); None: a run
+    created before session turns existed, which takes none."""
+    definition: str | None = None
+    """Digest of the agent definition the run started under (see `definitions`); "" when the run was
+    created without its agent at hand (it records the definition in its first step); None: unchecked."""
 
 
 DECISION_TOPIC = inbox.DECISION_TOPIC
@@ -150,6 +157,13 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
     recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue, queue=spec.queue, max_tokens=spec.max_tokens)
     recorder.model_retry = ModelRetrySettings.from_env().over(registry.agent_model_retry(spec.agent), spec.model_retry)
     recorder.seq = spec.seq_base
+    if spec.session_id and spec.session_policy:
+        try:
+            await turns.take_turn(spec.session_id, run_id, spec.session_policy, resume=spec.state is not None)
+        except SessionBusyError as busy:
+            await recorder.finish(Rejected, error=ErrorInfo(type="SessionBusy", message=str(busy)))
+            raise
+    agent = await _definition(spec, agent, recorder)
     if spec.token_queue:
         await _wait_for_token_budget(spec.token_queue)
     recorder.event(Started)
@@ -158,6 +172,31 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
         return await _run(spec, run_id, agent, recorder)
     finally:
         stop_recording(token)
+
+
+async def _definition(spec: RunSpec, agent: Agent, recorder: RunRecorder) -> Agent:
+    """The agent to run: as registered, plus stand-ins for the tools the run's history used that it
+    lost since the run started; `recorder.change` says what changed (see `definitions`)."""
+    started = spec.definition
+    if started == "":
+        live = definitions.describe(agent)
+
+        async def record() -> str:
+            return await engine.blocking(definitions.remember, live)
+
+        started = await engine.step("agent.definition", record)
+    if started is None:
+        return agent
+    spec.definition = started  # what an interruption saves with the state
+    change, agent = await engine.blocking(definitions.compare, agent, started, functools.partial(registry.change_policy, spec.agent))
+    recorder.change = change
+    return agent
+
+
+async def _ended(spec: RunSpec, run_id: str) -> None:
+    """The run is over: the next run of its session may take its turn."""
+    if spec.session_id and spec.session_policy:
+        await turns.release(run_id)
 
 
 async def _cancelled_in_database(run_id: str) -> bool:
@@ -182,18 +221,25 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
         try:
             result = await Runner.run(durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns)
         except engine.CancelledInside:
+            await _ended(spec, run_id)
             await recorder.finish(Cancelled)
             raise
         except asyncio.CancelledError:
             # A cancel or timeout through DBOS, or this process shutting down (the run is
             # recovered later and must not say `cancelled`): the database tells which.
             if await _cancelled_in_database(run_id):
+                await _ended(spec, run_id)
                 await recorder.finish(Cancelled)
             raise
         except Exception as exc:
+            # The SDK wraps what a tool step raised; a changed agent is named as itself.
+            changed = exc.__cause__ if isinstance(exc.__cause__, AgentChangedError) else None
             # A provider's error is named as the provider names it (RateLimitError, not ModelCallError).
-            kind = getattr(exc, "provider_error", None) or type(exc).__name__
-            await recorder.finish(Failed, error=ErrorInfo(type=kind, message=str(exc)))
+            kind = getattr(exc, "provider_error", None) or type(changed or exc).__name__
+            await _ended(spec, run_id)
+            await recorder.finish(Failed, error=ErrorInfo(type=kind, message=str(changed or exc)))
+            if changed is not None:
+                raise changed from None
             raise
         usage = _usage(result.context_wrapper.usage)
         last_agent = result.last_agent.name
@@ -201,10 +247,12 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
             break
         approvals = [Approval(call_id=i.call_id or "", tool=i.name or "", arguments=i.arguments or "") for i in result.interruptions]
         state = result.to_state()
-        serialized = state.to_string()
+        serialized = with_definition(state.to_string(), recorder.definition or spec.definition)
 
         async def save(emit: Callable[..., Any]) -> list[Approval]:
             await save_serialized(state_keys(spec.session_id, run_id), agent.name, serialized)
+            if spec.session_id and spec.session_policy and not spec.wait_for_approval:
+                await turns.hold(run_id)  # the session's turn stays this run's until its resume ends
             waiting = approvals
             if spec.wait_for_approval:  # the inbox's records, with their deadlines
                 waiting = await inbox.record_requested(
@@ -217,12 +265,22 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
         approvals = await recorder.step("run.interrupted", save)
         if not spec.wait_for_approval:
             return RunResult(workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent)
-        await _await_decisions(run_id, agent.name, state, recorder, approvals)
+        try:
+            await _await_decisions(run_id, agent.name, state, recorder, approvals)
+        except engine.CancelledInside:  # cancelled while it waited (by request, or by a newer run of its session)
+            await _ended(spec, run_id)
+            await recorder.finish(Cancelled)
+            raise
+        except AgentChangedError as exc:  # approved, but its agent changed meanwhile and may not go on
+            await _ended(spec, run_id)
+            await recorder.finish(Failed, error=ErrorInfo(type=type(exc).__name__, message=str(exc)))
+            raise
         run_input = state
 
     output = result.final_output
     if (spec.state or spec.wait_for_approval) and spec.session_id:
         await clear_keys(state_keys(spec.session_id, None))  # idempotent: safe on a replay
+    await _ended(spec, run_id)
     await recorder.finish(Completed, output=_jsonable(output), usage=usage)
     return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent)
 
@@ -255,8 +313,8 @@ async def _await_decisions(run_id: str, agent: str, state: RunState, recorder: R
         earliest = min(due) if due else None
         wait = max(0.0, earliest - time.time()) if earliest is not None else DECISION_WAIT_SECONDS
         decision = await engine.recv(DECISION_TOPIC, wait)
-        if decision is None:
-            if earliest is not None:
+        if decision is None or decision == turns.WAKE:  # a wake: the next recv sees a cancel
+            if decision is None and earliest is not None:
                 expired = [pending.pop(c) for c in list(pending) if deadlines.get(c, float("inf")) <= earliest]
                 await _expire(run_id, state, recorder, expired, earliest)
             continue
@@ -416,6 +474,7 @@ def _session_id(session: Any) -> str | None:
 def _prepare(
     agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any,
     max_tokens: Any = None, model_retry: Any = None, wait_for_approval: Any = False, approval_timeout_seconds: Any = None,
+    session_policy: Any = None,
 ) -> tuple[RunSpec, str, float | None]:
     """Validate everything before anything is written; register the agent for the caller."""
     if not isinstance(agent, Agent):
@@ -440,20 +499,33 @@ def _prepare(
     if workflow_id is not None:
         _check_workflow_id(workflow_id)
     session_id = _session_id(session)
+    policy = turns.check_policy(session_policy)
     registry.register_agent(agent)
     if isinstance(items, RunState):
         state = items.to_string()
         # Resuming the same decisions twice is one run, not two.
         wid = workflow_id or "resume-" + hashlib.sha256(state.encode()).hexdigest()[:40]
-        return RunSpec(
+        spec = RunSpec(
             agent=agent.name, state=state, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget,
-            model_retry=retry, **waiting,
-        ), wid, timeout
+            model_retry=retry, session_policy=policy, **waiting,
+        )
+        spec.definition = definition_of(items) or ""  # the interrupted run's, when the state was loaded from the store
+        return spec, wid, timeout
     wid = workflow_id or uuid.uuid4().hex
-    return RunSpec(
+    spec = RunSpec(
         agent=agent.name, input=items, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget,
-        model_retry=retry, **waiting,
-    ), wid, timeout
+        model_retry=retry, session_policy=policy, definition="", **waiting,
+    )
+    return spec, wid, timeout
+
+
+async def _refuse_if_busy(spec: RunSpec, workflow_id: str) -> None:
+    """`reject`: refuse before anything is written when the session has an unfinished run (the run
+    checks again as it joins, for a run that came in between)."""
+    if spec.session_policy == "reject" and spec.session_id and spec.state is None:
+        busy = await turns.unfinished(spec.session_id, besides=workflow_id)
+        if busy is not None:
+            raise SessionBusyError(spec.session_id, busy)
 
 
 async def _result(handle: Any, workflow_id: str) -> RunResult:
@@ -507,6 +579,7 @@ async def run_agent_workflow(
     model_retry: ModelRetry | dict | None = None,
     wait_for_approval: bool = False,
     approval_timeout_seconds: float | None = None,
+    session_policy: str = "enqueue",
 ) -> RunResult:
     """Run `agent` as a durable workflow and return its result.
 
@@ -520,14 +593,21 @@ async def run_agent_workflow(
     see `list_approvals`) for its decisions instead of returning, each with the deadline
     `approval_timeout_seconds` if given.
 
+    With a `session`, `session_policy` says what happens when another run of the session is
+    unfinished: "enqueue" (wait for it, in order of arrival), "reject" (raise SessionBusyError)
+    or "interrupt" (cancel it and go on with the history so far).
+
     >>> result = await run_agent_workflow(agent, "What's the weather in Paris?", "user-42")
     >>> result.output, result.interruptions, result.usage.total_tokens
     """
     spec, wid, timeout = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
-        wait_for_approval, approval_timeout_seconds,
+        wait_for_approval, approval_timeout_seconds, session_policy,
     )
     ensure_dbos_launched()
+    if spec.definition == "":  # known now: the run need not record it in a step of its own
+        spec.definition = await engine.blocking(definitions.remember, definitions.describe(agent))
+    await _refuse_if_busy(spec, wid)
     stop = listen(wid, on_event) if on_event is not None else None
     try:
         handle = await engine.start(agent_run, spec, workflow_id=wid, timeout_seconds=timeout)
@@ -585,6 +665,7 @@ async def queue_agent_workflow(
     model_retry: ModelRetry | dict | None = None,
     wait_for_approval: bool = False,
     approval_timeout_seconds: float | None = None,
+    session_policy: str = "enqueue",
 ) -> RunHandle:
     """Queue a durable run and return its handle at once.
 
@@ -606,9 +687,10 @@ async def queue_agent_workflow(
         raise ValidationError("on_duplicate", f"{on_duplicate!r} is not 'error' or 'return'", "choose what a duplicate deduplication_id does")
     spec, wid, timeout = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
-        wait_for_approval, approval_timeout_seconds,
+        wait_for_approval, approval_timeout_seconds, session_policy,
     )
     ensure_dbos_launched()
+    await _refuse_if_busy(spec, wid)
     await queues.ensure_queue(queue)
     await apply_queue(spec, queue)
     handle = await engine.enqueue(

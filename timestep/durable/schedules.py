@@ -93,7 +93,8 @@ async def create_scheduled_agent_workflow(
     if problem is not None or len(name) > 100:
         raise ValidationError("name", f"{name!r} {problem or 'is longer than 100 characters'}", "use up to 100 letters, digits, '_' and '-'")
     registry.register_agent(agent)
-    spec = RunSpec(agent=agent.name, input=items, session_id=session_id, stream=stream)
+    # Each tick records the agent's definition as it starts; its session turn waits for earlier runs.
+    spec = RunSpec(agent=agent.name, input=items, session_id=session_id, stream=stream, session_policy="enqueue", definition="")
     context = {"name": name, "spec": msgspec.to_builtins(spec)}
     if engine.is_launched():
         await engine.blocking(_apply, name, crontab, context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import sqlalchemy as sa
@@ -62,11 +63,44 @@ class RunStateStore:
         serialized = await store.run(read)
         if serialized is None:
             return None
-        return await RunState.from_string(self.agent, serialized)
+        serialized, definition = split_definition(serialized)
+        state = await RunState.from_string(self.agent, serialized)
+        if definition:
+            # The resume (`run_agent_workflow(agent, state)`) compares it with the agent it finds.
+            state._timestep_definition = definition  # type: ignore[attr-defined]
+        return state
 
     async def clear(self) -> None:
-        """Forget the saved state."""
+        """Forget the saved state. With a session, the session's turn that the interrupted run
+        kept (see `session_policy`) is given up too: the session's waiting runs see it at their
+        next look (within a minute)."""
         await clear_keys(self._keys)
+        if self.session_id is not None:
+            await store.run(lambda _: give_up_held_turn(self.session_id))
+
+
+#: The key under which a saved state keeps the digest of the agent definition its run started under.
+DEFINITION_KEY = "timestep_definition"
+
+
+def with_definition(serialized: str, definition: str | None) -> str:
+    """`serialized` (a RunState's JSON) with the digest of its run's agent definition in it."""
+    if not definition:
+        return serialized
+    data = json.loads(serialized)
+    data[DEFINITION_KEY] = definition
+    return json.dumps(data)
+
+
+def split_definition(serialized: str) -> tuple[str, str | None]:
+    data = json.loads(serialized)
+    definition = data.pop(DEFINITION_KEY, None) if isinstance(data, dict) else None
+    return (json.dumps(data) if definition is not None else serialized), definition
+
+
+def definition_of(state: RunState) -> str | None:
+    """The digest a loaded state carries (see `RunStateStore.load`)."""
+    return getattr(state, "_timestep_definition", None)
 
 
 async def save_serialized(keys: list[str], agent_name: str, serialized: str) -> None:
@@ -81,10 +115,18 @@ async def save_serialized(keys: list[str], agent_name: str, serialized: str) -> 
 
 
 async def clear_keys(keys: list[str]) -> None:
+    await store.run(lambda _: clear_keys_now(keys))
+
+
+def give_up_held_turn(session_id: str) -> None:
+    """Drop the session turn a library run kept while it waits for approval (see `turns`)."""
+    table = store.session_turns
+    with store.get_engine().begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.session_id == session_id, table.c.state == "interrupted"))
+
+
+def clear_keys_now(keys: list[str]) -> None:
+    """`clear_keys`, blocking."""
     table = store.run_states
-
-    def delete(engine: sa.Engine) -> None:
-        with engine.begin() as conn:
-            conn.execute(sa.delete(table).where(table.c.key.in_(keys)))
-
-    await store.run(delete)
+    with store.get_engine().begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.key.in_(keys)))

@@ -34,12 +34,13 @@ from agents.exceptions import ModelBehaviorError
 from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
-from subjects.events import Delta, ErrorInfo, Retrying, RunEvent, ToolCall, ToolOutput
+from subjects.events import AgentChanged, Delta, ErrorInfo, Retrying, RunEvent, ToolCall, ToolOutput
 from timestep.durable import approvals, engine, model_retry
 from timestep.ops import metrics, observe
+from timestep.durable.definitions import AgentChange
 from timestep.durable.events import dispatch, last_stored, now, settle
 from timestep.durable.queues import pause_queue, record_tokens
-from timestep.errors import BudgetExceeded
+from timestep.errors import AgentChangedError, BudgetExceeded
 from timestep.settings import ModelRetrySettings
 
 Emit = Callable[..., Awaitable[None]]
@@ -74,6 +75,8 @@ class _Outcome:
     error: BaseException | None
     used: int
     shift: int = 0
+    definition: str | None = None
+    """The digest of the agent definition the run went on under (see `definitions`); None: unchanged."""
 
 
 #: Events that end a run: one stored before a step of the run runs means the run was resumed.
@@ -116,6 +119,8 @@ class RunRecorder:
         self._aligned = engine.first_execution()  # a fresh start has nothing to move past
         self._done = 0  # numbers used up to the last step that finished
         self._delivered = 0  # the highest number this execution delivered
+        self.change: AgentChange | None = None  # the agent differs from the one the run started with
+        self.definition: str | None = None  # the definition the run went on under, when it changed
 
     def event(self, cls: type, **fields: Any) -> None:
         """Queue an event made by workflow code; the next executed step delivers it."""
@@ -163,11 +168,12 @@ class RunRecorder:
                 await self._deliver(counter, cls, fields)
 
             try:
+                await self._changed(base)
                 with _observed(name):
                     value = await fn(emit)
-                outcome = _Outcome(value, None, counter - base, self.shift)
+                outcome = _Outcome(value, None, counter - base, self.shift, self.definition)
             except Exception as exc:  # recorded, then raised again outside the step
-                outcome = _Outcome(None, _picklable(exc), counter - base, self.shift)
+                outcome = _Outcome(None, _picklable(exc), counter - base, self.shift, self.definition)
             await settle()  # the step's events are stored before the step is
             return outcome
 
@@ -179,12 +185,29 @@ class RunRecorder:
             self.seq = max(self._done, self._delivered)
             raise
         self.shift = max(self.shift, outcome.shift)
+        self.definition = getattr(outcome, "definition", None) or self.definition
         if reserve is None:
             self.seq = base + outcome.used
         self._done = max(self._done, base + outcome.used)
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
+
+    async def _changed(self, base: int) -> None:
+        """In the first step that runs under an agent changed since the run started: say so in an
+        `agent_changed` event (numbered next; every later number moves up one, as `shift` records),
+        or, when the agent's policy is `fail`, fail the step with AgentChangedError (recorded, so a
+        replay fails alike). Once per change: the steps after it record the new definition."""
+        change = self.change
+        if change is None or self.definition == change.current:
+            return
+        self.definition = change.current
+        if change.policy == "fail":
+            raise AgentChangedError(change.agent, change.changes)
+        self.shift += 1  # the event takes number base + 1 (as numbered before); the step's own events follow it
+        await self._deliver(base, AgentChanged, {
+            "agent": change.agent, "changes": change.changes, "previous": change.previous, "current": change.current,
+        })
 
     async def finish(self, cls: type, **fields: Any) -> None:
         """Deliver the run's last event (and any still queued) from workflow code, not a step:

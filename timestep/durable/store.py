@@ -1,5 +1,6 @@
 """Timestep's own tables, in the same database as DBOS: conversation items, saved run states,
-queue policies, token usage, bus schedules and approvals.
+queue policies, token usage, bus schedules, approvals, the turns of each session's runs and the
+agent definitions runs started under.
 
 SQLAlchemy Core (already a DBOS dependency) keeps one code path for SQLite and
 PostgreSQL. Calls are blocking and short; async callers go through `to_thread`.
@@ -97,6 +98,25 @@ approvals = sa.Table(
     sa.Column("always", sa.Boolean, nullable=False, default=False),
     sa.Column("approved_arguments", sa.Text, nullable=True),
     sa.Index("ix_timestep_approvals_status_requested", "status", "requested_at"),
+)
+
+session_turns = sa.Table(
+    "timestep_session_turns",
+    metadata,
+    # The order of arrival: ids are handed out one session at a time (see `turns.join`).
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("session_id", sa.String(255), nullable=False, index=True),
+    sa.Column("run_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False),  # "running", or "interrupted" (a library run that returned for approval)
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+agent_definitions = sa.Table(
+    "timestep_agent_definitions",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 _engines: dict[str, sa.Engine] = {}

@@ -101,6 +101,12 @@ export interface SubmitOptions {
   id?: string;
   /** Conversation memory: runs with the same session id share it. */
   sessionId?: string;
+  /**
+   * With `sessionId`, when another run of the session is unfinished (running, waiting for its turn or
+   * for approval): `enqueue` (default) waits for it in order of arrival, `reject` is refused
+   * (`RunRejectedError`, `error.type` `SessionBusy`, naming the unfinished run), `interrupt` cancels it.
+   */
+  sessionPolicy?: "enqueue" | "reject" | "interrupt";
   /** Wait in this queue (priority, rate limit, concurrency); without one the run starts at once. */
   queue?: string;
   /** With `queue`: lower runs first (1 to 2,147,483,646); without one, after every prioritised run. */
@@ -214,11 +220,13 @@ function traceContext(traceparent: string | undefined): string {
  */
 /**
  * The error of a `rejected` submit answer: the governor sends it as JetStream's API error
- * (`{code: 400, description}`), so the JetStream publish of any NATS client raises with it.
+ * (`{code: 400, description}`; 409 for `SessionBusy`), so the JetStream publish of any NATS client raises with it.
  */
 function submitError(error: ErrorInfo | { code?: number; description?: string }): ErrorInfo {
   if ("type" in error && typeof error.type === "string") return error as ErrorInfo;
-  return { type: "InvalidRequest", message: String((error as { description?: string }).description ?? "rejected") };
+  const answer = error as { code?: number; description?: string };
+  // 409: refused by its session policy (`reject`), the session has an unfinished run.
+  return { type: answer.code === 409 ? "SessionBusy" : "InvalidRequest", message: String(answer.description ?? "rejected") };
 }
 
 export function asGiven(error: ErrorInfo): ErrorInfo {
@@ -259,6 +267,7 @@ export function buildRunRequest(request: RunRequestInput, field = ""): RunReques
   if (request.approvalTimeoutSeconds !== undefined) {
     body.approval_timeout_seconds = check.seconds(f("approvalTimeoutSeconds"), request.approvalTimeoutSeconds);
   }
+  if (request.sessionPolicy !== undefined) body.session_policy = check.sessionPolicy(f("sessionPolicy"), request.sessionPolicy);
   return body;
 }
 
@@ -658,6 +667,7 @@ export class Client {
     inputItems: string | Record<string, unknown>[],
     options: {
       session?: string;
+      sessionPolicy?: SubmitOptions["sessionPolicy"];
       stream?: boolean;
       workflowId?: string;
       timeoutSeconds?: number;
@@ -669,6 +679,7 @@ export class Client {
   ): Promise<RunResult> {
     const run = await this.submit(agent, inputItems, {
       sessionId: options.session,
+      sessionPolicy: options.sessionPolicy,
       stream: options.stream,
       id: options.workflowId,
       timeoutSeconds: options.timeoutSeconds,
@@ -683,6 +694,7 @@ export class Client {
     inputItems: string | Record<string, unknown>[],
     options: {
       session?: string;
+      sessionPolicy?: SubmitOptions["sessionPolicy"];
       stream?: boolean;
       queueName?: string;
       priority?: number;
@@ -694,6 +706,7 @@ export class Client {
   ): Promise<Run> {
     return this.submit(agent, inputItems, {
       sessionId: options.session,
+      sessionPolicy: options.sessionPolicy,
       stream: options.stream,
       queue: options.queueName ?? "default",
       priority: options.priority,

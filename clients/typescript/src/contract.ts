@@ -14,6 +14,7 @@ export type RunEvent =
   | ToolApproved
   | ToolRejected
   | Retrying
+  | AgentChanged
   | Completed
   | Failed
   | Cancelled;
@@ -23,6 +24,7 @@ export type RunEvent =
  */
 export interface Contract {
   Accepted: Accepted;
+  AgentChanged: AgentChanged;
   Approval: Approval;
   ApprovalList: ApprovalList;
   ApprovalRecord: ApprovalRecord;
@@ -68,6 +70,21 @@ export interface Accepted {
   run_id: string;
   seq: number;
   time: string;
+}
+/**
+ * The run goes on (recovered, or resumed after an approval) under another definition of its agent
+ * than the one it started with: `changes` says what changed (a tool removed, other parameters, other
+ * instructions, ...); `previous` and `current` are the definitions' digests.
+ */
+export interface AgentChanged {
+  type: "agent_changed";
+  run_id: string;
+  seq: number;
+  time: string;
+  agent: string;
+  changes: string[];
+  previous: string;
+  current: string;
 }
 /**
  * A tool call waiting for a human decision; `deadline` (seconds since the epoch), when set,
@@ -341,6 +358,7 @@ export interface RunRequest {
   max_tokens?: number | null;
   model_retry?: ModelRetry | null;
   approval_timeout_seconds?: number | null;
+  session_policy?: ("enqueue" | "interrupt" | "reject") | null;
 }
 /**
  * A run as the database holds it.

@@ -138,6 +138,15 @@ export function metadata(field: string, value: unknown): Record<string, string> 
   return value as Record<string, string>;
 }
 
+const SESSION_POLICIES = ["enqueue", "reject", "interrupt"] as const;
+
+export function sessionPolicy(field: string, value: unknown): (typeof SESSION_POLICIES)[number] {
+  if (typeof value !== "string" || !(SESSION_POLICIES as readonly string[]).includes(value)) {
+    throw new ValidationError(field, `${JSON.stringify(value)} is not one of enqueue, reject, interrupt`);
+  }
+  return value as (typeof SESSION_POLICIES)[number];
+}
+
 export function boolean(field: string, value: unknown): boolean {
   if (typeof value !== "boolean") throw new ValidationError(field, `must be true or false, not ${kind(value)}`);
   return value;

@@ -32,6 +32,7 @@ test("the client's run requests match the document's RunRequest schema", () => {
     input: [{ role: "user", content: "Summarise the inbox" }],
     id: "report-42",
     sessionId: "user-7",
+    sessionPolicy: "enqueue",
     queue: "openai",
     priority: 2,
     deduplicationId: "user-7-summary",

@@ -62,6 +62,24 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.equal(await run.getStatus(), "completed");
   });
 
+  test("sessionPolicy reject is refused with SessionBusy naming the unfinished run; a bad policy never leaves", async () => {
+    const session = uid("chat");
+    const first = await client.submit(AGENT, "think seconds=1.5", { sessionId: session });
+    for await (const event of first.events()) if (event.type === "tool_call") break;
+    await assert.rejects(client.submit(AGENT, "hello", { sessionId: session, sessionPolicy: "reject" }), (error: Error) => {
+      assert.ok(error instanceof RunRejectedError, `${error.name}: ${error.message}`);
+      assert.equal((error as RunRejectedError).error.type, "SessionBusy");
+      assert.ok(error.message.includes(first.runId), error.message);
+      return true;
+    });
+    const queued = await client.runAgentWorkflow(AGENT, "hello after", { session, sessionPolicy: "enqueue" });
+    assert.equal(queued.status, "completed");
+    await assert.rejects(
+      client.submit(AGENT, "x", { sessionId: session, sessionPolicy: "later" as "reject" }),
+      /^ValidationError: sessionPolicy: "later" is not one of enqueue, reject, interrupt/,
+    );
+  });
+
   test("runAgentWorkflow with a chosen workflowId returns the output; the same id again is the same run", async () => {
     const workflowId = uid("wf");
     const city = uid("Oslo");
