@@ -294,3 +294,30 @@ async def test_timestep_console_serves_against_a_deployment_and_asks_for_a_login
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, out.read_text()
+
+
+def test_timestep_up_serves_the_console_when_asked(tmp_path: Path) -> None:
+    """`timestep up --console` as a deploy runs it: the printed URL serves the page, the API and
+    /metrics on one port, and SIGTERM stops it with exit code 0."""
+    import re
+    import urllib.request
+
+    from processes import process_env, stop, up, wait_printed
+
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"), TIMESTEP_NATS_PORT=str(free_port()))
+    out = tmp_path / "up.log"
+    proc = up(out, env, "--agents", "bus_agents", "--console")
+    try:
+        wait_printed([(proc, out)])
+        found = re.search(r"console: (http://127\.0\.0\.1:\d+)/", out.read_text())
+        assert found, out.read_text()
+        base = found.group(1)
+        with urllib.request.urlopen(base + "/", timeout=10) as page:
+            assert page.status == 200 and "console.js" in page.read().decode()
+        with urllib.request.urlopen(base + "/api/runs", timeout=10) as runs:
+            assert runs.status == 200 and "runs" in json.loads(runs.read())
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as metrics:
+            assert "timestep_" in metrics.read().decode()
+    finally:
+        stop([proc])
+    assert proc.returncode == 0, out.read_text()
