@@ -184,7 +184,7 @@ async def test_the_race_lost_by_a_reject_is_refused_by_the_run_itself(db: str) -
     await wait_until(lambda: seen, "the first run's model call")
     from timestep.durable import engine, runs
 
-    spec, wid, timeout = runs._prepare(agent, "second", session, False, None, None, 10, "reject")
+    spec, wid, timeout = runs._prepare(agent, "second", session, False, None, None, 10, session_policy="reject")
     spec.definition = None
     events: list = []
     stop = timestep.listen(wid, events.append)

@@ -127,7 +127,7 @@ async function runPage(main, runId) {
   } }, "Cancel run");
   const timeline = h("ol", { class: "timeline", id: "timeline" });
   main.append(h("h2", {}, "Run ", h("code", {}, runId), " ", status, " ", cancel), facts, h("h3", {}, "Timeline"), timeline);
-  const setStatus = (s) => { status.textContent = s; status.className = `s-${s}`; status.dataset.status = s; if (TERMINAL.has(s)) cancel.disabled = true; };
+  const setStatus = (s) => { status.textContent = s; status.className = `s-${s}`; status.dataset.status = s; if (TERMINAL.has(s)) { cancel.disabled = true; cancel.hidden = true; } };
   try {
     const { run } = await api("GET", `/api/runs/${encodeURIComponent(runId)}`);
     setStatus(run.status);
