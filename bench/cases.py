@@ -5,7 +5,8 @@
 
 Systems: (a) plain Runner.run; (b) DBOSRunner in a DBOS workflow with the tool a step;
 (c) a bare DBOS workflow with as many steps as the agent makes model and tool calls;
-(d) run_agent_workflow; (e) the bus, direct; (f) the bus through an unthrottled queue.
+(d) run_agent_workflow; (e) the bus, direct; (f) the bus through an unthrottled queue;
+(g) LangGraph with its checkpointer, durability="sync"; (h) Pydantic AI with DBOSDurability (peers.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -69,7 +71,8 @@ def rss_mb() -> float:
 # --- local systems: a, b, c, d ---------------------------------------------------------
 
 
-def local_systems() -> dict[str, Callable[[str], Callable[[int], Awaitable[None]] | None]]:
+def local_systems(db_url: str) -> tuple[dict[str, Callable[[str], Callable[[int], Awaitable[None]] | None]], Callable]:
+    """The systems (a)-(d), (g), (h) by letter, and an async set-up to await after DBOS launched."""
     from dbos import DBOS
     from dbos_openai_agents import DBOSRunner
 
@@ -143,15 +146,32 @@ def local_systems() -> dict[str, Callable[[str], Callable[[int], Awaitable[None]
 
         return one
 
-    return {"a": plain, "b": peer, "c": bare_db, "d": timestep_run}
+    from peers import LangGraphPeer, PydanticAIPeer
+
+    langgraph = LangGraphPeer(db_url)
+    pydantic_ai = PydanticAIPeer(lookup_step)
+
+    def peer_run(system: Any):
+        def for_workload(workload: str):
+            stream = WORKLOADS[workload][1]
+
+            async def one(i: int) -> None:
+                await system.run(workload, stream=stream)
+
+            return one
+
+        return for_workload
+
+    return {"a": plain, "b": peer, "c": bare_db, "d": timestep_run, "g": peer_run(langgraph), "h": peer_run(pydantic_ai)}, langgraph.open
 
 
 async def run_local(args: argparse.Namespace) -> None:
     import timestep
 
-    systems = local_systems()
+    systems, open_peers = local_systems(args.db_url)
     timestep.configure_dbos(system_database_url=args.db_url)
     timestep.ensure_dbos_launched()
+    await open_peers()
     for workload in args.workloads:
         for concurrency in args.concurrency:
             for system in args.systems:
@@ -374,7 +394,7 @@ def main() -> None:
     parser.add_argument("--systems", type=lambda s: s.split(","), default=None)
     args = parser.parse_args()
     if args.mode == "local":
-        args.systems = args.systems or ["a", "b", "c", "d"]
+        args.systems = args.systems or ["a", "b", "c", "d", "g", "h"]
         asyncio.run(run_local(args))
     elif args.mode == "bus":
         args.systems = args.systems or ["e", "f"]

@@ -3,7 +3,7 @@
     python bench/run.py [--runs 200] [--rounds 3] [--backends sqlite,postgres] [--concurrency 1,32]
                         [--workloads W1,W2,W3] [--out bench/results]
 
-Each backend gets a fresh database. Systems (a)-(d) run in one process per backend,
+Each backend gets a fresh database. Systems (a)-(d), (g), (h) run in one process per backend,
 (e)-(f) publish from one process to actors (`timestep up`) in another. The runs of each
 case are split over rounds, and every round runs every system: a machine whose speed
 drifts (a shared one does, by 2x within an hour) then moves all systems of a round alike,
@@ -30,6 +30,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(HERE))
+
+from peers import versions  # noqa: E402
 from timestep.bus.server import EmbeddedNats, free_port  # noqa: E402
 
 SYSTEMS = {
@@ -39,7 +42,10 @@ SYSTEMS = {
     "d": "run_agent_workflow",
     "e": "bus, direct",
     "f": "bus, queued",
+    "g": "LangGraph + its checkpointer (durability=sync)",
+    "h": "Pydantic AI + DBOS (DBOSDurability)",
 }
+PEERS = ("b", "g", "h")  # the durable agent runners a user would pick instead
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -244,7 +250,7 @@ def _round_ratios(rounds: list[list[dict]]) -> list[dict]:
     for index, first in enumerate(per_round[0]):
         same = [r[index] for r in per_round]
         entry = {k: first[k] for k in ("backend", "workload", "concurrency")}
-        for key in ("d_vs_b", "d_vs_c", "e_vs_d", "f_vs_d", "e_minus_d_p50_ms"):
+        for key in ("d_vs_b", "d_vs_c", "d_vs_g", "d_vs_h", "d_vs_best_peer", "e_vs_d", "f_vs_d", "e_minus_d_p50_ms"):
             values = [r[key] for r in same if r.get(key) is not None]
             entry[key] = round(statistics.median(values), 2) if values else None
             if values and len(values) > 1:
@@ -267,8 +273,13 @@ def _ratios(rows: list[dict]) -> list[dict]:
 
         entry = {
             "backend": backend, "workload": workload, "concurrency": concurrency,
-            "d_vs_b": ratio("d", "b"), "d_vs_c": ratio("d", "c"), "e_vs_d": ratio("e", "d"), "f_vs_d": ratio("f", "d"),
+            "d_vs_b": ratio("d", "b"), "d_vs_c": ratio("d", "c"), "d_vs_g": ratio("d", "g"), "d_vs_h": ratio("d", "h"),
+            "e_vs_d": ratio("e", "d"), "f_vs_d": ratio("f", "d"),
         }
+        peers = [p for p in PEERS if p in by]
+        if "d" in by and peers:
+            best = max(peers, key=lambda p: by[p]["throughput"])
+            entry["d_vs_best_peer"] = ratio("d", best)
         if "e" in by and "d" in by:
             entry["e_minus_d_p50_ms"] = round(by["e"]["p50_ms"] - by["d"]["p50_ms"], 2)
         out.append(entry)
@@ -283,6 +294,8 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
            " are taken within each round, then the median and, in brackets, the lowest and highest)" if rounds > 1 else "")
         + f"; machine: {meta['machine']}; {meta['when']}.",
         "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()) + ".",
+        "",
         "| backend | workload | conc. | system | runs/s | p50 ms | p99 ms | publish→started p50 ms | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -293,7 +306,8 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
             f"| {r['backend']} | {r['workload']} | {r['concurrency']} | ({r['system']}) {SYSTEMS[r['system']]} | "
             f"{r['throughput']} | {r['p50_ms']} | {r['p99_ms']} | {started} | {rss} |"
         )
-    lines += ["", "| backend | workload | conc. | (d)/(b) | (d)/(c) | (e)/(d) | (f)/(d) | (e)−(d) p50 ms |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| backend | workload | conc. | (d)/(b) | (d)/(g) | (d)/(h) | (d)/best peer | (d)/(c) | (e)/(d) | (f)/(d) | (e)−(d) p50 ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     def cell(r: dict, key: str) -> str:
         if r.get(key) is None:
             return "-"
@@ -302,7 +316,8 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
 
     for r in ratios:
         lines.append(
-            f"| {r['backend']} | {r['workload']} | {r['concurrency']} | {cell(r, 'd_vs_b')} | {cell(r, 'd_vs_c')} | "
+            f"| {r['backend']} | {r['workload']} | {r['concurrency']} | {cell(r, 'd_vs_b')} | {cell(r, 'd_vs_g')} | "
+            f"{cell(r, 'd_vs_h')} | {cell(r, 'd_vs_best_peer')} | {cell(r, 'd_vs_c')} | "
             f"{cell(r, 'e_vs_d')} | {cell(r, 'f_vs_d')} | {cell(r, 'e_minus_d_p50_ms')} |"
         )
     governed = {b: e["governor"] for b, e in meta.get("bus", {}).items() if "governor" in e}
@@ -432,6 +447,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "bus": {},
+        "versions": versions(),
     }
     for name in args.backends:
         with tempfile.TemporaryDirectory(prefix=f"timestep-bench-{name}-") as tmp:
@@ -455,7 +471,7 @@ def main() -> int:
                 per_round = argparse.Namespace(**{**vars(args), "runs": max(1, args.runs // args.rounds)})
                 extra = {}
                 for index in range(args.rounds):
-                    print(f"[{name}] round {index + 1}/{args.rounds}: systems a-d ...", file=sys.stderr, flush=True)
+                    print(f"[{name}] round {index + 1}/{args.rounds}: systems a-d, g, h ...", file=sys.stderr, flush=True)
                     round_rows = _cases("local", backend, per_round, db_url=backend.url)
                     print(f"[{name}] round {index + 1}/{args.rounds}: systems e-f ...", file=sys.stderr, flush=True)
                     bus_rows, bus_extra = _bus_cases(backend, per_round, governor=index == 0)

@@ -22,11 +22,14 @@ def test_bench_smoke(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     seen = {(r["system"], r["workload"], r["concurrency"]) for r in results["rows"]}
     for concurrency in (1, 2):
-        assert {s for s, w, c in seen if w == "W2" and c == concurrency} == set("abcdef")
-        assert {s for s, w, c in seen if w == "W3" and c == concurrency} == set("acdef")  # DBOSRunner cannot stream
+        assert {s for s, w, c in seen if w == "W2" and c == concurrency} == set("abcdefgh")
+        assert {s for s, w, c in seen if w == "W3" and c == concurrency} == set("acdefgh")  # DBOSRunner cannot stream
     assert all(r["throughput"] > 0 and r["p50_ms"] > 0 for r in results["rows"])
     assert all(r["started_p50_ms"] > 0 for r in results["rows"] if r["system"] in "ef")
-    assert "| (d)/(b) |" in (tmp_path / "results.md").read_text()
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| (d)/(b) | (d)/(g) | (d)/(h) | (d)/best peer |" in markdown
+    assert "langgraph 1." in markdown and "pydantic-ai-slim 2." in markdown  # the peers' versions are printed
+    assert all(r["d_vs_best_peer"] for r in results["ratios"])
     # every system ran in each of the two rounds; a ratio is the median of the rounds' with their range
     assert [len(r) for r in results["rounds"]] == [len(results["rows"])] * 2
     assert all(r["round_throughputs"] and len(r["round_throughputs"]) == 2 for r in results["rows"])
