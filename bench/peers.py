@@ -196,6 +196,7 @@ class PydanticAIPeer:
             "W2": Agent(model, name="bench_pai_w2", capabilities=[DBOSDurability()]),
             "W3": Agent(model, name="bench_pai_w3", capabilities=[DBOSDurability(event_stream_handler=drain)]),
         }
+        self.agents["W4"] = self.agents["W2"]  # W4 runs in a process of its own, built with the delay
         for name in ("W2", "W3"):
             @self.agents[name].tool_plain(name="lookup")
             async def lookup(q: str) -> str:
