@@ -5,7 +5,8 @@
 
 Systems: (a) plain Runner.run; (b) DBOSRunner in a DBOS workflow with the tool a step;
 (c) a bare DBOS workflow with as many steps as the agent makes model and tool calls;
-(d) run_agent_workflow; (e) the bus, direct; (f) the bus through an unthrottled queue.
+(d) run_agent_workflow; (e) the bus, direct; (f) the bus through an unthrottled queue;
+(g) LangGraph with its checkpointer, durability="sync"; (h) Pydantic AI with DBOSDurability (peers.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -28,6 +30,7 @@ from agents import Agent, RunConfig, Runner, function_tool  # noqa: E402
 agents.set_tracing_disabled(True)
 
 from bench_agents import WORKLOADS, InstantModel  # noqa: E402
+from figures import inflight_figures  # noqa: E402
 
 RUN_CONFIG = RunConfig(tracing_disabled=True)
 
@@ -69,7 +72,8 @@ def rss_mb() -> float:
 # --- local systems: a, b, c, d ---------------------------------------------------------
 
 
-def local_systems() -> dict[str, Callable[[str], Callable[[int], Awaitable[None]] | None]]:
+def local_systems(db_url: str, delay: float = 0.0) -> tuple[dict[str, Callable[[str], Callable[[int], Awaitable[None]] | None]], Callable]:
+    """The systems (a)-(d), (g), (h) by letter, and an async set-up to await after DBOS launched."""
     from dbos import DBOS
     from dbos_openai_agents import DBOSRunner
 
@@ -84,9 +88,10 @@ def local_systems() -> dict[str, Callable[[str], Callable[[int], Awaitable[None]
         return await lookup_step(q)
 
     peer_agents = {
-        "W1": Agent(name="bench-w1", model=InstantModel()),
-        "W2": Agent(name="bench-w2", model=InstantModel(), tools=[durable_lookup]),
+        "W1": Agent(name="bench-w1", model=InstantModel(delay)),
+        "W2": Agent(name="bench-w2", model=InstantModel(delay), tools=[durable_lookup]),
     }
+    peer_agents["W4"] = peer_agents["W2"]  # W4 runs in a process of its own, built with the delay
 
     @DBOS.workflow(name="bench.dbos_runner")
     async def dbos_runner(workload: str) -> str:
@@ -143,15 +148,32 @@ def local_systems() -> dict[str, Callable[[str], Callable[[int], Awaitable[None]
 
         return one
 
-    return {"a": plain, "b": peer, "c": bare_db, "d": timestep_run}
+    from peers import LangGraphPeer, PydanticAIPeer
+
+    langgraph = LangGraphPeer(db_url, delay=delay)
+    pydantic_ai = PydanticAIPeer(lookup_step, delay=delay)
+
+    def peer_run(system: Any):
+        def for_workload(workload: str):
+            stream = WORKLOADS[workload][1]
+
+            async def one(i: int) -> None:
+                await system.run(workload, stream=stream)
+
+            return one
+
+        return for_workload
+
+    return {"a": plain, "b": peer, "c": bare_db, "d": timestep_run, "g": peer_run(langgraph), "h": peer_run(pydantic_ai)}, langgraph.open
 
 
 async def run_local(args: argparse.Namespace) -> None:
     import timestep
 
-    systems = local_systems()
+    systems, open_peers = local_systems(args.db_url)
     timestep.configure_dbos(system_database_url=args.db_url)
     timestep.ensure_dbos_launched()
+    await open_peers()
     for workload in args.workloads:
         for concurrency in args.concurrency:
             for system in args.systems:
@@ -213,6 +235,163 @@ async def run_bus(args: argparse.Namespace) -> None:
                 print(json.dumps({"system": system, "workload": workload, "concurrency": concurrency, **figures, "rss_mb": rss_mb()}), flush=True)
     await sub.unsubscribe()
     await client.close()
+
+
+# --- agent-shaped load: W4 (runs in flight), W5 (streaming) --------------------------------
+
+
+def vm_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakRss:
+    """This process's peak resident memory while in the block, sampled every 50 ms on a thread
+    (a busy event loop does not delay it)."""
+
+    def __enter__(self) -> PeakRss:
+        import threading
+
+        self.peak = vm_rss_mb()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.05):
+                self.peak = max(self.peak, vm_rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, vm_rss_mb())
+
+
+async def run_inflight(args: argparse.Namespace) -> None:
+    """W4 through a library: `args.runs` runs of the W2 shape started at once, each model call
+    sleeping `args.delay` s; one system per process, so each has its own memory figures."""
+    import timestep
+
+    [system] = args.systems
+    systems, open_peers = local_systems(args.db_url, delay=args.delay)
+    timestep.configure_dbos(system_database_url=args.db_url)
+    timestep.ensure_dbos_launched()
+    await open_peers()
+    one = systems[system]("W4")
+    await one(-1)  # warm up
+    base_mb, cpu = vm_rss_mb(), time.process_time()
+    with PeakRss() as rss:
+        begin = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(args.runs)))
+        makespan = time.perf_counter() - begin
+    figures = inflight_figures(args.runs, args.delay, makespan, time.process_time() - cpu, base_mb, rss.peak)
+    print(json.dumps({"system": system, "workload": "W4", **figures}), flush=True)
+
+
+async def _run_events(args: argparse.Namespace, on_event: Callable[[str, str, bytes], None]):
+    """A client whose core NATS subscription to every run's events calls `on_event(run_id, kind, data)`."""
+    from timestep.client import Client
+
+    client = await Client.connect(args.nats_url)
+    bus = client.bus
+    head = len(bus.subjects.events("", "").split(".")) - 2  # token index of the run id
+
+    async def deliver(msg) -> None:
+        tokens = msg.subject.split(".")
+        on_event(tokens[head], tokens[head + 1], msg.data)
+
+    sub = await bus.nc.subscribe(bus.subjects.all_events, cb=deliver, pending_msgs_limit=10_000_000, pending_bytes_limit=-1)
+    return client, sub
+
+
+async def _submit_all(client, agent: str, ids: list[str], *, stream: bool) -> None:
+    bus = client.bus
+    for run_id in ids:
+        body = {"id": run_id, "agent": agent, "input": "question", "stream": stream}
+        await bus.nc.publish(bus.subjects.submit, json.dumps(body).encode(), headers={"Nats-Msg-Id": run_id})
+    await bus.nc.flush()
+
+
+async def run_inflight_bus(args: argparse.Namespace) -> None:
+    """W4 over the bus: publish `args.runs` W4 requests at once, wait until all completed; print
+    the makespan (the orchestrator measures the actors' memory and CPU meanwhile)."""
+    ids = [uuid.uuid4().hex for _ in range(args.runs)]
+    wanted, completed, done = set(ids), set(), asyncio.Event()
+
+    def on_event(run_id: str, kind: str, data: bytes) -> None:
+        if run_id in wanted and kind in ("completed", "failed"):
+            completed.add(run_id)
+            if kind == "failed":
+                print(f"run {run_id} failed: {data[:300]!r}", file=sys.stderr)
+            if len(completed) == len(wanted):
+                done.set()
+
+    client, sub = await _run_events(args, on_event)
+    begin = time.perf_counter()
+    await _submit_all(client, "bench-w4", ids, stream=False)
+    await asyncio.wait_for(done.wait(), 60 + args.runs)
+    makespan = time.perf_counter() - begin
+    await sub.unsubscribe()
+    await client.close()
+    print(json.dumps({"runs": args.runs, "makespan_s": round(makespan, 3)}), flush=True)
+
+
+async def run_stream(args: argparse.Namespace) -> None:
+    """W5: publish `args.runs` streamed bench-w5 runs at once; time every text delta from the
+    model yielding it (the time in its text) to this subscriber receiving it; count deltas lost,
+    repeated or out of order."""
+    ids = [uuid.uuid4().hex for _ in range(args.runs)]
+    wanted = set(ids)
+    last = dict.fromkeys(ids, -1)
+    received = dict.fromkeys(ids, 0)
+    delays: list[float] = []
+    disorder = [0]
+    completed: set[str] = set()
+    done = asyncio.Event()
+
+    def on_event(run_id: str, kind: str, data: bytes) -> None:
+        if run_id not in wanted:
+            return
+        if kind == "delta":
+            at = time.time()
+            text = msgspec_decode(data)["text"]
+            for piece in filter(None, text.split(";")):  # one delta, or several if coalesced
+                index, _, yielded = piece.partition("@")
+                delays.append(at - float(yielded))
+                if int(index) != last[run_id] + 1:
+                    disorder[0] += 1
+                last[run_id] = int(index)
+                received[run_id] += 1
+        elif kind in ("completed", "failed"):
+            completed.add(run_id)
+            if len(completed) == len(wanted):
+                done.set()
+
+    client, sub = await _run_events(args, on_event)
+    begin = time.perf_counter()
+    await _submit_all(client, "bench-w5", ids, stream=True)
+    await asyncio.wait_for(done.wait(), 120 + args.deltas / args.rate * 10)
+    seconds = time.perf_counter() - begin
+    await asyncio.sleep(0.5)  # any delta still on its way
+    await sub.unsubscribe()
+    await client.close()
+    expected = args.runs * args.deltas
+    print(json.dumps({
+        "streams": args.runs, "deltas_per_stream": args.deltas, "rate": args.rate, "seconds": round(seconds, 2),
+        "deltas": sum(received.values()), "lost": expected - sum(min(n, args.deltas) for n in received.values()),
+        "out_of_order": disorder[0], "p50_ms": round(percentile(delays, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(delays, 0.99) * 1000, 2), "max_ms": round(max(delays) * 1000, 2),
+    }), flush=True)
+
+
+def msgspec_decode(data: bytes) -> dict:
+    import msgspec
+
+    return msgspec.json.decode(data)
 
 
 # --- the governor under a backlog ------------------------------------------------------
@@ -362,7 +541,10 @@ async def run_backlog(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["local", "bus", "governor", "backlog"])
+    parser.add_argument("mode", choices=["local", "bus", "governor", "backlog", "inflight", "inflight-bus", "stream"])
+    parser.add_argument("--delay", type=float, default=1.0, help="W4: seconds each model call sleeps")
+    parser.add_argument("--deltas", type=int, default=200, help="W5: deltas per stream")
+    parser.add_argument("--rate", type=float, default=50, help="W5: deltas per second")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--period", type=float, default=1.0)
@@ -374,11 +556,17 @@ def main() -> None:
     parser.add_argument("--systems", type=lambda s: s.split(","), default=None)
     args = parser.parse_args()
     if args.mode == "local":
-        args.systems = args.systems or ["a", "b", "c", "d"]
+        args.systems = args.systems or ["a", "b", "c", "d", "g", "h"]
         asyncio.run(run_local(args))
     elif args.mode == "bus":
         args.systems = args.systems or ["e", "f"]
         asyncio.run(run_bus(args))
+    elif args.mode == "inflight":
+        asyncio.run(run_inflight(args))
+    elif args.mode == "inflight-bus":
+        asyncio.run(run_inflight_bus(args))
+    elif args.mode == "stream":
+        asyncio.run(run_stream(args))
     elif args.mode == "governor":
         asyncio.run(run_governor(args))
     else:

@@ -47,15 +47,16 @@ import cases
 
 async def main():
     import timestep
-    systems = cases.local_systems()
+    systems, open_peers = cases.local_systems({url!r})
     timestep.configure_dbos(system_database_url={url!r})
     timestep.ensure_dbos_launched()
+    await open_peers()
     await asyncio.sleep(31)  # past the 30 s in which recovered runs are polled for often
     start, began = time.process_time(), time.perf_counter()
     await asyncio.sleep(5)
     idle = (time.process_time() - start) / (time.perf_counter() - began)
     print(json.dumps({{"system": "idle", "cpu_share": round(idle, 4)}}), flush=True)
-    for name in ("a", "b", "c", "d"):
+    for name in ("a", "b", "c", "d", "g", "h"):
         one = systems[name]("W2")
         for i in range(30):
             await one(i)

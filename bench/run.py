@@ -1,9 +1,14 @@
 """Timestep's benchmark: the same workloads on every system, side by side, in one run.
 
     python bench/run.py [--runs 200] [--rounds 3] [--backends sqlite,postgres] [--concurrency 1,32]
-                        [--workloads W1,W2,W3] [--out bench/results]
+                        [--workloads W1,W2,W3,W4,W5,scale] [--w4-runs 1000] [--w5-streams 100,500] [--out bench/results]
 
-Each backend gets a fresh database. Systems (a)-(d) run in one process per backend,
+W1-W3 measure throughput and latency of instant runs on every system. W4 starts 1,000 runs of
+the W2 shape at once with a model that sleeps 1 s per call (what one process holds in flight,
+at what memory and CPU per run); W5 streams text deltas from hundreds of runs at once to a NATS
+subscriber (delay, loss, order, CPU per delta); scale compares one agent process with two.
+
+Each backend gets a fresh database. Systems (a)-(d), (g), (h) run in one process per backend,
 (e)-(f) publish from one process to actors (`timestep up`) in another. The runs of each
 case are split over rounds, and every round runs every system: a machine whose speed
 drifts (a shared one does, by 2x within an hour) then moves all systems of a round alike,
@@ -24,12 +29,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(HERE))
+
+from figures import inflight_figures  # noqa: E402
+from peers import versions  # noqa: E402
 from timestep.bus.server import EmbeddedNats, free_port  # noqa: E402
 
 SYSTEMS = {
@@ -39,7 +49,10 @@ SYSTEMS = {
     "d": "run_agent_workflow",
     "e": "bus, direct",
     "f": "bus, queued",
+    "g": "LangGraph + its checkpointer (durability=sync)",
+    "h": "Pydantic AI + DBOS (DBOSDurability)",
 }
+PEERS = ("b", "g", "h")  # the durable agent runners a user would pick instead
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -134,12 +147,13 @@ def _bus_cases(backend: Backend, args: argparse.Namespace, *, governor: bool = T
 
 def _start_actors(
     backend: Backend, url: str, out: Path, executor: str = "bench-recovery", *, standby: bool = False,
-    under: tuple[str, ...] = (), **env: str,
+    under: tuple[str, ...] = (), roles: tuple[str, ...] = (), **env: str,
 ) -> subprocess.Popen:
-    """`timestep up` with the bench agents (run `under` a command such as a profiler, if given);
-    returns once it is up (a standby: once it waits)."""
+    """`timestep up` with the bench agents (only `roles`, if given; run `under` a command such as a
+    profiler, if given); returns once it is up (a standby: once it waits)."""
     proc = subprocess.Popen(
-        [*under, sys.executable, "-m", "actors.cli.main", "up", "--agents", "bench_agents", *(["--standby"] if standby else [])],
+        [*under, sys.executable, "-m", "actors.cli.main", "up", "--agents", "bench_agents", *(["--standby"] if standby else []),
+         *(arg for role in roles for arg in ("--role", role))],
         env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID=executor, **env), stdout=out.open("w"), stderr=subprocess.STDOUT,
     )
     deadline = time.perf_counter() + 120
@@ -244,7 +258,7 @@ def _round_ratios(rounds: list[list[dict]]) -> list[dict]:
     for index, first in enumerate(per_round[0]):
         same = [r[index] for r in per_round]
         entry = {k: first[k] for k in ("backend", "workload", "concurrency")}
-        for key in ("d_vs_b", "d_vs_c", "e_vs_d", "f_vs_d", "e_minus_d_p50_ms"):
+        for key in ("d_vs_b", "d_vs_c", "d_vs_g", "d_vs_h", "d_vs_best_peer", "e_vs_d", "f_vs_d", "e_minus_d_p50_ms"):
             values = [r[key] for r in same if r.get(key) is not None]
             entry[key] = round(statistics.median(values), 2) if values else None
             if values and len(values) > 1:
@@ -267,8 +281,13 @@ def _ratios(rows: list[dict]) -> list[dict]:
 
         entry = {
             "backend": backend, "workload": workload, "concurrency": concurrency,
-            "d_vs_b": ratio("d", "b"), "d_vs_c": ratio("d", "c"), "e_vs_d": ratio("e", "d"), "f_vs_d": ratio("f", "d"),
+            "d_vs_b": ratio("d", "b"), "d_vs_c": ratio("d", "c"), "d_vs_g": ratio("d", "g"), "d_vs_h": ratio("d", "h"),
+            "e_vs_d": ratio("e", "d"), "f_vs_d": ratio("f", "d"),
         }
+        peers = [p for p in PEERS if p in by]
+        if "d" in by and peers:
+            best = max(peers, key=lambda p: by[p]["throughput"])
+            entry["d_vs_best_peer"] = ratio("d", best)
         if "e" in by and "d" in by:
             entry["e_minus_d_p50_ms"] = round(by["e"]["p50_ms"] - by["d"]["p50_ms"], 2)
         out.append(entry)
@@ -278,10 +297,12 @@ def _ratios(rows: list[dict]) -> list[dict]:
 def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
     rounds = meta.get("rounds", 1)
     lines = [
-        f"Runs per case: {meta['runs']}"
+        (f"Runs per case: {meta['runs']}" if rows else "W1-W3 not run")
         + (f", in {rounds} rounds (each round runs every system once; figures are medians over rounds, ratios"
            " are taken within each round, then the median and, in brackets, the lowest and highest)" if rounds > 1 else "")
         + f"; machine: {meta['machine']}; {meta['when']}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()) + ".",
         "",
         "| backend | workload | conc. | system | runs/s | p50 ms | p99 ms | publish→started p50 ms | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -293,7 +314,10 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
             f"| {r['backend']} | {r['workload']} | {r['concurrency']} | ({r['system']}) {SYSTEMS[r['system']]} | "
             f"{r['throughput']} | {r['p50_ms']} | {r['p99_ms']} | {started} | {rss} |"
         )
-    lines += ["", "| backend | workload | conc. | (d)/(b) | (d)/(c) | (e)/(d) | (f)/(d) | (e)−(d) p50 ms |", "|---|---|---|---|---|---|---|---|"]
+    if not rows and not meta.get("bus"):  # only W4, W5, scale
+        return "\n".join(lines[:4]) + "\n"
+    lines += ["", "| backend | workload | conc. | (d)/(b) | (d)/(g) | (d)/(h) | (d)/best peer | (d)/(c) | (e)/(d) | (f)/(d) | (e)−(d) p50 ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     def cell(r: dict, key: str) -> str:
         if r.get(key) is None:
             return "-"
@@ -302,7 +326,8 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
 
     for r in ratios:
         lines.append(
-            f"| {r['backend']} | {r['workload']} | {r['concurrency']} | {cell(r, 'd_vs_b')} | {cell(r, 'd_vs_c')} | "
+            f"| {r['backend']} | {r['workload']} | {r['concurrency']} | {cell(r, 'd_vs_b')} | {cell(r, 'd_vs_g')} | "
+            f"{cell(r, 'd_vs_h')} | {cell(r, 'd_vs_best_peer')} | {cell(r, 'd_vs_c')} | "
             f"{cell(r, 'e_vs_d')} | {cell(r, 'f_vs_d')} | {cell(r, 'e_minus_d_p50_ms')} |"
         )
     governed = {b: e["governor"] for b, e in meta.get("bus", {}).items() if "governor" in e}
@@ -409,13 +434,199 @@ def _backlog(backend: Backend, requests: int) -> dict:
         nats.stop()
 
 
+# --- agent-shaped load: W4 (in flight), W5 (streaming), scale-out --------------------------
+
+LOAD = ("W4", "W5", "scale")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _json_lines(cmd: list[str], backend: Backend, env: dict[str, str], sample: Callable[[], None] | None = None) -> list[dict]:
+    """Run a measuring process; call `sample` every 0.1 s while it runs; its JSON lines."""
+    proc = subprocess.Popen(cmd, env=backend.env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        if sample is not None:
+            sample()
+        time.sleep(0.1)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[2]} failed on {backend.name}:\n{err[-4000:]}")
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def _inflight(backend: Backend, args: argparse.Namespace) -> list[dict]:
+    """W4: `--w4-runs` runs of the W2 shape at once, each model call sleeping `--w4-delay` s: (e)
+    through the bus to one `timestep up` (the actors' memory sampled, their CPU read from /proc),
+    and each library system in a process of its own (which measures itself)."""
+    delay, runs = args.w4_delay, args.w4_runs
+    env = {"BENCH_MODEL_DELAY": str(delay)}
+    rows = []
+    for system in args.w4_systems:
+        print(f"[{backend.name}] W4 ({system}) ...", file=sys.stderr, flush=True)
+        if system != "e":
+            cmd = [sys.executable, str(HERE / "cases.py"), "inflight", "--systems", system, "--runs", str(runs),
+                   "--delay", str(delay), "--db-url", backend.url]
+            rows += [{**row, "backend": backend.name} for row in _json_lines(cmd, backend, env)]
+            continue
+        nats = EmbeddedNats(backend.workdir / "nats-w4", port=free_port())
+        url = nats.start()
+        actors = _start_actors(backend, url, backend.workdir / "w4.out", executor="bench-w4",
+                               TIMESTEP_AGENT_CONCURRENCY=str(runs + 64), **env)
+        try:
+            cmd = [sys.executable, str(HERE / "cases.py"), "inflight-bus", "--nats-url", url, "--runs"]
+            _json_lines([*cmd, "2"], backend, env)  # warm up
+            base_mb, cpu, peak = _rss_mb(actors.pid), _cpu_seconds(actors.pid), [0.0]
+
+            def sample() -> None:
+                peak[0] = max(peak[0], _rss_mb(actors.pid))
+
+            [done] = _json_lines([*cmd, str(runs)], backend, env, sample)
+            figures = inflight_figures(runs, delay, done["makespan_s"], _cpu_seconds(actors.pid) - cpu, base_mb, max(peak[0], base_mb))
+            rows.append({"system": "e", "workload": "W4", **figures, "backend": backend.name})
+        finally:
+            _stop(actors)
+            nats.stop()
+    return rows
+
+
+def _streaming(backend: Backend, args: argparse.Namespace) -> list[dict]:
+    """W5: `--w5-streams` runs at once through the bus, each streaming `--w5-deltas` text deltas
+    at `--w5-rate` a second; delays measured by a NATS subscriber, CPU of the actors from /proc."""
+    env = {"BENCH_W5_DELTAS": str(args.w5_deltas), "BENCH_W5_RATE": str(args.w5_rate)}
+    rows = []
+    nats = EmbeddedNats(backend.workdir / "nats-w5", port=free_port())
+    url = nats.start()
+    actors = _start_actors(backend, url, backend.workdir / "w5.out", executor="bench-w5",
+                           TIMESTEP_AGENT_CONCURRENCY=str(max(args.w5_streams) + 64), **env)
+    try:
+        cmd = [sys.executable, str(HERE / "cases.py"), "stream", "--nats-url", url, "--deltas", str(args.w5_deltas),
+               "--rate", str(args.w5_rate), "--runs"]
+        _json_lines([*cmd, "2"], backend, env)  # warm up
+        for streams in args.w5_streams:
+            print(f"[{backend.name}] W5 ({streams} streams) ...", file=sys.stderr, flush=True)
+            cpu, nats_cpu = _cpu_seconds(actors.pid), _cpu_seconds(nats.process.pid)
+            [row] = _json_lines([*cmd, str(streams)], backend, env)
+            used, nats_used = _cpu_seconds(actors.pid) - cpu, _cpu_seconds(nats.process.pid) - nats_cpu
+            row.update(
+                system="e", workload="W5", backend=backend.name, target_per_s=round(streams * args.w5_rate),
+                cpu_per_delta_us=round(used / max(1, row["deltas"]) * 1e6, 1),
+                nats_cpu_per_delta_us=round(nats_used / max(1, row["deltas"]) * 1e6, 1),
+            )
+            rows.append(row)
+    finally:
+        _stop(actors)
+        nats.stop()
+    return rows
+
+
+def _scale(backend: Backend, args: argparse.Namespace) -> list[dict]:
+    """W2 at concurrency 32 over the bus (direct runs), with the governor and scheduler in one
+    process and one, then two, agent processes beside it."""
+    rows = []
+    for agents in (1, 2):
+        print(f"[{backend.name}] scale-out: {agents} agent process(es) ...", file=sys.stderr, flush=True)
+        nats = EmbeddedNats(backend.workdir / f"nats-scale{agents}", port=free_port())
+        url = nats.start()
+        procs = []
+        try:
+            procs.append(_start_actors(backend, url, backend.workdir / "scale-gov.out", executor="bench-gov", roles=("governor", "scheduler")))
+            for k in range(agents):
+                procs.append(_start_actors(backend, url, backend.workdir / f"scale-agent{k}.out", executor=f"bench-agent{k}", roles=("agent",)))
+            shape = argparse.Namespace(runs=args.scale_runs, concurrency=[32], workloads=["W2"])
+            [row] = _cases("bus", backend, shape, nats_url=url, systems="e")
+            rows.append({**row, "workload": "scale", "agent_processes": agents})
+        finally:
+            for proc in procs:
+                _stop(proc)
+            nats.stop()
+    return rows
+
+
+def _load_summary(rounds: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:
+    """Per part, one row per case: the median over rounds of each figure."""
+    keys = {"W4": ("backend", "system"), "W5": ("backend", "streams"), "scale": ("backend", "agent_processes")}
+    out: dict[str, list[dict]] = {}
+    for part, key in keys.items():
+        cases: dict[tuple, list[dict]] = {}
+        for one in rounds:
+            for row in one.get(part, []):
+                cases.setdefault(tuple(row[k] for k in key), []).append(row)
+        combined = []
+        for rows in cases.values():
+            row = dict(rows[0])
+            for field, value in rows[0].items():
+                if isinstance(value, (int, float)) and field not in key and field not in ("lost", "out_of_order"):
+                    row[field] = round(statistics.median(r[field] for r in rows), 2)
+            for field in ("lost", "out_of_order", "max_ms", "rss_peak_mb"):
+                if field in row:
+                    row[field] = max(r[field] for r in rows)  # the worst round
+            row["rounds"] = len(rows)
+            combined.append(row)
+        if part == "scale":
+            for row in combined:
+                one = [r for r in combined if r["backend"] == row["backend"] and r["agent_processes"] == 1]
+                ratios = [b["throughput"] / a["throughput"] for one_round in rounds
+                          for a in one_round.get("scale", []) for b in one_round.get("scale", [])
+                          if a["backend"] == b["backend"] == row["backend"] and a["agent_processes"] == 1 and b["agent_processes"] == 2]
+                if row["agent_processes"] == 2 and one and ratios:
+                    row["vs_one"] = round(statistics.median(ratios), 2)
+                    row["vs_one_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+        if combined:
+            out[part] = combined
+    return out
+
+
+def _load_markdown(load: dict[str, list[dict]], args: argparse.Namespace) -> str:
+    lines = []
+    if "W4" in load:
+        lines += ["", f"W4, runs in flight: {args.w4_runs} runs of the W2 shape started at once, each model call sleeping {args.w4_delay} s; "
+                  "ideal = the two model calls' wait + CPU per run x runs / cores; (e) is one `timestep up` (its memory and CPU), "
+                  "the others the library in one process each:", "",
+                  "| backend | system | makespan s | ideal s | makespan/ideal | CPU per run ms | peak RSS MB | RSS per run in flight KB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(load["W4"], key=lambda r: (r["backend"], r["system"])):
+            lines.append(f"| {r['backend']} | ({r['system']}) {SYSTEMS[r['system']]} | {r['makespan_s']} | {r['ideal_s']} | "
+                         f"{r['makespan_vs_ideal']} | {r['cpu_per_run_ms']} | {r['rss_peak_mb']} | {r['rss_per_run_kb']} |")
+    if "W5" in load:
+        lines += ["", f"W5, streaming through the bus: runs at once, each streaming {args.w5_deltas} text deltas at {args.w5_rate} a second; "
+                  "delay from the model yielding a delta to a NATS subscriber receiving it (the model yields the next delta only when "
+                  "the run has taken the last, so a run that cannot keep up slows its stream: read the rate reached beside the delays); "
+                  "CPU per delta of `timestep up` (the runs' whole cost over their deltas) and of nats-server:", "",
+                  "| backend | streams | deltas/s asked | deltas/s reached | p50 ms | p99 ms | max ms | lost | out of order | CPU per delta µs | nats-server CPU per delta µs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(load["W5"], key=lambda r: (r["backend"], r["streams"])):
+            lines.append(f"| {r['backend']} | {r['streams']} | {r['target_per_s']} | {round(r['deltas'] / r['seconds'])} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+                         f"{r['lost']} | {r['out_of_order']} | {r['cpu_per_delta_us']} | {r['nats_cpu_per_delta_us']} |")
+    if "scale" in load:
+        lines += ["", f"Scale-out: W2 at concurrency 32 over the bus (direct runs, {args.scale_runs} per round), governor and scheduler "
+                  "in one process, agent processes beside it:", "",
+                  "| backend | agent processes | runs/s | p50 ms | two / one |", "|---|---|---|---|---|"]
+        for r in sorted(load["scale"], key=lambda r: (r["backend"], r["agent_processes"])):
+            ratio = f"{r['vs_one']} ({r['vs_one_range'][0]} to {r['vs_one_range'][1]})" if "vs_one" in r else ""
+            lines.append(f"| {r['backend']} | {r['agent_processes']} | {r['throughput']} | {r['p50_ms']} | {ratio} |")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200, help="runs per case, split over the rounds")
     parser.add_argument("--rounds", type=int, default=3, help="every system runs once per round; ratios are taken within a round")
     parser.add_argument("--backends", type=lambda s: s.split(","), default=["sqlite", "postgres"])
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
-    parser.add_argument("--workloads", type=lambda s: s.split(","), default=["W1", "W2", "W3"])
+    parser.add_argument("--workloads", type=lambda s: s.split(","), default=["W1", "W2", "W3", "W4", "W5", "scale"],
+                        help="W1-W3 (throughput), W4 (runs in flight), W5 (streaming), scale (one agent process vs two)")
+    parser.add_argument("--w4-runs", type=int, default=1000, help="W4: runs started at once")
+    parser.add_argument("--w4-delay", type=float, default=1.0, help="W4: seconds each model call sleeps")
+    parser.add_argument("--w4-systems", type=lambda s: s.split(","), default=["e", "b", "d", "g", "h"])
+    parser.add_argument("--w5-streams", type=lambda s: [int(x) for x in s.split(",")], default=[100, 500], help="W5: runs streaming at once")
+    parser.add_argument("--w5-deltas", type=int, default=200, help="W5: deltas per stream")
+    parser.add_argument("--w5-rate", type=float, default=50, help="W5: deltas per second per stream")
+    parser.add_argument("--scale-runs", type=int, default=300, help="scale-out: runs per case and round")
+    parser.add_argument("--load-rounds", type=int, help="rounds of W4, W5 and scale (default: --rounds)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--governor-requests", type=int, default=2000, help="backlog for the governor check (0: skip)")
     parser.add_argument("--governor-limit", type=int, default=100, help="the backlog queue's runs per second")
@@ -425,13 +636,19 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
+    unknown = set(args.workloads) - {"W1", "W2", "W3", *LOAD}
+    if unknown:
+        parser.error(f"--workloads: unknown {', '.join(sorted(unknown))}; choose from W1, W2, W3, W4, W5, scale")
+    throughput = [w for w in args.workloads if w not in LOAD]
     rounds: list[list[dict]] = [[] for _ in range(args.rounds)]
+    load_rounds: list[dict[str, list[dict]]] = [{} for _ in range(args.load_rounds or args.rounds)]
     meta: dict = {
         "runs": args.runs,
         "rounds": args.rounds,
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "bus": {},
+        "versions": versions(),
     }
     for name in args.backends:
         with tempfile.TemporaryDirectory(prefix=f"timestep-bench-{name}-") as tmp:
@@ -452,20 +669,25 @@ def main() -> int:
                     print(f"[{name}] backlog ...", file=sys.stderr, flush=True)
                     meta["bus"][name] = {"backlog": _backlog(backend, args.backlog_requests)}
                     continue
-                per_round = argparse.Namespace(**{**vars(args), "runs": max(1, args.runs // args.rounds)})
+                per_round = argparse.Namespace(**{**vars(args), "runs": max(1, args.runs // args.rounds), "workloads": throughput})
                 extra = {}
-                for index in range(args.rounds):
-                    print(f"[{name}] round {index + 1}/{args.rounds}: systems a-d ...", file=sys.stderr, flush=True)
+                for index in range(args.rounds if throughput else 0):
+                    print(f"[{name}] round {index + 1}/{args.rounds}: systems a-d, g, h ...", file=sys.stderr, flush=True)
                     round_rows = _cases("local", backend, per_round, db_url=backend.url)
                     print(f"[{name}] round {index + 1}/{args.rounds}: systems e-f ...", file=sys.stderr, flush=True)
                     bus_rows, bus_extra = _bus_cases(backend, per_round, governor=index == 0)
                     rounds[index] += round_rows + bus_rows
                     extra = {**bus_extra, **extra}  # the first round's start-up time and governor check
-                if args.recovery_runs:
+                for index in range(len(load_rounds)):
+                    parts = {"W4": _inflight, "W5": _streaming, "scale": _scale}
+                    for part, measure in parts.items():
+                        if part in args.workloads:
+                            load_rounds[index].setdefault(part, []).extend(measure(backend, args))
+                if args.recovery_runs and throughput:
                     print(f"[{name}] recovery ...", file=sys.stderr, flush=True)
                     extra["recovery"] = _recovery(backend, args.recovery_runs)
                     extra["recovery_standby"] = _recovery(backend, args.recovery_runs, standby=True)
-                if args.backlog_requests:
+                if args.backlog_requests and throughput:
                     print(f"[{name}] backlog ...", file=sys.stderr, flush=True)
                     extra["backlog"] = _backlog(backend, args.backlog_requests)
                 meta["bus"][name] = extra
@@ -479,11 +701,14 @@ def main() -> int:
         print(text)
         return 0
     rows = _combine(rounds)
-    ratios = _round_ratios(rounds)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios, "rounds": rounds}, indent=1))
-    markdown = _markdown(rows, ratios, meta)
+    ratios = _round_ratios(rounds) if rows else []
+    load = _load_summary(load_rounds)
+    (args.out / "results.json").write_text(json.dumps(
+        {"meta": meta, "rows": rows, "ratios": ratios, "rounds": rounds, "load": load, "load_rounds": load_rounds}, indent=1))
+    markdown = _markdown(rows, ratios, meta) + _load_markdown(load, args)
     (args.out / "results.md").write_text(markdown)
-    _chart(rows, args.out / "chart.png")
+    if rows:
+        _chart(rows, args.out / "chart.png")
     print(markdown)
     return 0
 

@@ -22,11 +22,14 @@ def test_bench_smoke(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     seen = {(r["system"], r["workload"], r["concurrency"]) for r in results["rows"]}
     for concurrency in (1, 2):
-        assert {s for s, w, c in seen if w == "W2" and c == concurrency} == set("abcdef")
-        assert {s for s, w, c in seen if w == "W3" and c == concurrency} == set("acdef")  # DBOSRunner cannot stream
+        assert {s for s, w, c in seen if w == "W2" and c == concurrency} == set("abcdefgh")
+        assert {s for s, w, c in seen if w == "W3" and c == concurrency} == set("acdefgh")  # DBOSRunner cannot stream
     assert all(r["throughput"] > 0 and r["p50_ms"] > 0 for r in results["rows"])
     assert all(r["started_p50_ms"] > 0 for r in results["rows"] if r["system"] in "ef")
-    assert "| (d)/(b) |" in (tmp_path / "results.md").read_text()
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| (d)/(b) | (d)/(g) | (d)/(h) | (d)/best peer |" in markdown
+    assert "langgraph 1." in markdown and "pydantic-ai-slim 2." in markdown  # the peers' versions are printed
+    assert all(r["d_vs_best_peer"] for r in results["ratios"])
     # every system ran in each of the two rounds; a ratio is the median of the rounds' with their range
     assert [len(r) for r in results["rounds"]] == [len(results["rows"])] * 2
     assert all(r["round_throughputs"] and len(r["round_throughputs"]) == 2 for r in results["rows"])
@@ -41,3 +44,26 @@ def test_bench_smoke(tmp_path: Path) -> None:
     backlog = results["meta"]["bus"]["sqlite"]["backlog"]
     assert backlog["requests"] == 20 and backlog["rss_peak_mb"] >= backlog["rss_after_warmup_mb"] > 0
     assert "Backlog (sqlite): 20 queued W1 requests" in (tmp_path / "results.md").read_text()
+
+
+def test_bench_agent_shaped_load_smoke(tmp_path: Path) -> None:
+    """W4 (runs in flight, every system), W5 (streaming over the bus) and scale-out, with tiny counts."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--backends", "sqlite", "--rounds", "1", "--workloads", "W4,W5,scale",
+         "--w4-runs", "6", "--w4-delay", "0.1", "--w5-streams", "2,3", "--w5-deltas", "10", "--w5-rate", "50", "--scale-runs", "6",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    load = json.loads((tmp_path / "results.json").read_text())["load"]
+    w4 = {r["system"]: r for r in load["W4"]}
+    assert set(w4) == set("ebdgh")
+    assert all(r["makespan_s"] >= 0.2 and r["cpu_per_run_ms"] > 0 and r["rss_peak_mb"] > 0 for r in w4.values())  # two 0.1 s model calls
+    w5 = {r["streams"]: r for r in load["W5"]}
+    assert set(w5) == {2, 3}
+    assert all(r["deltas"] == r["streams"] * 10 and r["lost"] == 0 and r["out_of_order"] == 0 for r in w5.values())
+    assert all(r["max_ms"] >= r["p99_ms"] >= r["p50_ms"] > 0 and r["cpu_per_delta_us"] > 0 for r in w5.values())
+    scale = {r["agent_processes"]: r for r in load["scale"]}
+    assert set(scale) == {1, 2} and all(r["throughput"] > 0 for r in scale.values()) and scale[2]["vs_one"] > 0
+    markdown = (tmp_path / "results.md").read_text()
+    assert "W4, runs in flight" in markdown and "W5, streaming" in markdown and "Scale-out" in markdown
