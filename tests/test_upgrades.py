@@ -102,3 +102,63 @@ def test_a_parked_run_resumed_by_a_process_with_a_changed_agent(fresh_db_url: st
         assert outcome["error"] == "AgentChangedError"
         assert "tool 'send_email' removed" in outcome["message"] and "instructions changed" in outcome["message"]
         assert kinds[-1] == "failed" and "agent_changed" not in kinds
+
+
+@pytest.mark.parametrize("policy", ["continue", "fail"])
+async def test_a_bus_run_parked_across_a_deploy_of_changed_code(tmp_path: Path, policy: str) -> None:
+    """As a deploy does it: a run submitted over the bus waits for approval inside its workflow;
+    `timestep up` is stopped with SIGTERM and started again with changed agent code; the
+    approval then arrives over the bus. `continue`: the run finishes on the new code, after an
+    `agent_changed` event naming the change. `fail`: it fails with AgentChangedError."""
+    from processes import stop, up, wait_printed_async
+    from timestep.bus.server import free_port
+    from timestep.client import Client
+
+    port = free_port()
+    base = dict(TIMESTEP_HOME=str(tmp_path / "home"), TIMESTEP_NATS_PORT=str(port), TIMESTEP_ON_AGENT_CHANGE=policy)
+    first_out = tmp_path / "v1.log"
+    first = up(first_out, process_env(UPGRADE_VARIANT="v1", **base), "--agents", "upgrade_agents")
+    try:
+        await wait_printed_async([(first, first_out)])
+        client = await Client.connect(f"nats://127.0.0.1:{port}")
+        try:
+            run = await client.submit("upgrading-mailer", "send_email to=ada@example.com")
+            call_id = None
+            async for event in run.events():
+                if event.type == "interrupted":
+                    call_id = event.approvals[0].call_id
+                    break
+        finally:
+            await client.close()
+    finally:
+        stop([first])
+    assert first.returncode == 0, first_out.read_text()[-3000:]
+
+    second_out = tmp_path / "v2.log"
+    second = up(second_out, process_env(UPGRADE_VARIANT="v2", **base), "--agents", "upgrade_agents")
+    try:
+        await wait_printed_async([(second, second_out)])
+        client = await Client.connect(f"nats://127.0.0.1:{port}")
+        try:
+            await client.approve(run.run_id, call_id)
+            events = []
+            async for event in client.events(run.run_id):
+                events.append(event)
+                if event.type in ("completed", "failed", "cancelled"):
+                    break
+        finally:
+            await client.close()
+    finally:
+        stop([second])
+    kinds = [e.type for e in events]
+    assert kinds.count("interrupted") == 1 and kinds.count("started") == 1, kinds
+    if policy == "continue":
+        changed = next(e for e in events if e.type == "agent_changed")
+        assert "instructions changed" in changed.changes, changed.changes
+        assert kinds.index("agent_changed") < kinds.index("tool_output") and kinds[-1] == "completed", kinds
+        assert "(v2)" in next(e for e in events if e.type == "tool_output").output  # the new code ran the call
+    else:
+        assert kinds[-1] == "failed" and "agent_changed" not in kinds, kinds
+        assert events[-1].error.type == "AgentChangedError" and "instructions changed" in events[-1].error.message
+        assert not any(e.type == "tool_output" for e in events)
+    assert second.returncode == 0, second_out.read_text()[-3000:]
