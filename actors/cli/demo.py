@@ -76,13 +76,17 @@ async def main() -> None:
             await client.delete_schedule(name)
             print(f"    schedule {name} ran as {done.run_id}; deleted")
 
-            print("\n4. A tool that needs approval: the run waits, durably, until approved over the contract")
+            print("\n4. A tool that needs approval: the run waits, durably, in the approvals inbox until decided")
             run = await client.submit(AGENT, "send_email to=ada@example.com subject=Report", id=f"email-{tag}")
-            interrupted = await _wait_for(seen, lambda e: isinstance(e, Interrupted) and e.run_id == run.run_id)
-            call_id = interrupted.approvals[0].call_id
-            print(f"    approving {call_id} on timestep.runs.command.{run.run_id}.approve (answered once the run took it)")
-            await client.approve(run.run_id, call_id)
+            await _wait_for(seen, lambda e: isinstance(e, Interrupted) and e.run_id == run.run_id)
+            [pending] = await client.list_approvals(run_id=run.run_id)  # timestep.approvals.list
+            print(f"    inbox: {pending.tool} {pending.arguments} waits in run {pending.run_id}")
+            edited = '{"to": "ada@example.com", "subject": "Report (reviewed)"}'
+            print(f"    approving {pending.call_id} with edited arguments on timestep.runs.command.{run.run_id}.approve")
+            await client.approve(run.run_id, pending.call_id, arguments=edited, decided_by="demo")
             await run.result(timeout=30)
+            [decided] = await client.list_approvals("decided", run_id=run.run_id)
+            print(f"    audit trail: {decided.status} by {decided.decided_by}, ran with {decided.approved_arguments}")
 
             print("\n5. A bad request is rejected with the field and the fix, and dead-lettered")
             try:
