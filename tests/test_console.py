@@ -318,6 +318,24 @@ def test_timestep_up_serves_the_console_when_asked(tmp_path: Path) -> None:
             assert runs.status == 200 and "runs" in json.loads(runs.read())
         with urllib.request.urlopen(base + "/metrics", timeout=10) as metrics:
             assert "timestep_" in metrics.read().decode()
+        # Another site's page in the operator's browser cannot act through the console: a form
+        # post (no console header) and a script's request from another origin are refused.
+        import urllib.error
+
+        def post(headers: dict) -> tuple[int, str]:
+            request = urllib.request.Request(base + "/api/runs/some-run/cancel", data=b"{}", method="POST", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+
+        status, body = post({"Content-Type": "text/plain"})
+        assert status == 403 and "X-Timestep-Console" in body, body
+        status, body = post({"X-Timestep-Console": "1", "Origin": "https://evil.example"})
+        assert status == 403 and "evil.example" in body, body
+        status, body = post({"X-Timestep-Console": "1", "Content-Type": "application/json"})
+        assert status != 403, body  # the console's own request gets through (to a refusal of the unknown run)
     finally:
         stop([proc])
     assert proc.returncode == 0, out.read_text()

@@ -95,6 +95,9 @@ class Console:
     async def _access(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not (request.path == "/" or request.path.startswith(("/api/", "/static/"))):
             return await handler(request)  # /healthz, /readyz, /metrics: for probes, without login
+        forged = _cross_site(request)
+        if forged is not None:
+            return _error(403, "CrossSiteRequest", forged)
         if self.login is None:
             request[CLIENT], request[USER] = self.client, None
         else:
@@ -269,6 +272,27 @@ def _next_tick(cron: str) -> float | None:
         return croniter(cron, datetime.now(timezone.utc), second_at_beginning=six).get_next(datetime).timestamp()
     except Exception:
         return None
+
+
+#: The header the console's page sends with every request that acts. A page of another site cannot
+#: send it (a form cannot set headers, and a script's cross-site request with it needs a CORS
+#: preflight that this server never grants), so neither the browser's Basic credentials nor the
+#: open access on 127.0.0.1 can be used by another site to approve, reject, cancel or configure.
+ACTION_HEADER = "X-Timestep-Console"
+
+
+def _cross_site(request: web.Request) -> str | None:
+    """Why a request that acts is refused as possibly sent by another site, or None."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if request.headers.get(ACTION_HEADER) != "1":
+        return f"a request that acts must carry the header {ACTION_HEADER}: 1 (the console's page sends it)"
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        host = origin.split("://", 1)[-1]
+        if host != request.host:
+            return f"this request comes from {origin!r}, not from the console at {request.host!r}"
+    return None
 
 
 async def serve(console: Console, host: str, port: int) -> tuple[web.AppRunner, str]:

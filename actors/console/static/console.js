@@ -29,7 +29,8 @@ function showError(message) {
 function clearError() { document.getElementById("error").hidden = true; }
 
 async function api(method, path, body) {
-  const init = { method, headers: {} };
+  // Every request that acts carries this header: the server refuses one without it (another site's page cannot send it).
+  const init = { method, headers: method === "GET" ? {} : { "X-Timestep-Console": "1" } };
   if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
   const response = await fetch(path, init);
   const data = await response.json().catch(() => ({}));
