@@ -98,7 +98,8 @@ class RunRecorder:
     """
 
     def __init__(
-        self, run_id: str, *, stream: bool, token_queue: str | None = None, queue: str | None = None, max_tokens: int | None = None
+        self, run_id: str, *, stream: bool, token_queue: str | None = None, queue: str | None = None, max_tokens: int | None = None,
+        model_retry: ModelRetrySettings | None = None,
     ) -> None:
         self.run_id = run_id
         self.stream = stream
@@ -106,7 +107,7 @@ class RunRecorder:
         self.queue = queue
         self.max_tokens = max_tokens
         self.tokens_used = 0
-        self.model_retry = ModelRetrySettings.from_env()
+        self.model_retry = model_retry or ModelRetrySettings.from_env()
         """How this run retries failed model calls (the run's, queue's and agent's settings over the environment's)."""
         self.seq = 0
         self.shift = 0
