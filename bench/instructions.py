@@ -14,7 +14,11 @@ warms up with 20 runs, then calls `os.getpgrp()` (callgrind zeroes its counters 
 --runs runs one after another, and calls `os.getppid()` (callgrind writes the counts there).
 Instructions per run = the counts between the two marks / runs. Queue polling is slowed
 (TIMESTEP_QUEUE_POLL_SECONDS=30) so that the pollers, which run by the clock and not by the
-run, add next to nothing under valgrind's slowdown. With --profile DIR, the same window is
+run, add next to nothing under valgrind's slowdown; DBOS's schedule poller and the cancellation
+poll of preemptible steps, which also run by the clock, are made hourly (an idle process's CPU is
+measured by hotspots.py instead). What still runs by the clock (threads waking to check for work)
+is counted over a 20 s idle window after the runs, and taken off at that rate for the runs' window.
+With --profile DIR, the same window is
 profiled by cProfile instead, without valgrind (Python functions of the event loop's thread),
 its heaviest functions written to DIR.
 """
@@ -36,7 +40,7 @@ sys.path.insert(0, str(HERE.parent))
 from timestep.bus.server import EmbeddedNats, free_port  # noqa: E402
 
 ONE = """
-import asyncio, cProfile, io, os, pstats, sys
+import asyncio, cProfile, io, json, os, pstats, sys, time
 sys.path.insert(0, {here!r})
 import cases
 
@@ -65,18 +69,33 @@ async def main():
     systems, open_peers = cases.local_systems({url!r})
     one = await streamed({nats_url!r}, {deltas}) if {system!r} == "s" else None
     timestep.configure_dbos(system_database_url={url!r})
+    # Work DBOS does by the clock, not by the run (the schedule poller, the cancellation poll of
+    # preemptible steps) would be counted by how long valgrind's slowdown makes the window:
+    # each made hourly here, so that the counts are the runs' own.
+    import dbos._core
+    from dbos._dbos import _get_dbos_instance
+    dbos._core._PREEMPTIBLE_POLL_INTERVAL_SEC = 3600.0
+    _get_dbos_instance()._config.setdefault("runtimeConfig", {{}})["scheduler_polling_interval_sec"] = 3600.0
     timestep.ensure_dbos_launched()
-    await open_peers()
+    if {system!r} in "gh":
+        await open_peers()
     one = one or systems[{system!r}]({workload!r})
     for i in range(20):
         await one(i)
     profile = cProfile.Profile() if {profile!r} else None
+    began = time.perf_counter()
     os.getpgrp()
     if profile: profile.enable()
     for i in range({runs}):
         await one(i)
     if profile: profile.disable()
     os.getppid()
+    busy = time.perf_counter() - began
+    began = time.perf_counter()
+    os.getpgrp()
+    await asyncio.sleep({idle})
+    os.getppid()
+    print(json.dumps({{"busy_seconds": busy, "idle_seconds": time.perf_counter() - began}}), flush=True)
     if profile:
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(45)
@@ -91,10 +110,10 @@ asyncio.run(main())
 
 
 def count(system: str, runs: int, workload: str, db_url: str | None, work: Path, profile: Path | None,
-          nats_url: str = "", deltas: int = 0) -> int:
+          nats_url: str = "", deltas: int = 0, idle: float = 20.0) -> int:
     url = db_url or f"sqlite:///{work / (system + '.sqlite')}"
     code = ONE.format(here=str(HERE), url=url, system=system, workload=workload, runs=runs, profile=str(profile) if profile else "",
-                      nats_url=nats_url, deltas=deltas)
+                      nats_url=nats_url, deltas=deltas, idle=0 if profile else idle)
     out = work / f"callgrind.{system}"
     env = {**os.environ, "TIMESTEP_QUEUE_POLL_SECONDS": "30", "TIMESTEP_HOME": str(work / "home"), "PYTHONPATH": str(HERE.parent)}
     command = ["valgrind", "--tool=callgrind", "--zero-before=getpgrp", "--dump-before=getppid",
@@ -106,11 +125,18 @@ def count(system: str, runs: int, workload: str, db_url: str | None, work: Path,
         raise RuntimeError(done.stderr[-3000:])
     if profile:
         return 0
-    parts = sorted(work.glob(f"callgrind.{system}.*.1"))
-    if not parts:
-        raise RuntimeError(f"no counts were written for ({system}): {done.stderr[-2000:]}")
-    summary = re.search(r"^summary: (\d+)", parts[-1].read_text(errors="replace"), re.M)
-    return int(summary.group(1)) // runs
+    def counted(part: int) -> int:
+        found = sorted(work.glob(f"callgrind.{system}.*.{part}"))
+        if not found:
+            raise RuntimeError(f"no counts were written for ({system}): {done.stderr[-2000:]}")
+        text = found[-1].read_text(errors="replace")
+        found[-1].unlink()
+        return int(re.search(r"^summary: (\d+)", text, re.M).group(1))
+
+    times = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    # What the process does by the clock meanwhile (threads waking up, polls), at the idle rate.
+    by_clock = counted(2) / times["idle_seconds"] * times["busy_seconds"]
+    return int(counted(1) - by_clock) // runs
 
 
 def main() -> int:
