@@ -155,7 +155,7 @@ def main() -> int:
             profile = None
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
-                profile = args.profile.resolve() / f"profile-{system}-{args.workload}.txt"
+                profile = args.profile.resolve() / f"profile-{system}-{'W5' if system == 's' else args.workload}.txt"
             if system != "s":
                 per_run = count(system, args.runs, args.workload, args.db_url, Path(tmp), profile)
                 print(json.dumps({"system": system, "workload": args.workload, "runs": args.runs, "instructions_per_run": per_run}), flush=True)
