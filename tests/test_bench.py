@@ -67,3 +67,18 @@ def test_bench_agent_shaped_load_smoke(tmp_path: Path) -> None:
     assert set(scale) == {1, 2} and all(r["throughput"] > 0 for r in scale.values()) and scale[2]["vs_one"] > 0
     markdown = (tmp_path / "results.md").read_text()
     assert "W4, runs in flight" in markdown and "W5, streaming" in markdown and "Scale-out" in markdown
+
+
+def test_instructions_profile_smoke(tmp_path: Path) -> None:
+    """bench/instructions.py's profiling mode (the counting mode runs under valgrind, too slow here):
+    the runs' window is profiled, for (d) and for streamed runs through the bus's event sink."""
+    for system in ("d", "s"):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "instructions.py"), "--systems", system, "--runs", "2", "--deltas", "20",
+             "--profile", str(tmp_path)],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout.splitlines()[-1])["system"] == system
+    assert "run_agent_workflow" in (tmp_path / "profile-d-W2.txt").read_text()
+    assert "_consume_stream" in (tmp_path / "profile-s-W5.txt").read_text()

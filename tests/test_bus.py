@@ -73,7 +73,9 @@ async def test_streamed_deltas_arrive_in_order(client) -> None:
     run = await client.submit(AGENT, "one two three four five", stream=True)
     events = await collect(client, run.run_id)
     deltas = [e for e in events if isinstance(e, Delta)]
-    assert len(deltas) > 3
+    # The first model delta goes out alone; those the model yields while it is being stored
+    # (this one yields all at once) are gathered into the next events.
+    assert len(deltas) >= 2
     assert "".join(d.text for d in deltas) == "You said: one two three four five"
     assert [e.seq for e in events] == sorted(e.seq for e in events)
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
-from agents import Agent, SQLiteSession, function_tool
+from agents import Agent, Model, SQLiteSession, function_tool
 from agents.testing import ScriptedModel, assistant_message, function_call
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseOutputMessage,
+    ResponseOutputText,
+    ResponseTextDeltaEvent,
+)
 
 import timestep
 from subjects.events import Completed, Delta, Failed, Started, ToolCall, ToolOutput
@@ -81,6 +89,69 @@ async def test_stream_delivers_text_deltas_in_order_and_a_durable_result(db: str
     assert isinstance(events[-1], Completed)
     assert result.output == "one two three four"
     assert (await timestep.RunHandle(result.workflow_id).get_result()).output == "one two three four"
+
+
+class WordStreamModel(Model):
+    """Streams its answer one word at a time, all at once (no waiting between words)."""
+
+    def __init__(self, text: str) -> None:
+        self.words = [w + " " for w in text.split(" ")]
+        self.words[-1] = self.words[-1].rstrip()
+
+    async def get_response(self, *args, **kwargs):
+        raise NotImplementedError
+
+    async def stream_response(self, *args, **kwargs):
+        for word in self.words:
+            yield ResponseTextDeltaEvent(type="response.output_text.delta", item_id="m", output_index=0, content_index=0,
+                                         delta=word, logprobs=[], sequence_number=0)
+        message = ResponseOutputMessage(id="m", type="message", role="assistant", status="completed",
+                                        content=[ResponseOutputText(type="output_text", text="".join(self.words), annotations=[], logprobs=[])])
+        response = Response(id="r", created_at=0, model="words", object="response", output=[message], tool_choice="auto",
+                            tools=[], top_p=None, parallel_tool_calls=False, status="completed")
+        yield ResponseCompletedEvent(type="response.completed", response=response, sequence_number=1)
+
+
+class SlowStore:
+    """An event sink whose storing takes a while: `settle(run_id)` sleeps."""
+
+    def __init__(self) -> None:
+        self.settled: list[str | None] = []
+
+    async def emit(self, event) -> None:
+        pass
+
+    async def settle(self, run_id=None) -> None:
+        self.settled.append(run_id)
+        await asyncio.sleep(0.02)
+
+
+async def test_stream_hands_on_each_delta_while_nothing_is_being_stored(db: str) -> None:
+    text = "a b c d e f g h"
+    agent = Agent(name=uid("words"), model=WordStreamModel(text))
+    events = []
+    await timestep.run_agent_workflow(agent, "Go", stream=True, on_event=events.append)
+    assert [e.text for e in events if isinstance(e, Delta)] == ["a ", "b ", "c ", "d ", "e ", "f ", "g ", "h"]
+
+
+async def test_stream_gathers_deltas_that_come_while_the_last_is_stored(db: str) -> None:
+    """A sink that stores slowly: text the model yields meanwhile goes out in the next delta
+    event (in order, none lost), and each delta waits for the run's own events only."""
+    text = " ".join(f"w{i}" for i in range(40))
+    agent = Agent(name=uid("gather"), model=WordStreamModel(text))
+    store = SlowStore()
+    timestep.add_event_sink(store)
+    try:
+        events = []
+        result = await timestep.run_agent_workflow(agent, "Go", stream=True, on_event=events.append)
+    finally:
+        timestep.remove_event_sink(store)
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert "".join(deltas) == text == result.output
+    assert deltas[0] == "w0 "  # the first goes out at once, alone
+    assert 2 <= len(deltas) < 40
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert set(store.settled) == {result.workflow_id}
 
 
 async def test_session_id_alone_gives_conversation_memory(db: str) -> None:

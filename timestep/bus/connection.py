@@ -667,17 +667,18 @@ def _token_safe_subject(subject: str) -> bool:
 class BusEventSink:
     """The event sink that publishes every run event to JetStream (see `timestep.events`).
 
-    `emit` publishes without waiting; `settle`, which a run calls before a step (or the run)
-    is recorded as done, waits until JetStream stored every event emitted before it, and
-    publishes again (same Nats-Msg-Id) any whose acknowledgement did not come; it raises
-    PermissionDeniedError, after trying them all, when the server refused one (a refusal
-    `timestep up` exits with: see `Refusals`)."""
+    `emit` publishes without waiting; `settle(run_id)`, which a run calls before a step (or the
+    run) is recorded as done, waits until JetStream stored every event of that run emitted
+    before it (`settle()`: of every run), and publishes again (same Nats-Msg-Id) any whose
+    acknowledgement did not come; it raises PermissionDeniedError, after trying them all, when
+    the server refused one (a refusal `timestep up` exits with: see `Refusals`). A run waits
+    for its own events only, not for those of the other runs of the process."""
 
     ACK_WAIT = 5.0
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._pending: list[tuple[asyncio.Future, str, bytes, str, dict[str, str]]] = []
+        self._pending: dict[str, list[tuple[asyncio.Future, str, bytes, str, dict[str, str]]]] = {}
 
     async def emit(self, event: RunEvent) -> None:
         subject, data, msg_id, headers = self.bus.event_message(event)
@@ -687,7 +688,7 @@ class BusEventSink:
         except Exception:
             await self.bus.publish_durably(subject, data, msg_id, headers=headers)
             return
-        self._pending.append((future, subject, data, msg_id, headers))
+        self._pending.setdefault(event.run_id, []).append((future, subject, data, msg_id, headers))
 
     async def last_stored(self, run_id: str) -> tuple[int, str] | None:
         """The run's last stored event (seq, type), by one direct get from the events stream."""
@@ -698,10 +699,14 @@ class BusEventSink:
         event = msgspec.json.decode(msg.data)
         return int(event.get("seq", 0)), str(event.get("type"))
 
-    async def settle(self) -> None:
-        snapshot = list(self._pending)
-        if snapshot:
-            await asyncio.wait([entry[0] for entry in snapshot], timeout=self.ACK_WAIT)
+    async def settle(self, run_id: str | None = None) -> None:
+        runs = list(self._pending) if run_id is None else [run_id]
+        snapshot = [entry for run in runs for entry in self._pending.get(run, ())]
+        if not snapshot:
+            return
+        waiting = [entry[0] for entry in snapshot if not entry[0].done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.ACK_WAIT)
         refused: PermissionDeniedError | None = None
         for future, subject, data, msg_id, headers in snapshot:
             if future.done() and not future.cancelled() and future.exception() is None:
@@ -711,8 +716,14 @@ class BusEventSink:
                 await self.bus.publish_durably(subject, data, msg_id, headers=headers)
             except PermissionDeniedError as exc:
                 refused = refused or exc  # the others still get their chance
+        # Removed only now: a step of the same run settling meanwhile waits for them too.
         done = {id(entry) for entry in snapshot}
-        self._pending = [entry for entry in self._pending if id(entry) not in done]
+        for run in runs:
+            left = [entry for entry in self._pending.get(run, ()) if id(entry) not in done]
+            if left:
+                self._pending[run] = left
+            else:
+                self._pending.pop(run, None)
         if refused is not None:
             self.bus.refusals.fail(refused)  # a process that may not publish its runs' events cannot do its work
             raise refused

@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from subjects.events import RunEvent
 
@@ -24,8 +24,9 @@ Listener = Callable[[RunEvent], Awaitable[None] | None]
 
 class EventSink(Protocol):
     """Receives every event of every run in this process. A sink may also have
-    `async def settle()`: a run calls it before a step is recorded as done, so a sink
-    that publishes without waiting can wait there until what it published is stored;
+    `async def settle(run_id=None)`: a run calls it (with its id, where the method takes one)
+    before a step is recorded as done, so a sink that publishes without waiting can wait there
+    until what it published of that run (of every run, with None) is stored;
     and `async def last_stored(run_id) -> (seq, type) | None`: the run's last stored
     event, which a resumed run numbers its new events after."""
 
@@ -87,15 +88,32 @@ async def dispatch(event: RunEvent) -> None:
             log.exception("listener failed on %s event of run %s", type(event).__name__, event.run_id)
 
 
-async def settle() -> None:
-    """Wait until every sink has stored the events emitted so far (see EventSink)."""
+async def settle(run_id: str | None = None) -> None:
+    """Wait until every sink has stored the events emitted so far: those of run `run_id`, or
+    with None those of every run (see EventSink)."""
     for sink in list(_sinks):
         settle_sink = getattr(sink, "settle", None)
         if settle_sink is not None:
             try:
-                await settle_sink()
+                await (settle_sink(run_id) if run_id is not None and _takes_run_id(settle_sink) else settle_sink())
             except Exception:
                 log.exception("event sink %r failed to settle", sink)
+
+
+_takes: dict[Any, bool] = {}
+
+
+def _takes_run_id(method: Any) -> bool:
+    """Whether a sink's `settle` takes a run id (a sink written before it did takes none)."""
+    key = getattr(method, "__func__", method)
+    known = _takes.get(key)
+    if known is None:
+        try:
+            known = len(inspect.signature(method).parameters) >= 1
+        except (TypeError, ValueError):
+            known = False
+        _takes[key] = known
+    return known
 
 
 async def last_stored(run_id: str) -> tuple[int, str] | None:

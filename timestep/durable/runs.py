@@ -154,8 +154,8 @@ async def agent_run(spec: RunSpec) -> RunResult:
 
 async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
     agent = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
-    recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue, queue=spec.queue, max_tokens=spec.max_tokens)
-    recorder.model_retry = ModelRetrySettings.from_env().over(registry.agent_model_retry(spec.agent), spec.model_retry)
+    retry = ModelRetrySettings.from_env().over(registry.agent_model_retry(spec.agent), spec.model_retry)
+    recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue, queue=spec.queue, max_tokens=spec.max_tokens, model_retry=retry)
     recorder.seq = spec.seq_base
     if spec.session_id and spec.session_policy:
         try:

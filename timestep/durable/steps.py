@@ -18,7 +18,9 @@ results without running, and only the step that was in flight runs again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import json
 import pickle
 import time
@@ -99,7 +101,8 @@ class RunRecorder:
     """
 
     def __init__(
-        self, run_id: str, *, stream: bool, token_queue: str | None = None, queue: str | None = None, max_tokens: int | None = None
+        self, run_id: str, *, stream: bool, token_queue: str | None = None, queue: str | None = None, max_tokens: int | None = None,
+        model_retry: ModelRetrySettings | None = None,
     ) -> None:
         self.run_id = run_id
         self.stream = stream
@@ -107,7 +110,7 @@ class RunRecorder:
         self.queue = queue
         self.max_tokens = max_tokens
         self.tokens_used = 0
-        self.model_retry = ModelRetrySettings.from_env()
+        self.model_retry = model_retry or ModelRetrySettings.from_env()
         """How this run retries failed model calls (the run's, queue's and agent's settings over the environment's)."""
         self.seq = 0
         self.shift = 0
@@ -174,7 +177,7 @@ class RunRecorder:
                 outcome = _Outcome(value, None, counter - base, self.shift, self.definition)
             except Exception as exc:  # recorded, then raised again outside the step
                 outcome = _Outcome(None, _picklable(exc), counter - base, self.shift, self.definition)
-            await settle()  # the step's events are stored before the step is
+            await settle(self.run_id)  # the step's events are stored before the step is
             return outcome
 
         try:
@@ -218,7 +221,7 @@ class RunRecorder:
         async with engine.busy():  # a stop lets it go out whole
             for number, event_cls, event_fields, when in pending:
                 await self._deliver(number, event_cls, event_fields, when)
-            await settle()
+            await settle(self.run_id)
 
 
 @contextmanager
@@ -281,7 +284,7 @@ class DurableModel(Model):
         async def call(emit: Emit) -> ModelResponse | model_retry.Failure:
             try:
                 if streaming:
-                    response = await _consume_stream(self.inner, args, kwargs, emit)
+                    response = await _consume_stream(self.inner, args, kwargs, emit, functools.partial(settle, recorder.run_id))
                 else:
                     response = await self.inner.get_response(*args, **kwargs)
             except Exception as exc:
@@ -352,20 +355,63 @@ async def _tell_the_queue(recorder: RunRecorder, failed: model_retry.Failure) ->
         await engine.blocking(pause_queue, recorder.queue, time.time() + failed.retry_after, reason)
 
 
-async def _consume_stream(inner: Model, args: tuple, kwargs: dict, emit: Emit) -> ModelResponse:
-    """Drive the model's streaming API, emitting text deltas in order; return the final response."""
-    final = None
+async def _consume_stream(inner: Model, args: tuple, kwargs: dict, emit: Emit, stored: Callable[[], Awaitable[None]]) -> ModelResponse:
+    """Drive the model's streaming API, emitting its text deltas in order; return the final response.
+
+    The model is read on a task of its own, so it never waits for storage. Each model delta is
+    handed on at once as its own `delta` event, except while the run's previous one is being
+    stored (`stored`: the event sinks settled for the run): text arriving meanwhile is gathered
+    into the next event, sent as soon as that one is stored. So while storage keeps up, one
+    model delta is one event; when it does not (many streams, each event a synced JetStream
+    write), events carry more text each instead of the streams falling behind."""
+    loop = asyncio.get_running_loop()
+    pieces: list[str] = []
     done_items: list[Any] = []
-    async for event in inner.stream_response(*args, **kwargs):
-        kind = getattr(event, "type", None)
-        if kind == "response.output_text.delta":
-            await emit(Delta, text=event.delta)
-        elif kind == "response.output_item.done":
-            done_items.append(event.item)
-        elif kind == "response.completed":
-            final = event.response
-        elif kind in ("response.failed", "response.incomplete", "error", "response.error"):
-            raise ModelBehaviorError(f"model stream ended with {kind}")
+    completed: list[Any] = []
+    wake: list[asyncio.Future] = []
+
+    def nudge() -> None:
+        if wake and not wake[0].done():
+            wake[0].set_result(None)
+
+    async def read() -> None:
+        try:
+            async for event in inner.stream_response(*args, **kwargs):
+                kind = getattr(event, "type", None)
+                if kind == "response.output_text.delta":
+                    pieces.append(event.delta)
+                    if wake and not wake[0].done():  # the run is not storing a delta: it takes this one now
+                        nudge()
+                        await asyncio.sleep(0)
+                elif kind == "response.output_item.done":
+                    done_items.append(event.item)
+                elif kind == "response.completed":
+                    completed.append(event.response)
+                elif kind in ("response.failed", "response.incomplete", "error", "response.error"):
+                    raise ModelBehaviorError(f"model stream ended with {kind}")
+        finally:
+            nudge()
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while True:
+            if pieces:
+                text = "".join(pieces)
+                pieces.clear()
+                await emit(Delta, text=text)
+                await stored()
+            elif reader.done():
+                break
+            else:
+                wake[:] = [loop.create_future()]
+                await wake[0]
+        reader.result()  # the model's error, if it failed
+    finally:
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+    final = completed[-1] if completed else None
     if final is None:
         raise ModelBehaviorError("model stream ended without a response.completed event")
     usage = Usage(requests=1)
