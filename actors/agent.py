@@ -28,7 +28,7 @@ from timestep.bus.connection import Bus, Message
 from timestep.durable.events import listen, now
 from timestep.bus.intake import StartRun, body_problem
 from timestep.durable import approvals as inbox
-from timestep.durable.runs import agent_run
+from timestep.durable.runs import agent_run, wake_after_cancel
 from timestep.errors import ValidationError
 from timestep.settings import Settings
 
@@ -258,6 +258,7 @@ class ControlActor(Actor):
             raise Refused("AlreadyFinished", f"run {run_id!r} already finished ({outcome}); there is nothing to {action}")
         if isinstance(command, Cancel):
             await engine.cancel(run_id)
+            await wake_after_cancel(run_id)  # a run waiting for approval ends now, not at its next deadline
             last, headers, _ = await self.bus.last_event(run_id)
             observe.bind_run(run_id, observe.trace_from_headers(headers))  # the run's trace, from its last event
             await self.bus.publish_event(Cancelled(run_id=run_id, seq=last + 1, time=now()))

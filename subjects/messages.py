@@ -206,7 +206,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Why a failed run failed."""
 
 
-ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "cancelled"]
+"""`cancelled`: the run ended (cancelled, failed) while the call still waited."""
 
 
 class ApprovalList(msgspec.Struct, kw_only=True, omit_defaults=True):

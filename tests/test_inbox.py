@@ -200,3 +200,23 @@ async def test_a_replayed_interruption_writes_its_records_once(db: str) -> None:
             return conn.execute(sa.select(sa.func.count()).select_from(store.approvals).where(store.approvals.c.run_id == run_id)).scalar()
 
     assert await store.run(count) == 1
+
+
+async def test_a_run_cancelled_while_it_waits_ends_and_leaves_the_inbox(db: str) -> None:
+    """`cancel_run` of a run waiting for a decision: the caller gets RunCancelledError now (the run
+    is woken; it used to sleep on until its next deadline, up to an hour), the run says
+    `cancelled`, and its call leaves the inbox for the audit trail as `cancelled`."""
+    agent = mail_agent([], [("c1", "zoe@example.com")])
+    run_id = uid("gone")
+    events: list = []
+    running = asyncio.create_task(
+        timestep.run_agent_workflow(agent, "Email Zoe", workflow_id=run_id, wait_for_approval=True, on_event=events.append)
+    )
+    await pending_of(run_id)
+    await timestep.cancel_run(run_id)
+    with pytest.raises(timestep.RunCancelledError):
+        await asyncio.wait_for(running, 60)  # a hang here is the bug (the wait lasted up to an hour)
+    [record] = await timestep.list_approvals("all", run_id=run_id)
+    assert record.status == "cancelled" and "cancelled" in (record.message or "") and record.decided_at is not None
+    assert await timestep.list_approvals(run_id=run_id) == []  # out of the inbox
+    assert [r.run_id for r in await timestep.list_approvals("decided", run_id=run_id)] == [run_id]  # in the audit trail

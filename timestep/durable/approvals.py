@@ -102,6 +102,21 @@ async def record_decision(
     await store.run(write)
 
 
+async def close_pending(run_id: str, how: str) -> None:
+    """The run ended while calls still waited (cancelled, failed): they are marked `cancelled`,
+    with `how` as the message, and leave the inbox. Idempotent."""
+    table = store.approvals
+
+    def write(db: sa.Engine) -> None:
+        with db.begin() as conn:
+            conn.execute(
+                sa.update(table).where(table.c.run_id == run_id, table.c.status == "pending")
+                .values(status="cancelled", decided_at=time.time(), message=how)
+            )
+
+    await store.run(write)
+
+
 def _deadline_seconds(agent: str, tool: str, request_timeout: float | None) -> float | None:
     """The request's approval timeout, else the tool's from the agent's registration."""
     if request_timeout is not None:

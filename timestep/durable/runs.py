@@ -193,10 +193,13 @@ async def _definition(spec: RunSpec, agent: Agent, recorder: RunRecorder) -> Age
     return agent
 
 
-async def _ended(spec: RunSpec, run_id: str) -> None:
-    """The run is over: the next run of its session may take its turn."""
+async def _ended(spec: RunSpec, run_id: str, how: str = "") -> None:
+    """The run is over: the next run of its session may take its turn, and calls still waiting
+    for a decision leave the inbox (`how` says why). Idempotent: not a step."""
     if spec.session_id and spec.session_policy:
         await turns.release(run_id)
+    if spec.wait_for_approval and how:
+        await inbox.close_pending(run_id, how)
 
 
 async def _cancelled_in_database(run_id: str) -> bool:
@@ -268,11 +271,11 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
         try:
             await _await_decisions(run_id, agent.name, state, recorder, approvals)
         except engine.CancelledInside:  # cancelled while it waited (by request, or by a newer run of its session)
-            await _ended(spec, run_id)
+            await _ended(spec, run_id, "the run was cancelled while it waited")
             await recorder.finish(Cancelled)
             raise
         except AgentChangedError as exc:  # approved, but its agent changed meanwhile and may not go on
-            await _ended(spec, run_id)
+            await _ended(spec, run_id, "the run failed: AgentChangedError")
             await recorder.finish(Failed, error=ErrorInfo(type=type(exc).__name__, message=str(exc)))
             raise
         run_input = state
@@ -722,3 +725,15 @@ async def cancel_run(workflow_id: str) -> None:
     _check_workflow_id(workflow_id)
     ensure_dbos_launched()
     await engine.cancel(workflow_id)
+    await wake_after_cancel(workflow_id)
+
+
+async def wake_after_cancel(run_id: str) -> None:
+    """After a cancel: the calls the run waited to have decided leave the approvals inbox (as
+    `cancelled`), and the run, which sleeps in `recv` through a cancel, is woken so that it sees
+    the cancel at once and ends (instead of at its next deadline, up to an hour)."""
+    await inbox.close_pending(run_id, "the run was cancelled")
+    try:
+        await engine.send(run_id, turns.WAKE, DECISION_TOPIC, idempotency_key=f"{run_id}.cancel-wake")
+    except Exception as exc:  # no such run, or the database is away: nothing waits to be woken
+        log.debug("run %s: no wake after its cancel: %s", run_id, exc)

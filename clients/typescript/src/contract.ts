@@ -126,7 +126,7 @@ export interface ApprovalRecord {
   } | null;
   requested_at: number;
   deadline: number | null;
-  status: "approved" | "expired" | "pending" | "rejected";
+  status: "approved" | "cancelled" | "expired" | "pending" | "rejected";
   decided_at?: number | null;
   decided_by?: string | null;
   message?: string | null;
