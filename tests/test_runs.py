@@ -130,7 +130,15 @@ async def test_stream_hands_on_each_delta_while_nothing_is_being_stored(db: str)
     text = "a b c d e f g h"
     agent = Agent(name=uid("words"), model=WordStreamModel(text))
     events = []
-    await timestep.run_agent_workflow(agent, "Go", stream=True, on_event=events.append)
+    # No sink that stores (in a full run, a bus sink of another test may be installed in this process).
+    from timestep.durable import events as event_sinks
+
+    installed = list(event_sinks._sinks)
+    event_sinks._sinks.clear()
+    try:
+        await timestep.run_agent_workflow(agent, "Go", stream=True, on_event=events.append)
+    finally:
+        event_sinks._sinks.extend(installed)
     assert [e.text for e in events if isinstance(e, Delta)] == ["a ", "b ", "c ", "d ", "e ", "f ", "g ", "h"]
 
 

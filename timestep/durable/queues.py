@@ -237,6 +237,14 @@ def current_pause(name: str) -> QueuePause | None:
     return pause if pause is not None and pause.until > now else None
 
 
+def paused_seconds(name: str) -> float:
+    """Blocking: how long queue `name` stays paused from now, read from the database (no cache)."""
+    table = store.queue_pauses
+    with store.get_engine().connect() as conn:
+        until = conn.execute(sa.select(table.c.until).where(table.c.name == name)).scalar()
+    return max(until - time.time(), 0.0) if until is not None else 0.0
+
+
 def hold_seconds(name: str) -> float:
     """Blocking: how long queue `name` must admit nothing from now (0: admit as usual)."""
     pause = current_pause(name)

@@ -78,6 +78,9 @@ class RunSpec(msgspec.Struct, kw_only=True):
     approvals' records name it."""
     max_tokens: int | None = None
     """The run's model-token budget (see `BudgetExceeded`)."""
+    pause_checked: bool = False
+    """A queued run checks, in a step, that its queue is not paused before it starts (False for runs
+    queued before that step existed, so that their recorded steps replay as they were)."""
     model_retry: ModelRetry | None = None
     """The run's retry settings, its queue's under its own (the agent's and TIMESTEP_MODEL_* under both)."""
     metadata: dict[str, str] | None = None
@@ -166,6 +169,8 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
     agent = await _definition(spec, agent, recorder)
     if spec.token_queue:
         await _wait_for_token_budget(spec.token_queue)
+    if spec.queue and spec.pause_checked:
+        await _wait_while_paused(spec.queue)
     recorder.event(Started)
     token = recording(recorder)
     try:
@@ -295,6 +300,20 @@ async def _wait_for_token_budget(queue: str) -> None:
 
     while True:
         wait = await engine.step("queue.token_budget", check)
+        if wait <= 0:
+            return
+        await engine.sleep(wait)
+
+
+async def _wait_while_paused(queue: str) -> None:
+    """Wait (durably) while the run's queue is paused. The queue's workers hold their polls during a
+    pause, but a poll that checked just before the pause began may still take a run; that run
+    waits here, before its first model call, instead of meeting the provider's rate limit."""
+    async def check() -> float:
+        return await engine.blocking(queues.paused_seconds, queue)
+
+    while True:
+        wait = await engine.step("queue.pause", check)
         if wait <= 0:
             return
         await engine.sleep(wait)
@@ -714,6 +733,7 @@ async def apply_queue(spec: RunSpec, queue: str) -> None:
     has one), its retry settings (under the run's own), and the queue's token window."""
     limits = await queues.run_limits(queue)
     spec.queue = queue
+    spec.pause_checked = True
     spec.token_queue = limits.token_queue
     if spec.max_tokens is None:
         spec.max_tokens = limits.max_tokens

@@ -157,7 +157,9 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     const run = await client.submit(AGENT, "one two three four five", { stream: true });
     const events = await collect(run.events());
     const deltas = events.filter((e) => e.type === "delta");
-    assert.ok(deltas.length > 3, `${deltas.length} deltas`);
+    // Text that comes while the run's previous delta is being stored joins the next one: at least one, in order.
+    assert.ok(deltas.length >= 1, `${deltas.length} deltas`);
+    assert.deepEqual(deltas.map((d) => d.seq), [...deltas.map((d) => d.seq)].sort((a, b) => a - b));
     assert.equal(deltas.map((d) => d.text).join(""), "You said: one two three four five");
     assert.equal(eventOf(events, "completed").output, "You said: one two three four five");
     assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
