@@ -251,11 +251,6 @@ def hold_seconds(name: str) -> float:
     return max(pause.until - time.time(), 0.0) if pause is not None else 0.0
 
 
-async def token_queue(queue: str) -> str | None:
-    """`queue` when it has a token budget now, else None."""
-    return (await run_limits(queue)).token_queue
-
-
 class RunLimits(msgspec.Struct, kw_only=True):
     """What a run queued on a queue takes from the queue's policy when it is queued."""
 

@@ -295,27 +295,23 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
 
 async def _wait_for_token_budget(queue: str) -> None:
     """Wait (durably) until the queue's runs used fewer tokens than its budget in the last period."""
-    async def check() -> float:
-        return await engine.blocking(queues.token_wait_seconds, queue)
-
-    while True:
-        wait = await engine.step("queue.token_budget", check)
-        if wait <= 0:
-            return
-        await engine.sleep(wait)
+    await _wait_out("queue.token_budget", queues.token_wait_seconds, queue)
 
 
 async def _wait_while_paused(queue: str) -> None:
     """Wait (durably) while the run's queue is paused. The queue's workers hold their polls during a
     pause, but a poll that checked just before the pause began may still take a run; that run
     waits here, before its first model call, instead of meeting the provider's rate limit."""
-    async def check() -> float:
-        return await engine.blocking(queues.paused_seconds, queue)
+    await _wait_out("queue.pause", queues.paused_seconds, queue)
 
-    while True:
-        wait = await engine.step("queue.pause", check)
-        if wait <= 0:
-            return
+
+async def _wait_out(step: str, seconds_left: Callable[[str], float], queue: str) -> None:
+    """Ask `seconds_left(queue)` (blocking) in a recorded step, sleep that long durably, and ask
+    again, until it answers 0."""
+    async def check() -> float:
+        return await engine.blocking(seconds_left, queue)
+
+    while (wait := await engine.step(step, check)) > 0:
         await engine.sleep(wait)
 
 
