@@ -371,16 +371,43 @@ async def run_stream(args: argparse.Namespace) -> None:
             if len(completed) == len(wanted):
                 done.set()
 
+    # The same text as it is yielded: `<prefix>.runs.live.<run_id>`, a core subscription, as a UI would.
+    live_last = dict.fromkeys(ids, -1)
+    live_received = dict.fromkeys(ids, 0)
+    live_delays: list[float] = []
+    live_disorder = [0]
+
+    async def on_live(msg) -> None:
+        at = time.time()
+        piece = msgspec_decode(msg.data)
+        run_id = piece["run_id"]
+        if run_id not in wanted:
+            return
+        for part in filter(None, piece["text"].split(";")):
+            index, _, yielded = part.partition("@")
+            live_delays.append(at - float(yielded))
+            if int(index) != live_last[run_id] + 1:
+                live_disorder[0] += 1
+            live_last[run_id] = int(index)
+            live_received[run_id] += 1
+
     client, sub = await _run_events(args, on_event)
+    live_sub = await client.bus.nc.subscribe(client.bus.subjects.all_live, cb=on_live, pending_msgs_limit=10_000_000, pending_bytes_limit=-1)
+    await client.bus.nc.flush()
     begin = time.perf_counter()
     await _submit_all(client, "bench-w5", ids, stream=True)
     await asyncio.wait_for(done.wait(), 120 + args.deltas / args.rate * 10)
     seconds = time.perf_counter() - begin
     await asyncio.sleep(0.5)  # any delta still on its way
     await sub.unsubscribe()
+    await live_sub.unsubscribe()
     await client.close()
     expected = args.runs * args.deltas
+    live_delays = live_delays or [float("nan")]
     print(json.dumps({
+        "live_deltas": sum(live_received.values()), "live_lost": expected - sum(min(n, args.deltas) for n in live_received.values()),
+        "live_out_of_order": live_disorder[0], "live_p50_ms": round(percentile(live_delays, 0.5) * 1000, 2),
+        "live_p99_ms": round(percentile(live_delays, 0.99) * 1000, 2), "live_max_ms": round(max(live_delays) * 1000, 2),
         "streams": args.runs, "deltas_per_stream": args.deltas, "rate": args.rate, "seconds": round(seconds, 2),
         "deltas": sum(received.values()), "lost": expected - sum(min(n, args.deltas) for n in received.values()),
         "out_of_order": disorder[0], "p50_ms": round(percentile(delays, 0.5) * 1000, 2),

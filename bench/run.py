@@ -595,11 +595,16 @@ def _load_markdown(load: dict[str, list[dict]], args: argparse.Namespace) -> str
         lines += ["", f"W5, streaming through the bus: runs at once, each streaming {args.w5_deltas} text deltas at {args.w5_rate} a second; "
                   "delay from the model yielding a delta to a NATS subscriber receiving it (the model yields the next delta only when "
                   "the run has taken the last, so a run that cannot keep up slows its stream: read the rate reached beside the delays); "
+                  "live: each delta as yielded, on `runs.live.<run_id>` (core NATS, not stored); stored: the `delta` events "
+                  "(JetStream, synced; deltas gathered while the run's previous one is stored); "
                   "CPU per delta of `timestep up` (the runs' whole cost over their deltas) and of nats-server:", "",
-                  "| backend | streams | deltas/s asked | deltas/s reached | p50 ms | p99 ms | max ms | lost | out of order | CPU per delta µs | nats-server CPU per delta µs |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| backend | streams | deltas/s asked | deltas/s reached | live p50 ms | live p99 ms | live max ms | live lost | live out of order "
+                  "| stored p50 ms | stored p99 ms | stored max ms | stored lost | stored out of order | CPU per delta µs | nats-server CPU per delta µs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(load["W5"], key=lambda r: (r["backend"], r["streams"])):
-            lines.append(f"| {r['backend']} | {r['streams']} | {r['target_per_s']} | {round(r['deltas'] / r['seconds'])} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+            lines.append(f"| {r['backend']} | {r['streams']} | {r['target_per_s']} | {round(r['deltas'] / r['seconds'])} | "
+                         f"{r.get('live_p50_ms', '')} | {r.get('live_p99_ms', '')} | {r.get('live_max_ms', '')} | {r.get('live_lost', '')} | "
+                         f"{r.get('live_out_of_order', '')} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
                          f"{r['lost']} | {r['out_of_order']} | {r['cpu_per_delta_us']} | {r['nats_cpu_per_delta_us']} |")
     if "scale" in load:
         lines += ["", f"Scale-out: W2 at concurrency 32 over the bus (direct runs, {args.scale_runs} per round), governor and scheduler "

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from subjects.events import EVENT_TYPES, Accepted, Rejected, RunEvent
+from subjects.events import EVENT_TYPES, Accepted, LiveText, Rejected, RunEvent
 from subjects.messages import (
     ApprovalList,
     Approve,
@@ -142,7 +142,7 @@ def _asyncapi_schema(node: Any) -> Any:
 
 def _schemas() -> dict[str, Any]:
     bodies = [RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-              QueueConfigure, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, RunEvent]
+              QueueConfigure, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, LiveText, RunEvent]
     schemas, components = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
     defs = dict(components)
     defs["RunEvent"] = schemas[bodies.index(RunEvent)]
@@ -188,7 +188,7 @@ def asyncapi_document() -> dict[str, Any]:
     for tp in EVENT_TYPES.values():
         messages[_tag(tp)] = _message(_tag(tp), tp, _doc(tp), "EventHeaders", correlated=True)
     for tp in (RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-               QueueConfigure, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter):
+               QueueConfigure, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, LiveText):
         headers = {RunRequest: "SubmitHeaders", Approve: "ControlHeaders", Reject: "ControlHeaders", Cancel: "ControlHeaders"}
         messages[tp.__name__] = _message(tp.__name__, tp, _doc(tp), headers.get(tp))
 
@@ -243,6 +243,23 @@ def asyncapi_document() -> dict[str, Any]:
             "summary": _doc(tp),
             "messages": [_ref("channels", channel_id, "messages", tag)],
         }
+
+    live = _S.live(_RUN_ID)
+    channels["live"] = {
+        "address": live,
+        "description": "A run's streamed model text, each piece the moment the model yields it: core NATS, not "
+        "stored, so only a subscriber present at the time gets it, at most once. The run's `delta` events store the "
+        "same text (gathered into fewer events while storage is busy); a subscriber that sees a gap in `offset` "
+        "reads those. Subscribe to `" + _S.all_live + "` for every run.",
+        "messages": {"LiveText": _ref("components", "messages", "LiveText")},
+        "parameters": _params(live),
+    }
+    operations["onLiveText"] = {
+        "action": "receive",
+        "channel": _ref("channels", "live"),
+        "summary": "A piece of a run's streamed model text, as it is yielded (not stored).",
+        "messages": [_ref("channels", "live", "messages", "LiveText")],
+    }
 
     dead = _S.dead("{original_subject}")
     channels["dead"] = {

@@ -162,6 +162,23 @@ class Cancelled(_Event, tag="cancelled", kw_only=True):
     """The run was cancelled (by request or by its timeout)."""
 
 
+class LiveText(msgspec.Struct, kw_only=True):
+    """A piece of a run's streamed model text, published on `<prefix>.runs.live.<run_id>` (core NATS,
+    not stored) the moment the model yields it, before the run's `delta` events store the same text.
+
+    `call` numbers the run's model calls (the durable step of the call: a retried attempt is a new
+    one); `offset` is the number of characters of that call's text before `text`, so a subscriber
+    that sees an offset it did not expect has missed a piece (core NATS delivers at most once) and
+    reads the stored `delta` events instead. A live piece of an attempt that then failed is void,
+    as its `delta` events are (the `retrying` event says so). `time` is when the model yielded it."""
+
+    run_id: str
+    call: int
+    offset: int
+    text: str
+    time: datetime
+
+
 RunEvent = Union[
     Accepted, Rejected, Queued, Started, Delta, ToolCall, ToolOutput, Interrupted, ToolApproved, ToolRejected,
     Retrying, AgentChanged, Completed, Failed, Cancelled,
@@ -174,6 +191,14 @@ EVENT_TYPES: dict[str, type] = {
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(RunEvent)
+
+
+_live_decoder = msgspec.json.Decoder(LiveText)
+
+
+def decode_live(data: bytes | str) -> LiveText:
+    """Decode and validate a live text piece (`<prefix>.runs.live.<run_id>`)."""
+    return _live_decoder.decode(data)
 
 
 def encode_event(event: RunEvent) -> bytes:

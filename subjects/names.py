@@ -37,6 +37,15 @@ class Subjects:
     def all_events(self) -> str:
         return f"{self.prefix}.runs.events.>"
 
+    def live(self, run_id: str = "*") -> str:
+        """Core NATS, not stored: each piece of a run's streamed model text the moment the model
+        yields it (`LiveText`). The stored `delta` events carry the same text, gathered."""
+        return f"{self.prefix}.runs.live.{run_id}"
+
+    @property
+    def all_live(self) -> str:
+        return f"{self.prefix}.runs.live.*"
+
     def control(self, run_id: str = "*", action: str = "*") -> str:
         return f"{self.prefix}.runs.control.{run_id}.{action}"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from subjects.events import RunEvent
+from subjects.events import LiveText, RunEvent
 from subjects.messages import (
     ApprovalList,
     Approve,
@@ -37,6 +37,7 @@ SCHEMA_FILE = Path(__file__).with_name("contract.schema.json")
 SUBJECTS: list[tuple[str, Any, Any, str]] = [
     ("timestep.runs.submit", RunRequest, RunEvent, "start a run; a request is answered with its accepted or rejected event"),
     ("timestep.runs.events.<run_id>.<type>", RunEvent, None, "a run's events, in order, kept in a stream"),
+    ("timestep.runs.live.<run_id>", LiveText, None, "streamed model text the moment it is yielded; core NATS, not stored (the `delta` events store it)"),
     ("timestep.runs.control.<run_id>.approve", Approve, None, "approve a tool call of an interrupted run"),
     ("timestep.runs.control.<run_id>.reject", Reject, None, "reject a tool call of an interrupted run"),
     ("timestep.runs.control.<run_id>.cancel", Cancel, None, "cancel a run"),

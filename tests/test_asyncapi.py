@@ -80,7 +80,7 @@ def test_every_subject_of_the_contract_is_a_channel() -> None:
     expected |= {s.control("{run_id}", action) for action in ("approve", "reject", "cancel")}
     expected |= {s.command("{run_id}", action) for action in ("approve", "reject", "cancel")}
     expected |= {s.events("{run_id}", tag) for tag in EVENT_TYPES}
-    expected |= {s.dead("{original_subject}")}
+    expected |= {s.dead("{original_subject}"), s.live("{run_id}")}
     assert addresses == expected
     # The JSON Schema's subject table names the same subjects.
     for subject, _, _, _ in SUBJECTS:

@@ -10,6 +10,7 @@ import uuid
 
 import msgspec
 import pytest
+from nats.js.errors import NotFoundError
 
 import bus_agents
 from processes import process_env
@@ -78,6 +79,42 @@ async def test_streamed_deltas_arrive_in_order(client) -> None:
     assert len(deltas) >= 2
     assert "".join(d.text for d in deltas) == "You said: one two three four five"
     assert [e.seq for e in events] == sorted(e.seq for e in events)
+
+
+async def test_live_text_reaches_a_plain_subscriber_before_it_is_stored(client) -> None:
+    """A NATS user subscribes to `runs.live.<id>` with a core subscription (any client library) and
+    gets each piece of streamed text as the model yields it, in order, the offsets without a gap;
+    `Client.live` gives the same pieces and ends with the run. The pieces are not stored: the
+    events stream holds the `delta` events only."""
+    run_id = uid("live")
+    nc = client.bus.nc
+    plain: list[dict] = []
+
+    async def on_piece(msg) -> None:
+        plain.append(msgspec.json.decode(msg.data))
+
+    sub = await nc.subscribe(f"timestep.runs.live.{run_id}", cb=on_piece)
+    await nc.flush()
+    pieces = client.live(run_id)
+    first = asyncio.ensure_future(pieces.__anext__())  # subscribes before the run starts
+    await asyncio.sleep(1)
+    await client.submit(AGENT, "one two three four five", stream=True, id=run_id)
+    got = [await asyncio.wait_for(first, 30)]
+    got += [piece async for piece in pieces]
+    events = await collect(client, run_id)
+    await sub.unsubscribe()
+
+    text = events[-1].output
+    assert text == "You said: one two three four five"
+    assert "".join(p.text for p in got) == text
+    assert [p.offset for p in got] == [sum(len(q.text) for q in got[:i]) for i in range(len(got))]
+    assert len({p.call for p in got}) == 1 and all(p.run_id == run_id for p in got)
+    assert len(got) > 1  # one piece per model delta, not gathered
+    assert [(p["offset"], p["text"]) for p in plain] == [(p.offset, p.text) for p in got]
+    # The stored record: the delta events, same text; nothing on the live subject was stored.
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == text
+    with pytest.raises(NotFoundError):
+        await client.bus.js.get_last_msg("TIMESTEP_EVENTS", f"timestep.runs.live.{run_id}", direct=True)
 
 
 async def test_late_subscriber_replays_a_runs_history(client) -> None:

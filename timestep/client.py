@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from subjects.events import Cancelled, Completed, ErrorInfo, Failed, Rejected, RunEvent, decode_event, decode_submit_answer
+from subjects.events import Cancelled, Completed, ErrorInfo, Failed, LiveText, Rejected, RunEvent, decode_event, decode_live, decode_submit_answer
 from subjects.messages import (
     ApprovalList,
     ApprovalRecord,
@@ -40,7 +40,7 @@ from subjects.messages import (
 )
 from subjects.ids import run_id_problem
 from timestep.ops import observe
-from timestep.bus.connection import REFUSED_GIVE_UP_SECONDS, Bus, redact_url
+from timestep.bus.connection import REFUSED_GIVE_UP_SECONDS, Bus, NatsTimeout, redact_url
 from timestep.errors import NatsUnreachableError, RunCancelledError, TimestepError, ValidationError
 from timestep.bus.problems import body_problem
 from timestep.bus.server import url_file
@@ -311,6 +311,51 @@ class Client:
                 # A cancelled run may have been resumed: its later events are stored after this one.
                 if run_id and isinstance(event, TERMINAL) and not _more_stored(msg):
                     return
+
+    async def live(self, run_id: str) -> AsyncIterator[LiveText]:
+        """A run's streamed model text, each piece the moment the model yields it (core NATS,
+        `<prefix>.runs.live.<run_id>`, not stored), until the run ends. Only pieces yielded after
+        the subscription are seen: submit with your own `id` after opening it for all of them.
+        A gap in `offset` means a piece was missed (core NATS delivers at most once); the run's
+        `delta` events (`events()`) hold the whole text, stored."""
+        _check_run_id(run_id)
+        nc = self.bus.nc
+        sub = await nc.subscribe(self.subjects.live(run_id))
+        await nc.flush()  # the subscription is in place before the first piece is asked for
+
+        async def until_done() -> None:
+            async for _ in self.events(run_id):
+                pass
+
+        follower = asyncio.ensure_future(until_done())
+        try:
+            while True:
+                piece = asyncio.ensure_future(sub.next_msg(timeout=None))
+                await asyncio.wait({piece, follower}, return_when=asyncio.FIRST_COMPLETED)
+                if not piece.done():
+                    piece.cancel()
+                    with contextlib.suppress(BaseException):
+                        await piece
+                    break
+                with contextlib.suppress(msgspec.DecodeError):
+                    yield decode_live(piece.result().data)
+            follower.result()  # the events' error, if they failed
+            # Every piece was published before the run's last event: after a round trip to the
+            # server they are all queued here.
+            await nc.flush()
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=0.05)
+                except NatsTimeout:
+                    return
+                with contextlib.suppress(msgspec.DecodeError):
+                    yield decode_live(msg.data)
+        finally:
+            follower.cancel()
+            with contextlib.suppress(BaseException):
+                await follower
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def approve(
         self, run_id: str, call_id: str, *, always: bool = False, arguments: str | None = None,

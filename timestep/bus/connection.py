@@ -37,7 +37,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
-from subjects.events import ErrorInfo, RunEvent, encode_event
+from subjects.events import ErrorInfo, LiveText, RunEvent, encode_event
 from subjects.messages import DeadLetter
 from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, WORK_STREAM, Subjects
 from timestep.ops import metrics, observe
@@ -657,7 +657,7 @@ async def _unsubscribe(sub: Any) -> None:
 
 
 def _count(event: RunEvent) -> None:
-    metrics.RUN_EVENTS.labels(type=type(event).__struct_config__.tag).inc()  # type: ignore[attr-defined]
+    metrics.count_event(type(event).__struct_config__.tag)  # type: ignore[attr-defined]
 
 
 def _token_safe_subject(subject: str) -> bool:
@@ -689,6 +689,11 @@ class BusEventSink:
             await self.bus.publish_durably(subject, data, msg_id, headers=headers)
             return
         self._pending.setdefault(event.run_id, []).append((future, subject, data, msg_id, headers))
+
+    async def live(self, piece: LiveText) -> None:
+        """Streamed model text as it is yielded: a core NATS publish on `<prefix>.runs.live.<run_id>`,
+        not stored and not waited for (the run's `delta` events store the same text)."""
+        await self.bus.nc.publish(self.bus.subjects.live(piece.run_id), _json.encode(piece))
 
     async def last_stored(self, run_id: str) -> tuple[int, str] | None:
         """The run's last stored event (seq, type), by one direct get from the events stream."""

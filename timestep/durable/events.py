@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from subjects.events import RunEvent
+from subjects.events import LiveText, RunEvent
 
 log = logging.getLogger("timestep.durable.events")
 
@@ -28,7 +28,9 @@ class EventSink(Protocol):
     before a step is recorded as done, so a sink that publishes without waiting can wait there
     until what it published of that run (of every run, with None) is stored;
     and `async def last_stored(run_id) -> (seq, type) | None`: the run's last stored
-    event, which a resumed run numbers its new events after."""
+    event, which a resumed run numbers its new events after; and `async def live(piece: LiveText)`:
+    each piece of streamed model text the moment the model yields it, before any of it is stored
+    (best effort: a sink that cannot keep up may drop pieces, which the stored `delta` events hold)."""
 
     async def emit(self, event: RunEvent) -> None: ...
 
@@ -86,6 +88,20 @@ async def dispatch(event: RunEvent) -> None:
                 await result
         except Exception:
             log.exception("listener failed on %s event of run %s", type(event).__name__, event.run_id)
+
+
+def live_sinks() -> list[Callable[[LiveText], Awaitable[None]]]:
+    """The `live` methods of the sinks that take streamed text as it is yielded (see EventSink)."""
+    return [method for sink in _sinks if (method := getattr(sink, "live", None)) is not None]
+
+
+async def live(sinks: list[Callable[[LiveText], Awaitable[None]]], piece: LiveText) -> None:
+    """Hand a live text piece to `sinks` (from `live_sinks()`); a failing sink is logged, never breaks the run."""
+    for send in sinks:
+        try:
+            await send(piece)
+        except Exception:
+            log.exception("event sink %r failed on live text of run %s", send, piece.run_id)
 
 
 async def settle(run_id: str | None = None) -> None:

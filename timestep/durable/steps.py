@@ -36,11 +36,11 @@ from agents.exceptions import ModelBehaviorError
 from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
-from subjects.events import AgentChanged, Delta, ErrorInfo, Retrying, RunEvent, ToolCall, ToolOutput
+from subjects.events import AgentChanged, Delta, ErrorInfo, LiveText, Retrying, RunEvent, ToolCall, ToolOutput
 from timestep.durable import approvals, engine, model_retry
 from timestep.ops import metrics, observe
 from timestep.durable.definitions import AgentChange
-from timestep.durable.events import dispatch, last_stored, now, settle
+from timestep.durable.events import dispatch, last_stored, live, live_sinks, now, settle
 from timestep.durable.queues import pause_queue, record_tokens
 from timestep.errors import AgentChangedError, BudgetExceeded
 from timestep.settings import ModelRetrySettings
@@ -284,7 +284,7 @@ class DurableModel(Model):
         async def call(emit: Emit) -> ModelResponse | model_retry.Failure:
             try:
                 if streaming:
-                    response = await _consume_stream(self.inner, args, kwargs, emit, functools.partial(settle, recorder.run_id))
+                    response = await _consume_stream(self.inner, args, kwargs, emit, functools.partial(settle, recorder.run_id), recorder.run_id)
                 else:
                     response = await self.inner.get_response(*args, **kwargs)
             except Exception as exc:
@@ -355,7 +355,9 @@ async def _tell_the_queue(recorder: RunRecorder, failed: model_retry.Failure) ->
         await engine.blocking(pause_queue, recorder.queue, time.time() + failed.retry_after, reason)
 
 
-async def _consume_stream(inner: Model, args: tuple, kwargs: dict, emit: Emit, stored: Callable[[], Awaitable[None]]) -> ModelResponse:
+async def _consume_stream(
+    inner: Model, args: tuple, kwargs: dict, emit: Emit, stored: Callable[[], Awaitable[None]], run_id: str,
+) -> ModelResponse:
     """Drive the model's streaming API, emitting its text deltas in order; return the final response.
 
     The model is read on a task of its own, so it never waits for storage. Each model delta is
@@ -363,9 +365,15 @@ async def _consume_stream(inner: Model, args: tuple, kwargs: dict, emit: Emit, s
     stored (`stored`: the event sinks settled for the run): text arriving meanwhile is gathered
     into the next event, sent as soon as that one is stored. So while storage keeps up, one
     model delta is one event; when it does not (many streams, each event a synced JetStream
-    write), events carry more text each instead of the streams falling behind."""
+    write), events carry more text each instead of the streams falling behind.
+
+    Sinks with a `live` method (the bus: `<prefix>.runs.live.<run_id>`) get each model delta
+    as the model yields it, not stored, so a subscriber sees text without waiting on storage."""
     loop = asyncio.get_running_loop()
     pieces: list[str] = []
+    sinks = live_sinks()
+    call = engine.current_step_id() or 0
+    offset = 0
     done_items: list[Any] = []
     completed: list[Any] = []
     wake: list[asyncio.Future] = []
@@ -375,10 +383,14 @@ async def _consume_stream(inner: Model, args: tuple, kwargs: dict, emit: Emit, s
             wake[0].set_result(None)
 
     async def read() -> None:
+        nonlocal offset
         try:
             async for event in inner.stream_response(*args, **kwargs):
                 kind = getattr(event, "type", None)
                 if kind == "response.output_text.delta":
+                    if sinks:
+                        await live(sinks, LiveText(run_id=run_id, call=call, offset=offset, text=event.delta, time=now()))
+                        offset += len(event.delta)
                     pieces.append(event.delta)
                     if wake and not wake[0].done():  # the run is not storing a delta: it takes this one now
                         nudge()

@@ -51,6 +51,18 @@ DEAD_LETTERS = Counter(
 )
 
 
+_event_counters: dict[str, Counter] = {}
+
+
+def count_event(kind: str) -> None:
+    """RUN_EVENTS for `kind`, its labelled child kept (`labels()` costs more than the count itself,
+    and a streamed run counts an event per delta)."""
+    child = _event_counters.get(kind)
+    if child is None:
+        child = _event_counters[kind] = RUN_EVENTS.labels(type=kind)
+    child.inc()
+
+
 class _Queues(Collector):
     """`timestep_queue_depth` and `timestep_queue_running`: the figures of the last database read,
     swapped in whole, so a scrape never sees a half-updated set."""

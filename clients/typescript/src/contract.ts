@@ -37,6 +37,7 @@ export interface Contract {
   ErrorInfo: ErrorInfo;
   Failed: Failed;
   Interrupted: Interrupted;
+  LiveText: LiveText;
   ModelRetry: ModelRetry;
   QueueConfigure: QueueConfigure;
   QueueStatus: QueueStatus;
@@ -231,6 +232,23 @@ export interface Interrupted {
   seq: number;
   time: string;
   approvals: Approval[];
+}
+/**
+ * A piece of a run's streamed model text, published on `<prefix>.runs.live.<run_id>` (core NATS,
+ * not stored) the moment the model yields it, before the run's `delta` events store the same text.
+ *
+ * `call` numbers the run's model calls (the durable step of the call: a retried attempt is a new
+ * one); `offset` is the number of characters of that call's text before `text`, so a subscriber
+ * that sees an offset it did not expect has missed a piece (core NATS delivers at most once) and
+ * reads the stored `delta` events instead. A live piece of an attempt that then failed is void,
+ * as its `delta` events are (the `retrying` event says so). `time` is when the model yielded it.
+ */
+export interface LiveText {
+  run_id: string;
+  call: number;
+  offset: number;
+  text: string;
+  time: string;
 }
 /**
  * How a run's failed model calls (408, 409, 429, 5xx, no connection) are retried. A field left out
