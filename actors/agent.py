@@ -66,7 +66,7 @@ class AgentActor(Actor):
         spec = start.spec
         if spec.definition == "" and spec.agent in registry.registered_agents():
             # Known here: the run need not record its agent's definition in a step of its own.
-            spec.definition = await engine.blocking(definitions.remember, definitions.describe(registry.get_agent(spec.agent)))
+            spec.definition = await definitions.remember_async(definitions.describe(registry.get_agent(spec.agent)))
         observe.bind_run(start.run_id, observe.Trace(spec.traceparent, spec.tracestate) if spec.traceparent else None)
         async with self._room:
             await self._room.wait_for(lambda: len(self._running) < self.capacity)

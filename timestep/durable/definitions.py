@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from agents import Agent, FunctionTool, Handoff
 
-from timestep.durable import store
+from timestep.durable import engine, store
 
 _stored: set[str] = set()
 
@@ -95,6 +95,25 @@ def _model_name(model: Any) -> str | None:
 
 def digest(definition: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+async def remember_async(definition: dict[str, Any]) -> str:
+    """`remember` from the event loop: no trip to a thread when this process stored it already
+    (every run after an agent's first)."""
+    key = digest(definition)
+    if key in _stored:
+        return key
+    return await engine.blocking(remember, definition)
+
+
+async def compare_async(agent: Agent, started: str | None, policy: Callable[[], str]) -> tuple[AgentChange | None, Agent]:
+    """`compare` from the event loop: no trip to a thread when the agent is as the run started
+    and this process stored its definition already (the usual case)."""
+    if started is None:
+        return None, agent
+    if digest(describe(agent)) == started and started in _stored:
+        return None, agent
+    return await engine.blocking(compare, agent, started, policy)
 
 
 def remember(definition: dict[str, Any]) -> str:

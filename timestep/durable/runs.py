@@ -187,13 +187,13 @@ async def _definition(spec: RunSpec, agent: Agent, recorder: RunRecorder) -> Age
         live = definitions.describe(agent)
 
         async def record() -> str:
-            return await engine.blocking(definitions.remember, live)
+            return await definitions.remember_async(live)
 
         started = await engine.step("agent.definition", record)
     if started is None:
         return agent
     spec.definition = started  # what an interruption saves with the state
-    change, agent = await engine.blocking(definitions.compare, agent, started, functools.partial(registry.change_policy, spec.agent))
+    change, agent = await definitions.compare_async(agent, started, functools.partial(registry.change_policy, spec.agent))
     recorder.change = change
     return agent
 
@@ -624,7 +624,7 @@ async def run_agent_workflow(
     )
     ensure_dbos_launched()
     if spec.definition == "":  # known now: the run need not record it in a step of its own
-        spec.definition = await engine.blocking(definitions.remember, definitions.describe(agent))
+        spec.definition = await definitions.remember_async(definitions.describe(agent))
     await _refuse_if_busy(spec, wid)
     stop = listen(wid, on_event) if on_event is not None else None
     try:

@@ -238,7 +238,7 @@ def _observed(name: str) -> Iterator[None]:
     finally:
         ctx = observe.current_run()
         exemplar = {"trace_id": ctx.trace.trace_id} if ctx is not None and ctx.trace is not None else None
-        metrics.STEP_SECONDS.labels(step=name).observe(time.perf_counter() - started, exemplar)
+        metrics.observe_step(name, time.perf_counter() - started, exemplar)
 
 
 _current: ContextVar[RunRecorder] = ContextVar("timestep_run_recorder")

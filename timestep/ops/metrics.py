@@ -51,16 +51,27 @@ DEAD_LETTERS = Counter(
 )
 
 
-_event_counters: dict[str, Counter] = {}
+_children: dict[tuple[int, str], object] = {}
+
+
+def _child(metric, label: str):
+    """`metric.labels(label)`, kept: `labels()` costs more than the count itself, and a run counts
+    an event per delta and a duration per step."""
+    key = (id(metric), label)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(label)
+    return child
 
 
 def count_event(kind: str) -> None:
-    """RUN_EVENTS for `kind`, its labelled child kept (`labels()` costs more than the count itself,
-    and a streamed run counts an event per delta)."""
-    child = _event_counters.get(kind)
-    if child is None:
-        child = _event_counters[kind] = RUN_EVENTS.labels(type=kind)
-    child.inc()
+    """RUN_EVENTS of type `kind`, one more."""
+    _child(RUN_EVENTS, kind).inc()
+
+
+def observe_step(step: str, seconds: float, exemplar: dict[str, str] | None) -> None:
+    """STEP_SECONDS of `step` (`model`, `tool:<name>`, ...), with the run's trace id as exemplar."""
+    _child(STEP_SECONDS, step).observe(seconds, exemplar)
 
 
 class _Queues(Collector):
