@@ -679,6 +679,7 @@ class BusEventSink:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._pending: dict[str, list[tuple[asyncio.Future, str, bytes, str, dict[str, str]]]] = {}
+        self._live_dropped: set[str] = set()  # runs whose dropped live text was logged (once each)
 
     async def emit(self, event: RunEvent) -> None:
         subject, data, msg_id, headers = self.bus.event_message(event)
@@ -693,7 +694,15 @@ class BusEventSink:
     async def live(self, piece: LiveText) -> None:
         """Streamed model text as it is yielded: a core NATS publish on `<prefix>.runs.live.<run_id>`,
         not stored and not waited for (the run's `delta` events store the same text)."""
-        await self.bus.nc.publish(self.bus.subjects.live(piece.run_id), _json.encode(piece))
+        try:
+            await self.bus.nc.publish(self.bus.subjects.live(piece.run_id), _json.encode(piece))
+        except Exception as exc:  # disconnected, its buffer full: the piece is dropped, the delta events keep the text
+            metrics.count_live_dropped()
+            if piece.run_id not in self._live_dropped:
+                if len(self._live_dropped) > 10_000:
+                    self._live_dropped.clear()
+                self._live_dropped.add(piece.run_id)
+                log.warning("live text of run %s not published (%s: %s); its delta events hold the text", piece.run_id, type(exc).__name__, exc)
 
     async def last_stored(self, run_id: str) -> tuple[int, str] | None:
         """The run's last stored event (seq, type), by one direct get from the events stream."""

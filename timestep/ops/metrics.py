@@ -45,6 +45,9 @@ REDELIVERIES = Counter(
     "timestep_redeliveries", "Messages an actor received again (JetStream delivery count above 1), by actor and stream.",
     ["actor", "stream"],
 )
+LIVE_DROPPED = Counter(
+    "timestep_live_text_dropped", "Pieces of streamed text not published on `runs.live` (disconnected or buffer full); the delta events hold them.",
+)
 DEAD_LETTERS = Counter(
     "timestep_dead_letters", "Messages this process dead-lettered, by the stream they came from (\"core\": request/reply).",
     ["stream"],
@@ -67,6 +70,10 @@ def _child(metric, label: str):
 def count_event(kind: str) -> None:
     """RUN_EVENTS of type `kind`, one more."""
     _child(RUN_EVENTS, kind).inc()
+
+
+def count_live_dropped() -> None:
+    LIVE_DROPPED.inc()
 
 
 def observe_step(step: str, seconds: float, exemplar: dict[str, str] | None) -> None:
