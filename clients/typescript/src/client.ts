@@ -26,6 +26,7 @@ import type {
   ApprovalRecord,
   Completed,
   ErrorInfo,
+  LiveText,
   QueueStatus,
   Rejected,
   Reply,
@@ -434,6 +435,39 @@ export class Client {
     } finally {
       options.signal?.removeEventListener("abort", stop);
       await messages.close();
+    }
+  }
+
+  /**
+   * A run's streamed model text, each piece the moment the model yields it (core NATS,
+   * `<prefix>.runs.live.<runId>`, not stored), until the run ends. Only pieces yielded after the
+   * subscription are seen: open it before submitting, with your own `id`, for all of them. A gap in
+   * `offset` means a piece was missed (core NATS delivers at most once); the run's `delta` events
+   * (`events()`) hold the whole text, stored.
+   */
+  async *live(runId: string, options: { signal?: AbortSignal } = {}): AsyncGenerator<LiveText> {
+    check.runId("runId", runId);
+    const sub = this.nc.subscribe(this.subjects.live(runId));
+    await this.nc.flush(); // the subscription is in place before the first piece is asked for
+    const stop = new AbortController();
+    const abort = () => stop.abort();
+    options.signal?.addEventListener("abort", abort, { once: true });
+    const follower = (async () => {
+      for await (const _ of this.events(runId, { signal: stop.signal })) {
+        // until the run's last event
+      }
+      // Every piece was published before the run's last event: after a round trip, drain delivers
+      // those still queued here and ends the iteration.
+      await this.nc.flush();
+      await sub.drain();
+    })().catch(() => sub.unsubscribe());
+    try {
+      for await (const msg of sub) yield decode<LiveText>(msg.data);
+    } finally {
+      options.signal?.removeEventListener("abort", abort);
+      stop.abort();
+      if (!sub.isClosed()) sub.unsubscribe();
+      await follower;
     }
   }
 

@@ -32,6 +32,11 @@ export class Subjects {
     return `${this.prefix}.runs.events.>`;
   }
 
+  /** Core NATS, not stored: a run's streamed model text the moment the model yields it (`LiveText`). */
+  live(runId = "*"): string {
+    return `${this.prefix}.runs.live.${runId}`;
+  }
+
   /** Stored in the control stream and acted on when an agent actor takes it; nothing answers. */
   control(runId: string, action: ControlAction): string {
     return `${this.prefix}.runs.control.${runId}.${action}`;

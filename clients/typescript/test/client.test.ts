@@ -153,6 +153,35 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.match((await client.submit(AGENT, "hello")).traceparent ?? "", /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
   });
 
+  test("live text reaches a plain nats.js subscription and client.live as it is yielded", async () => {
+    const runId = uid("live");
+    // What a NATS user writes: a core subscription on the run's live subject.
+    const plain = client.nc.subscribe(`timestep.runs.live.${runId}`);
+    const seen: { offset: number; text: string }[] = [];
+    const reading = (async () => {
+      for await (const msg of plain) seen.push(JSON.parse(new TextDecoder().decode(msg.data)));
+    })();
+    const pieces = client.live(runId);
+    const first = pieces.next(); // subscribes before the run starts
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await client.submit(AGENT, "one two three four five", { stream: true, id: runId });
+    const got = [(await first).value!];
+    for await (const piece of pieces) got.push(piece);
+    await client.nc.flush();
+    plain.unsubscribe();
+    await reading;
+    const text = "You said: one two three four five";
+    assert.equal(got.map((p) => p.text).join(""), text);
+    assert.ok(got.length > 1, `${got.length} pieces`);
+    let offset = 0;
+    for (const piece of got) {
+      assert.equal(piece.run_id, runId);
+      assert.equal(piece.offset, offset);
+      offset += piece.text.length;
+    }
+    assert.deepEqual(seen.map((p) => [p.offset, p.text]), got.map((p) => [p.offset, p.text]));
+  });
+
   test("streamed deltas arrive in order and add up to the output", async () => {
     const run = await client.submit(AGENT, "one two three four five", { stream: true });
     const events = await collect(run.events());
