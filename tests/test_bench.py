@@ -4,6 +4,7 @@ belongs in the benchmark, not in tests)."""
 from __future__ import annotations
 
 import json
+import pstats
 import subprocess
 import sys
 from pathlib import Path
@@ -80,5 +81,9 @@ def test_instructions_profile_smoke(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout.splitlines()[-1])["system"] == system
-    assert "run_agent_workflow" in (tmp_path / "profile-d-W2.txt").read_text()
-    assert "_consume_stream" in (tmp_path / "profile-s-W5.txt").read_text()
+    # The report lists the heaviest functions only (which ones varies with the machine's speed); the
+    # full profile beside it shows the runs' window was profiled: the library run, the streamed model call.
+    assert "timestep" in (tmp_path / "profile-d-W2.txt").read_text()
+    for name, function in (("profile-d-W2", "run_agent_workflow"), ("profile-s-W5", "_consume_stream")):
+        profiled = {func for (_, _, func) in pstats.Stats(str(tmp_path / f"{name}.txt.prof")).stats}
+        assert function in profiled, f"{function} not profiled in {name}"
