@@ -340,16 +340,42 @@ async def run_inflight_bus(args: argparse.Namespace) -> None:
     print(json.dumps({"runs": args.runs, "makespan_s": round(makespan, 3)}), flush=True)
 
 
+class _Deltas:
+    """What one subscriber saw of the W5 deltas (texts `<index>@<time yielded>;`, one or several per
+    message): each delay, and per run the count and the pieces out of order."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.last = dict.fromkeys(ids, -1)
+        self.received = dict.fromkeys(ids, 0)
+        self.delays: list[float] = []
+        self.disorder = 0
+
+    def add(self, run_id: str, text: str, at: float) -> None:
+        for piece in filter(None, text.split(";")):
+            index, _, yielded = piece.partition("@")
+            self.delays.append(at - float(yielded))
+            if int(index) != self.last[run_id] + 1:
+                self.disorder += 1
+            self.last[run_id] = int(index)
+            self.received[run_id] += 1
+
+    def figures(self, expected_per_run: int, prefix: str = "") -> dict:
+        delays = self.delays or [float("nan")]
+        return {
+            f"{prefix}deltas": sum(self.received.values()),
+            f"{prefix}lost": len(self.received) * expected_per_run - sum(min(n, expected_per_run) for n in self.received.values()),
+            f"{prefix}out_of_order": self.disorder, f"{prefix}p50_ms": round(percentile(delays, 0.5) * 1000, 2),
+            f"{prefix}p99_ms": round(percentile(delays, 0.99) * 1000, 2), f"{prefix}max_ms": round(max(delays) * 1000, 2),
+        }
+
+
 async def run_stream(args: argparse.Namespace) -> None:
     """W5: publish `args.runs` streamed bench-w5 runs at once; time every text delta from the
-    model yielding it (the time in its text) to this subscriber receiving it; count deltas lost,
-    repeated or out of order."""
+    model yielding it (the time in its text) to this subscriber receiving it, in the stored `delta`
+    events and on the live subject; count deltas lost, repeated or out of order."""
     ids = [uuid.uuid4().hex for _ in range(args.runs)]
     wanted = set(ids)
-    last = dict.fromkeys(ids, -1)
-    received = dict.fromkeys(ids, 0)
-    delays: list[float] = []
-    disorder = [0]
+    stored, live = _Deltas(ids), _Deltas(ids)
     completed: set[str] = set()
     done = asyncio.Event()
 
@@ -357,39 +383,18 @@ async def run_stream(args: argparse.Namespace) -> None:
         if run_id not in wanted:
             return
         if kind == "delta":
-            at = time.time()
-            text = msgspec_decode(data)["text"]
-            for piece in filter(None, text.split(";")):  # one delta, or several if coalesced
-                index, _, yielded = piece.partition("@")
-                delays.append(at - float(yielded))
-                if int(index) != last[run_id] + 1:
-                    disorder[0] += 1
-                last[run_id] = int(index)
-                received[run_id] += 1
+            stored.add(run_id, msgspec_decode(data)["text"], time.time())
         elif kind in ("completed", "failed"):
             completed.add(run_id)
             if len(completed) == len(wanted):
                 done.set()
 
     # The same text as it is yielded: `<prefix>.runs.live.<run_id>`, a core subscription, as a UI would.
-    live_last = dict.fromkeys(ids, -1)
-    live_received = dict.fromkeys(ids, 0)
-    live_delays: list[float] = []
-    live_disorder = [0]
-
     async def on_live(msg) -> None:
         at = time.time()
         piece = msgspec_decode(msg.data)
-        run_id = piece["run_id"]
-        if run_id not in wanted:
-            return
-        for part in filter(None, piece["text"].split(";")):
-            index, _, yielded = part.partition("@")
-            live_delays.append(at - float(yielded))
-            if int(index) != live_last[run_id] + 1:
-                live_disorder[0] += 1
-            live_last[run_id] = int(index)
-            live_received[run_id] += 1
+        if piece["run_id"] in wanted:
+            live.add(piece["run_id"], piece["text"], at)
 
     client, sub = await _run_events(args, on_event)
     live_sub = await client.bus.nc.subscribe(client.bus.subjects.all_live, cb=on_live, pending_msgs_limit=10_000_000, pending_bytes_limit=-1)
@@ -402,16 +407,9 @@ async def run_stream(args: argparse.Namespace) -> None:
     await sub.unsubscribe()
     await live_sub.unsubscribe()
     await client.close()
-    expected = args.runs * args.deltas
-    live_delays = live_delays or [float("nan")]
     print(json.dumps({
-        "live_deltas": sum(live_received.values()), "live_lost": expected - sum(min(n, args.deltas) for n in live_received.values()),
-        "live_out_of_order": live_disorder[0], "live_p50_ms": round(percentile(live_delays, 0.5) * 1000, 2),
-        "live_p99_ms": round(percentile(live_delays, 0.99) * 1000, 2), "live_max_ms": round(max(live_delays) * 1000, 2),
         "streams": args.runs, "deltas_per_stream": args.deltas, "rate": args.rate, "seconds": round(seconds, 2),
-        "deltas": sum(received.values()), "lost": expected - sum(min(n, args.deltas) for n in received.values()),
-        "out_of_order": disorder[0], "p50_ms": round(percentile(delays, 0.5) * 1000, 2),
-        "p99_ms": round(percentile(delays, 0.99) * 1000, 2), "max_ms": round(max(delays) * 1000, 2),
+        **stored.figures(args.deltas), **live.figures(args.deltas, "live_"),
     }), flush=True)
 
 
