@@ -15,6 +15,8 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from faults import ROLES, Actors, PrivatePostgres, check_ledger, postgres_binaries_problem
+from processes import TESTS, process_env, wait_printed_async
 from subjects.events import Completed, Failed, Interrupted, RunEvent
 from timestep.client import Client
 from timestep.durable.engine import Admin
@@ -302,4 +305,33 @@ async def test_database_outage_under_load(tmp_path: Path, nats: EmbeddedNats) ->
         assert figures["runs"] == runs
     finally:
         actors.stop()
+        pg.remove()
+
+
+@pytest.mark.skipif(POSTGRES_BINARIES is not None, reason=POSTGRES_BINARIES or "")
+async def test_a_runs_own_query_waits_out_a_database_outage(tmp_path: Path) -> None:
+    """The database goes away between DBOS looking a step up and the step's own query (here a
+    queued run's pause check, where a run of the test above once failed without a `failed`
+    event). The query waits until the database is back; the run goes on and finishes."""
+    pg = PrivatePostgres().init()
+    pg.start()
+    out = tmp_path / "worker.out"
+    worker = subprocess.Popen(
+        [sys.executable, str(TESTS / "outage_worker.py"), pg.url, str(tmp_path)],
+        env=process_env(), stdout=out.open("w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        await wait_printed_async([(worker, out)], "waiting", timeout=90)
+        await off_loop(pg.stop)
+        (tmp_path / "open").touch()
+        await asyncio.sleep(3)  # the query meets the refused connection meanwhile
+        await off_loop(pg.start)
+        code = await off_loop(worker.wait, 120)
+        text = out.read_text()
+        assert code == 0, text[-3000:]
+        assert "the database is unavailable" in text, "the query never met the outage: the test did not test it"
+        assert "paused seconds: 0" in text, text[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
         pg.remove()

@@ -166,11 +166,16 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
         except SessionBusyError as busy:
             await recorder.finish(Rejected, error=ErrorInfo(type="SessionBusy", message=str(busy)))
             raise
-    agent = await _definition(spec, agent, recorder)
-    if spec.token_queue:
-        await _wait_for_token_budget(spec.token_queue)
-    if spec.queue and spec.pause_checked:
-        await _wait_while_paused(spec.queue)
+    try:
+        agent = await _definition(spec, agent, recorder)
+        if spec.token_queue:
+            await _wait_for_token_budget(spec.token_queue)
+        if spec.queue and spec.pause_checked:
+            await _wait_while_paused(spec.queue)
+    except Exception as exc:  # a run that ends before it starts still ends with an event
+        await _ended(spec, run_id)
+        await recorder.finish(Failed, error=ErrorInfo(type=type(exc).__name__, message=str(exc)))
+        raise
     recorder.event(Started)
     token = recording(recorder)
     try:
