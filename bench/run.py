@@ -547,7 +547,8 @@ def _scale(backend: Backend, args: argparse.Namespace) -> list[dict]:
 
 
 def _load_summary(rounds: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:
-    """Per part, one row per case: the median over rounds of each figure."""
+    """Per part, one row per case: the median over rounds of each figure; losses, disorder, max delays
+    and peak memory from the worst round."""
     keys = {"W4": ("backend", "system"), "W5": ("backend", "streams"), "scale": ("backend", "agent_processes")}
     out: dict[str, list[dict]] = {}
     for part, key in keys.items():
@@ -559,11 +560,11 @@ def _load_summary(rounds: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:
         for rows in cases.values():
             row = dict(rows[0])
             for field, value in rows[0].items():
-                if isinstance(value, (int, float)) and field not in key and field not in ("lost", "out_of_order"):
+                if isinstance(value, (int, float)) and field not in key:
                     row[field] = round(statistics.median(r[field] for r in rows), 2)
-            for field in ("lost", "out_of_order", "max_ms", "rss_peak_mb"):
-                if field in row:
-                    row[field] = max(r[field] for r in rows)  # the worst round
+            for field in row:
+                if field.endswith(("lost", "out_of_order", "max_ms")) or field == "rss_peak_mb":
+                    row[field] = max(r[field] for r in rows)  # the worst round (stored and live alike)
             row["rounds"] = len(rows)
             combined.append(row)
         if part == "scale":
