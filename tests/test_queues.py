@@ -192,3 +192,34 @@ async def test_a_run_queued_here_starts_without_waiting_for_the_next_poll(db: st
         handle = await timestep.queue_agent_workflow(agent, text, queue_name=queue)
         result = await asyncio.wait_for(handle.get_result(), 10)
         assert result.output == f"done {text}"
+
+
+async def test_an_empty_queue_is_not_polled_and_a_run_queued_elsewhere_is_still_found(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While no run waits on a queue anywhere, its worker skips DBOS's poll (a transaction of a
+    dozen statements) for one indexed read. A run queued by another process, which cannot wake
+    this one's worker, is still seen by that read at the next interval and starts."""
+    from dbos._dbos import _get_dbos_instance
+
+    queue = uid("empty")
+    await timestep.configure_queue(queue)
+    await _wait_until(lambda: queue in engine._wakers, timeout=10)
+    sys_db = _get_dbos_instance()._sys_db
+    polls: list[float] = []
+    original = sys_db.start_queued_workflows
+
+    def counted(q, *args, **kwargs):
+        if q.name == queue:
+            polls.append(time.monotonic())
+        return original(q, *args, **kwargs)
+
+    monkeypatch.setattr(sys_db, "start_queued_workflows", counted)
+    assert not engine._queued_anywhere(queue)
+    await asyncio.sleep(1.0)  # 20 intervals of TIMESTEP_QUEUE_POLL_SECONDS (0.05 s)
+    assert polls == [], f"DBOS polled the empty queue {len(polls)} times in 1 s"
+
+    monkeypatch.setattr(engine, "wake_queue", lambda name: None)  # as if queued by another process
+    started: list[tuple[str, float]] = []
+    handle = await timestep.queue_agent_workflow(recording_agent(started, asyncio.Event()), "elsewhere", queue_name=queue)
+    result = await asyncio.wait_for(handle.get_result(), 10)
+    assert result.output == "done elsewhere"
+    assert polls, "the run started without a poll of its queue"
