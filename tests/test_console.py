@@ -197,7 +197,8 @@ async def test_a_viewers_approve_is_refused_visibly(deployment, browser) -> None
     context, page = await page_for(browser, "viewer")
     try:
         await page.goto(deployment.login + f"/#/runs/{run.run_id}")
-        assert "signed in as viewer" in await page.locator("#whoami").inner_text()
+        # The page fills in who is signed in once its /api/whoami answer comes: wait for it, not read at once.
+        await page.locator("#whoami", has_text="signed in as viewer").wait_for(timeout=WAIT_MS)
         button = page.locator(f'button[data-action="approve"][data-call-id="{call_id}"]')
         await button.click(timeout=WAIT_MS)
         error = page.locator("#error")
