@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from dbos import DBOS, DBOSClient, SetEnqueueOptions, SetWorkflowID, SetWorkflowTimeout
 from dbos import error as dbos_error
-from sqlalchemy import exc as sqlalchemy_exc
+import sqlalchemy as sa
 
 from timestep.errors import ConfigurationError, DuplicateRunError, ValidationError
 from timestep.settings import Settings
@@ -247,7 +247,6 @@ def _queued_anywhere(queue: str) -> bool:
     sharded database) says yes, and DBOS's own poll runs and reports what is wrong."""
     try:
         from dbos._dbos import _get_dbos_instance
-        import sqlalchemy as sa
 
         sys_db = _get_dbos_instance()._sys_db
         if getattr(sys_db, "sharded", False):
@@ -847,8 +846,9 @@ def _through_outages(call: Callable[[], T], wake: threading.Event) -> T:
                 raise
             attempt += 1
             wait = min(0.25 * 2 ** min(attempt, 7), 15.0) * (0.5 + random.random())
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.warning("the database is unavailable (%s); the run waits and tries again in %.1f s (attempt %d)", first_line[:300], wait, attempt)
+            text = str(exc).strip()
+            reason = text.splitlines()[0][:300] if text else type(exc).__name__
+            log.warning("the database is unavailable (%s); the run waits and tries again in %.1f s (attempt %d)", reason, wait, attempt)
             if wake.wait(wait):
                 raise
 
@@ -858,7 +858,7 @@ def _transient(exc: Exception) -> bool:
     a server starting up or short of resources, a busy SQLite file)."""
     from dbos._utils import retriable_postgres_exception, retriable_sqlite_exception
 
-    if isinstance(exc, sqlalchemy_exc.TimeoutError):  # no pooled connection came free
+    if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free
         return True
     return retriable_postgres_exception(exc) or (is_sqlite() and retriable_sqlite_exception(exc))
 
