@@ -5,12 +5,13 @@
 #   ./tasks.sh test [ARGS]   run the whole test suite (ARGS go to pytest)
 #   ./tasks.sh bench [ARGS]  run the benchmark (ARGS go to bench/run.py; --help lists them)
 #   ./tasks.sh soak [ARGS]   the fault tests, longer (3000 runs, 30 kills or graceful stops; ARGS go to pytest)
-#   ./tasks.sh setup         only create or update .venv
+#   ./tasks.sh setup         only create or update .venv (with the test and benchmark extras)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV="${TIMESTEP_VENV:-.venv}"
 
+# setup [EXTRAS]: create .venv and install Timestep with these extras (comma-separated: test, bench).
 setup() {
   local python="${PYTHON:-python3}"
   if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -20,28 +21,33 @@ setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$python" -m venv "$VENV"
   fi
-  # Reinstall only when the project's metadata changed since the last install.
-  local want have=""
-  want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-  [ -f "$VENV/.installed" ] && have="$(cat "$VENV/.installed")"
-  if [ "$want" != "$have" ]; then
-    echo "Installing Timestep and its dependencies into $VENV ..." >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,bench]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-    echo "$want" > "$VENV/.installed"
-  fi
+  # Reinstall only when the project's metadata changed since the last install, or when this task needs
+  # extras the last install left out. The marker holds the hash of pyproject.toml and the extras installed.
+  local hash want="${1:-}" marker="" have_hash="" have=""
+  hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+  [ -f "$VENV/.installed" ] && marker="$(cat "$VENV/.installed")"
+  read -r have_hash have <<< "$marker" || true
+  [ "$hash" = "$have_hash" ] || have=""  # pip installs them again from the new metadata
+  want="$(printf '%s\n' ${have//,/ } ${want//,/ } | sort -u | paste -sd, -)"
+  [ "$hash" = "$have_hash" ] && [ "$want" = "$have" ] && return 0
+  echo "Installing Timestep${want:+ with the extras $want} into $VENV ..." >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".${want:+[$want]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  echo "$hash $want" > "$VENV/.installed"
 }
 
 task="${1:-}"
 [ $# -gt 0 ] && shift
 case "$task" in
-  setup) setup ;;
+  setup) setup test,bench ;;
+  # The demo needs only Timestep itself; the tests need their extras and, for the benchmark's smoke
+  # test (tests/test_bench.py runs the peers it compares with), the benchmark's.
   demo) setup; exec "$VENV/bin/timestep" demo "$@" ;;
   # Two workers: most of the suite waits on subprocesses, servers and timers, not the CPU.
   # loadgroup: tests marked xdist_group("processes") (many processes on one PostgreSQL) share a worker.
-  test) setup; exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup "$@" ;;
-  bench) setup; exec "$VENV/bin/python" bench/run.py "$@" ;;
+  test) setup test,bench; exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup "$@" ;;
+  bench) setup bench; exec "$VENV/bin/python" bench/run.py "$@" ;;
   soak)
-    setup
+    setup test
     export TIMESTEP_FAULT_RUNS="${TIMESTEP_FAULT_RUNS:-3000}" TIMESTEP_FAULT_KILLS="${TIMESTEP_FAULT_KILLS:-30}"
     exec "$VENV/bin/python" -m pytest -p no:xdist -s tests/test_faults.py "$@" ;;
   *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;

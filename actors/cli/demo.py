@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import sys
 import uuid
+from pathlib import Path
 
 from subjects.events import Completed, Interrupted, RunEvent, Started
 from actors.cli import demo_agents  # noqa: F401  (registers the demo agent)
@@ -98,5 +102,19 @@ async def main() -> None:
             printer.cancel()
             await asyncio.gather(printer, return_exceptions=True)
             await client.close()
-    print("\nStopped. Try it yourself: `timestep up --agents actors.cli.demo_agents` in one terminal, then")
-    print("`timestep run demo-assistant \"get_weather city=Oslo\"` and `timestep events` in another.")
+    timestep = command()
+    print(f"\nStopped. Try it yourself: `{timestep} up --agents actors.cli.demo_agents` in one terminal, then")
+    print(f"`{timestep} run demo-assistant \"get_weather city=Oslo\"` and `{timestep} events` in another.")
+    if timestep != "timestep":
+        print(f"(`source {Path(timestep).parent}/activate` puts `timestep` on PATH in this shell.)")
+
+
+def command() -> str:
+    """How to call this installation's `timestep` from here: its bare name when the shell finds
+    it, else its path (`./tasks.sh demo` leaves it in .venv/bin, which is not on PATH)."""
+    script = Path(sys.executable).parent / "timestep"
+    found = shutil.which("timestep")
+    if not script.exists() or (found and Path(found).resolve() == script.resolve()):
+        return "timestep"
+    relative = os.path.relpath(script)
+    return str(script) if relative.startswith("..") else relative
