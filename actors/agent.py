@@ -186,7 +186,7 @@ class ControlActor(Actor):
         try:
             query = msgspec.json.decode(msg.data or b"{}", type=ApprovalList)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ApprovalList)))
             return
         try:
             records = await inbox.query_approvals(query)
@@ -239,7 +239,7 @@ class ControlActor(Actor):
         try:
             command = msgspec.json.decode(data or b"{}", type=_CONTROL_TYPES[action])
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            field, problem = body_problem(exc, data=data)
+            field, problem = body_problem(exc, data=data, type=_CONTROL_TYPES[action])
             raise Refused("InvalidRequest", f"{field}: {problem}") from None
         state = await engine.status(run_id)
         history = await self.bus.history(run_id)

@@ -176,7 +176,7 @@ class Governor(Actor):
             status = await queues.queue_status(req.name)
             await self.reply(msg, Reply(ok=True, queues=[status]))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=QueueConfigure)))
         except ValidationError as exc:  # the library calls it `period`; on the bus it is `period_seconds`
             field = "period_seconds" if exc.field == "period" else exc.field
             await self.refuse(msg, ValidationError(field, exc.problem, exc.fix))
@@ -189,7 +189,7 @@ class Governor(Actor):
             names = [req.name] if req.name else await engine.blocking(queues.queue_names)
             await self.reply(msg, Reply(ok=True, queues=[await queues.queue_status(n) for n in names]))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=QueueStatusRequest)))
         except TimestepError as exc:
             await self.refuse(msg, exc)
 
@@ -202,7 +202,7 @@ class Governor(Actor):
             runs = await listing.list_runs(status=req.status, agent=req.agent, queue=req.queue, limit=req.limit)
             await self.reply(msg, Reply(ok=True, runs=runs))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=RunsList)))
         except TimestepError as exc:
             await self.refuse(msg, exc)
 
@@ -215,6 +215,6 @@ class Governor(Actor):
                 return
             await self.reply(msg, Reply(ok=True, run=run))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=RunGet)))
         except TimestepError as exc:
             await self.refuse(msg, exc)

@@ -167,7 +167,7 @@ class Scheduler(Actor):
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, schedule=schedule))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ScheduleCreate)))
         except TimestepError as exc:
             await self.refuse(msg, exc)
 
@@ -178,13 +178,13 @@ class Scheduler(Actor):
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, deleted=deleted))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ScheduleDelete)))
 
     async def _list(self, msg: Message) -> None:
         try:
             msgspec.json.decode(msg.data or b"{}", type=ScheduleList)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data)))
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ScheduleList)))
             return
         schedules, _ = await engine.blocking(_load)
         await self.reply(msg, Reply(ok=True, schedules=schedules))

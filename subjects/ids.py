@@ -1,9 +1,12 @@
-"""Run ids: one NATS subject token each, so `timestep.runs.events.<run_id>.<type>` is always well formed."""
+"""Run ids: one NATS subject token each, so `timestep.runs.events.<run_id>.<type>` is always well formed.
+Queue and schedule names are the same shape, shorter."""
 
 import re
 
 RUN_ID_MAX_LENGTH = 128
 RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+NAME_MAX_LENGTH = 100
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
@@ -12,19 +15,23 @@ def is_valid_run_id(value: object) -> bool:
     return isinstance(value, str) and _RUN_ID.fullmatch(value) is not None
 
 
-def run_id_problem(value: object) -> str | None:
-    """Why `value` cannot be a run id, or None when it can.
+def run_id_problem(value: object, max_length: int = RUN_ID_MAX_LENGTH) -> str | None:
+    """Why `value` cannot be a run id, or None when it can; with `max_length=NAME_MAX_LENGTH`,
+    why it cannot be a queue's or a schedule's name.
 
     >>> run_id_problem("a.b")
     "contains '.'; use only letters, digits, '_' and '-' (at most 128 characters)"
+    >>> run_id_problem("x" * 101, NAME_MAX_LENGTH)
+    'is 101 characters long; the limit is 100'
     """
+    allowed = f"use 1 to {max_length} letters, digits, '_' and '-'"
     if not isinstance(value, str):
-        return f"must be a string, not {type(value).__name__}"
+        return f"must be a string, not {type(value).__name__}; {allowed}"
     if not value:
-        return "must not be empty"
-    if len(value) > RUN_ID_MAX_LENGTH:
-        return f"is {len(value)} characters long; the limit is {RUN_ID_MAX_LENGTH}"
+        return f"must not be empty; {allowed}"
+    if len(value) > max_length:
+        return f"is {len(value)} characters long; the limit is {max_length}"
     bad = next((c for c in value if not (c.isascii() and (c.isalnum() or c in "_-"))), None)
     if bad is not None:
-        return f"contains {bad!r}; use only letters, digits, '_' and '-' (at most {RUN_ID_MAX_LENGTH} characters)"
+        return f"contains {bad!r}; use only letters, digits, '_' and '-' (at most {max_length} characters)"
     return None

@@ -13,10 +13,10 @@ import msgspec
 from msgspec import Meta
 
 from subjects.events import ErrorInfo, TokenUsage
-from subjects.ids import RUN_ID_PATTERN
+from subjects.ids import NAME_PATTERN, RUN_ID_PATTERN
 
 RunId = Annotated[str, Meta(pattern=RUN_ID_PATTERN, description="1-128 characters of [A-Za-z0-9_-]: one subject token")]
-Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,100}$", description="1-100 characters of [A-Za-z0-9_-]")]
+Name = Annotated[str, Meta(pattern=NAME_PATTERN, description="1-100 characters of [A-Za-z0-9_-]")]
 Priority = Annotated[int, Meta(ge=1, le=2**31 - 2, description="lower runs first; omit to run after prioritised runs")]
 Text = Annotated[str, Meta(max_length=200_000)]
 # Keys are stored in database text columns, which in PostgreSQL cannot hold NUL: no control characters.

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
+import msgspec
+import nats
 import pytest
 from agents import Agent
 
 import timestep
+from subjects.messages import DeadLetter, Reply
 from timestep.durable import engine
 
 AGENT = Agent(name="validation-agent")
@@ -114,3 +119,81 @@ def test_configure_dbos_rejects_bad_name_and_url() -> None:
 def test_state_store_needs_a_key() -> None:
     with pytest.raises(timestep.ValidationError, match=r"^session_id: neither session_id nor workflow_id"):
         timestep.RunStateStore(agent=AGENT)
+
+
+# --- the same values on the bus -------------------------------------------------------
+
+_MSGSPEC_WORDS = ("Expected `", "Invalid enum", ", got `", "Object missing", "`$.", "regex")
+_RUN = {"agent": "bus-assistant", "input": "hello"}
+_SCHEDULE = {"name": "yearly", "cron": "0 0 1 1 *", "request": _RUN}
+_LONG = "x" * 120
+BUS_FIELD_ERRORS = [
+    ("submit", _RUN | {"session_policy": "whatever"}, "session_policy: 'whatever' is not one of 'enqueue', 'interrupt', 'reject'"),
+    ("submit", _RUN | {"max_tokens": 0}, "max_tokens: 0 is not a whole number from 1 to 2,147,483,647"),
+    ("submit", [1, 2], "request: [1,2] is a list; expected an object with agent and input, like {\"agent\": \"assistant\", \"input\": \"Hi\"}"),
+    ("submit", _RUN | {"model_retry": {"max_attempts": 0}}, "model_retry.max_attempts: 0 is not a whole number from 1 to 2,147,483,647"),
+    ("submit", _RUN | {"timeout_seconds": 1e10}, "timeout_seconds: 10000000000.0 is not a number more than 0 and at most 31,536,000"),
+    ("submit", _RUN | {"approval_timeout_seconds": 0}, "approval_timeout_seconds: 0 is not a number more than 0 and at most 31,536,000"),
+    ("submit", _RUN | {"stream": "yes"}, "stream: 'yes' is a string; expected true or false"),
+    ("submit", _RUN | {"metadata": {"team": "a", "cost": 3}}, 'metadata["cost"]: 3 is a whole number; expected a string'),
+    ("submit", {"agent": "bus-assistant"}, "input: is required; expected a string of at most 200,000 characters or a list of objects"),
+    ("submit", _RUN | {"agent": "a\x00b"}, "agent: 'a\\x00b' contains the control character '\\x00'; expected a string of 1 to 255 characters, no control characters"),
+    ("submit", _RUN | {"queue": "a.b"}, "queue: 'a.b' contains '.'; use only letters, digits, '_' and '-' (at most 100 characters)"),
+    ("submit", _RUN | {"queue": _LONG}, f"queue: {_LONG[:60]!r}... is 120 characters long; the limit is 100"),
+    ("queues.configure", {"name": "a.b", "limit": 1, "period_seconds": 1}, "name: 'a.b' contains '.'; use only letters, digits, '_' and '-' (at most 100 characters)"),
+    ("queues.configure", {"name": "q", "max_tokens_per_run": 0}, "max_tokens_per_run: 0 is not a whole number from 1 to 2,147,483,647"),
+    ("runs.list", {"limit": 0}, "limit: 0 is not a whole number from 1 to 1,000"),
+    ("runs.list", {"status": "done"}, "status: 'done' is not one of 'cancelled', 'completed', 'failed', 'queued', 'running', 'waiting'"),
+    ("approvals.list", {"limit": 0}, "limit: 0 is not a whole number from 1 to 10,000"),
+    ("approvals.list", {"status": "open"}, "status: 'open' is not one of 'all', 'decided', 'pending'"),
+    ("approvals.list", {"older_than_seconds": -1}, "older_than_seconds: -1 is not a number from 0 to 3,153,600,000"),
+    ("schedules.create", _SCHEDULE | {"name": _LONG}, f"name: {_LONG[:60]!r}... is 120 characters long; the limit is 100"),
+    ("schedules.create", _SCHEDULE | {"request": []}, "request: [] is a list; expected an object with agent and input"),
+    ("schedules.create", _SCHEDULE | {"request": _RUN | {"session_policy": "no"}}, "request.session_policy: 'no' is not one of 'enqueue', 'interrupt', 'reject'"),
+    ("control.approve", {"call_id": "call_1", "arguments": 5}, "arguments: 5 is a whole number; expected a string of at most 200,000 characters"),
+    ("control.reject", {"call_id": ""}, "call_id: '' is empty; expected a string of 1 to 255 characters, no control characters"),
+]
+
+
+@pytest.mark.parametrize(("where", "body", "message"), BUS_FIELD_ERRORS, ids=[f"{w}-{i}" for i, (w, *_) in enumerate(BUS_FIELD_ERRORS)])
+async def test_bus_field_errors_name_the_field_the_value_and_what_is_allowed(system, where: str, body: object, message: str) -> None:
+    """A plain nats-py client sends each malformed body as a user's program would: the refusal
+    (the reply where there is one) and the dead letter say it in the contract's words."""
+    s = system.bus.subjects
+    tag = f"v-{uuid.uuid4().hex[:12]}"
+    data = msgspec.json.encode(body)
+    nc = await nats.connect(system.url)
+    dead = await nc.jetstream().subscribe(s.all_dead, ordered_consumer=True, deliver_policy="new")
+    try:
+        headers = {"Tag": tag}
+        if where == "submit":  # the governor answers the publish itself, as JetStream answers a PubAck
+            with pytest.raises(nats.js.errors.BadRequestError) as refused:
+                await nc.jetstream().publish(s.submit, data, headers=headers)
+            assert refused.value.description == message
+        elif where.startswith("control."):
+            await nc.jetstream().publish(s.control(f"r-{tag}", where.split(".")[1]), data, headers=headers)
+        else:
+            subject = {"queues.configure": s.queues_configure, "runs.list": s.runs_list, "approvals.list": s.approvals_list, "schedules.create": s.schedules_create}[where]
+            reply = msgspec.json.decode((await nc.request(subject, data, timeout=30, headers=headers)).data, type=Reply)
+            assert not reply.ok and reply.error is not None and reply.error.message == message
+        while True:
+            letter = msgspec.json.decode((await dead.next_msg(timeout=30)).data, type=DeadLetter)
+            if letter.headers.get("Tag") == tag:
+                break
+    finally:
+        await nc.close()
+    assert letter.error.message == message
+    assert not any(word in message for word in _MSGSPEC_WORDS), message
+    assert "128" not in message or "at most 128" in message  # names and ids keep to one limit each
+
+
+async def test_the_library_says_the_same_of_the_same_values(db: str) -> None:
+    with pytest.raises(timestep.ValidationError) as retry:
+        await timestep.run_agent_workflow(AGENT, "hi", model_retry={"max_attempts": 0})
+    assert str(retry.value) == "model_retry.max_attempts: 0 is not a whole number from 1 to 2,147,483,647"
+    with pytest.raises(timestep.ValidationError) as queue:
+        await timestep.configure_queue("a.b", limit=1, period=1)
+    assert str(queue.value) == "name: 'a.b' contains '.'; use only letters, digits, '_' and '-' (at most 100 characters)"
+    with pytest.raises(timestep.ValidationError) as long_queue:
+        await timestep.queue_agent_workflow(AGENT, "hi", queue_name=_LONG)
+    assert str(long_queue.value) == f"queue_name: {_LONG!r} is 120 characters long; the limit is 100"

@@ -39,10 +39,10 @@ from subjects.messages import (
     ScheduleList,
 )
 from subjects.ids import run_id_problem
+from subjects.problems import body_problem
 from timestep.ops import observe
 from timestep.bus.connection import REFUSED_GIVE_UP_SECONDS, Bus, NatsTimeout, redact_url
 from timestep.errors import NatsUnreachableError, RunCancelledError, TimestepError, ValidationError
-from timestep.bus.problems import body_problem
 from timestep.bus.server import url_file
 from timestep.settings import Settings
 
@@ -181,7 +181,7 @@ def _body(tp: type, fields: dict[str, Any]) -> Any:
     try:
         return msgspec.convert({k: v for k, v in fields.items() if v is not None}, tp)
     except msgspec.ValidationError as exc:
-        field, problem = body_problem(exc, data=_encode({k: v for k, v in fields.items() if v is not None}))
+        field, problem = body_problem(exc, data=_encode({k: v for k, v in fields.items() if v is not None}), type=tp)
         raise ValidationError(field, problem) from None
 
 

@@ -12,8 +12,8 @@ import msgspec
 from subjects.events import ErrorInfo
 from subjects.ids import is_valid_run_id
 from subjects.messages import RunRequest
+from subjects.problems import body_problem
 from timestep.errors import ValidationError
-from timestep.bus.problems import body_problem
 from timestep.durable.runs import RunSpec, _check_input_items
 
 _decoder = msgspec.json.Decoder(RunRequest)
@@ -72,7 +72,7 @@ def parse_request(data: bytes, headers: dict[str, str] | None, max_bytes: int) -
     try:
         request = _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        field, problem = body_problem(exc, example='{"agent": "assistant", "input": "Hi"}', data=data)
+        field, problem = body_problem(exc, example='{"agent": "assistant", "input": "Hi"}', data=data, type=RunRequest)
         raise Invalid(field, problem, _claimed_id(data)) from None
     run_id = request.id or derive_run_id(data, headers)
     if isinstance(request.input, list):

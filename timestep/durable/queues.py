@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import msgspec
 import sqlalchemy as sa
 
-from subjects.ids import run_id_problem
+from subjects.ids import NAME_MAX_LENGTH, run_id_problem
 from subjects.messages import ModelRetry, QueueStatus
 from timestep.durable import engine, store
 from timestep.durable.registry import check_model_retry
@@ -54,9 +54,9 @@ class QueuePause(msgspec.Struct, kw_only=True):
 
 
 def check_queue_name(name: object, field: str = "queue_name") -> str:
-    problem = run_id_problem(name)
+    problem = run_id_problem(name, NAME_MAX_LENGTH)
     if problem is not None:
-        raise ValidationError(field, f"{name!r} {problem}", "name queues like run ids: letters, digits, '_' and '-'")
+        raise ValidationError(field, f"{name!r} {problem}" if isinstance(name, str) else problem)
     assert isinstance(name, str)
     if name.startswith("_dbos"):
         raise ValidationError(field, f"{name!r} is reserved", "choose a name that does not start with '_dbos'")

@@ -11,6 +11,7 @@ import msgspec
 from agents import Agent
 
 from subjects.messages import ModelRetry
+from subjects.problems import body_problem
 from timestep.errors import UnknownAgentError, ValidationError
 from timestep.settings import Settings
 
@@ -94,10 +95,8 @@ def check_model_retry(value: object, field: str = "model_retry") -> ModelRetry |
     try:
         return msgspec.convert(raw, ModelRetry)
     except msgspec.ValidationError as exc:
-        problem = str(exc)
-        at = problem.rsplit(" - at `$.", 1)
-        where = f"{field}.{at[1].rstrip('`')}" if len(at) == 2 else field
-        raise ValidationError(where, at[0], "see ModelRetry: max_attempts >= 1, the seconds more than 0") from None
+        at, problem = body_problem(exc, data=msgspec.json.encode(raw), type=ModelRetry)
+        raise ValidationError(field if at == "request" else f"{field}.{at}", problem) from None
 
 
 def change_policy(name: str) -> str:

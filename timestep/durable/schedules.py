@@ -12,7 +12,7 @@ import msgspec
 from agents import Agent, RunState
 from croniter import CroniterBadDateError, croniter
 
-from subjects.ids import run_id_problem
+from subjects.ids import NAME_MAX_LENGTH, run_id_problem
 from timestep.durable import engine, registry
 from timestep.errors import ValidationError
 from timestep.durable.runs import SCHEDULED_WORKFLOW as WORKFLOW_NAME
@@ -89,9 +89,9 @@ async def create_scheduled_agent_workflow(
     if name is None:
         digest = hashlib.sha256(f"{crontab}|{agent.name}|{items!r}|{session_id}".encode()).hexdigest()[:12]
         name = re.sub(r"[^A-Za-z0-9_-]", "-", agent.name)[:60] + "-" + digest
-    problem = run_id_problem(name)
-    if problem is not None or len(name) > 100:
-        raise ValidationError("name", f"{name!r} {problem or 'is longer than 100 characters'}", "use up to 100 letters, digits, '_' and '-'")
+    problem = run_id_problem(name, NAME_MAX_LENGTH)
+    if problem is not None:
+        raise ValidationError("name", f"{name!r} {problem}")
     registry.register_agent(agent)
     # Each tick records the agent's definition as it starts; its session turn waits for earlier runs.
     spec = RunSpec(agent=agent.name, input=items, session_id=session_id, stream=stream, session_policy="enqueue", definition="")
