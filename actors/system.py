@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
+import traceback
 
 from actors.agent import AgentActor, ControlActor
 from actors.base import Actor
@@ -24,6 +27,7 @@ from timestep.bus.server import EmbeddedNats, remove_url_file, write_url_file
 from timestep.durable import engine
 from timestep.durable.events import add_event_sink, remove_event_sink
 from timestep.durable.launch import configure_dbos, ensure_dbos_launched
+from timestep.errors import ValidationError
 from timestep.ops import observe
 from timestep.ops.lease import ExecutorLease
 from timestep.settings import Settings
@@ -35,9 +39,51 @@ _leases: dict[tuple[str, str], ExecutorLease] = {}  # held until the process exi
 
 
 def import_agent_modules(modules: list[str]) -> None:
-    """Import the user's modules that call `register_agent` (the `--agents` option)."""
+    """Import the user's modules that call `register_agent` (the `--agents` option), from the
+    working directory first, as uvicorn, celery and pytest do: `timestep up --agents myapp.agents`
+    works in the folder that holds `myapp/`, without PYTHONPATH.
+
+    A module that cannot be imported raises ValidationError naming `--agents`, the module and why."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if name.endswith(".py") or os.sep in name:
+                raise ValidationError("--agents", f"{name!r} is a file path", f"give a module name, e.g. {_as_module(name)}") from None
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                parent = exc.name.rpartition(".")[0]
+                found = parent and getattr(sys.modules.get(parent), "__path__", None)
+                fix = (
+                    f"the package {parent} is at {list(found)[0]}: check the name"
+                    if found
+                    else f"run `timestep up` from the folder that holds {exc.name.partition('.')[0]}/, or install that package"
+                )
+                raise ValidationError("--agents", f"no module named {exc.name!r} in {here} or the installed packages", fix) from None
+            raise ValidationError("--agents", f"importing {name!r} failed: {exc}{_where(exc)}", "install it in this environment") from None
+        except ImportError as exc:
+            raise ValidationError("--agents", f"importing {name!r} failed: {exc}{_where(exc)}") from None
+        except SyntaxError as exc:
+            where = f" ({os.path.relpath(exc.filename)}, line {exc.lineno})" if exc.filename else ""
+            raise ValidationError("--agents", f"{name!r} has a syntax error: {exc.msg}{where}") from None
+        except (TypeError, ValueError) as exc:  # an empty or relative name: import_module refuses it
+            if not name or name.startswith("."):
+                raise ValidationError("--agents", f"{name!r} is not a module name", "give one such as myapp.agents") from None
+            raise
+
+
+def _as_module(path: str) -> str:
+    return path.removesuffix(".py").strip(os.sep).replace(os.sep, ".")
+
+
+def _where(exc: BaseException) -> str:
+    """Where the failed import is written: the innermost frame of Python code, not the import machinery."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    if not frames:
+        return ""
+    return f" ({os.path.relpath(frames[-1].filename)}, line {frames[-1].lineno})"
 
 
 class System:

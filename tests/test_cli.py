@@ -226,3 +226,45 @@ def test_the_approvals_inbox_and_its_audit_trail(running: Up) -> None:
     assert json.loads(cli(env, "approvals", "--run", run_id, "--json").stdout) == []
     trail = cli(env, "approvals", "--decided", "--run", run_id).stdout.splitlines()
     assert len(trail) == 2 and "approved" in trail[1] and getpass.getuser() in trail[1] and 'arguments={"to": "bob"}' in trail[1]
+
+
+TIMESTEP = Path(sys.executable).parent / "timestep"  # the installed command, as a user types it
+
+
+def test_up_imports_agents_from_the_working_directory(tmp_path: Path) -> None:
+    """`timestep up --agents myapp.agents` in the folder that holds myapp/, with no PYTHONPATH,
+    as with uvicorn or celery."""
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "agents.py").write_text(
+        "from agents import Agent\nfrom timestep import register_agent\n\nregister_agent(Agent(name='my-own-agent'))\n"
+    )
+    env = process_env("PYTHONPATH", TIMESTEP_HOME=str(tmp_path / "home"), TIMESTEP_NATS_PORT=str(free_port()))
+    env.pop("PYTHONPATH")
+    out = tmp_path / "up.out"
+    proc = subprocess.Popen([TIMESTEP, "up", "--agents", "myapp.agents"], cwd=tmp_path, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_printed([(proc, out)])
+        assert "agents: my-own-agent" in out.read_text()
+    finally:
+        stop([proc])
+
+
+@pytest.mark.parametrize(
+    ("module", "says"),
+    [
+        ("nosuch.agents", "no module named 'nosuch' in {cwd}"),
+        ("myapp.nope", "no module named 'myapp.nope'"),
+        ("myapp/agents.py", "'myapp/agents.py' is a file path; give a module name, e.g. myapp.agents"),
+        ("myapp.needs", "importing 'myapp.needs' failed: No module named 'not_installed_here' (myapp/needs.py, line 2)"),
+    ],
+)
+def test_up_names_an_agents_module_it_cannot_import_in_one_line(tmp_path: Path, module: str, says: str) -> None:
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "needs.py").write_text("import json\nimport not_installed_here\n")
+    env = process_env(TIMESTEP_HOME=str(tmp_path / "home"), TIMESTEP_NATS_PORT=str(free_port()))
+    done = subprocess.run([TIMESTEP, "up", "--agents", module], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: --agents: ") and says.format(cwd=tmp_path) in line, line
