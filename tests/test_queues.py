@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -12,8 +14,10 @@ import pytest
 from agents import Agent, function_tool
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
+import limit_worker
 import timestep
 import timestep.durable.queues
+from processes import TESTS, process_env, stop, wait_printed_async
 from timestep.durable import engine
 
 
@@ -223,3 +227,131 @@ async def test_an_empty_queue_is_not_polled_and_a_run_queued_elsewhere_is_still_
     result = await asyncio.wait_for(handle.get_result(), 10)
     assert result.output == "done elsewhere"
     assert polls, "the run started without a poll of its queue"
+
+
+# --- a rate limit changed at run time -------------------------------------------
+
+
+async def _enqueue(queue: str, text: str, *, wake: bool = True) -> None:
+    await engine.enqueue(
+        queue, limit_worker.started, text, workflow_id=uid(text), priority=1, deduplication_id=None,
+        return_existing=False, timeout_seconds=None, wake=wake,
+    )
+
+
+async def _runs(queue: str) -> list:
+    return await engine.list_workflows(queue_name=queue, load_input=False, load_output=False)
+
+
+async def _started(queue: str) -> int:
+    return sum(1 for run in await _runs(queue) if run.status != "ENQUEUED")
+
+
+async def _until_limited_or_all_started(queue: str, limited: list, runs: int) -> None:
+    """Until two polls found the rate limit spent (no poll after them can start more), or every
+    run started (and nothing is left to poll)."""
+    deadline = time.monotonic() + 30
+    while len(limited) < 2 and await _started(queue) < runs:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"neither two polls held back by the limit nor {runs} starts: {await _runs(queue)}")
+        await asyncio.sleep(0.05)
+
+
+async def _cancel_waiting(queue: str) -> None:
+    """Leave no run waiting: the queue would be polled for the rest of the session."""
+    for run in await _runs(queue):
+        if run.status == "ENQUEUED":
+            await engine.cancel(run.workflow_id)
+
+
+async def _worker_waiting(queue: str) -> None:
+    """Until this process's worker of `queue` has read the queue's policy and waits for a poll."""
+    await _wait_until(lambda: queue in engine._wakers and engine._wakers[queue]._last_poll > 0, timeout=10)
+
+
+@pytest.mark.parametrize(
+    "before", [{"concurrency": 5}, {"limit": 50, "period": 60, "concurrency": 5}], ids=["set", "tightened"]
+)
+async def test_a_limit_set_on_an_idle_queue_holds_the_next_burst(db: str, before: dict) -> None:
+    """`queues configure rx --concurrency 5` (or a loose limit), then, while no run waits on the
+    queue, `--limit 2 --period 60 --concurrency 5`, then six runs at once: two start. Before, the
+    worker kept the policy it read before the queue fell idle, started five at once, and stored
+    the first as not rate-limited, so it never counted in the window."""
+    queue = uid("idle-limit")
+    await timestep.configure_queue(queue, **before)
+    await _worker_waiting(queue)
+    await timestep.configure_queue(queue, limit=2, period=60, concurrency=5)
+    limited: list[int] = []
+    undo = limit_worker.on_limited(queue, lambda: limited.append(1))
+    try:
+        await asyncio.gather(*(_enqueue(queue, f"burst-{i}") for i in range(6)))
+        await _until_limited_or_all_started(queue, limited, 6)
+        assert await _started(queue) == 2
+    finally:
+        undo()
+        await _cancel_waiting(queue)
+
+
+async def test_a_limit_set_on_a_busy_queue_holds_from_the_next_run(db: str) -> None:
+    """Six runs wait behind a running one (concurrency 1); the queue gets `--limit 2 --period 60
+    --concurrency 5`: two of the six start in the window (the first run started before the limit)."""
+    queue = uid("busy-limit")
+    await timestep.configure_queue(queue, concurrency=1)
+    blocker = f"{queue}-blocker"
+    gate = limit_worker.gates[blocker] = asyncio.Event()
+    limited: list[int] = []
+    undo = limit_worker.on_limited(queue, lambda: limited.append(1))
+    try:
+        await _enqueue(queue, blocker)
+        await asyncio.gather(*(_enqueue(queue, f"waiting-{i}") for i in range(6)))
+        while await _started(queue) < 1:
+            await asyncio.sleep(0.02)
+        await timestep.configure_queue(queue, limit=2, period=60, concurrency=5)
+        gate.set()
+        await _until_limited_or_all_started(queue, limited, 7)
+        assert await _started(queue) == 3
+    finally:
+        gate.set()
+        undo()
+        del limit_worker.gates[blocker]
+        await _cancel_waiting(queue)
+
+
+async def test_a_limit_set_on_an_idle_queue_holds_in_another_process(db: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on a queue another process polls: it takes the burst (this one holds the queue)
+    and starts two."""
+    queue = uid("other-limit")
+    await timestep.configure_queue(queue, concurrency=5)
+    out = tmp_path / "second.out"
+    env = process_env(TIMESTEP_EXECUTOR_ID="second", TIMESTEP_HOME=str(tmp_path), TIMESTEP_QUEUE_POLL_SECONDS="0.05")
+    second = subprocess.Popen(
+        [sys.executable, str(TESTS / "limit_worker.py"), db, queue], env=env, stdout=out.open("w"), stderr=subprocess.STDOUT
+    )
+    try:
+        await wait_printed_async([(second, out)], "ready", timeout=60)
+        await timestep.configure_queue(queue, limit=2, period=60, concurrency=5)
+        held = threading.Event()
+        hold = engine._queue_hold
+
+        def hold_here(name: str) -> float:
+            if name != queue:
+                return hold(name) if hold is not None else 0.0
+            held.set()
+            return 3600.0
+
+        monkeypatch.setattr(engine, "_queue_hold", hold_here)
+        await _wait_until(held.is_set, timeout=10)
+        await asyncio.gather(*(_enqueue(queue, f"elsewhere-{i}", wake=False) for i in range(6)))
+
+        class Limited(list):
+            def __len__(self) -> int:
+                return out.read_text().count("limited")
+
+        await _until_limited_or_all_started(queue, Limited(), 6)
+        runs = [run for run in await _runs(queue) if run.status != "ENQUEUED"]
+        assert len(runs) == 2, out.read_text()[-3000:]
+        assert {run.executor_id for run in runs} == {"second"}
+    finally:
+        stop([second])
+        monkeypatch.undo()
+        await _cancel_waiting(queue)

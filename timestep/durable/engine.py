@@ -28,7 +28,7 @@ from dbos import DBOS, DBOSClient, SetEnqueueOptions, SetWorkflowID, SetWorkflow
 from dbos import error as dbos_error
 import sqlalchemy as sa
 
-from timestep.errors import ConfigurationError, DuplicateRunError, ValidationError
+from timestep.errors import ConfigurationError, DuplicateRunError, TimestepError, ValidationError
 from timestep.settings import Settings
 
 log = logging.getLogger("timestep.durable.engine")
@@ -60,7 +60,34 @@ class _CancellationInOneLine(logging.Filter):
         return True
 
 
+class _FailedRunInOneLine(logging.Filter):
+    """DBOS logs every run that ends in an error with its traceback (about 70 lines for a
+    provider's 400, at ERROR whatever the level): one line names the run and the error; the
+    traceback only when DBOS logs at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or isinstance(exc, WorkflowCancelled) or not str(record.msg).startswith("Exception encountered in"):
+            return True
+        from dbos._context import get_local_dbos_context
+
+        context = get_local_dbos_context()
+        run_id = getattr(record, "operationUUID", None) or (context.workflow_id if context is not None else None) or "?"
+        detail = str(exc).strip() or "(no message)"
+        if not detail.startswith(type(exc).__name__):
+            detail = f"{type(exc).__name__}: {detail}"
+        if isinstance(exc, TimestepError):  # a failure Timestep names itself (a provider's error, a budget, a timeout)
+            record.msg, record.args = "run %s failed: %s", (run_id, detail)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        else:
+            record.msg, record.args = "run %s failed: %s (TIMESTEP_LOG_LEVEL=DEBUG logs its traceback)", (run_id, detail)
+        if not logging.getLogger("dbos").isEnabledFor(logging.DEBUG):
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
 logging.getLogger("dbos").addFilter(_CancellationInOneLine())
+logging.getLogger("dbos").addFilter(_FailedRunInOneLine())
 
 _NAME = re.compile(r"^[a-z0-9_-]{3,256}$")
 _lock = threading.RLock()
@@ -133,6 +160,7 @@ def launch() -> None:
         _wake_queues_on_enqueue()
         DBOS.launch()
         _cache_version_check()
+        _claim_under_the_policy_just_read()
         if in_event_loop():
             _point_loop_at_dbos_pool()
         _launched = True
@@ -183,9 +211,10 @@ class _Waker:
     together bring one poll forward, not one each: a burst of enqueues polls at most every
     WAKE_GAP_SECONDS (DBOS's own interval stays the longest pause)."""
 
-    def __init__(self, stop: threading.Event, queue: str = "") -> None:
+    def __init__(self, stop: threading.Event, queue: str = "", stored_policy: bool = False) -> None:
         self._stop = stop
         self._queue = queue
+        self._stored_policy = stored_policy
         self._woken = threading.Event()
         self._last_poll = 0.0
 
@@ -200,7 +229,7 @@ class _Waker:
         one indexed read instead of DBOS's poll of an empty queue (see `_queued_anywhere`)."""
         while True:
             stopped = self._wait_for_poll(timeout)
-            if stopped or _queued_anywhere(self._queue):
+            if stopped or _queued_anywhere(self._queue, self._stored_policy):
                 return stopped
 
     def _wait_for_poll(self, timeout: float | None) -> bool:
@@ -237,29 +266,72 @@ _queue_hold: Callable[[str], float] | None = None
 
 
 _queued_reads: dict[str, Any] = {}
+#: Each queue's stored policy as the check before this process's next poll of it read it (see
+#: `_claim_under_the_policy_just_read`).
+_policies_read: dict[str, Any] = {}
 
 
-def _queued_anywhere(queue: str) -> bool:
+def _queued_anywhere(queue: str, stored_policy: bool = False) -> bool:
     """Whether a run waits on `queue` (an ENQUEUED workflow of it, from any process). DBOS's poll
     of an empty queue is a transaction of a dozen statements built anew (about 1 ms of CPU, with
     the GIL, 20 times a second per queue); this is one indexed read. With nothing enqueued the
     poll could start nothing, so skipping it changes nothing but its cost. Any doubt (an error, a
-    sharded database) says yes, and DBOS's own poll runs and reports what is wrong."""
+    sharded database) says yes, and DBOS's own poll runs and reports what is wrong. With
+    `stored_policy` (a queue of DBOS's queues table), a yes also reads the queue's row, on the same
+    connection, for the claim that follows."""
+    _policies_read.pop(queue, None)
     try:
         from dbos._dbos import _get_dbos_instance
 
         sys_db = _get_dbos_instance()._sys_db
         if getattr(sys_db, "sharded", False):
             return True
-        read = _queued_reads.get(queue)
-        if read is None:
-            ws = sys_db.tables.workflow_status
-            read = sa.select(sa.literal(1)).select_from(ws).where(ws.c.queue_name == queue, ws.c.status == "ENQUEUED").limit(1)
-            _queued_reads[queue] = read
+        reads = _queued_reads.get(queue)
+        if reads is None:
+            ws, queues = sys_db.tables.workflow_status, sys_db.tables.queues
+            reads = (
+                sa.select(sa.literal(1)).select_from(ws).where(ws.c.queue_name == queue, ws.c.status == "ENQUEUED").limit(1),
+                sa.select(queues).where(*sys_db._global(queues), queues.c.name == queue),
+            )
+            _queued_reads[queue] = reads
         with sys_db.engine.connect() as conn:
-            return conn.execute(read).first() is not None
+            if conn.execute(reads[0]).first() is None:
+                return False
+            if stored_policy:
+                row = conn.execute(reads[1]).first()
+                if row is not None:
+                    from dbos._sys_db import queue_from_db_row
+
+                    _policies_read[queue] = queue_from_db_row(row)
+        return True
     except Exception:
         return True
+
+
+def _claim_under_the_policy_just_read() -> None:
+    """DBOS's worker reads its queue's policy at the top of its loop, then pauses until the next
+    poll, then claims runs under the policy it read. While the queue is empty the pause lasts
+    (see `_Waker.wait`), so that read could be minutes old when a burst ended it: a limit set
+    meanwhile was ignored (five of six runs started at once under a new limit of two a minute,
+    the first stamped as not rate-limited, so it never counted in the window). Each claim now
+    uses the policy read with the check that found the runs, an instant before; a claim no such
+    check preceded reads the queue's row itself. The limit a user sets is the next run's."""
+    from dbos._dbos import _get_dbos_instance
+
+    sys_db = _get_dbos_instance()._sys_db
+    claim = sys_db.start_queued_workflows
+    if getattr(claim, "timestep_fresh_policy", False):
+        return
+
+    def start_queued_workflows(queue: Any, *args: Any, **kwargs: Any) -> Any:
+        if queue.database_backed_queue:
+            latest = _policies_read.pop(queue.name, None) or sys_db.get_queue(queue.name)
+            if latest is not None:
+                queue._refresh_fields(latest)
+        return claim(queue, *args, **kwargs)
+
+    start_queued_workflows.timestep_fresh_policy = True  # type: ignore[attr-defined]
+    sys_db.start_queued_workflows = start_queued_workflows
 
 
 def hold_queues_with(seconds_left: Callable[[str], float]) -> None:
@@ -281,7 +353,7 @@ def _wake_queues_on_enqueue() -> None:
         return
 
     def queue_worker_thread(stop_event: threading.Event, dbos: Any, queue: Any) -> None:
-        waker = _Waker(stop_event, queue.name)
+        waker = _Waker(stop_event, queue.name, queue.database_backed_queue)
         _wakers[queue.name] = waker
         try:
             original(waker, dbos, queue)

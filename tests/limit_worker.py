@@ -1,0 +1,62 @@
+"""A second process taking runs from a rate-limited queue, for tests/test_queues.py.
+
+    python tests/limit_worker.py DB_URL QUEUE
+
+Declares the workflow the test queues (`started`, imported by the test process too), launches on
+DB_URL, prints `ready` once its worker of QUEUE has read the queue's policy and waits for runs,
+and prints `limited` each time a poll of QUEUE found the rate limit spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from timestep.durable import engine
+
+#: Runs (by input) that wait for their event before they finish (in the test process only).
+gates: dict[str, asyncio.Event] = {}
+
+
+@engine.workflow("tests.queues.started")
+async def started(text: str) -> str:
+    gate = gates.get(text)
+    if gate is not None:
+        await gate.wait()
+    return text
+
+
+def on_limited(queue: str, seen: Callable[[], None]) -> Callable[[], None]:
+    """Call `seen` each time this process's poll of `queue` finds its rate limit spent; returns the undo."""
+    from dbos._dbos import _get_dbos_instance
+
+    sys_db = _get_dbos_instance()._sys_db
+    claim = sys_db.start_queued_workflows
+
+    def counted(q: Any, *args: Any, **kwargs: Any) -> Any:
+        ids, reason = claim(q, *args, **kwargs)
+        if reason == "limiter" and q.name == queue:
+            seen()
+        return ids, reason
+
+    sys_db.start_queued_workflows = counted
+    return lambda: setattr(sys_db, "start_queued_workflows", claim)
+
+
+async def main(db_url: str, queue: str) -> None:
+    import timestep
+
+    timestep.configure_dbos(system_database_url=db_url)
+    await timestep.ensure_dbos_launched()
+    on_limited(queue, lambda: print("limited", flush=True))
+    # Its worker has read the queue's policy once it has waited for a poll.
+    while queue not in engine._wakers or engine._wakers[queue]._last_poll == 0:
+        await asyncio.sleep(0.02)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
