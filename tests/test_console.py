@@ -1,8 +1,10 @@
 """The web console in a real headless Chromium (Debian's `chromium`, driven by Playwright):
 a run submitted over the bus appears on the runs page and turns `completed` live; an approval
 clicked in the browser lets its run complete; a viewer's approve is refused, visibly; an admin
-edits a queue's limit. A real nats-server with the deployment's permission sets, the real
-actors, a real database. `TIMESTEP_CONSOLE_SCREENSHOTS=DIR` keeps a screenshot of each page."""
+edits a queue's limit; a run that failed after retries says why at the top. A real nats-server
+with the deployment's permission sets, the real actors, a real database; only the model is
+replaced (the offline model, and a local OpenAI-compatible server that answers 429).
+`TIMESTEP_CONSOLE_SCREENSHOTS=DIR` keeps a screenshot of each page."""
 
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from timestep.settings import NatsSettings, Settings
 TESTS = Path(__file__).parent
 DEPLOY_NATS = TESTS.parent / "deploy" / "nats"
 AGENT = "bus-assistant"
+#: An agent whose provider answers every call with a 429: it fails after MAX_ATTEMPTS calls.
+BUSY = "console-busy"
+MAX_ATTEMPTS = 4
 WAIT_MS = 60_000
 
 
@@ -64,7 +69,25 @@ PASSWORDS = {user: f"pw-{user}-{uuid.uuid4().hex[:8]}" for user in ("actors", *S
 
 
 @pytest.fixture(scope="module")
-async def deployment(db, tmp_path_factory):
+def busy_provider():
+    """A local OpenAI-compatible server that answers every call with 429, and the agent that calls it."""
+    from agents import Agent, OpenAIChatCompletionsModel
+    from openai import AsyncOpenAI
+    from test_model_http import Provider, error
+
+    from timestep import ModelRetry, register_agent
+
+    server = Provider([], default=error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "10"}))
+    server.thread.start()
+    model = OpenAIChatCompletionsModel(model="gpt-test", openai_client=AsyncOpenAI(base_url=server.url, api_key="sk-test", max_retries=0))
+    register_agent(Agent(name=BUSY, model=model), model_retry=ModelRetry(max_attempts=MAX_ATTEMPTS, backoff_seconds=0.01))
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture(scope="module")
+async def deployment(db, tmp_path_factory, busy_provider):
     """A nats-server whose users have the permission sets of deploy/nats/permissions.conf (the
     actors' user may do anything), the actors in this process, and the console on their HTTP
     server twice: open (as on 127.0.0.1) and with login (as anywhere else)."""
@@ -340,3 +363,158 @@ def test_timestep_up_serves_the_console_when_asked(tmp_path: Path) -> None:
     finally:
         stop([proc])
     assert proc.returncode == 0, out.read_text()
+
+
+async def events_of(client: Client, run_id: str) -> list:
+    return [event async for event in client.events(run_id)]
+
+
+def seconds(text: str) -> float:
+    """A duration as the console writes it ("0.43 s", "2.5 min") in seconds."""
+    number, unit = text.split()
+    return float(number) * (60 if unit == "min" else 1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_run_that_failed_after_retries_says_why_at_the_top_and_its_retries_once(deployment, browser) -> None:
+    from timestep.client import RunFailedError
+
+    run = await deployment.client.submit(BUSY, "Hello")
+    with pytest.raises(RunFailedError):
+        await run.result(timeout=60)
+    retries = [e for e in await events_of(deployment.client, run.run_id) if e.type == "retrying"]
+    assert [e.attempt for e in retries] == list(range(1, MAX_ATTEMPTS))  # what `timestep events` prints as attempt=
+    context, page = await page_for(browser)
+    try:
+        await page.goto(deployment.open + f"/#/runs/{run.run_id}")
+        await page.wait_for_selector('#run-status[data-status="failed"]', timeout=WAIT_MS)
+        await page.locator('#timeline li[data-type="failed"]').wait_for(timeout=WAIT_MS)
+        await screenshot(page, "run-failed")
+        # The outcome, said once, above the timeline.
+        outcome = page.locator("#outcome")
+        await outcome.wait_for(timeout=WAIT_MS)
+        said = await outcome.inner_text()
+        assert said.count("RateLimitError") == 1 and "HTTP 429" in said and "Rate limit reached" in said, said
+        assert (await outcome.bounding_box())["y"] < (await page.locator("#timeline").bounding_box())["y"]
+        # The identical retries: one card, numbered as the events and the command line number them.
+        cards = page.locator('#timeline li[data-type="retrying"]')
+        assert await cards.count() == 1
+        card = await cards.inner_text()
+        assert f"retried {MAX_ATTEMPTS - 1} times" in card and "RateLimitError" in card, card
+        await cards.locator("summary").click()
+        attempts = await cards.locator(".attempt").all_inner_texts()
+        assert [a.split(" failed")[0] for a in attempts] == [f"attempt {n}" for n in range(1, MAX_ATTEMPTS)], attempts
+        await screenshot(page, "run-failed-retries-open")
+        # Nothing was streamed, so nothing is said to be void; a finished run cannot be cancelled.
+        assert "void" not in await page.locator("#main").inner_text()
+        assert await page.locator("#cancel").is_hidden()
+    finally:
+        await context.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_duration_is_the_time_from_start_to_end_from_the_runs_events(deployment, browser) -> None:
+    """On SQLite (Python 3.11) the database keeps a run's times in whole seconds; the events' are exact."""
+    run = await deployment.client.submit(AGENT, "think seconds=0.3")
+    await run.result(timeout=60)
+    await recorded(deployment.client, run.run_id)
+    events = {e.type: e for e in await events_of(deployment.client, run.run_id)}
+    ran = (events["completed"].time - events["started"].time).total_seconds()
+    queued = (events["started"].time - events["accepted"].time).total_seconds()
+    context, page = await page_for(browser)
+    try:
+        await page.goto(deployment.open + "/#/runs")
+        row = page.locator(f'tr[data-run-id="{run.run_id}"]')
+        await row.wait_for(timeout=WAIT_MS)
+        shown = await row.locator("td.duration").inner_text()
+        assert abs(seconds(shown) - ran) < 0.006, (shown, ran)
+        await screenshot(page, "runs-durations")
+        await row.locator("a").click()
+        await page.wait_for_selector('#run-status[data-status="completed"]', timeout=WAIT_MS)
+        facts = page.locator("dl.facts")
+        await facts.locator('dd[data-fact="duration"]', has_text=" s").wait_for(timeout=WAIT_MS)
+        assert abs(seconds(await facts.locator('dd[data-fact="duration"]').inner_text()) - ran) < 0.006
+        assert abs(seconds(await facts.locator('dd[data-fact="queued"]').inner_text()) - queued) < 0.006
+        assert await page.locator("#cancel").is_hidden()
+        await screenshot(page, "run-completed")
+    finally:
+        await context.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_cancel_is_offered_while_a_run_can_be_cancelled_and_as_a_secondary_button(deployment, browser) -> None:
+    run, call_id = await waiting_run(deployment.client, f"send_email to={uid('kim')}@example.com")
+    context, page = await page_for(browser)
+    try:
+        await page.goto(deployment.open + f"/#/runs/{run.run_id}")
+        await page.wait_for_selector('#run-status[data-status="waiting"]', timeout=WAIT_MS)
+        cancel = page.locator("#cancel")
+        await cancel.wait_for(state="visible", timeout=WAIT_MS)
+        title = page.locator("h2")
+        size = "el => parseFloat(getComputedStyle(el).fontSize)"
+        assert await cancel.evaluate(size) < await title.evaluate(size)
+        assert (await cancel.bounding_box())["height"] < (await title.bounding_box())["height"]
+        # "always" sits with its words, and the words tick it.
+        decide = page.locator(f'.approval[data-call-id="{call_id}"]')
+        box, label = decide.locator('input[name="always"]'), decide.locator("label", has_text="always")
+        a, b = await box.bounding_box(), await label.bounding_box()
+        assert abs((a["y"] + a["height"] / 2) - (b["y"] + b["height"] / 2)) < a["height"] / 2, (a, b)
+        await label.get_by_text("always").click()
+        assert await box.is_checked()
+        await screenshot(page, "run-waiting")
+
+        await cancel.click()
+        await page.wait_for_selector('#run-status[data-status="cancelled"]', timeout=WAIT_MS)
+        await cancel.wait_for(state="hidden", timeout=WAIT_MS)
+        await page.locator("#outcome", has_text="cancelled").wait_for(timeout=WAIT_MS)
+        await screenshot(page, "run-cancelled")
+    finally:
+        await context.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_runs_page_says_the_status_its_list_says(deployment, browser, db, tmp_path) -> None:
+    """A run ended in the database without an event saying so (here a queued run cancelled with
+    `timestep workflows cancel`, which steers the database only): its page says what its list says."""
+    import sys
+
+    queue = uid("oneatatime")
+    await deployment.client.configure_queue(queue, concurrency=1)
+    first = await deployment.client.submit(AGENT, f"send_email to={uid('lee')}@example.com", queue=queue)
+    async for event in first.events():
+        if event.type == "interrupted":
+            break
+    second = await deployment.client.submit(AGENT, f"get_weather city={uid('Rome')}", queue=queue)  # waits behind the first
+    assert (await deployment.client.get_run(second.run_id)).status == "queued"
+    cli = subprocess.run(
+        [sys.executable, "-m", "actors.cli.main", "workflows", "cancel", second.run_id], capture_output=True, text=True,
+        env={**os.environ, "PG_CONNECTION_URI": db, "TIMESTEP_HOME": str(tmp_path)}, timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert (await deployment.client.get_run(second.run_id)).status == "cancelled"
+    context, page = await page_for(browser)
+    try:
+        await page.goto(deployment.open + "/#/runs")
+        row = page.locator(f'tr[data-run-id="{second.run_id}"]')
+        await row.locator("td.status", has_text="cancelled").wait_for(timeout=WAIT_MS)
+        await row.locator("a").click()
+        await page.locator('#timeline li[data-type="queued"]').wait_for(timeout=WAIT_MS)  # its events were read
+        assert await page.locator("#run-status").get_attribute("data-status") == "cancelled"
+        assert await page.locator("#cancel").is_hidden()
+    finally:
+        await context.close()
+        await deployment.client.cancel(first.run_id)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_console_has_an_icon(deployment, browser) -> None:
+    context, page = await page_for(browser)
+    try:
+        await page.goto(deployment.open + "/")
+        icon = await page.locator('link[rel="icon"]').get_attribute("href")
+        for path in (icon, "/favicon.ico"):
+            response = await page.request.get(deployment.open + path)
+            assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml"), (path, response.status)
+            assert b"<svg" in await response.body()
+    finally:
+        await context.close()

@@ -3,14 +3,15 @@ route one request of the contract made with the caller's connection (see `access
 
     GET  /                                  the page (runs, one run, approvals, queues, schedules)
     GET  /api/whoami                        {user, login}
-    GET  /api/runs?status=&agent=&queue=    runs.list
-    GET  /api/runs/{id}                     runs.get
+    GET  /api/runs?status=&agent=&queue=    runs.list, each run timed by its own events (see `_timed`)
+    GET  /api/runs/{id}                     runs.get, timed the same way
     GET  /api/runs/{id}/events              the run's events from its first, live (server-sent events)
     GET  /api/events                        every run's new events, live (server-sent events)
     POST /api/runs/{id}/approve|reject|cancel   runs.command.<id>.<action>
     GET  /api/approvals                     tool calls waiting for a decision, from the waiting runs' events
     GET  /api/queues, POST /api/queues/{name}   queues.status, queues.configure
     GET  /api/schedules, POST /api/schedules, DELETE /api/schedules/{name}
+    GET  /favicon.ico                       the icon (SVG), without login like the probes
 
 Refusals come back as `{"error": {"type", "message"}}`: 403 for what the NATS user may not
 do, 409 for a request an actor refused, 400 for bad input.
@@ -29,6 +30,7 @@ import msgspec
 from aiohttp import web
 
 from actors.console.access import Login, LoginRefused, basic_credentials, is_loopback
+from subjects.messages import RunInfo
 from timestep.client import Client, RequestRefusedError
 from timestep.errors import PermissionDeniedError, TimestepError, ValidationError
 
@@ -40,6 +42,12 @@ SSE_PING_SECONDS = 15.0
 CLIENT = web.RequestKey("timestep_client", Client)
 USER = web.RequestKey("timestep_user", object)
 _encoder = msgspec.json.Encoder()
+#: The event that ends a run of each finished status.
+_END_EVENT = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}
+
+
+class _When(msgspec.Struct):
+    time: datetime
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -75,6 +83,7 @@ class Console:
         app.middlewares.append(self._access)
         r = app.router
         r.add_get("/", self._page)
+        r.add_get("/favicon.ico", self._icon)
         r.add_static("/static/", STATIC, append_version=False)
         r.add_get("/api/whoami", self._whoami)
         r.add_get("/api/runs", self._runs)
@@ -131,6 +140,9 @@ class Console:
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html")
 
+    async def _icon(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "icon.svg", headers={"Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"})
+
     async def _whoami(self, request: web.Request) -> web.Response:
         return _json({"user": request[USER], "login": self.login is not None})
 
@@ -144,10 +156,12 @@ class Console:
         runs = await request[CLIENT].list_runs(
             status=q.get("status") or None, agent=q.get("agent") or None, queue=q.get("queue") or None, limit=int(limit)
         )
-        return _json({"runs": runs})
+        client: Client = request[CLIENT]
+        return _json({"runs": await asyncio.gather(*(_timed(client, run) for run in runs))})
 
     async def _run(self, request: web.Request) -> web.Response:
-        return _json({"run": await request[CLIENT].get_run(request.match_info["id"])})
+        client: Client = request[CLIENT]
+        return _json({"run": await _timed(client, await client.get_run(request.match_info["id"]))})
 
     async def _run_events(self, request: web.Request) -> web.StreamResponse:
         client: Client = request[CLIENT]
@@ -245,6 +259,30 @@ class Console:
 
     async def _delete_schedule(self, request: web.Request) -> web.Response:
         return _json({"deleted": await request[CLIENT].delete_schedule(request.match_info["name"])})
+
+
+async def _timed(client: Client, run: RunInfo) -> dict[str, Any]:
+    """The run with `queued_seconds` (accepted to started) and `ran_seconds` (started to its end),
+    from the times of its own events. The database's are no substitute: they count the time queued
+    as running, and on SQLite before 3.42 (Python 3.11) DBOS keeps them in whole seconds."""
+    end = _END_EVENT.get(run.status)
+    accepted, started, ended = await asyncio.gather(
+        _event_time(client, run.id, "accepted"), _event_time(client, run.id, "started"),
+        _event_time(client, run.id, end) if end else asyncio.sleep(0),
+    )
+    timed = msgspec.to_builtins(run)
+    timed["started_at"] = started.timestamp() if started else None
+    timed["queued_seconds"] = round((started - accepted).total_seconds(), 3) if started and accepted else None
+    timed["ran_seconds"] = round((ended - started).total_seconds(), 3) if started and ended else None
+    return timed
+
+
+async def _event_time(client: Client, run_id: str, kind: str) -> datetime | None:
+    data = await client.bus.stored_event(run_id, kind)
+    try:
+        return msgspec.json.decode(data, type=_When).time if data else None
+    except msgspec.DecodeError:
+        return None
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -5,9 +5,24 @@
 "use strict";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled", "rejected"]);
+const CANCELLABLE = new Set(["queued", "running", "waiting"]);
 const STATUS_OF = { accepted: "queued", queued: "queued", started: "running", interrupted: "waiting",
   tool_approved: "running", tool_rejected: "running", completed: "completed", failed: "failed",
   cancelled: "cancelled", rejected: "rejected" };
+
+// A run's status as every page shows it: the one the database holds (runs.list, runs.get), unless
+// the run's events say more. An event never takes back an end the database recorded: a run can end
+// there without an event saying so (`timestep workflows cancel`, a run that failed before it began).
+function runStatus(stored, fromEvents) {
+  if (!fromEvents || (TERMINAL.has(stored) && !TERMINAL.has(fromEvents))) return stored;
+  return fromEvents;
+}
+
+// An error said once: a message that begins with its type (`RateLimitError (HTTP 429) ...`) is not prefixed with it again.
+function errorText(error, statusCode) {
+  if (error.message.startsWith(error.type)) return error.message;
+  return `${error.type}${statusCode ? ` (HTTP ${statusCode})` : ""}: ${error.message}`;
+}
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -50,7 +65,11 @@ async function act(method, path, body) {
 }
 
 function when(seconds) { return seconds ? new Date(seconds * 1000).toLocaleString() : ""; }
-function duration(s) { return s === null || s === undefined ? "" : s < 60 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`; }
+function duration(s) {
+  if (s === null || s === undefined) return "";
+  return s < 10 ? `${s.toFixed(2)} s` : s < 60 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`;
+}
+function seconds(from, to) { return (Date.parse(to) - Date.parse(from)) / 1000; }
 function statusCell(status) { return h("td", { class: "status" }, h("span", { class: `s-${status}` }, status)); }
 
 // --- live events ------------------------------------------------------------------------
@@ -74,6 +93,9 @@ function debounce(fn, ms) { let t; return () => { clearTimeout(t); t = setTimeou
 
 // --- runs -------------------------------------------------------------------------------
 
+const HINTS = { Queued: "from submitted to started: the time the run waited for its turn",
+  Duration: "from started to its end, by the run's own events (the time queued is not counted)" };
+
 async function runsPage(main, params) {
   const filters = h("form", { class: "filters", id: "filters" },
     h("label", {}, "status", h("select", { name: "status" }, ["", "queued", "running", "waiting", "completed", "failed", "cancelled"]
@@ -88,18 +110,20 @@ async function runsPage(main, params) {
   });
   const body = h("tbody", { id: "runs" });
   main.append(h("h2", {}, "Runs"), filters, h("table", {},
-    h("thead", {}, h("tr", {}, ["Run", "Status", "Agent", "Queue", "Started", "Duration", "Tokens"].map((t) => h("th", {}, t)))), body));
+    h("thead", {}, h("tr", {}, ["Run", "Status", "Agent", "Queue", "Submitted", "Queued", "Duration", "Tokens"]
+      .map((t) => h("th", { title: HINTS[t] }, t)))), body));
 
   const seen = {}; // run id -> {status, usage} from events newer than the last list
   const render = (runs) => {
     body.replaceChildren(...runs.map((run) => {
       const live = seen[run.id] || {};
-      const status = live.status && (TERMINAL.has(live.status) || !TERMINAL.has(run.status)) ? live.status : run.status;
+      const status = runStatus(run.status, live.status);
       const usage = run.usage || live.usage;
       return h("tr", { dataset: { runId: run.id } },
         h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(run.id)}` }, run.id)),
         statusCell(status), h("td", {}, run.agent), h("td", {}, run.queue || ""),
-        h("td", {}, when(run.created_at)), h("td", {}, duration(run.duration_seconds)),
+        h("td", {}, when(run.created_at)), h("td", { class: "queued" }, duration(run.queued_seconds)),
+        h("td", { class: "duration" }, duration(run.ran_seconds)),
         h("td", {}, usage ? String(usage.total_tokens) : ""));
     }));
   };
@@ -123,30 +147,69 @@ async function runsPage(main, params) {
 async function runPage(main, runId) {
   const facts = h("dl", { class: "facts" });
   const status = h("span", { id: "run-status" });
-  const cancel = h("button", { id: "cancel", class: "danger", onclick: async () => {
+  const cancel = h("button", { id: "cancel", class: "secondary", hidden: true, onclick: async () => {
     if (await act("POST", `/api/runs/${encodeURIComponent(runId)}/cancel`, {})) cancel.disabled = true;
   } }, "Cancel run");
+  const outcome = h("div", { id: "outcome", hidden: true });
   const timeline = h("ol", { class: "timeline", id: "timeline" });
-  main.append(h("h2", {}, "Run ", h("code", {}, runId), " ", status, " ", cancel), facts, h("h3", {}, "Timeline"), timeline);
-  const setStatus = (s) => { status.textContent = s; status.className = `s-${s}`; status.dataset.status = s; if (TERMINAL.has(s)) { cancel.disabled = true; cancel.hidden = true; } };
+  main.append(h("div", { class: "title" }, h("h2", {}, "Run ", h("code", {}, runId), " ", status), cancel), outcome, facts,
+    h("h3", {}, "Timeline"), timeline);
+
+  let stored = null; // the status the database holds
+  let fromEvents = null; // the status the run's events say, as they come
+  const setStatus = () => {
+    const s = runStatus(stored, fromEvents);
+    if (!s) return;
+    status.textContent = s; status.className = `s-${s}`; status.dataset.status = s;
+    cancel.hidden = !CANCELLABLE.has(s);
+    if (TERMINAL.has(s) && !outcome.dataset.said) say(s, null);
+  };
+  // What became of the run, at the top: from its last event, else from the database.
+  const say = (how, error, from) => {
+    outcome.replaceChildren(h("span", { class: `s-${how}` }, how), error ? h("span", { class: "reason" }, ` ${errorText(error)}`) : "");
+    outcome.className = `outcome o-${how}`;
+    outcome.hidden = false;
+    if (from) outcome.dataset.said = from;
+  };
+  const fact = {}; // name -> its <dd>
+  for (const name of ["agent", "queue", "session", "submitted", "queued", "started", "duration", "tokens"]) {
+    fact[name] = h("dd", { dataset: { fact: name } });
+    facts.append(h("dt", { title: HINTS[name[0].toUpperCase() + name.slice(1)] }, name), fact[name]);
+  }
+  const times = {}; // event type -> its time, for the durations
   try {
     const { run } = await api("GET", `/api/runs/${encodeURIComponent(runId)}`);
-    setStatus(run.status);
-    const pairs = [["agent", run.agent], ["queue", run.queue || "-"], ["session", run.session_id || "-"], ["started", when(run.created_at)],
-      ["duration", duration(run.duration_seconds)], ["tokens", run.usage ? run.usage.total_tokens : ""]];
-    facts.append(...pairs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    stored = run.status;
+    fact.agent.textContent = run.agent; fact.queue.textContent = run.queue || "-"; fact.session.textContent = run.session_id || "-";
+    fact.submitted.textContent = when(run.created_at); fact.started.textContent = when(run.started_at);
+    fact.queued.textContent = duration(run.queued_seconds); fact.duration.textContent = duration(run.ran_seconds);
+    fact.tokens.textContent = run.usage ? run.usage.total_tokens : "";
+    if (run.error) say(run.status, run.error, "database");
+    setStatus();
   } catch (e) { showError(e.message); }
 
   let streamed = null; // the current block of streamed text
+  let retries = null; // the card of the retries in a row that failed the same way
+  let previous = null; // the type of the event before this one
   const decisions = {}; // call id -> the buttons' container
   follow(`/api/runs/${encodeURIComponent(runId)}/events`, (event) => {
-    if (STATUS_OF[event.type]) setStatus(STATUS_OF[event.type]);
+    const before = previous;
+    previous = event.type;
+    if (STATUS_OF[event.type]) { fromEvents = STATUS_OF[event.type]; setStatus(); }
+    if (event.type === "accepted" || event.type === "started" || TERMINAL.has(event.type)) {
+      times[event.type] = event.time;
+      if (times.accepted && times.started) fact.queued.textContent = duration(seconds(times.accepted, times.started));
+      if (event.type === "started") fact.started.textContent = new Date(event.time).toLocaleString();
+      if (times.started && TERMINAL.has(event.type)) fact.duration.textContent = duration(seconds(times.started, event.time));
+    }
     if (event.type === "delta") {
+      retries = null;
       if (!streamed) { streamed = h("div", { class: "streamed" }); timeline.append(item(event, "text", streamed)); }
       streamed.textContent += event.text;
       return;
     }
     streamed = null;
+    if (event.type !== "retrying") retries = null;
     if (event.type === "tool_call") timeline.append(item(event, `tool call: ${event.tool}`, h("pre", {}, event.arguments), h("div", { class: "muted" }, `call ${event.call_id}`)));
     else if (event.type === "tool_output") timeline.append(item(event, "tool output", h("pre", {}, event.output), h("div", { class: "muted" }, `call ${event.call_id}`)));
     else if (event.type === "interrupted") {
@@ -159,15 +222,43 @@ async function runPage(main, runId) {
       const verdict = event.type === "tool_approved" ? `approved${event.always ? " (always)" : ""}` : `rejected${event.message ? ": " + event.message : ""}`;
       if (decisions[event.call_id]) decisions[event.call_id].replaceChildren(h("em", {}, verdict));
       timeline.append(item(event, `${event.tool} ${verdict}`));
-    } else if (event.type === "completed") timeline.append(item(event, "completed", h("pre", {}, JSON.stringify(event.output, null, 1)),
-      h("div", { class: "muted" }, `tokens: ${event.usage.total_tokens} (${event.usage.requests} model calls)`)));
-    else if (event.type === "failed" || event.type === "rejected") timeline.append(item(event, event.type, h("pre", { class: "failure" }, `${event.error.type}: ${event.error.message}`)));
+    } else if (event.type === "completed") {
+      say("completed", null, "events");
+      timeline.append(item(event, "completed", h("pre", {}, JSON.stringify(event.output, null, 1)),
+        h("div", { class: "muted" }, `tokens: ${event.usage.total_tokens} (${event.usage.requests} model calls)`)));
+      fact.tokens.textContent = event.usage.total_tokens;
+    } else if (event.type === "failed" || event.type === "rejected") {
+      say(event.type, event.error, "events");
+      timeline.append(item(event, event.type, h("pre", { class: "failure" }, errorText(event.error))));
+    } else if (event.type === "cancelled") { say("cancelled", null, "events"); timeline.append(item(event, "cancelled")); }
     else if (event.type === "queued") timeline.append(item(event, `queued in ${event.queue}`));
-    else if (event.type === "retrying") timeline.append(item(event, `retrying: attempt ${event.attempt + 1} at ${new Date(event.retry_at).toLocaleTimeString()}`,
-      h("pre", { class: "failure" }, `${event.error.type}${event.status_code ? ` (HTTP ${event.status_code})` : ""}: ${event.error.message}`),
-      h("div", { class: "muted" }, `waiting ${event.delay_seconds} s; text streamed by the failed attempt is void`)));
-    else timeline.append(item(event, event.type));
+    else if (event.type === "retrying") {
+      // `attempt` is the attempt that failed, numbered from 1 as `timestep events` prints it.
+      const key = JSON.stringify([event.error.type, event.status_code, event.error.message]);
+      if (!retries || retries.key !== key) { retries = retryCard(event, key); timeline.append(retries.card); }
+      retries.add(event, before === "delta");
+    } else timeline.append(item(event, event.type));
   });
+}
+
+// One card for retries in a row that failed the same way: "retried 9 times", each attempt behind a click.
+function retryCard(first, key) {
+  const title = h("span", { class: "kind" });
+  const seq = h("span", { class: "seq" });
+  const attempts = h("div", { class: "attempts" });
+  const card = h("li", { dataset: { type: "retrying" } }, seq, title,
+    h("pre", { class: "failure" }, errorText(first.error, first.status_code)),
+    h("details", {}, h("summary", { class: "muted" }, "each attempt"), attempts));
+  let count = 0;
+  const add = (event, streamedText) => {
+    count += 1;
+    title.textContent = count === 1 ? `attempt ${event.attempt} failed, retried` : `retried ${count} times`;
+    seq.textContent = `#${first.seq}${count > 1 ? `–${event.seq}` : ""} ${new Date(first.time).toLocaleTimeString()}`;
+    attempts.append(h("div", { class: "attempt" }, `attempt ${event.attempt} failed at ${new Date(event.time).toLocaleTimeString()};`
+      + ` waited ${event.delay_seconds} s until ${new Date(event.retry_at).toLocaleTimeString()}`
+      + (streamedText ? "; the text it streamed is void (the next attempt streams its own)" : "")));
+  };
+  return { key, card, add };
 }
 
 function item(event, title, ...body) {
@@ -192,7 +283,7 @@ function decisionButtons(runId, callId, after, args) {
     } }, "Approve"), " ",
     h("button", { class: "reject", dataset: { action: "reject", callId }, onclick: async () => {
       if (await act("POST", path("reject"), { call_id: callId, message: message.value || undefined, always: always.checked })) decided("rejected");
-    } }, "Reject"), " ", message, " ", h("label", {}, always, " always, for this tool in this run"));
+    } }, "Reject"), " ", message, " ", h("label", { class: "check" }, always, "always, for this tool in this run"));
   return box;
 }
 
