@@ -24,13 +24,12 @@ from subjects.messages import ApprovalList, Approve, Cancel, Reject, Reply
 from subjects.names import CONTROL_STREAM, WORK_STREAM
 from timestep.durable import definitions, engine, registry
 from timestep.ops import observe
-from timestep.bus.connection import Bus, Message
+from timestep.bus.connection import HOSTED_RENEW_SECONDS, Bus, Message
 from timestep.durable.events import listen, now
 from timestep.bus.intake import StartRun, body_problem
 from timestep.durable import approvals as inbox
 from timestep.durable.runs import agent_run, wake_after_cancel
 from timestep.errors import ValidationError
-from timestep.settings import Settings
 
 log = logging.getLogger("actors.agent")
 
@@ -49,9 +48,34 @@ class AgentActor(Actor):
         self.concurrency = self.capacity
         self._running: set[asyncio.Task] = set()
         self._room = asyncio.Condition()
+        self._renewing: asyncio.Task | None = None
 
     async def on_start(self) -> None:
-        await self.bus.announce_agents(registry.registered_agents(), Settings.from_env().executor_id)
+        await self._announce()
+        self._renewing = asyncio.create_task(self._renew(), name="agent-announce")
+
+    async def on_stop(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+
+    async def _announce(self) -> None:
+        await self.bus.announce_agents(registry.registered_agents(), self.bus.settings.executor_id)
+
+    async def _renew(self) -> None:
+        """Keep this process counted as a host while it lives (see `Bus.announce_agents`)."""
+        failing = False
+        while True:
+            await asyncio.sleep(HOSTED_RENEW_SECONDS)
+            try:
+                await self._announce()
+                if failing:
+                    log.info("the hosted agents are announced again")
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("could not renew the hosted agents (%s: %s); retrying every %.0f s", type(exc).__name__, exc, HOSTED_RENEW_SECONDS)
+                failing = True
 
     async def ready(self) -> None:
         async with self._room:

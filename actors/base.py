@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -53,20 +54,29 @@ def origin(msg: Message) -> str | None:
 
 
 class KnownAgents:
-    """Which agents a run may name: those registered in this process, or announced on the bus by an
-    agent actor. The governor checks every request with it, the scheduler every new schedule."""
+    """Which agents a run may name: those registered in this process, or hosted by a live agent
+    actor (see `Bus.announce_agents`). The governor checks every request with it, the scheduler
+    every new schedule. A failed read of the bus raises (the message is redelivered): only a
+    definite "nobody hosts it" refuses."""
+
+    #: How long a "hosted" answer from the bus is kept before it is asked again.
+    CACHE_SECONDS = 1.0
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._seen: set[str] = set()
+        self._hosted: dict[str, float] = {}  # name -> when the answer was read (monotonic)
 
     async def problem(self, name: str) -> str | None:
         """None when `name` is known; else why not, naming the agents that are."""
-        if name in self._seen or name in registry.registered_agents():
+        if name in registry.registered_agents():
+            return None
+        read = self._hosted.get(name)
+        if read is not None and time.monotonic() - read < self.CACHE_SECONDS:
             return None
         if await self.bus.agent_hosted(name):
-            self._seen.add(name)  # agent actors come and go; the names they host stay
+            self._hosted[name] = time.monotonic()
             return None
+        self._hosted.pop(name, None)
         hosted = await self.bus.hosted_agents()
         return f"no agent named {name!r} is hosted by a running agent actor (hosted: {', '.join(hosted) or 'none'})"
 

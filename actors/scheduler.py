@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from croniter import CroniterError
 
 from actors.base import Actor, KnownAgents
+from subjects.events import ErrorInfo
 from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete, ScheduleList
 from timestep.durable import engine, store
 from timestep.bus.connection import Bus, Message
@@ -170,6 +171,10 @@ class Scheduler(Actor):
             await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ScheduleCreate)))
         except TimestepError as exc:
             await self.refuse(msg, exc)
+        except Exception as exc:  # the bus or the database failed for now: the request was fine
+            log.warning("schedules.create: %s: %s; answered 'try again'", type(exc).__name__, exc)
+            message = f"could not check or store the schedule now ({type(exc).__name__}: {exc}); try again"
+            await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="Unavailable", message=message)))
 
     async def _delete(self, msg: Message) -> None:
         try:

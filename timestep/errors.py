@@ -1,8 +1,25 @@
 """One exception hierarchy. Every message names the field at fault and the fix."""
 
+from __future__ import annotations
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> TimestepError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class TimestepError(Exception):
-    """Base class of every error Timestep raises on purpose."""
+    """Base class of every error Timestep raises on purpose.
+
+    Every one survives pickling with its message and attributes: DBOS stores a run's error
+    pickled and raises it again where the run's outcome is read (another process, a recovery).
+    Subclasses take other arguments than the message, so the copy is rebuilt from the message and
+    the attributes, not by calling `__init__` again."""
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class ValidationError(TimestepError, ValueError):
@@ -24,13 +41,18 @@ class ValidationError(TimestepError, ValueError):
 class UnknownAgentError(ValidationError):
     """No agent is registered under this name in this process."""
 
-    def __init__(self, name: str, known: list[str]) -> None:
+    def __init__(self, name: str, known: list[str], waited: float | None = None) -> None:
         names = ", ".join(sorted(known)) or "none"
-        super().__init__(
-            "agent",
-            f"no agent named {name!r} is registered (registered: {names})",
-            "call timestep.register_agent(agent) at start-up, before ensure_dbos_launched()",
-        )
+        if waited is None:
+            problem = f"no agent named {name!r} is registered (registered: {names})"
+            fix = "call timestep.register_agent(agent) at start-up, before ensure_dbos_launched()"
+        else:  # a run that was accepted for it
+            problem = (
+                f"no agent named {name!r} is registered in the process that executes the run, after waiting "
+                f"{waited:g} s (registered: {names}); it was removed or renamed since the run was accepted"
+            )
+            fix = "register it again (timestep.register_agent, or the module in `timestep up --agents`) and submit the run again"
+        super().__init__("agent", problem, fix)
         self.name = name
 
 
@@ -117,9 +139,6 @@ class ModelCallError(TimestepError):
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return f"{provider_error} ({status}){tries}: {message}"
 
-    def __reduce__(self):  # recorded by the runtime and raised again on replay
-        return (type(self), (self.provider_error, self.status_code, self.provider_message, self.attempts))
-
 
 class BudgetExceeded(TimestepError):
     """A run used more model tokens than its `max_tokens`: it stopped after the model call that
@@ -132,9 +151,6 @@ class BudgetExceeded(TimestepError):
             f"the run used {used} model tokens, over its budget of max_tokens={max_tokens}; "
             "it stopped after the model call that crossed it (raise max_tokens, or pass none, to let such runs finish)"
         )
-
-    def __reduce__(self):
-        return (type(self), (self.used, self.max_tokens))
 
 
 class SessionBusyError(TimestepError):
@@ -150,9 +166,6 @@ class SessionBusyError(TimestepError):
         self.session_id = session_id
         self.running_run_id = running_run_id
 
-    def __reduce__(self):  # recorded by the runtime and raised again on replay
-        return (type(self), (self.session_id, self.running_run_id))
-
 
 class AgentChangedError(TimestepError):
     """A run continued under another definition of its agent than the one it started with, and its
@@ -165,6 +178,3 @@ class AgentChangedError(TimestepError):
         )
         self.agent = agent
         self.changes = list(changes)
-
-    def __reduce__(self):
-        return (type(self), (self.agent, self.changes))

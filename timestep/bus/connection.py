@@ -184,6 +184,8 @@ class Bus:
         self.subjects = Subjects(settings.prefix)
         self.refusals = refusals or Refusals(settings.nats.user)
         """Fed by the connection's error callback (see `connect`)."""
+        self._agents_kv: Any = None
+        self._hosts_expire = False
 
     @classmethod
     async def connect(
@@ -462,37 +464,63 @@ class Bus:
     # --- which agents are hosted --------------------------------------------------
 
     async def _agents_bucket(self) -> Any:
-        async def open_or_create() -> Any:
-            try:
-                return await self.js.key_value(AGENTS_BUCKET)
-            except NotFoundError:
-                return await self.js.create_key_value(bucket=AGENTS_BUCKET, history=1, replicas=self.settings.stream_replicas)
+        """The bucket of hosted agents, opened once per connection (created if missing)."""
+        if self._agents_kv is None:
+            async def open_or_create() -> Any:
+                try:
+                    return await self.js.key_value(AGENTS_BUCKET)
+                except NotFoundError:
+                    return await self.js.create_key_value(
+                        bucket=AGENTS_BUCKET, history=1, ttl=HOSTED_TTL_SECONDS, replicas=self.settings.stream_replicas
+                    )
 
-        api = [f"{JS_API}.STREAM.{op}.KV_{AGENTS_BUCKET}" for op in ("INFO", "CREATE")]
-        return await self._retrying("the agents bucket", open_or_create, *api)
+            api = [f"{JS_API}.STREAM.{op}.KV_{AGENTS_BUCKET}" for op in ("INFO", "CREATE")]
+            self._agents_kv = await self._retrying("the agents bucket", open_or_create, *api)
+        return self._agents_kv
+
+    async def _expire_hosts(self) -> None:
+        """A bucket made before announcements expired keeps entries forever: give it the TTL (its
+        old entries, older than the TTL, go at once). Done by agent actors, which write the bucket."""
+        stream = f"KV_{AGENTS_BUCKET}"
+        info = await self._retrying("the agents bucket", lambda: self.js.stream_info(stream), f"{JS_API}.STREAM.INFO.{stream}")
+        if info.config.max_age != HOSTED_TTL_SECONDS:
+            info.config.max_age = HOSTED_TTL_SECONDS
+            info.config.duplicate_window = min(info.config.duplicate_window or HOSTED_TTL_SECONDS, HOSTED_TTL_SECONDS)
+            await self._retrying("the agents bucket", lambda: self.js.update_stream(info.config), f"{JS_API}.STREAM.UPDATE.{stream}")
 
     async def announce_agents(self, names: list[str], executor_id: str) -> None:
-        """An agent actor says which agents it hosts (a governor rejects requests for others)."""
+        """This process hosts `names`, for the next HOSTED_TTL_SECONDS: a live agent actor renews
+        it (a governor rejects requests for agents no live process hosts). Nothing withdraws it on
+        a stop: a restart within the TTL (a deploy) refuses no request meanwhile."""
         bucket = await self._agents_bucket()
+        if not self._hosts_expire:
+            await self._expire_hosts()
+            self._hosts_expire = True
+        entry = _json.encode({"executor_id": executor_id, "time": time.time()})
         for name in names:
-            key, entry = _agent_key(name), _json.encode({"executor_id": executor_id, "time": time.time()})
-            await self._retrying("the agents bucket", lambda key=key, entry=entry: bucket.put(key, entry), f"$KV.{AGENTS_BUCKET}.{key}")
+            key = _host_key(name, executor_id)
+            await self._retrying("the agents bucket", lambda key=key: bucket.put(key, entry), f"$KV.{AGENTS_BUCKET}.{key}")
 
     async def agent_hosted(self, name: str) -> bool:
-        bucket = await self._agents_bucket()
-        try:
-            await bucket.get(_agent_key(name))
-            return True
-        except Exception:
-            return False
+        """Whether a live process hosts agent `name`. Raises when the bucket cannot be read: a
+        failed read is not a "no"."""
+        return bool(await self._host_keys(f"{_agent_key(name)}.*"))
 
     async def hosted_agents(self) -> list[str]:
+        """The agents live processes host. Raises when the bucket cannot be read."""
+        names = {bytes.fromhex(key.split(".", 1)[0][2:]).decode() for key in await self._host_keys("*.*")}
+        return sorted(names)
+
+    async def _host_keys(self, pattern: str) -> list[str]:
         bucket = await self._agents_bucket()
+        watcher = await bucket.watch(pattern, ignore_deletes=True, meta_only=True)
+        keys: list[str] = []
         try:
-            keys = await bucket.keys()
-        except Exception:
-            return []
-        return sorted(bytes.fromhex(k[2:]).decode() for k in keys if k.startswith("a-"))
+            while (entry := await watcher.updates(timeout=5.0)) is not None:
+                keys.append(entry.key)
+        finally:
+            await watcher.stop()
+        return keys
 
     async def request(
         self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None, *, refusal_fails: bool = False
@@ -610,6 +638,11 @@ class Bus:
 
 
 AGENTS_BUCKET = "TIMESTEP_AGENTS"
+#: How long an agent actor's announcement of the agents it hosts lasts unless renewed: a process
+#: that died without withdrawing it (SIGKILL, a lost machine) stops counting as a host after this.
+HOSTED_TTL_SECONDS = 15.0
+#: How often a live agent actor renews its announcement.
+HOSTED_RENEW_SECONDS = HOSTED_TTL_SECONDS / 3
 JS_API = "$JS.API"  # the JetStream API's subject prefix (nc.jetstream()'s default)
 
 #: Upper-case tokens of the JetStream, key-value and inbox subjects, for naming a refused one as
@@ -631,6 +664,11 @@ def _original_case(subject: str) -> str:
 def _agent_key(name: str) -> str:
     # KV keys allow fewer characters than agent names: hex keeps any name.
     return "a-" + name.encode().hex()
+
+
+def _host_key(name: str, executor_id: str) -> str:
+    """One key per agent and hosting process, so that each process's entry lives and expires alone."""
+    return f"{_agent_key(name)}.e-{executor_id.encode().hex()}"
 
 
 #: A header whose name contains one of these is a credential: a dead letter keeps its name, not its value.

@@ -36,7 +36,9 @@ from timestep.durable import definitions, engine, queues, registry, turns
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
 from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
-from timestep.errors import AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, ValidationError
+from timestep.errors import (
+    AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, UnknownAgentError, ValidationError,
+)
 from timestep.durable.events import listen
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
@@ -156,10 +158,20 @@ async def agent_run(spec: RunSpec) -> RunResult:
 
 
 async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
-    agent = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
+    try:
+        agent: Agent | None = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
+    except UnknownAgentError:
+        agent = None
     retry = ModelRetrySettings.from_env().over(registry.agent_model_retry(spec.agent), spec.model_retry)
     recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue, queue=spec.queue, max_tokens=spec.max_tokens, model_retry=retry)
     recorder.seq = spec.seq_base
+    if agent is None:
+        # Accepted while a process hosted the agent, which a deploy since removed or renamed:
+        # the run ends here, saying so, instead of leaving its followers waiting.
+        missing = UnknownAgentError(spec.agent, registry.registered_agents(), waited=AGENT_WAIT_SECONDS)
+        await _ended(spec, run_id)
+        await recorder.finish(Failed, error=ErrorInfo(type=type(missing).__name__, message=str(missing)))
+        raise missing
     if spec.session_id and spec.session_policy:
         try:
             await turns.take_turn(spec.session_id, run_id, spec.session_policy, resume=spec.state is not None)
