@@ -408,6 +408,7 @@ async def test_a_run_that_failed_after_retries_says_why_at_the_top_and_its_retri
         # Nothing was streamed, so nothing is said to be void; a finished run cannot be cancelled.
         assert "void" not in await page.locator("#main").inner_text()
         assert await page.locator("#cancel").is_hidden()
+        assert await page.locator("#error").is_hidden(), await page.locator("#error").inner_text()
     finally:
         await context.close()
 
@@ -436,6 +437,7 @@ async def test_duration_is_the_time_from_start_to_end_from_the_runs_events(deplo
         assert abs(seconds(await facts.locator('dd[data-fact="duration"]').inner_text()) - ran) < 0.006
         assert abs(seconds(await facts.locator('dd[data-fact="queued"]').inner_text()) - queued) < 0.006
         assert await page.locator("#cancel").is_hidden()
+        assert await page.locator("#error").is_hidden(), await page.locator("#error").inner_text()
         await screenshot(page, "run-completed")
     finally:
         await context.close()
@@ -467,6 +469,8 @@ async def test_cancel_is_offered_while_a_run_can_be_cancelled_and_as_a_secondary
         await page.wait_for_selector('#run-status[data-status="cancelled"]', timeout=WAIT_MS)
         await cancel.wait_for(state="hidden", timeout=WAIT_MS)
         await page.locator("#outcome", has_text="cancelled").wait_for(timeout=WAIT_MS)
+        await decide.get_by_text("not decided: the run ended").wait_for(timeout=WAIT_MS)  # no buttons left that cannot act
+        assert await decide.locator("button").count() == 0
         await screenshot(page, "run-cancelled")
     finally:
         await context.close()

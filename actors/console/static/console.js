@@ -155,6 +155,8 @@ async function runPage(main, runId) {
   main.append(h("div", { class: "title" }, h("h2", {}, "Run ", h("code", {}, runId), " ", status), cancel), outcome, facts,
     h("h3", {}, "Timeline"), timeline);
 
+  const decisions = {}; // call id -> the buttons' container
+  const undecided = (box) => { delete box.dataset.open; box.replaceChildren(h("em", {}, "not decided: the run ended")); };
   let stored = null; // the status the database holds
   let fromEvents = null; // the status the run's events say, as they come
   const setStatus = () => {
@@ -162,11 +164,14 @@ async function runPage(main, runId) {
     if (!s) return;
     status.textContent = s; status.className = `s-${s}`; status.dataset.status = s;
     cancel.hidden = !CANCELLABLE.has(s);
-    if (TERMINAL.has(s) && !outcome.dataset.said) say(s, null);
+    if (TERMINAL.has(s)) {
+      if (!outcome.dataset.said) say(s, "");
+      for (const box of Object.values(decisions)) if (box.dataset.open) undecided(box);
+    }
   };
   // What became of the run, at the top: from its last event, else from the database.
-  const say = (how, error, from) => {
-    outcome.replaceChildren(h("span", { class: `s-${how}` }, how), error ? h("span", { class: "reason" }, ` ${errorText(error)}`) : "");
+  const say = (how, detail, from) => {
+    outcome.replaceChildren(h("span", { class: `s-${how}` }, how), detail ? h("span", { class: "reason" }, ` ${detail}`) : "");
     outcome.className = `outcome o-${how}`;
     outcome.hidden = false;
     if (from) outcome.dataset.said = from;
@@ -184,14 +189,13 @@ async function runPage(main, runId) {
     fact.submitted.textContent = when(run.created_at); fact.started.textContent = when(run.started_at);
     fact.queued.textContent = duration(run.queued_seconds); fact.duration.textContent = duration(run.ran_seconds);
     fact.tokens.textContent = run.usage ? run.usage.total_tokens : "";
-    if (run.error) say(run.status, run.error, "database");
+    if (run.error) say(run.status, errorText(run.error), "database");
     setStatus();
   } catch (e) { showError(e.message); }
 
   let streamed = null; // the current block of streamed text
   let retries = null; // the card of the retries in a row that failed the same way
   let previous = null; // the type of the event before this one
-  const decisions = {}; // call id -> the buttons' container
   follow(`/api/runs/${encodeURIComponent(runId)}/events`, (event) => {
     const before = previous;
     previous = event.type;
@@ -215,22 +219,24 @@ async function runPage(main, runId) {
     else if (event.type === "interrupted") {
       timeline.append(item(event, "waiting for approval", ...event.approvals.map((a) => {
         const buttons = decisionButtons(runId, a.call_id);
+        buttons.dataset.open = "1";
         decisions[a.call_id] = buttons;
+        if (TERMINAL.has(status.dataset.status)) undecided(buttons); // replayed after the database recorded the end
         return h("div", { class: "approval", dataset: { callId: a.call_id } }, h("strong", {}, a.tool), h("pre", {}, a.arguments), buttons);
       })));
     } else if (event.type === "tool_approved" || event.type === "tool_rejected") {
       const verdict = event.type === "tool_approved" ? `approved${event.always ? " (always)" : ""}` : `rejected${event.message ? ": " + event.message : ""}`;
-      if (decisions[event.call_id]) decisions[event.call_id].replaceChildren(h("em", {}, verdict));
+      if (decisions[event.call_id]) { delete decisions[event.call_id].dataset.open; decisions[event.call_id].replaceChildren(h("em", {}, verdict)); }
       timeline.append(item(event, `${event.tool} ${verdict}`));
     } else if (event.type === "completed") {
-      say("completed", null, "events");
+      say("completed", typeof event.output === "string" ? event.output : JSON.stringify(event.output), "events");
       timeline.append(item(event, "completed", h("pre", {}, JSON.stringify(event.output, null, 1)),
         h("div", { class: "muted" }, `tokens: ${event.usage.total_tokens} (${event.usage.requests} model calls)`)));
       fact.tokens.textContent = event.usage.total_tokens;
     } else if (event.type === "failed" || event.type === "rejected") {
-      say(event.type, event.error, "events");
+      say(event.type, errorText(event.error), "events");
       timeline.append(item(event, event.type, h("pre", { class: "failure" }, errorText(event.error))));
-    } else if (event.type === "cancelled") { say("cancelled", null, "events"); timeline.append(item(event, "cancelled")); }
+    } else if (event.type === "cancelled") { say("cancelled", "", "events"); timeline.append(item(event, "cancelled")); }
     else if (event.type === "queued") timeline.append(item(event, `queued in ${event.queue}`));
     else if (event.type === "retrying") {
       // `attempt` is the attempt that failed, numbered from 1 as `timestep events` prints it.
