@@ -24,6 +24,7 @@ from nats.errors import (
     ConnectionReconnectingError,
     NoRespondersError,
     OutboundBufferLimitError,
+    StaleConnectionError,
     TimeoutError as NatsTimeout,
 )
 from nats.js.api import (
@@ -209,6 +210,10 @@ class Bus:
         only_refused = asyncio.Event()  # set once every attempt for `refused_give_up` s was refused
         kinds: set[type] = set()
         followed = [url]
+        # An outage is told twice: when the connection is lost and when it is back. Its attempts
+        # fail every 0.25 s (about 100 refusals in a 25 s restart): those only at DEBUG, but an
+        # error that is not the server being away (authorization, TLS) once each, as it says why.
+        lost: dict[str, Any] = {}
 
         def follow_url_file() -> None:
             if url_file is None or nc.is_closed:
@@ -231,18 +236,35 @@ class Bus:
             kinds.add(type(exc))
             if refused_give_up is not None and kinds == {ConnectionRefusedError} and loop.time() - began >= refused_give_up:
                 only_refused.set()
-            # Before the first connection the final error says it all, once.
-            log.log(logging.WARNING if nc.is_connected or nc.is_reconnecting else logging.DEBUG, "NATS: %s: %s", type(exc).__name__, exc)
+            said = f"{type(exc).__name__}: {exc}"
+            if not (nc.is_connected or nc.is_reconnecting):  # before the first connection the final error says it all, once
+                log.debug("NATS: %s", said)
+            elif isinstance(exc, (StaleConnectionError, ConnectionClosedError, OSError)) and not isinstance(exc, ssl.SSLError):
+                connection_lost(said)
+            else:
+                told = lost.setdefault("told", set())
+                log.log(logging.DEBUG if "since" in lost and type(exc) in told else logging.WARNING, "NATS: %s", said)
+                told.add(type(exc))
             if not nc.is_connected:  # an attempt failed: the next one tries the file's URL
                 follow_url_file()
 
+        def connection_lost(reason: str) -> None:
+            if "since" in lost:
+                log.debug("NATS: %s", reason)
+                return
+            lost["since"] = loop.time()
+            log.warning("NATS: connection to %s lost (%s); reconnecting", redact_url(followed[0]), reason)
+
         async def on_disconnect() -> None:
             if not (nc.is_closed or nc.is_draining):
-                log.warning("NATS: disconnected; reconnecting")
+                connection_lost("disconnected")
                 follow_url_file()
 
         async def on_reconnect() -> None:
-            log.warning("NATS: reconnected")
+            since = lost.pop("since", None)
+            lost.clear()
+            away = f" after {loop.time() - since:.1f} s" if since is not None else ""
+            log.warning("NATS: reconnected to %s%s", redact_url(followed[0]), away)
 
         nc = NatsClient()
         # Reconnect forever once connected, but give the first connection a deadline:
@@ -512,15 +534,12 @@ class Bus:
         return sorted(names)
 
     async def _host_keys(self, pattern: str) -> list[str]:
-        bucket = await self._agents_bucket()
-        watcher = await bucket.watch(pattern, ignore_deletes=True, meta_only=True)
-        keys: list[str] = []
-        try:
-            while (entry := await watcher.updates(timeout=5.0)) is not None:
-                keys.append(entry.key)
-        finally:
-            await watcher.stop()
-        return keys
+        """The live keys matching `pattern`, in one stream-info request (no consumer to create and
+        delete per read): expired entries are gone from the stream, and nothing deletes keys."""
+        stream, prefix = f"KV_{AGENTS_BUCKET}", f"$KV.{AGENTS_BUCKET}."
+        await self._agents_bucket()  # created if missing
+        info = await self._unless_refused(self.js.stream_info(stream, subjects_filter=prefix + pattern), f"{JS_API}.STREAM.INFO.{stream}")
+        return [subject[len(prefix):] for subject in (info.state.subjects or {})]
 
     async def request(
         self, subject: str, data: bytes, timeout: float, headers: dict[str, str] | None = None, *, refusal_fails: bool = False
