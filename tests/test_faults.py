@@ -335,3 +335,34 @@ async def test_a_runs_own_query_waits_out_a_database_outage(tmp_path: Path) -> N
         if worker.poll() is None:
             worker.kill()
         pg.remove()
+
+
+@pytest.mark.skipif(POSTGRES_BINARIES is not None, reason=POSTGRES_BINARIES or "")
+async def test_runs_waiting_out_an_outage_leave_the_other_database_calls_alone(tmp_path: Path) -> None:
+    """Twelve runs' own queries meet the outage and wait it out; meanwhile another database call of
+    the process still gets its answer (here: the refused connection) before the database is back.
+    Before, each waiting run slept in one of the eight threads that make every database call of
+    the process, so the ninth call of any kind waited for the outage to end."""
+    pg = PrivatePostgres().init()
+    pg.start()
+    out = tmp_path / "worker.out"
+    worker = subprocess.Popen(
+        [sys.executable, str(TESTS / "outage_worker.py"), pg.url, str(tmp_path), "12"],
+        env=process_env(), stdout=out.open("w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        await wait_printed_async([(worker, out)], "waiting", timeout=90)
+        await off_loop(pg.stop)
+        (tmp_path / "open").touch()
+        await wait_printed_async([(worker, out)], "other call answered", timeout=60)
+        text = out.read_text()
+        assert "12 runs wait out the outage" in text, text[-3000:]
+        await off_loop(pg.start)
+        code = await off_loop(worker.wait, 120)
+        text = out.read_text()
+        assert code == 0, text[-3000:]
+        assert text.count("paused seconds: 0") == 12, text[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        pg.remove()

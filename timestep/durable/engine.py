@@ -891,38 +891,67 @@ async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     Unlike `asyncio.to_thread`, the call does not carry the caller's context, so DBOS never
     takes it for part of a workflow (and never records it as a step).
 
-    Called from inside a run, the call waits out a database outage (see `_through_outages`).
+    Called from inside a run, the call waits out a database outage (see `_OutageWaits`).
     """
     call = functools.partial(fn, *args, **kwargs)
-    if DBOS.workflow_id is not None:
-        call = functools.partial(_through_outages, call, _outage_wake)
-    return await asyncio.get_running_loop().run_in_executor(_io_pool, call)
-
-
-# A run's own database calls (a queue's pause or token budget, sessions, turns, approvals,
-# definitions) are tried again while the database is unreachable, as DBOS tries its own: an
-# outage pauses the run instead of failing it. Before, a run whose pause check met the outage
-# failed without a `failed` event (test_database_outage_under_load caught it, 1 run in 100).
-# A stop gives up on them once it has cut off the runs (their tasks are cancelled by then), so
-# the process can exit.
-_outage_wake = threading.Event()
-
-
-def _through_outages(call: Callable[[], T], wake: threading.Event) -> T:
+    loop = asyncio.get_running_loop()
+    if DBOS.workflow_id is None:
+        return await loop.run_in_executor(_io_pool, call)
+    waits = _outage_waits
     attempt = 0
     while True:
         try:
-            return call()
+            return await loop.run_in_executor(_io_pool, call)
         except Exception as exc:
-            if not _transient(exc) or wake.is_set():
+            if not _transient(exc) or waits.over:
                 raise
             attempt += 1
             wait = min(0.25 * 2 ** min(attempt, 7), 15.0) * (0.5 + random.random())
             text = str(exc).strip()
             reason = text.splitlines()[0][:300] if text else type(exc).__name__
             log.warning("the database is unavailable (%s); the run waits and tries again in %.1f s (attempt %d)", reason, wait, attempt)
-            if wake.wait(wait):
+            if await waits.pause(wait):
                 raise
+
+
+class _OutageWaits:
+    """A run's own database calls (a queue's pause or token budget, sessions, turns, approvals,
+    definitions) are tried again while the database is unreachable, as DBOS tries its own: an
+    outage pauses the run instead of failing it. Before, a run whose pause check met the outage
+    failed without a `failed` event (test_database_outage_under_load caught it, 1 run in 100).
+
+    The run waits on the event loop between attempts, not in a thread of the pool: eight runs
+    sleeping there took every thread, and every other database call of the process waited for the
+    outage to end. A stop gives up on the waits once it has cut off the runs (`end`)."""
+
+    def __init__(self) -> None:
+        self.over = False
+        self._sleeping: set[asyncio.Future[None]] = set()
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep `seconds`; True when a stop gave up meanwhile."""
+        if self.over:
+            return True
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleeping.add(woken)
+        try:
+            await asyncio.wait([woken], timeout=seconds)
+        finally:
+            self._sleeping.discard(woken)
+        return self.over
+
+    def end(self) -> None:
+        self.over = True
+        for woken in list(self._sleeping):
+            woken.get_loop().call_soon_threadsafe(_wake_future, woken)
+
+
+def _wake_future(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
+
+
+_outage_waits = _OutageWaits()
 
 
 def _transient(exc: Exception) -> bool:
@@ -936,9 +965,9 @@ def _transient(exc: Exception) -> bool:
 
 
 def _give_up_outage_waits() -> None:
-    global _outage_wake
-    stale, _outage_wake = _outage_wake, threading.Event()
-    stale.set()
+    global _outage_waits
+    stale, _outage_waits = _outage_waits, _OutageWaits()
+    stale.end()
 
 
 def in_event_loop() -> bool:
