@@ -436,6 +436,9 @@ async def test_duration_is_the_time_from_start_to_end_from_the_runs_events(deplo
         await facts.locator('dd[data-fact="duration"]', has_text=" s").wait_for(timeout=WAIT_MS)
         assert abs(seconds(await facts.locator('dd[data-fact="duration"]').inner_text()) - ran) < 0.006
         assert abs(seconds(await facts.locator('dd[data-fact="queued"]').inner_text()) - queued) < 0.006
+        # Submitted and started are the events' times too, so the first is never shown a second after the second.
+        timed = (await (await page.request.get(deployment.open + f"/api/runs/{run.run_id}")).json())["run"]
+        assert timed["accepted_at"] == events["accepted"].time.timestamp() and timed["started_at"] == events["started"].time.timestamp()
         assert await page.locator("#cancel").is_hidden()
         assert await page.locator("#error").is_hidden(), await page.locator("#error").inner_text()
         await screenshot(page, "run-completed")

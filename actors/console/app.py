@@ -262,7 +262,7 @@ class Console:
 
 
 async def _timed(client: Client, run: RunInfo) -> dict[str, Any]:
-    """The run with `queued_seconds` (accepted to started) and `ran_seconds` (started to its end),
+    """The run with `accepted_at`, `started_at`, `queued_seconds` (accepted to started) and `ran_seconds` (started to its end),
     from the times of its own events. The database's are no substitute: they count the time queued
     as running, and on SQLite before 3.42 (Python 3.11) DBOS keeps them in whole seconds."""
     end = _END_EVENT.get(run.status)
@@ -271,6 +271,7 @@ async def _timed(client: Client, run: RunInfo) -> dict[str, Any]:
         _event_time(client, run.id, end) if end else asyncio.sleep(0),
     )
     timed = msgspec.to_builtins(run)
+    timed["accepted_at"] = accepted.timestamp() if accepted else None
     timed["started_at"] = started.timestamp() if started else None
     timed["queued_seconds"] = round((started - accepted).total_seconds(), 3) if started and accepted else None
     timed["ran_seconds"] = round((ended - started).total_seconds(), 3) if started and ended else None

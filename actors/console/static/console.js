@@ -122,7 +122,7 @@ async function runsPage(main, params) {
       return h("tr", { dataset: { runId: run.id } },
         h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(run.id)}` }, run.id)),
         statusCell(status), h("td", {}, run.agent), h("td", {}, run.queue || ""),
-        h("td", {}, when(run.created_at)), h("td", { class: "queued" }, duration(run.queued_seconds)),
+        h("td", {}, when(run.accepted_at || run.created_at)), h("td", { class: "queued" }, duration(run.queued_seconds)),
         h("td", { class: "duration" }, duration(run.ran_seconds)),
         h("td", {}, usage ? String(usage.total_tokens) : ""));
     }));
@@ -186,7 +186,7 @@ async function runPage(main, runId) {
     const { run } = await api("GET", `/api/runs/${encodeURIComponent(runId)}`);
     stored = run.status;
     fact.agent.textContent = run.agent; fact.queue.textContent = run.queue || "-"; fact.session.textContent = run.session_id || "-";
-    fact.submitted.textContent = when(run.created_at); fact.started.textContent = when(run.started_at);
+    fact.submitted.textContent = when(run.accepted_at || run.created_at); fact.started.textContent = when(run.started_at);
     fact.queued.textContent = duration(run.queued_seconds); fact.duration.textContent = duration(run.ran_seconds);
     fact.tokens.textContent = run.usage ? run.usage.total_tokens : "";
     if (run.error) say(run.status, errorText(run.error), "database");
@@ -203,7 +203,7 @@ async function runPage(main, runId) {
     if (event.type === "accepted" || event.type === "started" || TERMINAL.has(event.type)) {
       times[event.type] = event.time;
       if (times.accepted && times.started) fact.queued.textContent = duration(seconds(times.accepted, times.started));
-      if (event.type === "started") fact.started.textContent = new Date(event.time).toLocaleString();
+      if (event.type === "accepted" || event.type === "started") fact[event.type === "started" ? "started" : "submitted"].textContent = new Date(event.time).toLocaleString();
       if (times.started && TERMINAL.has(event.type)) fact.duration.textContent = duration(seconds(times.started, event.time));
     }
     if (event.type === "delta") {
