@@ -220,6 +220,40 @@ async def test_followers_of_nats_url_follow_a_restart_onto_another_port(tmp_path
         stop(procs)
 
 
+def test_a_follower_says_once_that_the_connection_is_lost_and_once_that_it_is_back(tmp_path: Path) -> None:
+    """`timestep events` across a restart of `timestep up` (SIGTERM, a pause, a new start on the
+    same home): its reconnect attempts fail every 0.25 s meanwhile, and stderr has two lines."""
+    env = process_env("TIMESTEP_LOG_LEVEL", TIMESTEP_HOME=str(tmp_path / "home"))
+    first, out, url = _started(tmp_path, env, "first")
+    events, errors = tmp_path / "events.out", tmp_path / "events.err"
+    follower = subprocess.Popen([sys.executable, "-m", "actors.cli.main", "events", "--json"], env=env, stdout=events.open("w"), stderr=errors.open("w"))
+    procs = [first, follower]
+    try:
+        _cli(env, "run", "demo-assistant", "get_weather city=Oslo", "--id", "before-restart")
+        _until(lambda: "before-restart" in _completed_in(events), follower, errors)
+        _stopped(first, out)
+        _until(lambda: "lost" in errors.read_text(), follower, errors)
+        time.sleep(3)  # about a dozen reconnect attempts, each refused
+        again, out, _ = _started(tmp_path, env, "again")
+        procs.append(again)
+        _until(lambda: "reconnected" in errors.read_text(), follower, errors)
+        _cli(env, "run", "demo-assistant", "get_weather city=Oslo", "--id", "after-restart")
+        _until(lambda: "after-restart" in _completed_in(events), follower, errors)
+    finally:
+        stop(procs)
+    lost, back = errors.read_text().splitlines()[:2]
+    assert errors.read_text().splitlines() == [lost, back], errors.read_text()
+    assert lost.startswith(f"NATS: connection to {url} lost (") and lost.endswith("; reconnecting"), lost
+    assert back.startswith(f"NATS: reconnected to {url} after "), back
+
+
+def _until(check, follower: subprocess.Popen, errors: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert follower.poll() is None and time.monotonic() < deadline, errors.read_text()[-3000:]
+        time.sleep(0.05)
+
+
 def _completed_in(tail: Path) -> set[str]:
     """The runs `timestep events --json` printed a completed event of (its log lines skipped)."""
     done = set()

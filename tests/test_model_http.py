@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +26,8 @@ from openai import AsyncOpenAI
 import timestep
 from subjects.events import Completed, Delta, Failed, Retrying, Started, ToolCall, ToolOutput
 from timestep.durable import engine, models, queues
-from processes import process_env
+from processes import process_env, stop, up, wait_printed
+from timestep.bus.server import free_port
 
 
 def uid(prefix: str) -> str:
@@ -647,3 +650,38 @@ async def test_the_sdks_own_retry_settings_are_not_fought(db: str, provider) -> 
     assert "RateLimitError" in f"{type(raised.value).__name__} {raised.value}"
     steps = [s["function_name"] for s in await engine.list_steps(workflow_id)]
     assert steps.count("model") == 3 and "DBOS.sleep" not in steps
+
+
+# --- what `timestep up` logs of a failed and a retried run -------------------------------------
+
+
+def test_up_logs_one_line_per_failed_attempt_and_per_failed_run(provider, tmp_path: Path) -> None:
+    """At the default log level: a run whose calls meet two 429s says so in one line per retried
+    attempt, a run that meets a 400 in one line; each names its run, and no traceback is printed."""
+    server = provider(
+        error(429, "rate_limit_exceeded", "Rate limit reached"), error(429, "rate_limit_exceeded", "Rate limit reached"),
+        response(text("ok")), error(400, "invalid_request_error", "Invalid 'input': bad"),
+    )
+    (tmp_path / "flaky_agents.py").write_text("from agents import Agent\nimport timestep\ntimestep.register_agent(Agent(name='flaky', model='gpt-test'))\n")
+    env = process_env("TIMESTEP_LOG_LEVEL", "TIMESTEP_LOG_FORMAT", TIMESTEP_HOME=str(tmp_path / "home"), TIMESTEP_NATS_PORT=str(free_port()),
+                      OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=server.url, TIMESTEP_MODEL_BACKOFF_SECONDS="0.05")
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    out = tmp_path / "up.out"
+    proc = up(out, env, "--agents", "flaky_agents")
+    try:
+        wait_printed([(proc, out)])
+        for run_id, code in (("limited", 0), ("refused", 1)):
+            done = subprocess.run([sys.executable, "-m", "actors.cli.main", "run", "flaky", "Hi", "--id", run_id], env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == code, done.stdout + done.stderr
+    finally:
+        stop([proc])
+    log = out.read_text()
+    assert "Traceback" not in log and "Error getting response" not in log, log
+    limited = [line for line in log.splitlines() if "limited" in line]
+    assert len(limited) == 2, log
+    for attempt, line in enumerate(limited, 1):
+        said = rf"run limited: model call attempt {attempt} failed: RateLimitError \(HTTP 429\): Error code: 429 - Rate limit reached; attempt {attempt + 1} in [0-9.]+ s"
+        assert re.fullmatch(said, line), line
+    [refused] = [line for line in log.splitlines() if "refused" in line]
+    assert refused.endswith("run refused failed: BadRequestError (HTTP 400): Error code: 400 - Invalid 'input': bad"), refused
+    assert " WARNING" in refused or " ERROR" in refused

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import functools
+import logging
 import random
 import time
 from typing import Any
@@ -18,6 +19,8 @@ import httpx2 as httpx  # the HTTP library of the openai client
 
 from timestep.errors import ModelCallError
 from timestep.settings import ModelRetrySettings
+
+log = logging.getLogger("timestep.durable.model_retry")
 
 #: Statuses that say "later may work": request timeout, conflict, rate limit (and every 5xx).
 _PASSING = {408, 409, 429}
@@ -38,6 +41,28 @@ class Failure:
 
     def error(self, attempts: int) -> ModelCallError:
         return provider_error(self.provider_error, self.status_code, self.message, attempts, self.headers)
+
+
+def log_retry(run_id: str, attempt: int, failed: Failure, delay: float) -> None:
+    """One line per attempt that is retried; the last one's error is the run's (its failure line)."""
+    status = f" (HTTP {failed.status_code})" if failed.status_code is not None else ""
+    log.warning("run %s: model call attempt %d failed: %s%s: %s; attempt %d in %.3g s",
+                run_id, attempt, failed.provider_error, status, failed.message, attempt + 1, delay)
+
+
+class _SdkErrorToDebug(logging.Filter):
+    """The Agents SDK logs a bare "Error getting response" for every failed model call, with no
+    run id; Timestep logs each failed attempt itself (above, or as the run's failure), so the
+    SDK's line is kept for DEBUG only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Error getting response"):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("openai.agents").addFilter(_SdkErrorToDebug())
 
 
 #: Headers kept with a failure: what the SDK's and the application's retry policies read.

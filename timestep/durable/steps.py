@@ -304,6 +304,7 @@ class DurableModel(Model):
                         error=ErrorInfo(type=failed.provider_error, message=failed.message),
                         status_code=failed.status_code,
                     )
+                    model_retry.log_retry(recorder.run_id, attempt, failed, delay)
                 return dataclasses.replace(failed, delay=delay)
             if token_queue and response.usage.total_tokens:
                 await engine.blocking(record_tokens, token_queue, response.usage.total_tokens)
