@@ -366,3 +366,39 @@ async def test_runs_waiting_out_an_outage_leave_the_other_database_calls_alone(t
         if worker.poll() is None:
             worker.kill()
         pg.remove()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_tool_cut_off_by_a_graceful_stop_runs_once_more_at_most(kind: str, fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
+    """SIGTERM to the agent process while a run's tool takes longer than the stop's grace (a plain
+    `def` tool, which runs in a thread, or an `async def` one): the process exits by itself with 0
+    without waiting for the tool, and after the restart the run completes with the tool run once
+    more. Before, the process cut the step off, then waited for the plain `def` tool's thread to
+    finish anyway, so its side effect happened in the stopping process and again after the restart."""
+    calls = tmp_path / "calls.log"
+    env = {"TIMESTEP_STOP_GRACE_SECONDS": "1", "TIMESTEP_TOOL_CALLS": str(calls), "TIMESTEP_TOOL_SECONDS": "20"}
+    actors = Actors(tmp_path, fresh_db_url, nats.url, agents_module="stop_agents", extra_env=env)
+    actors.start("agent", "governor")
+    try:
+        async with await Client.connect(nats.url) as client:
+            watch = Watch(client)
+            await client.submit(f"stop-{kind}", "go", id="stopped-1")
+            while "start" not in (calls.read_text() if calls.exists() else ""):
+                await asyncio.sleep(0.05)
+            stopped = actors.procs["agent"].pid
+            await off_loop(lambda: actors.stop_gracefully("agent", timeout=60))
+            await off_loop(actors.start, "agent")
+            await watch.until_completed({"stopped-1"}, timeout=120, actors=actors)
+            await watch.close()
+        lines = [line.split() for line in calls.read_text().splitlines()]
+        starts = [int(pid) for phase, pid in lines if phase == "start"]
+        ends = [int(pid) for phase, pid in lines if phase == "end"]
+        assert len(starts) == 2, f"the tool ran {len(starts)} times: {lines}"
+        assert starts[0] == stopped and starts[1] != stopped, lines
+        assert stopped not in ends, f"the tool finished in the stopping process and ran again after the restart: {lines}"
+        assert ends == [starts[1]], lines
+        stop_log = (tmp_path / "agent-1.out").read_text()
+        assert "1 step(s) still under way after 1.0 s are cut off" in stop_log, stop_log[-3000:]
+        assert "exiting without waiting for the 1 step(s) cut off" in stop_log, stop_log[-3000:]
+    finally:
+        actors.stop()

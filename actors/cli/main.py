@@ -164,7 +164,22 @@ async def _up(args: argparse.Namespace) -> int:
     await system.stop()
     if refused.done() and not refused.cancelled():
         raise refused.result()
+    if engine.steps_cut_off():
+        _exit_without_waiting_for_tools(engine.steps_cut_off())
     return 0
+
+
+def _exit_without_waiting_for_tools(cut_off: int) -> None:
+    """The stop cut steps off: a plain `def` tool among them still runs in its thread, which
+    nothing can cancel. Python would wait for it at exit (a deploy's SIGKILL may come first), and
+    it would finish here unrecorded, then run again on recovery: its side effect twice. Exit now,
+    the tool stopped mid-way as by SIGKILL; it runs again once on recovery."""
+    import logging
+
+    print(f"timestep: exiting without waiting for the {cut_off} step(s) cut off", flush=True)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def _console(args: argparse.Namespace) -> int:

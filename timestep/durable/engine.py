@@ -547,6 +547,7 @@ _executing: set[asyncio.Task] = set()
 _busy = 0
 _idle: asyncio.Event | None = None
 _stopping = False
+_cut_off = 0
 
 
 def stopping() -> bool:
@@ -579,21 +580,29 @@ async def stop_workflows(grace_seconds: float) -> int:
     """Stop every workflow executing in this process at a step boundary; returns how many.
 
     Steps under way get `grace_seconds` to finish (one still running then is cut off and
-    runs again on recovery, as after a crash); no new step starts. DBOS's queue, schedule
-    and recovery threads stop first, so nothing new starts here meanwhile. Runs stay
-    PENDING and resume when a process with this executor id launches."""
-    global _stopping, _idle
+    runs again on recovery, as after a crash; see `steps_cut_off`); no new step starts. DBOS's
+    queue, schedule and recovery threads stop first, so nothing new starts here meanwhile. Runs
+    stay PENDING and resume when a process with this executor id launches."""
+    global _stopping, _idle, _cut_off
     _stopping = True
+    _cut_off = 0
     try:
         _stop_background_threads()
         if _busy:
             _idle = asyncio.Event()
+            began = time.monotonic()
             try:
                 await asyncio.wait_for(_idle.wait(), grace_seconds)
             except asyncio.TimeoutError:
-                log.warning("stop: %d step(s) still under way after %.0f s; they run again on recovery", _busy, grace_seconds)
+                pass
             finally:
                 _idle = None
+            if _busy:  # the grace ran out, or a second signal hurried the stop
+                _cut_off = _busy
+                log.warning(
+                    "stop: %d step(s) still under way after %.1f s are cut off; they run again on recovery",
+                    _busy, time.monotonic() - began,
+                )
         tasks = [t for t in _executing if not t.done()]
         with _quiet_cancellation():
             for task in tasks:
@@ -605,6 +614,14 @@ async def stop_workflows(grace_seconds: float) -> int:
         return len(tasks)
     finally:
         _stopping = False
+
+
+def steps_cut_off() -> int:
+    """How many steps under way the last `stop_workflows` cut off. A step's coroutine is cancelled,
+    but a thread cannot be: a plain `def` tool (the Agents SDK runs it in a thread) goes on until
+    it returns, unrecorded, and the interpreter waits for it at exit; it runs again on recovery all
+    the same. A process that exits after the stop should then exit without waiting (`os._exit`)."""
+    return _cut_off
 
 
 def hurry_stop() -> None:
