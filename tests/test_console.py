@@ -32,6 +32,8 @@ AGENT = "bus-assistant"
 #: An agent whose provider answers every call with a 429: it fails after MAX_ATTEMPTS calls.
 BUSY = "console-busy"
 MAX_ATTEMPTS = 4
+#: An agent whose model streams "Hel", loses its connection, and on the next attempt answers "Hello.".
+CUT = "console-cut"
 WAIT_MS = 60_000
 
 
@@ -68,6 +70,21 @@ SETS = ("agent", "governor", "scheduler", "viewer", "client", "admin")
 PASSWORDS = {user: f"pw-{user}-{uuid.uuid4().hex[:8]}" for user in ("actors", *SETS)}
 
 
+def _cut_model():
+    import httpx
+    import openai
+    from agents.testing import ModelStep, ScriptedModel, assistant_message
+    from openai.types.responses import ResponseTextDeltaEvent
+
+    async def cut(call):
+        yield ResponseTextDeltaEvent(
+            type="response.output_text.delta", delta="Hel", item_id="m", output_index=0, content_index=0, sequence_number=1, logprobs=[]
+        )
+        raise openai.APIConnectionError(request=httpx.Request("POST", "http://model.invalid/v1/responses"))
+
+    return ScriptedModel([ModelStep.stream(cut), ModelStep(output=[assistant_message("Hello.")])])
+
+
 @pytest.fixture(scope="module")
 def busy_provider():
     """A local OpenAI-compatible server that answers every call with 429, and the agent that calls it."""
@@ -81,6 +98,7 @@ def busy_provider():
     server.thread.start()
     model = OpenAIChatCompletionsModel(model="gpt-test", openai_client=AsyncOpenAI(base_url=server.url, api_key="sk-test", max_retries=0))
     register_agent(Agent(name=BUSY, model=model), model_retry=ModelRetry(max_attempts=MAX_ATTEMPTS, backoff_seconds=0.01))
+    register_agent(Agent(name=CUT, model=_cut_model()), model_retry=ModelRetry(backoff_seconds=0.01))
     yield server
     server.server.shutdown()
     server.server.server_close()
@@ -523,5 +541,23 @@ async def test_the_console_has_an_icon(deployment, browser) -> None:
             response = await page.request.get(deployment.open + path)
             assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml"), (path, response.status)
             assert b"<svg" in await response.body()
+    finally:
+        await context.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_text_streamed_by_a_failed_attempt_is_said_void_only_there(deployment, browser) -> None:
+    run = await deployment.client.submit(CUT, "Hello", stream=True)
+    completed = await run.result(timeout=60)
+    assert completed.output == "Hello."
+    context, page = await page_for(browser)
+    try:
+        await page.goto(deployment.open + f"/#/runs/{run.run_id}")
+        await page.locator('#timeline li[data-type="completed"]').wait_for(timeout=WAIT_MS)
+        texts = page.locator('#timeline li[data-type="delta"]')
+        assert await texts.count() == 2
+        assert "void: attempt 1 failed" in await texts.nth(0).inner_text()
+        assert "void" not in await texts.nth(1).inner_text()
+        await screenshot(page, "run-streamed-retry")
     finally:
         await context.close()

@@ -194,6 +194,7 @@ async function runPage(main, runId) {
   } catch (e) { showError(e.message); }
 
   let streamed = null; // the current block of streamed text
+  let text = null; // the timeline's card of the last block of streamed text
   let retries = null; // the card of the retries in a row that failed the same way
   let previous = null; // the type of the event before this one
   follow(`/api/runs/${encodeURIComponent(runId)}/events`, (event) => {
@@ -203,12 +204,13 @@ async function runPage(main, runId) {
     if (event.type === "accepted" || event.type === "started" || TERMINAL.has(event.type)) {
       times[event.type] = event.time;
       if (times.accepted && times.started) fact.queued.textContent = duration(seconds(times.accepted, times.started));
-      if (event.type === "accepted" || event.type === "started") fact[event.type === "started" ? "started" : "submitted"].textContent = new Date(event.time).toLocaleString();
+      if (event.type === "accepted") fact.submitted.textContent = new Date(event.time).toLocaleString();
+      if (event.type === "started") fact.started.textContent = new Date(event.time).toLocaleString();
       if (times.started && TERMINAL.has(event.type)) fact.duration.textContent = duration(seconds(times.started, event.time));
     }
     if (event.type === "delta") {
       retries = null;
-      if (!streamed) { streamed = h("div", { class: "streamed" }); timeline.append(item(event, "text", streamed)); }
+      if (!streamed) { streamed = h("div", { class: "streamed" }); text = item(event, "text", streamed); timeline.append(text); }
       streamed.textContent += event.text;
       return;
     }
@@ -242,6 +244,8 @@ async function runPage(main, runId) {
       // `attempt` is the attempt that failed, numbered from 1 as `timestep events` prints it.
       const key = JSON.stringify([event.error.type, event.status_code, event.error.message]);
       if (!retries || retries.key !== key) { retries = retryCard(event, key); timeline.append(retries.card); }
+      // Only an attempt that streamed text before it failed leaves text that no longer counts.
+      if (before === "delta") text.append(h("div", { class: "muted void" }, `void: attempt ${event.attempt} failed after streaming this; the next attempt streams its own`));
       retries.add(event, before === "delta");
     } else timeline.append(item(event, event.type));
   });
