@@ -27,7 +27,7 @@ def body_problem(exc: Exception, example: str = "{}", data: bytes | None = None,
 
     >>> from subjects.messages import RunRequest
     >>> body_problem(msgspec.ValidationError("Expected `int` >= 1 - at `$.max_tokens`"), data=b'{"max_tokens": 0}', type=RunRequest)
-    ('max_tokens', '0 is not a whole number from 1 to 2,147,483,647')
+    ('max_tokens', '0 is not a whole number from 1 to 2147483647')
     """
     if isinstance(exc, UnicodeDecodeError):  # msgspec raises it for invalid UTF-8 inside a string
         return "request", f"is not valid UTF-8 ({exc.reason} at byte {exc.start}); send JSON text encoded as UTF-8"
@@ -126,7 +126,7 @@ def _string_problem(value: str, info: inspect.StrType) -> str:
     if not value:
         problem = "is empty"
     elif info.max_length is not None and len(value) > info.max_length:
-        problem = f"is {len(value):,} characters long"
+        problem = f"is {len(value)} characters long"
     elif (bad := next((c for c in value if ord(c) < 32 or ord(c) == 127), None)) is not None:
         problem = f"contains the control character {bad!r}"
     else:
@@ -188,17 +188,17 @@ def _plural(kind: str) -> str:
 
 
 def _bounds(info: inspect.IntType | inspect.FloatType) -> str:
-    low = f"{info.ge:,}" if info.ge is not None else None
-    high = f"{info.le:,}" if info.le is not None else None
+    low = f"{info.ge}" if info.ge is not None else None
+    high = f"{info.le}" if info.le is not None else None
     if low is not None and high is not None:
         return f" from {low} to {high}"
     parts = []
     if info.gt is not None:
-        parts.append(f"more than {info.gt:,}")
+        parts.append(f"more than {info.gt}")
     if low is not None:
         parts.append(f"of at least {low}")
     if info.lt is not None:
-        parts.append(f"less than {info.lt:,}")
+        parts.append(f"less than {info.lt}")
     if high is not None:
         parts.append(f"at most {high}")
     return (" " + " and ".join(parts)) if parts else ""
@@ -210,9 +210,9 @@ def _string_allowed(info: inspect.StrType) -> str:
         return f"a string of 1 to {name.group(1)} letters, digits, '_' and '-'"
     low, high = info.min_length, info.max_length
     length = (
-        f"{low:,} to {high:,} characters" if low and high is not None
-        else f"at most {high:,} characters" if high is not None
-        else f"at least {low:,} characters" if low else ""
+        f"{low} to {high} characters" if low and high is not None
+        else f"at most {high} characters" if high is not None
+        else f"at least {low} characters" if low else ""
     )
     length = f"a string of {length}" if length else "a string"
     if info.pattern == _NO_CONTROL:

@@ -155,8 +155,8 @@ async def test_request_without_id_gets_an_assigned_id_and_a_repeat_is_the_same_r
 
 BAD_REQUESTS = [
     (b'{"agent": "bus-assistant", "input": ', "request: is not valid JSON"),
-    (b'{"agent": "bus-assistant", "input": 42}', "input: 42 is a whole number; expected a string of at most 200,000 characters or a list of objects"),
-    (b'{"agent": "bus-assistant", "input": "hi", "priority": "high"}', "priority: 'high' is a string; expected a whole number from 1 to 2,147,483,646"),
+    (b'{"agent": "bus-assistant", "input": 42}', "input: 42 is a whole number; expected a string of at most 200000 characters or a list of objects"),
+    (b'{"agent": "bus-assistant", "input": "hi", "priority": "high"}', "priority: 'high' is a string; expected a whole number from 1 to 2147483646"),
     (b'{"agent": "nobody-here", "input": "hi", "id": "RUNID"}', "agent: no agent named 'nobody-here'"),
     (b'{"agent": "bus-assistant", "input": "hi", "id": "a.b"}', "id: 'a.b' contains '.'; use only letters, digits, '_' and '-'"),
     (b'{"agent": "bus-assistant", "input": "hi", "id": "*"}', "id: '*' contains '*'; use only"),
