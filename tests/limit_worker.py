@@ -12,19 +12,18 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from timestep.durable import engine
 
-#: Runs (by input) that wait for their event before they finish (in the test process only).
-gates: dict[str, asyncio.Event] = {}
-
-
 @engine.workflow("tests.queues.started")
 async def started(text: str) -> str:
-    gate = gates.get(text)
-    if gate is not None:
-        await gate.wait()
+    """Returns at once; a run whose input is `wait-for:PATH` first waits for the file PATH."""
+    if text.startswith("wait-for:"):
+        gate = Path(text.removeprefix("wait-for:"))
+        while not gate.exists():
+            await asyncio.sleep(0.02)
     return text
 
 

@@ -8,7 +8,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from agents import Agent, function_tool
@@ -232,9 +234,9 @@ async def test_an_empty_queue_is_not_polled_and_a_run_queued_elsewhere_is_still_
 # --- a rate limit changed at run time -------------------------------------------
 
 
-async def _enqueue(queue: str, text: str, *, wake: bool = True) -> None:
+async def _enqueue(queue: str, name: str, *, text: str | None = None, wake: bool = True) -> None:
     await engine.enqueue(
-        queue, limit_worker.started, text, workflow_id=uid(text), priority=1, deduplication_id=None,
+        queue, limit_worker.started, text or name, workflow_id=uid(name), priority=1, deduplication_id=None,
         return_existing=False, timeout_seconds=None, wake=wake,
     )
 
@@ -247,11 +249,11 @@ async def _started(queue: str) -> int:
     return sum(1 for run in await _runs(queue) if run.status != "ENQUEUED")
 
 
-async def _until_limited_or_all_started(queue: str, limited: list, runs: int) -> None:
+async def _until_limited_or_all_started(queue: str, limited: Callable[[], int], runs: int) -> None:
     """Until two polls found the rate limit spent (no poll after them can start more), or every
     run started (and nothing is left to poll)."""
     deadline = time.monotonic() + 30
-    while len(limited) < 2 and await _started(queue) < runs:
+    while limited() < 2 and await _started(queue) < runs:
         if time.monotonic() > deadline:
             raise AssertionError(f"neither two polls held back by the limit nor {runs} starts: {await _runs(queue)}")
         await asyncio.sleep(0.05)
@@ -285,73 +287,75 @@ async def test_a_limit_set_on_an_idle_queue_holds_the_next_burst(db: str, before
     undo = limit_worker.on_limited(queue, lambda: limited.append(1))
     try:
         await asyncio.gather(*(_enqueue(queue, f"burst-{i}") for i in range(6)))
-        await _until_limited_or_all_started(queue, limited, 6)
+        await _until_limited_or_all_started(queue, lambda: len(limited), 6)
         assert await _started(queue) == 2
     finally:
         undo()
         await _cancel_waiting(queue)
 
 
-async def test_a_limit_set_on_a_busy_queue_holds_from_the_next_run(db: str) -> None:
+async def test_a_limit_set_on_a_busy_queue_holds_from_the_next_run(db: str, tmp_path: Path) -> None:
     """Six runs wait behind a running one (concurrency 1); the queue gets `--limit 2 --period 60
     --concurrency 5`: two of the six start in the window (the first run started before the limit)."""
     queue = uid("busy-limit")
     await timestep.configure_queue(queue, concurrency=1)
-    blocker = f"{queue}-blocker"
-    gate = limit_worker.gates[blocker] = asyncio.Event()
+    gate = tmp_path / "open"
     limited: list[int] = []
     undo = limit_worker.on_limited(queue, lambda: limited.append(1))
     try:
-        await _enqueue(queue, blocker)
+        await _enqueue(queue, "blocker", text=f"wait-for:{gate}")
         await asyncio.gather(*(_enqueue(queue, f"waiting-{i}") for i in range(6)))
         while await _started(queue) < 1:
             await asyncio.sleep(0.02)
         await timestep.configure_queue(queue, limit=2, period=60, concurrency=5)
-        gate.set()
-        await _until_limited_or_all_started(queue, limited, 7)
+        gate.touch()
+        await _until_limited_or_all_started(queue, lambda: len(limited), 7)
         assert await _started(queue) == 3
     finally:
-        gate.set()
+        gate.touch()
         undo()
-        del limit_worker.gates[blocker]
         await _cancel_waiting(queue)
 
 
-async def test_a_limit_set_on_an_idle_queue_holds_in_another_process(db: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same on a queue another process polls: it takes the burst (this one holds the queue)
-    and starts two."""
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+async def test_a_limit_set_at_run_time_holds_in_another_process(db: str, busy: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same two cases on a queue another process takes the runs from (this one holds the
+    queue): the limit read there is the one just set."""
     queue = uid("other-limit")
-    await timestep.configure_queue(queue, concurrency=5)
-    out = tmp_path / "second.out"
+    await timestep.configure_queue(queue, concurrency=1 if busy else 5)
+    held = threading.Event()
+    hold = engine._queue_hold
+
+    def hold_here(name: str) -> float:
+        if name != queue:
+            return hold(name) if hold is not None else 0.0
+        held.set()
+        return 3600.0
+
+    monkeypatch.setattr(engine, "_queue_hold", hold_here)
+    out, gate = tmp_path / "second.out", tmp_path / "open"
     env = process_env(TIMESTEP_EXECUTOR_ID="second", TIMESTEP_HOME=str(tmp_path), TIMESTEP_QUEUE_POLL_SECONDS="0.05")
     second = subprocess.Popen(
         [sys.executable, str(TESTS / "limit_worker.py"), db, queue], env=env, stdout=out.open("w"), stderr=subprocess.STDOUT
     )
     try:
-        await wait_printed_async([(second, out)], "ready", timeout=60)
-        await timestep.configure_queue(queue, limit=2, period=60, concurrency=5)
-        held = threading.Event()
-        hold = engine._queue_hold
-
-        def hold_here(name: str) -> float:
-            if name != queue:
-                return hold(name) if hold is not None else 0.0
-            held.set()
-            return 3600.0
-
-        monkeypatch.setattr(engine, "_queue_hold", hold_here)
         await _wait_until(held.is_set, timeout=10)
-        await asyncio.gather(*(_enqueue(queue, f"elsewhere-{i}", wake=False) for i in range(6)))
-
-        class Limited(list):
-            def __len__(self) -> int:
-                return out.read_text().count("limited")
-
-        await _until_limited_or_all_started(queue, Limited(), 6)
+        await wait_printed_async([(second, out)], "ready", timeout=60)
+        if busy:
+            await _enqueue(queue, "blocker", text=f"wait-for:{gate}", wake=False)
+            await asyncio.gather(*(_enqueue(queue, f"waiting-{i}", wake=False) for i in range(6)))
+            while await _started(queue) < 1:
+                await asyncio.sleep(0.02)
+        await timestep.configure_queue(queue, limit=2, period=60, concurrency=5)
+        gate.touch()
+        if not busy:
+            await asyncio.gather(*(_enqueue(queue, f"burst-{i}", wake=False) for i in range(6)))
+        await _until_limited_or_all_started(queue, lambda: out.read_text().count("limited"), 7 if busy else 6)
         runs = [run for run in await _runs(queue) if run.status != "ENQUEUED"]
-        assert len(runs) == 2, out.read_text()[-3000:]
+        assert len(runs) == (3 if busy else 2), out.read_text()[-3000:]
         assert {run.executor_id for run in runs} == {"second"}
     finally:
+        gate.touch()
         stop([second])
         monkeypatch.undo()
         await _cancel_waiting(queue)
