@@ -42,8 +42,8 @@ SSE_PING_SECONDS = 15.0
 CLIENT = web.RequestKey("timestep_client", Client)
 USER = web.RequestKey("timestep_user", object)
 _encoder = msgspec.json.Encoder()
-#: The event that ends a run of each finished status.
-_END_EVENT = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}
+#: A run of each of these statuses ended with the event of the same name.
+_ENDED = ("completed", "failed", "cancelled")
 
 
 class _When(msgspec.Struct):
@@ -153,10 +153,10 @@ class Console:
         limit = q.get("limit", "100")
         if not limit.isdigit():
             raise ValidationError("limit", f"{limit!r} is not a whole number", "give 1 to 1000")
-        runs = await request[CLIENT].list_runs(
+        client: Client = request[CLIENT]
+        runs = await client.list_runs(
             status=q.get("status") or None, agent=q.get("agent") or None, queue=q.get("queue") or None, limit=int(limit)
         )
-        client: Client = request[CLIENT]
         return _json({"runs": await asyncio.gather(*(_timed(client, run) for run in runs))})
 
     async def _run(self, request: web.Request) -> web.Response:
@@ -262,14 +262,12 @@ class Console:
 
 
 async def _timed(client: Client, run: RunInfo) -> dict[str, Any]:
-    """The run with `accepted_at`, `started_at`, `queued_seconds` (accepted to started) and `ran_seconds` (started to its end),
-    from the times of its own events. The database's are no substitute: they count the time queued
-    as running, and on SQLite before 3.42 (Python 3.11) DBOS keeps them in whole seconds."""
-    end = _END_EVENT.get(run.status)
-    accepted, started, ended = await asyncio.gather(
-        _event_time(client, run.id, "accepted"), _event_time(client, run.id, "started"),
-        _event_time(client, run.id, end) if end else asyncio.sleep(0),
-    )
+    """The run with `accepted_at`, `started_at`, `queued_seconds` (accepted to started) and
+    `ran_seconds` (started to its end), from the times of its own events. The database's are no
+    substitute: they count the time queued as running, and on SQLite before 3.42 (Python 3.11)
+    DBOS keeps them in whole seconds."""
+    end = run.status if run.status in _ENDED else None
+    accepted, started, ended = await asyncio.gather(*(_event_time(client, run.id, kind) for kind in ("accepted", "started", end)))
     timed = msgspec.to_builtins(run)
     timed["accepted_at"] = accepted.timestamp() if accepted else None
     timed["started_at"] = started.timestamp() if started else None
@@ -278,8 +276,9 @@ async def _timed(client: Client, run: RunInfo) -> dict[str, Any]:
     return timed
 
 
-async def _event_time(client: Client, run_id: str, kind: str) -> datetime | None:
-    data = await client.bus.stored_event(run_id, kind)
+async def _event_time(client: Client, run_id: str, kind: str | None) -> datetime | None:
+    """The time of the run's latest event of this type (a direct get from the events stream), or None."""
+    data = await client.bus.stored_event(run_id, kind) if kind else None
     try:
         return msgspec.json.decode(data, type=_When).time if data else None
     except msgspec.DecodeError:
