@@ -66,6 +66,11 @@ async def test_malformed_input_items_name_the_item(db: str, items: object, field
         ({"limit": 5, "period": "60"}, "period"),
         ({"concurrency": 0}, "concurrency"),
         ({"concurrency": True}, "concurrency"),
+        # The contract's bounds, which the database's integer columns hold.
+        ({"limit": 2**31, "period": 60}, "limit"),
+        ({"concurrency": 2**31}, "concurrency"),
+        ({"tokens_per_period": 2**31, "period": 60}, "tokens_per_period"),
+        ({"limit": 1, "period": 31_536_001}, "period"),
     ],
 )
 async def test_invalid_queue_settings(db: str, kwargs: dict, field: str) -> None:

@@ -23,6 +23,8 @@ DEFAULT_PERIOD = 60.0
 #: Priority given to a run queued without one. DBOS stores "no priority" as 0, which
 #: runs before every prioritised run; Timestep puts such runs last instead.
 LOWEST_PRIORITY = 2**31 - 1
+_MOST = 2**31 - 1
+_LONGEST_PERIOD = 31_536_000
 
 _known: set[str] = set()
 _known_lock = threading.Lock()
@@ -101,6 +103,12 @@ def check_policy(
         raise ValidationError("period", f"{period!r} is not a positive number of seconds", "pass e.g. period=60")
     if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
         raise ValidationError("concurrency", f"{concurrency!r} is not a whole number of at least 1", "pass the most runs at once, or None for no bound")
+    # The contract's bounds (subjects.messages: Count, Seconds), which the database's columns hold.
+    for field, value in (("limit", limit), ("concurrency", concurrency), ("tokens_per_period", tokens_per_period)):
+        if value is not None and value > _MOST:
+            raise ValidationError(field, f"{value!r} is more than {_MOST}", f"pass a whole number from 1 to {_MOST}")
+    if period is not None and period > _LONGEST_PERIOD:
+        raise ValidationError("period", f"{period!r} is more than {_LONGEST_PERIOD} seconds (365 days)", f"pass seconds, more than 0 and at most {_LONGEST_PERIOD}")
     return QueuePolicy(
         name=name,
         limit=limit,  # type: ignore[arg-type]
