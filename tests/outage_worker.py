@@ -1,6 +1,6 @@
 """Runs' own database queries meeting a database outage, for tests/test_faults.py.
 
-    python tests/outage_worker.py DB_URL GATE_DIR [RUNS]
+    python tests/outage_worker.py DB_URL GATE_DIR [RUNS [stop|recover]]
 
 One run (the default) asks in a step whether its queue is paused, as a queued run does before
 its first model call (`runs._wait_out`, the step a run lost this way failed in). The step waits
@@ -9,13 +9,16 @@ up and before the query runs. Prints `waiting` when the step waits, then `paused
 
 With RUNS > 1, as many runs make the same query in a step of their own, each after the gate; once
 they wait out the outage, one more database call is made from no run (so it is not retried), and
-`other call answered` printed when it returns or fails.
+`other call answered` printed when it returns or fails. With `stop`, the process then stops its
+runs as `timestep up` does on SIGTERM, prints `stopped N runs` and exits; with `recover`, a later
+process of the same executor id finishes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +28,7 @@ from timestep.durable import engine, queues, runs
 
 db_url, gate = sys.argv[1], Path(sys.argv[2]) / "open"
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+MODE = sys.argv[4] if len(sys.argv) > 4 else "run"
 at_gate = 0
 
 
@@ -79,6 +83,10 @@ async def main() -> None:
         handle = await engine.start(outage_run, "q", workflow_id="outage-1", timeout_seconds=None)
         print(await handle.get_result(), flush=True)
         return
+    if MODE == "recover":
+        for i in range(RUNS):
+            print(await (await engine.retrieve(f"crowd-{i}")).get_result(), flush=True)
+        return
     first_waits = FirstWaits()
     logging.getLogger("timestep.durable.engine").addHandler(first_waits)
     handles = [await engine.start(crowd_run, "q", workflow_id=f"crowd-{i}", timeout_seconds=None) for i in range(RUNS)]
@@ -91,6 +99,9 @@ async def main() -> None:
     except Exception as exc:  # the database is away: an answer all the same
         print(f"other call failed: {type(exc).__name__}", flush=True)
     print("other call answered", flush=True)
+    if MODE == "stop":
+        print(f"stopped {await engine.stop_workflows(1.0)} runs", flush=True)
+        os._exit(0)
     for handle in handles:
         print(await handle.get_result(), flush=True)
 

@@ -402,3 +402,34 @@ async def test_a_tool_cut_off_by_a_graceful_stop_runs_once_more_at_most(kind: st
         assert "exiting without waiting for the 1 step(s) cut off" in stop_log, stop_log[-3000:]
     finally:
         actors.stop()
+
+
+@pytest.mark.skipif(POSTGRES_BINARIES is not None, reason=POSTGRES_BINARIES or "")
+async def test_a_stop_during_an_outage_ends_and_the_runs_resume_after_it(tmp_path: Path) -> None:
+    """Twelve runs wait out an outage; the process stops its runs as on SIGTERM: the stop gives up
+    on their waits and ends while the database is still away. A process of the same executor id
+    started after the outage finishes every run."""
+    pg = PrivatePostgres().init()
+    pg.start()
+    out, again = tmp_path / "worker.out", tmp_path / "again.out"
+    command = [sys.executable, str(TESTS / "outage_worker.py"), pg.url, str(tmp_path), "12"]
+    worker = subprocess.Popen(command + ["stop"], env=process_env(), stdout=out.open("w"), stderr=subprocess.STDOUT)
+    recovering = None
+    try:
+        await wait_printed_async([(worker, out)], "waiting", timeout=90)
+        await off_loop(pg.stop)
+        (tmp_path / "open").touch()
+        code = await off_loop(worker.wait, 60)
+        text = out.read_text()
+        assert code == 0 and "stopped 12 runs" in text, text[-3000:]
+        await off_loop(pg.start)
+        recovering = subprocess.Popen(command + ["recover"], env=process_env(), stdout=again.open("w"), stderr=subprocess.STDOUT)
+        code = await off_loop(recovering.wait, 120)
+        text = again.read_text()
+        assert code == 0, text[-3000:]
+        assert text.count("paused seconds: 0") == 12, text[-3000:]
+    finally:
+        for proc in (worker, recovering):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        pg.remove()
