@@ -268,3 +268,82 @@ def test_up_names_an_agents_module_it_cannot_import_in_one_line(tmp_path: Path, 
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()
     assert line.startswith("error: --agents: ") and says.format(cwd=tmp_path) in line, line
+
+
+_Q = uid("q")
+BAD_INPUT = [
+    # (arguments, the argument the one line must name)
+    (["schedules", "create", uid("s"), "* * * * *", AGENT, "hi", "--queue", "bad.q"], "--queue"),
+    (["schedules", "create", "bad.name", "* * * * *", AGENT, "hi"], "name"),
+    (["schedules", "create", uid("s"), "nope", AGENT, "hi"], "cron"),
+    (["schedules", "create", uid("s"), "* * * * * * *", AGENT, "hi"], "cron"),
+    (["schedules", "create", uid("s"), "0 0 30 2 *", AGENT, "hi"], "cron"),
+    (["schedules", "create", uid("s"), "* * * * *", "no-such-agent", "hi"], "agent"),
+    (["schedules", "create", uid("s"), "* * * * *", AGENT], "TEXT"),
+    (["schedules", "delete", "bad.name"], "name"),
+    (["events", "bad.id"], "run_id"),
+    (["run", AGENT, "hi", "--id", "bad.id"], "--id"),
+    (["run", AGENT, "hi", "--id", "x" * 129], "--id"),
+    (["run", AGENT, "hi", "--queue", "bad.q"], "--queue"),
+    (["run", AGENT, "hi", "--queue", "default", "--priority", "0"], "--priority"),
+    (["run", AGENT, "hi", "--priority", "high"], "--priority"),
+    (["run", AGENT, "hi", "--timeout", "0"], "--timeout"),
+    (["run", AGENT, "hi", "--timeout", "nan"], "--timeout"),
+    (["run", AGENT, "hi", "--max-tokens", "0"], "--max-tokens"),
+    (["run", "no-such-agent", "hi"], "agent"),
+    (["approve", "bad.id", "call_1"], "run_id"),
+    (["approve", uid("r"), "call_1", "--by", ""], "--by"),
+    (["reject", "bad.id", "call_1"], "run_id"),
+    (["cancel", "bad.id"], "run_id"),
+    (["approvals", "--limit", "0"], "--limit"),
+    (["approvals", "--limit", "-1"], "--limit"),
+    (["approvals", "--run", "bad.id"], "--run"),
+    (["approvals", "--queue", "bad.q"], "--queue"),
+    (["approvals", "--older-than", "soon"], "--older-than"),
+    (["dead", "--limit", "0"], "--limit"),
+    (["queues", "configure", "bad.q", "--concurrency", "1"], "name"),
+    (["queues", "configure", _Q, "--concurrency", "0"], "--concurrency"),
+    (["queues", "configure", _Q, "--limit", "1", "--period", "0"], "--period"),
+    (["queues", "configure", _Q, "--limit", "1", "--period", "nan"], "--period"),
+    (["queues", "configure", _Q, "--tokens", "0"], "--tokens"),
+    (["queues", "configure", _Q, "--max-tokens-per-run", "-1"], "--max-tokens-per-run"),
+    (["queues", "status", "bad.q"], "name"),
+    (["workflows", "show", "bad.id"], "workflow_id"),
+    (["workflows", "list", "--limit", "0"], "--limit"),
+    (["workflows", "list", "--status", "BOGUS"], "--status"),
+    (["check", "nope://x", "--agent", AGENT], "url"),
+    (["check", "--agent", AGENT, "--timeout", "0"], "--timeout"),
+    (["console", "--nats", "nope://x"], "--nats"),
+    (["console", "--host", "999.0.0.1", "--port", "0"], "--host"),
+    (["console", "--port", "70000"], "--port"),
+    (["up", "--role", "boss"], "--role"),
+    (["up", "--http-port", "x"], "--http-port"),
+]
+
+
+@pytest.mark.parametrize(("args", "names"), BAD_INPUT, ids=[" ".join(a)[:60] for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_naming_the_argument(running: Up, args: list[str], names: str) -> None:
+    done = cli(running.env(), *args, code=2, timeout=30)
+    assert done.stdout == "", done.stdout
+    [line] = done.stderr.splitlines()
+    assert names in line, line
+    assert "Expected `" not in line and "period" not in line.replace("--period", ""), line  # no msgspec text, no queue hint
+
+
+def test_following_a_run_that_has_no_events_yet_says_so_once_and_keeps_following(running: Up) -> None:
+    env = running.env()
+    run_id = uid("later")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli.main", "events", run_id], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr.readline().strip() == f"waiting for run {run_id}, which has no events yet (Ctrl-C to stop)"  # type: ignore[union-attr]
+        cli(env, "run", AGENT, "hello", "--id", run_id)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert err == "" and [line.split()[1] for line in out.splitlines()][-1] == "completed", (out, err)
+    # A run with events is followed without the note.
+    again = cli(env, "events", run_id)
+    assert again.stderr == ""

@@ -38,7 +38,7 @@ from subjects.messages import (
     ScheduleDelete,
     ScheduleList,
 )
-from subjects.ids import run_id_problem
+from subjects.ids import NAME_MAX_LENGTH, run_id_problem
 from subjects.problems import body_problem
 from timestep.ops import observe
 from timestep.bus.connection import REFUSED_GIVE_UP_SECONDS, Bus, NatsTimeout, redact_url
@@ -193,6 +193,15 @@ def _check_run_id(run_id: Any) -> str:
     return run_id
 
 
+def _check_name(name: Any) -> str:
+    """A queue's or a schedule's name, checked here: the server would refuse it in msgspec's words."""
+    problem = run_id_problem(name, NAME_MAX_LENGTH)
+    if problem is not None:
+        shown = f"{name!r} " if isinstance(name, str) else ""
+        raise ValidationError("name", f"{shown}{problem}")
+    return name
+
+
 class Client:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -297,12 +306,16 @@ class Client:
             except ConnectionError:  # connection closed or reconnecting: wait a moment, send again
                 await asyncio.sleep(min(0.25, max(0.0, deadline - asyncio.get_running_loop().time())))
 
-    async def events(self, run_id: str | None = None, *, from_start: bool | None = None) -> AsyncIterator[RunEvent]:
+    def events(self, run_id: str | None = None, *, from_start: bool | None = None) -> AsyncIterator[RunEvent]:
         """A run's events from its first (or, without `run_id`, every run's new events), live.
         A run's stream ends after its last event (completed, failed, cancelled or rejected), or,
-        for a cancelled run that was resumed, after the last event of the resumed run."""
-        subject = self.subjects.run_events(run_id) if run_id else self.subjects.all_events
+        for a cancelled run that was resumed, after the last event of the resumed run.
+        A malformed `run_id` raises ValidationError here, not at the first event it would never get."""
+        subject = self.subjects.run_events(_check_run_id(run_id)) if run_id is not None else self.subjects.all_events
         replay = from_start if from_start is not None else run_id is not None
+        return self._events(subject, run_id, replay)
+
+    async def _events(self, subject: str, run_id: str | None, replay: bool) -> AsyncIterator[RunEvent]:
         # Closed with this generator, so its subscription ends before the connection is drained.
         async with contextlib.aclosing(self.bus.follow(subject, from_start=replay)) as messages:
             async for msg in messages:
@@ -433,14 +446,19 @@ class Client:
     # --- schedules and queues ---------------------------------------------------------
 
     async def create_schedule(self, name: str, cron: str, request: RunRequest | dict[str, Any]) -> Schedule:
+        """A schedule of runs of `request` at the times of `cron`, read in UTC (5 fields, or 6 with seconds first)."""
         if isinstance(request, dict):
-            request = msgspec.convert(request, RunRequest)
-        reply = await self._admin(self.subjects.schedules_create, ScheduleCreate(name=name, cron=cron, request=request))
+            try:
+                request = _body(RunRequest, request)
+            except ValidationError as exc:
+                raise ValidationError(f"request.{exc.field}", exc.problem, exc.fix) from None
+        body = ScheduleCreate(name=_check_name(name), cron=cron, request=request)
+        reply = await self._admin(self.subjects.schedules_create, body)
         assert reply.schedule is not None
         return reply.schedule
 
     async def delete_schedule(self, name: str) -> bool:
-        return bool((await self._admin(self.subjects.schedules_delete, ScheduleDelete(name=name))).deleted)
+        return bool((await self._admin(self.subjects.schedules_delete, ScheduleDelete(name=_check_name(name)))).deleted)
 
     async def list_schedules(self) -> list[Schedule]:
         return (await self._admin(self.subjects.schedules_list, ScheduleList())).schedules or []
@@ -450,13 +468,13 @@ class Client:
         concurrency: int | None = None, tokens_per_period: int | None = None, max_tokens_per_run: int | None = None,
     ) -> QueueStatus:
         body = QueueConfigure(
-            name=name, limit=limit, period_seconds=period_seconds, concurrency=concurrency,
+            name=_check_name(name), limit=limit, period_seconds=period_seconds, concurrency=concurrency,
             tokens_per_period=tokens_per_period, max_tokens_per_run=max_tokens_per_run,
         )
         return (await self._admin(self.subjects.queues_configure, body)).queues[0]  # type: ignore[index]
 
     async def queue_status(self, name: str | None = None) -> list[QueueStatus]:
-        return (await self._admin(self.subjects.queues_status, QueueStatusRequest(name=name))).queues or []
+        return (await self._admin(self.subjects.queues_status, QueueStatusRequest(name=name if name is None else _check_name(name)))).queues or []
 
     # --- runs as the database holds them ------------------------------------------------
 

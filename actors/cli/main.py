@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import os
 import signal
+import socket
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -57,6 +59,12 @@ async def _workflow_action(admin: Any, args: argparse.Namespace) -> int:
         return 0
     if args.workflow_id is None:
         print(f"timestep workflows {args.action}: give a WORKFLOW_ID", file=sys.stderr)
+        return 2
+    from subjects.ids import run_id_problem
+
+    problem = run_id_problem(args.workflow_id)
+    if problem is not None:
+        print(f"error: workflow_id: {args.workflow_id!r} {problem}", file=sys.stderr)
         return 2
     if args.action == "show":
         status = await admin.status(args.workflow_id)
@@ -190,7 +198,14 @@ async def _console(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     client = await Client.connect(args.nats)
     console = Console.for_host(args.host, client, url=args.nats or resolve_url(settings), login=args.login or settings.console_login)
-    runner, url = await serve(console, args.host, args.port)
+    try:
+        runner, url = await serve(console, args.host, args.port)
+    except OSError as exc:
+        await console.close()
+        await client.close()
+        flag = "--host" if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL else "--port"
+        print(f"error: {flag}: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); give another", file=sys.stderr)
+        return 2
     print(f"timestep console: {url}/ ({'login with a NATS user' if console.login else 'open on this machine'})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -221,7 +236,8 @@ FLAGS = {
     "schedules": {"crontab": "cron", "request.agent": "agent", "request.input": "text", "request.queue": "--queue"},
     "reject": {"message": "--message", "decided_by": "--by"},
     "approve": {"arguments": "--arguments", "decided_by": "--by"},
-    "approvals": {"older_than_seconds": "--older-than", "newer_than_seconds": "--newer-than", "limit": "--limit"},
+    "approvals": {"older_than_seconds": "--older-than", "newer_than_seconds": "--newer-than", "limit": "--limit",
+                  "run_id": "--run", "agent": "--agent", "tool": "--tool", "queue": "--queue"},
 }
 
 
@@ -233,7 +249,9 @@ def as_given(command: str, message: str) -> str:
     return f"{flag}: {rest}" if sep and flag else message
 
 
-async def _print_events(client: Any, run_id: str | None, as_json: bool, stop_on_interrupt: bool = False) -> int:
+async def _print_events(
+    client: Any, run_id: str | None, as_json: bool, stop_on_interrupt: bool = False, events: Any = None
+) -> int:
     """Print events as they come; the exit code says how the run ended: 0 completed, 1 failed or
     cancelled (by request or its timeout), 2 rejected, 3 waiting for approval (with `stop_on_interrupt`)."""
     from subjects.events import Cancelled, Failed, Interrupted, Rejected
@@ -241,7 +259,7 @@ async def _print_events(client: Any, run_id: str | None, as_json: bool, stop_on_
 
     code = 0
     # Closed on the way out, whatever happens (a closed pipe, say): its subscription ends before the connection.
-    async with contextlib.aclosing(client.events(run_id)) as events:
+    async with contextlib.aclosing(events or client.events(run_id)) as events:
         async for event in events:
             print(encode_json(event) if as_json else describe(event, with_run=run_id is None), flush=True)
             if run_id is None:
@@ -295,7 +313,11 @@ async def _run(args: argparse.Namespace) -> int:
 async def _events(args: argparse.Namespace) -> int:
     client = await _client(args)
     try:
-        return await _print_events(client, args.run_id, args.json)
+        events = client.events(args.run_id)  # a malformed run id is refused here, before any wait
+        if args.run_id is not None and await client.bus.stored_event(args.run_id, "*") is None:
+            # A mistyped id would otherwise wait in silence; a run submitted a moment later is followed all the same.
+            print(f"waiting for run {args.run_id}, which has no events yet (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        return await _print_events(client, args.run_id, args.json, events=events)
     finally:
         await client.close()
 
@@ -391,7 +413,12 @@ async def _schedules(args: argparse.Namespace) -> int:
             print(encode_json(schedule) if args.json else f"schedule {schedule.name}: {schedule.cron} -> {args.agent}")
         elif args.action == "delete":
             deleted = await client.delete_schedule(args.name)
-            print(encode_json({"deleted": deleted}) if args.json else ("deleted" if deleted else f"no schedule {args.name!r}"))
+            if args.json:
+                print(encode_json({"deleted": deleted}))
+            elif deleted:
+                print("deleted")
+            else:
+                print(f"error: no schedule {args.name!r}; `timestep schedules list` lists them", file=sys.stderr)
             return 0 if deleted else 1
         else:
             schedules = await client.list_schedules()
@@ -456,6 +483,15 @@ def _port_arg(value: str) -> int:
     return int(value)
 
 
+def _nats_url_arg(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(value).scheme if "://" in value else "nats"
+    if scheme not in ("nats", "tls", "ws", "wss") or not value.partition("://")[2].strip("/"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a NATS URL; give one such as nats://127.0.0.1:4222 (nats, tls, ws or wss)")
+    return value
+
+
 def _seconds_arg(value: str) -> float:
     try:
         seconds = float(value)
@@ -466,8 +502,21 @@ def _seconds_arg(value: str) -> float:
     return seconds
 
 
+def _count_arg(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad usage in one line: the argument, what is wrong, and where the help is (not the usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timestep", description="Durable OpenAI Agents SDK runs on DBOS, over NATS.")
+    parser = _Parser(prog="timestep", description="Durable OpenAI Agents SDK runs on DBOS, over NATS.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo: the whole system, runs submitted over the bus")
     demo.add_argument("--library", action="store_true", help="the library demo instead: durable runs in this process, no NATS")
@@ -494,7 +543,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Runs, one run's timeline, approvals, queues and schedules, through the subject contract. "
         "Open on 127.0.0.1; on any other address (or with --login) the browser logs in with a NATS user and password.",
     )
-    console.add_argument("--nats", metavar="URL", help="the NATS URL (default: NATS_URL, else the `timestep up` of TIMESTEP_HOME)")
+    console.add_argument("--nats", type=_nats_url_arg, metavar="URL", help="the NATS URL (default: NATS_URL, else the `timestep up` of TIMESTEP_HOME)")
     console.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     console.add_argument("--port", type=_port_arg, default=8080, metavar="N", help="port (default 8080; 0: a free one)")
     console.add_argument("--login", action="store_true", help="ask for a NATS user and password even on 127.0.0.1 (as TIMESTEP_CONSOLE_LOGIN=1)")
@@ -510,7 +559,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--queue")
     run.add_argument("--priority", type=int)
     run.add_argument("--stream", action="store_true", help="stream text deltas")
-    run.add_argument("--timeout", type=float, help="timeout_seconds")
+    run.add_argument("--timeout", type=_seconds_arg, metavar="S", help="cancel the run after S seconds (timeout_seconds)")
     run.add_argument("--max-tokens", type=int, help="the run's model-token budget (max_tokens)")
     run.add_argument("--wait", action="store_true", help="keep following after an interruption")
     run.add_argument("--json", action="store_true")
@@ -554,7 +603,7 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("--no-wait", action="store_true", help=no_wait)
 
     dead = sub.add_parser("dead", help="list dead letters: messages that could not be processed, and why")
-    dead.add_argument("--limit", type=int, default=50, help="the newest N (default 50)")
+    dead.add_argument("--limit", type=_count_arg, default=50, help="the newest N (default 50)")
     dead.add_argument("--json", action="store_true")
 
     schedules = sub.add_parser("schedules", help="cron schedules of runs")
@@ -570,7 +619,7 @@ def _parser() -> argparse.ArgumentParser:
     queues.add_argument("action", choices=["configure", "status"])
     queues.add_argument("name", nargs="?")
     queues.add_argument("--limit", type=int, help="runs per period")
-    queues.add_argument("--period", type=float, help="seconds")
+    queues.add_argument("--period", type=_seconds_arg, metavar="S", help="the rate limit's window, in seconds")
     queues.add_argument("--concurrency", type=int)
     queues.add_argument("--tokens", type=int, help="model tokens per period")
     queues.add_argument("--max-tokens-per-run", type=int, help="token budget of each run that sets none")
@@ -580,7 +629,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Submits by each of the three ways, follows events, replays, cancels, uses a queue and a schedule, "
         "and sends a malformed request, all against AGENT. Exit code: 0 every check passed, 1 one failed, 2 bad usage or no server.",
     )
-    check.add_argument("url", nargs="?", help="the NATS URL (default: NATS_URL, else the `timestep up` of TIMESTEP_HOME)")
+    check.add_argument("url", nargs="?", type=_nats_url_arg, help="the NATS URL (default: NATS_URL, else the `timestep up` of TIMESTEP_HOME)")
     check.add_argument("--agent", required=True, help="a hosted agent to run the checks' runs on")
     check.add_argument("--input", default="hello", help="the runs' input: text the agent completes without approval (default 'hello')")
     check.add_argument("--timeout", type=_seconds_arg, default=30.0, help="seconds each check waits (default 30)")
@@ -589,7 +638,7 @@ def _parser() -> argparse.ArgumentParser:
     workflows.add_argument("action", choices=["list", "show", "cancel", "resume"])
     workflows.add_argument("workflow_id", nargs="?")
     workflows.add_argument("--status", choices=WORKFLOW_STATUSES, metavar="STATUS", help=f"list only this status ({', '.join(WORKFLOW_STATUSES)})")
-    workflows.add_argument("--limit", type=int, default=50)
+    workflows.add_argument("--limit", type=_count_arg, default=50, help="the newest N (default 50)")
     workflows.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -611,9 +660,11 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "schedules" and args.action != "list" and not args.name:
         print("timestep schedules create|delete: give a NAME", file=sys.stderr)
         return 2
-    if args.command == "schedules" and args.action == "create" and not (args.cron and args.agent and args.text):
-        print("usage: timestep schedules create NAME CRON AGENT TEXT", file=sys.stderr)
-        return 2
+    if args.command == "schedules" and args.action == "create":
+        missing = next((n for n, v in (("CRON", args.cron), ("AGENT", args.agent), ("TEXT", args.text)) if not v), None)
+        if missing:
+            print(f"timestep schedules create: {missing} is missing; usage: timestep schedules create NAME CRON AGENT TEXT", file=sys.stderr)
+            return 2
     if args.command == "queues" and args.action == "configure" and not args.name:
         print("usage: timestep queues configure NAME [--limit N --period S] [--concurrency C] [--tokens T]", file=sys.stderr)
         return 2
