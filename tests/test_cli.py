@@ -347,3 +347,29 @@ def test_following_a_run_that_has_no_events_yet_says_so_once_and_keeps_following
     # A run with events is followed without the note.
     again = cli(env, "events", run_id)
     assert again.stderr == ""
+
+
+def test_schedules_list_shows_agent_cron_time_zone_queue_and_next_tick(running: Up) -> None:
+    from datetime import datetime, timezone
+
+    env = running.env()
+    assert cli(env, "schedules", "list").stdout == "no schedules\n"
+    assert "UTC" in cli(env, "schedules", "--help").stdout
+    daily, often = uid("daily"), uid("often")
+    assert cli(env, "schedules", "create", daily, "0 9 * * *", AGENT, "report", "--queue", "reports").stdout.strip() == (
+        f"schedule {daily}: 0 9 * * * (UTC) -> {AGENT}"
+    )
+    cli(env, "schedules", "create", often, "*/10 * * * * *", AGENT, "hello")
+    before = datetime.now(timezone.utc)
+    lines = cli(env, "schedules", "list").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "AGENT", "CRON", "TZ", "QUEUE", "NEXT", "TICK", "(UTC)", "INPUT"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {daily, often}
+    name, agent, *cron, tz, queue, day, time_of_day, text = rows[daily].split()
+    assert (agent, " ".join(cron), tz, queue, text) == (AGENT, "0 9 * * *", "UTC", "reports", "report")
+    tick = datetime.strptime(f"{day} {time_of_day}", "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    assert tick.strftime("%H:%M:%S") == "09:00:00" and tick > before
+    assert rows[often].split()[9] == "-"  # no queue: a direct run
+    cli(env, "schedules", "delete", daily)
+    cli(env, "schedules", "delete", often)
+    assert cli(env, "schedules", "list").stdout == "no schedules\n"

@@ -402,6 +402,22 @@ async def _dead(args: argparse.Namespace) -> int:
         await client.close()
 
 
+def _print_schedules(schedules: list[Any]) -> None:
+    from croniter import CroniterError
+
+    from timestep.durable.schedules import next_time
+
+    now = datetime.now(timezone.utc)
+    print(f"{'NAME':<30} {'AGENT':<20} {'CRON':<20} {'TZ':<4} {'QUEUE':<16} {'NEXT TICK (UTC)':<20} INPUT")
+    for s in schedules:
+        try:
+            tick = next_time(s.cron, now).strftime("%Y-%m-%d %H:%M:%S")
+        except (CroniterError, ValueError):
+            tick = "never"
+        text = s.request.input if isinstance(s.request.input, str) else "[items]"
+        print(f"{s.name:<30} {s.request.agent:<20} {s.cron:<20} {'UTC':<4} {(s.request.queue or '-'):<16} {tick:<20} {text}")
+
+
 async def _schedules(args: argparse.Namespace) -> int:
     client = await _client(args)
     try:
@@ -410,7 +426,7 @@ async def _schedules(args: argparse.Namespace) -> int:
             if args.queue:
                 request["queue"] = args.queue
             schedule = await client.create_schedule(args.name, args.cron, request)
-            print(encode_json(schedule) if args.json else f"schedule {schedule.name}: {schedule.cron} -> {args.agent}")
+            print(encode_json(schedule) if args.json else f"schedule {schedule.name}: {schedule.cron} (UTC) -> {args.agent}")
         elif args.action == "delete":
             deleted = await client.delete_schedule(args.name)
             if args.json:
@@ -424,8 +440,10 @@ async def _schedules(args: argparse.Namespace) -> int:
             schedules = await client.list_schedules()
             if args.json:
                 print(encode_json(schedules))
-            for s in [] if args.json else schedules:
-                print(f"{s.name:<30} {s.cron:<20} {s.request.agent:<20} {s.request.input if isinstance(s.request.input, str) else '[items]'}")
+            elif not schedules:
+                print("no schedules")
+            else:
+                _print_schedules(schedules)
         return 0
     finally:
         await client.close()
@@ -606,10 +624,14 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=_count_arg, default=50, help="the newest N (default 50)")
     dead.add_argument("--json", action="store_true")
 
-    schedules = sub.add_parser("schedules", help="cron schedules of runs")
+    schedules = sub.add_parser(
+        "schedules", help="cron schedules of runs (times in UTC)",
+        description="create NAME CRON AGENT TEXT | list | delete NAME. The cron is read in UTC, on every machine: "
+        "'0 9 * * *' fires at 09:00 UTC.",
+    )
     schedules.add_argument("action", choices=["create", "list", "delete"])
     schedules.add_argument("name", nargs="?")
-    schedules.add_argument("cron", nargs="?", help="5 fields, or 6 with seconds first")
+    schedules.add_argument("cron", nargs="?", help="in UTC: 5 fields (minute hour day month weekday), or 6 with seconds first")
     schedules.add_argument("agent", nargs="?")
     schedules.add_argument("text", nargs="?")
     schedules.add_argument("--queue")
