@@ -66,7 +66,7 @@ async def test_lower_priority_runs_first_and_no_priority_runs_last(db: str) -> N
     handles = []
     for text, priority in [("p5", 5), ("none-1", None), ("p1", 1), ("p3", 3), ("none-2", None), ("p2", 2)]:
         handles.append(await timestep.queue_agent_workflow(agent, text, queue_name=queue, priority=priority))
-    assert (await handles[0].get_status()).status == "ENQUEUED"
+    assert (await handles[0].get_status()).status == "queued"
     gate.set()
     await blocker.get_result()
     for handle in handles:

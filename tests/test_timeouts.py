@@ -37,7 +37,7 @@ async def test_timeout_cancels_the_run_and_its_tool(db: str) -> None:
     assert [type(e).__name__ for e in events][-2:] == ["ToolCall", "Cancelled"]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     status = await timestep.RunHandle(workflow_id).get_status()
-    assert status.status == "CANCELLED"
+    assert status.status == "cancelled"
     await asyncio.sleep(0.5)
     assert finished == []
     with pytest.raises(timestep.RunCancelledError):

@@ -25,9 +25,11 @@ def _when(ms: int | None) -> str:
 
 
 def _status_row(w: Any) -> dict[str, Any]:
+    from timestep.durable.statuses import run_status
+
     return {
         "workflow_id": w.workflow_id,
-        "status": w.status,
+        "status": run_status(w.status),
         "name": w.name,
         "queue": w.queue_name,
         "priority": w.priority,
@@ -48,14 +50,17 @@ async def _workflows(args: argparse.Namespace) -> int:
 
 
 async def _workflow_action(admin: Any, args: argparse.Namespace) -> int:
+    from timestep.durable.statuses import DBOS_STATUSES, FINISHED, run_status
+
     if args.action == "list":
-        rows = await admin.list_workflows(limit=args.limit, sort_desc=True, status=args.status, load_input=False, load_output=False)
+        status = DBOS_STATUSES[args.status] if args.status else None
+        rows = await admin.list_workflows(limit=args.limit, sort_desc=True, status=status, load_input=False, load_output=False)
         if args.json:
             print(json.dumps([_status_row(w) for w in rows], indent=1))
             return 0
         print(f"{'WORKFLOW ID':<44} {'STATUS':<10} {'QUEUE':<14} {'CREATED (UTC)':<20} NAME")
         for w in rows:
-            print(f"{w.workflow_id:<44} {w.status:<10} {(w.queue_name or '-'):<14} {_when(w.created_at):<20} {w.name}")
+            print(f"{w.workflow_id:<44} {run_status(w.status):<10} {(w.queue_name or '-'):<14} {_when(w.created_at):<20} {w.name}")
         return 0
     if args.workflow_id is None:
         print(f"timestep workflows {args.action}: give a WORKFLOW_ID", file=sys.stderr)
@@ -88,19 +93,20 @@ async def _workflow_action(admin: Any, args: argparse.Namespace) -> int:
     if status is None:
         print(f"error: no workflow {args.workflow_id!r}; `timestep workflows list` lists them", file=sys.stderr)
         return 1
+    was = run_status(status.status)
     if args.action == "cancel":
-        if status.status in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
-            print(f"error: workflow {args.workflow_id!r} already finished ({status.status}); there is nothing to cancel", file=sys.stderr)
+        if was in FINISHED:
+            print(f"error: workflow {args.workflow_id!r} already finished ({was}); there is nothing to cancel", file=sys.stderr)
             return 1
         await admin.cancel(args.workflow_id)
-        print(f"cancelled {args.workflow_id} (it was {status.status})")
+        print(f"cancelled {args.workflow_id} (it was {was})")
         return 0
     if args.action == "resume":
-        if status.status == "SUCCESS":
-            print(f"error: workflow {args.workflow_id!r} already completed (SUCCESS); there is nothing to resume", file=sys.stderr)
+        if was == "completed":
+            print(f"error: workflow {args.workflow_id!r} already completed; there is nothing to resume", file=sys.stderr)
             return 1
         await admin.resume(args.workflow_id)
-        print(f"resumed {args.workflow_id} (it was {status.status})")
+        print(f"resumed {args.workflow_id} (it was {was})")
         return 0
     return 2
 
@@ -483,7 +489,7 @@ async def _check(args: argparse.Namespace) -> int:
     return await check(args)
 
 
-WORKFLOW_STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+WORKFLOW_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
 def _os_user() -> str | None:

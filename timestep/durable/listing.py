@@ -16,12 +16,10 @@ from subjects.events import ErrorInfo
 from subjects.messages import RunInfo
 from timestep.durable import engine
 from timestep.durable.runs import RunResult, RunSpec
+from timestep.durable.statuses import DBOS_STATUSES, FINISHED, run_status
 
 WORKFLOW = "timestep.agent_run"
-_STATUS = {"ENQUEUED": "queued", "PENDING": "running", "SUCCESS": "completed", "ERROR": "failed", "CANCELLED": "cancelled",
-           "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "failed"}
-_DBOS_STATUS = {"queued": ["ENQUEUED"], "running": ["PENDING"], "waiting": ["PENDING"], "completed": ["SUCCESS"],
-                "failed": ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"], "cancelled": ["CANCELLED"]}
+_DBOS_STATUS = {**DBOS_STATUSES, "waiting": DBOS_STATUSES["running"]}  # waiting: a running run, told by its steps
 #: Fetched at most when filtering by agent (which DBOS cannot filter on): the newest this many runs.
 SCAN_LIMIT = 2000
 
@@ -35,12 +33,12 @@ async def _waiting(run_id: str) -> bool:
 async def _info(w: Any) -> RunInfo:
     args = (w.input or {}).get("args") or ()
     spec = args[0] if args and isinstance(args[0], RunSpec) else None
-    status = _STATUS.get(w.status, "running")
+    status = run_status(w.status)
     if status == "running" and await _waiting(w.workflow_id):
         status = "waiting"
     created = (w.created_at or 0) / 1000
     updated = (w.updated_at or w.created_at or 0) / 1000
-    finished = status in ("completed", "failed", "cancelled")
+    finished = status in FINISHED
     queue = w.queue_name if w.queue_name and not w.queue_name.startswith("_dbos") else None
     usage = w.output.usage if isinstance(w.output, RunResult) else None
     error = None

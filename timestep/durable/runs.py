@@ -42,6 +42,7 @@ from timestep.errors import (
 from timestep.durable.events import listen
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
+from timestep.durable.statuses import run_status
 from timestep.settings import ModelRetrySettings, Settings
 from timestep.durable.state_store import clear_keys, definition_of, save_serialized, state_keys, with_definition
 
@@ -118,7 +119,7 @@ class RunResult(msgspec.Struct, kw_only=True):
 
 
 class RunStatus(msgspec.Struct, kw_only=True):
-    """Where a run stands: ENQUEUED, PENDING (running), SUCCESS, ERROR or CANCELLED."""
+    """Where a run stands: `status` is queued, running, completed, failed or cancelled (`timestep.durable.statuses`)."""
 
     workflow_id: str
     status: str
@@ -667,7 +668,7 @@ class RunHandle:
             raise TimestepError(f"workflow_id: no run {self.workflow_id!r} in this database")
         return RunStatus(
             workflow_id=self.workflow_id,
-            status=s.status,
+            status=run_status(s.status),
             queue_name=s.queue_name,
             priority=s.priority,
             executor_id=s.executor_id,
