@@ -23,6 +23,7 @@ DEFAULT_PERIOD = 60.0
 #: Priority given to a run queued without one. DBOS stores "no priority" as 0, which
 #: runs before every prioritised run; Timestep puts such runs last instead.
 LOWEST_PRIORITY = 2**31 - 1
+#: The contract's bounds (subjects.messages: Count, Seconds), which the database's columns hold.
 _MOST = 2**31 - 1
 _LONGEST_PERIOD = 31_536_000
 
@@ -75,11 +76,14 @@ def check_priority(priority: object) -> int:
 
 
 def check_max_tokens(value: object, field: str = "max_tokens") -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**31 - 1:
-        raise ValidationError(field, f"{value!r} is not a whole number from 1 to {2**31 - 1}", "pass the model tokens a run may use, or None for no budget")
-    return value
+    _check_count(field, value, "pass the model tokens a run may use, or None for no budget")
+    return value  # type: ignore[return-value]
+
+
+def _check_count(field: str, value: object, fix: str) -> None:
+    """A count of the contract (subjects.messages.Count), in the words the bus uses for it."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MOST):
+        raise ValidationError(field, f"{value!r} is not a whole number from 1 to {_MOST}", fix)
 
 
 def check_policy(
@@ -89,26 +93,16 @@ def check_policy(
     name = check_queue_name(name, "name")
     check_max_tokens(max_tokens_per_run, "max_tokens_per_run")
     retry = check_model_retry(model_retry)
-    if tokens_per_period is not None:
-        if isinstance(tokens_per_period, bool) or not isinstance(tokens_per_period, int) or tokens_per_period < 1:
-            raise ValidationError("tokens_per_period", f"{tokens_per_period!r} is not a whole number of at least 1", "pass the model tokens allowed per period")
-        if period is None:
-            raise ValidationError("period", "is missing", "tokens_per_period counts tokens over period seconds: pass period too")
+    _check_count("tokens_per_period", tokens_per_period, "pass the model tokens allowed per period")
+    if tokens_per_period is not None and period is None:
+        raise ValidationError("period", "is missing", "tokens_per_period counts tokens over period seconds: pass period too")
     if (limit is None) != (period is None) and not (limit is None and tokens_per_period is not None):
         missing = "period" if period is None else "limit"
         raise ValidationError(missing, "is missing", "a rate limit needs both limit (runs) and period (seconds)")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValidationError("limit", f"{limit!r} is not a whole number of at least 1", "pass the runs allowed per period, e.g. limit=50")
-    if period is not None and (isinstance(period, bool) or not isinstance(period, (int, float)) or not period > 0 or period != period):
-        raise ValidationError("period", f"{period!r} is not a positive number of seconds", "pass e.g. period=60")
-    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
-        raise ValidationError("concurrency", f"{concurrency!r} is not a whole number of at least 1", "pass the most runs at once, or None for no bound")
-    # The contract's bounds (subjects.messages: Count, Seconds), which the database's columns hold.
-    for field, value in (("limit", limit), ("concurrency", concurrency), ("tokens_per_period", tokens_per_period)):
-        if value is not None and value > _MOST:
-            raise ValidationError(field, f"{value!r} is more than {_MOST}", f"pass a whole number from 1 to {_MOST}")
-    if period is not None and period > _LONGEST_PERIOD:
-        raise ValidationError("period", f"{period!r} is more than {_LONGEST_PERIOD} seconds (365 days)", f"pass seconds, more than 0 and at most {_LONGEST_PERIOD}")
+    _check_count("limit", limit, "pass the runs allowed per period, e.g. limit=50")
+    if period is not None and (isinstance(period, bool) or not isinstance(period, (int, float)) or not 0 < period <= _LONGEST_PERIOD):
+        raise ValidationError("period", f"{period!r} is not a number more than 0 and at most {_LONGEST_PERIOD}", "pass seconds, e.g. period=60")
+    _check_count("concurrency", concurrency, "pass the most runs at once, or None for no bound")
     return QueuePolicy(
         name=name,
         limit=limit,  # type: ignore[arg-type]
