@@ -159,11 +159,15 @@ def test_workflows_commands_refuse_what_is_not_there(running: Up) -> None:
     run_id = uid("done")
     cli(env, "run", AGENT, "hello", "--id", run_id)
     for _ in range(100):  # `completed` is published just before DBOS records the end
-        if "SUCCESS" in cli(env, "workflows", "show", run_id).stdout:
+        if "completed" in cli(env, "workflows", "show", run_id).stdout:
             break
         time.sleep(0.1)
     finished = cli(env, "workflows", "cancel", run_id, code=1)
-    assert finished.stderr.strip() == f"error: workflow '{run_id}' already finished (SUCCESS); there is nothing to cancel"
+    assert finished.stderr.strip() == f"error: workflow '{run_id}' already finished (completed); there is nothing to cancel"
+    # The statuses are the words of events and `runs.list`, not DBOS's.
+    [row] = [line for line in cli(env, "workflows", "list", "--status", "completed").stdout.splitlines() if line.startswith(run_id)]
+    assert row.split()[1] == "completed"
+    assert "invalid choice: 'SUCCESS'" in cli(env, "workflows", "list", "--status", "SUCCESS", code=2).stderr
 
 
 @pytest.mark.parametrize("args", [["--help"], ["workflows", "list"], ["queues", "status"], ["dead"], ["events", "EXISTING"]])
