@@ -325,7 +325,9 @@ def _claim_under_the_policy_just_read() -> None:
 
     def start_queued_workflows(queue: Any, *args: Any, **kwargs: Any) -> Any:
         if queue.database_backed_queue:
-            latest = _policies_read.pop(queue.name, None) or sys_db.get_queue(queue.name)
+            latest = _policies_read.pop(queue.name, None)
+            if latest is None:
+                latest = sys_db.get_queue(queue.name)
             if latest is not None:
                 queue._refresh_fields(latest)
         return claim(queue, *args, **kwargs)
