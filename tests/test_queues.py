@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgspec
 import pytest
 from agents import Agent, function_tool
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
@@ -19,7 +20,7 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message, function
 import limit_worker
 import timestep
 import timestep.durable.queues
-from processes import TESTS, process_env, stop, wait_printed_async
+from processes import TESTS, process_env, stop, up, wait_printed, wait_printed_async
 from timestep.durable import engine
 
 
@@ -359,3 +360,37 @@ async def test_a_limit_set_at_run_time_holds_in_another_process(db: str, busy: b
         stop([second])
         monkeypatch.undo()
         await _cancel_waiting(queue)
+
+
+def test_a_limit_set_with_the_cli_on_an_idle_queue_holds_the_next_burst(backend: str, fresh_db_url: str, tmp_path: Path) -> None:
+    """As an operator met it: `timestep queues configure rx --concurrency 5`, a run through it, then
+    `--limit 2 --period 60 --concurrency 5` while it is idle, then six `timestep run --queue rx` at
+    once: two start and finish, four wait for the window (before: five started at once)."""
+    env = process_env(TIMESTEP_HOME=str(tmp_path), TIMESTEP_QUEUE_POLL_SECONDS="0.05")
+    if backend == "postgres":
+        env["PG_CONNECTION_URI"] = fresh_db_url
+    out = tmp_path / "up.out"
+    proc = up(out, env, "--agents", "bus_agents")
+    runs: list[subprocess.Popen] = []
+    try:
+        wait_printed([(proc, out)])
+
+        def cli(*args: str) -> str:
+            done = subprocess.run([sys.executable, "-m", "actors.cli.main", *args], env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+            return done.stdout
+
+        cli("queues", "configure", "rx", "--concurrency", "5")
+        cli("run", "bus-assistant", "hello", "--queue", "rx")  # the queue's worker has polled it; now it is idle
+        cli("queues", "configure", "rx", "--limit", "2", "--period", "60", "--concurrency", "5")
+        command = [sys.executable, "-m", "actors.cli.main", "run", "bus-assistant", "hello", "--queue", "rx"]
+        runs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(6)]
+        deadline = time.monotonic() + 120
+        while sum(1 for run in runs if run.poll() is not None) < 2:
+            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(0.1)
+        [status] = msgspec.json.decode(cli("queues", "status", "rx", "--json"))
+        assert (status["admitted_in_window"], status["running"], status["depth"]) == (3, 0, 4), status
+        assert sorted(run.poll() for run in runs if run.poll() is not None) == [0, 0]
+    finally:
+        stop(runs + [proc])
