@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 from agents import Agent, function_tool
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
@@ -260,6 +261,17 @@ async def _until_limited_or_all_started(queue: str, limited: Callable[[], int], 
         await asyncio.sleep(0.05)
 
 
+def _counted_by_the_limiter(queue: str) -> list[bool]:
+    """Per started run of `queue`: whether DBOS counts it in the rate limit's window."""
+    from dbos._dbos import _get_dbos_instance
+
+    sys_db = _get_dbos_instance()._sys_db
+    ws = sys_db.tables.workflow_status
+    with sys_db.engine.connect() as conn:
+        rows = conn.execute(sa.select(ws.c.rate_limited).where(ws.c.queue_name == queue, ws.c.status != "ENQUEUED"))
+        return [bool(flag) for (flag,) in rows]
+
+
 async def _cancel_waiting(queue: str) -> None:
     """Leave no run waiting: the queue would be polled for the rest of the session."""
     for run in await _runs(queue):
@@ -290,6 +302,7 @@ async def test_a_limit_set_on_an_idle_queue_holds_the_next_burst(db: str, before
         await asyncio.gather(*(_enqueue(queue, f"burst-{i}") for i in range(6)))
         await _until_limited_or_all_started(queue, lambda: len(limited), 6)
         assert await _started(queue) == 2
+        assert await engine.blocking(_counted_by_the_limiter, queue) == [True, True]
     finally:
         undo()
         await _cancel_waiting(queue)
