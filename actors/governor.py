@@ -23,7 +23,7 @@ import msgspec
 from actors.agent import AgentActor
 from actors.base import Actor, KnownAgents, origin
 from subjects.events import Accepted, ErrorInfo, Queued, Rejected, decode_submit_answer, submit_answer
-from subjects.messages import QueueConfigure, QueueStatusRequest, Reply, RunGet, RunsList
+from subjects.messages import QueueConfigure, QueueDelete, QueueStatusRequest, Reply, RunGet, RunsList
 from subjects.names import SUBMIT_STREAM
 from timestep.durable import engine, listing, queues, turns
 from timestep.ops import metrics, observe
@@ -63,6 +63,7 @@ class Governor(Actor):
         await self.serve(s.submit, "timestep-governor", self._relay)
         await self.serve(s.queues_configure, "timestep-governor", self._configure_queue)
         await self.serve(s.queues_status, "timestep-governor", self._queue_status)
+        await self.serve(s.queues_delete, "timestep-governor", self._delete_queue)
         await self.serve(s.runs_list, "timestep-governor", self._runs_list)
         await self.serve(s.runs_get, "timestep-governor", self._run_get)
 
@@ -180,6 +181,15 @@ class Governor(Actor):
         except ValidationError as exc:  # the library calls it `period`; on the bus it is `period_seconds`
             field = "period_seconds" if exc.field == "period" else exc.field
             await self.refuse(msg, ValidationError(field, exc.problem, exc.fix))
+        except TimestepError as exc:
+            await self.refuse(msg, exc)
+
+    async def _delete_queue(self, msg: Message) -> None:
+        try:
+            req = msgspec.json.decode(msg.data, type=QueueDelete)
+            await self.reply(msg, Reply(ok=True, deleted=await queues.delete_queue(req.name)))
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=QueueDelete)))
         except TimestepError as exc:
             await self.refuse(msg, exc)
 

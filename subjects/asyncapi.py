@@ -23,6 +23,7 @@ from subjects.messages import (
     Cancel,
     DeadLetter,
     QueueConfigure,
+    QueueDelete,
     QueueStatusRequest,
     Reject,
     Reply,
@@ -86,6 +87,8 @@ REQUESTS: list[tuple[str, str, str, type, str | None, str | None, str]] = [
      "List the schedules; the body may be empty."),
     ("queues.configure", "configureQueue", _S.queues_configure, QueueConfigure, "admin.reply", None,
      "Create or replace a queue's policy; the reply's `queues` holds its status."),
+    ("queues.delete", "deleteQueue", _S.queues_delete, QueueDelete, "admin.reply", None,
+     "Delete a queue; the reply's `deleted` says whether it existed. Refused (saying how many) while runs wait or run on it."),
     ("queues.status", "getQueueStatus", _S.queues_status, QueueStatusRequest, "admin.reply", None,
      "Depth, running and admitted in the current window, of one queue or (without `name`) every queue."),
     ("approvals.list", "listApprovals", _S.approvals_list, ApprovalList, "admin.reply", None,
@@ -142,7 +145,7 @@ def _asyncapi_schema(node: Any) -> Any:
 
 def _schemas() -> dict[str, Any]:
     bodies = [RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-              QueueConfigure, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, LiveText, RunEvent]
+              QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, LiveText, RunEvent]
     schemas, components = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
     defs = dict(components)
     defs["RunEvent"] = schemas[bodies.index(RunEvent)]
@@ -188,7 +191,7 @@ def asyncapi_document() -> dict[str, Any]:
     for tp in EVENT_TYPES.values():
         messages[_tag(tp)] = _message(_tag(tp), tp, _doc(tp), "EventHeaders", correlated=True)
     for tp in (RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-               QueueConfigure, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, LiveText):
+               QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, LiveText):
         headers = {RunRequest: "SubmitHeaders", Approve: "ControlHeaders", Reject: "ControlHeaders", Cancel: "ControlHeaders"}
         messages[tp.__name__] = _message(tp.__name__, tp, _doc(tp), headers.get(tp))
 

@@ -142,6 +142,12 @@ class QueueConfigure(msgspec.Struct, kw_only=True, omit_defaults=True):
     """How the queue's runs retry failed model calls (a run's own `model_retry` wins, field by field)."""
 
 
+class QueueDelete(msgspec.Struct, kw_only=True):
+    """`<prefix>.queues.delete` (request/reply): delete a queue; refused while runs wait or run on it."""
+
+    name: Name
+
+
 class QueueStatusRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`<prefix>.queues.status` (request/reply); no name means every queue."""
 

@@ -84,6 +84,10 @@ class Subjects:
         return f"{self.prefix}.queues.configure"
 
     @property
+    def queues_delete(self) -> str:
+        return f"{self.prefix}.queues.delete"
+
+    @property
     def queues_status(self) -> str:
         return f"{self.prefix}.queues.status"
 

@@ -312,6 +312,8 @@ BAD_INPUT = [
     (["queues", "configure", _Q, "--tokens", "0"], "--tokens"),
     (["queues", "configure", _Q, "--max-tokens-per-run", "-1"], "--max-tokens-per-run"),
     (["queues", "status", "bad.q"], "name"),
+    (["queues", "delete", "bad.q"], "name"),
+    (["queues", "delete"], "NAME"),
     (["workflows", "show", "bad.id"], "workflow_id"),
     (["workflows", "list", "--limit", "0"], "--limit"),
     (["workflows", "list", "--status", "BOGUS"], "--status"),
@@ -377,3 +379,45 @@ def test_schedules_list_shows_agent_cron_time_zone_queue_and_next_tick(running: 
     cli(env, "schedules", "delete", daily)
     cli(env, "schedules", "delete", often)
     assert cli(env, "schedules", "list").stdout == "no schedules\n"
+
+
+def _queue_counts(env: dict[str, str], queue: str) -> tuple[int, int]:
+    import json
+
+    [status] = json.loads(cli(env, "queues", "status", queue, "--json").stdout)
+    return status["depth"], status["running"]
+
+
+def test_a_queue_is_deleted_only_when_no_run_waits_or_runs_on_it(running: Up) -> None:
+    env = running.env()
+    queue, busy, waiting = uid("q"), uid("busy"), uid("waiting")
+    cli(env, "queues", "configure", queue, "--concurrency", "1")
+    follow = [
+        subprocess.Popen([sys.executable, "-m", "actors.cli.main", "run", AGENT, "think seconds=60", "--id", run_id, "--queue", queue],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for run_id in (busy, waiting)
+    ]
+    try:
+        while _queue_counts(env, queue) != (1, 1):
+            time.sleep(0.1)
+        refused = cli(env, "queues", "delete", queue, code=1)
+        assert refused.stdout == "" and refused.stderr.splitlines() == [
+            f"error: name: queue '{queue}' has 1 run waiting and 1 running; "
+            "delete it once they are done, or cancel them first (timestep cancel RUN_ID)"
+        ]
+        assert _queue_counts(env, queue) == (1, 1)  # refused: nothing changed
+        cli(env, "cancel", waiting)
+        cli(env, "cancel", busy)
+        while _queue_counts(env, queue) != (0, 0):
+            time.sleep(0.1)
+    finally:
+        for proc in follow:
+            proc.kill()
+            proc.wait()
+    assert cli(env, "queues", "delete", queue).stdout.strip() == f"deleted queue {queue}"
+    assert queue not in cli(env, "queues", "status").stdout
+    gone = cli(env, "queues", "delete", queue, code=1)
+    assert gone.stderr.strip() == f"error: no queue '{queue}'; `timestep queues status` lists them"
+    assert "'default' holds the runs that name no queue" in cli(env, "queues", "delete", "default", code=1).stderr
+    # A run that names the queue again creates it anew, with the default policy, and runs.
+    cli(env, "run", AGENT, "hello", "--queue", queue)

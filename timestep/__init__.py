@@ -43,6 +43,7 @@ _EXPORTS = {
     "QueuePause": "timestep.durable.queues",
     "ModelRetry": "subjects.messages",
     "configure_queue": "timestep.durable.queues",
+    "delete_queue": "timestep.durable.queues",
     "get_agent": "timestep.durable.registry",
     "register_agent": "timestep.durable.registry",
     "registered_agents": "timestep.durable.registry",
@@ -99,7 +100,7 @@ if TYPE_CHECKING:
     from timestep.durable.launch import configure_dbos, ensure_dbos_launched
     from timestep.durable.offline_model import OfflineDemoModel
     from subjects.messages import ModelRetry
-    from timestep.durable.queues import QueuePause, QueuePolicy, configure_queue
+    from timestep.durable.queues import QueuePause, QueuePolicy, configure_queue, delete_queue
     from timestep.durable.registry import get_agent, register_agent, registered_agents
     from timestep.durable.runs import RunHandle, RunResult, RunStatus, cancel_run, queue_agent_workflow, run_agent_workflow
     from timestep.durable.schedules import ScheduleInfo, create_scheduled_agent_workflow, delete_schedule, list_schedules

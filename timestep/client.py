@@ -25,6 +25,7 @@ from subjects.messages import (
     Approve,
     Cancel,
     QueueConfigure,
+    QueueDelete,
     QueueStatus,
     QueueStatusRequest,
     Reject,
@@ -472,6 +473,11 @@ class Client:
             tokens_per_period=tokens_per_period, max_tokens_per_run=max_tokens_per_run,
         )
         return (await self._admin(self.subjects.queues_configure, body)).queues[0]  # type: ignore[index]
+
+    async def delete_queue(self, name: str) -> bool:
+        """Delete queue `name`; False when there was none. RequestRefusedError, saying how many,
+        while runs wait or run on it."""
+        return bool((await self._admin(self.subjects.queues_delete, QueueDelete(name=_check_name(name)))).deleted)
 
     async def queue_status(self, name: str | None = None) -> list[QueueStatus]:
         return (await self._admin(self.subjects.queues_status, QueueStatusRequest(name=name if name is None else _check_name(name)))).queues or []

@@ -456,8 +456,23 @@ async def _schedules(args: argparse.Namespace) -> int:
 
 
 async def _queues(args: argparse.Namespace) -> int:
+    from timestep.client import RequestRefusedError
+
     client = await _client(args)
     try:
+        if args.action == "delete":
+            try:
+                deleted = await client.delete_queue(args.name)
+            except RequestRefusedError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            if args.json:
+                print(encode_json({"deleted": deleted}))
+            elif deleted:
+                print(f"deleted queue {args.name}")
+            else:
+                print(f"error: no queue {args.name!r}; `timestep queues status` lists them", file=sys.stderr)
+            return 0 if deleted else 1
         if args.action == "configure":
             statuses = [await client.configure_queue(
                 args.name, limit=args.limit, period_seconds=args.period, concurrency=args.concurrency,
@@ -643,8 +658,11 @@ def _parser() -> argparse.ArgumentParser:
     schedules.add_argument("--queue")
     schedules.add_argument("--json", action="store_true")
 
-    queues = sub.add_parser("queues", help="queue policies and status")
-    queues.add_argument("action", choices=["configure", "status"])
+    queues = sub.add_parser(
+        "queues", help="queue policies and status",
+        description="configure NAME [options] | status [NAME] | delete NAME (refused, exit code 1, while runs wait or run on it)",
+    )
+    queues.add_argument("action", choices=["configure", "status", "delete"])
     queues.add_argument("name", nargs="?")
     queues.add_argument("--limit", type=int, help="runs per period")
     queues.add_argument("--period", type=_seconds_arg, metavar="S", help="the rate limit's window, in seconds")
@@ -695,6 +713,9 @@ def _main(argv: list[str] | None) -> int:
             return 2
     if args.command == "queues" and args.action == "configure" and not args.name:
         print("usage: timestep queues configure NAME [--limit N --period S] [--concurrency C] [--tokens T]", file=sys.stderr)
+        return 2
+    if args.command == "queues" and args.action == "delete" and not args.name:
+        print("timestep queues delete: NAME is missing; usage: timestep queues delete NAME", file=sys.stderr)
         return 2
     commands = {
         "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,

@@ -880,6 +880,11 @@ def queue_policy(name: str) -> Any:
     return DBOS.retrieve_queue(name)
 
 
+def delete_queue(name: str) -> None:
+    """Delete queue `name`'s row in DBOS: each process's worker of it stops at its next poll. Blocking."""
+    DBOS.delete_queue(name)
+
+
 # --- schedules ----------------------------------------------------------------
 
 

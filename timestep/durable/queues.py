@@ -14,7 +14,7 @@ from subjects.ids import NAME_MAX_LENGTH, run_id_problem
 from subjects.messages import ModelRetry, QueueStatus
 from timestep.durable import engine, store
 from timestep.durable.registry import check_model_retry
-from timestep.errors import ValidationError
+from timestep.errors import TimestepError, ValidationError
 from timestep.settings import Settings
 
 DEFAULT_QUEUE = "default"
@@ -27,7 +27,10 @@ LOWEST_PRIORITY = 2**31 - 1
 _MOST = 2**31 - 1
 _LONGEST_PERIOD = 31_536_000
 
-_known: set[str] = set()
+#: How long this process trusts that a queue it registered still exists. Another process may have
+#: deleted it (`delete_queue`), and a run put on a queue that has no row waits for no worker.
+KNOWN_SECONDS = 5.0
+_known: dict[str, float] = {}  # queue name -> when this process last registered it (monotonic)
 _known_lock = threading.Lock()
 
 
@@ -127,7 +130,7 @@ def _register(policy: QueuePolicy, *, replace: bool) -> None:
     )
     store_policy(policy, replace=replace)
     with _known_lock:
-        _known.add(policy.name)
+        _known[policy.name] = time.monotonic()
 
 
 def store_policy(policy: QueuePolicy, *, replace: bool) -> None:
@@ -332,11 +335,55 @@ def register_default_queue() -> None:
 async def ensure_queue(name: str) -> None:
     """A queue named for the first time gets the default policy (50 runs per 60 s) unless one is stored."""
     with _known_lock:
-        if name in _known:
+        if time.monotonic() - _known.get(name, -math.inf) < KNOWN_SECONDS:
             return
     await engine.blocking(
         _register, QueuePolicy(name=name, limit=DEFAULT_LIMIT, period=DEFAULT_PERIOD), replace=False
     )
+
+
+async def delete_queue(name: str) -> bool:
+    """Delete queue `name` for every process sharing the database; False when there is none.
+    Refused (TimestepError, saying how many) while runs wait or run on it: they would never
+    start, or never be recovered. A run that names the queue later creates it again, with the
+    default policy.
+
+    >>> await delete_queue("nightly-reports")
+    """
+    name = check_queue_name(name, "name")
+    if name == DEFAULT_QUEUE:
+        raise ValidationError("name", "'default' holds the runs that name no queue and cannot be deleted", "change its policy with configure_queue")
+    if not engine.is_launched():
+        raise TimestepError("delete_queue: Timestep is not launched; call ensure_dbos_launched() first")
+    policy = await engine.blocking(stored_policy, name)
+    if policy is None:
+        return False
+    await _refuse_busy(name)
+    await engine.blocking(_delete, name)
+    try:  # a run queued by another process since the count would wait for no worker: keep the queue
+        await _refuse_busy(name)
+    except TimestepError:
+        await engine.blocking(_register, policy, replace=True)
+        raise
+    return True
+
+
+async def _refuse_busy(name: str) -> None:
+    waiting, running, _ = await engine.queue_counts(name, 1.0)
+    if waiting or running:
+        raise TimestepError(
+            f"name: queue {name!r} has {waiting} run{'s' * (waiting != 1)} waiting and {running} running; "
+            "delete it once they are done, or cancel them first (timestep cancel RUN_ID)"
+        )
+
+
+def _delete(name: str) -> None:
+    """Blocking: the queue's row in DBOS (each process's worker of it stops at its next poll) and its policy."""
+    engine.delete_queue(name)
+    with store.get_engine().begin() as conn:
+        conn.execute(sa.delete(store.queue_policies).where(store.queue_policies.c.name == name))
+    with _known_lock:
+        _known.pop(name, None)
 
 
 engine.hold_queues_with(hold_seconds)

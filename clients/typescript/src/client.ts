@@ -654,6 +654,11 @@ export class Client {
     return ((await this.admin(this.subjects.queuesConfigure, body)).queues ?? [])[0] as QueueStatus;
   }
 
+  /** Delete a queue; false when there was none. Refused (RequestRefusedError, saying how many) while runs wait or run on it. */
+  async deleteQueue(name: string): Promise<boolean> {
+    return Boolean((await this.admin(this.subjects.queuesDelete, { name: check.name("name", name) })).deleted);
+  }
+
   /** Depth, running, and admitted in the current window, of one queue or (without a name) every queue. */
   async queueStatus(name?: string): Promise<QueueStatus[]> {
     const body = name === undefined ? {} : { name: check.name("name", name) };

@@ -40,6 +40,7 @@ export interface Contract {
   LiveText: LiveText;
   ModelRetry: ModelRetry;
   QueueConfigure: QueueConfigure;
+  QueueDelete: QueueDelete;
   QueueStatus: QueueStatus;
   QueueStatusRequest: QueueStatusRequest;
   Queued: Queued;
@@ -274,6 +275,15 @@ export interface QueueConfigure {
   tokens_per_period?: number | null;
   max_tokens_per_run?: number | null;
   model_retry?: ModelRetry | null;
+}
+/**
+ * `<prefix>.queues.delete` (request/reply): delete a queue; refused while runs wait or run on it.
+ */
+export interface QueueDelete {
+  /**
+   * 1-100 characters of [A-Za-z0-9_-]
+   */
+  name: string;
 }
 export interface QueueStatus {
   name: string;

@@ -71,6 +71,10 @@ export class Subjects {
     return `${this.prefix}.queues.configure`;
   }
 
+  get queuesDelete(): string {
+    return `${this.prefix}.queues.delete`;
+  }
+
   get queuesStatus(): string {
     return `${this.prefix}.queues.status`;
   }
