@@ -407,3 +407,26 @@ def test_a_limit_set_with_the_cli_on_an_idle_queue_holds_the_next_burst(backend:
         assert sorted(run.poll() for run in runs if run.poll() is not None) == [0, 0]
     finally:
         stop(runs + [proc])
+
+
+async def test_delete_queue_is_refused_while_runs_wait_or_run_on_it(db: str) -> None:
+    queue = uid("gone")
+    await timestep.configure_queue(queue, concurrency=1)
+    started: list[tuple[str, float]] = []
+    gate = asyncio.Event()
+    agent = recording_agent(started, gate)
+    blocker = await timestep.queue_agent_workflow(agent, "blocker", queue_name=queue)
+    waiting = await timestep.queue_agent_workflow(agent, "after", queue_name=queue)
+    await _wait_until(lambda: started)
+    with pytest.raises(timestep.TimestepError, match=f"queue '{queue}' has 1 run waiting and 1 running"):
+        await timestep.delete_queue(queue)
+    assert (await waiting.get_status()).status == "queued"  # refused: the queue and its runs are as they were
+    gate.set()
+    assert (await waiting.get_result()).status == "completed" and (await blocker.get_result()).status == "completed"
+    assert await timestep.delete_queue(queue) is True
+    assert await engine.blocking(timestep.durable.queues.stored_policy, queue) is None
+    assert await timestep.delete_queue(queue) is False
+    with pytest.raises(timestep.ValidationError, match="'default' holds the runs that name no queue"):
+        await timestep.delete_queue("default")
+    # Named again, it is created again with the default policy, and runs what is put on it.
+    assert (await (await timestep.queue_agent_workflow(agent, "again", queue_name=queue)).get_result()).status == "completed"
