@@ -297,6 +297,8 @@ BAD_INPUT = [
     (["run", "no-such-agent", "hi"], "agent"),
     (["approve", "bad.id", "call_1"], "run_id"),
     (["approve", uid("r"), "call_1", "--by", ""], "--by"),
+    (["approve", uid("r"), "call_1", "--arguments", "to=bob"], "--arguments"),
+    (["approve", uid("r"), "call_1", "--arguments", "[1]"], "--arguments"),
     (["reject", "bad.id", "call_1"], "run_id"),
     (["cancel", "bad.id"], "run_id"),
     (["approvals", "--limit", "0"], "--limit"),

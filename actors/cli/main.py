@@ -531,6 +531,16 @@ def _nats_url_arg(value: str) -> str:
     return value
 
 
+def _json_object_arg(value: str) -> str:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a JSON object; pass the tool's arguments as one, e.g. '{{\"to\": \"ada@example.com\"}}'")
+    return value
+
+
 def _seconds_arg(value: str) -> float:
     try:
         seconds = float(value)
@@ -612,7 +622,7 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("run_id")
     approve.add_argument("call_id")
     approve.add_argument("--always", action="store_true", help="approve this tool for the rest of the run")
-    approve.add_argument("--arguments", metavar="JSON", help="run the tool with these arguments (a JSON object) instead of the model's")
+    approve.add_argument("--arguments", type=_json_object_arg, metavar="JSON", help="run the tool with these arguments (a JSON object) instead of the model's")
     approve.add_argument("--by", default=_os_user(), help="who decides (default: the OS user; the NATS user where the server names it)")
     approve.add_argument("--no-wait", action="store_true", help=no_wait)
     reject = sub.add_parser("reject", help="reject a tool call of an interrupted run (exit 1 when refused)")
