@@ -364,6 +364,11 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.ok((await client.queueStatus()).some((q) => q.name === name));
     // The governor's refusal names the field as this client names it.
     await assert.rejects(client.configureQueue(name, { limit: 5 }), /^RequestRefusedError: periodSeconds: is missing; a rate limit needs both/);
+    // Deleted once nothing waits or runs on it; a second delete finds none.
+    assert.equal(await client.deleteQueue(name), true);
+    assert.ok(!(await client.queueStatus()).some((q) => q.name === name));
+    assert.equal(await client.deleteQueue(name), false);
+    await assert.rejects(client.deleteQueue("default"), /^RequestRefusedError: name: 'default' holds the runs that name no queue/);
   });
 
   test("listRuns and getRun give runs as the database holds them, waiting ones too", async () => {
