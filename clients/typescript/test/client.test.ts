@@ -459,7 +459,7 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     const rejected = raw.json<{ type: string; error: { code: number; description: string } }>();
     assert.equal(rejected.type, "rejected");
     assert.equal(rejected.error.code, 400);
-    assert.match(rejected.error.description, /^priority: 'high' is not a whole number from 1 to 2147483646/);
+    assert.match(rejected.error.description, /^priority: 'high' is a string; expected a whole number from 1 to 2147483646/);
   });
 
   test("the JetStream publish of @nats-io/jetstream gets a PubAck once stored, or raises with the reason", async () => {
