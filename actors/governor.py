@@ -115,7 +115,7 @@ class Governor(Actor):
                 agent_run,
                 spec,
                 workflow_id=run_id,
-                priority=queues.check_priority(request.priority),
+                priority=queues.stored_priority(request.priority),
                 deduplication_id=request.deduplication_id,
                 return_existing=False,
                 timeout_seconds=request.timeout_seconds,

@@ -17,6 +17,7 @@ _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 _TOKENS = re.compile(r"[^.\[\]]+|\[[^\]]*\]")
 _NAME_PATTERN = re.compile(r"^\^\[A-Za-z0-9_-\]\{1,(\d+)\}\$$")
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+_UNREADABLE = object()  # a body that is not JSON: no value to quote
 _KINDS = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list", dict: "an object", type(None): "null"}
 
 
@@ -33,6 +34,26 @@ def body_problem(exc: Exception, example: str = "{}", data: bytes | None = None,
         return "request", f"is not valid UTF-8 ({exc.reason} at byte {exc.start}); send JSON text encoded as UTF-8"
     if not isinstance(exc, msgspec.ValidationError):
         return "request", f"is not valid JSON ({exc}); send a JSON object like {example}"
+    return _problem(exc, example, _decoded(data) if data is not None else _UNREADABLE, type)
+
+
+def convert_problem(exc: msgspec.ValidationError, value: Any, type: Any) -> tuple[str, str]:
+    """(field, problem) of `msgspec.convert(value, type)` that failed: what `body_problem` says
+    of the same value sent as JSON, so a call of the library and a message on the bus are refused
+    in one set of words.
+
+    >>> from subjects.messages import RunRequest
+    >>> fields = {"agent": "a", "input": "Hi", "timeout_seconds": 0}
+    >>> try:
+    ...     msgspec.convert(fields, RunRequest)
+    ... except msgspec.ValidationError as exc:
+    ...     convert_problem(exc, fields, RunRequest)
+    ('timeout_seconds', '0 is not a number more than 0 and at most 31536000')
+    """
+    return _problem(exc, "{}", value, type)
+
+
+def _problem(exc: msgspec.ValidationError, example: str, decoded: Any, type: Any) -> tuple[str, str]:
     text = str(exc)
     match = _AT.search(text)
     path = match.group(1) if match else ""
@@ -43,7 +64,7 @@ def body_problem(exc: Exception, example: str = "{}", data: bytes | None = None,
         field = f"{path}.{missing}" if path else missing
         at = _type_at(info, missing) if info is not None else None
         return field, f"is required; expected {_allowed(at)}" if at is not None else "is required"
-    found, value, where = _value_at(data, path) if data is not None else (False, None, path)
+    found, value, where = _value_at(decoded, path)
     field = where or "request"
     if not found or info is None:
         return field, f"{_show(value)}: {text}" if found else text  # without the type, msgspec's words
@@ -81,11 +102,16 @@ def _unwrap(info: Any, shape: type | None = None) -> Any:
     return info
 
 
-def _value_at(data: bytes, path: str) -> tuple[bool, Any, str]:
-    """(found, the value at `path` in `data`, the path with the key msgspec leaves out as `[...]`)."""
+def _decoded(data: bytes) -> Any:
     try:
-        value = msgspec.json.decode(data)
+        return msgspec.json.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError):
+        return _UNREADABLE
+
+
+def _value_at(value: Any, path: str) -> tuple[bool, Any, str]:
+    """(found, the value at `path` in `value`, the path with the key msgspec leaves out as `[...]`)."""
+    if value is _UNREADABLE:
         return False, None, path
     where = path
     for token in _TOKENS.findall(path):

@@ -170,7 +170,7 @@ async def test_interrupt_forgets_a_run_waiting_for_approval(db: str) -> None:
 
 async def test_a_bad_policy_is_refused_naming_the_field(db: str) -> None:
     agent = conversation({}, [])
-    with pytest.raises(timestep.ValidationError, match="^session_policy: 'later' is not one of enqueue, reject, interrupt"):
+    with pytest.raises(timestep.ValidationError, match="^session_policy: 'later' is not one of 'enqueue', 'interrupt', 'reject'$"):
         await timestep.run_agent_workflow(agent, "x", uid("s"), session_policy="later")
 
 

@@ -26,7 +26,7 @@ async def _count_workflows() -> int:
 @pytest.mark.parametrize("workflow_id", ["a.b", "*", ">", "has space", "", "x" * 129, "tab\there", "ünï"])
 async def test_workflow_id_must_be_a_subject_token(db: str, workflow_id: str) -> None:
     before = await _count_workflows()
-    with pytest.raises(timestep.ValidationError, match=r"^workflow_id: .*letters, digits, '_' and '-'") as info:
+    with pytest.raises(timestep.ValidationError, match=r"^workflow_id: .*(letters, digits, '_' and '-'|the limit is 128)") as info:
         await timestep.run_agent_workflow(AGENT, "hi", workflow_id=workflow_id)
     assert info.value.field == "workflow_id"
     with pytest.raises(timestep.ValidationError, match=r"^workflow_id: "):
@@ -201,4 +201,4 @@ async def test_the_library_says_the_same_of_the_same_values(db: str) -> None:
     assert str(queue.value) == "name: 'a.b' contains '.'; use only letters, digits, '_' and '-' (at most 100 characters)"
     with pytest.raises(timestep.ValidationError) as long_queue:
         await timestep.queue_agent_workflow(AGENT, "hi", queue_name=_LONG)
-    assert str(long_queue.value) == f"queue_name: {_LONG!r} is 120 characters long; the limit is 100"
+    assert str(long_queue.value) == f"queue_name: {_LONG[:60]!r}... is 120 characters long; the limit is 100"

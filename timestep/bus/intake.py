@@ -1,5 +1,6 @@
-"""Run requests from the bus: size limit, decoding, validation, run ids; and the internal
-hand-off of a validated direct run to the agent actors."""
+"""Run requests from the bus: size limit, decoding, validation (by the rules the library keeps too:
+`timestep.durable.admission`), run ids; and the internal hand-off of a validated direct run to
+the agent actors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from subjects.ids import is_valid_run_id
 from subjects.messages import RunRequest
 from subjects.problems import body_problem
 from timestep.errors import ValidationError
-from timestep.durable.runs import RunSpec, _check_input_items
+from timestep.durable.admission import check_request
+from timestep.durable.runs import RunSpec
 
 _decoder = msgspec.json.Decoder(RunRequest)
 
@@ -75,11 +77,10 @@ def parse_request(data: bytes, headers: dict[str, str] | None, max_bytes: int) -
         field, problem = body_problem(exc, example='{"agent": "assistant", "input": "Hi"}', data=data, type=RunRequest)
         raise Invalid(field, problem, _claimed_id(data)) from None
     run_id = request.id or derive_run_id(data, headers)
-    if isinstance(request.input, list):
-        try:
-            _check_input_items(request.input)
-        except ValidationError as exc:
-            raise Invalid(exc.field.replace("input_items", "input"), f"{exc.problem}; {exc.fix}", run_id) from None
+    try:
+        check_request(request)
+    except ValidationError as exc:
+        raise Invalid(exc.field, f"{exc.problem}; {exc.fix}" if exc.fix else exc.problem, run_id) from None
     return request, run_id
 
 

@@ -69,13 +69,10 @@ def check_queue_name(name: object, field: str = "queue_name") -> str:
     return name
 
 
-def check_priority(priority: object) -> int:
-    """A run's stored priority: lower runs first; None runs after every prioritised run."""
-    if priority is None:
-        return LOWEST_PRIORITY
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= LOWEST_PRIORITY - 1:
-        raise ValidationError("priority", f"{priority!r} is not a whole number from 1 to {LOWEST_PRIORITY - 1}", "lower numbers run first; omit it to run after prioritised runs")
-    return priority
+def stored_priority(priority: int | None) -> int:
+    """A run's stored priority (checked by the contract's `Priority`): lower runs first; None runs
+    after every prioritised run."""
+    return LOWEST_PRIORITY if priority is None else priority
 
 
 def check_max_tokens(value: object, field: str = "max_tokens") -> int | None:

@@ -30,9 +30,9 @@ from subjects.events import (
     ToolRejected,
 )
 from subjects.ids import run_id_problem
-from subjects.messages import Approve, ModelRetry, Reject
+from subjects.messages import Approve, ModelRetry, Reject, RunRequest
 from timestep.durable import approvals as inbox
-from timestep.durable import definitions, engine, queues, registry, turns
+from timestep.durable import admission, definitions, engine, queues, registry, turns
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
 from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
@@ -51,8 +51,6 @@ log = logging.getLogger("timestep.durable.runs")
 #: How long a recovered run waits for start-up code to register its agent.
 AGENT_WAIT_SECONDS = 10.0
 DEFAULT_MAX_TURNS = 10
-
-_ROLES = {"user", "assistant", "system", "developer"}
 
 
 class RunSpec(msgspec.Struct, kw_only=True):
@@ -437,45 +435,6 @@ def _jsonable(value: Any) -> Any:
 # --- validation at the boundary ---------------------------------------------------
 
 
-def _check_input_items(input_items: Any) -> str | list[Any] | RunState:
-    if isinstance(input_items, (str, RunState)):
-        return input_items
-    if not isinstance(input_items, list):
-        raise ValidationError(
-            "input_items",
-            f"is a {type(input_items).__name__}",
-            "pass a string, a list of Responses-API input items, or a RunState to resume",
-        )
-    if not input_items:
-        raise ValidationError("input_items", "is an empty list", "pass at least one input item, or a string")
-    for index, item in enumerate(input_items):
-        where = f"input_items[{index}]"
-        if not isinstance(item, dict):
-            raise ValidationError(where, f"is a {type(item).__name__}", "each item must be a dict such as {'role': 'user', 'content': 'Hi'}")
-        kind = item.get("type")
-        if kind is not None and not isinstance(kind, str):
-            raise ValidationError(f"{where}.type", f"{kind!r} is not a string", "use e.g. 'message' or 'function_call_output'")
-        if kind in (None, "message"):
-            role = item.get("role")
-            if role not in _ROLES:
-                raise ValidationError(f"{where}.role", f"{role!r} is not one of {sorted(_ROLES)}", "a message needs a role, e.g. 'user'")
-            content = item.get("content")
-            if isinstance(content, list):
-                for part_index, part in enumerate(content):
-                    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                        raise ValidationError(
-                            f"{where}.content[{part_index}]",
-                            f"{part!r} has no 'type'",
-                            "content parts look like {'type': 'input_text', 'text': 'Hi'}",
-                        )
-            elif not isinstance(content, str):
-                raise ValidationError(f"{where}.content", f"is a {type(content).__name__}", "content is a string or a list of content parts")
-        elif kind in ("function_call_output", "function_call"):
-            if not isinstance(item.get("call_id"), str):
-                raise ValidationError(f"{where}.call_id", "is missing", f"a {kind} item needs the call_id of its tool call")
-    return input_items
-
-
 def _check_workflow_id(workflow_id: Any) -> None:
     problem = run_id_problem(workflow_id)
     if problem is not None:
@@ -484,21 +443,11 @@ def _check_workflow_id(workflow_id: Any) -> None:
         )
 
 
-def _check_timeout(timeout_seconds: Any) -> float | None:
-    if timeout_seconds is None:
-        return None
-    if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float)) or not timeout_seconds > 0:
-        raise ValidationError("timeout_seconds", f"{timeout_seconds!r} is not a positive number", "pass seconds, e.g. 300, or None for no timeout")
-    return float(timeout_seconds)
-
-
 def _session_id(session: Any) -> str | None:
     if session is None:
         return None
     if isinstance(session, str):
-        if not session or len(session) > 255:
-            raise ValidationError("session", f"{session!r} is not a session id of 1 to 255 characters", "pass a session id such as 'user-42'")
-        return session
+        return session  # checked with the other options (`admission.run_request`)
     session_id = getattr(session, "session_id", None)
     if not isinstance(session_id, str) or not session_id or not callable(getattr(session, "get_items", None)):
         raise ValidationError("session", f"{type(session).__name__} is not an Agents SDK session", "pass a session id string or a Session object")
@@ -510,49 +459,41 @@ def _session_id(session: Any) -> str | None:
 def _prepare(
     agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any,
     max_tokens: Any = None, model_retry: Any = None, wait_for_approval: Any = False, approval_timeout_seconds: Any = None,
-    session_policy: Any = None,
-) -> tuple[RunSpec, str, float | None]:
-    """Validate everything before anything is written; register the agent for the caller."""
+    session_policy: Any = None, **queueing: Any,
+) -> tuple[RunSpec, str, RunRequest]:
+    """Validate everything before anything is written (the options by the rules of a request on
+    the bus: `admission`); register the agent for the caller."""
     if not isinstance(agent, Agent):
         raise ValidationError("agent", f"expected an agents.Agent, got {type(agent).__name__}", "pass the Agent to run")
-    items = _check_input_items(input_items)
-    if not isinstance(stream, bool):
-        raise ValidationError("stream", f"{stream!r} is not True or False", "pass stream=True to stream text deltas")
+    items = admission.library_input(input_items)
     if isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1:
         raise ValidationError("max_turns", f"{max_turns!r} is not a whole number of at least 1", "pass e.g. max_turns=10")
-    timeout = _check_timeout(timeout_seconds)
-    budget = queues.check_max_tokens(max_tokens)
-    retry = registry.check_model_retry(model_retry)
+    retry = registry.check_model_retry(model_retry)  # also refuses a setting it does not know (a typo)
     if not isinstance(wait_for_approval, bool):
         raise ValidationError("wait_for_approval", f"{wait_for_approval!r} is not True or False", "pass wait_for_approval=True to wait for decisions")
-    if approval_timeout_seconds is not None:
-        if not wait_for_approval:
-            raise ValidationError("approval_timeout_seconds", "is set without wait_for_approval=True", "a run that returns at an interruption has no deadline")
-        value = approval_timeout_seconds
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 31_536_000:
-            raise ValidationError("approval_timeout_seconds", f"{value!r} is not a number of seconds above 0 and at most 365 days", "pass seconds, e.g. 3600")
-    waiting = {"wait_for_approval": wait_for_approval, "approval_timeout_seconds": approval_timeout_seconds}
-    if workflow_id is not None:
-        _check_workflow_id(workflow_id)
+    if approval_timeout_seconds is not None and not wait_for_approval:
+        raise ValidationError("approval_timeout_seconds", "is set without wait_for_approval=True", "a run that returns at an interruption has no deadline")
     session_id = _session_id(session)
-    policy = turns.check_policy(session_policy)
+    request = admission.run_request(
+        agent.name, items if not isinstance(items, RunState) else "", id=workflow_id, session_id=session_id, stream=stream,
+        timeout_seconds=timeout_seconds, max_tokens=max_tokens, model_retry=retry, approval_timeout_seconds=approval_timeout_seconds,
+        session_policy=session_policy, **queueing,
+    )
+    waiting = {"wait_for_approval": wait_for_approval, "approval_timeout_seconds": request.approval_timeout_seconds}
+    options = {
+        "session_id": session_id, "stream": request.stream, "max_turns": max_turns, "max_tokens": request.max_tokens,
+        "model_retry": request.model_retry, "session_policy": request.session_policy or turns.DEFAULT_POLICY, **waiting,
+    }
     registry.register_agent(agent)
     if isinstance(items, RunState):
         state = items.to_string()
         # Resuming the same decisions twice is one run, not two.
-        wid = workflow_id or "resume-" + hashlib.sha256(state.encode()).hexdigest()[:40]
-        spec = RunSpec(
-            agent=agent.name, state=state, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget,
-            model_retry=retry, session_policy=policy, **waiting,
-        )
+        wid = request.id or "resume-" + hashlib.sha256(state.encode()).hexdigest()[:40]
+        spec = RunSpec(agent=agent.name, state=state, **options)
         spec.definition = definition_of(items) or ""  # the interrupted run's, when the state was loaded from the store
-        return spec, wid, timeout
-    wid = workflow_id or uuid.uuid4().hex
-    spec = RunSpec(
-        agent=agent.name, input=items, session_id=session_id, stream=stream, max_turns=max_turns, max_tokens=budget,
-        model_retry=retry, session_policy=policy, definition="", **waiting,
-    )
-    return spec, wid, timeout
+        return spec, wid, request
+    spec = RunSpec(agent=agent.name, input=items, definition="", **options)
+    return spec, request.id or uuid.uuid4().hex, request
 
 
 async def _refuse_if_busy(spec: RunSpec, workflow_id: str) -> None:
@@ -636,7 +577,7 @@ async def run_agent_workflow(
     >>> result = await run_agent_workflow(agent, "What's the weather in Paris?", "user-42")
     >>> result.output, result.interruptions, result.usage.total_tokens
     """
-    spec, wid, timeout = _prepare(
+    spec, wid, request = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
         wait_for_approval, approval_timeout_seconds, session_policy,
     )
@@ -646,7 +587,7 @@ async def run_agent_workflow(
     await _refuse_if_busy(spec, wid)
     stop = listen(wid, on_event) if on_event is not None else None
     try:
-        handle = await engine.start(agent_run, spec, workflow_id=wid, timeout_seconds=timeout)
+        handle = await engine.start(agent_run, spec, workflow_id=wid, timeout_seconds=request.timeout_seconds)
         return await _result(handle, wid)
     finally:
         if stop is not None:
@@ -715,16 +656,14 @@ async def queue_agent_workflow(
     >>> handle = await queue_agent_workflow(agent, "Summarise", priority=1, deduplication_id="user-42-summary")
     >>> result = await handle.get_result()
     """
-    queue = queues.check_queue_name(queue_name if queue_name is not None else queues.DEFAULT_QUEUE)
-    stored_priority = queues.check_priority(priority)
-    if deduplication_id is not None and (not isinstance(deduplication_id, str) or not 1 <= len(deduplication_id) <= 255):
-        raise ValidationError("deduplication_id", f"{deduplication_id!r} is not a string of 1 to 255 characters", "pass a stable key such as 'user-42-report'")
     if on_duplicate not in ("error", "return"):
         raise ValidationError("on_duplicate", f"{on_duplicate!r} is not 'error' or 'return'", "choose what a duplicate deduplication_id does")
-    spec, wid, timeout = _prepare(
+    spec, wid, request = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
         wait_for_approval, approval_timeout_seconds, session_policy,
+        queue=queue_name if queue_name is not None else queues.DEFAULT_QUEUE, priority=priority, deduplication_id=deduplication_id,
     )
+    queue = request.queue or queues.DEFAULT_QUEUE
     ensure_dbos_launched()
     await _refuse_if_busy(spec, wid)
     await queues.ensure_queue(queue)
@@ -734,10 +673,10 @@ async def queue_agent_workflow(
         agent_run,
         spec,
         workflow_id=wid,
-        priority=stored_priority,
-        deduplication_id=deduplication_id,
+        priority=queues.stored_priority(request.priority),
+        deduplication_id=request.deduplication_id,
         return_existing=on_duplicate == "return",
-        timeout_seconds=timeout,
+        timeout_seconds=request.timeout_seconds,
     )
     return RunHandle(handle.workflow_id)
 

@@ -13,10 +13,10 @@ from agents import Agent, RunState
 from croniter import CroniterBadDateError, croniter
 
 from subjects.ids import NAME_MAX_LENGTH, run_id_problem
-from timestep.durable import engine, registry
+from timestep.durable import admission, engine, registry
 from timestep.errors import ValidationError
 from timestep.durable.runs import SCHEDULED_WORKFLOW as WORKFLOW_NAME
-from timestep.durable.runs import RunSpec, _check_input_items, _session_id, scheduled_run, tick_run_id
+from timestep.durable.runs import RunSpec, _session_id, scheduled_run, tick_run_id
 
 #: How far ahead a cron's next time is looked for (croniter's own default, named so the error can say it).
 HORIZON_YEARS = 50
@@ -78,14 +78,13 @@ async def create_scheduled_agent_workflow(
     crontab = check_crontab(crontab)
     if not isinstance(agent, Agent):
         raise ValidationError("agent", f"expected an agents.Agent, got {type(agent).__name__}", "pass the Agent to run")
-    items = _check_input_items(input_items)
+    items = admission.library_input(input_items)
     if isinstance(items, RunState):
         raise ValidationError("input_items", "is a RunState", "a schedule starts fresh runs: pass a string or input items")
     if session is not None and not isinstance(session, str) and type(session).__name__ != "DatabaseSession":
         raise ValidationError("session", f"{type(session).__name__} cannot be stored in a schedule", "pass a session id string")
     session_id = _session_id(session)
-    if not isinstance(stream, bool):
-        raise ValidationError("stream", f"{stream!r} is not True or False", "pass stream=True to stream text deltas")
+    admission.run_request(agent.name, items, session_id=session_id, stream=stream)  # as a schedule's request on the bus
     if name is None:
         digest = hashlib.sha256(f"{crontab}|{agent.name}|{items!r}|{session_id}".encode()).hexdigest()[:12]
         name = re.sub(r"[^A-Za-z0-9_-]", "-", agent.name)[:60] + "-" + digest

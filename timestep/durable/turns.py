@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,9 +32,8 @@ from subjects.events import Cancelled
 from timestep.durable import engine, store
 from timestep.durable.events import dispatch, last_stored, now, settle
 from timestep.durable.state_store import state_keys
-from timestep.errors import SessionBusyError, ValidationError
+from timestep.errors import SessionBusyError
 
-POLICIES = ("enqueue", "reject", "interrupt")
 DEFAULT_POLICY = "enqueue"
 #: The topic on which a waiting run is told that a turn was released.
 TURN_TOPIC = "timestep.turn"
@@ -48,14 +46,6 @@ CANCEL_GRACE_SECONDS = 10.0
 WAKE = "timestep.wake"
 
 _UNFINISHED = ("PENDING", "ENQUEUED")
-
-
-def check_policy(policy: Any, field: str = "session_policy") -> str:
-    if policy is None:
-        return DEFAULT_POLICY
-    if policy not in POLICIES:
-        raise ValidationError(field, f"{policy!r} is not one of {', '.join(POLICIES)}", "choose what a run does when its session has an unfinished run")
-    return policy
 
 
 # --- inside the workflow -------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""The library and the bus admit runs by one set of rules: the same bad option, given to
+`run_agent_workflow` / `queue_agent_workflow` in this process and sent by a plain nats-py client
+to `<prefix>.runs.submit`, is refused naming the same field (in each one's own name for it) in
+the same words."""
+
+from __future__ import annotations
+
+import msgspec
+import nats
+import pytest
+from agents import Agent
+
+import timestep
+
+AGENT = Agent(name="admission-agent")
+#: The library's argument for a field the contract names differently.
+LIBRARY_NAMES = {"session_id": "session", "id": "workflow_id", "queue": "queue_name", "input": "input_items"}
+_LONG_INPUT = "x" * 200_001
+CONTROL = "expected a string of 1 to 255 characters, no control characters"
+SECONDS = "is not a number more than 0 and at most 31536000"
+
+# (field, value, the problem in both ways in, whether run_agent_workflow takes the option too)
+SAME_WORDS = [
+    ("session_id", "a\x00b", f"'a\\x00b' contains the control character '\\x00'; {CONTROL}", True),
+    ("session_id", "", f"'' is empty; {CONTROL}", True),
+    ("deduplication_id", "key\x1f", f"'key\\x1f' contains the control character '\\x1f'; {CONTROL}", False),
+    ("timeout_seconds", 1e10, f"10000000000.0 {SECONDS}", True),
+    ("timeout_seconds", 0, f"0 {SECONDS}", True),
+    ("approval_timeout_seconds", 0, f"0 {SECONDS}", True),
+    ("priority", 0, "0 is not a whole number from 1 to 2147483646", False),
+    ("priority", "high", "'high' is a string; expected a whole number from 1 to 2147483646", False),
+    ("max_tokens", 0, "0 is not a whole number from 1 to 2147483647", True),
+    ("session_policy", "whatever", "'whatever' is not one of 'enqueue', 'interrupt', 'reject'", True),
+    ("stream", "yes", "'yes' is a string; expected true or false", True),
+    ("id", "a.b", "'a.b' contains '.'; use only letters, digits, '_' and '-' (at most 128 characters)", True),
+    ("queue", "_dbos_mine", "'_dbos_mine' is reserved; choose a name that does not start with '_dbos'", False),
+    ("input", _LONG_INPUT, f"{_LONG_INPUT[:60]!r}... is 200001 characters long; expected a string of at most 200000 characters", True),
+]
+
+
+def _library_call(field: str, value: object) -> dict:
+    kwargs = {LIBRARY_NAMES.get(field, field): value}
+    if field == "approval_timeout_seconds":
+        kwargs["wait_for_approval"] = True  # the library takes a deadline only for a run that waits
+    return kwargs
+
+
+@pytest.mark.parametrize(("field", "value", "problem", "direct"), SAME_WORDS, ids=[f"{f}-{i}" for i, (f, *_) in enumerate(SAME_WORDS)])
+async def test_the_library_and_the_bus_refuse_the_same_option_in_the_same_words(system, field: str, value: object, problem: str, direct: bool) -> None:
+    name = LIBRARY_NAMES.get(field, field)
+    kwargs = _library_call(field, value)
+    items = kwargs.pop("input_items", "hi")
+    calls = [timestep.queue_agent_workflow] + ([timestep.run_agent_workflow] if direct else [])
+    for call in calls:
+        with pytest.raises(timestep.ValidationError) as refused:
+            await call(AGENT, items, **kwargs)
+        assert (refused.value.field, str(refused.value)) == (name, f"{name}: {problem}"), call.__name__
+
+    body = {"agent": "bus-assistant", "input": "hi", field: value}
+    nc = await nats.connect(system.url)
+    try:
+        with pytest.raises(nats.js.errors.BadRequestError) as bus:
+            await nc.jetstream().publish(system.bus.subjects.submit, msgspec.json.encode(body))
+    finally:
+        await nc.close()
+    assert bus.value.description == f"{field}: {problem}"
+
+
+async def test_an_agent_name_the_database_cannot_store_is_refused_on_both_ways_in(system) -> None:
+    problem = f"'a\\x00b' contains the control character '\\x00'; {CONTROL}"
+    with pytest.raises(timestep.ValidationError) as refused:
+        await timestep.queue_agent_workflow(Agent(name="a\x00b"), "hi")
+    assert str(refused.value) == f"agent: {problem}"
+    nc = await nats.connect(system.url)
+    try:
+        with pytest.raises(nats.js.errors.BadRequestError) as bus:
+            await nc.jetstream().publish(system.bus.subjects.submit, msgspec.json.encode({"agent": "a\x00b", "input": "hi"}))
+    finally:
+        await nc.close()
+    assert bus.value.description == f"agent: {problem}"
