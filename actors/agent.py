@@ -18,17 +18,17 @@ import logging
 import msgspec
 
 from actors.base import Actor, origin
-from subjects.events import Cancelled, ErrorInfo, Interrupted
+from subjects.events import ErrorInfo, Interrupted
 from subjects.ids import run_id_problem
 from subjects.messages import ApprovalList, Approve, Cancel, Reject, Reply
 from subjects.names import CONTROL_STREAM, WORK_STREAM
 from timestep.durable import definitions, engine, registry
 from timestep.ops import observe
 from timestep.bus.connection import HOSTED_RENEW_SECONDS, Bus, Message
-from timestep.durable.events import listen, now
+from timestep.durable.events import listen
 from timestep.bus.intake import StartRun, body_problem
 from timestep.durable import approvals as inbox
-from timestep.durable.runs import agent_run, wake_after_cancel
+from timestep.durable.runs import agent_run, cancel_run
 from timestep.errors import ValidationError
 
 log = logging.getLogger("actors.agent")
@@ -281,11 +281,9 @@ class ControlActor(Actor):
             outcome = kind if kind in _FINAL_EVENTS else status.lower()
             raise Refused("AlreadyFinished", f"run {run_id!r} already finished ({outcome}); there is nothing to {action}")
         if isinstance(command, Cancel):
-            await engine.cancel(run_id)
-            await wake_after_cancel(run_id)  # a run waiting for approval ends now, not at its next deadline
-            last, headers, _ = await self.bus.last_event(run_id)
-            observe.bind_run(run_id, observe.trace_from_headers(headers))  # the run's trace, from its last event
-            await self.bus.publish_event(Cancelled(run_id=run_id, seq=last + 1, time=now()))
+            _, last_headers, _ = await self.bus.last_event(run_id)
+            observe.bind_run(run_id, observe.trace_from_headers(last_headers))  # its `cancelled` carries the run's trace
+            await cancel_run(run_id)
             return
         waiting = waiting_calls(history)
         if command.call_id not in waiting:

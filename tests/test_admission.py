@@ -5,6 +5,8 @@ the same words."""
 
 from __future__ import annotations
 
+import uuid
+
 import msgspec
 import nats
 import pytest
@@ -78,3 +80,40 @@ async def test_an_agent_name_the_database_cannot_store_is_refused_on_both_ways_i
     finally:
         await nc.close()
     assert bus.value.description == f"agent: {problem}"
+
+
+async def _stored(system, run_id: str) -> list[dict]:
+    """Every stored event of the run, read by a plain nats-py consumer."""
+    nc = await nats.connect(system.url)
+    try:
+        sub = await nc.jetstream().subscribe(system.bus.subjects.run_events(run_id), ordered_consumer=True)
+        info = await sub.consumer_info()
+        return [msgspec.json.decode((await sub.next_msg(timeout=30)).data) for _ in range(info.num_pending + info.delivered.consumer_seq)]
+    finally:
+        await nc.close()
+
+
+async def test_a_queued_run_cancelled_through_the_library_says_cancelled_on_the_bus_once(system) -> None:
+    """A process that publishes events (it has the bus's event sink) cancels a run that is still
+    queued: its followers on the bus see it end, as when the cancel comes over the bus."""
+    agent = timestep.get_agent("bus-assistant")
+    queue = f"held-{uuid.uuid4().hex[:8]}"
+    await timestep.configure_queue(queue, limit=1, period=31_536_000)
+    first = await timestep.queue_agent_workflow(agent, "hello", queue_name=queue)
+    await first.get_result()  # the queue's one start of the period
+    held = await timestep.queue_agent_workflow(agent, "hello", queue_name=queue)
+    assert (await held.get_status()).status == "queued"
+
+    nc = await nats.connect(system.url)
+    try:
+        follower = await nc.jetstream().subscribe(system.bus.subjects.events(held.workflow_id, "cancelled"), ordered_consumer=True)
+        await timestep.cancel_run(held.workflow_id)
+        event = msgspec.json.decode((await follower.next_msg(timeout=30)).data)
+    finally:
+        await nc.close()
+    assert (event["type"], event["run_id"], event["seq"]) == ("cancelled", held.workflow_id, 1)
+    await timestep.cancel_run(held.workflow_id)  # again: the run has said it already
+    assert [e["type"] for e in await _stored(system, held.workflow_id)] == ["cancelled"]
+    with pytest.raises(timestep.RunCancelledError):
+        await held.get_result()
+

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from subjects.events import LiveText, RunEvent
+from subjects.events import Cancelled, LiveText, RunEvent
 
 log = logging.getLogger("timestep.durable.events")
 
@@ -76,11 +76,7 @@ def now() -> datetime:
 async def dispatch(event: RunEvent) -> None:
     """Hand `event` to every sink and to the run's listeners. A failing sink or
     listener is logged and never breaks the run."""
-    for sink in list(_sinks):
-        try:
-            await sink.emit(event)
-        except Exception:
-            log.exception("event sink %r failed on %s event of run %s", sink, type(event).__name__, event.run_id)
+    await _to_sinks(event)
     for listener in list(_listeners.get(event.run_id, ())):
         try:
             result = listener(event)
@@ -88,6 +84,34 @@ async def dispatch(event: RunEvent) -> None:
                 await result
         except Exception:
             log.exception("listener failed on %s event of run %s", type(event).__name__, event.run_id)
+
+
+async def _to_sinks(event: RunEvent) -> None:
+    for sink in list(_sinks):
+        try:
+            await sink.emit(event)
+        except Exception:
+            log.exception("event sink %r failed on %s event of run %s", sink, type(event).__name__, event.run_id)
+
+
+#: Event types after which a run says nothing more.
+ENDINGS = ("cancelled", "completed", "failed", "rejected")
+
+
+async def say_cancelled(run_id: str) -> None:
+    """The `cancelled` event of a run ended from outside it (a cancel, a newer run of its session
+    that interrupts it), numbered after its last stored event, to the sinks that store events (the
+    bus), stored before this returns. A queued run, a run waiting for approval and a run whose
+    process is gone say nothing more themselves; a run executing here says `cancelled` too, under
+    the same number, which the bus stores once. Nothing when its last stored event already ends it.
+    Not to the run's listeners: a run executing here tells them itself."""
+    if not any(hasattr(sink, "last_stored") for sink in _sinks):
+        return
+    last = await last_stored(run_id)
+    if last is not None and last[1] in ENDINGS:
+        return
+    await _to_sinks(Cancelled(run_id=run_id, seq=(last[0] if last is not None else 0) + 1, time=now()))
+    await settle(run_id)
 
 
 def live_sinks() -> list[Callable[[LiveText], Awaitable[None]]]:

@@ -39,7 +39,7 @@ from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_
 from timestep.errors import (
     AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, UnknownAgentError, ValidationError,
 )
-from timestep.durable.events import listen
+from timestep.durable.events import listen, say_cancelled
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
 from timestep.durable.statuses import run_status
@@ -694,19 +694,23 @@ async def apply_queue(spec: RunSpec, queue: str) -> None:
 
 
 async def cancel_run(workflow_id: str) -> None:
-    """Cancel a queued or running run; awaiting its result raises RunCancelledError."""
+    """Cancel a queued or running run, wherever it executes; awaiting its result raises
+    RunCancelledError. The one cancel of both ways in (a cancel over the bus calls it too): the
+    calls the run waited to have decided leave the approvals inbox (as `cancelled`), a run asleep
+    waiting for them is woken so that it ends now (not at its next deadline, up to an hour), and
+    where events are published (a process with the bus's event sink) the run's `cancelled` is
+    stored before this returns, a queued run's too.
+
+    >>> await cancel_run(handle.workflow_id)
+    """
     _check_workflow_id(workflow_id)
     ensure_dbos_launched()
     await engine.cancel(workflow_id)
-    await wake_after_cancel(workflow_id)
-
-
-async def wake_after_cancel(run_id: str) -> None:
-    """After a cancel: the calls the run waited to have decided leave the approvals inbox (as
-    `cancelled`), and the run, which sleeps in `recv` through a cancel, is woken so that it sees
-    the cancel at once and ends (instead of at its next deadline, up to an hour)."""
-    await inbox.close_pending(run_id, "the run was cancelled")
+    await inbox.close_pending(workflow_id, "the run was cancelled")
     try:
-        await engine.send(run_id, turns.WAKE, DECISION_TOPIC, idempotency_key=f"{run_id}.cancel-wake")
+        await engine.send(workflow_id, turns.WAKE, DECISION_TOPIC, idempotency_key=f"{workflow_id}.cancel-wake")
     except Exception as exc:  # no such run, or the database is away: nothing waits to be woken
-        log.debug("run %s: no wake after its cancel: %s", run_id, exc)
+        log.debug("run %s: no wake after its cancel: %s", workflow_id, exc)
+    state = await engine.status(workflow_id)
+    if state is not None and run_status(state.status) == "cancelled":  # not a run that had finished
+        await say_cancelled(workflow_id)

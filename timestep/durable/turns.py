@@ -28,9 +28,8 @@ import zlib
 
 import sqlalchemy as sa
 
-from subjects.events import Cancelled
 from timestep.durable import engine, store
-from timestep.durable.events import dispatch, last_stored, now, settle
+from timestep.durable.events import say_cancelled
 from timestep.durable.state_store import state_keys
 from timestep.errors import SessionBusyError
 
@@ -58,7 +57,7 @@ async def take_turn(session_id: str, run_id: str, policy: str, *, resume: bool) 
     async def join() -> tuple[int, str | None, str | None]:
         position, busy, blocker, cancelled = await engine.blocking(_join, session_id, run_id, policy, resume)
         for other in cancelled:
-            await _say_cancelled(other)
+            await say_cancelled(other)
         return position, busy, blocker
 
     position, busy, blocker = await engine.step("session.join", join)
@@ -99,17 +98,6 @@ def _lock_session(conn: sa.Connection, session_id: str) -> None:
     (on SQLite the single writer does it already)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(f"timestep.turn:{session_id}".encode())})
-
-
-async def _say_cancelled(run_id: str) -> None:
-    """The `cancelled` event of a run this one interrupted, numbered after its last stored event (as
-    a cancel over the bus does): a run waiting for approval, or one that returned for it, says
-    nothing more itself. Only where the sinks know its events (the bus)."""
-    last = await last_stored(run_id)
-    if last is None or last[1] in ("cancelled", "completed", "failed"):
-        return
-    await dispatch(Cancelled(run_id=run_id, seq=last[0] + 1, time=now()))
-    await settle()
 
 
 def _join(session_id: str, run_id: str, policy: str, resume: bool) -> tuple[int, str | None, str | None, list[str]]:
