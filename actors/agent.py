@@ -25,7 +25,7 @@ from subjects.names import CONTROL_STREAM, WORK_STREAM
 from timestep.durable import definitions, engine, registry
 from timestep.ops import observe
 from timestep.bus.connection import HOSTED_RENEW_SECONDS, Bus, Message
-from timestep.durable.events import listen
+from timestep.durable.events import ENDINGS, listen
 from timestep.bus.intake import StartRun, body_problem
 from timestep.durable import approvals as inbox
 from timestep.durable.runs import agent_run, cancel_run
@@ -139,25 +139,8 @@ class NotStartedYet(Exception):
     """The run was accepted but its workflow is not in the database yet (it is on its way)."""
 
 
-#: Event types after which a run is over.
-_FINAL_EVENTS = {"completed", "failed", "cancelled", "rejected"}
 #: Workflow statuses of a run that is over.
 _FINAL_STATUSES = {"SUCCESS", "ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
-#: Events a waiting run publishes while it takes the decisions of its interruption.
-_DECISION_EVENTS = {"tool_approved", "tool_rejected"}
-
-
-def waiting_calls(history: list[dict]) -> list[str]:
-    """The tool calls a run waits on, per its events: those of its latest `interrupted` not
-    decided since; none when anything but decisions came after it (the run went on)."""
-    last = max((i for i, e in enumerate(history) if e.get("type") == "interrupted"), default=None)
-    if last is None:
-        return []
-    after = history[last + 1:]
-    if any(e.get("type") not in _DECISION_EVENTS for e in after):
-        return []
-    decided = {e.get("call_id") for e in after}
-    return [a["call_id"] for a in history[last]["approvals"] if a["call_id"] not in decided]
 
 
 def server_user(headers: dict[str, str] | None) -> str | None:
@@ -186,7 +169,8 @@ class ControlActor(Actor):
       which also goes to the dead letters.
 
     Both check the same things: the run id, the body, that the run exists and is not over,
-    and for approve and reject that the call id is one the run waits on (from its events).
+    and for approve and reject that the call id is one the run waits on (from its approvals
+    record, as the library's `approve_tool_call` does).
     """
 
     stream = CONTROL_STREAM
@@ -266,10 +250,9 @@ class ControlActor(Actor):
             field, problem = body_problem(exc, data=data, type=_CONTROL_TYPES[action])
             raise Refused("InvalidRequest", f"{field}: {problem}") from None
         state = await engine.status(run_id)
-        history = await self.bus.history(run_id)
-        kind = history[-1].get("type") if history else None
+        _, last_headers, kind = await self.bus.last_event(run_id)
         if state is None:
-            if not history:
+            if kind is None:
                 raise Refused("UnknownRun", f"run_id: no run {run_id!r}; check the id (`timestep workflows list` lists the runs)")
             if kind != "rejected":
                 raise NotStartedYet(f"run {run_id!r} was accepted and has not started yet; try again in a moment")
@@ -277,22 +260,18 @@ class ControlActor(Actor):
         # stored while the status still says PENDING. Either one means the run is over.
         status = state.status if state is not None else "REJECTED"
         cancelled_unannounced = status == "CANCELLED" and kind != "cancelled" and isinstance(command, Cancel)
-        if kind in _FINAL_EVENTS or status in _FINAL_STATUSES or (status == "CANCELLED" and not cancelled_unannounced):
-            outcome = kind if kind in _FINAL_EVENTS else status.lower()
+        if kind in ENDINGS or status in _FINAL_STATUSES or (status == "CANCELLED" and not cancelled_unannounced):
+            outcome = kind if kind in ENDINGS else status.lower()
             raise Refused("AlreadyFinished", f"run {run_id!r} already finished ({outcome}); there is nothing to {action}")
         if isinstance(command, Cancel):
-            _, last_headers, _ = await self.bus.last_event(run_id)
             observe.bind_run(run_id, observe.trace_from_headers(last_headers))  # its `cancelled` carries the run's trace
             await cancel_run(run_id)
             return
-        waiting = waiting_calls(history)
-        if command.call_id not in waiting:
-            now_waiting = f"it waits on {', '.join(map(repr, waiting))}" if waiting else "it waits on no tool call now"
-            raise Refused("NotWaiting", f"call_id: run {run_id!r} is not waiting for approval of {command.call_id!r}; {now_waiting}")
+        try:
+            record = await inbox.waiting_for(run_id, command.call_id)  # as the library's approve and reject decide
+        except ValidationError as exc:
+            raise Refused("NotWaiting", str(exc)) from None
         if isinstance(command, Approve) and command.arguments is not None:
-            record = await inbox.get_approval(run_id, command.call_id)
-            if record is None:
-                raise Refused("InvalidRequest", f"arguments: run {run_id!r} has no approval record of {command.call_id!r} to check them against; approve without editing")
             try:
                 inbox.check_arguments(record.agent, record.tool, command.arguments)
             except ValidationError as exc:

@@ -13,6 +13,7 @@ import pytest
 from agents import Agent
 
 import timestep
+from subjects.messages import Reply
 
 AGENT = Agent(name="admission-agent")
 #: The library's argument for a field the contract names differently.
@@ -117,3 +118,24 @@ async def test_a_queued_run_cancelled_through_the_library_says_cancelled_on_the_
     with pytest.raises(timestep.RunCancelledError):
         await held.get_result()
 
+
+async def test_an_approve_of_a_call_the_run_does_not_wait_on_is_refused_alike_on_both_ways_in(system) -> None:
+    """Both decide from the run's approvals record: the library's `approve_tool_call` and an approve
+    sent over the bus by a plain nats-py request."""
+    run_id = f"adm-{uuid.uuid4().hex[:12]}"
+    nc = await nats.connect(system.url)
+    try:
+        interrupted = await nc.jetstream().subscribe(system.bus.subjects.events(run_id, "interrupted"), ordered_consumer=True)
+        body = {"id": run_id, "agent": "bus-assistant", "input": "send_email to=ada@example.com"}
+        await nc.jetstream().publish(system.bus.subjects.submit, msgspec.json.encode(body))
+        await interrupted.next_msg(timeout=60)
+        expected = f"call_id: run {run_id!r} is not waiting for approval of 'call_9'; it waits on 'call_1'"
+        with pytest.raises(timestep.ValidationError) as library:
+            await timestep.approve_tool_call(run_id, "call_9")
+        assert (library.value.field, str(library.value)) == ("call_id", expected)
+        answer = await nc.request(system.bus.subjects.command(run_id, "approve"), b'{"call_id": "call_9"}', timeout=30)
+        reply = msgspec.json.decode(answer.data, type=Reply)
+        assert reply.error is not None and (reply.error.type, reply.error.message) == ("NotWaiting", expected)
+        await timestep.cancel_run(run_id)
+    finally:
+        await nc.close()

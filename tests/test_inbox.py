@@ -94,7 +94,7 @@ async def test_the_inbox_lists_filters_and_takes_an_edited_approval(db: str) -> 
     assert (approved.call_id, approved.arguments, approved.decided_by) == ("m1", edited, "ada")
     [output] = [e for e in events if isinstance(e, ToolOutput)]
     assert output.arguments == edited  # what the tool really ran with
-    with pytest.raises(timestep.ValidationError, match="is not waiting for approval of 'm1'; it is approved"):
+    with pytest.raises(timestep.ValidationError, match=r"is not waiting for approval of 'm1' \(it was approved\); it waits on no tool call now$"):
         await timestep.approve_tool_call(run_id, "m1")
 
     # The audit trail keeps it after the run ended.

@@ -466,22 +466,13 @@ class Bus:
 
     async def last_event(self, run_id: str) -> tuple[int, dict[str, str], str | None]:
         """The highest `seq` among a run's stored events, with that event's headers and type
-        ((0, {}, None) when none)."""
+        ((0, {}, None) when none): one direct get, so a slow server is not taken for no events."""
         try:
-            sub = await self.js.subscribe(
-                self.subjects.run_events(run_id), ordered_consumer=True, deliver_policy=DeliverPolicy.LAST,
-                stream=EVENTS_STREAM,
-            )
+            msg = await self.js.get_last_msg(EVENTS_STREAM, self.subjects.run_events(run_id), direct=True)
         except NotFoundError:
             return 0, {}, None
-        try:
-            msg = await sub.next_msg(timeout=0.5)
-            event = msgspec.json.decode(msg.data)
-            return int(event.get("seq", 0)), dict(msg.headers or {}), event.get("type")
-        except (NatsTimeout, asyncio.TimeoutError):
-            return 0, {}, None
-        finally:
-            await _unsubscribe(sub)
+        event = msgspec.json.decode(msg.data)
+        return int(event.get("seq", 0)), dict(msg.headers or {}), event.get("type")
 
     # --- which agents are hosted --------------------------------------------------
 

@@ -274,15 +274,29 @@ def check_arguments(agent_name: str, tool_name: str, arguments: str) -> None:
 # --- decisions, from the library ---------------------------------------------------------
 
 
-async def _pending(run_id: str, call_id: str) -> ApprovalRecord:
+async def waiting_for(run_id: str, call_id: str) -> ApprovalRecord:
+    """The record of the tool call `call_id` when run `run_id` waits for a decision on it, else
+    ValidationError (field `call_id`) saying which calls it waits on. The one check of an approve
+    or a reject, from the library and over the bus: decided from the approvals record, which the
+    run writes in the step that says `interrupted` and updates in the step that says each decision.
+
+    >>> await waiting_for("run-1", "call_9")
+    Traceback (most recent call last):
+    timestep.errors.ValidationError: call_id: run 'run-1' is not waiting for approval of 'call_9'; it waits on 'call_1'
+    """
     problem = run_id_problem(run_id)
     if problem is not None:
         raise ValidationError("run_id", f"{run_id!r} {problem}", "use the id of a run")
     record = await get_approval(run_id, call_id)
-    if record is None or record.status != "pending" or await _run_over(run_id):
-        state = "it has no such approval" if record is None else f"it is {record.status}" if record.status != "pending" else "the run is over"
-        raise ValidationError("call_id", f"run {run_id!r} is not waiting for approval of {call_id!r}; {state}", "see list_approvals()")
-    return record
+    over = await _run_over(run_id)
+    if record is not None and record.status == "pending" and not over:
+        return record
+    waiting = [] if over else [r.call_id for r in await query_approvals(ApprovalList(run_id=run_id, limit=10_000))]
+    was = f" (it was {record.status})" if record is not None and record.status != "pending" else ""
+    raise ValidationError(
+        "call_id", f"run {run_id!r} is not waiting for approval of {call_id!r}{was}",
+        f"it waits on {', '.join(map(repr, sorted(waiting)))}" if waiting else "it waits on no tool call now",
+    )
 
 
 async def approve_tool_call(
@@ -297,7 +311,7 @@ async def approve_tool_call(
 
     >>> await approve_tool_call("run-1", "call_1", arguments='{"to": "bob@example.com"}', decided_by="ada")
     """
-    record = await _pending(run_id, call_id)
+    record = await waiting_for(run_id, call_id)
     if arguments is not None:
         check_arguments(record.agent, record.tool, arguments)
     await send_decision(run_id, _convert(Approve, call_id=call_id, always=always, arguments=arguments, decided_by=decided_by))
@@ -311,7 +325,7 @@ async def reject_tool_call(
 
     >>> await reject_tool_call("run-1", "call_1", "not to that address", decided_by="ada")
     """
-    await _pending(run_id, call_id)
+    await waiting_for(run_id, call_id)
     await send_decision(run_id, _convert(Reject, call_id=call_id, message=message, always=always, decided_by=decided_by))
 
 
