@@ -5,6 +5,7 @@ the words cannot drift from the checks."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -256,5 +257,11 @@ def _show(value: Any, limit: int = 60) -> str:
     """The value as the sender wrote it, cut to `limit` characters."""
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}..."
-    text = repr(value) if isinstance(value, str) else msgspec.json.encode(value).decode()
+    if isinstance(value, (str, bytes)) or (isinstance(value, float) and not math.isfinite(value)):
+        text = repr(value)  # JSON has no inf or nan; bytes come from the library's callers only
+    else:
+        try:
+            text = msgspec.json.encode(value).decode()
+        except TypeError:  # an object of the caller's given to the library
+            text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}..."

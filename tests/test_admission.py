@@ -69,6 +69,21 @@ async def test_the_library_and_the_bus_refuse_the_same_option_in_the_same_words(
     assert bus.value.description == f"{field}: {problem}"
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout_seconds": float("inf")}, f"timeout_seconds: inf {SECONDS}"),
+        ({"priority": b"1"}, "priority: b'1' is bytes; expected a whole number from 1 to 2147483646"),
+        ({"priority": object}, "priority: <class 'object'> is type; expected a whole number from 1 to 2147483646"),
+    ],
+)
+async def test_a_value_json_cannot_carry_is_refused_in_the_same_words(db: str, kwargs: dict, message: str) -> None:
+    """Only the library can be given these; it says what the bus says of a value it does not take."""
+    with pytest.raises(timestep.ValidationError) as refused:
+        await timestep.queue_agent_workflow(AGENT, "hi", **kwargs)
+    assert str(refused.value) == message
+
+
 async def test_an_agent_name_the_database_cannot_store_is_refused_on_both_ways_in(system) -> None:
     problem = f"'a\\x00b' contains the control character '\\x00'; {CONTROL}"
     with pytest.raises(timestep.ValidationError) as refused:
