@@ -25,7 +25,7 @@ from actors.base import Actor, KnownAgents, origin
 from subjects.events import Accepted, ErrorInfo, Queued, Rejected, decode_submit_answer, submit_answer
 from subjects.messages import QueueConfigure, QueueDelete, QueueStatusRequest, Reply, RunGet, RunsList
 from subjects.names import SUBMIT_STREAM
-from timestep.durable import engine, listing, queues, turns
+from timestep.durable import admission, engine, listing, queues
 from timestep.ops import metrics, observe
 from timestep.bus.connection import Bus, Message
 from timestep.errors import DuplicateRunError, SessionBusyError, TimestepError
@@ -84,10 +84,10 @@ class Governor(Actor):
         problem = await self._agents.problem(request.agent)
         if problem is not None:
             raise Invalid("agent", problem, run_id)
-        if request.session_id and request.session_policy == "reject":
-            busy = await turns.unfinished(request.session_id, besides=run_id)
-            if busy is not None:
-                raise Busy("session_id", str(SessionBusyError(request.session_id, busy)).split(": ", 1)[1], run_id)
+        try:
+            await admission.refuse_if_busy(request.session_id, request.session_policy, run_id)  # as the library does
+        except SessionBusyError as busy:
+            raise Busy("session_id", str(busy).split(": ", 1)[1], run_id) from None
         if request.queue is None:
             await self._start_now(request, run_id)
         else:

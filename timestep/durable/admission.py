@@ -4,7 +4,7 @@ the bus (`timestep.bus.intake`, which the governor and the scheduler call).
 
 The rules are the contract's types (`subjects.messages.RunRequest`: lengths, bounds, no control
 characters where PostgreSQL cannot store them), told in the contract's words (`subjects.problems`);
-this module adds only what no type can say. A problem names the field as the contract does
+this module adds only what no type can say, and the look at the session a `reject` run needs. A problem names the field as the contract does
 (`session_id`, `queue`); the library names its own arguments (`LIBRARY_NAMES`).
 
 >>> run_request("assistant", "Hi", timeout_seconds=1e10)
@@ -22,8 +22,9 @@ from agents import RunState
 
 from subjects.messages import ModelRetry, RunRequest
 from subjects.problems import convert_problem
+from timestep.durable import turns
 from timestep.durable.queues import check_queue_name
-from timestep.errors import ValidationError
+from timestep.errors import SessionBusyError, ValidationError
 
 #: The library's argument for each field of the contract it names differently.
 LIBRARY_NAMES = {"input": "input_items", "id": "workflow_id", "session_id": "session", "queue": "queue_name"}
@@ -94,6 +95,15 @@ def check_input_items(items: list[Any], field: str = "input") -> None:
         elif kind in ("function_call_output", "function_call"):
             if not isinstance(item.get("call_id"), str):
                 raise ValidationError(f"{where}.call_id", "is missing", f"a {kind} item needs the call_id of its tool call")
+
+
+async def refuse_if_busy(session_id: str | None, session_policy: str | None, run_id: str) -> None:
+    """`session_policy="reject"`: refuse with SessionBusyError before anything is written when the
+    session has an unfinished run (the run checks again as it joins, for one that came in between)."""
+    if session_policy == "reject" and session_id:
+        busy = await turns.unfinished(session_id, besides=run_id)
+        if busy is not None:
+            raise SessionBusyError(session_id, busy)
 
 
 def library_input(input_items: Any) -> str | list[Any] | RunState:

@@ -496,15 +496,6 @@ def _prepare(
     return spec, request.id or uuid.uuid4().hex, request
 
 
-async def _refuse_if_busy(spec: RunSpec, workflow_id: str) -> None:
-    """`reject`: refuse before anything is written when the session has an unfinished run (the run
-    checks again as it joins, for a run that came in between)."""
-    if spec.session_policy == "reject" and spec.session_id and spec.state is None:
-        busy = await turns.unfinished(spec.session_id, besides=workflow_id)
-        if busy is not None:
-            raise SessionBusyError(spec.session_id, busy)
-
-
 async def _result(handle: Any, workflow_id: str) -> RunResult:
     try:
         return await handle.get_result()
@@ -584,7 +575,8 @@ async def run_agent_workflow(
     ensure_dbos_launched()
     if spec.definition == "":  # known now: the run need not record it in a step of its own
         spec.definition = await definitions.remember_async(definitions.describe(agent))
-    await _refuse_if_busy(spec, wid)
+    if spec.state is None:  # a resume holds the session's turn already
+        await admission.refuse_if_busy(spec.session_id, spec.session_policy, wid)
     stop = listen(wid, on_event) if on_event is not None else None
     try:
         handle = await engine.start(agent_run, spec, workflow_id=wid, timeout_seconds=request.timeout_seconds)
@@ -665,7 +657,8 @@ async def queue_agent_workflow(
     )
     queue = request.queue or queues.DEFAULT_QUEUE
     ensure_dbos_launched()
-    await _refuse_if_busy(spec, wid)
+    if spec.state is None:  # a resume holds the session's turn already
+        await admission.refuse_if_busy(spec.session_id, spec.session_policy, wid)
     await queues.ensure_queue(queue)
     await apply_queue(spec, queue)
     handle = await engine.enqueue(
