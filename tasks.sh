@@ -3,6 +3,7 @@
 #
 #   ./tasks.sh demo          run the demo (embedded default: SQLite in ./.timestep)
 #   ./tasks.sh test [ARGS]   run the whole test suite (ARGS go to pytest)
+#   ./tasks.sh test --fast   the fast tier: no test marked slow, processes, browser, node, postgres or bench
 #   ./tasks.sh bench [ARGS]  run the benchmark (ARGS go to bench/run.py; --help lists them)
 #   ./tasks.sh soak [ARGS]   the fault tests, longer (3000 runs, 30 kills or graceful stops; ARGS go to pytest)
 #   ./tasks.sh setup         only create or update .venv (with the test and benchmark extras)
@@ -10,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV="${TIMESTEP_VENV:-.venv}"
+# The fast tier, for the edit-test loop; CI and `./tasks.sh test` run every tier.
+FAST="not slow and not processes and not browser and not node and not postgres and not bench"
 
 # setup [EXTRAS]: create .venv and install Timestep with these extras (comma-separated: test, bench).
 setup() {
@@ -44,11 +47,19 @@ case "$task" in
   demo) setup; exec "$VENV/bin/timestep" demo "$@" ;;
   # Two workers: most of the suite waits on subprocesses, servers and timers, not the CPU.
   # loadgroup: tests marked xdist_group("processes") (many processes on one PostgreSQL) share a worker.
-  test) setup test,bench; exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup "$@" ;;
+  test)
+    setup test,bench
+    # --fast becomes a marker expression (the markers are listed in pyproject.toml); the other ARGS go to pytest.
+    args=()
+    for arg in "$@"; do
+      if [ "$arg" = "--fast" ]; then args+=(-m "$FAST"); else args+=("$arg"); fi
+    done
+    exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup ${args[@]+"${args[@]}"} ;;
   bench) setup bench; exec "$VENV/bin/python" bench/run.py "$@" ;;
   soak)
     setup test
     export TIMESTEP_FAULT_RUNS="${TIMESTEP_FAULT_RUNS:-3000}" TIMESTEP_FAULT_KILLS="${TIMESTEP_FAULT_KILLS:-30}"
-    exec "$VENV/bin/python" -m pytest -p no:xdist -s tests/test_faults.py "$@" ;;
+    # --timeout=0: the soak's tests run far longer than the suite's per-test bound.
+    exec "$VENV/bin/python" -m pytest -p no:xdist -s --timeout=0 tests/test_faults.py "$@" ;;
   *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
