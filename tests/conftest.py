@@ -82,7 +82,8 @@ class Databases:
 
 BACKENDS = [
     "sqlite",
-    pytest.param("postgres", marks=pytest.mark.skipif(PG_PROBLEM is not None, reason=PG_PROBLEM or "")),
+    # Marked `postgres`: the fast tier (`./tasks.sh test --fast`) runs the SQLite variant alone.
+    pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.skipif(PG_PROBLEM is not None, reason=PG_PROBLEM or "")]),
 ]
 
 

@@ -222,6 +222,7 @@ async def events_of(client: Client, run_id: str, timeout: float = 60) -> list:
     return await asyncio.wait_for(gather(), timeout)
 
 
+@pytest.mark.processes
 async def test_actors_with_actor_credentials_serve_runs_end_to_end(deployment: Deployment) -> None:
     client = await deployment.client()
     try:
@@ -243,6 +244,7 @@ async def test_actors_with_actor_credentials_serve_runs_end_to_end(deployment: D
     assert actor_violations(deployment.server) == []
 
 
+@pytest.mark.processes
 async def test_client_approves_and_cancels(deployment: Deployment) -> None:
     client = await deployment.client()
 
@@ -280,6 +282,7 @@ async def _refused(caplog: pytest.LogCaptureFixture, subject: str) -> bool:
     return False
 
 
+@pytest.mark.processes
 async def test_client_is_refused_what_only_actors_and_admins_may_do(deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="timestep.bus.connection")
     client, admin = await deployment.client(), await deployment.client("admin")
@@ -407,6 +410,7 @@ def up_as(role: str, server: EmbeddedNats, password: str, home: Path, out: Path,
     return up(out, env, "--agents", "bus_agents", "--role", role, *args)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("role", "taken_away", "message"),
     [
@@ -445,6 +449,7 @@ async def http_get(url: str) -> tuple[int, str]:
     return await asyncio.to_thread(get)
 
 
+@pytest.mark.processes
 async def test_readyz_names_a_refused_publish_and_the_message_is_dead_lettered(tmp_path: Path) -> None:
     """A governor that may not hand runs to the agents (`timestep.runs.start`) dead-letters the
     request whose publish was refused, as before, and is not ready from then on, saying why."""
@@ -497,6 +502,7 @@ async def dead_letter(bus: Bus, subject: str) -> DeadLetter | None:
         return None
 
 
+@pytest.mark.processes
 async def test_admin_configures_queues_and_schedules(deployment: Deployment) -> None:
     admin = await deployment.client("admin")
     try:
@@ -519,6 +525,7 @@ async def test_admin_configures_queues_and_schedules(deployment: Deployment) -> 
     assert actor_violations(deployment.server) == []
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("password", [None, "wrong-password"], ids=["no-credentials", "wrong-password"])
 async def test_unauthenticated_or_wrong_password_is_refused_clearly(deployment: Deployment, password: str | None) -> None:
     settings = settings_for(deployment.url, deadline=3)
@@ -546,6 +553,7 @@ async def stored_messages(bus: Bus, stream: str, subjects: str, containing: str,
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.processes
 async def test_no_secret_in_events_dead_letters_or_logs(deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     header_secret = f"hdr-{uuid.uuid4().hex}"

@@ -17,6 +17,8 @@ from subjects.events import Completed, Interrupted, Started
 from timestep.client import Client
 from timestep.bus.server import EmbeddedNats, free_port
 
+pytestmark = pytest.mark.processes
+
 AGENT = "bus-assistant"
 
 

@@ -41,6 +41,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         stop([proc])
 
 
+@pytest.mark.processes
 def test_every_check_passes_against_a_running_system(home: Path) -> None:
     url = (home / "nats.url").read_text().strip()
     done = check(process_env(TIMESTEP_HOME=str(home)), url, "--agent", AGENT)
@@ -56,6 +57,7 @@ def test_every_check_passes_against_a_running_system(home: Path) -> None:
     assert schedules.returncode == 0 and "timestep-check" not in schedules.stdout
 
 
+@pytest.mark.processes
 def test_an_agent_nobody_hosts_fails_the_checks_that_run_it(home: Path) -> None:
     # No URL: found in the nats.url of `timestep up`, as the other commands find it.
     done = check(process_env(TIMESTEP_HOME=str(home)), "--agent", "nosuch", "--timeout", "10", "--json")

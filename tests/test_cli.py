@@ -55,6 +55,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         stop([proc])
 
 
+@pytest.mark.processes
 def test_approve_reject_and_cancel_say_what_happened(running: Up) -> None:
     env = running.env()
     run_id = uid("mail")
@@ -89,6 +90,7 @@ def test_approve_reject_and_cancel_say_what_happened(running: Up) -> None:
     assert any(f"runs.command.{ghost}.cancel" in line for line in dead.splitlines())
 
 
+@pytest.mark.processes
 def test_run_prints_its_id_says_when_it_was_reused_and_fails_when_cancelled(running: Up) -> None:
     env = running.env()
     run_id = uid("hello")
@@ -134,6 +136,7 @@ def _reaches_tool_call(env: dict[str, str], run_id: str) -> bool:
         proc.wait()
 
 
+@pytest.mark.processes
 def test_refusals_name_the_flag_in_the_librarys_words(running: Up) -> None:
     env = running.env()
     limit = cli(env, "queues", "configure", uid("q"), "--limit", "0", "--period", "1", code=2).stderr.strip()
@@ -148,6 +151,7 @@ def test_refusals_name_the_flag_in_the_librarys_words(running: Up) -> None:
         assert "Expected" not in message
 
 
+@pytest.mark.processes
 def test_workflows_commands_refuse_what_is_not_there(running: Up) -> None:
     env = running.env()
     ghost = uid("ghost")
@@ -171,6 +175,7 @@ def test_workflows_commands_refuse_what_is_not_there(running: Up) -> None:
     assert "invalid choice: 'SUCCESS'" in cli(env, "workflows", "list", "--status", "SUCCESS", code=2).stderr
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("args", [["--help"], ["workflows", "list"], ["queues", "status"], ["dead"], ["events", "EXISTING"]])
 def test_a_closed_pipe_ends_quietly(running: Up, args: list[str]) -> None:
     """`timestep ... | head`: the reader is gone before the command writes."""
@@ -206,6 +211,7 @@ def test_without_timestep_up_a_command_fails_at_once_in_one_line(tmp_path: Path,
     assert took < 5  # a generous bound: it used to take 10 s (NATS_CONNECT_TIMEOUT)
 
 
+@pytest.mark.processes
 def test_the_approvals_inbox_and_its_audit_trail(running: Up) -> None:
     import getpass
     import json
@@ -236,6 +242,7 @@ def test_the_approvals_inbox_and_its_audit_trail(running: Up) -> None:
 TIMESTEP = Path(sys.executable).parent / "timestep"  # the installed command, as a user types it
 
 
+@pytest.mark.processes
 def test_up_imports_agents_from_the_working_directory(tmp_path: Path) -> None:
     """`timestep up --agents myapp.agents` in the folder that holds myapp/, with no PYTHONPATH,
     as with uvicorn or celery."""
@@ -255,6 +262,7 @@ def test_up_imports_agents_from_the_working_directory(tmp_path: Path) -> None:
         stop([proc])
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("module", "says"),
     [
@@ -334,6 +342,7 @@ BAD_INPUT = [
 _IDS = [re.sub(r"-[0-9a-f]{8}\b", "", " ".join(a))[:60] for a, _ in BAD_INPUT]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("args", "names"), BAD_INPUT, ids=_IDS)
 def test_bad_input_is_one_line_naming_the_argument(running: Up, args: list[str], names: str) -> None:
     done = cli(running.env(), *args, code=2, timeout=30)
@@ -343,6 +352,7 @@ def test_bad_input_is_one_line_naming_the_argument(running: Up, args: list[str],
     assert "Expected `" not in line and "period" not in line.replace("--period", ""), line  # no msgspec text, no queue hint
 
 
+@pytest.mark.processes
 def test_following_a_run_that_has_no_events_yet_says_so_once_and_keeps_following(running: Up) -> None:
     env = running.env()
     run_id = uid("later")
@@ -362,6 +372,7 @@ def test_following_a_run_that_has_no_events_yet_says_so_once_and_keeps_following
     assert again.stderr == ""
 
 
+@pytest.mark.processes
 def test_schedules_list_shows_agent_cron_time_zone_queue_and_next_tick(running: Up) -> None:
     from datetime import datetime, timezone
 
@@ -395,6 +406,7 @@ def _queue_counts(env: dict[str, str], queue: str) -> tuple[int, int]:
     return status["depth"], status["running"]
 
 
+@pytest.mark.processes
 def test_a_queue_is_deleted_only_when_no_run_waits_or_runs_on_it(running: Up) -> None:
     env = running.env()
     queue, busy, waiting = uid("q"), uid("busy"), uid("waiting")

@@ -172,6 +172,7 @@ async def recorded(client: Client, run_id: str, tries: int = 300):
     raise AssertionError(f"run {run_id} still {info.status}")
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_runs_page_shows_a_run_submitted_over_the_bus_and_follows_it_live(deployment, browser) -> None:
     context, page = await page_for(browser)
@@ -193,6 +194,7 @@ async def test_runs_page_shows_a_run_submitted_over_the_bus_and_follows_it_live(
         await context.close()
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_an_approval_clicked_in_the_browser_lets_the_run_complete(deployment, browser) -> None:
     run, call_id = await waiting_run(deployment.client, f"send_email to={uid('ada')}@example.com")
@@ -213,6 +215,7 @@ async def test_an_approval_clicked_in_the_browser_lets_the_run_complete(deployme
         await context.close()
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_the_inbox_approves_with_edited_arguments_and_keeps_who_decided(deployment, browser) -> None:
     run, call_id = await waiting_run(deployment.client, f"send_email to={uid('eve')}@example.com")
@@ -232,6 +235,7 @@ async def test_the_inbox_approves_with_edited_arguments_and_keeps_who_decided(de
         await context.close()
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_viewers_approve_is_refused_visibly(deployment, browser) -> None:
     run, call_id = await waiting_run(deployment.client, f"send_email to={uid('bob')}@example.com")
@@ -253,6 +257,7 @@ async def test_a_viewers_approve_is_refused_visibly(deployment, browser) -> None
         await deployment.client.cancel(run.run_id)
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_an_admin_edits_a_queue_limit_on_the_queues_page(deployment, browser) -> None:
     queue = uid("consoleq")
@@ -289,6 +294,7 @@ async def test_an_admin_edits_a_queue_limit_on_the_queues_page(deployment, brows
         await context.close()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_timestep_console_serves_against_a_deployment_and_asks_for_a_login_off_loopback(deployment, tmp_path) -> None:
     """`timestep console --nats URL`: open on 127.0.0.1, listing runs through the contract; on
@@ -338,6 +344,7 @@ async def test_timestep_console_serves_against_a_deployment_and_asks_for_a_login
             assert proc.wait(30) == 0, out.read_text()
 
 
+@pytest.mark.processes
 def test_timestep_up_serves_the_console_when_asked(tmp_path: Path) -> None:
     """`timestep up --console` as a deploy runs it: the printed URL serves the page, the API and
     /metrics on one port, and SIGTERM stops it with exit code 0."""
@@ -393,6 +400,7 @@ def seconds(text: str) -> float:
     return float(number) * (60 if unit == "min" else 1)
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_run_that_failed_after_retries_says_why_at_the_top_and_its_retries_once(deployment, browser) -> None:
     from timestep.client import RunFailedError
@@ -431,6 +439,7 @@ async def test_a_run_that_failed_after_retries_says_why_at_the_top_and_its_retri
         await context.close()
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_duration_is_the_time_from_start_to_end_from_the_runs_events(deployment, browser) -> None:
     """On SQLite (Python 3.11) the database keeps a run's times in whole seconds; the events' are exact."""
@@ -464,6 +473,7 @@ async def test_duration_is_the_time_from_start_to_end_from_the_runs_events(deplo
         await context.close()
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_cancel_is_offered_while_a_run_can_be_cancelled_and_as_a_secondary_button(deployment, browser) -> None:
     run, call_id = await waiting_run(deployment.client, f"send_email to={uid('kim')}@example.com")
@@ -497,6 +507,7 @@ async def test_cancel_is_offered_while_a_run_can_be_cancelled_and_as_a_secondary
         await context.close()
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_runs_page_says_the_status_its_list_says(deployment, browser, db, tmp_path) -> None:
     """A run ended in the database without an event saying so (here a queued run cancelled with
@@ -531,6 +542,7 @@ async def test_a_runs_page_says_the_status_its_list_says(deployment, browser, db
         await deployment.client.cancel(first.run_id)
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_the_console_has_an_icon(deployment, browser) -> None:
     context, page = await page_for(browser)
@@ -545,6 +557,7 @@ async def test_the_console_has_an_icon(deployment, browser) -> None:
         await context.close()
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_text_streamed_by_a_failed_attempt_is_said_void_only_there(deployment, browser) -> None:
     run = await deployment.client.submit(CUT, "Hello", stream=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.processes
+
 WORKER = Path(__file__).with_name("worker.py")
 
 

@@ -10,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from processes import process_env
 from timestep.bus.server import free_port
+
+pytestmark = pytest.mark.processes
 
 
 def _demo(tmp_path: Path, *args: str) -> str:

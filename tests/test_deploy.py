@@ -103,6 +103,7 @@ def compose() -> dict:
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 
 
+@pytest.mark.processes
 def test_compose_services_use_real_settings_roles_and_flags(up) -> None:
     services = compose()["services"]
     nats_nodes = [name for name, s in services.items() if str(s.get("image", "")).startswith("nats:")]
@@ -156,6 +157,7 @@ def manifests() -> list[dict]:
     return docs
 
 
+@pytest.mark.processes
 def test_kubernetes_manifests(up) -> None:
     docs = manifests()
     by_kind = {}
@@ -220,6 +222,7 @@ def unit(path: Path) -> dict[str, list[str]]:
     return values
 
 
+@pytest.mark.processes
 def test_systemd_units(up) -> None:
     for role in ROLES:
         values = unit(DEPLOY / "systemd" / f"timestep-{role}@.service")
@@ -239,6 +242,7 @@ def test_systemd_units(up) -> None:
 # --- the cluster, for real -----------------------------------------------------------------------
 
 
+@pytest.mark.processes
 async def test_three_node_cluster_from_the_config_replicates_streams(tmp_path: Path) -> None:
     """Three nats-servers from deploy/nats/nats.conf on loopback (its addresses, store and pid file
     substituted), the actors' streams created with TIMESTEP_STREAM_REPLICAS=3 by the agent user."""

@@ -31,6 +31,7 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.processes
 def test_up_starts_and_stops_an_embedded_server(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "PG_CONNECTION_URI", "OPENAI_API_KEY")}
     env["TIMESTEP_HOME"] = str(tmp_path)
@@ -148,6 +149,7 @@ def _port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+@pytest.mark.processes
 def test_a_restart_keeps_its_port_and_a_pinned_port_is_kept_or_refused(tmp_path: Path) -> None:
     env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
     with _occupied(4222):
@@ -170,6 +172,7 @@ def test_a_restart_keeps_its_port_and_a_pinned_port_is_kept_or_refused(tmp_path:
     assert f"port {pinned} for the embedded nats-server is taken" in done.stderr and "TIMESTEP_NATS_PORT" in done.stderr, done.stderr
 
 
+@pytest.mark.processes
 async def test_followers_of_nats_url_follow_a_restart_onto_another_port(tmp_path: Path) -> None:
     """`timestep events` and a Python client, both of which found the server in nats.url, keep
     receiving events after `timestep up` restarts and finds its old port taken."""
@@ -220,6 +223,7 @@ async def test_followers_of_nats_url_follow_a_restart_onto_another_port(tmp_path
         stop(procs)
 
 
+@pytest.mark.processes
 def test_a_follower_says_once_that_the_connection_is_lost_and_once_that_it_is_back(tmp_path: Path) -> None:
     """`timestep events` across a restart of `timestep up` (SIGTERM, a pause, a new start on the
     same home): its reconnect attempts fail every 0.25 s meanwhile, and stderr has two lines."""
@@ -266,6 +270,7 @@ def _completed_in(tail: Path) -> set[str]:
     return done
 
 
+@pytest.mark.processes
 def test_a_second_up_on_the_same_home_is_refused_and_leaves_the_first_alone(tmp_path: Path) -> None:
     env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
     first, out, url = _started(tmp_path, env, "first")
@@ -286,6 +291,7 @@ def test_a_second_up_on_the_same_home_is_refused_and_leaves_the_first_alone(tmp_
         stop([first])
 
 
+@pytest.mark.processes
 def test_a_standby_on_the_same_home_starts_the_server_when_the_holder_dies(tmp_path: Path) -> None:
     env = process_env(TIMESTEP_HOME=str(tmp_path / "home"))
     first, _, url = _started(tmp_path, env, "first")

@@ -31,6 +31,8 @@ from timestep.client import Client
 from timestep.durable.engine import Admin
 from timestep.bus.server import EmbeddedNats, free_port
 
+pytestmark = pytest.mark.processes
+
 RUNS = int(os.environ.get("TIMESTEP_FAULT_RUNS", "300"))
 # Not asyncio.to_thread: the loop's default executor is DBOS's pool, shut down with an earlier DBOS session.
 _threads = ThreadPoolExecutor(4)
@@ -268,6 +270,7 @@ async def test_nats_restart_under_load(fresh_db_url: str, tmp_path: Path, nats: 
 POSTGRES_BINARIES = postgres_binaries_problem()
 
 
+@pytest.mark.postgres
 @pytest.mark.skipif(POSTGRES_BINARIES is not None, reason=POSTGRES_BINARIES or "")
 async def test_database_outage_under_load(tmp_path: Path, nats: EmbeddedNats) -> None:
     """A PostgreSQL server of the test's own is stopped (`immediate`: like a crash) for 10 s in the
@@ -308,6 +311,7 @@ async def test_database_outage_under_load(tmp_path: Path, nats: EmbeddedNats) ->
         pg.remove()
 
 
+@pytest.mark.postgres
 @pytest.mark.skipif(POSTGRES_BINARIES is not None, reason=POSTGRES_BINARIES or "")
 async def test_a_runs_own_query_waits_out_a_database_outage(tmp_path: Path) -> None:
     """The database goes away between DBOS looking a step up and the step's own query (here a
@@ -337,6 +341,7 @@ async def test_a_runs_own_query_waits_out_a_database_outage(tmp_path: Path) -> N
         pg.remove()
 
 
+@pytest.mark.postgres
 @pytest.mark.skipif(POSTGRES_BINARIES is not None, reason=POSTGRES_BINARIES or "")
 async def test_runs_waiting_out_an_outage_leave_the_other_database_calls_alone(tmp_path: Path) -> None:
     """Twelve runs' own queries meet the outage and wait it out; meanwhile another database call of
@@ -404,6 +409,7 @@ async def test_a_tool_cut_off_by_a_graceful_stop_runs_once_more_at_most(kind: st
         actors.stop()
 
 
+@pytest.mark.postgres
 @pytest.mark.skipif(POSTGRES_BINARIES is not None, reason=POSTGRES_BINARIES or "")
 async def test_a_stop_during_an_outage_ends_and_the_runs_resume_after_it(tmp_path: Path) -> None:
     """Twelve runs wait out an outage; the process stops its runs as on SIGTERM: the stop gives up

@@ -49,8 +49,10 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 KEY = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 RUN_REQUEST_FIELDS = set(RunRequest.__struct_fields__)
 
-# The actors' threads use `random` while hypothesis generates; that is not the strategies' doing.
-pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+# slow: hundreds of generated messages per test; the table-driven bad-input tests (test_bus, test_validation,
+# test_intake) are the fast tier's proof of the same refusals. The filter: the actors' threads use `random`
+# while hypothesis generates; that is not the strategies' doing.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")]
 
 
 def draw(strategy: st.SearchStrategy, n: int = EXAMPLES) -> list[Any]:

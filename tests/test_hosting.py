@@ -100,6 +100,7 @@ async def submit_and_wait(url: str, agent: str) -> dict:
         await nc.close()
 
 
+@pytest.mark.processes
 async def test_a_removed_agent_is_refused_once_its_last_host_is_gone(deploy) -> None:
     old = deploy.start("alpha_agents", "old")
     deploy.start("beta_agents", "new")

@@ -8,6 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+# Each test launches Timestep in a fresh interpreter of its own.
+pytestmark = pytest.mark.processes
+
 
 def _run(code: str, home: Path, **extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PG_CONNECTION_URI", "OPENAI_API_KEY", "TIMESTEP_SQLITE_WAL")}

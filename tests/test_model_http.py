@@ -517,6 +517,7 @@ async def _until(check, what: str, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.processes
 async def test_a_rate_limit_pauses_the_queue_in_every_process(db: str, provider, tmp_path: Path) -> None:
     """A run of queue Q, in another process, meets a 429 with Retry-After: 4. Runs queued on Q
     meanwhile, here, start only after those 4 s, in whichever process takes them; the queue's
@@ -552,6 +553,7 @@ async def test_a_rate_limit_pauses_the_queue_in_every_process(db: str, provider,
         other.wait()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_sigkill_while_waiting_to_retry_waits_only_the_rest(fresh_db_url: str, provider, tmp_path: Path) -> None:
     """Retry-After: 10; the process is killed 5 s into the wait and started again: the call is not
@@ -655,6 +657,7 @@ async def test_the_sdks_own_retry_settings_are_not_fought(db: str, provider) -> 
 # --- what `timestep up` logs of a failed and a retried run -------------------------------------
 
 
+@pytest.mark.processes
 def test_up_logs_one_line_per_failed_attempt_and_per_failed_run(provider, tmp_path: Path) -> None:
     """At the default log level: a run whose calls meet two 429s says so in one line per retried
     attempt, a run that meets a 400 in one line; each names its run, and no traceback is printed."""

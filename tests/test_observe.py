@@ -365,6 +365,7 @@ async def test_liveness_names_an_actor_whose_mailbox_loop_ended(nats_server) -> 
 # --- JSON logs, and the flag of `timestep up` ---------------------------------------------
 
 
+@pytest.mark.processes
 async def test_timestep_up_logs_json_with_run_ids_and_serves_http(tmp_path) -> None:
     nats = EmbeddedNats(tmp_path / "nats", port=free_port())
     nats.start()
@@ -458,6 +459,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.processes
 def test_with_a_tracer_provider_a_run_is_one_trace_of_nested_spans(tmp_path: Path) -> None:
     """With the OpenTelemetry SDK set up (a process-global tracer provider, hence a process of its
     own): the caller's span → timestep.submit → timestep.admit → timestep.run → timestep.model and

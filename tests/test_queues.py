@@ -331,6 +331,7 @@ async def test_a_limit_set_on_a_busy_queue_holds_from_the_next_run(db: str, tmp_
         await _cancel_waiting(queue)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
 async def test_a_limit_set_at_run_time_holds_in_another_process(db: str, busy: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same two cases on a queue another process takes the runs from (this one holds the
@@ -375,6 +376,7 @@ async def test_a_limit_set_at_run_time_holds_in_another_process(db: str, busy: b
         await _cancel_waiting(queue)
 
 
+@pytest.mark.processes
 def test_a_limit_set_with_the_cli_on_an_idle_queue_holds_the_next_burst(backend: str, fresh_db_url: str, tmp_path: Path) -> None:
     """As an operator met it: `timestep queues configure rx --concurrency 5`, a run through it, then
     `--limit 2 --period 60 --concurrency 5` while it is idle, then six `timestep run --queue rx` at

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -17,6 +19,7 @@ def quick_start() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.processes
 def test_quick_start_runs(tmp_path: Path) -> None:
     script = tmp_path / "quick_start.py"
     script.write_text(quick_start())
@@ -33,6 +36,7 @@ def actor_system_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.processes
 def test_actor_system_example_runs(tmp_path: Path) -> None:
     script = tmp_path / "bus_example.py"
     script.write_text(actor_system_example())

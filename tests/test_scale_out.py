@@ -19,6 +19,8 @@ from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_ST
 from timestep.client import Client
 from timestep.settings import Settings
 
+pytestmark = pytest.mark.processes
+
 AGENT = "bus-assistant"
 RUNS = 160  # half direct, half through the rate-limited queue
 LIMIT, PERIOD = 10, 1.0  # the queue's rate limit: runs per period, seconds

@@ -100,6 +100,7 @@ async def test_a_schedule_that_never_fires_does_not_stop_the_others(db: str) -> 
         await asyncio.sleep(2)  # a tick due just before the delete still starts a run: not in the next test's time
 
 
+@pytest.mark.processes
 def test_each_tick_runs_once_with_two_processes(fresh_db_url: str, tmp_path: Path) -> None:
     seconds = 6.0
     procs = []

@@ -80,6 +80,9 @@ async def test_reject_over_the_bus_is_refused_naming_the_running_run(client, sys
     await collect(client, first)
 
 
+# slow: about 15 s; test_session_policy's interrupt of a run waiting for approval and test_bus's cancel over the
+# contract are the fast tier's proof.
+@pytest.mark.slow
 async def test_interrupt_over_the_bus_cancels_a_run_waiting_for_approval(client, system) -> None:
     session, first, second = uid("s"), uid("first"), uid("second")
     await publish(system, id=first, input="send_email to=ada@example.com", session_id=session)

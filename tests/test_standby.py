@@ -11,10 +11,14 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from processes import process_env, stop, up, wait_printed
 from subjects.events import ToolCall
 from timestep.client import Client
 from timestep.bus.server import EmbeddedNats, free_port
+
+pytestmark = pytest.mark.processes
 
 
 def node(tmp: Path, db_url: str, nats_url: str, name: str, *extra: str) -> tuple[subprocess.Popen, Path]:

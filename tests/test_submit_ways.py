@@ -15,6 +15,8 @@ from subjects.events import Accepted, Completed, decode_event
 from test_bus_processes import AGENT, Cluster, uid
 from timestep.client import Client, Submission
 
+pytestmark = pytest.mark.processes
+
 SUBMIT = "timestep.runs.submit"
 
 

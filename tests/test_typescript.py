@@ -24,6 +24,8 @@ import pytest
 
 from timestep.bus.server import server_binary
 
+pytestmark = pytest.mark.node
+
 PACKAGE = Path(__file__).resolve().parent.parent / "clients" / "typescript"
 INSTALLED_MARK = PACKAGE / "node_modules" / ".package-lock.sha256"
 BUILT_MARK = PACKAGE / "dist" / ".sources.sha256"

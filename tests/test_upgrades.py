@@ -16,6 +16,8 @@ import sqlalchemy as sa
 
 from processes import process_env
 
+pytestmark = pytest.mark.processes
+
 WORKER = Path(__file__).with_name("session_worker.py")
 
 
