@@ -75,6 +75,8 @@ async def test_the_library_and_the_bus_refuse_the_same_option_in_the_same_words(
         ({"timeout_seconds": float("inf")}, f"timeout_seconds: inf {SECONDS}"),
         ({"priority": b"1"}, "priority: b'1' is bytes; expected a whole number from 1 to 2147483646"),
         ({"priority": object}, "priority: <class 'object'> is type; expected a whole number from 1 to 2147483646"),
+        ({"model_retry": {"max_wait_seconds": float("inf")}}, f"model_retry.max_wait_seconds: inf {SECONDS}"),
+        ({"model_retry": {"max_attempts": object}}, "model_retry.max_attempts: <class 'object'> is type; expected a whole number from 1 to 2147483647"),
     ],
 )
 async def test_a_value_json_cannot_carry_is_refused_in_the_same_words(db: str, kwargs: dict, message: str) -> None:

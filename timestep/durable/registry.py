@@ -11,7 +11,7 @@ import msgspec
 from agents import Agent
 
 from subjects.messages import ModelRetry
-from subjects.problems import body_problem
+from subjects.problems import convert_problem
 from timestep.errors import UnknownAgentError, ValidationError
 from timestep.settings import Settings
 
@@ -95,7 +95,7 @@ def check_model_retry(value: object, field: str = "model_retry") -> ModelRetry |
     try:
         return msgspec.convert(raw, ModelRetry)
     except msgspec.ValidationError as exc:
-        at, problem = body_problem(exc, data=msgspec.json.encode(raw), type=ModelRetry)
+        at, problem = convert_problem(exc, raw, ModelRetry)
         raise ValidationError(field if at == "request" else f"{field}.{at}", problem) from None
 
 
