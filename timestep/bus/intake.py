@@ -16,7 +16,7 @@ from subjects.messages import RunRequest
 from subjects.problems import body_problem
 from timestep.errors import ValidationError
 from timestep.durable.admission import check_request
-from timestep.durable.runs import RunSpec
+from timestep.durable.runs import RunSpec, spec_for
 
 _decoder = msgspec.json.Decoder(RunRequest)
 
@@ -86,21 +86,7 @@ def parse_request(data: bytes, headers: dict[str, str] | None, max_bytes: int) -
 
 def to_spec(request: RunRequest, *, seq_base: int) -> RunSpec:
     """The workflow input of a bus run: it waits for approvals instead of returning."""
-    return RunSpec(
-        agent=request.agent,
-        input=request.input,
-        session_id=request.session_id,
-        stream=request.stream,
-        wait_for_approval=True,
-        seq_base=seq_base,
-        max_tokens=request.max_tokens,
-        model_retry=request.model_retry,
-        queue=request.queue,
-        metadata=request.metadata,
-        approval_timeout_seconds=request.approval_timeout_seconds,
-        session_policy=request.session_policy or "enqueue",
-        definition="",  # the agent actor that starts the run, or the run's first step, fills it in
-    )
+    return spec_for(request, wait_for_approval=True, seq_base=seq_base)
 
 
 def encode(value: Any) -> bytes:

@@ -479,21 +479,28 @@ def _prepare(
         timeout_seconds=timeout_seconds, max_tokens=max_tokens, model_retry=retry, approval_timeout_seconds=approval_timeout_seconds,
         session_policy=session_policy, **queueing,
     )
-    waiting = {"wait_for_approval": wait_for_approval, "approval_timeout_seconds": request.approval_timeout_seconds}
-    options = {
-        "session_id": session_id, "stream": request.stream, "max_turns": max_turns, "max_tokens": request.max_tokens,
-        "model_retry": request.model_retry, "session_policy": request.session_policy or turns.DEFAULT_POLICY, **waiting,
-    }
     registry.register_agent(agent)
     if isinstance(items, RunState):
         state = items.to_string()
         # Resuming the same decisions twice is one run, not two.
         wid = request.id or "resume-" + hashlib.sha256(state.encode()).hexdigest()[:40]
-        spec = RunSpec(agent=agent.name, state=state, **options)
-        spec.definition = definition_of(items) or ""  # the interrupted run's, when the state was loaded from the store
+        # The interrupted run's definition, when the state was loaded from the store.
+        spec = spec_for(request, input=None, state=state, max_turns=max_turns, wait_for_approval=wait_for_approval, definition=definition_of(items) or "")
         return spec, wid, request
-    spec = RunSpec(agent=agent.name, input=items, definition="", **options)
-    return spec, request.id or uuid.uuid4().hex, request
+    return spec_for(request, max_turns=max_turns, wait_for_approval=wait_for_approval), request.id or uuid.uuid4().hex, request
+
+
+def spec_for(request: RunRequest, **only: Any) -> RunSpec:
+    """The workflow input of a run admitted as `request`, on either way in; `only` holds what one
+    way alone sets (the library's `max_turns` and a resumed `state`, the bus's `seq_base`)."""
+    fields: dict[str, Any] = {
+        "agent": request.agent, "input": request.input, "session_id": request.session_id, "stream": request.stream,
+        "max_tokens": request.max_tokens, "model_retry": request.model_retry, "queue": request.queue, "metadata": request.metadata,
+        "approval_timeout_seconds": request.approval_timeout_seconds, "session_policy": request.session_policy or turns.DEFAULT_POLICY,
+        # Filled in by whoever has the agent at hand when the run starts, else by the run's first step.
+        "definition": "",
+    }
+    return RunSpec(**(fields | only))
 
 
 async def _result(handle: Any, workflow_id: str) -> RunResult:
