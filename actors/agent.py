@@ -28,7 +28,7 @@ from timestep.bus.connection import HOSTED_RENEW_SECONDS, Bus, Message
 from timestep.durable.events import ENDINGS, listen
 from timestep.bus.intake import StartRun, body_problem
 from timestep.durable import approvals as inbox
-from timestep.durable.runs import agent_run, cancel_run
+from timestep.durable.runs import cancel_run, start_run
 from timestep.errors import ValidationError
 
 log = logging.getLogger("actors.agent")
@@ -94,7 +94,7 @@ class AgentActor(Actor):
         observe.bind_run(start.run_id, observe.Trace(spec.traceparent, spec.tracestate) if spec.traceparent else None)
         async with self._room:
             await self._room.wait_for(lambda: len(self._running) < self.capacity)
-        handle = await engine.start(agent_run, start.spec, workflow_id=start.run_id, timeout_seconds=start.timeout_seconds)
+        handle = await start_run(start.spec, start.run_id, start.timeout_seconds)
         task = asyncio.create_task(self._follow(handle, start.run_id))
         self._running.add(task)
 

@@ -32,7 +32,7 @@ from timestep.errors import DuplicateRunError, SessionBusyError, TimestepError
 from timestep.durable.events import now
 from timestep.errors import ValidationError
 from timestep.bus.intake import Busy, Invalid, StartRun, body_problem, encode, parse_request, to_spec
-from timestep.durable.runs import RunSpec, agent_run, apply_queue
+from timestep.durable.runs import RunSpec, enqueue_run
 
 log = logging.getLogger("actors.governor")
 
@@ -108,19 +108,8 @@ class Governor(Actor):
         queue = request.queue
         spec = _traced(to_spec(request, seq_base=2))
         try:
-            await queues.ensure_queue(queue)
-            await apply_queue(spec, queue)
-            await engine.enqueue(
-                queue,
-                agent_run,
-                spec,
-                workflow_id=run_id,
-                priority=queues.stored_priority(request.priority),
-                deduplication_id=request.deduplication_id,
-                return_existing=False,
-                timeout_seconds=request.timeout_seconds,
-                wake=False,  # after `accepted` and `queued` are stored, so they come before `started`
-            )
+            # Woken after `accepted` and `queued` are stored, so they come before `started`.
+            await enqueue_run(spec, run_id, request, wake=False)
         except DuplicateRunError as dup:
             # A redelivery of this very request finds its own run holding the id: fine.
             if await engine.status(run_id) is None:

@@ -586,7 +586,7 @@ async def run_agent_workflow(
         await admission.refuse_if_busy(spec.session_id, spec.session_policy, wid)
     stop = listen(wid, on_event) if on_event is not None else None
     try:
-        handle = await engine.start(agent_run, spec, workflow_id=wid, timeout_seconds=request.timeout_seconds)
+        handle = await start_run(spec, wid, request.timeout_seconds)
         return await _result(handle, wid)
     finally:
         if stop is not None:
@@ -662,23 +662,38 @@ async def queue_agent_workflow(
         wait_for_approval, approval_timeout_seconds, session_policy,
         queue=queue_name if queue_name is not None else queues.DEFAULT_QUEUE, priority=priority, deduplication_id=deduplication_id,
     )
-    queue = request.queue or queues.DEFAULT_QUEUE
     ensure_dbos_launched()
     if spec.state is None:  # a resume holds the session's turn already
         await admission.refuse_if_busy(spec.session_id, spec.session_policy, wid)
+    handle = await enqueue_run(spec, wid, request, return_existing=on_duplicate == "return")
+    return RunHandle(handle.workflow_id)
+
+
+async def enqueue_run(spec: RunSpec, run_id: str, request: RunRequest, *, return_existing: bool = False, wake: bool = True) -> Any:
+    """Put an admitted run on its queue (made with the default policy the first time it is named),
+    with what it takes from the queue's policy: the one enqueue of both ways in. With `wake=False`
+    this process's workers wait for their next poll (or `engine.wake_queue`). Raises
+    DuplicateRunError for a `deduplication_id` still queued or running, unless `return_existing`."""
+    queue = request.queue or queues.DEFAULT_QUEUE
     await queues.ensure_queue(queue)
     await apply_queue(spec, queue)
-    handle = await engine.enqueue(
+    return await engine.enqueue(
         queue,
         agent_run,
         spec,
-        workflow_id=wid,
+        workflow_id=run_id,
         priority=queues.stored_priority(request.priority),
         deduplication_id=request.deduplication_id,
-        return_existing=on_duplicate == "return",
+        return_existing=return_existing,
         timeout_seconds=request.timeout_seconds,
+        wake=wake,
     )
-    return RunHandle(handle.workflow_id)
+
+
+async def start_run(spec: RunSpec, run_id: str, timeout_seconds: float | None) -> Any:
+    """Start an admitted run now, in this process: the one start of both ways in (the library's
+    `run_agent_workflow`, a bus run handed to an agent actor). Returns its DBOS handle."""
+    return await engine.start(agent_run, spec, workflow_id=run_id, timeout_seconds=timeout_seconds)
 
 
 async def apply_queue(spec: RunSpec, queue: str) -> None:
