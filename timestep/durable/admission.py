@@ -4,8 +4,11 @@ the bus (`timestep.bus.intake`, which the governor and the scheduler call).
 
 The rules are the contract's types (`subjects.messages.RunRequest`: lengths, bounds, no control
 characters where PostgreSQL cannot store them), told in the contract's words (`subjects.problems`);
-this module adds only what no type can say, and the look at the session a `reject` run needs. A problem names the field as the contract does
-(`session_id`, `queue`); the library names its own arguments (`LIBRARY_NAMES`).
+this module adds only what no type can say, and the look at the session that a `reject` run needs.
+A problem names the field as the contract does (`session_id`, `queue`); the library names its own
+arguments (`LIBRARY_NAMES`). Once admitted, a run is built, started and queued by `runs.spec_for`,
+`runs.start_run` and `runs.enqueue_run`, cancelled by `runs.cancel_run`, and its approvals are
+decided by `approvals.waiting_for`, the same on both ways in.
 
 >>> run_request("assistant", "Hi", timeout_seconds=1e10)
 Traceback (most recent call last):
