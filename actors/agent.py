@@ -29,6 +29,7 @@ from timestep.durable.events import ENDINGS, listen
 from timestep.bus.intake import StartRun, body_problem
 from timestep.durable import approvals as inbox
 from timestep.durable.runs import cancel_run, start_run
+from timestep.durable.statuses import run_status
 from timestep.errors import ValidationError
 
 log = logging.getLogger("actors.agent")
@@ -137,10 +138,6 @@ class Refused(Exception):
 
 class NotStartedYet(Exception):
     """The run was accepted but its workflow is not in the database yet (it is on its way)."""
-
-
-#: Workflow statuses of a run that is over.
-_FINAL_STATUSES = {"SUCCESS", "ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 
 
 def server_user(headers: dict[str, str] | None) -> str | None:
@@ -258,10 +255,10 @@ class ControlActor(Actor):
                 raise NotStartedYet(f"run {run_id!r} was accepted and has not started yet; try again in a moment")
         # A run's last event goes out just before DBOS records its end: `completed` may be
         # stored while the status still says PENDING. Either one means the run is over.
-        status = state.status if state is not None else "REJECTED"
-        cancelled_unannounced = status == "CANCELLED" and kind != "cancelled" and isinstance(command, Cancel)
-        if kind in ENDINGS or status in _FINAL_STATUSES or (status == "CANCELLED" and not cancelled_unannounced):
-            outcome = kind if kind in ENDINGS else status.lower()
+        status = run_status(state.status) if state is not None else "rejected"
+        cancelled_unannounced = status == "cancelled" and kind != "cancelled" and isinstance(command, Cancel)
+        if kind in ENDINGS or status in ("completed", "failed", "rejected") or (status == "cancelled" and not cancelled_unannounced):
+            outcome = kind if kind in ENDINGS else status
             raise Refused("AlreadyFinished", f"run {run_id!r} already finished ({outcome}); there is nothing to {action}")
         if isinstance(command, Cancel):
             observe.bind_run(run_id, observe.trace_from_headers(last_headers))  # its `cancelled` carries the run's trace
