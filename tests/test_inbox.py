@@ -220,3 +220,30 @@ async def test_a_run_cancelled_while_it_waits_ends_and_leaves_the_inbox(db: str)
     assert record.status == "cancelled" and "cancelled" in (record.message or "") and record.decided_at is not None
     assert await timestep.list_approvals(run_id=run_id) == []  # out of the inbox
     assert [r.run_id for r in await timestep.list_approvals("decided", run_id=run_id)] == [run_id]  # in the audit trail
+
+
+async def test_a_run_is_listed_as_waiting_as_soon_as_interrupted_is_published(db: str) -> None:
+    """`interrupted` is published inside the step that records it, before DBOS stores the step: a
+    caller that reacts to the event (a TypeScript client listing waiting runs, an operator's script)
+    must find the run waiting at once, and running again once decided."""
+    from timestep.durable import listing
+
+    agent = mail_agent([], [("c1", "ann@example.com")])
+    run_id = uid("listed")
+    seen: list[str] = []
+    interrupted = asyncio.Event()
+
+    def on_event(event) -> None:
+        if isinstance(event, Interrupted):
+            interrupted.set()
+
+    running = asyncio.create_task(
+        timestep.run_agent_workflow(agent, "Email Ann", workflow_id=run_id, wait_for_approval=True, on_event=on_event)
+    )
+    await asyncio.wait_for(interrupted.wait(), 30)
+    seen.append((await listing.get_run(run_id)).status)
+    assert run_id in [r.id for r in await listing.list_runs(status="waiting", limit=1000)]
+    await timestep.approve_tool_call(run_id, "c1")
+    assert (await asyncio.wait_for(running, 30)).status == "completed"
+    seen.append((await listing.get_run(run_id)).status)
+    assert seen == ["waiting", "completed"]

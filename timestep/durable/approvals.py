@@ -201,6 +201,19 @@ async def query_approvals(query: ApprovalList) -> list[ApprovalRecord]:
     return [r for r in records if not (r.status == "pending" and r.run_id in over)]
 
 
+async def has_pending(run_id: str) -> bool:
+    """Whether the run has a call waiting for a decision: its rows are written before
+    `interrupted` is published, so a follower that saw the event finds them."""
+    table = store.approvals
+
+    def read(db: sa.Engine) -> bool:
+        with db.connect() as conn:
+            query = sa.select(table.c.call_id).where(table.c.run_id == run_id, table.c.status == "pending").limit(1)
+            return conn.execute(query).first() is not None
+
+    return await store.run(read)
+
+
 async def _run_over(run_id: str) -> bool:
     state = await engine.status(run_id)
     return state is None or state.status in _OVER

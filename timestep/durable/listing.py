@@ -4,8 +4,9 @@
 [RunInfo(id='r-1', agent='assistant', status='failed', ...)]
 >>> await get_run("r-1")
 
-A run's status comes from its DBOS workflow; a running bus run whose last recorded step of its own is
-its interruption is `waiting` (for a decision on a tool call).
+A run's status comes from its DBOS workflow; a running run with a tool call in the approvals inbox
+is `waiting` (for a decision). The inbox's rows are written before `interrupted` is published, so
+a caller that saw the event lists the run as waiting.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from subjects.events import ErrorInfo
 from subjects.messages import RunInfo
-from timestep.durable import engine
+from timestep.durable import approvals, engine
 from timestep.durable.runs import RunResult, RunSpec
 from timestep.durable.statuses import DBOS_STATUSES, FINISHED, run_status
 
@@ -24,17 +25,11 @@ _DBOS_STATUS = {**DBOS_STATUSES, "waiting": DBOS_STATUSES["running"]}  # waiting
 SCAN_LIMIT = 2000
 
 
-async def _waiting(run_id: str) -> bool:
-    # Waiting for decisions records DBOS's own steps (the receive's timer): look past them.
-    names = [s["function_name"] for s in await engine.list_steps(run_id) if not s["function_name"].startswith("DBOS.")]
-    return bool(names) and names[-1] == "run.interrupted"
-
-
 async def _info(w: Any) -> RunInfo:
     args = (w.input or {}).get("args") or ()
     spec = args[0] if args and isinstance(args[0], RunSpec) else None
     status = run_status(w.status)
-    if status == "running" and await _waiting(w.workflow_id):
+    if status == "running" and await approvals.has_pending(w.workflow_id):
         status = "waiting"
     created = (w.created_at or 0) / 1000
     updated = (w.updated_at or w.created_at or 0) / 1000
