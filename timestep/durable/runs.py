@@ -36,6 +36,7 @@ from timestep.durable import admission, definitions, engine, queues, registry, t
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
 from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
+from timestep.durable.sdk_errors import picklable
 from timestep.errors import (
     AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, UnknownAgentError, ValidationError,
 )
@@ -264,6 +265,9 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
             await recorder.finish(Failed, error=ErrorInfo(type=kind, message=str(changed or exc)))
             if changed is not None:
                 raise changed from None
+            stored = picklable(exc)  # DBOS pickles it: the SDK's errors keep their class (see `sdk_errors`)
+            if stored is not exc:
+                raise stored from None
             raise
         usage = _usage(result.context_wrapper.usage)
         last_agent = result.last_agent.name

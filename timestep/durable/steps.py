@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import pickle
 import time
 import weakref
 from datetime import timedelta
@@ -42,6 +41,7 @@ from timestep.ops import metrics, observe
 from timestep.durable.definitions import AgentChange
 from timestep.durable.events import dispatch, last_stored, live, live_sinks, now, settle
 from timestep.durable.queues import pause_queue, record_tokens
+from timestep.durable.sdk_errors import picklable
 from timestep.errors import AgentChangedError, BudgetExceeded
 from timestep.settings import ModelRetrySettings
 
@@ -176,7 +176,7 @@ class RunRecorder:
                     value = await fn(emit)
                 outcome = _Outcome(value, None, counter - base, self.shift, self.definition)
             except Exception as exc:  # recorded, then raised again outside the step
-                outcome = _Outcome(None, _picklable(exc), counter - base, self.shift, self.definition)
+                outcome = _Outcome(None, picklable(exc), counter - base, self.shift, self.definition)
             await settle(self.run_id)  # the step's events are stored before the step is
             return outcome
 
@@ -251,14 +251,6 @@ def recording(recorder: RunRecorder) -> Token:
 
 def stop_recording(token: Token) -> None:
     _current.reset(token)
-
-
-def _picklable(exc: Exception) -> Exception:
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 # --- the model ------------------------------------------------------------------
