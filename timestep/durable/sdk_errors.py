@@ -54,8 +54,8 @@ def _round_trips(value: Any) -> bool:
 
 
 def _reduce(exc: BaseException) -> tuple:
-    state = {name: None if name == "run_data" else _portable(value) for name, value in vars(exc).items()}
-    return (_rebuild, (type(exc), tuple(_portable(a) for a in exc.args), state))
+    state = {name: None if name == "run_data" else portable(value) for name, value in vars(exc).items()}
+    return (_rebuild, (type(exc), tuple(portable(a) for a in exc.args), state))
 
 
 def recorded_guardrail(*_: Any) -> GuardrailFunctionOutput:
@@ -64,18 +64,19 @@ def recorded_guardrail(*_: Any) -> GuardrailFunctionOutput:
     raise UserError("this guardrail was read back from a durable run's record; its function is not here to run")
 
 
-def _portable(value: Any) -> Any:
-    """`value`, or a picklable likeness of it that keeps what a caller inspects."""
+def portable(value: Any) -> Any:
+    """`value`, or a picklable likeness of it that keeps what a caller inspects (also what a guardrail's
+    step records: see `steps`)."""
     if _round_trips(value):
         return value
     if isinstance(value, GuardrailFunctionOutput):
-        return GuardrailFunctionOutput(output_info=_portable(value.output_info), tripwire_triggered=value.tripwire_triggered)
+        return GuardrailFunctionOutput(output_info=portable(value.output_info), tripwire_triggered=value.tripwire_triggered)
     if isinstance(value, InputGuardrailResult):
-        return InputGuardrailResult(guardrail=_portable(value.guardrail), output=_portable(value.output))
+        return InputGuardrailResult(guardrail=portable(value.guardrail), output=portable(value.output))
     if isinstance(value, OutputGuardrailResult):
         return OutputGuardrailResult(
-            guardrail=_portable(value.guardrail), agent_output=_portable(value.agent_output),
-            agent=_portable(value.agent), output=_portable(value.output),
+            guardrail=portable(value.guardrail), agent_output=portable(value.agent_output),
+            agent=portable(value.agent), output=portable(value.output),
         )
     if isinstance(value, (InputGuardrail, OutputGuardrail, ToolInputGuardrail, ToolOutputGuardrail)):
         return dataclasses.replace(value, guardrail_function=recorded_guardrail, name=value.get_name())

@@ -10,6 +10,8 @@ The Agents SDK's `Runner` drives the run as usual; what it calls is wrapped:
   listed them, so step numbers are the same on replay.
 - the session (`DurableSession`): reads and writes are steps, so a replayed run
   neither sees history it wrote itself nor writes it twice.
+- each input and output guardrail: its function is a step that records its output
+  (input guardrails run before the model: see `_durable_guardrail`).
 
 After a crash the workflow replays: finished steps return their recorded
 results without running, and only the step that was in flight runs again.
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import inspect
 import json
 import time
 import weakref
@@ -30,7 +33,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
-from agents import Agent, FunctionTool, Handoff, Model, ModelProvider, Usage
+from agents import Agent, FunctionTool, GuardrailFunctionOutput, Handoff, InputGuardrail, Model, ModelProvider, OutputGuardrail, Usage
 from agents.exceptions import ModelBehaviorError
 from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
@@ -41,7 +44,7 @@ from timestep.ops import metrics, observe
 from timestep.durable.definitions import AgentChange
 from timestep.durable.events import dispatch, last_stored, live, live_sinks, now, settle
 from timestep.durable.queues import pause_queue, record_tokens
-from timestep.durable.sdk_errors import picklable
+from timestep.durable.sdk_errors import picklable, portable
 from timestep.errors import AgentChangedError, BudgetExceeded
 from timestep.settings import ModelRetrySettings
 
@@ -485,6 +488,33 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
     return dataclasses.replace(tool, on_invoke_tool=invoke)
 
 
+def _durable_guardrail(guardrail: InputGuardrail | OutputGuardrail) -> InputGuardrail | OutputGuardrail:
+    """The guardrail with its function run as one step, `guardrail:<name>`, whose output is recorded:
+    a guardrail that finished does not run again, and a replay trips (or passes) as the run did. An
+    LLM guardrail's model call (a `Runner.run` inside the function) is part of that step.
+
+    Input guardrails run before the model (`run_in_parallel=False`): run beside the model call, the
+    order in which their steps and the model's start would depend on timing, and a replay must meet
+    them in the order they were recorded. A tripped guardrail then also spends no model call."""
+    original = guardrail.guardrail_function
+    name = guardrail.get_name()
+
+    async def check(ctx: Any, agent: Any, data: Any) -> GuardrailFunctionOutput:
+        async def run(emit: Emit) -> GuardrailFunctionOutput:
+            output = original(ctx, agent, data)
+            if inspect.isawaitable(output):
+                output = await output
+            return portable(output)
+
+        # No events, so guardrails that run together number none: reserve nothing.
+        return await _current.get().step(f"guardrail:{name}", run, reserve=0, preemptible=True)
+
+    changes: dict[str, Any] = {"guardrail_function": check, "name": name}
+    if isinstance(guardrail, InputGuardrail):
+        changes["run_in_parallel"] = False
+    return dataclasses.replace(guardrail, **changes)
+
+
 _wrapped: dict[int, tuple[weakref.ref, Agent]] = {}
 
 
@@ -506,6 +536,8 @@ def _wrap(agent: Agent, memo: dict[int, Agent]) -> Agent:
         return memo[id(agent)]
     changes: dict[str, Any] = {
         "tools": [_durable_tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools],
+        "input_guardrails": [_durable_guardrail(g) for g in agent.input_guardrails],
+        "output_guardrails": [_durable_guardrail(g) for g in agent.output_guardrails],
     }
     if isinstance(agent.model, Model) and not isinstance(agent.model, DurableModel):
         changes["model"] = DurableModel(agent.model)

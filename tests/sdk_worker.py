@@ -1,0 +1,157 @@
+"""A process that runs an Agents SDK agent, written as the SDK's docs write the feature, durably.
+
+    python tests/sdk_worker.py run|recover|read SCENARIO DB_URL LOG_DIR
+
+`run` starts the scenario's run (workflow id `sdk-SCENARIO`), `recover` launches Timestep (which
+recovers the run) and waits for it, `read` reads its outcome from the database. Each prints one JSON
+line: {"output": ...} or {"error": class name, "message": ...}.
+
+Every call an agent makes (model, tool, guardrail, handoff callback, MCP call) appends a line to
+LOG_DIR/calls.log, so the test counts what ran in each process. The tool `slow` (and the MCP tool
+`slow_add`) blocks while LOG_DIR/block exists: the test SIGKILLs the process there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import agents
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    RunContextWrapper,
+    Runner,
+    TResponseInputItem,
+    function_tool,
+    input_guardrail,
+    output_guardrail,
+)
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from pydantic import BaseModel
+
+agents.set_tracing_disabled(True)
+
+import timestep  # noqa: E402
+
+mode, scenario, db_url, log_dir = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
+LOG = log_dir / "calls.log"
+RUN_ID = f"sdk-{scenario}"
+
+
+def log(line: str) -> None:
+    with LOG.open("a") as f:
+        f.write(f"{line} pid={os.getpid()}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@function_tool
+async def slow(x: int) -> str:
+    """Blocks while LOG_DIR/block exists."""
+    log("tool:slow:start")
+    while (log_dir / "block").exists():
+        await asyncio.sleep(0.05)
+    log("tool:slow:end")
+    return f"slow({x})"
+
+
+def outputs(call: Any) -> list[str]:
+    return [i["output"] for i in call.input if isinstance(i, dict) and i.get("type") == "function_call_output"]
+
+
+def user_text(call: Any) -> str:
+    return next((i["content"] for i in call.input if isinstance(i, dict) and i.get("role") == "user"), "")
+
+
+def model(name: str, respond: Any) -> ScriptedModel:
+    def logged(call: Any) -> Any:
+        log(f"model:{name}:{len(outputs(call))}")
+        return respond(call)
+
+    return ScriptedModel([ModelStep.respond(logged) for _ in range(100)])
+
+
+# --- guardrails (guardrails.md) --------------------------------------------------------------
+
+
+class HomeworkOutput(BaseModel):
+    is_homework: bool
+    reasoning: str
+
+
+guardrail_agent = Agent(
+    name="Guardrail check",
+    instructions="Check if the user is asking you to do their homework.",
+    output_type=HomeworkOutput,
+    model=model("guardrail-check", lambda call: [assistant_message('{"is_homework": false, "reasoning": "a question"}')]),
+)
+
+
+@input_guardrail
+async def homework_guardrail(
+    ctx: RunContextWrapper[None], agent: Agent, input: str | list[TResponseInputItem]
+) -> GuardrailFunctionOutput:
+    log("guardrail:homework")
+    result = await Runner.run(guardrail_agent, input, context=ctx.context)
+    return GuardrailFunctionOutput(output_info=result.final_output, tripwire_triggered=result.final_output.is_homework)
+
+
+@output_guardrail
+async def no_secrets(ctx: RunContextWrapper, agent: Agent, output: str) -> GuardrailFunctionOutput:
+    log("guardrail:no_secrets")
+    return GuardrailFunctionOutput(output_info={"length": len(output)}, tripwire_triggered="secret" in output)
+
+
+def answer(call: Any) -> Any:
+    if not outputs(call):
+        return [function_call("slow", {"x": 1}, call_id="s1")]
+    return [assistant_message(f"{user_text(call)}: {outputs(call)[0]}")]
+
+
+guarded = timestep.register_agent(Agent(
+    name="guarded",
+    instructions="Answer with the tools.",
+    tools=[slow],
+    input_guardrails=[homework_guardrail],
+    output_guardrails=[no_secrets],
+    model=model("guarded", answer),
+))
+
+SCENARIOS: dict[str, tuple[Agent, str]] = {
+    "guardrails": (guarded, "tell me"),
+    "guardrail-trip": (guarded, "the secret"),  # the output guardrail trips, after the recovery
+}
+
+
+async def main() -> None:
+    agent, text = SCENARIOS[scenario]
+    timestep.configure_dbos(system_database_url=db_url)
+    timestep.ensure_dbos_launched()  # `recover`: recovers the run on this loop
+    try:
+        if mode == "run":
+            result = await timestep.run_agent_workflow(agent, text, workflow_id=RUN_ID)
+        elif mode in ("recover", "read"):
+            result = await timestep.RunHandle(RUN_ID).get_result()
+        else:
+            raise SystemExit(f"unknown mode {mode!r}")
+    except agents.AgentsException as exc:
+        print(json.dumps({"error": type(exc).__name__, "message": str(exc), "detail": _detail(exc)}))
+        return
+    output = result.output.model_dump() if isinstance(result.output, BaseModel) else result.output
+    print(json.dumps({"output": output}))
+
+
+def _detail(exc: Exception) -> Any:
+    result = getattr(exc, "guardrail_result", None)
+    if result is None:
+        return None
+    return {"guardrail": result.guardrail.get_name(), "output_info": result.output.output_info}
+
+
+asyncio.run(main())
+os._exit(0)

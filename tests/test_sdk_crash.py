@@ -1,0 +1,99 @@
+"""Agents SDK features, written as the SDK's docs write them, survive a SIGKILL mid-run: a second
+process recovers the run, every call that had finished (model, tool, guardrail, handoff callback,
+MCP call, a sub-agent's calls) ran exactly once, and the run's result (or the SDK's error) is right.
+
+The agents live in tests/sdk_worker.py; each call appends a line to calls.log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.processes
+
+WORKER = Path(__file__).with_name("sdk_worker.py")
+
+
+def _spawn(mode: str, scenario: str, db_url: str, log_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "TIMESTEP_EXECUTOR_ID": "local", "TIMESTEP_HOME": str(log_dir)}
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), mode, scenario, db_url, str(log_dir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared in {path}")
+
+
+def _finish(mode: str, scenario: str, db_url: str, log_dir: Path) -> dict[str, Any]:
+    proc = _spawn(mode, scenario, db_url, log_dir)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _killed_at(needle: str, scenario: str, db_url: str, log_dir: Path) -> Counter:
+    """Run `scenario` until `needle` is logged, SIGKILL it there; return what had run."""
+    (log_dir / "block").touch()
+    first = _spawn("run", scenario, db_url, log_dir)
+    try:
+        _wait_for_line(log_dir / "calls.log", needle, first)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(60)
+    assert first.returncode == -signal.SIGKILL
+    (log_dir / "block").unlink()
+    return _calls(log_dir)
+
+
+def _calls(log_dir: Path) -> Counter:
+    return Counter(line.split(" pid=")[0] for line in (log_dir / "calls.log").read_text().splitlines())
+
+
+def _pids(log_dir: Path) -> set[str]:
+    return {line.split(" pid=")[1] for line in (log_dir / "calls.log").read_text().splitlines()}
+
+
+def test_guardrails_that_finished_do_not_run_again_after_a_sigkill(fresh_db_url: str, tmp_path: Path) -> None:
+    """An LLM input guardrail (its own Runner.run on a checker agent) and the first model call finish,
+    the tool is cut off: after recovery only the tool runs again, then the model and the output
+    guardrail run once each."""
+    before = _killed_at("tool:slow:start", "guardrails", fresh_db_url, tmp_path)
+    assert before == Counter({
+        "guardrail:homework": 1, "model:guardrail-check:0": 1, "model:guarded:0": 1, "tool:slow:start": 1,
+    })
+    assert _finish("recover", "guardrails", fresh_db_url, tmp_path) == {"output": "tell me: slow(1)"}
+    assert _calls(tmp_path) == Counter({
+        "guardrail:homework": 1, "model:guardrail-check:0": 1, "model:guarded:0": 1,
+        "tool:slow:start": 2, "tool:slow:end": 1, "model:guarded:1": 1, "guardrail:no_secrets": 1,
+    })
+    assert len(_pids(tmp_path)) == 2
+
+
+def test_a_guardrail_tripped_after_recovery_is_the_sdks_error_in_every_process(fresh_db_url: str, tmp_path: Path) -> None:
+    _killed_at("tool:slow:start", "guardrail-trip", fresh_db_url, tmp_path)
+    tripped = {
+        "error": "OutputGuardrailTripwireTriggered", "message": "Guardrail OutputGuardrail triggered tripwire",
+        "detail": {"guardrail": "no_secrets", "output_info": {"length": len("the secret: slow(1)")}},
+    }
+    assert _finish("recover", "guardrail-trip", fresh_db_url, tmp_path) == tripped
+    assert _finish("read", "guardrail-trip", fresh_db_url, tmp_path) == tripped  # read back from the database
+    assert _calls(tmp_path)["guardrail:no_secrets"] == 1
+    assert _calls(tmp_path)["guardrail:homework"] == 1

@@ -1,0 +1,56 @@
+"""What of an Agents SDK agent becomes a durable step, each feature written as the SDK's docs write it:
+guardrails, handoff callbacks, MCP tools, agents used as tools. (The SIGKILL proofs are in
+test_sdk_crash.py.)"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from agents import Agent, GuardrailFunctionOutput, RunContextWrapper, TResponseInputItem, function_tool, input_guardrail, output_guardrail
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+import timestep
+from timestep.durable import engine
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def _steps(workflow_id: str) -> list[str]:
+    return [s.name if hasattr(s, "name") else s["function_name"] for s in await engine.list_steps(workflow_id)]
+
+
+async def test_guardrails_are_steps_and_input_guardrails_run_before_the_model(db: str) -> None:
+    ran: list[str] = []
+
+    @input_guardrail
+    async def polite(ctx: RunContextWrapper[None], agent: Agent, input: str | list[TResponseInputItem]) -> GuardrailFunctionOutput:
+        ran.append("polite")
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered=False)
+
+    @input_guardrail(name="on_topic")
+    def topic(ctx: RunContextWrapper[None], agent: Agent, input: str | list[TResponseInputItem]) -> GuardrailFunctionOutput:
+        ran.append("on_topic")
+        return GuardrailFunctionOutput(output_info={"topic": "weather"}, tripwire_triggered=False)
+
+    @output_guardrail
+    async def short(ctx: RunContextWrapper, agent: Agent, output: str) -> GuardrailFunctionOutput:
+        ran.append("short")
+        return GuardrailFunctionOutput(output_info=len(output), tripwire_triggered=False)
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    agent = Agent(
+        name=uid("guarded"), tools=[get_weather], input_guardrails=[polite, topic], output_guardrails=[short],
+        model=ScriptedModel([[function_call("get_weather", {"city": "Paris"}, call_id="c1")], [assistant_message("Sunny.")]]),
+    )
+    result = await timestep.run_agent_workflow(agent, "Weather in Paris?")
+    assert result.output == "Sunny."
+    assert sorted(ran) == ["on_topic", "polite", "short"]
+    assert await _steps(result.workflow_id) == [
+        "guardrail:polite", "guardrail:on_topic", "model", "tool:get_weather", "model", "guardrail:short",
+    ]
