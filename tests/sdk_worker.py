@@ -28,6 +28,7 @@ from agents import (
     Runner,
     TResponseInputItem,
     function_tool,
+    handoff,
     input_guardrail,
     output_guardrail,
 )
@@ -69,6 +70,7 @@ def user_text(call: Any) -> str:
 
 
 def model(name: str, respond: Any) -> ScriptedModel:
+    """Logs `model:NAME:N`, N the tool outputs it was given."""
     def logged(call: Any) -> Any:
         log(f"model:{name}:{len(outputs(call))}")
         return respond(call)
@@ -108,9 +110,11 @@ async def no_secrets(ctx: RunContextWrapper, agent: Agent, output: str) -> Guard
 
 
 def answer(call: Any) -> Any:
-    if not outputs(call):
+    """Calls `slow`, then answers with its output."""
+    done = [i["output"] for i in call.input if isinstance(i, dict) and i.get("call_id") == "s1" and "output" in i]
+    if not done:
         return [function_call("slow", {"x": 1}, call_id="s1")]
-    return [assistant_message(f"{user_text(call)}: {outputs(call)[0]}")]
+    return [assistant_message(f"{user_text(call)}: {done[0]}")]
 
 
 guarded = timestep.register_agent(Agent(
@@ -122,7 +126,27 @@ guarded = timestep.register_agent(Agent(
     model=model("guarded", answer),
 ))
 
+# --- handoffs (handoffs.md) -------------------------------------------------------------------
+
+
+class EscalationData(BaseModel):
+    reason: str
+
+
+async def on_escalation(ctx: RunContextWrapper[None], input_data: EscalationData) -> None:
+    log(f"on_handoff:{input_data.reason}")
+
+
+refunds = Agent(name="Refund agent", instructions="Handle refunds.", tools=[slow], model=model("refunds", answer))
+triage = timestep.register_agent(Agent(
+    name="Triage agent",
+    instructions="Hand refunds to the refund agent.",
+    handoffs=[handoff(agent=refunds, on_handoff=on_escalation, input_type=EscalationData)],
+    model=model("triage", lambda call: [function_call("transfer_to_refund_agent", {"reason": "refund"}, call_id="h1")]),
+))
+
 SCENARIOS: dict[str, tuple[Agent, str]] = {
+    "handoff": (triage, "refund please"),
     "guardrails": (guarded, "tell me"),
     "guardrail-trip": (guarded, "the secret"),  # the output guardrail trips, after the recovery
 }

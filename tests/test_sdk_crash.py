@@ -97,3 +97,13 @@ def test_a_guardrail_tripped_after_recovery_is_the_sdks_error_in_every_process(f
     assert _finish("read", "guardrail-trip", fresh_db_url, tmp_path) == tripped  # read back from the database
     assert _calls(tmp_path)["guardrail:no_secrets"] == 1
     assert _calls(tmp_path)["guardrail:homework"] == 1
+
+
+def test_an_on_handoff_callback_that_finished_does_not_run_again_after_a_sigkill(fresh_db_url: str, tmp_path: Path) -> None:
+    before = _killed_at("tool:slow:start", "handoff", fresh_db_url, tmp_path)
+    assert before == Counter({"model:triage:0": 1, "on_handoff:refund": 1, "model:refunds:1": 1, "tool:slow:start": 1})
+    assert _finish("recover", "handoff", fresh_db_url, tmp_path) == {"output": "refund please: slow(1)"}
+    assert _calls(tmp_path) == Counter({
+        "model:triage:0": 1, "on_handoff:refund": 1, "model:refunds:1": 1,  # the handoff's output is one
+        "tool:slow:start": 2, "tool:slow:end": 1, "model:refunds:2": 1,
+    })

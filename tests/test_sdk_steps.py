@@ -7,8 +7,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from agents import Agent, GuardrailFunctionOutput, RunContextWrapper, TResponseInputItem, function_tool, input_guardrail, output_guardrail
+from agents import Agent, GuardrailFunctionOutput, handoff, RunContextWrapper, TResponseInputItem, function_tool, input_guardrail, output_guardrail
 from agents.testing import ScriptedModel, assistant_message, function_call
+from pydantic import BaseModel
 
 import timestep
 from timestep.durable import engine
@@ -54,3 +55,25 @@ async def test_guardrails_are_steps_and_input_guardrails_run_before_the_model(db
     assert await _steps(result.workflow_id) == [
         "guardrail:polite", "guardrail:on_topic", "model", "tool:get_weather", "model", "guardrail:short",
     ]
+
+
+class EscalationData(BaseModel):
+    reason: str
+
+
+async def test_an_on_handoff_callback_is_a_step(db: str) -> None:
+    reasons: list[str] = []
+
+    async def on_handoff(ctx: RunContextWrapper[None], input_data: EscalationData) -> None:
+        reasons.append(input_data.reason)
+
+    escalation = Agent(name=uid("Escalation agent"), model=ScriptedModel([[assistant_message("Escalated.")]]))
+    escalate = handoff(agent=escalation, on_handoff=on_handoff, input_type=EscalationData)
+    triage = Agent(
+        name=uid("triage"), handoffs=[escalate],
+        model=ScriptedModel([[function_call(escalate.tool_name, {"reason": "angry"}, call_id="h1")]]),
+    )
+    result = await timestep.run_agent_workflow(triage, "I want a manager")
+    assert result.output == "Escalated." and result.last_agent == escalation.name
+    assert reasons == ["angry"]
+    assert await _steps(result.workflow_id) == ["model", f"handoff:{escalation.name}", "model"]

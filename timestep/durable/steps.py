@@ -12,6 +12,7 @@ The Agents SDK's `Runner` drives the run as usual; what it calls is wrapped:
   neither sees history it wrote itself nor writes it twice.
 - each input and output guardrail: its function is a step that records its output
   (input guardrails run before the model: see `_durable_guardrail`).
+- a handoff made with `handoff(agent, on_handoff=...)`: the callback is a step.
 
 After a crash the workflow replays: finished steps return their recorded
 results without running, and only the step that was in flight runs again.
@@ -551,11 +552,26 @@ def _wrap_handoff(handoff: Agent | Handoff, memo: dict[int, Agent]) -> Agent | H
     if isinstance(handoff, Agent):
         return _wrap(handoff, memo)
     original = handoff.on_invoke_handoff
+    target = handoff._agent_ref() if handoff._agent_ref is not None else None
+    if target is None:  # a Handoff built by hand: its function chooses the agent as it runs
+        async def choose(*args: Any, **kwargs: Any) -> Agent:
+            return wrap_agent(await original(*args, **kwargs))
+
+        return dataclasses.replace(handoff, on_invoke_handoff=choose)
+    durable_target = _wrap(target, memo)
 
     async def invoke(*args: Any, **kwargs: Any) -> Agent:
-        return wrap_agent(await original(*args, **kwargs))
+        # `handoff(agent, on_handoff=...)` always hands off to `agent`: the step runs the callback
+        # (and the SDK's check of the model's arguments) once; a replay needs only the agent.
+        async def run(emit: Emit) -> None:
+            await original(*args, **kwargs)
 
-    return dataclasses.replace(handoff, on_invoke_handoff=invoke)
+        await _current.get().step(f"handoff:{handoff.agent_name}", run, reserve=0, preemptible=True)
+        return durable_target
+
+    wrapped = dataclasses.replace(handoff, on_invoke_handoff=invoke)
+    object.__setattr__(wrapped, "_agent_ref", weakref.ref(durable_target))  # as `handoff()` sets it
+    return wrapped
 
 
 # --- sessions ---------------------------------------------------------------------
