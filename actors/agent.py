@@ -29,7 +29,6 @@ from timestep.durable.events import ENDINGS, listen
 from timestep.bus.intake import StartRun, body_problem
 from timestep.durable import approvals as inbox
 from timestep.durable.runs import cancel_run, start_run
-from timestep.durable.statuses import run_status
 from timestep.errors import ValidationError
 
 log = logging.getLogger("actors.agent")
@@ -255,7 +254,7 @@ class ControlActor(Actor):
                 raise NotStartedYet(f"run {run_id!r} was accepted and has not started yet; try again in a moment")
         # A run's last event goes out just before DBOS records its end: `completed` may be
         # stored while the status still says PENDING. Either one means the run is over.
-        status = run_status(state.status) if state is not None else "rejected"
+        status = state.status if state is not None else "rejected"
         cancelled_unannounced = status == "cancelled" and kind != "cancelled" and isinstance(command, Cancel)
         if kind in ENDINGS or status in ("completed", "failed", "rejected") or (status == "cancelled" and not cancelled_unannounced):
             outcome = kind if kind in ENDINGS else status

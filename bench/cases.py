@@ -510,9 +510,9 @@ async def run_governor(args: argparse.Namespace) -> None:
     from timestep.durable.engine import Admin
 
     admin = Admin(args.db_url)
-    rows = await admin.list_workflows(queue_name=queue, load_input=False, load_output=False)
+    rows = await admin.list_workflows(queue=queue, load_input=False, load_output=False)
     admin.close()
-    claimed = {w.workflow_id: w.dequeued_at / 1000 for w in rows if w.dequeued_at and w.workflow_id in priority}
+    claimed = {w.id: w.dequeued_at for w in rows if w.dequeued_at and w.id in priority}
     busiest_db = busiest_window(claimed.values(), args.period)
     inversions_db = count_inversions(claimed, priority, 0.0)
     known = len(claimed) == len(started)  # SQLite before Python 3.12: DBOS keeps no admission time

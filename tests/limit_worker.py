@@ -29,9 +29,7 @@ async def started(text: str) -> str:
 
 def on_limited(queue: str, seen: Callable[[], None]) -> Callable[[], None]:
     """Call `seen` each time this process's poll of `queue` finds its rate limit spent; returns the undo."""
-    from dbos._dbos import _get_dbos_instance
-
-    sys_db = _get_dbos_instance()._sys_db
+    sys_db = engine.hooks.system_database()
     claim = sys_db.start_queued_workflows
 
     def counted(q: Any, *args: Any, **kwargs: Any) -> Any:
@@ -51,7 +49,7 @@ async def main(db_url: str, queue: str) -> None:
     await timestep.ensure_dbos_launched()
     on_limited(queue, lambda: print("limited", flush=True))
     # Its worker has read the queue's policy once it has waited for a poll.
-    while queue not in engine._wakers or engine._wakers[queue]._last_poll == 0:
+    while queue not in engine.hooks._wakers or engine.hooks._wakers[queue]._last_poll == 0:
         await asyncio.sleep(0.02)
     print("ready", flush=True)
     await asyncio.Event().wait()

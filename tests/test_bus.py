@@ -282,7 +282,7 @@ async def test_a_resumed_cancelled_run_numbers_on_and_followers_see_its_end(clie
     await asyncio.sleep(2)  # the executing step sees the cancel (DBOS polls for it) before the resume
     await engine.resume(run.run_id)
     for _ in range(300):
-        if (await engine.status(run.run_id)).status == "SUCCESS":
+        if (await engine.status(run.run_id)).status == "completed":
             break
         await asyncio.sleep(0.1)
     events = await collect(client, run.run_id)

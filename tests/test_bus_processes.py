@@ -132,9 +132,9 @@ async def test_two_governors_hold_priority_and_the_rate_limit(cluster: Cluster) 
     from timestep.durable.engine import Admin
 
     admin = Admin(cluster.db_url if not cluster.db_url.startswith("sqlite") else f"sqlite:///{cluster.tmp / 'home' / 'timestep.sqlite'}")
-    rows = await admin.list_workflows(queue_name="limited", load_input=False, load_output=False)
+    rows = await admin.list_workflows(queue="limited", load_input=False, load_output=False)
     admin.close()
-    admitted = sorted(w.dequeued_at / 1000 for w in rows if w.dequeued_at)
+    admitted = sorted(w.dequeued_at for w in rows if w.dequeued_at)
     if len(admitted) == len(runs):
         times, slack = admitted, 0.0
     else:

@@ -105,9 +105,9 @@ async def assert_once(actors: Actors, watch: Watch, run_ids: set[str]) -> dict[s
         rows = await admin.list_workflows(load_input=False, load_output=False)
     finally:
         admin.close()
-    runs = [w for w in rows if w.workflow_id in run_ids]
+    runs = [w for w in rows if w.id in run_ids]
     assert len(runs) == len(run_ids), f"{len(run_ids) - len(runs)} runs have no workflow"
-    assert Counter(w.status for w in runs) == Counter({"SUCCESS": len(run_ids)})
+    assert Counter(w.status for w in runs) == Counter({"completed": len(run_ids)})
     report = check_ledger(actors.ledger, {r: watch.outputs[r] for r in run_ids})
     assert not report.missing, f"kept executions missing from the ledger: {report.missing[:5]}"
     assert not report.repeated_after_recorded, f"steps ran again after they were recorded: {report.repeated_after_recorded[:5]}"

@@ -271,8 +271,8 @@ class Watch:
         is a good one."""
         accepted = {rid for rid, evs in self.events.items() if any(isinstance(e, (Accepted, Started)) for e in evs)}
         assert accepted <= good, f"seed {SEED}: runs created for bad requests: {sorted(accepted - good)[:5]}"
-        workflows = await engine.list_workflows(start_time=self.started_at.isoformat(), load_input=False, load_output=False)
-        created = {w.workflow_id for w in workflows}
+        workflows = await engine.list_workflows(since=self.started_at.timestamp(), load_input=False, load_output=False)
+        created = {w.id for w in workflows}
         assert created <= good, f"seed {SEED}: workflows created for bad requests: {sorted(created - good)[:5]}"
 
 

@@ -26,3 +26,24 @@ def test_the_public_api_imports_from_timestep() -> None:
     from timestep.client import Client
 
     assert timestep.Client is Client
+
+
+def _grep(pattern: str, *paths: str) -> list[str]:
+    done = subprocess.run(["git", "grep", "-nE", pattern, "--", *paths], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return done.stdout.splitlines()
+
+
+def test_private_dbos_names_are_used_only_in_the_engines_hooks() -> None:
+    """A DBOS release that moves one of them fails at launch with a sentence (`hooks.check()`),
+    not in a queue thread: that holds only while every one of them is listed there."""
+    found = _grep(r"dbos\._|\._sys_db\b|_get_dbos_instance|\._registry\b|\._worker_concurrency|\._polling_interval_sec|_is_latest_version",
+                  "timestep", "actors", ":!timestep/durable/engine/hooks.py")
+    assert found == []
+
+
+def test_dbos_status_words_are_translated_in_one_place() -> None:
+    """Timestep's status words cross the boundary, DBOS's never: the one mapping is engine/records.py
+    (the hooks' own reads of DBOS's tables say them too)."""
+    found = _grep(r"\"(ENQUEUED|PENDING|SUCCESS|ERROR|CANCELLED|MAX_RECOVERY_ATTEMPTS_EXCEEDED|DELAYED)\"",
+                  "timestep", "actors", ":!timestep/durable/engine/records.py", ":!timestep/durable/engine/hooks.py")
+    assert found == []

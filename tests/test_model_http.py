@@ -235,9 +235,9 @@ async def test_429_with_retry_after_is_retried_durably_until_it_succeeds(db: str
     assert result.status == "completed" and result.output == "At last."
     # the client's own retries are off: every attempt is the runtime's, one HTTP call each
     assert len(server.requests) == 5
-    steps = [s["function_name"] for s in await engine.list_steps(result.workflow_id)]
+    steps = [s.name for s in await engine.list_steps(result.workflow_id)]
     assert steps.count("model") == 5
-    assert steps.count("DBOS.sleep") == 4
+    assert steps.count("sleep") == 4
     # each wait honoured Retry-After: 1 (a lower bound only: the machine may be slow)
     assert all(gap >= 0.9 for gap in server.gaps())
 
@@ -319,8 +319,8 @@ async def test_retry_after_as_an_http_date(db: str, provider) -> None:
     # The retry did not come before the date the server named (however long the first call took to
     # be made on a busy machine), and the wait was a durable sleep.
     assert time.time() - (time.monotonic() - server.requests[1][0]) >= at.timestamp() - 0.05
-    steps = [s["function_name"] for s in await engine.list_steps(workflow_id)]
-    assert steps == ["model", "DBOS.sleep", "model"], steps
+    steps = [s.name for s in await engine.list_steps(workflow_id)]
+    assert steps == ["model", "sleep", "model"], steps
 
 
 async def test_no_connection_is_retried_then_fails_with_its_class(db: str, provider, monkeypatch) -> None:
@@ -333,7 +333,7 @@ async def test_no_connection_is_retried_then_fails_with_its_class(db: str, provi
         await timestep.run_agent_workflow(Agent(name=uid("down"), model="gpt-test"), "Hi", workflow_id=workflow_id)
     assert raised.value.provider_error == "APIConnectionError" and raised.value.status_code is None
     assert raised.value.attempts == 3
-    steps = [s["function_name"] for s in await engine.list_steps(workflow_id)]
+    steps = [s.name for s in await engine.list_steps(workflow_id)]
     assert steps.count("model") == 3
 
 
@@ -650,8 +650,8 @@ async def test_the_sdks_own_retry_settings_are_not_fought(db: str, provider) -> 
         await timestep.run_agent_workflow(agent, "Hi", workflow_id=workflow_id)
     assert len(server.requests) == 3, "the SDK's 1 + 2 retries, not multiplied by Timestep's"
     assert "RateLimitError" in f"{type(raised.value).__name__} {raised.value}"
-    steps = [s["function_name"] for s in await engine.list_steps(workflow_id)]
-    assert steps.count("model") == 3 and "DBOS.sleep" not in steps
+    steps = [s.name for s in await engine.list_steps(workflow_id)]
+    assert steps.count("model") == 3 and "sleep" not in steps
 
 
 # --- what `timestep up` logs of a failed and a retried run -------------------------------------

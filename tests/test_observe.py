@@ -258,8 +258,8 @@ async def test_every_event_carries_the_trace_id_the_client_sent(system, client) 
     assert events[-1][0] == "completed" and any(kind == "tool_call" for kind, _ in events)
     assert trace_ids(events) == {trace_id}
     # The trace context is part of the run's durable input, so a recovered run keeps it.
-    [status] = await engine.list_workflows(workflow_ids=[run.run_id])
-    assert status.input["args"][0].traceparent == sent
+    [status] = await engine.list_workflows(ids=[run.run_id])
+    assert status.args[0].traceparent == sent
 
 
 async def test_queued_and_cancelled_runs_keep_the_trace_and_a_client_starts_one(system, client) -> None:

@@ -91,10 +91,10 @@ async def test_rate_limit_holds_in_every_rolling_window(db: str) -> None:
     # 0.2 s of slack keeps that jitter (up to 0.13 s seen on a loaded machine) from counting as a violation.
     admin = engine.Admin(db)
     try:
-        rows = await admin.list_workflows(queue_name=queue, load_input=False, load_output=False)
+        rows = await admin.list_workflows(queue=queue, load_input=False, load_output=False)
     finally:
         admin.close()
-    admitted = sorted(row.dequeued_at / 1000 for row in rows if row.dequeued_at)
+    admitted = sorted(row.dequeued_at for row in rows if row.dequeued_at)
     if db.startswith("postgres"):
         assert len(admitted) == 9
         times, slack = admitted, 0.0
@@ -193,7 +193,7 @@ async def test_a_run_queued_here_starts_without_waiting_for_the_next_poll(db: st
     await timestep.configure_queue(queue)
     # DBOS starts a worker thread for a new queue within about a second; from then on this
     # process's enqueues wake it. Its first poll comes only after a whole interval (30 s).
-    await _wait_until(lambda: queue in engine._wakers, timeout=10)
+    await _wait_until(lambda: queue in engine.hooks._wakers, timeout=10)
     started: list[tuple[str, float]] = []
     agent = recording_agent(started, asyncio.Event())
     for text in ("first", "second", "third"):
@@ -206,12 +206,10 @@ async def test_an_empty_queue_is_not_polled_and_a_run_queued_elsewhere_is_still_
     """While no run waits on a queue anywhere, its worker skips DBOS's poll (a transaction of a
     dozen statements) for one indexed read. A run queued by another process, which cannot wake
     this one's worker, is still seen by that read at the next interval and starts."""
-    from dbos._dbos import _get_dbos_instance
-
     queue = uid("empty")
     await timestep.configure_queue(queue)
-    await _wait_until(lambda: queue in engine._wakers, timeout=10)
-    sys_db = _get_dbos_instance()._sys_db
+    await _wait_until(lambda: queue in engine.hooks._wakers, timeout=10)
+    sys_db = engine.hooks.system_database()
     polls: list[float] = []
     original = sys_db.start_queued_workflows
 
@@ -221,11 +219,11 @@ async def test_an_empty_queue_is_not_polled_and_a_run_queued_elsewhere_is_still_
         return original(q, *args, **kwargs)
 
     monkeypatch.setattr(sys_db, "start_queued_workflows", counted)
-    assert not engine._queued_anywhere(queue)
+    assert not engine.hooks._queued_anywhere(queue)
     await asyncio.sleep(1.0)  # 20 intervals of TIMESTEP_QUEUE_POLL_SECONDS (0.05 s)
     assert polls == [], f"DBOS polled the empty queue {len(polls)} times in 1 s"
 
-    monkeypatch.setattr(engine, "wake_queue", lambda name: None)  # as if queued by another process
+    monkeypatch.setattr(engine.hooks, "wake_queue", lambda name: None)  # as if queued by another process
     started: list[tuple[str, float]] = []
     handle = await timestep.queue_agent_workflow(recording_agent(started, asyncio.Event()), "elsewhere", queue_name=queue)
     result = await asyncio.wait_for(handle.get_result(), 10)
@@ -244,11 +242,11 @@ async def _enqueue(queue: str, name: str, *, text: str | None = None, wake: bool
 
 
 async def _runs(queue: str) -> list:
-    return await engine.list_workflows(queue_name=queue, load_input=False, load_output=False)
+    return await engine.list_workflows(queue=queue, load_input=False, load_output=False)
 
 
 async def _started(queue: str) -> int:
-    return sum(1 for run in await _runs(queue) if run.status != "ENQUEUED")
+    return sum(1 for run in await _runs(queue) if run.status != "queued")
 
 
 async def _until_limited_or_all_started(queue: str, limited: Callable[[], int], runs: int) -> None:
@@ -263,9 +261,7 @@ async def _until_limited_or_all_started(queue: str, limited: Callable[[], int], 
 
 def _counted_by_the_limiter(queue: str) -> list[bool]:
     """Per started run of `queue`: whether DBOS counts it in the rate limit's window."""
-    from dbos._dbos import _get_dbos_instance
-
-    sys_db = _get_dbos_instance()._sys_db
+    sys_db = engine.hooks.system_database()
     ws = sys_db.tables.workflow_status
     with sys_db.engine.connect() as conn:
         rows = conn.execute(sa.select(ws.c.rate_limited).where(ws.c.queue_name == queue, ws.c.status != "ENQUEUED"))
@@ -275,13 +271,13 @@ def _counted_by_the_limiter(queue: str) -> list[bool]:
 async def _cancel_waiting(queue: str) -> None:
     """Leave no run waiting: the queue would be polled for the rest of the session."""
     for run in await _runs(queue):
-        if run.status == "ENQUEUED":
-            await engine.cancel(run.workflow_id)
+        if run.status == "queued":
+            await engine.cancel(run.id)
 
 
 async def _worker_waiting(queue: str) -> None:
     """Until this process's worker of `queue` has read the queue's policy and waits for a poll."""
-    await _wait_until(lambda: queue in engine._wakers and engine._wakers[queue]._last_poll > 0, timeout=10)
+    await _wait_until(lambda: queue in engine.hooks._wakers and engine.hooks._wakers[queue]._last_poll > 0, timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -339,7 +335,7 @@ async def test_a_limit_set_at_run_time_holds_in_another_process(db: str, busy: b
     queue = uid("other-limit")
     await timestep.configure_queue(queue, concurrency=1 if busy else 5)
     held = threading.Event()
-    hold = engine._queue_hold
+    hold = engine.hooks._queue_hold
 
     def hold_here(name: str) -> float:
         if name != queue:
@@ -347,7 +343,7 @@ async def test_a_limit_set_at_run_time_holds_in_another_process(db: str, busy: b
         held.set()
         return 3600.0
 
-    monkeypatch.setattr(engine, "_queue_hold", hold_here)
+    monkeypatch.setattr(engine.hooks, "_queue_hold", hold_here)
     out, gate = tmp_path / "second.out", tmp_path / "open"
     env = process_env(TIMESTEP_EXECUTOR_ID="second", TIMESTEP_HOME=str(tmp_path), TIMESTEP_QUEUE_POLL_SECONDS="0.05")
     second = subprocess.Popen(
@@ -366,7 +362,7 @@ async def test_a_limit_set_at_run_time_holds_in_another_process(db: str, busy: b
         if not busy:
             await asyncio.gather(*(_enqueue(queue, f"burst-{i}", wake=False) for i in range(6)))
         await _until_limited_or_all_started(queue, lambda: out.read_text().count("limited"), 7 if busy else 6)
-        runs = [run for run in await _runs(queue) if run.status != "ENQUEUED"]
+        runs = [run for run in await _runs(queue) if run.status != "queued"]
         assert len(runs) == (3 if busy else 2), out.read_text()[-3000:]
         assert {run.executor_id for run in runs} == {"second"}
     finally:

@@ -62,7 +62,7 @@ async def test_run_with_tool_call_completes_with_ordered_events(db: str) -> None
 async def test_each_model_and_tool_call_is_its_own_step(db: str) -> None:
     agent, _ = weather_agent(uid("steps"), [])
     result = await timestep.run_agent_workflow(agent, "Weather?")
-    names = [s["function_name"] for s in await engine.list_steps(result.workflow_id)]
+    names = [s.name for s in await engine.list_steps(result.workflow_id)]
     assert names == ["model", "tool:get_weather", "model"]
 
 
@@ -235,5 +235,5 @@ async def test_a_status_read_inside_a_workflow_is_not_one_of_its_steps(db: str) 
     other = (await timestep.run_agent_workflow(agent, "Weather in Paris?")).workflow_id
     wid = uid("status-inside")
     handle = await engine.start(_reads_status_then_steps, other, workflow_id=wid, timeout_seconds=None)
-    assert await handle.get_result() == "SUCCESS:done"
-    assert [s["function_name"] for s in await engine.list_steps(wid)] == ["work"]
+    assert await handle.get_result() == "completed:done"
+    assert [s.name for s in await engine.list_steps(wid)] == ["work"]

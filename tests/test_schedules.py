@@ -40,7 +40,7 @@ async def test_schedule_created_after_launch_fires_and_can_be_deleted(db: str) -
         await asyncio.sleep(0.1)
     assert seen and seen[0] == "tick"
     runs = await engine.list_workflows(name="timestep.agent_run")
-    assert any(w.workflow_id.startswith(f"{name}-") for w in runs)
+    assert any(w.id.startswith(f"{name}-") for w in runs)
 
     assert await timestep.delete_schedule(name) is True
     assert await timestep.delete_schedule(name) is False

@@ -206,5 +206,5 @@ async def test_a_queued_run_takes_its_turn_and_records_its_agent_definition_in_s
     handle = await timestep.queue_agent_workflow(agent, "queued", uid("s"))
     result = await handle.get_result()
     assert result.output == "done: queued"
-    names = [s["function_name"] for s in await engine.list_steps(handle.workflow_id)]
+    names = [s.name for s in await engine.list_steps(handle.workflow_id)]
     assert names[:2] == ["session.join", "agent.definition"]

@@ -20,7 +20,7 @@ async def _count_workflows() -> int:
     """Runs of this module's agent: the database is shared by the session's other tests, whose
     background work (schedules, queued runs) may add workflows of its own at any moment."""
     runs = await engine.list_workflows(load_output=False)
-    return sum(1 for run in runs if any(getattr(arg, "agent", None) == AGENT.name for arg in (run.input or {}).get("args", ())))
+    return sum(1 for run in runs if any(getattr(arg, "agent", None) == AGENT.name for arg in run.args))
 
 
 @pytest.mark.parametrize("workflow_id", ["a.b", "*", ">", "has space", "", "x" * 129, "tab\there", "ünï"])

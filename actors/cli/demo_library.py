@@ -27,7 +27,7 @@ def printer(event: RunEvent) -> None:
 
 async def show_steps(workflow_id: str) -> None:
     steps = await engine.list_steps(workflow_id)
-    names = ", ".join(s["function_name"] for s in steps)
+    names = ", ".join(s.name for s in steps)
     print(f"    durable steps recorded: {names}")
 
 

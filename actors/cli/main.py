@@ -18,20 +18,18 @@ from typing import Any
 from timestep.errors import TimestepError
 
 
-def _when(ms: int | None) -> str:
-    if not ms:
+def _when(seconds: float | None) -> str:
+    if not seconds:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _status_row(w: Any) -> dict[str, Any]:
-    from timestep.durable.statuses import run_status
-
     return {
-        "workflow_id": w.workflow_id,
-        "status": run_status(w.status),
+        "workflow_id": w.id,
+        "status": w.status,
         "name": w.name,
-        "queue": w.queue_name,
+        "queue": w.queue,
         "priority": w.priority,
         "executor": w.executor_id,
         "created_at": w.created_at,
@@ -50,17 +48,14 @@ async def _workflows(args: argparse.Namespace) -> int:
 
 
 async def _workflow_action(admin: Any, args: argparse.Namespace) -> int:
-    from timestep.durable.statuses import DBOS_STATUSES, FINISHED, run_status
-
     if args.action == "list":
-        status = DBOS_STATUSES[args.status] if args.status else None
-        rows = await admin.list_workflows(limit=args.limit, sort_desc=True, status=status, load_input=False, load_output=False)
+        rows = await admin.list_workflows(limit=args.limit, newest_first=True, status=args.status, load_input=False, load_output=False)
         if args.json:
             print(json.dumps([_status_row(w) for w in rows], indent=1))
             return 0
         print(f"{'WORKFLOW ID':<44} {'STATUS':<10} {'QUEUE':<14} {'CREATED (UTC)':<20} NAME")
         for w in rows:
-            print(f"{w.workflow_id:<44} {run_status(w.status):<10} {(w.queue_name or '-'):<14} {_when(w.created_at):<20} {w.name}")
+            print(f"{w.id:<44} {w.status:<10} {(w.queue or '-'):<14} {_when(w.created_at):<20} {w.name}")
         return 0
     if args.workflow_id is None:
         print(f"timestep workflows {args.action}: give a WORKFLOW_ID", file=sys.stderr)
@@ -79,23 +74,23 @@ async def _workflow_action(admin: Any, args: argparse.Namespace) -> int:
         steps = await admin.steps(args.workflow_id)
         if args.json:
             row = _status_row(status)
-            row["steps"] = [{"step": s["function_id"], "name": s["function_name"], "error": repr(s["error"]) if s["error"] else None} for s in steps]
+            row["steps"] = [{"step": s.number, "name": s.name, "error": repr(s.error) if s.error else None} for s in steps]
             print(json.dumps(row, indent=1, default=str))
             return 0
         for key, value in _status_row(status).items():
             print(f"{key:<12} {_when(value) if key.endswith('_at') else value}")
         print("steps:")
         for s in steps:
-            error = f"  error: {s['error']!r}" if s["error"] else ""
-            print(f"  {s['function_id']:>3}  {s['function_name']}{error}")
+            error = f"  error: {s.error!r}" if s.error else ""
+            print(f"  {s.number:>3}  {s.name}{error}")
         return 0
     status = await admin.status(args.workflow_id)
     if status is None:
         print(f"error: no workflow {args.workflow_id!r}; `timestep workflows list` lists them", file=sys.stderr)
         return 1
-    was = run_status(status.status)
+    was = status.status
     if args.action == "cancel":
-        if was in FINISHED:
+        if status.finished:
             print(f"error: workflow {args.workflow_id!r} already finished ({was}); there is nothing to cancel", file=sys.stderr)
             return 1
         await admin.cancel(args.workflow_id)
@@ -378,15 +373,15 @@ async def _approvals(args: argparse.Namespace) -> int:
         if status == "pending":
             print(f"{'REQUESTED (UTC)':<20} {'RUN':<36} {'CALL':<16} {'AGENT':<16} {'TOOL':<16} {'DEADLINE (UTC)':<20} ARGUMENTS")
             for a in records:
-                print(f"{_when(int(a.requested_at * 1000)):<20} {a.run_id:<36} {a.call_id:<16} {a.agent:<16} {a.tool:<16} "
-                      f"{_when(int(a.deadline * 1000)) if a.deadline else '-':<20} {a.arguments}")
+                print(f"{_when(a.requested_at):<20} {a.run_id:<36} {a.call_id:<16} {a.agent:<16} {a.tool:<16} "
+                      f"{_when(a.deadline) if a.deadline else '-':<20} {a.arguments}")
         else:
             print(f"{'DECIDED (UTC)':<20} {'STATUS':<9} {'BY':<12} {'RUN':<36} {'CALL':<16} {'TOOL':<16} DETAIL")
             for a in records:
                 detail = a.approved_arguments and f"arguments={a.approved_arguments}" or a.message or ""
                 if a.always:
                     detail = f"always {detail}".strip()
-                when = _when(int(a.decided_at * 1000)) if a.decided_at else "-"
+                when = _when(a.decided_at) if a.decided_at else "-"
                 print(f"{when:<20} {a.status:<9} {(a.decided_by or '-'):<12} {a.run_id:<36} {a.call_id:<16} {a.tool:<16} {detail}")
         return 0
     finally:
@@ -402,7 +397,7 @@ async def _dead(args: argparse.Namespace) -> int:
             return 0
         print(f"{'TIME (UTC)':<20} {'ERROR':<16} {'SUBJECT':<48} REASON")
         for d in letters:
-            print(f"{_when(int(d.time * 1000)):<20} {d.error.type:<16} {d.subject:<48} {d.reason}")
+            print(f"{_when(d.time):<20} {d.error.type:<16} {d.subject:<48} {d.reason}")
         return 0
     finally:
         await client.close()
@@ -504,7 +499,7 @@ async def _check(args: argparse.Namespace) -> int:
     return await check(args)
 
 
-WORKFLOW_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+WORKFLOW_STATUSES = ("queued", "running", "completed", "failed", "cancelled")  # engine.STATUSES
 
 
 def _os_user() -> str | None:

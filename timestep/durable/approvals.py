@@ -29,8 +29,6 @@ from subjects.messages import ApprovalList, ApprovalRecord, Approve, Reject
 from timestep.durable import engine, registry, store
 from timestep.errors import ValidationError
 
-#: Workflow statuses of a run that is over: its undecided approvals no longer wait.
-_OVER = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 DEADLINE = "deadline"
 """The `decided_by` of an approval rejected because nobody decided before its deadline."""
 
@@ -216,7 +214,7 @@ async def has_pending(run_id: str) -> bool:
 
 async def _run_over(run_id: str) -> bool:
     state = await engine.status(run_id)
-    return state is None or state.status in _OVER
+    return state is None or state.finished
 
 
 async def get_approval(run_id: str, call_id: str) -> ApprovalRecord | None:

@@ -11,51 +11,40 @@ a caller that saw the event lists the run as waiting.
 
 from __future__ import annotations
 
-from typing import Any
-
 from subjects.events import ErrorInfo
 from subjects.messages import RunInfo
 from timestep.durable import approvals, engine
 from timestep.durable.runs import RunResult, RunSpec
-from timestep.durable.statuses import DBOS_STATUSES, FINISHED, run_status
 
 WORKFLOW = "timestep.agent_run"
-_DBOS_STATUS = {**DBOS_STATUSES, "waiting": DBOS_STATUSES["running"]}  # waiting: a running run, told by its steps
 #: Fetched at most when filtering by agent (which DBOS cannot filter on): the newest this many runs.
 SCAN_LIMIT = 2000
 
 
-async def _info(w: Any) -> RunInfo:
-    args = (w.input or {}).get("args") or ()
-    spec = args[0] if args and isinstance(args[0], RunSpec) else None
-    status = run_status(w.status)
-    if status == "running" and await approvals.has_pending(w.workflow_id):
+async def _info(w: engine.Workflow) -> RunInfo:
+    spec = w.args[0] if w.args and isinstance(w.args[0], RunSpec) else None
+    status = w.status
+    if status == "running" and await approvals.has_pending(w.id):
         status = "waiting"
-    created = (w.created_at or 0) / 1000
-    updated = (w.updated_at or w.created_at or 0) / 1000
-    finished = status in FINISHED
-    queue = w.queue_name if w.queue_name and not w.queue_name.startswith("_dbos") else None
+    created = w.created_at or 0
+    updated = w.updated_at or created
     usage = w.output.usage if isinstance(w.output, RunResult) else None
     error = None
     if w.error is not None:
         error = ErrorInfo(type=getattr(w.error, "provider_error", None) or type(w.error).__name__, message=str(w.error))
     return RunInfo(
-        id=w.workflow_id, agent=spec.agent if spec else "", status=status, created_at=created, updated_at=updated,  # type: ignore[arg-type]
-        queue=queue, session_id=spec.session_id if spec else None,
-        duration_seconds=round(max(0.0, ((w.completed_at or w.updated_at or 0) / 1000) - created), 3) if finished else None,
+        id=w.id, agent=spec.agent if spec else "", status=status, created_at=created, updated_at=updated,  # type: ignore[arg-type]
+        queue=w.queue, session_id=spec.session_id if spec else None,
+        duration_seconds=round(max(0.0, (w.completed_at or updated) - created), 3) if w.finished else None,
         usage=usage, error=error,
     )
 
 
 async def list_runs(*, status: str | None = None, agent: str | None = None, queue: str | None = None, limit: int = 100) -> list[RunInfo]:
     """The newest runs first, filtered by status, agent and queue."""
-    filters: dict[str, Any] = {"name": WORKFLOW, "sort_desc": True, "limit": SCAN_LIMIT if agent else limit}
-    if status is not None:
-        filters["status"] = _DBOS_STATUS[status]
-    if queue is not None:
-        filters["queue_name"] = queue
+    dbos_status = "running" if status == "waiting" else status  # waiting: a running run, told by the inbox
     runs = []
-    for w in await engine.list_workflows(**filters):
+    for w in await engine.list_workflows(name=WORKFLOW, status=dbos_status, queue=queue, limit=SCAN_LIMIT if agent else limit, newest_first=True):
         info = await _info(w)
         if (agent is None or info.agent == agent) and (status is None or info.status == status):
             runs.append(info)
@@ -66,5 +55,5 @@ async def list_runs(*, status: str | None = None, agent: str | None = None, queu
 
 async def get_run(run_id: str) -> RunInfo | None:
     """One run, or None when there is no such run."""
-    found = await engine.list_workflows(workflow_ids=[run_id], name=WORKFLOW)
+    found = await engine.list_workflows(ids=[run_id], name=WORKFLOW)
     return await _info(found[0]) if found else None

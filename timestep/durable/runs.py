@@ -43,7 +43,6 @@ from timestep.errors import (
 from timestep.durable.events import listen, say_cancelled
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
-from timestep.durable.statuses import run_status
 from timestep.settings import ModelRetrySettings, Settings
 from timestep.durable.state_store import clear_keys, definition_of, save_serialized, state_keys, with_definition
 
@@ -118,7 +117,7 @@ class RunResult(msgspec.Struct, kw_only=True):
 
 
 class RunStatus(msgspec.Struct, kw_only=True):
-    """Where a run stands: `status` is queued, running, completed, failed or cancelled (`timestep.durable.statuses`)."""
+    """Where a run stands: `status` is queued, running, completed, failed or cancelled (`timestep.durable.engine.records`)."""
 
     workflow_id: str
     status: str
@@ -234,7 +233,7 @@ async def _cancelled_in_database(run_id: str) -> bool:
         state = await asyncio.wait_for(engine.status(run_id), 5)
     except BaseException:  # the event loop is closing: no database to ask
         return False
-    return state is not None and state.status == "CANCELLED"
+    return state is not None and state.status == "cancelled"
 
 
 async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) -> RunResult:
@@ -512,9 +511,9 @@ async def _result(handle: Any, workflow_id: str) -> RunResult:
         return await handle.get_result()
     except engine.WorkflowCancelled:
         status = await engine.status(workflow_id)
-        deadline = status.workflow_deadline_epoch_ms if status else None
-        if deadline is not None and time.time() * 1000 >= deadline - 50:
-            raise RunTimeoutError(workflow_id, (status.workflow_timeout_ms or 0) / 1000) from None
+        deadline = status.deadline if status else None
+        if deadline is not None and time.time() >= deadline - 0.05:
+            raise RunTimeoutError(workflow_id, status.timeout_seconds or 0) from None
         raise RunCancelledError(workflow_id) from None
 
 
@@ -612,13 +611,13 @@ class RunHandle:
             raise TimestepError(f"workflow_id: no run {self.workflow_id!r} in this database")
         return RunStatus(
             workflow_id=self.workflow_id,
-            status=run_status(s.status),
-            queue_name=s.queue_name,
+            status=s.status,
+            queue_name=s.queue,
             priority=s.priority,
             executor_id=s.executor_id,
             recovery_attempts=s.recovery_attempts,
-            created_at=s.created_at / 1000 if s.created_at else None,
-            updated_at=s.updated_at / 1000 if s.updated_at else None,
+            created_at=s.created_at,
+            updated_at=s.updated_at,
         )
 
     async def cancel(self) -> None:
@@ -731,5 +730,5 @@ async def cancel_run(workflow_id: str) -> None:
     except Exception as exc:  # no such run, or the database is away: nothing waits to be woken
         log.debug("run %s: no wake after its cancel: %s", workflow_id, exc)
     state = await engine.status(workflow_id)
-    if state is not None and run_status(state.status) == "cancelled":  # not a run that had finished
+    if state is not None and state.status == "cancelled":  # not a run that had finished
         await say_cancelled(workflow_id)

@@ -44,7 +44,6 @@ CANCEL_GRACE_SECONDS = 10.0
 #: What a cancelled run that waits for approval is woken with, so it notices the cancel at once.
 WAKE = "timestep.wake"
 
-_UNFINISHED = ("PENDING", "ENQUEUED")
 
 
 # --- inside the workflow -------------------------------------------------------------
@@ -150,9 +149,9 @@ def _unfinished_before(session_id: str, position: int | None, besides: str | Non
         status = engine.status_now(run_id)
         if status is None:
             found.append((run_id, state)) if _young(run_id) else _delete(run_id)
-        elif status.status in _UNFINISHED:
+        elif not status.finished:
             found.append((run_id, state))
-        elif status.status == "CANCELLED" and time.time() - (status.updated_at or 0) / 1000 < CANCEL_GRACE_SECONDS:
+        elif status.status == "cancelled" and time.time() - (status.updated_at or 0) < CANCEL_GRACE_SECONDS:
             found.append((run_id, state))  # it releases its turn itself as it stops
         else:
             _delete(run_id)
