@@ -32,6 +32,7 @@ from agents import (
     input_guardrail,
     output_guardrail,
 )
+from agents.mcp import MCPServerStdio
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from pydantic import BaseModel
 
@@ -145,7 +146,37 @@ triage = timestep.register_agent(Agent(
     model=model("triage", lambda call: [function_call("transfer_to_refund_agent", {"reason": "refund"}, call_id="h1")]),
 ))
 
-SCENARIOS: dict[str, tuple[Agent, str]] = {
+# --- MCP (mcp.md) -------------------------------------------------------------------------------
+
+
+def calculate(call: Any) -> Any:
+    """add(2, 3), then slow_add(5, 7), then the answer; logs the tools it was given."""
+    done = outputs(call)
+    log(f"tools:{','.join(sorted(t.name for t in call.tools))}")
+    if not done:
+        return [function_call("add", {"a": 2, "b": 3}, call_id="m1")]
+    if len(done) == 1:
+        return [function_call("slow_add", {"a": 5, "b": 7}, call_id="m2")]
+    last = done[-1] if isinstance(done[-1], str) else "".join(part["text"] for part in done[-1])  # MCP: content parts
+    return [assistant_message(f"{user_text(call)} = {last}")]
+
+
+def mcp_agent(server: MCPServerStdio) -> Agent:
+    return timestep.register_agent(Agent(
+        name="Calculator assistant", instructions="Use the tools to answer the questions.",
+        mcp_servers=[server], model=model("calculator", calculate),
+    ))
+
+
+def mcp_server() -> MCPServerStdio:
+    return MCPServerStdio(
+        name="Calculator",
+        params={"command": sys.executable, "args": [str(Path(__file__).with_name("mcp_server.py")), str(log_dir)], "env": dict(os.environ)},
+    )
+
+
+SCENARIOS: dict[str, tuple[Agent | None, str]] = {
+    "mcp": (None, "2 + 3 + 7"),  # made in main(), inside its server's `async with`
     "handoff": (triage, "refund please"),
     "guardrails": (guarded, "tell me"),
     "guardrail-trip": (guarded, "the secret"),  # the output guardrail trips, after the recovery
@@ -153,7 +184,14 @@ SCENARIOS: dict[str, tuple[Agent, str]] = {
 
 
 async def main() -> None:
-    agent, text = SCENARIOS[scenario]
+    if scenario == "mcp":
+        async with mcp_server() as server:
+            await run(mcp_agent(server), SCENARIOS[scenario][1])
+    else:
+        await run(*SCENARIOS[scenario])
+
+
+async def run(agent: Agent, text: str) -> None:
     timestep.configure_dbos(system_database_url=db_url)
     timestep.ensure_dbos_launched()  # `recover`: recovers the run on this loop
     try:

@@ -23,8 +23,8 @@ pytestmark = pytest.mark.processes
 WORKER = Path(__file__).with_name("sdk_worker.py")
 
 
-def _spawn(mode: str, scenario: str, db_url: str, log_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "TIMESTEP_EXECUTOR_ID": "local", "TIMESTEP_HOME": str(log_dir)}
+def _spawn(mode: str, scenario: str, db_url: str, log_dir: Path, **env_vars: str) -> subprocess.Popen:
+    env = {**os.environ, "TIMESTEP_EXECUTOR_ID": "local", "TIMESTEP_HOME": str(log_dir), **env_vars}
     return subprocess.Popen(
         [sys.executable, str(WORKER), mode, scenario, db_url, str(log_dir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -42,8 +42,8 @@ def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen, timeout: flo
     raise AssertionError(f"{needle!r} never appeared in {path}")
 
 
-def _finish(mode: str, scenario: str, db_url: str, log_dir: Path) -> dict[str, Any]:
-    proc = _spawn(mode, scenario, db_url, log_dir)
+def _finish(mode: str, scenario: str, db_url: str, log_dir: Path, **env_vars: str) -> dict[str, Any]:
+    proc = _spawn(mode, scenario, db_url, log_dir, **env_vars)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out.strip().splitlines()[-1])
@@ -106,4 +106,18 @@ def test_an_on_handoff_callback_that_finished_does_not_run_again_after_a_sigkill
     assert _calls(tmp_path) == Counter({
         "model:triage:0": 1, "on_handoff:refund": 1, "model:refunds:1": 1,  # the handoff's output is one
         "tool:slow:start": 2, "tool:slow:end": 1, "model:refunds:2": 1,
+    })
+
+
+def test_mcp_calls_that_finished_do_not_run_again_and_the_run_keeps_the_tools_it_listed(fresh_db_url: str, tmp_path: Path) -> None:
+    """MCPServerStdio: add(2, 3) finishes, slow_add(5, 7) is cut off. The recovering process's server
+    offers one more tool; the run goes on with the tools it listed before the crash."""
+    before = _killed_at("mcp:slow_add:5+7:start", "mcp", fresh_db_url, tmp_path)
+    assert before == Counter({
+        "tools:add,slow_add": 2, "model:calculator:0": 1, "mcp:add:2+3": 1, "model:calculator:1": 1, "mcp:slow_add:5+7:start": 1,
+    })
+    assert _finish("recover", "mcp", fresh_db_url, tmp_path, MCP_EXTRA_TOOL="1") == {"output": "2 + 3 + 7 = 12"}
+    assert _calls(tmp_path) == Counter({
+        "tools:add,slow_add": 3, "model:calculator:0": 1, "mcp:add:2+3": 1, "model:calculator:1": 1,
+        "mcp:slow_add:5+7:start": 2, "mcp:slow_add:5+7:end": 1, "model:calculator:2": 1,
     })

@@ -4,10 +4,13 @@ test_sdk_crash.py.)"""
 
 from __future__ import annotations
 
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from agents import Agent, GuardrailFunctionOutput, handoff, RunContextWrapper, TResponseInputItem, function_tool, input_guardrail, output_guardrail
+from agents.mcp import MCPServerStdio
 from agents.testing import ScriptedModel, assistant_message, function_call
 from pydantic import BaseModel
 
@@ -77,3 +80,22 @@ async def test_an_on_handoff_callback_is_a_step(db: str) -> None:
     assert result.output == "Escalated." and result.last_agent == escalation.name
     assert reasons == ["angry"]
     assert await _steps(result.workflow_id) == ["model", f"handoff:{escalation.name}", "model"]
+
+
+async def test_mcp_tool_calls_are_steps_and_the_tool_list_is_recorded_once_per_run(db: str, tmp_path: Path) -> None:
+    """mcp.md: an MCPServerStdio handed to the agent in `mcp_servers`."""
+    async with MCPServerStdio(
+        name="Calculator", params={"command": sys.executable, "args": [str(Path(__file__).with_name("mcp_server.py")), str(tmp_path)]},
+    ) as server:
+        agent = Agent(
+            name=uid("mcp-assistant"), instructions="Use the tools to answer the questions.", mcp_servers=[server],
+            model=ScriptedModel([
+                [function_call("add", {"a": 2, "b": 3}, call_id="m1")],
+                [function_call("add", {"a": 5, "b": 7}, call_id="m2")],
+                [assistant_message("2 + 3 + 7 = 12")],
+            ]),
+        )
+        result = await timestep.run_agent_workflow(agent, "What is 2 + 3 + 7?")
+    assert result.output == "2 + 3 + 7 = 12"
+    assert [line.split(" pid=")[0] for line in (tmp_path / "calls.log").read_text().splitlines()] == ["mcp:add:2+3", "mcp:add:5+7"]
+    assert await _steps(result.workflow_id) == ["mcp.list_tools:Calculator", "model", "tool:add", "model", "tool:add", "model"]

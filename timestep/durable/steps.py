@@ -13,6 +13,8 @@ The Agents SDK's `Runner` drives the run as usual; what it calls is wrapped:
 - each input and output guardrail: its function is a step that records its output
   (input guardrails run before the model: see `_durable_guardrail`).
 - a handoff made with `handoff(agent, on_handoff=...)`: the callback is a step.
+- MCP servers (`mcp_servers=[...]`): each tool call is a step like a function tool's, and
+  the tools a server listed are recorded once per run (`DurableMCPServer`).
 
 After a crash the workflow replays: finished steps return their recorded
 results without running, and only the step that was in flight runs again.
@@ -36,6 +38,7 @@ from typing import Any
 
 from agents import Agent, FunctionTool, GuardrailFunctionOutput, Handoff, InputGuardrail, Model, ModelProvider, OutputGuardrail, Usage
 from agents.exceptions import ModelBehaviorError
+from agents.mcp import MCPServer
 from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
@@ -119,6 +122,8 @@ class RunRecorder:
         self.seq = 0
         self.shift = 0
         self.turnstile = Turnstile([])
+        self.mcp_tools: dict[tuple[str, str], Any] = {}
+        """The tools each MCP server listed for each agent, recorded once per run (see `DurableMCPServer`)."""
         self.edited_arguments: dict[str, str] = {}
         """Approved tool calls whose arguments an approver replaced, by call id (set by the
         workflow from the recorded decision, so a replay runs the tool with the same)."""
@@ -542,7 +547,12 @@ def _wrap(agent: Agent, memo: dict[int, Agent]) -> Agent:
     }
     if isinstance(agent.model, Model) and not isinstance(agent.model, DurableModel):
         changes["model"] = DurableModel(agent.model)
+    if agent.mcp_servers:
+        changes["mcp_servers"] = [DurableMCPServer(s) for s in agent.mcp_servers]
     clone = agent.clone(**changes)
+    if agent.mcp_servers:
+        # The SDK makes a function tool of each listed MCP tool, each turn: they are wrapped as they come.
+        clone.get_mcp_tools = functools.partial(_durable_mcp_tools, clone)  # type: ignore[method-assign]
     memo[id(agent)] = clone
     clone.handoffs = [_wrap_handoff(h, memo) for h in agent.handoffs]
     return clone
@@ -572,6 +582,63 @@ def _wrap_handoff(handoff: Agent | Handoff, memo: dict[int, Agent]) -> Agent | H
     wrapped = dataclasses.replace(handoff, on_invoke_handoff=invoke)
     object.__setattr__(wrapped, "_agent_ref", weakref.ref(durable_target))  # as `handoff()` sets it
     return wrapped
+
+
+# --- MCP servers ------------------------------------------------------------------
+
+
+async def _durable_mcp_tools(agent: Agent, run_context: Any) -> list[Any]:
+    """The agent's MCP tools as the SDK makes them, each call a step like a function tool's
+    (`tool:<name>`, with its events): the SDK's `call_tool` runs inside it."""
+    tools = await Agent.get_mcp_tools(agent, run_context)
+    return [_durable_tool(t) if isinstance(t, FunctionTool) else t for t in tools]
+
+
+class DurableMCPServer(MCPServer):
+    """An MCP server (stdio, SSE or streamable HTTP) whose tool list is recorded once per run.
+
+    The first time a run asks the server for an agent's tools, the answer is a step,
+    `mcp.list_tools:<server>`; the run's later turns, and a replay, get the tools it recorded, so a
+    replayed run sees the tools it saw even when the server changed since. Calls go to the server
+    (from inside each tool call's step); anything else is the server's own."""
+
+    def __init__(self, inner: MCPServer) -> None:  # not MCPServer.__init__: its settings are the inner server's
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (a copy being made)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def cleanup(self) -> None:
+        await self.inner.cleanup()
+
+    async def list_tools(self, run_context: Any = None, agent: Any = None) -> list[Any]:
+        recorder = _current.get(None)
+        if recorder is None:
+            return await self.inner.list_tools(run_context, agent)
+        key = (self.inner.name, getattr(agent, "name", ""))
+        if key not in recorder.mcp_tools:
+            recorder.mcp_tools[key] = await recorder.step(
+                f"mcp.list_tools:{self.inner.name}", lambda _: self.inner.list_tools(run_context, agent), reserve=0,
+            )
+        return list(recorder.mcp_tools[key])
+
+    async def call_tool(self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None) -> Any:
+        return await self.inner.call_tool(tool_name, arguments, meta=meta)
+
+    async def list_prompts(self) -> Any:
+        return await self.inner.list_prompts()
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        return await self.inner.get_prompt(name, arguments)
 
 
 # --- sessions ---------------------------------------------------------------------

@@ -1,0 +1,56 @@
+"""A tiny stdio MCP server for tests (the `mcp` package's MCPServer, run over stdio).
+
+    python tests/mcp_server.py LOG_DIR
+
+Each tool call appends a line to LOG_DIR/calls.log; `slow_add` blocks while LOG_DIR/block exists.
+With MCP_EXTRA_TOOL set it also offers `multiply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+
+log_dir = Path(sys.argv[1])
+server = MCPServer("Calculator")
+
+
+def log(line: str) -> None:
+    with (log_dir / "calls.log").open("a") as f:
+        f.write(f"{line} pid={os.getpid()}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    log(f"mcp:add:{a}+{b}")
+    return a + b
+
+
+@server.tool()
+async def slow_add(a: int, b: int) -> int:
+    """Add two numbers, slowly."""
+    log(f"mcp:slow_add:{a}+{b}:start")
+    while (log_dir / "block").exists():
+        await asyncio.sleep(0.05)
+    log(f"mcp:slow_add:{a}+{b}:end")
+    return a + b
+
+
+if os.environ.get("MCP_EXTRA_TOOL"):  # the server as changed since a run listed its tools
+
+    @server.tool()
+    def multiply(a: int, b: int) -> int:
+        """Multiply two numbers."""
+        log(f"mcp:multiply:{a}*{b}")
+        return a * b
+
+
+if __name__ == "__main__":
+    server.run()
