@@ -175,7 +175,29 @@ def mcp_server() -> MCPServerStdio:
     )
 
 
+# --- agents as tools (tools.md) -----------------------------------------------------------------
+
+spanish_agent = Agent(
+    name="Spanish agent", instructions="You translate the user's message to Spanish", tools=[slow],
+    model=model("spanish", lambda call: answer(call) if len(outputs(call)) == 0 else [assistant_message(f"hola ({outputs(call)[0]})")]),
+)
+
+
+def orchestrate(call: Any) -> Any:
+    if not outputs(call):
+        return [function_call("translate_to_spanish", {"input": user_text(call)}, call_id="t1")]
+    return [assistant_message(f"translated: {outputs(call)[0]}")]
+
+
+orchestrator = timestep.register_agent(Agent(
+    name="orchestrator_agent",
+    instructions="You are a translation agent. You use the tools given to you to translate.",
+    tools=[spanish_agent.as_tool(tool_name="translate_to_spanish", tool_description="Translate the user's message to Spanish")],
+    model=model("orchestrator", orchestrate),
+))
+
 SCENARIOS: dict[str, tuple[Agent | None, str]] = {
+    "as_tool": (orchestrator, "hello"),
     "mcp": (None, "2 + 3 + 7"),  # made in main(), inside its server's `async with`
     "handoff": (triage, "refund please"),
     "guardrails": (guarded, "tell me"),

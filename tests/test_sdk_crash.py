@@ -121,3 +121,15 @@ def test_mcp_calls_that_finished_do_not_run_again_and_the_run_keeps_the_tools_it
         "tools:add,slow_add": 3, "model:calculator:0": 1, "mcp:add:2+3": 1, "model:calculator:1": 1,
         "mcp:slow_add:5+7:start": 2, "mcp:slow_add:5+7:end": 1, "model:calculator:2": 1,
     })
+
+
+def test_a_sub_agents_finished_calls_do_not_run_again_after_a_sigkill(fresh_db_url: str, tmp_path: Path) -> None:
+    """agent.as_tool(...): the orchestrator's model call and the sub-agent's model call finish, the
+    sub-agent's tool is cut off: after recovery only that tool runs again."""
+    before = _killed_at("tool:slow:start", "as_tool", fresh_db_url, tmp_path)
+    assert before == Counter({"model:orchestrator:0": 1, "model:spanish:0": 1, "tool:slow:start": 1})
+    assert _finish("recover", "as_tool", fresh_db_url, tmp_path) == {"output": "translated: hola (slow(1))"}
+    assert _calls(tmp_path) == Counter({
+        "model:orchestrator:0": 1, "model:spanish:0": 1, "tool:slow:start": 2, "tool:slow:end": 1,
+        "model:spanish:1": 1, "model:orchestrator:1": 1,
+    })

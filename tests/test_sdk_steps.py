@@ -99,3 +99,72 @@ async def test_mcp_tool_calls_are_steps_and_the_tool_list_is_recorded_once_per_r
     assert result.output == "2 + 3 + 7 = 12"
     assert [line.split(" pid=")[0] for line in (tmp_path / "calls.log").read_text().splitlines()] == ["mcp:add:2+3", "mcp:add:5+7"]
     assert await _steps(result.workflow_id) == ["mcp.list_tools:Calculator", "model", "tool:add", "model", "tool:add", "model"]
+
+
+async def test_a_sub_agents_model_and_tool_calls_are_steps_of_the_run(db: str) -> None:
+    """tools.md, agents as tools: the orchestrator calls a translator agent through `as_tool`."""
+    looked_up: list[str] = []
+
+    @function_tool
+    def lookup(word: str) -> str:
+        """Look a word up in the dictionary."""
+        looked_up.append(word)
+        return {"hello": "hola"}[word]
+
+    spanish_agent = Agent(
+        name=uid("Spanish agent"), instructions="You translate the user's message to Spanish", tools=[lookup],
+        model=ScriptedModel([[function_call("lookup", {"word": "hello"}, call_id="l1")], [assistant_message("hola")]]),
+    )
+    orchestrator_agent = Agent(
+        name=uid("orchestrator_agent"),
+        instructions="You are a translation agent. You use the tools given to you to translate.",
+        tools=[spanish_agent.as_tool(tool_name="translate_to_spanish", tool_description="Translate the user's message to Spanish")],
+        model=ScriptedModel([
+            [function_call("translate_to_spanish", {"input": "hello"}, call_id="t1")], [assistant_message("In Spanish: hola")],
+        ]),
+    )
+    events: list[Any] = []
+    result = await timestep.run_agent_workflow(orchestrator_agent, "Say hello in Spanish", on_event=events.append)
+    assert result.output == "In Spanish: hola"
+    assert looked_up == ["hello"]
+    assert await _steps(result.workflow_id) == [
+        "model", "tool:translate_to_spanish", "model", "tool:lookup", "model", "tool:translate_to_spanish.output", "model",
+    ]
+    assert [(e.type, getattr(e, "call_id", None)) for e in events] == [
+        ("started", None), ("tool_call", "t1"), ("tool_call", "l1"), ("tool_output", "l1"), ("tool_output", "t1"), ("completed", None),
+    ]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+    assert result.usage.requests == 4  # the sub-agent's model calls count in the run's usage
+
+
+async def test_parallel_calls_around_an_agent_tool_start_in_the_models_order(db: str) -> None:
+    """The call after an agent tool starts when the sub-run has finished, so the steps replay in order."""
+    ran: list[str] = []
+
+    @function_tool
+    def first(x: int) -> str:
+        ran.append("first")
+        return "1"
+
+    @function_tool
+    def last(x: int) -> str:
+        ran.append("last")
+        return "3"
+
+    helper = Agent(name=uid("helper"), model=ScriptedModel([[assistant_message("2")]]))
+    agent = Agent(
+        name=uid("parallel"), tools=[first, helper.as_tool(tool_name="ask_helper", tool_description="Ask the helper."), last],
+        model=ScriptedModel([
+            [
+                function_call("first", {"x": 1}, call_id="p1"),
+                function_call("ask_helper", {"input": "two?"}, call_id="p2"),
+                function_call("last", {"x": 3}, call_id="p3"),
+            ],
+            [assistant_message("1 2 3")],
+        ]),
+    )
+    result = await timestep.run_agent_workflow(agent, "count")
+    assert result.output == "1 2 3" and sorted(ran) == ["first", "last"]
+    assert await _steps(result.workflow_id) == [
+        "model", "tool:first", "tool:ask_helper", "model", "tool:ask_helper.output", "tool:last", "model",
+    ]

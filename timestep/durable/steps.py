@@ -15,6 +15,13 @@ The Agents SDK's `Runner` drives the run as usual; what it calls is wrapped:
 - a handoff made with `handoff(agent, on_handoff=...)`: the callback is a step.
 - MCP servers (`mcp_servers=[...]`): each tool call is a step like a function tool's, and
   the tools a server listed are recorded once per run (`DurableMCPServer`).
+- an agent used as a tool (`agent.as_tool(...)`): not one step for the whole sub-run, but the
+  sub-agent's model and tool calls, each a step of the same run (not of a child workflow: the run
+  keeps one history, one event sequence and one token budget, and a sub-agent needs no
+  registration of its own to be recovered). See `_durable_agent_tool` and `_NestedRuns`.
+
+What runs inside a step (a function tool, a guardrail, including a `Runner.run` they make
+themselves) is part of that step: it runs again only when the step was cut off.
 
 After a crash the workflow replays: finished steps return their recorded
 results without running, and only the step that was in flight runs again.
@@ -36,7 +43,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
-from agents import Agent, FunctionTool, GuardrailFunctionOutput, Handoff, InputGuardrail, Model, ModelProvider, OutputGuardrail, Usage
+from agents import Agent, FunctionTool, GuardrailFunctionOutput, Handoff, InputGuardrail, Model, ModelProvider, OutputGuardrail, RunConfig, Usage
+from agents import run as agent_run
+from agents.run import AgentRunner
 from agents.exceptions import ModelBehaviorError
 from agents.mcp import MCPServer
 from agents.items import ModelResponse
@@ -73,6 +82,9 @@ class Turnstile:
         following = self._next.get(call_id)
         if following is not None:
             self._events[following].set()
+
+
+_NO_TURNSTILE = Turnstile([])
 
 
 @dataclasses.dataclass
@@ -121,7 +133,9 @@ class RunRecorder:
         """How this run retries failed model calls (the run's, queue's and agent's settings over the environment's)."""
         self.seq = 0
         self.shift = 0
-        self.turnstile = Turnstile([])
+        self.turnstiles: dict[str, Turnstile] = {}
+        """The turnstile each tool call of the last model responses passes, by call id (a sub-agent's
+        model call, inside an agent tool, must not replace its parent's)."""
         self.mcp_tools: dict[tuple[str, str], Any] = {}
         """The tools each MCP server listed for each agent, recorded once per run (see `DurableMCPServer`)."""
         self.edited_arguments: dict[str, str] = {}
@@ -169,6 +183,13 @@ class RunRecorder:
             self.seq += reserve
 
         async def body() -> _Outcome:
+            inside = _stepping.set(True)
+            try:
+                return await run_body()
+            finally:
+                _stepping.reset(inside)
+
+        async def run_body() -> _Outcome:
             await self._align(pending[0][0] if pending else base + 1)
             for number, cls, fields, when in pending:
                 await self._deliver(number, cls, fields, when)
@@ -251,10 +272,14 @@ def _observed(name: str) -> Iterator[None]:
 
 
 _current: ContextVar[RunRecorder] = ContextVar("timestep_run_recorder")
+_stepping: ContextVar[bool] = ContextVar("timestep_stepping", default=False)
+"""True inside a step's body: what runs there is part of the step, not steps of its own."""
 
 
 def recording(recorder: RunRecorder) -> Token:
     """Make `recorder` the current run's, for the durable wrappers (reset with the token)."""
+    if not isinstance(agent_run.get_default_agent_runner(), _NestedRuns):
+        agent_run.set_default_agent_runner(_NestedRuns(agent_run.get_default_agent_runner()))
     return _current.set(recorder)
 
 
@@ -329,7 +354,8 @@ class DurableModel(Model):
         if recorder.max_tokens is not None and recorder.tokens_used > recorder.max_tokens:
             raise BudgetExceeded(recorder.tokens_used, recorder.max_tokens)
         ids = [item.call_id for item in response.output if isinstance(item, ResponseFunctionToolCall)]
-        recorder.turnstile = Turnstile(ids)
+        turnstile = Turnstile(ids)
+        recorder.turnstiles.update(dict.fromkeys(ids, turnstile))
         return response
 
     def stream_response(self, *args: Any, **kwargs: Any) -> Any:
@@ -475,8 +501,9 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
         recorder = _current.get()
         call_id = ctx.tool_call_id
         arguments = recorder.edited_arguments.pop(call_id, arguments)
-        await recorder.turnstile.wait_for(call_id)
-        recorder.turnstile.allow_next_after(call_id)
+        turnstile = recorder.turnstiles.pop(call_id, _NO_TURNSTILE)
+        await turnstile.wait_for(call_id)
+        turnstile.allow_next_after(call_id)
 
         async def run(emit: Emit) -> Any:
             await emit(ToolCall, tool=tool.name, call_id=call_id, arguments=arguments)
@@ -522,12 +549,87 @@ def _durable_guardrail(guardrail: InputGuardrail | OutputGuardrail) -> InputGuar
 
 
 _wrapped: dict[int, tuple[weakref.ref, Agent]] = {}
+_clones: dict[int, weakref.ref] = {}
+
+
+def _durable_function_tool(tool: FunctionTool) -> FunctionTool:
+    return _durable_agent_tool(tool) if getattr(tool, "_is_agent_tool", False) else _durable_tool(tool)
+
+
+def _durable_agent_tool(tool: FunctionTool) -> FunctionTool:
+    """An agent used as a tool (`agent.as_tool(...)`): the sub-agent's model calls and tool calls are
+    steps of the same run, like the parent's, not one step for the whole sub-run; so after a crash
+    inside the sub-agent, only its call in flight runs again. Two small steps around it carry the
+    parent's `tool_call` and `tool_output` events. The tool's calls run one after another, in the
+    order the model listed them (a sub-run's steps interleaved with another call's would not replay
+    in the same order); see `_NestedRuns` for how the sub-run becomes durable."""
+    original = tool.on_invoke_tool
+
+    async def invoke(ctx: Any, arguments: str) -> Any:
+        recorder = _current.get()
+        call_id = ctx.tool_call_id
+        turnstile = recorder.turnstiles.pop(call_id, _NO_TURNSTILE)
+        await turnstile.wait_for(call_id)
+        try:
+            async def called(emit: Emit) -> None:
+                await emit(ToolCall, tool=tool.name, call_id=call_id, arguments=arguments)
+
+            await recorder.step(f"tool:{tool.name}", called, reserve=1)
+            output = await original(ctx, arguments)  # Runner.run of the sub-agent, made durable by _NestedRuns
+
+            async def returned(emit: Emit) -> None:
+                await emit(ToolOutput, call_id=call_id, output=_as_text(output), arguments=arguments)
+
+            await recorder.step(f"tool:{tool.name}.output", returned, reserve=1)
+            return output
+        finally:
+            turnstile.allow_next_after(call_id)
+
+    return dataclasses.replace(tool, on_invoke_tool=invoke)
+
+
+class _NestedRuns(AgentRunner):
+    """The SDK's default runner, with one change: a `Runner.run` made inside a durable run, outside
+    any step (an agent tool's sub-run, a hook's), runs a durable clone of its agent under a durable
+    model provider, so its model and tool calls are steps of the run. Inside a step (a function
+    tool's or a guardrail's own `Runner.run`) the sub-run is part of that step and is left as it is;
+    outside a durable run nothing changes."""
+
+    def __init__(self, inner: AgentRunner) -> None:
+        self.inner = inner
+
+    async def run(self, starting_agent: Agent, input: Any, **kwargs: Any) -> Any:
+        if _current.get(None) is not None and not _stepping.get():
+            starting_agent = wrap_agent(starting_agent)
+            kwargs["run_config"] = _durable_config(kwargs.get("run_config"))
+        return await self.inner.run(starting_agent, input, **kwargs)
+
+    def run_sync(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.run_sync(*args, **kwargs)
+
+    def run_streamed(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.run_streamed(*args, **kwargs)
+
+
+def _durable_config(config: RunConfig | dict | None) -> RunConfig | dict | None:
+    """A sub-run's config with its model provider (and a model object it names) made durable."""
+    if not isinstance(config, RunConfig):
+        return config  # none: the SDK's default provider; the run's own config reaches agent tools via their context
+    changes: dict[str, Any] = {}
+    if not isinstance(config.model_provider, DurableModelProvider):
+        changes["model_provider"] = DurableModelProvider(config.model_provider)
+    if isinstance(config.model, Model) and not isinstance(config.model, DurableModel):
+        changes["model"] = DurableModel(config.model)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def wrap_agent(agent: Agent) -> Agent:
     """A clone of `agent` (and of the agents it hands off to) whose model and tools are
     durable steps of whichever run is current. Made once per agent object, and forgotten
     with it, so agents made per request do not pile up."""
+    made = _clones.get(id(agent))
+    if made is not None and made() is agent:  # durable already
+        return agent
     cached = _wrapped.get(id(agent))
     if cached is not None and cached[0]() is agent:
         return cached[1]
@@ -541,7 +643,7 @@ def _wrap(agent: Agent, memo: dict[int, Agent]) -> Agent:
     if id(agent) in memo:
         return memo[id(agent)]
     changes: dict[str, Any] = {
-        "tools": [_durable_tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools],
+        "tools": [_durable_function_tool(t) if isinstance(t, FunctionTool) else t for t in agent.tools],
         "input_guardrails": [_durable_guardrail(g) for g in agent.input_guardrails],
         "output_guardrails": [_durable_guardrail(g) for g in agent.output_guardrails],
     }
@@ -554,6 +656,8 @@ def _wrap(agent: Agent, memo: dict[int, Agent]) -> Agent:
         # The SDK makes a function tool of each listed MCP tool, each turn: they are wrapped as they come.
         clone.get_mcp_tools = functools.partial(_durable_mcp_tools, clone)  # type: ignore[method-assign]
     memo[id(agent)] = clone
+    _clones[id(clone)] = weakref.ref(clone)
+    weakref.finalize(clone, _clones.pop, id(clone), None)
     clone.handoffs = [_wrap_handoff(h, memo) for h in agent.handoffs]
     return clone
 
