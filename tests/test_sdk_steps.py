@@ -168,3 +168,22 @@ async def test_parallel_calls_around_an_agent_tool_start_in_the_models_order(db:
     assert await _steps(result.workflow_id) == [
         "model", "tool:first", "tool:ask_helper", "model", "tool:ask_helper.output", "tool:last", "model",
     ]
+
+
+async def test_an_agent_tool_that_streams_its_sub_run_stays_one_step(db: str) -> None:
+    """`as_tool(on_stream=...)` runs the sub-agent with Runner.run_streamed, which is not made durable
+    call by call: the whole tool call is one step, as any function tool's."""
+    streamed: list[str] = []
+
+    async def on_stream(event: Any) -> None:
+        streamed.append(event["event"].type)
+
+    helper = Agent(name=uid("streaming-helper"), model=ScriptedModel([[assistant_message("2")]]))
+    agent = Agent(
+        name=uid("streaming-parent"),
+        tools=[helper.as_tool(tool_name="ask_helper", tool_description="Ask the helper.", on_stream=on_stream)],
+        model=ScriptedModel([[function_call("ask_helper", {"input": "two?"}, call_id="s1")], [assistant_message("two")]]),
+    )
+    result = await timestep.run_agent_workflow(agent, "count")
+    assert result.output == "two" and streamed
+    assert await _steps(result.workflow_id) == ["model", "tool:ask_helper", "model"]

@@ -553,7 +553,20 @@ _clones: dict[int, weakref.ref] = {}
 
 
 def _durable_function_tool(tool: FunctionTool) -> FunctionTool:
-    return _durable_agent_tool(tool) if getattr(tool, "_is_agent_tool", False) else _durable_tool(tool)
+    if getattr(tool, "_is_agent_tool", False) and not _streams_its_sub_run(tool):
+        return _durable_agent_tool(tool)
+    return _durable_tool(tool)
+
+
+def _streams_its_sub_run(tool: FunctionTool) -> bool:
+    """Whether an agent tool streams its sub-run (`as_tool(on_stream=...)`), read from the SDK's
+    function behind it; True when that cannot be told. Such a tool stays one step: a streamed
+    sub-run (`Runner.run_streamed`) is not made durable call by call."""
+    impl = getattr(tool.on_invoke_tool, "_invoke_tool_impl", None)
+    code = getattr(impl, "__code__", None)
+    if code is None or "on_stream" not in code.co_freevars:
+        return True
+    return impl.__closure__[code.co_freevars.index("on_stream")].cell_contents is not None
 
 
 def _durable_agent_tool(tool: FunctionTool) -> FunctionTool:
