@@ -187,3 +187,16 @@ async def test_an_agent_tool_that_streams_its_sub_run_stays_one_step(db: str) ->
     result = await timestep.run_agent_workflow(agent, "count")
     assert result.output == "two" and streamed
     assert await _steps(result.workflow_id) == ["model", "tool:ask_helper", "model"]
+
+
+async def test_a_streamed_run_streams_its_sub_agents_text_too(db: str) -> None:
+    helper = Agent(name=uid("stream-helper"), model=ScriptedModel([[assistant_message("deux")]]))
+    agent = Agent(
+        name=uid("stream-parent"), tools=[helper.as_tool(tool_name="ask_helper", tool_description="Ask the helper.")],
+        model=ScriptedModel([[function_call("ask_helper", {"input": "two?"}, call_id="s1")], [assistant_message("two is deux")]]),
+    )
+    events: list[Any] = []
+    result = await timestep.run_agent_workflow(agent, "count", stream=True, on_event=events.append)
+    assert result.output == "two is deux"
+    assert "".join(e.text for e in events if e.type == "delta") == "deuxtwo is deux"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
