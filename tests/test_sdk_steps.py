@@ -4,6 +4,7 @@ test_sdk_crash.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import uuid
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from agents import Agent, GuardrailFunctionOutput, handoff, RunContextWrapper, TResponseInputItem, function_tool, input_guardrail, output_guardrail
 from agents.mcp import MCPServerStdio
-from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from pydantic import BaseModel
 
 import timestep
@@ -200,3 +201,31 @@ async def test_a_streamed_run_streams_its_sub_agents_text_too(db: str) -> None:
     assert result.output == "two is deux"
     assert "".join(e.text for e in events if e.type == "delta") == "deuxtwo is deux"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_an_agent_tool_approved_with_edited_arguments_runs_its_sub_agent_on_them(db: str) -> None:
+    """as_tool(needs_approval=True): the run waits for the decision; the sub-agent gets the edited input."""
+    heard: list[str] = []
+
+    def translate(call: Any) -> Any:
+        text = next(i["content"] for i in call.input if isinstance(i, dict) and i.get("role") == "user")
+        heard.append(text)
+        return [assistant_message({"goodbye": "adios"}.get(text, "?"))]
+
+    spanish_agent = Agent(name=uid("Spanish agent"), model=ScriptedModel([ModelStep.respond(translate)]))
+    orchestrator = Agent(
+        name=uid("orchestrator"),
+        tools=[spanish_agent.as_tool(tool_name="translate_to_spanish", tool_description="Translate to Spanish", needs_approval=True)],
+        model=ScriptedModel([
+            [function_call("translate_to_spanish", {"input": "hello"}, call_id="t1")],
+            ModelStep.respond(lambda call: [assistant_message(f"got {[i['output'] for i in call.input if i.get('type') == 'function_call_output']}")]),
+        ]),
+    )
+    run_id = uid("edited-agent-tool")
+    running = asyncio.create_task(timestep.run_agent_workflow(orchestrator, "Say hello", workflow_id=run_id, wait_for_approval=True))
+    while not await timestep.list_approvals(run_id=run_id):
+        await asyncio.sleep(0.05)
+    await timestep.approve_tool_call(run_id, "t1", arguments='{"input": "goodbye"}', decided_by="ada")
+    result = await asyncio.wait_for(running, 60)
+    assert heard == ["goodbye"]
+    assert result.output == "got ['adios']"

@@ -581,6 +581,7 @@ def _durable_agent_tool(tool: FunctionTool) -> FunctionTool:
     async def invoke(ctx: Any, arguments: str) -> Any:
         recorder = _current.get()
         call_id = ctx.tool_call_id
+        arguments = recorder.edited_arguments.pop(call_id, arguments)
         turnstile = recorder.turnstiles.pop(call_id, _NO_TURNSTILE)
         await turnstile.wait_for(call_id)
         try:
