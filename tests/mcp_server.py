@@ -1,6 +1,8 @@
 """A tiny stdio MCP server for tests (the `mcp` package's MCPServer, run over stdio).
 
-    python tests/mcp_server.py LOG_DIR
+    python tests/mcp_server.py LOG_DIR [PORT]
+
+Over stdio; with PORT, over streamable HTTP at http://127.0.0.1:PORT/mcp.
 
 Each tool call appends a line to LOG_DIR/calls.log; `slow_add` blocks while LOG_DIR/block exists.
 With MCP_EXTRA_TOOL set it also offers `multiply`.
@@ -53,4 +55,7 @@ if os.environ.get("MCP_EXTRA_TOOL"):  # the server as changed since a run listed
 
 
 if __name__ == "__main__":
-    server.run()
+    if len(sys.argv) > 2:
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run()

@@ -5,17 +5,24 @@ test_sdk_crash.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from agents import Agent, GuardrailFunctionOutput, handoff, RunContextWrapper, TResponseInputItem, function_tool, input_guardrail, output_guardrail
-from agents.mcp import MCPServerStdio
+import pytest
+from agents import (
+    Agent, GuardrailFunctionOutput, RunContextWrapper, TResponseInputItem, function_tool, handoff, input_guardrail, output_guardrail,
+)
+from agents.mcp import MCPServerStdio, MCPServerStreamableHttp
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from pydantic import BaseModel
 
 import timestep
+from timestep.bus.server import free_port
 from timestep.durable import engine
 
 
@@ -83,11 +90,36 @@ async def test_an_on_handoff_callback_is_a_step(db: str) -> None:
     assert await _steps(result.workflow_id) == ["model", f"handoff:{escalation.name}", "model"]
 
 
-async def test_mcp_tool_calls_are_steps_and_the_tool_list_is_recorded_once_per_run(db: str, tmp_path: Path) -> None:
-    """mcp.md: an MCPServerStdio handed to the agent in `mcp_servers`."""
-    async with MCPServerStdio(
-        name="Calculator", params={"command": sys.executable, "args": [str(Path(__file__).with_name("mcp_server.py")), str(tmp_path)]},
-    ) as server:
+@contextlib.asynccontextmanager
+async def _calculator(transport: str, log_dir: Path) -> AsyncIterator[Any]:
+    """mcp.md: the test server over stdio (MCPServerStdio) or streamable HTTP (MCPServerStreamableHttp)."""
+    script = str(Path(__file__).with_name("mcp_server.py"))
+    if transport == "stdio":
+        async with MCPServerStdio(name="Calculator", params={"command": sys.executable, "args": [script, str(log_dir)]}) as server:
+            yield server
+        return
+    port = free_port()
+    process = subprocess.Popen([sys.executable, script, str(log_dir), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while True:  # up when it accepts a connection
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read().decode()[-2000:]
+                await asyncio.sleep(0.05)
+        async with MCPServerStreamableHttp(name="Calculator", params={"url": f"http://127.0.0.1:{port}/mcp"}) as server:
+            yield server
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_mcp_tool_calls_are_steps_and_the_tool_list_is_recorded_once_per_run(db: str, tmp_path: Path, transport: str) -> None:
+    """mcp.md: an MCP server handed to the agent in `mcp_servers`."""
+    async with _calculator(transport, tmp_path) as server:
         agent = Agent(
             name=uid("mcp-assistant"), instructions="Use the tools to answer the questions.", mcp_servers=[server],
             model=ScriptedModel([
