@@ -7,6 +7,7 @@ tools.md); the guardrail functions are local ones, which cannot be pickled, as i
 
 from __future__ import annotations
 
+import pickle
 import re
 import uuid
 from typing import Any
@@ -31,6 +32,7 @@ from pydantic import BaseModel
 
 import timestep
 from subjects.events import Failed
+from timestep.durable.sdk_errors import picklable
 
 
 def uid(prefix: str) -> str:
@@ -147,3 +149,29 @@ async def test_a_tool_without_a_failure_error_function_raises_a_user_error(db: s
     )
     for error in await _fails_alike(agent, "Who am I?", UserError):
         assert error.message == "Error running tool get_user_profile: no profile for u-7"
+
+
+class LockedOut(Exception):
+    """An application's error that holds something pickle cannot carry."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"{user} is locked out")
+        self.user = user
+        self.retry = lambda: None
+
+
+def test_an_error_that_cannot_be_pickled_keeps_its_class_message_and_what_can_be_carried() -> None:
+    error = LockedOut("ada")
+    with pytest.raises(Exception):
+        pickle.dumps(error)
+    copy = pickle.loads(pickle.dumps(picklable(error)))
+    assert type(copy) is LockedOut and str(copy) == "ada is locked out" and copy.user == "ada"
+    assert isinstance(copy.retry, str)  # the function stayed behind; its repr says what it was
+
+
+def test_an_error_of_a_class_pickle_cannot_find_becomes_a_runtime_error_naming_it() -> None:
+    class Local(Exception):
+        pass
+
+    stored = picklable(Local("gone"))
+    assert type(stored) is RuntimeError and str(stored) == "Local: gone"
