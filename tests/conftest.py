@@ -80,11 +80,46 @@ class Databases:
                 pass
 
 
-BACKENDS = [
-    "sqlite",
-    # Marked `postgres`: the fast tier (`./tasks.sh test --fast`) runs the SQLite variant alone.
-    pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.skipif(PG_PROBLEM is not None, reason=PG_PROBLEM or "")]),
-]
+def backends(*postgres_marks: pytest.MarkDecorator) -> list:
+    """The backends a test runs on, with `postgres_marks` on its PostgreSQL variant alone:
+    `@pytest.mark.parametrize("backend", backends(pytest.mark.xdist_group("processes")), indirect=True)`."""
+    return [
+        "sqlite",
+        # Marked `postgres`: the fast tier (`./tasks.sh test --fast`) runs the SQLite variant alone.
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.skipif(PG_PROBLEM is not None, reason=PG_PROBLEM or ""), *postgres_marks]),
+    ]
+
+
+BACKENDS = backends()
+
+
+#: The order tests are handed to the xdist workers: the long kinds first, so no long test starts last.
+_FIRST = {"bench": 0, "processes": 1, "node": 2, "browser": 2}
+
+
+@pytest.hookimpl(trylast=True)  # after pytest grouped the tests by backend
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Within each backend, the modules with a test marked bench first, then those with one marked
+    processes, then node or browser, then the rest. A module moves as a whole and keeps its order
+    (its module fixtures are set up once per worker); the tests that take no backend join the SQLite
+    ones, so each worker still changes backend once."""
+
+    def on_postgres(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return 1 if callspec is not None and callspec.params.get("backend") == "postgres" else 0
+
+    def kind(item: pytest.Item) -> int:
+        return min((n for name, n in _FIRST.items() if item.get_closest_marker(name)), default=len(_FIRST))
+
+    def module(item: pytest.Item) -> tuple[int, str]:
+        return (on_postgres(item), item.nodeid.split("::")[0])
+
+    tier: dict[tuple[int, str], int] = {}
+    first: dict[tuple[int, str], int] = {}
+    for index, item in enumerate(items):
+        tier[module(item)] = min(tier.get(module(item), len(_FIRST)), kind(item))
+        first.setdefault(module(item), index)
+    items.sort(key=lambda item: (module(item)[0], tier[module(item)], first[module(item)]))
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import backends
 from faults import ROLES, Actors, PrivatePostgres, check_ledger, postgres_binaries_problem
 from processes import TESTS, process_env, wait_printed_async
 from subjects.events import Completed, Failed, Interrupted, RunEvent
@@ -33,6 +34,9 @@ from timestep.bus.server import EmbeddedNats, free_port
 
 pytestmark = pytest.mark.processes
 
+# Many processes on one PostgreSQL: its variant not beside the other such tests (connection slots);
+# the SQLite variant, on files of its own, runs beside any test.
+ONE_POSTGRES_AT_A_TIME = pytest.mark.parametrize("backend", backends(pytest.mark.xdist_group("processes")), indirect=True)
 RUNS = int(os.environ.get("TIMESTEP_FAULT_RUNS", "300"))
 # Not asyncio.to_thread: the loop's default executor is DBOS's pool, shut down with an earlier DBOS session.
 _threads = ThreadPoolExecutor(4)
@@ -137,8 +141,7 @@ async def submit_all(client: Client, run_ids: list[str], per_second: float) -> N
     await asyncio.gather(*tasks)
 
 
-# Many processes on one PostgreSQL: not beside the other such tests (connection slots).
-@pytest.mark.xdist_group("processes")
+@ONE_POSTGRES_AT_A_TIME
 async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
     """SIGKILL the agent actor, the governor and the scheduler, each, then all at once, then at
     random, at random points of RUNS runs (half queued) and a schedule ticking every 2 s."""
@@ -176,8 +179,7 @@ async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNat
         actors.stop()
 
 
-# Many processes on one PostgreSQL: not beside the other such tests (connection slots).
-@pytest.mark.xdist_group("processes")
+@ONE_POSTGRES_AT_A_TIME
 async def test_graceful_stops(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
     """SIGTERM (as every deploy sends) and SIGINT (Ctrl-C) to the agent actor, the governor, the
     scheduler, each, then all at once, then at random, under a load that keeps runs inside model
@@ -230,8 +232,7 @@ async def test_graceful_stops(fresh_db_url: str, tmp_path: Path, nats: EmbeddedN
         actors.stop()
 
 
-# Many processes on one PostgreSQL: not beside the other such tests (connection slots).
-@pytest.mark.xdist_group("processes")
+@ONE_POSTGRES_AT_A_TIME
 async def test_nats_restart_under_load(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNats) -> None:
     """The nats-server is SIGKILLed mid-load and restarted on the same store 2 s later. Clients and
     actors reconnect by themselves, pull consumers keep (or re-bind) their subscriptions, every
