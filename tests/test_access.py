@@ -48,6 +48,9 @@ from timestep.settings import NatsSettings, Settings
 
 TESTS = Path(__file__).parent
 DEPLOY_NATS = TESTS.parent / "deploy" / "nats"
+# One xdist worker runs the module: the deployment (a secured nats-server and three `timestep up`) starts once.
+pytestmark = pytest.mark.xdist_group("access")
+
 AGENT = "bus-assistant"
 ROLES = ("agent", "governor", "scheduler")
 USERS = (*ROLES, "client", "viewer", "admin", "sys")

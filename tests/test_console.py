@@ -26,6 +26,9 @@ from timestep.bus.server import EmbeddedNats, free_port
 from timestep.client import Client
 from timestep.settings import NatsSettings, Settings
 
+# One xdist worker runs the module: the deployment and Chromium start once.
+pytestmark = pytest.mark.xdist_group("console")
+
 TESTS = Path(__file__).parent
 DEPLOY_NATS = TESTS.parent / "deploy" / "nats"
 AGENT = "bus-assistant"
