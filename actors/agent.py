@@ -22,13 +22,13 @@ from subjects.events import ErrorInfo, Interrupted
 from subjects.ids import run_id_problem
 from subjects.messages import ApprovalList, Approve, Cancel, Reject, Reply
 from subjects.names import CONTROL_STREAM, WORK_STREAM
-from timestep.durable import definitions, engine, registry
+from timestep.durable import definitions, registry
 from timestep.ops import observe
 from timestep.bus.connection import HOSTED_RENEW_SECONDS, Bus, Message
 from timestep.durable.events import ENDINGS, listen
 from timestep.bus.intake import StartRun, body_problem
 from timestep.durable import approvals as inbox
-from timestep.durable.runs import cancel_run, start_run
+from timestep.durable.runs import cancel_run, run_state, start_run
 from timestep.errors import ValidationError
 
 log = logging.getLogger("actors.agent")
@@ -126,13 +126,14 @@ class AgentActor(Actor):
 class Refused(Exception):
     """A control message that cannot be acted on: `kind` is the stable type of its ErrorInfo."""
 
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, kind: str, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
         self.kind = kind
-        self.message = message
+        self.message = str(self)
+        self.field = field
 
     def info(self) -> ErrorInfo:
-        return ErrorInfo(type=self.kind, message=self.message)
+        return ErrorInfo(type=self.kind, message=self.message, field=self.field)
 
 
 class NotStartedYet(Exception):
@@ -239,22 +240,22 @@ class ControlActor(Actor):
         observe.bind_run(run_id)  # this message's task: its log lines name the run
         problem = run_id_problem(run_id)
         if problem is not None:
-            raise Refused("InvalidSubject", f"run_id: {run_id!r} {problem}")
+            raise Refused("InvalidSubject", f"{run_id!r} {problem}", "run_id")
         try:
             command = msgspec.json.decode(data or b"{}", type=_CONTROL_TYPES[action])
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             field, problem = body_problem(exc, data=data, type=_CONTROL_TYPES[action])
-            raise Refused("InvalidRequest", f"{field}: {problem}") from None
-        state = await engine.status(run_id)
+            raise Refused("InvalidRequest", problem, field) from None
+        state = await run_state(run_id)
         _, last_headers, kind = await self.bus.last_event(run_id)
         if state is None:
             if kind is None:
-                raise Refused("UnknownRun", f"run_id: no run {run_id!r}; check the id (`timestep workflows list` lists the runs)")
+                raise Refused("UnknownRun", f"no run {run_id!r}; check the id (`timestep workflows list` lists the runs)", "run_id")
             if kind != "rejected":
                 raise NotStartedYet(f"run {run_id!r} was accepted and has not started yet; try again in a moment")
         # A run's last event goes out just before DBOS records its end: `completed` may be
         # stored while the status still says PENDING. Either one means the run is over.
-        status = state.status if state is not None else "rejected"
+        status = state if state is not None else "rejected"
         cancelled_unannounced = status == "cancelled" and kind != "cancelled" and isinstance(command, Cancel)
         if kind in ENDINGS or status in ("completed", "failed", "rejected") or (status == "cancelled" and not cancelled_unannounced):
             outcome = kind if kind in ENDINGS else status
@@ -266,12 +267,12 @@ class ControlActor(Actor):
         try:
             record = await inbox.waiting_for(run_id, command.call_id)  # as the library's approve and reject decide
         except ValidationError as exc:
-            raise Refused("NotWaiting", str(exc)) from None
+            raise Refused("NotWaiting", exc.problem + (f"; {exc.fix}" if exc.fix else ""), exc.field) from None
         if isinstance(command, Approve) and command.arguments is not None:
             try:
                 inbox.check_arguments(record.agent, record.tool, command.arguments)
             except ValidationError as exc:
-                raise Refused("InvalidRequest", str(exc)) from None
+                raise Refused("InvalidRequest", exc.problem + (f"; {exc.fix}" if exc.fix else ""), exc.field) from None
         decided_by = server_user(headers) or command.decided_by
         await inbox.send_decision(run_id, msgspec.structs.replace(command, decided_by=decided_by, decided_at=None))
 

@@ -35,12 +35,11 @@ from typing import Any
 
 import msgspec
 
-from subjects.events import ErrorInfo
 from subjects.messages import Reply
 from timestep.ops import metrics
 from timestep.durable import registry
 from timestep.bus.connection import Bus, Message, PullTimeout
-from timestep.errors import PermissionDeniedError
+from timestep.errors import PermissionDeniedError, error_info
 
 log = logging.getLogger("actors")
 
@@ -139,7 +138,7 @@ class Actor:
 
     async def refuse(self, msg: Message, exc: Exception) -> None:
         """Answer a request with the error, and dead-letter it with the reason."""
-        info = ErrorInfo(type=type(exc).__name__, message=str(exc))
+        info = error_info(exc)
         await self.reply(msg, Reply(ok=False, error=info))
         await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"refused: {exc}", info)
 

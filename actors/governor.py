@@ -25,14 +25,14 @@ from actors.base import Actor, KnownAgents, origin
 from subjects.events import Accepted, ErrorInfo, Queued, Rejected, decode_submit_answer, submit_answer
 from subjects.messages import QueueConfigure, QueueDelete, QueueStatusRequest, Reply, RunGet, RunsList
 from subjects.names import SUBMIT_STREAM
-from timestep.durable import admission, engine, listing, queues
+from timestep.durable import admission, listing, queues
 from timestep.ops import metrics, observe
 from timestep.bus.connection import Bus, Message
 from timestep.errors import DuplicateRunError, SessionBusyError, TimestepError
 from timestep.durable.events import now
 from timestep.errors import ValidationError
 from timestep.bus.intake import Busy, Invalid, StartRun, body_problem, encode, parse_request, to_spec
-from timestep.durable.runs import RunSpec, enqueue_run
+from timestep.durable.runs import RunSpec, enqueue_run, run_state
 
 log = logging.getLogger("actors.governor")
 
@@ -87,7 +87,7 @@ class Governor(Actor):
         try:
             await admission.refuse_if_busy(request.session_id, request.session_policy, run_id)  # as the library does
         except SessionBusyError as busy:
-            raise Busy("session_id", str(busy).split(": ", 1)[1], run_id) from None
+            raise Busy(busy.field, busy.problem, run_id) from None
         if request.queue is None:
             await self._start_now(request, run_id)
         else:
@@ -112,20 +112,20 @@ class Governor(Actor):
             await enqueue_run(spec, run_id, request, wake=False)
         except DuplicateRunError as dup:
             # A redelivery of this very request finds its own run holding the id: fine.
-            if await engine.status(run_id) is None:
-                raise Invalid("deduplication_id", str(dup).split(": ", 1)[1], run_id) from None
+            if await run_state(run_id) is None:
+                raise Invalid(dup.field, dup.problem, run_id) from None
         except TimestepError as exc:
             raise Invalid(getattr(exc, "field", "request"), str(exc), run_id) from None
         await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
         await self.bus.publish_event(Queued(run_id=run_id, seq=2, time=now(), queue=queue))
-        engine.wake_queue(queue)
+        queues.wake(queue)
 
     async def _reject(self, msg: Message, bad: Invalid) -> None:
         if bad.run_id is not None and observe.run_trace(bad.run_id) is None:
             observe.bind_run(bad.run_id, observe.trace_from_headers(msg.headers) or observe.new_trace())
         log.info("rejected a request on %s: %s", msg.subject, bad)
         # A bad request that names an existing run is refused without touching that run's history.
-        if bad.run_id is not None and await engine.status(bad.run_id) is None:
+        if bad.run_id is not None and await run_state(bad.run_id) is None:
             await self.bus.publish_event(Rejected(run_id=bad.run_id, seq=1, time=now(), error=bad.info()))
         await self.bus.dead_letter(msg.subject, msg.data, msg.headers, f"rejected: {bad}", bad.info(), origin=origin(msg))
 
@@ -185,7 +185,7 @@ class Governor(Actor):
     async def _queue_status(self, msg: Message) -> None:
         try:
             req = msgspec.json.decode(msg.data or b"{}", type=QueueStatusRequest)
-            names = [req.name] if req.name else await engine.blocking(queues.queue_names)
+            names = [req.name] if req.name else await queues.names()
             await self.reply(msg, Reply(ok=True, queues=[await queues.queue_status(n) for n in names]))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=QueueStatusRequest)))
@@ -210,7 +210,7 @@ class Governor(Actor):
             req = msgspec.json.decode(msg.data or b"{}", type=RunGet)
             run = await listing.get_run(req.id)
             if run is None:
-                await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them")))
+                await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them", field="id")))
                 return
             await self.reply(msg, Reply(ok=True, run=run))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:

@@ -48,7 +48,7 @@ def liveness_problem(system: Any) -> str | None:
 
 def readiness_problem(system: Any) -> str | None:
     """Why the process cannot do its work now, or None."""
-    from timestep.durable import engine
+    from timestep.durable import launch
 
     bus = system.bus
     if bus is None:
@@ -59,7 +59,7 @@ def readiness_problem(system: Any) -> str | None:
     if not nc.is_connected:
         state = "closed" if nc.is_closed else "reconnecting" if nc.is_reconnecting else "disconnected"
         return f"NATS {state}"
-    if system.roles & {"agent", "governor"} and not engine.is_launched():
+    if system.roles & {"agent", "governor"} and not launch.is_launched():
         return "DBOS not launched"
     if not system.actors:
         return "actors not started"
@@ -70,12 +70,12 @@ def readiness_problem(system: Any) -> str | None:
 
 
 async def _read_queues() -> None:
-    from timestep.durable import engine, queues
+    from timestep.durable import launch, queues
 
-    if not engine.is_launched():
+    if not launch.is_launched():
         return
     figures: dict[str, tuple[int, int]] = {}
-    for name in await engine.blocking(queues.queue_names):
+    for name in await queues.names():
         status = await queues.queue_status(name)
         figures[name] = (status.depth, status.running)
     metrics.set_queues(figures)

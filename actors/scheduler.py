@@ -24,7 +24,7 @@ from croniter import CroniterError
 from actors.base import Actor, KnownAgents
 from subjects.events import ErrorInfo
 from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete, ScheduleList
-from timestep.durable import engine, store
+from timestep.durable import store
 from timestep.bus.connection import Bus, Message
 from timestep.errors import TimestepError, ValidationError
 from timestep.bus.intake import Invalid, body_problem, encode, parse_request
@@ -37,9 +37,9 @@ RELOAD_SECONDS = 1.0
 _RECREATE = "delete it (timestep schedules delete {name}) and create it again"
 
 
-def _load() -> tuple[list[Schedule], dict[str, str]]:
+def _load(db: sa.Engine) -> tuple[list[Schedule], dict[str, str]]:
     """The schedules, and why each row that cannot be read is left out (by name)."""
-    with store.get_engine().connect() as conn:
+    with db.connect() as conn:
         rows = conn.execute(sa.select(store.bus_schedules).order_by(store.bus_schedules.c.name)).mappings().all()
     schedules, unreadable = [], {}
     for r in rows:
@@ -51,14 +51,14 @@ def _load() -> tuple[list[Schedule], dict[str, str]]:
     return schedules, unreadable
 
 
-def _save(schedule: Schedule) -> None:
+def _save(db: sa.Engine, schedule: Schedule) -> None:
     table = store.bus_schedules
-    with store.get_engine().begin() as conn:
+    with db.begin() as conn:
         store.upsert(conn, table, [{"name": schedule.name, "cron": schedule.cron, "request": encode(schedule.request).decode(), "created_at": schedule.created_at}])
 
 
-def _delete(name: str) -> bool:
-    with store.get_engine().begin() as conn:
+def _delete(db: sa.Engine, name: str) -> bool:
+    with db.begin() as conn:
         return conn.execute(sa.delete(store.bus_schedules).where(store.bus_schedules.c.name == name)).rowcount > 0
 
 
@@ -99,7 +99,7 @@ class Scheduler(Actor):
 
     async def _tick(self) -> None:
         if time.monotonic() - self._loaded_at > RELOAD_SECONDS:
-            schedules, unreadable = await engine.blocking(_load)
+            schedules, unreadable = await store.run(_load)
             self._schedules = {s.name: s for s in schedules}
             for name, problem in unreadable.items():
                 self._failed(name, problem)
@@ -164,7 +164,7 @@ class Scheduler(Actor):
             if problem is not None:
                 raise ValidationError("request.agent", problem, "start an agent actor that hosts it (timestep up --agents MODULE), or name one that is hosted")
             schedule = Schedule(name=req.name, cron=cron, request=msgspec.structs.replace(req.request, id=None), created_at=time.time())
-            await engine.blocking(_save, schedule)
+            await store.run(lambda db: _save(db, schedule))
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, schedule=schedule))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -179,7 +179,7 @@ class Scheduler(Actor):
     async def _delete(self, msg: Message) -> None:
         try:
             req = msgspec.json.decode(msg.data, type=ScheduleDelete)
-            deleted = await engine.blocking(_delete, req.name)
+            deleted = await store.run(lambda db: _delete(db, req.name))
             self._loaded_at = 0.0
             await self.reply(msg, Reply(ok=True, deleted=deleted))
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -191,5 +191,5 @@ class Scheduler(Actor):
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ScheduleList)))
             return
-        schedules, _ = await engine.blocking(_load)
+        schedules, _ = await store.run(_load)
         await self.reply(msg, Reply(ok=True, schedules=schedules))

@@ -24,8 +24,8 @@ from actors.console import Console
 from actors.health import HealthServer
 from timestep.bus.connection import Bus, BusEventSink
 from timestep.bus.server import EmbeddedNats, remove_url_file, write_url_file
-from timestep.durable import engine
 from timestep.durable.events import add_event_sink, remove_event_sink
+from timestep.durable import launch
 from timestep.durable.launch import configure_dbos, ensure_dbos_launched
 from timestep.errors import ValidationError
 from timestep.ops import observe
@@ -113,7 +113,7 @@ class System:
             self.settings.log_format, self.settings.log_level, role="+".join(sorted(self.roles)), executor_id=self.settings.executor_id
         )
         durable = bool(self.roles & {"agent", "governor"})
-        if durable and engine.current_config() is None:
+        if durable and not launch.is_configured():
             configure_dbos()  # defaults; a configure_dbos() made before stays in force
         if not self.url:
             # The lease, then the store's lock, before the server and its nats.url: a second
@@ -127,14 +127,14 @@ class System:
         self.bus = await Bus.connect(self.url, settings=self.settings, name=f"timestep-{'+'.join(sorted(self.roles))}")
         await self.bus.ensure_streams()
         if durable:
-            if "agent" not in self.roles and not engine.is_launched():
-                engine.listen_to_no_queues()
+            if "agent" not in self.roles and not launch.is_launched():
+                launch.take_no_queued_runs()
             if "agent" in self.roles:
                 # Before launch: runs recovered at launch publish their events too.
                 self._sink = BusEventSink(self.bus)
                 add_event_sink(self._sink)
             await self._take_lease()  # with NATS_URL, here: a standby waits connected
-            self._owns_engine = not engine.is_launched()
+            self._owns_engine = not launch.is_launched()
             ensure_dbos_launched()
         agent = AgentActor(self.bus) if "agent" in self.roles else None
         if agent is not None:
@@ -160,8 +160,7 @@ class System:
     async def _take_lease(self) -> None:
         """Before launch: this process becomes the one live holder of its executor id (see
         timestep/ops/lease.py), until it exits: DBOS may still be finishing runs here after stop()."""
-        config = engine.current_config() or {}
-        url = config.get("system_database_url") or engine.database_url(settings=self.settings)
+        url = launch.database_in_use(self.settings)
         key = (self.settings.executor_id, url)
         if key in _leases:
             return  # another System of this process holds it
@@ -191,7 +190,7 @@ class System:
                 log.exception("stopping %s failed", actor.name)
         self.actors = []
         if self._owns_engine:
-            await engine.stop_workflows(self.settings.stop_grace_seconds if grace_seconds is None else grace_seconds)
+            await launch.stop_runs(self.settings.stop_grace_seconds if grace_seconds is None else grace_seconds)
         if self._sink is not None:
             remove_event_sink(self._sink)
             self._sink = None
@@ -199,7 +198,7 @@ class System:
             await self.bus.close()
             self.bus = None
         if self._owns_engine:
-            engine.shutdown()
+            launch.shutdown()
             self._owns_engine = False
         if self.embedded is not None:
             self.embedded.stop()

@@ -21,11 +21,14 @@ class TokenUsage(msgspec.Struct, kw_only=True):
     total_tokens: int = 0
 
 
-class ErrorInfo(msgspec.Struct, kw_only=True):
-    """What went wrong: `type` is a stable class name, `message` says what and how to fix it."""
+class ErrorInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What went wrong: `type` is a stable class name, `message` says what and how to fix it, and
+    `field`, when one field of the request is at fault, names it as the contract does
+    (`deduplication_id`, `request.agent`, `arguments.to`); the message then starts with it."""
 
     type: str
     message: str
+    field: str | None = None
 
 
 class Approval(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -224,11 +227,15 @@ def submit_answer(event: Accepted | Rejected, *, stream: str, duplicate: bool = 
     `accepted` gains a PubAck's `stream` (and `duplicate: true` for a repeat): its `seq` stays the
     event's number (1), not a stream sequence. `rejected` carries its error as JetStream's API error
     (`{"code": 400, "description": "<field>: <problem and fix>"}`; `code` 409 for a run refused by its
-    session policy, SessionBusy), so those clients raise with the reason; the run's stored `rejected` event keeps `error: {type, message}`."""
+    session policy, SessionBusy), so those clients raise with the reason; the field at fault is beside
+    it, top-level `field` (an API error takes no other key: nats-py builds its exception from them all).
+    The run's stored `rejected` event keeps `error: {type, message, field}`."""
     answer = msgspec.to_builtins(event)
     if isinstance(event, Rejected):
         code = SESSION_BUSY_CODE if event.error.type == "SessionBusy" else SUBMIT_REFUSED_CODE
         answer["error"] = {"code": code, "description": event.error.message}
+        if event.error.field is not None:
+            answer["field"] = event.error.field
     else:
         answer["stream"] = stream
         if duplicate:
@@ -237,12 +244,13 @@ def submit_answer(event: Accepted | Rejected, *, stream: str, duplicate: bool = 
 
 
 def decode_submit_answer(data: bytes | str) -> Accepted | Rejected:
-    """The event of a submit answer (see `submit_answer`); a `rejected` one gets back `error: {type, message}`."""
+    """The event of a submit answer (see `submit_answer`); a `rejected` one gets back `error: {type, message, field}`."""
     raw = msgspec.json.decode(data)
     error = raw.get("error") if isinstance(raw, dict) else None
     if isinstance(error, dict) and "message" not in error and "description" in error:
         kind = "SessionBusy" if error.get("code") == SESSION_BUSY_CODE else "InvalidRequest"
-        raw["error"] = {"type": kind, "message": error["description"]}
+        field = raw.pop("field", None)
+        raw["error"] = {"type": kind, "message": error["description"], **({"field": field} if isinstance(field, str) else {})}
     event = _decoder.decode(_encoder.encode(raw))
     if not isinstance(event, (Accepted, Rejected)):
         raise msgspec.ValidationError(f"a submit is answered with `accepted` or `rejected`, not `{event.type}`")

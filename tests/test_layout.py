@@ -37,7 +37,7 @@ def test_private_dbos_names_are_used_only_in_the_engines_hooks() -> None:
     """A DBOS release that moves one of them fails at launch with a sentence (`hooks.check()`),
     not in a queue thread: that holds only while every one of them is listed there."""
     found = _grep(r"dbos\._|\._sys_db\b|_get_dbos_instance|\._registry\b|\._worker_concurrency|\._polling_interval_sec|_is_latest_version",
-                  "timestep", "actors", ":!timestep/durable/engine/hooks.py")
+                  "timestep/*.py", "actors/*.py", ":!timestep/durable/engine/hooks.py")
     assert found == []
 
 

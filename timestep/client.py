@@ -63,6 +63,11 @@ class RunRejectedError(TimestepError):
         self.run_id = run_id
         self.error = error
 
+    @property
+    def field(self) -> str | None:
+        """The request field at fault, as the contract names it (None when no one field is)."""
+        return self.error.field
+
 
 class RequestRefusedError(TimestepError):
     """A request was refused: nothing was done. `error.type` says why, in a word that stays
@@ -76,6 +81,11 @@ class RequestRefusedError(TimestepError):
     @property
     def type(self) -> str:
         return self.error.type
+
+    @property
+    def field(self) -> str | None:
+        """The request field at fault, as the contract names it (None when no one field is)."""
+        return self.error.field
 
 
 class RunFailedError(TimestepError):

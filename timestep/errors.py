@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from subjects.events import ErrorInfo
+
 
 def _rebuild(cls: type, args: tuple, state: dict) -> TimestepError:
     error = cls.__new__(cls)
@@ -20,6 +22,13 @@ class TimestepError(Exception):
 
     def __reduce__(self) -> tuple:
         return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def error_info(exc: BaseException, kind: str | None = None) -> ErrorInfo:
+    """The contract's ErrorInfo for an error: its class name (or `kind`), its message, and the
+    field at fault when the error names one (so no reader splits the message to find it)."""
+    field = getattr(exc, "field", None)
+    return ErrorInfo(type=kind or type(exc).__name__, message=str(exc), field=field if isinstance(field, str) else None)
 
 
 class ValidationError(TimestepError, ValueError):
@@ -63,11 +72,14 @@ class ConfigurationError(TimestepError):
 class DuplicateRunError(TimestepError):
     """A queued run with the same deduplication id is still queued or running."""
 
+    field = "deduplication_id"
+
     def __init__(self, deduplication_id: str, queue: str) -> None:
-        super().__init__(
-            f"deduplication_id: {deduplication_id!r} is already queued or running on queue {queue!r}; "
+        self.problem = (
+            f"{deduplication_id!r} is already queued or running on queue {queue!r}; "
             "wait for it, or pass on_duplicate='return' to get its handle instead"
         )
+        super().__init__(f"{self.field}: {self.problem}")
         self.deduplication_id = deduplication_id
         self.queue = queue
 
@@ -157,12 +169,15 @@ class SessionBusyError(TimestepError):
     """A run with `session_policy="reject"` arrived while another run of its session was unfinished
     (running, queued behind another, or waiting for approval)."""
 
+    field = "session_id"
+
     def __init__(self, session_id: str, running_run_id: str) -> None:
-        super().__init__(
-            f"session_id: session {session_id!r} has an unfinished run, {running_run_id!r}; wait for it to end "
+        self.problem = (
+            f"session {session_id!r} has an unfinished run, {running_run_id!r}; wait for it to end "
             "(or approve or reject what it waits on), or send with session_policy 'enqueue' to run after it "
             "or 'interrupt' to cancel it"
         )
+        super().__init__(f"{self.field}: {self.problem}")
         self.session_id = session_id
         self.running_run_id = running_run_id
 

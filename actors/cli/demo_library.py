@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from subjects.events import RunEvent
-from timestep.durable import engine
+from timestep.durable import launch
 from timestep.durable.launch import configure_dbos, ensure_dbos_launched
 from actors.cli.demo_agents import demo_agent
 from timestep.durable.registry import register_agent
@@ -26,8 +26,7 @@ def printer(event: RunEvent) -> None:
 
 
 async def show_steps(workflow_id: str) -> None:
-    steps = await engine.list_steps(workflow_id)
-    names = ", ".join(s.name for s in steps)
+    names = ", ".join(await launch.step_names(workflow_id))
     print(f"    durable steps recorded: {names}")
 
 

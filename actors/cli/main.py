@@ -38,9 +38,9 @@ def _status_row(w: Any) -> dict[str, Any]:
 
 
 async def _workflows(args: argparse.Namespace) -> int:
-    from timestep.durable.engine import Admin
+    from timestep.durable import launch
 
-    admin = Admin()
+    admin = launch.admin()
     try:
         return await _workflow_action(admin, args)
     finally:
@@ -165,16 +165,16 @@ async def _up(args: argparse.Namespace) -> int:
     await asyncio.wait({refused, stopping}, return_when=asyncio.FIRST_COMPLETED)
     for waiting in (refused, stopping):
         waiting.cancel()
-    from timestep.durable import engine
+    from timestep.durable import launch
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal: stop without waiting for steps
-        loop.add_signal_handler(sig, engine.hurry_stop)
+        loop.add_signal_handler(sig, launch.hurry_stop)
     print(f"timestep: stopping (steps under way get up to {settings.stop_grace_seconds:g} s to finish; signal again to stop now)", flush=True)
     await system.stop()
     if refused.done() and not refused.cancelled():
         raise refused.result()
-    if engine.steps_cut_off():
-        _exit_without_waiting_for_tools(engine.steps_cut_off())
+    if launch.steps_cut_off():
+        _exit_without_waiting_for_tools(launch.steps_cut_off())
     return 0
 
 
@@ -242,12 +242,12 @@ FLAGS = {
 }
 
 
-def as_given(command: str, message: str) -> str:
-    """A message that starts with a contract field (`period_seconds: ...`), with the field as
-    this command takes it (`--period: ...`)."""
-    field, sep, rest = message.partition(": ")
-    flag = FLAGS.get(command, {}).get(field)
-    return f"{flag}: {rest}" if sep and flag else message
+def as_given(command: str, exc: BaseException) -> str:
+    """The error's message, with the contract field it names (`period_seconds: ...`) as this
+    command takes it (`--period: ...`)."""
+    message, field = str(exc), getattr(exc, "field", None)
+    flag = FLAGS.get(command, {}).get(field) if isinstance(field, str) else None
+    return f"{flag}: {message.removeprefix(f'{field}: ')}" if flag and message.startswith(f"{field}: ") else message
 
 
 async def _print_events(
@@ -298,7 +298,7 @@ async def _run(args: argparse.Namespace) -> int:
                 priority=args.priority, stream=args.stream, timeout_seconds=args.timeout, max_tokens=args.max_tokens,
             )
         except RunRejectedError as exc:
-            print(f"rejected: {as_given('run', str(exc))}", file=sys.stderr)
+            print(f"rejected: {as_given('run', exc)}", file=sys.stderr)
             return 2
         if run.reused:
             print(f"run {run.run_id}: this id was used before; showing that run (the text and options given now were not used)", file=sys.stderr)
@@ -342,7 +342,7 @@ async def _control(args: argparse.Namespace) -> int:
                 await client.cancel(args.run_id, wait=wait)
                 done = f"cancelled run {args.run_id}"
         except RequestRefusedError as exc:
-            print(f"error: {as_given(args.command, str(exc))}", file=sys.stderr)
+            print(f"error: {as_given(args.command, exc)}", file=sys.stderr)
             return 1
         if not wait:
             done = f"{args.command} for run {args.run_id} stored; an agent actor acts on it (refusals: `timestep dead`)"
@@ -365,7 +365,7 @@ async def _approvals(args: argparse.Namespace) -> int:
                 older_than_seconds=args.older_than, newer_than_seconds=args.newer_than, limit=args.limit,
             )
         except RequestRefusedError as exc:
-            print(f"error: {as_given('approvals', str(exc))}", file=sys.stderr)
+            print(f"error: {as_given('approvals', exc)}", file=sys.stderr)
             return 1
         if args.json:
             print(encode_json(records))
@@ -741,7 +741,7 @@ def _main(argv: list[str] | None) -> int:
             return 0
         return asyncio.run(commands[args.command](args))
     except TimestepError as exc:
-        print(f"error: {as_given(args.command, str(exc))}", file=sys.stderr)
+        print(f"error: {as_given(args.command, exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         raise

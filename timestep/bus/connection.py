@@ -42,7 +42,7 @@ from subjects.events import ErrorInfo, LiveText, RunEvent, encode_event
 from subjects.messages import DeadLetter
 from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, WORK_STREAM, Subjects
 from timestep.ops import metrics, observe
-from timestep.errors import NatsUnreachableError, PermissionDeniedError
+from timestep.errors import NatsUnreachableError, PermissionDeniedError, error_info
 from timestep.settings import NatsSettings, Settings
 
 #: A message as the actors receive it (nats-py's), and the error of a pull that found nothing:
@@ -442,7 +442,7 @@ class Bus:
     ) -> None:
         """Copy an unprocessable message, with its reason, to `<prefix>.dead.<subject>`.
         `origin` identifies the message (stream and sequence), so a redelivery is dead-lettered once."""
-        info = error if isinstance(error, ErrorInfo) else ErrorInfo(type=type(error).__name__, message=str(error))
+        info = error if isinstance(error, ErrorInfo) else error_info(error)
         letter = DeadLetter(
             subject=subject,
             reason=reason,

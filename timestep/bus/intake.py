@@ -33,7 +33,7 @@ class Invalid(Exception):
     kind = "InvalidRequest"
 
     def info(self) -> ErrorInfo:
-        return ErrorInfo(type=self.kind, message=str(self))
+        return ErrorInfo(type=self.kind, message=str(self), field=self.field)
 
 
 class Busy(Invalid):

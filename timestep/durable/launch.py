@@ -1,4 +1,7 @@
-"""configure_dbos() and ensure_dbos_launched(): idempotent, in any order, with or without a running event loop."""
+"""The process's durable runtime as a process sees it: configure_dbos() and ensure_dbos_launched()
+(idempotent, in any order, with or without a running event loop), and what `timestep up` does
+around them (a process that takes no queued runs, a graceful stop, a shutdown). Processes use
+these, never the engine itself."""
 
 from __future__ import annotations
 
@@ -48,3 +51,53 @@ def ensure_dbos_launched() -> _Done:
     """
     runs.ensure_dbos_launched()  # importing runs declared every workflow, so recovery finds them
     return _Done()
+
+
+def is_launched() -> bool:
+    return engine.is_launched()
+
+
+def database_in_use(settings: Settings | None = None) -> str:
+    """The system database this process uses (configured), or would use (its settings)."""
+    config = engine.current_config()
+    return config["system_database_url"] if config else engine.database_url(settings=settings)
+
+
+def is_configured() -> bool:
+    return engine.current_config() is not None
+
+
+def take_no_queued_runs() -> None:
+    """Before launch: this process enqueues but starts no queued run (a governor, a scheduler)."""
+    engine.listen_to_no_queues()
+
+
+async def stop_runs(grace_seconds: float) -> int:
+    """Stop every run executing here at a step boundary, the steps under way given `grace_seconds`
+    to finish; they resume when this executor id starts again. Returns how many stopped."""
+    return await engine.stop_workflows(grace_seconds)
+
+
+def shutdown() -> None:
+    """Stop DBOS in this process (after `stop_runs`). Registered workflows stay registered."""
+    engine.shutdown()
+
+
+def hurry_stop() -> None:
+    """During `stop_runs`: stop now; the steps under way are cut off and run again on recovery."""
+    engine.hurry_stop()
+
+
+def steps_cut_off() -> int:
+    """How many steps under way the last `stop_runs` cut off (see engine.steps_cut_off)."""
+    return engine.steps_cut_off()
+
+
+async def step_names(run_id: str) -> list[str]:
+    """The names of the run's recorded steps, in order."""
+    return [s.name for s in await engine.list_steps(run_id)]
+
+
+def admin(system_database_url: str | None = None) -> engine.Admin:
+    """Workflows seen and steered from outside, without launching (the `timestep workflows` command)."""
+    return engine.Admin(system_database_url)

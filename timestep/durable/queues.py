@@ -158,6 +158,16 @@ def queue_names() -> list[str]:
         return [r[0] for r in conn.execute(sa.select(store.queue_policies.c.name).order_by(store.queue_policies.c.name))]
 
 
+async def names() -> list[str]:
+    """Every configured queue's name, in order."""
+    return await engine.blocking(queue_names)
+
+
+def wake(name: str) -> None:
+    """Bring this process's next poll of queue `name` forward (a run was just queued on it)."""
+    engine.wake_queue(name)
+
+
 def record_tokens(queue: str, tokens: int) -> None:
     """Blocking: count `tokens` of model usage against `queue`'s token budget."""
     with store.get_engine().begin() as conn:

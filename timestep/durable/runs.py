@@ -39,6 +39,7 @@ from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_
 from timestep.durable.sdk_errors import picklable
 from timestep.errors import (
     AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, UnknownAgentError, ValidationError,
+    error_info,
 )
 from timestep.durable.events import listen, say_cancelled
 from timestep.durable.models import durable_provider
@@ -169,13 +170,13 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
         # the run ends here, saying so, instead of leaving its followers waiting.
         missing = UnknownAgentError(spec.agent, registry.registered_agents(), waited=AGENT_WAIT_SECONDS)
         await _ended(spec, run_id)
-        await recorder.finish(Failed, error=ErrorInfo(type=type(missing).__name__, message=str(missing)))
+        await recorder.finish(Failed, error=error_info(missing))
         raise missing
     if spec.session_id and spec.session_policy:
         try:
             await turns.take_turn(spec.session_id, run_id, spec.session_policy, resume=spec.state is not None)
         except SessionBusyError as busy:
-            await recorder.finish(Rejected, error=ErrorInfo(type="SessionBusy", message=str(busy)))
+            await recorder.finish(Rejected, error=error_info(busy, "SessionBusy"))
             raise
     try:
         agent = await _definition(spec, agent, recorder)
@@ -709,6 +710,13 @@ async def apply_queue(spec: RunSpec, queue: str) -> None:
     if spec.max_tokens is None:
         spec.max_tokens = limits.max_tokens
     spec.model_retry = queues.merged_retry(limits.model_retry, spec.model_retry)
+
+
+async def run_state(run_id: str) -> str | None:
+    """The run's status as the database has it (queued, running, completed, failed, cancelled), or
+    None when no run has this id. Never recorded as a step of a run that asks."""
+    state = await engine.status(run_id)
+    return state.status if state is not None else None
 
 
 async def cancel_run(workflow_id: str) -> None:

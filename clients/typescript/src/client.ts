@@ -216,25 +216,29 @@ function traceContext(traceparent: string | undefined): string {
 }
 
 /**
- * A refusal from the bus with the field named as this client's caller names it: the wire's snake_case
- * field at the start of the message (`period_seconds: ...`) becomes camelCase (`periodSeconds: ...`).
- */
-/**
  * The error of a `rejected` submit answer: the governor sends it as JetStream's API error
- * (`{code: 400, description}`; 409 for `SessionBusy`), so the JetStream publish of any NATS client raises with it.
+ * (`{code: 400, description}`; 409 for `SessionBusy`), so the JetStream publish of any NATS client
+ * raises with it, and the field at fault beside it, as the answer's top-level `field`.
  */
-function submitError(error: ErrorInfo | { code?: number; description?: string }): ErrorInfo {
+function submitError(error: ErrorInfo | { code?: number; description?: string }, field?: unknown): ErrorInfo {
   if ("type" in error && typeof error.type === "string") return error as ErrorInfo;
   const answer = error as { code?: number; description?: string };
   // 409: refused by its session policy (`reject`), the session has an unfinished run.
-  return { type: answer.code === 409 ? "SessionBusy" : "InvalidRequest", message: String(answer.description ?? "rejected") };
+  const type = answer.code === 409 ? "SessionBusy" : "InvalidRequest";
+  const message = String(answer.description ?? "rejected");
+  return typeof field === "string" ? { type, message, field } : { type, message };
 }
 
+/**
+ * A refusal from the bus with the field named as this client's caller names it: the field at fault
+ * (`error.field`, snake_case as on the wire) starts the message, and becomes camelCase there
+ * (`period_seconds: ...` reads `periodSeconds: ...`).
+ */
 export function asGiven(error: ErrorInfo): ErrorInfo {
-  const match = /^([a-z][a-z0-9_.[\]]*): /.exec(error.message);
-  if (!match) return error;
-  const field = match[1].replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
-  return { ...error, message: field + error.message.slice(match[1].length) };
+  const named = error.field;
+  if (!named || !error.message.startsWith(`${named}: `)) return error;
+  const field = named.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+  return { ...error, message: field + error.message.slice(named.length) };
 }
 
 function noAnswer(error: unknown): boolean {
@@ -381,7 +385,9 @@ export class Client {
     const answer = await this.sendUntilAnswered(encode(body), runId, replyTimeoutSeconds, trace);
     if (answer === undefined) return new Run(this, runId, undefined, trace);
     const event = decode<Accepted | Rejected>(answer);
-    if (event.type === "rejected") throw new RunRejectedError(runId, asGiven(submitError(event.error)));
+    if (event.type === "rejected") {
+      throw new RunRejectedError(runId, asGiven(submitError(event.error, (event as { field?: unknown }).field)));
+    }
     return new Run(this, runId, event, trace);
   }
 

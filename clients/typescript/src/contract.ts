@@ -198,11 +198,14 @@ export interface DeadLetter {
   time: number;
 }
 /**
- * What went wrong: `type` is a stable class name, `message` says what and how to fix it.
+ * What went wrong: `type` is a stable class name, `message` says what and how to fix it, and
+ * `field`, when one field of the request is at fault, names it as the contract does
+ * (`deduplication_id`, `request.agent`, `arguments.to`); the message then starts with it.
  */
 export interface ErrorInfo {
   type: string;
   message: string;
+  field?: string | null;
 }
 /**
  * A piece of streamed model text, in order.
