@@ -47,7 +47,8 @@ REPLIES: dict[str, tuple[tuple[type, ...], str]] = {
     "submit.reply": ((Accepted, Rejected), (
         "The requester's inbox: the run's `accepted` event plus a JetStream PubAck's `stream` (and "
         "`duplicate: true` for a repeat), or its `rejected` event whose `error` is JetStream's API error "
-        "`{code: 400, description}`, so a JetStream publish returns a PubAck or raises with the reason."
+        "`{code: 400, description}`, so a JetStream publish returns a PubAck or raises with the reason; the "
+        "field at fault, when one is, beside it as top-level `field`."
     )),
     "admin.reply": ((Reply,), "The requester's inbox: `ok`, or `error`, plus what was asked for."),
 }
