@@ -14,6 +14,7 @@ LOG_DIR/calls.log, so the test counts what ran in each process. The tool `slow` 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -196,7 +197,46 @@ orchestrator = timestep.register_agent(Agent(
     model=model("orchestrator", orchestrate),
 ))
 
+# --- a run context (context.md) -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Cart:
+    user: str
+    items: list[str] = dataclasses.field(default_factory=list)
+
+
+@function_tool
+async def add_item(wrapper: RunContextWrapper[Cart], item: str) -> str:
+    """Put an item in the user's cart."""
+    log(f"tool:add_item:{item}")
+    wrapper.context.items.append(item)
+    return f"{len(wrapper.context.items)} items"
+
+
+@function_tool
+async def checkout(wrapper: RunContextWrapper[Cart]) -> str:
+    """Check the cart out (blocks while LOG_DIR/block exists)."""
+    log("tool:checkout:start")
+    while (log_dir / "block").exists():
+        await asyncio.sleep(0.05)
+    log("tool:checkout:end")
+    return f"{wrapper.context.user} bought {', '.join(wrapper.context.items)}"
+
+
+def shop(call: Any) -> Any:
+    done = outputs(call)
+    steps = [function_call("add_item", {"item": "apple"}, call_id="a1"), function_call("add_item", {"item": "pear"}, call_id="a2"),
+             function_call("checkout", {}, call_id="k1")]
+    return [steps[len(done)]] if len(done) < len(steps) else [assistant_message(done[-1])]
+
+
+shopper = timestep.register_agent(Agent[Cart](
+    name="shopper", instructions="Fill the cart, then check out.", tools=[add_item, checkout], model=model("shopper", shop),
+))
+
 SCENARIOS: dict[str, tuple[Agent | None, str]] = {
+    "context": (shopper, "apples and pears"),
     "as_tool": (orchestrator, "hello"),
     "mcp": (None, "2 + 3 + 7"),  # made in main(), inside its server's `async with`
     "handoff": (triage, "refund please"),
@@ -218,7 +258,8 @@ async def run(agent: Agent, text: str) -> None:
     timestep.ensure_dbos_launched()  # `recover`: recovers the run on this loop
     try:
         if mode == "run":
-            result = await timestep.run_agent_workflow(agent, text, workflow_id=RUN_ID)
+            context = Cart(user="ada") if scenario == "context" else None
+            result = await timestep.run_agent_workflow(agent, text, workflow_id=RUN_ID, context=context)
         elif mode in ("recover", "read"):
             result = await timestep.RunHandle(RUN_ID).get_result()
         else:
@@ -227,7 +268,8 @@ async def run(agent: Agent, text: str) -> None:
         print(json.dumps({"error": type(exc).__name__, "message": str(exc), "detail": _detail(exc)}))
         return
     output = result.output.model_dump() if isinstance(result.output, BaseModel) else result.output
-    print(json.dumps({"output": output}))
+    context = {"context": dataclasses.asdict(result.context)} if result.context is not None else {}
+    print(json.dumps({"output": output, **context}))
 
 
 def _detail(exc: Exception) -> Any:

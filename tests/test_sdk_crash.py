@@ -133,3 +133,19 @@ def test_a_sub_agents_finished_calls_do_not_run_again_after_a_sigkill(fresh_db_u
         "model:orchestrator:0": 1, "model:spanish:0": 1, "tool:slow:start": 2, "tool:slow:end": 1,
         "model:spanish:1": 1, "model:orchestrator:1": 1,
     })
+
+
+def test_a_run_recovered_after_a_sigkill_goes_on_with_the_context_its_finished_tools_left(fresh_db_url: str, tmp_path: Path) -> None:
+    """Two tools put items in the run's context (the SDK's `context=`), the third is cut off: the
+    recovered run does not run the first two again, yet the third sees their items, because each
+    step recorded the context as it left it."""
+    before = _killed_at("tool:checkout:start", "context", fresh_db_url, tmp_path)
+    assert before == Counter({
+        "model:shopper:0": 1, "tool:add_item:apple": 1, "model:shopper:1": 1, "tool:add_item:pear": 1, "model:shopper:2": 1,
+        "tool:checkout:start": 1,
+    })
+    done = {"output": "ada bought apple, pear", "context": {"user": "ada", "items": ["apple", "pear"]}}
+    assert _finish("recover", "context", fresh_db_url, tmp_path) == done
+    assert _finish("read", "context", fresh_db_url, tmp_path) == done
+    assert _calls(tmp_path) == before + Counter({"tool:checkout:start": 1, "tool:checkout:end": 1, "model:shopper:3": 1})
+    assert len(_pids(tmp_path)) == 2

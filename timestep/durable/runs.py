@@ -32,7 +32,7 @@ from subjects.events import (
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, ModelRetry, Reject, RunRequest
 from timestep.durable import approvals as inbox
-from timestep.durable import admission, definitions, engine, queues, registry, turns
+from timestep.durable import admission, definitions, engine, queues, registry, run_context, turns
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
 from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
@@ -92,6 +92,8 @@ class RunSpec(msgspec.Struct, kw_only=True):
     session_policy: str | None = None
     """What the run does when another run of its session is unfinished (see `turns`); None: a run
     created before session turns existed, which takes none."""
+    context: bytes | None = None
+    """The run's context (`context=`), pickled: see `run_context`."""
     definition: str | None = None
     """Digest of the agent definition the run started under (see `definitions`); "" when the run was
     created without its agent at hand (it records the definition in its first step); None: unchecked."""
@@ -115,6 +117,8 @@ class RunResult(msgspec.Struct, kw_only=True):
     interruptions: list[Approval] = msgspec.field(default_factory=list)
     usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
     last_agent: str | None = None
+    context: Any = None
+    """The run's context as the run left it (runs given a `context`)."""
 
 
 class RunStatus(msgspec.Struct, kw_only=True):
@@ -240,11 +244,22 @@ async def _cancelled_in_database(run_id: str) -> bool:
 async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) -> RunResult:
     durable_agent = wrap_agent(agent)
     session = DurableSession(_session_for(spec.session_id), recorder) if spec.session_id else None
-    run_input: Any = await RunState.from_string(durable_agent, spec.state) if spec.state else spec.input
+    context: Any = None
+    if spec.context is not None:
+        context = run_context.unpack(spec.context, run_id)
+        recorder.context, recorder.has_context = context, True
+    run_input: Any = spec.input
+    if spec.state:
+        run_input = await RunState.from_string(
+            durable_agent, spec.state, **({"context_override": context} if spec.context is not None else {}),
+        )
     config = RunConfig(model_provider=durable_provider(), tracing_disabled=not _tracing())
     while True:
         try:
-            result = await Runner.run(durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns)
+            result = await Runner.run(
+                durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns,
+                **({"context": context} if spec.context is not None else {}),
+            )
         except engine.CancelledInside:
             await _ended(spec, run_id)
             await recorder.finish(Cancelled)
@@ -275,7 +290,10 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
             break
         approvals = [Approval(call_id=i.call_id or "", tool=i.name or "", arguments=i.arguments or "") for i in result.interruptions]
         state = result.to_state()
-        serialized = with_definition(state.to_string(), recorder.definition or spec.definition)
+        serialized = with_definition(
+            state.to_string(**({"context_serializer": run_context.for_state} if spec.context is not None else {})),
+            recorder.definition or spec.definition,
+        )
 
         async def save(emit: Callable[..., Any]) -> list[Approval]:
             await save_serialized(state_keys(spec.session_id, run_id), agent.name, serialized)
@@ -292,7 +310,10 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
 
         approvals = await recorder.step("run.interrupted", save)
         if not spec.wait_for_approval:
-            return RunResult(workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent)
+            return RunResult(
+                workflow_id=run_id, status="interrupted", interruptions=approvals, usage=usage, last_agent=last_agent,
+                context=_final(recorder),
+            )
         try:
             await _await_decisions(run_id, agent.name, state, recorder, approvals)
         except engine.CancelledInside:  # cancelled while it waited (by request, or by a newer run of its session)
@@ -310,7 +331,15 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
         await clear_keys(state_keys(spec.session_id, None))  # idempotent: safe on a replay
     await _ended(spec, run_id)
     await recorder.finish(Completed, output=_jsonable(output), usage=usage)
-    return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent)
+    return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent, context=_final(recorder))
+
+
+def _final(recorder: RunRecorder) -> Any:
+    """The context the run returns: as its last step left it (None when it has none, or holds
+    what cannot be stored now, which the run's result must not carry)."""
+    if not recorder.has_context or run_context.snapshot(recorder.context) is None:
+        return None
+    return recorder.context
 
 
 async def _wait_for_token_budget(queue: str) -> None:
@@ -463,7 +492,7 @@ def _session_id(session: Any) -> str | None:
 def _prepare(
     agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any,
     max_tokens: Any = None, model_retry: Any = None, wait_for_approval: Any = False, approval_timeout_seconds: Any = None,
-    session_policy: Any = None, **queueing: Any,
+    session_policy: Any = None, context: Any = None, **queueing: Any,
 ) -> tuple[RunSpec, str, RunRequest]:
     """Validate everything before anything is written (the options by the rules of a request on
     the bus: `admission`); register the agent for the caller."""
@@ -478,6 +507,9 @@ def _prepare(
     if approval_timeout_seconds is not None and not wait_for_approval:
         raise ValidationError("approval_timeout_seconds", "is set without wait_for_approval=True", "a run that returns at an interruption has no deadline")
     session_id = _session_id(session)
+    packed = run_context.pack(context) if context is not None else None
+    if packed is None and isinstance(items, RunState):
+        packed = run_context.from_state(items)  # the interrupted run's context goes on with it
     request = admission.run_request(
         agent.name, items if not isinstance(items, RunState) else "", id=workflow_id, session_id=session_id, stream=stream,
         timeout_seconds=timeout_seconds, max_tokens=max_tokens, model_retry=retry, approval_timeout_seconds=approval_timeout_seconds,
@@ -489,9 +521,13 @@ def _prepare(
         # Resuming the same decisions twice is one run, not two.
         wid = request.id or "resume-" + hashlib.sha256(state.encode()).hexdigest()[:40]
         # The interrupted run's definition, when the state was loaded from the store.
-        spec = spec_for(request, input=None, state=state, max_turns=max_turns, wait_for_approval=wait_for_approval, definition=definition_of(items) or "")
+        spec = spec_for(
+            request, input=None, state=state, max_turns=max_turns, wait_for_approval=wait_for_approval,
+            definition=definition_of(items) or "", context=packed,
+        )
         return spec, wid, request
-    return spec_for(request, max_turns=max_turns, wait_for_approval=wait_for_approval), request.id or uuid.uuid4().hex, request
+    spec = spec_for(request, max_turns=max_turns, wait_for_approval=wait_for_approval, context=packed)
+    return spec, request.id or uuid.uuid4().hex, request
 
 
 def spec_for(request: RunRequest, **only: Any) -> RunSpec:
@@ -505,6 +541,15 @@ def spec_for(request: RunRequest, **only: Any) -> RunSpec:
         "definition": "",
     }
     return RunSpec(**(fields | only))
+
+
+def _returned(result: RunResult, context: Any) -> RunResult:
+    """The result, with the caller's context object made to hold the run's final context (as the
+    SDK's `Runner.run` leaves it)."""
+    if context is not None and result.context is not None:
+        run_context.restore(context, result.context)
+        result.context = context
+    return result
 
 
 async def _result(handle: Any, workflow_id: str) -> RunResult:
@@ -559,6 +604,7 @@ async def run_agent_workflow(
     wait_for_approval: bool = False,
     approval_timeout_seconds: float | None = None,
     session_policy: str = "enqueue",
+    context: Any = None,
 ) -> RunResult:
     """Run `agent` as a durable workflow and return its result.
 
@@ -576,12 +622,17 @@ async def run_agent_workflow(
     unfinished: "enqueue" (wait for it, in order of arrival), "reject" (raise SessionBusyError)
     or "interrupt" (cancel it and go on with the history so far).
 
+    `context` is the run context, as `Runner.run(agent, input, context=...)` takes it: every tool,
+    guardrail and handoff callback sees it as `ctx.context`. It is stored with the run (pickled), each
+    step records the changes made to it, and a recovered run goes on with the context its finished
+    steps left; when the run ends here, `context` itself holds the final state, as `result.context` does.
+
     >>> result = await run_agent_workflow(agent, "What's the weather in Paris?", "user-42")
     >>> result.output, result.interruptions, result.usage.total_tokens
     """
     spec, wid, request = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
-        wait_for_approval, approval_timeout_seconds, session_policy,
+        wait_for_approval, approval_timeout_seconds, session_policy, context,
     )
     ensure_dbos_launched()
     if spec.definition == "":  # known now: the run need not record it in a step of its own
@@ -591,7 +642,7 @@ async def run_agent_workflow(
     stop = listen(wid, on_event) if on_event is not None else None
     try:
         handle = await start_run(spec, wid, request.timeout_seconds)
-        return await _result(handle, wid)
+        return _returned(await _result(handle, wid), context)
     finally:
         if stop is not None:
             stop()
@@ -600,11 +651,12 @@ async def run_agent_workflow(
 class RunHandle:
     """A queued run: `workflow_id`, `await get_result()`, `await get_status()`, `await cancel()`."""
 
-    def __init__(self, workflow_id: str) -> None:
+    def __init__(self, workflow_id: str, context: Any = None) -> None:
         self.workflow_id = workflow_id
+        self._context = context  # the caller's context object, when this handle queued the run
 
     async def get_result(self) -> RunResult:
-        return await _result(await engine.retrieve(self.workflow_id), self.workflow_id)
+        return _returned(await _result(await engine.retrieve(self.workflow_id), self.workflow_id), self._context)
 
     async def get_status(self) -> RunStatus:
         s = await engine.status(self.workflow_id)
@@ -646,6 +698,7 @@ async def queue_agent_workflow(
     wait_for_approval: bool = False,
     approval_timeout_seconds: float | None = None,
     session_policy: str = "enqueue",
+    context: Any = None,
 ) -> RunHandle:
     """Queue a durable run and return its handle at once.
 
@@ -663,14 +716,15 @@ async def queue_agent_workflow(
         raise ValidationError("on_duplicate", f"{on_duplicate!r} is not 'error' or 'return'", "choose what a duplicate deduplication_id does")
     spec, wid, request = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
-        wait_for_approval, approval_timeout_seconds, session_policy,
+        wait_for_approval, approval_timeout_seconds, session_policy, context,
         queue=queue_name if queue_name is not None else queues.DEFAULT_QUEUE, priority=priority, deduplication_id=deduplication_id,
     )
     ensure_dbos_launched()
     if spec.state is None:  # a resume holds the session's turn already
         await admission.refuse_if_busy(spec.session_id, spec.session_policy, wid)
     handle = await enqueue_run(spec, wid, request, return_existing=on_duplicate == "return")
-    return RunHandle(handle.workflow_id)
+    # A duplicate's handle is another run's: its context is not the one given here.
+    return RunHandle(handle.workflow_id, context if handle.workflow_id == wid else None)
 
 
 async def enqueue_run(spec: RunSpec, run_id: str, request: RunRequest, *, return_existing: bool = False, wake: bool = True) -> Any:

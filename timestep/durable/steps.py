@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import pickle
 import time
 import weakref
 from datetime import timedelta
@@ -52,7 +53,7 @@ from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
 from subjects.events import AgentChanged, Delta, ErrorInfo, LiveText, Retrying, RunEvent, ToolCall, ToolOutput
-from timestep.durable import approvals, engine, model_retry
+from timestep.durable import approvals, engine, model_retry, run_context
 from timestep.ops import metrics, observe
 from timestep.durable.definitions import AgentChange
 from timestep.durable.events import dispatch, last_stored, live, live_sinks, now, settle
@@ -98,6 +99,8 @@ class _Outcome:
     shift: int = 0
     definition: str | None = None
     """The digest of the agent definition the run went on under (see `definitions`); None: unchanged."""
+    context: bytes | None = None
+    """The run's context as the step left it, pickled (runs with a context: see `run_context`)."""
 
 
 #: Events that end a run: one stored before a step of the run runs means the run was resumed.
@@ -147,6 +150,9 @@ class RunRecorder:
         self._delivered = 0  # the highest number this execution delivered
         self.change: AgentChange | None = None  # the agent differs from the one the run started with
         self.definition: str | None = None  # the definition the run went on under, when it changed
+        self.context: Any = None
+        """The run's context (`Runner.run(context=...)`); each step records it as the step left it."""
+        self.has_context = False
 
     def event(self, cls: type, **fields: Any) -> None:
         """Queue an event made by workflow code; the next executed step delivers it."""
@@ -207,9 +213,13 @@ class RunRecorder:
                 outcome = _Outcome(value, None, counter - base, self.shift, self.definition)
             except Exception as exc:  # recorded, then raised again outside the step
                 outcome = _Outcome(None, picklable(exc), counter - base, self.shift, self.definition)
+            if self.has_context:
+                outcome.context = run_context.snapshot(self.context)
+            ran[0] = True
             await settle(self.run_id)  # the step's events are stored before the step is
             return outcome
 
+        ran = [False]
         try:
             outcome: _Outcome = await engine.step(name, body, preemptible=preemptible)
         except BaseException:
@@ -219,6 +229,9 @@ class RunRecorder:
             raise
         self.shift = max(self.shift, outcome.shift)
         self.definition = getattr(outcome, "definition", None) or self.definition
+        recorded_context = getattr(outcome, "context", None)
+        if recorded_context is not None and not ran[0]:  # a replay: the changes the step made to the context
+            run_context.restore(self.context, pickle.loads(recorded_context))
         if reserve is None:
             self.seq = base + outcome.used
         self._done = max(self._done, base + outcome.used)

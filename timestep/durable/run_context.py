@@ -1,0 +1,116 @@
+"""A run's context (`Runner.run(agent, input, context=...)`), stored with the run and kept durable.
+
+The context is the object the Agents SDK hands to every tool, guardrail, handoff callback and
+dynamic instruction as `ctx.context`. A durable run stores it with its input, pickled (`pack`), so a
+process that recovers the run gives its tools the same context. Tools may change it: each step of a
+run with a context records the context as the step left it, and a replayed step (one whose recorded
+outcome is returned instead of running it again) puts those changes back into the live object
+(`restore`), so after a crash the run goes on with the context its finished steps made, not the one it
+started with. The caller's own object gets the final context the same way when the run ends in its
+process, as it would after `Runner.run`.
+
+What a context may hold is what pickle can carry: a dataclass, a pydantic model, a dict, any object of
+a class defined at a module's top level. A lock, a connection or a client cannot be pickled: give the
+run what it needs to make one (a URL, a key's name), and make it in the tool.
+"""
+
+from __future__ import annotations
+
+import base64
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+from timestep.errors import ValidationError
+
+#: A pickled context bigger than this is refused: it is written with the run's input and again by
+#: every step that changes it.
+MAX_CONTEXT_BYTES = 1_000_000
+
+
+def pack(context: Any) -> bytes:
+    """The context as stored with the run; ValidationError (field `context`) when it cannot be."""
+    try:
+        data = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
+        raise ValidationError(
+            "context",
+            f"a {type(context).__name__} cannot be stored with the run ({type(exc).__name__}: {exc})",
+            "pass what pickle can carry (a dataclass, a pydantic model or a dict, of a class defined at a module's "
+            "top level), holding no lock, connection or client: tools make those from what the context says",
+        ) from None
+    if len(data) > MAX_CONTEXT_BYTES:
+        raise ValidationError(
+            "context", f"is {len(data)} bytes pickled; the limit is {MAX_CONTEXT_BYTES}",
+            "keep large data elsewhere (a file, a table) and put its key in the context",
+        )
+    try:
+        pickle.loads(data)
+    except Exception as exc:  # it pickles, but comes back only where its class is defined (a local class)
+        raise ValidationError(
+            "context", f"a {type(context).__name__} is stored but cannot be read back ({type(exc).__name__}: {exc})",
+            "define its class at a module's top level, so a process that recovers the run can import it",
+        ) from None
+    return data
+
+
+def unpack(data: bytes, run_id: str) -> Any:
+    """The stored context; a clear error when this process cannot import its class."""
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise RuntimeError(
+            f"run {run_id}: its context cannot be read in this process ({type(exc).__name__}: {exc}); "
+            "every process that runs or recovers runs must import the context's class"
+        ) from None
+
+
+def snapshot(context: Any) -> bytes | None:
+    """The context as a step left it, to record with the step (None when it cannot be pickled now:
+    the step's changes are then not kept across a crash, and the run goes on)."""
+    try:
+        return pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+
+
+def restore(live: Any, recorded: Any) -> None:
+    """Make `live` hold what `recorded` holds, in place (the run's tools, and the caller, keep
+    their reference to it): a dict's or a list's items, an object's state."""
+    if live is recorded or live is None:
+        return
+    if isinstance(live, dict) and isinstance(recorded, dict):
+        live.clear()
+        live.update(recorded)
+    elif isinstance(live, list) and isinstance(recorded, list):
+        live[:] = recorded
+    elif type(live) is type(recorded):
+        setstate = getattr(live, "__setstate__", None)
+        if callable(setstate):  # pydantic models, classes that define their own
+            setstate(recorded.__getstate__())
+        elif hasattr(live, "__dict__"):
+            vars(live).clear()
+            vars(live).update(vars(recorded))
+        slots = getattr(type(live), "__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if hasattr(recorded, name):
+                object.__setattr__(live, name, getattr(recorded, name))
+
+
+#: How a run's context is kept in a saved RunState (`RunStateStore`, an interruption's saved state):
+#: the SDK serializes a context that is not a mapping only through a serializer that returns one.
+_STATE_KEY = "timestep_context"
+
+
+def for_state(context: Any) -> Mapping[str, str]:
+    """The SDK's `context_serializer` for a run with a context: the pickled context, in a mapping."""
+    return {_STATE_KEY: base64.b64encode(pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)).decode()}
+
+
+def from_state(state: Any) -> bytes | None:
+    """The pickled context a saved RunState carries (see `for_state`), or None."""
+    wrapper = getattr(state, "_context", None)
+    held = getattr(wrapper, "context", None)
+    if isinstance(held, Mapping) and set(held) == {_STATE_KEY} and isinstance(held[_STATE_KEY], str):
+        return base64.b64decode(held[_STATE_KEY])
+    return None
