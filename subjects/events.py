@@ -148,11 +148,13 @@ class AgentChanged(_Event, tag="agent_changed", kw_only=True):
     current: str
 
 
-class Completed(_Event, tag="completed", kw_only=True):
-    """The run finished with `output` (the agent's final output, as JSON)."""
+class Completed(_Event, tag="completed", kw_only=True, omit_defaults=True):
+    """The run finished with `output` (the agent's final output, as JSON); `context`, for a run
+    given a JSON object as its context, is that context as the run left it."""
 
     output: Any
     usage: TokenUsage
+    context: dict[str, Any] | None = None
 
 
 class Failed(_Event, tag="failed", kw_only=True):

@@ -68,6 +68,10 @@ class RunRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     waiting for its turn or for approval). `enqueue` (the default): wait for it, in order of arrival;
     `reject`: be refused (`rejected`, error type `SessionBusy`, naming the unfinished run);
     `interrupt`: cancel it at its next step boundary and go on with the history so far."""
+    context: dict[str, Any] | None = None
+    """The run context (the Agents SDK's `context=`): a JSON object the run's tools, guardrails and
+    instructions see as `ctx.context` (a dict). Changes they make are kept across a crash, and the
+    final context is in the run's `completed` event."""
 
 
 #: Who decided: kept in the approval's record and in the decision's event.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from agents import Agent, function_tool
+from agents import Agent, RunContextWrapper, function_tool
 
 from timestep import register_agent
 
@@ -45,3 +45,14 @@ def send_email(to: str) -> str:
 
 
 register_agent(Agent(name="bus-assistant", tools=[get_weather, think, send_email]))
+
+
+@function_tool
+def remember(ctx: RunContextWrapper[dict], fact: str) -> str:
+    """Reads and changes the run's context (a request's `context`, a JSON object)."""
+    record(f"remember:{fact}")
+    ctx.context.setdefault("facts", []).append(fact)
+    return f"{ctx.context['user']} remembers {fact}"
+
+
+register_agent(Agent(name="bus-context", tools=[remember]))

@@ -9,6 +9,8 @@ import time
 import uuid
 
 import msgspec
+import nats
+import nats.js.errors
 import pytest
 from nats.js.errors import NotFoundError
 
@@ -546,3 +548,25 @@ async def test_the_approvals_inbox_over_the_contract(client, system) -> None:
     )
     assert (trail[second.run_id].status, trail[second.run_id].always, trail[second.run_id].message) == ("rejected", True, "not Eve")
     assert not {run.run_id, second.run_id} & {a.run_id for a in await client.list_approvals()}
+
+
+async def test_a_runs_context_reaches_its_tools_and_completed_carries_it_as_the_run_left_it(client, system) -> None:
+    """A NATS user's standard JetStream publish with `context` (a JSON object): the tool reads and
+    changes it as ctx.context, and `completed` has it as the run left it; a context that is not an
+    object is refused naming the field."""
+    user = uid("ada")
+    run_id = uid("ctx")
+    nc = await nats.connect(system.url)
+    try:
+        js = nc.jetstream()
+        body = {"id": run_id, "agent": "bus-context", "input": "remember fact=tea", "context": {"user": user}}
+        ack = await js.publish(system.bus.subjects.submit, msgspec.json.encode(body), headers={"Nats-Msg-Id": run_id})
+        assert ack.stream == "TIMESTEP_SUBMIT"
+        with pytest.raises(nats.js.errors.BadRequestError) as refused:
+            await js.publish(system.bus.subjects.submit, msgspec.json.encode({**body, "id": uid("ctx"), "context": ["tea"]}))
+    finally:
+        await nc.close()
+    assert refused.value.description.startswith("context: "), refused.value.description
+    events = await collect(client, run_id)
+    assert events[-1].output == f"remember returned: {user} remembers tea"
+    assert events[-1].context == {"user": user, "facts": ["tea"]}

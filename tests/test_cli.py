@@ -4,6 +4,7 @@ and output."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -91,6 +92,14 @@ def test_approve_reject_and_cancel_say_what_happened(running: Up) -> None:
 
 
 @pytest.mark.processes
+def test_run_takes_a_context_its_tools_see_and_json_shows_it_as_the_run_left_it(running: Up) -> None:
+    done = cli(running.env(), "run", "bus-context", "remember fact=tea", "--context", '{"user": "ada"}', "--json")
+    completed = json.loads(done.stdout.splitlines()[-1])
+    assert completed["type"] == "completed"
+    assert completed["output"] == "remember returned: ada remembers tea"
+    assert completed["context"] == {"user": "ada", "facts": ["tea"]}
+
+
 def test_run_prints_its_id_says_when_it_was_reused_and_fails_when_cancelled(running: Up) -> None:
     env = running.env()
     run_id = uid("hello")
@@ -296,6 +305,7 @@ BAD_INPUT = [
     (["schedules", "delete", "bad.name"], "name"),
     (["events", "bad.id"], "run_id"),
     (["run", AGENT, "hi", "--id", "bad.id"], "--id"),
+    (["run", AGENT, "hi", "--context", "[1]"], "--context"),
     (["run", AGENT, "hi", "--id", "x" * 129], "--id"),
     (["run", AGENT, "hi", "--queue", "bad.q"], "--queue"),
     (["run", AGENT, "hi", "--queue", "default", "--priority", "0"], "--priority"),

@@ -263,10 +263,13 @@ class Client:
         traceparent: str | None = None,
         max_tokens: int | None = None,
         session_policy: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> Submission:
         """Submit a run. It gets a fresh id unless `id` is given; submitting the same id again
         is the same run. Raises RunRejectedError when the governor refuses it (`error.type`
         `SessionBusy` for `session_policy="reject"` when the session has an unfinished run).
+        `context` is the run context, a JSON object the run's tools see as `ctx.context`; the
+        `completed` event carries it as the run left it.
 
         The request carries a W3C `traceparent` header: `traceparent` when given, else the
         current OpenTelemetry span's context, else a new trace."""
@@ -279,6 +282,7 @@ class Client:
             max_tokens=max_tokens,
             approval_timeout_seconds=approval_timeout_seconds,
             session_policy=session_policy,
+            context=context,
         )
         with observe.span("timestep.submit", parent, run_id=run_id, agent=agent, queue=queue) as trace:
             data = await self._send_until_answered(_encode(request), run_id, reply_timeout, observe.trace_headers(trace))

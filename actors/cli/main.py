@@ -231,7 +231,7 @@ async def _client(args: argparse.Namespace) -> Any:
 #: refusal names the flag or argument.
 FLAGS = {
     "run": {"id": "--id", "session_id": "--session", "queue": "--queue", "priority": "--priority",
-            "timeout_seconds": "--timeout", "input": "text", "max_tokens": "--max-tokens"},
+            "timeout_seconds": "--timeout", "input": "text", "max_tokens": "--max-tokens", "context": "--context"},
     "queues": {"limit": "--limit", "period_seconds": "--period", "period": "--period",
                "concurrency": "--concurrency", "tokens_per_period": "--tokens", "max_tokens_per_run": "--max-tokens-per-run"},
     "schedules": {"crontab": "cron", "request.agent": "agent", "request.input": "text", "request.queue": "--queue"},
@@ -296,6 +296,7 @@ async def _run(args: argparse.Namespace) -> int:
             run = await client.submit(
                 args.agent, args.text, id=args.id, session_id=args.session, queue=args.queue,
                 priority=args.priority, stream=args.stream, timeout_seconds=args.timeout, max_tokens=args.max_tokens,
+                context=args.context,
             )
         except RunRejectedError as exc:
             print(f"rejected: {as_given('run', exc)}", file=sys.stderr)
@@ -536,6 +537,16 @@ def _json_object_arg(value: str) -> str:
     return value
 
 
+def _context_arg(value: str) -> dict:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a JSON object; pass the run's context as one, e.g. '{{\"user\": \"ada\"}}'")
+    return parsed
+
+
 def _seconds_arg(value: str) -> float:
     try:
         seconds = float(value)
@@ -605,6 +616,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", action="store_true", help="stream text deltas")
     run.add_argument("--timeout", type=_seconds_arg, metavar="S", help="cancel the run after S seconds (timeout_seconds)")
     run.add_argument("--max-tokens", type=int, help="the run's model-token budget (max_tokens)")
+    run.add_argument("--context", type=_context_arg, metavar="JSON", help="the run context its tools see as ctx.context (a JSON object)")
     run.add_argument("--wait", action="store_true", help="keep following after an interruption")
     run.add_argument("--json", action="store_true")
 

@@ -330,8 +330,10 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
     if (spec.state or spec.wait_for_approval) and spec.session_id:
         await clear_keys(state_keys(spec.session_id, None))  # idempotent: safe on a replay
     await _ended(spec, run_id)
-    await recorder.finish(Completed, output=_jsonable(output), usage=usage)
-    return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent, context=_final(recorder))
+    final = _final(recorder)
+    shown = _jsonable(final) if isinstance(final, dict) else None  # a JSON object's context: the bus's form of it
+    await recorder.finish(Completed, output=_jsonable(output), usage=usage, **({"context": shown} if isinstance(shown, dict) else {}))
+    return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent, context=final)
 
 
 def _final(recorder: RunRecorder) -> Any:
@@ -537,6 +539,7 @@ def spec_for(request: RunRequest, **only: Any) -> RunSpec:
         "agent": request.agent, "input": request.input, "session_id": request.session_id, "stream": request.stream,
         "max_tokens": request.max_tokens, "model_retry": request.model_retry, "queue": request.queue, "metadata": request.metadata,
         "approval_timeout_seconds": request.approval_timeout_seconds, "session_policy": request.session_policy or turns.DEFAULT_POLICY,
+        "context": run_context.pack(request.context) if request.context is not None else None,
         # Filled in by whoever has the agent at hand when the run starts, else by the run's first step.
         "definition": "",
     }

@@ -125,6 +125,11 @@ export interface SubmitOptions {
   modelRetry?: ModelRetryOptions;
   /** A deadline for each approval the run waits for: a call still undecided this long after it was requested is rejected. */
   approvalTimeoutSeconds?: number;
+  /**
+   * The run context (the Agents SDK's `context=`): a JSON object the run's tools, guardrails and
+   * instructions see as `ctx.context`. Their changes survive a crash; the `completed` event carries it as the run left it.
+   */
+  context?: Record<string, unknown>;
   /** How long to wait for the governor's `accepted` (default 10 s). No answer is not an error: see `Run.accepted`. */
   replyTimeoutSeconds?: number;
   /** W3C trace context to continue (`00-<32 hex>-<16 hex>-<2 hex>`); default: a new trace. Every event carries it. */
@@ -273,6 +278,7 @@ export function buildRunRequest(request: RunRequestInput, field = ""): RunReques
     body.approval_timeout_seconds = check.seconds(f("approvalTimeoutSeconds"), request.approvalTimeoutSeconds);
   }
   if (request.sessionPolicy !== undefined) body.session_policy = check.sessionPolicy(f("sessionPolicy"), request.sessionPolicy);
+  if (request.context !== undefined) body.context = check.jsonObject(f("context"), request.context);
   return body;
 }
 

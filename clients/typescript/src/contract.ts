@@ -164,7 +164,8 @@ export interface Cancelled {
   time: string;
 }
 /**
- * The run finished with `output` (the agent's final output, as JSON).
+ * The run finished with `output` (the agent's final output, as JSON); `context`, for a run
+ * given a JSON object as its context, is that context as the run left it.
  */
 export interface Completed {
   type: "completed";
@@ -173,6 +174,9 @@ export interface Completed {
   time: string;
   output: unknown;
   usage: TokenUsage;
+  context?: {
+    [k: string]: unknown | undefined;
+  } | null;
 }
 /**
  * Model usage summed over a run.
@@ -390,6 +394,9 @@ export interface RunRequest {
   model_retry?: ModelRetry | null;
   approval_timeout_seconds?: number | null;
   session_policy?: ("enqueue" | "interrupt" | "reject") | null;
+  context?: {
+    [k: string]: unknown | undefined;
+  } | null;
 }
 /**
  * A run as the database holds it.

@@ -138,6 +138,18 @@ export function metadata(field: string, value: unknown): Record<string, string> 
   return value as Record<string, string>;
 }
 
+export function jsonObject(field: string, value: unknown): Record<string, unknown> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new ValidationError(field, `must be a JSON object, not ${kind(value)}`);
+  }
+  try {
+    JSON.stringify(value);
+  } catch (error) {
+    throw new ValidationError(field, `cannot be sent as JSON (${(error as Error).message})`);
+  }
+  return value as Record<string, unknown>;
+}
+
 const SESSION_POLICIES = ["enqueue", "reject", "interrupt"] as const;
 
 export function sessionPolicy(field: string, value: unknown): (typeof SESSION_POLICIES)[number] {

@@ -42,6 +42,7 @@ test("the client's run requests match the document's RunRequest schema", () => {
     maxTokens: 4000,
     modelRetry: { maxAttempts: 3, maxWaitSeconds: 120 },
     approvalTimeoutSeconds: 3600,
+    context: { customer: "acme", tier: 2 },
   });
   assert.deepEqual(Object.keys(full).sort(), Object.keys(document.components.schemas.RunRequest.properties).sort());
   assert.ok(validRequest(full), JSON.stringify(validRequest.errors));

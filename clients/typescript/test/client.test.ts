@@ -62,6 +62,15 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     assert.equal(await run.getStatus(), "completed");
   });
 
+  test("a run's context reaches its tools, and completed carries it as the run left it", async () => {
+    const user = uid("ada");
+    const run = await client.submit("bus-context", "remember fact=tea", { context: { user } });
+    const completed = eventOf(await collect(run.events()), "completed");
+    assert.equal(completed.output, `remember returned: ${user} remembers tea`);
+    assert.deepEqual(completed.context, { user, facts: ["tea"] });
+    assert.throws(() => buildRunRequest({ agent: "bus-context", input: "x", context: [] as unknown as Record<string, unknown> }), /^ValidationError: context: must be a JSON object, not array/);
+  });
+
   test("sessionPolicy reject is refused with SessionBusy naming the unfinished run; a bad policy never leaves", async () => {
     const session = uid("chat");
     const first = await client.submit(AGENT, "think seconds=1.5", { sessionId: session });
