@@ -75,11 +75,15 @@ def _problem(exc: msgspec.ValidationError, example: str, decoded: Any, type: Any
     return field, _value_problem(value, info)
 
 
+#: Types whose fields a path names: the contract's Structs, and a context type's dataclass or TypedDict.
+_OBJECTS = (inspect.StructType, inspect.DataclassType, inspect.TypedDictType)
+
+
 def _type_at(info: Any, path: str) -> Any:
     """The type information at `path` (`a.b`, `a[0]`, `a[...]`) inside `info`, or None."""
     for token in _TOKENS.findall(path):
         info = _unwrap(info, dict if not token.startswith("[") else (list if token[1:-1].isdigit() else dict))
-        if isinstance(info, inspect.StructType) and not token.startswith("["):
+        if isinstance(info, _OBJECTS) and not token.startswith("["):
             info = next((f.type for f in info.fields if f.encode_name == token), None)
         elif isinstance(info, inspect.ListType) and token.startswith("["):
             info = info.item_type
@@ -97,7 +101,7 @@ def _unwrap(info: Any, shape: type | None = None) -> Any:
     if isinstance(info, inspect.UnionType):
         members = [_unwrap(t) for t in info.types if not isinstance(t, inspect.NoneType)]
         if shape is not None:
-            wanted = (inspect.ListType,) if shape is list else (inspect.StructType, inspect.DictType)
+            wanted = (inspect.ListType,) if shape is list else (*_OBJECTS, inspect.DictType)
             members = [t for t in members if isinstance(t, wanted)] or members
         return members[0] if len(members) == 1 else inspect.UnionType(tuple(members))
     return info

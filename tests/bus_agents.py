@@ -8,6 +8,7 @@ count them across processes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 
 from agents import Agent, RunContextWrapper, function_tool
@@ -56,3 +57,22 @@ def remember(ctx: RunContextWrapper[dict], fact: str) -> str:
 
 
 register_agent(Agent(name="bus-context", tools=[remember]))
+
+
+@dataclasses.dataclass
+class Customer:
+    """The context type of bus-typed-context: a request's `context` object becomes one."""
+
+    user: str
+    tier: int = 1
+    facts: list[str] = dataclasses.field(default_factory=list)
+
+
+@function_tool
+def note(ctx: RunContextWrapper[Customer], fact: str) -> str:
+    record(f"note:{fact}")
+    ctx.context.facts.append(fact)
+    return f"{ctx.context.user} (tier {ctx.context.tier}) notes {fact}"
+
+
+register_agent(Agent[Customer](name="bus-typed-context", tools=[note]), context_type=Customer)

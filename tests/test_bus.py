@@ -392,18 +392,19 @@ async def test_a_schedule_that_cannot_fire_never_stops_the_others(client, system
     """Rows a version without today's checks could store: a cron with no next time, and a request
     that no longer reads. Each is logged once and skipped; the every-second schedule still fires."""
     from actors.scheduler import _save
-    from timestep.durable import engine, store
+    from timestep.durable import store
 
     caplog.set_level(logging.INFO, logger="actors.scheduler")
     # Named to sort before the good one: the scheduler goes through its schedules by name.
     never, corrupt, good = uid("0-never"), uid("0-corrupt"), uid("every-second")
-    await engine.blocking(_save, Schedule(name=never, cron="0 0 31 2 *", request=RunRequest(agent=AGENT, input="never"), created_at=time.time()))
+    never_fires = Schedule(name=never, cron="0 0 31 2 *", request=RunRequest(agent=AGENT, input="never"), created_at=time.time())
+    await store.run(lambda db: _save(db, never_fires))
 
-    def save_corrupt() -> None:
-        with store.get_engine().begin() as conn:
+    def save_corrupt(db) -> None:
+        with db.begin() as conn:
             store.upsert(conn, store.bus_schedules, [{"name": corrupt, "cron": "* * * * * *", "request": "{not json", "created_at": time.time()}])
 
-    await engine.blocking(save_corrupt)
+    await store.run(save_corrupt)
     try:
         await client.create_schedule(good, "* * * * * *", {"agent": AGENT, "input": "tick"})
 
@@ -570,3 +571,20 @@ async def test_a_runs_context_reaches_its_tools_and_completed_carries_it_as_the_
     events = await collect(client, run_id)
     assert events[-1].output == f"remember returned: {user} remembers tea"
     assert events[-1].context == {"user": user, "facts": ["tea"]}
+
+
+async def test_a_requests_context_becomes_the_agents_registered_context_type_or_is_refused_naming_the_field(client, system) -> None:
+    """register_agent(agent, context_type=Customer): the JSON object arrives in the tool as a
+    Customer; a field that does not fit is refused at the door naming it (`context.tier`)."""
+    user = uid("ada")
+    run = await client.submit("bus-typed-context", "note fact=tea", context={"user": user, "tier": 2})
+    events = await collect(client, run.run_id)
+    assert events[-1].output == f"note returned: {user} (tier 2) notes tea"
+    assert events[-1].context == {"user": user, "tier": 2, "facts": ["tea"]}
+    with pytest.raises(RunRejectedError) as refused:
+        await client.submit("bus-typed-context", "note fact=tea", context={"user": user, "tier": "gold"})
+    assert refused.value.field == "context.tier"
+    assert str(refused.value).startswith("context.tier: "), str(refused.value)
+    assert "Customer" in str(refused.value)
+    with pytest.raises(RunRejectedError, match="^context.user: "):
+        await client.submit("bus-typed-context", "note fact=tea", context={"tier": 2})

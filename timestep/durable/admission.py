@@ -25,7 +25,7 @@ from agents import RunState
 
 from subjects.messages import ModelRetry, RunRequest
 from subjects.problems import convert_problem
-from timestep.durable import turns
+from timestep.durable import registry, run_context, turns
 from timestep.durable.queues import check_queue_name
 from timestep.errors import SessionBusyError, ValidationError
 
@@ -47,6 +47,8 @@ def check_request(request: RunRequest) -> None:
         check_input_items(request.input)
     if request.queue is not None:
         check_queue_name(request.queue, "queue")
+    if request.context is not None:  # when this process hosts the agent; else the run checks it as it starts
+        run_context.from_json(request.context, registry.agent_context_type(request.agent))
 
 
 def run_request(agent: str, input: str | list[Any], **options: Any) -> RunRequest:

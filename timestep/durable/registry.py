@@ -19,6 +19,7 @@ _agents: dict[str, Agent] = {}
 _retries: dict[str, ModelRetry] = {}
 _approval_timeouts: dict[str, dict[str, float]] = {}
 _on_change: dict[str, str] = {}
+_context_types: dict[str, type] = {}
 _lock = threading.Lock()
 
 CHANGE_POLICIES = ("continue", "fail")
@@ -30,6 +31,7 @@ def register_agent(
     model_retry: ModelRetry | dict | None = None,
     approval_timeouts: dict[str, float] | None = None,
     on_change: str | None = None,
+    context_type: type | None = None,
 ) -> Agent:
     """Make `agent` findable by its name in this process (idempotent; re-registering replaces).
     `model_retry` sets how its runs retry failed model calls (a queue's or a run's own wins;
@@ -43,6 +45,10 @@ def register_agent(
     an approval) under a different definition than the one it started with: "continue" (and an
     `agent_changed` event says what changed) or "fail" (AgentChangedError names it). Default:
     TIMESTEP_ON_AGENT_CHANGE, else "continue".
+
+    `context_type` is the type of its runs' context (a dataclass, a msgspec Struct, a pydantic
+    model): a request over the bus sends its `context` as a JSON object, which becomes one of these
+    before the run starts (or is refused naming the field that does not fit).
 
     >>> register_agent(Agent(name="support", instructions="Help.", tools=[refund]), approval_timeouts={"refund": 3600})
     >>> register_agent(Agent(name="support", instructions="Help."), model_retry=ModelRetry(max_attempts=5), on_change="fail")
@@ -58,6 +64,8 @@ def register_agent(
             raise ValidationError(
                 f"approval_timeouts[{tool!r}]", f"{seconds!r} is not a number of seconds above 0 and at most 365 days", "pass e.g. 3600"
             )
+    if context_type is not None and not isinstance(context_type, type):
+        raise ValidationError("context_type", f"{context_type!r} is not a class", "pass the class of the runs' context, e.g. a dataclass")
     if on_change is not None and on_change not in CHANGE_POLICIES:
         raise ValidationError("on_change", f"{on_change!r} is not 'continue' or 'fail'", "say what a run does when its agent changed since it started")
     with _lock:
@@ -68,7 +76,15 @@ def register_agent(
             _retries[agent.name] = retry
         if on_change is not None:
             _on_change[agent.name] = on_change
+        if context_type is not None:
+            _context_types[agent.name] = context_type
     return agent
+
+
+def agent_context_type(name: str) -> type | None:
+    """The context type registered with agent `name`, if any."""
+    with _lock:
+        return _context_types.get(name)
 
 
 def approval_timeouts(name: str) -> dict[str, float]:

@@ -21,6 +21,9 @@ import pickle
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
+from subjects.problems import convert_problem
 from timestep.errors import ValidationError
 
 #: A pickled context bigger than this is refused: it is written with the run's input and again by
@@ -114,3 +117,29 @@ def from_state(state: Any) -> bytes | None:
     if isinstance(held, Mapping) and set(held) == {_STATE_KEY} and isinstance(held[_STATE_KEY], str):
         return base64.b64decode(held[_STATE_KEY])
     return None
+
+
+def from_json(value: dict[str, Any], context_type: type | None) -> Any:
+    """A request's context (a JSON object) as the agent's registered context type (a dataclass, a
+    msgspec Struct, a pydantic model; the object itself when none is registered). ValidationError
+    naming the field that does not fit (`context.uid`)."""
+    if context_type is None:
+        return value
+    validate = getattr(context_type, "model_validate", None)
+    if callable(validate):  # pydantic
+        try:
+            return validate(value)
+        except Exception as exc:
+            errors = getattr(exc, "errors", None)
+            first = errors()[0] if callable(errors) and errors() else None
+            if first is None:
+                raise ValidationError("context", f"does not fit {context_type.__name__}: {exc}") from None
+            where = ".".join(str(part) for part in first.get("loc", ()))
+            raise ValidationError(f"context.{where}" if where else "context", f"{first.get('msg', exc)} (for {context_type.__name__})") from None
+    try:
+        return msgspec.convert(value, context_type)
+    except msgspec.ValidationError as exc:
+        field, problem = convert_problem(exc, value, context_type)
+        raise ValidationError(f"context.{field}" if field else "context", f"{problem} (for {context_type.__name__})") from None
+    except TypeError as exc:  # a type msgspec cannot build
+        raise ValidationError("context", f"cannot become a {context_type.__name__} ({exc})", "register a dataclass, a msgspec Struct or a pydantic model as context_type") from None

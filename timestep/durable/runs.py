@@ -94,6 +94,9 @@ class RunSpec(msgspec.Struct, kw_only=True):
     created before session turns existed, which takes none."""
     context: bytes | None = None
     """The run's context (`context=`), pickled: see `run_context`."""
+    context_json: bool = False
+    """The context came as a JSON object (a request on the bus): it becomes the agent's registered
+    context type as the run starts, and the `completed` event shows it as JSON."""
     definition: str | None = None
     """Digest of the agent definition the run started under (see `definitions`); "" when the run was
     created without its agent at hand (it records the definition in its first step); None: unchecked."""
@@ -183,6 +186,8 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
             await recorder.finish(Rejected, error=error_info(busy, "SessionBusy"))
             raise
     try:
+        if spec.context is not None:
+            recorder.context, recorder.has_context = _context_of(spec, run_id), True
         agent = await _definition(spec, agent, recorder)
         if spec.token_queue:
             await _wait_for_token_budget(spec.token_queue)
@@ -190,7 +195,7 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
             await _wait_while_paused(spec.queue)
     except Exception as exc:  # a run that ends before it starts still ends with an event
         await _ended(spec, run_id)
-        await recorder.finish(Failed, error=ErrorInfo(type=type(exc).__name__, message=str(exc)))
+        await recorder.finish(Failed, error=error_info(exc))
         raise
     recorder.event(Started)
     token = recording(recorder)
@@ -244,10 +249,7 @@ async def _cancelled_in_database(run_id: str) -> bool:
 async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) -> RunResult:
     durable_agent = wrap_agent(agent)
     session = DurableSession(_session_for(spec.session_id), recorder) if spec.session_id else None
-    context: Any = None
-    if spec.context is not None:
-        context = run_context.unpack(spec.context, run_id)
-        recorder.context, recorder.has_context = context, True
+    context = recorder.context
     run_input: Any = spec.input
     if spec.state:
         run_input = await RunState.from_string(
@@ -331,9 +333,17 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
         await clear_keys(state_keys(spec.session_id, None))  # idempotent: safe on a replay
     await _ended(spec, run_id)
     final = _final(recorder)
-    shown = _jsonable(final) if isinstance(final, dict) else None  # a JSON object's context: the bus's form of it
+    shown = _jsonable(final) if spec.context_json and final is not None else None  # a request's context: its JSON form
     await recorder.finish(Completed, output=_jsonable(output), usage=usage, **({"context": shown} if isinstance(shown, dict) else {}))
     return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent, context=final)
+
+
+def _context_of(spec: RunSpec, run_id: str) -> Any:
+    """The run's context: as stored, and for a request's JSON object, as the agent's context type."""
+    context = run_context.unpack(spec.context, run_id) if spec.context is not None else None
+    if spec.context_json and isinstance(context, dict):
+        context = run_context.from_json(context, registry.agent_context_type(spec.agent))
+    return context
 
 
 def _final(recorder: RunRecorder) -> Any:
@@ -540,6 +550,7 @@ def spec_for(request: RunRequest, **only: Any) -> RunSpec:
         "max_tokens": request.max_tokens, "model_retry": request.model_retry, "queue": request.queue, "metadata": request.metadata,
         "approval_timeout_seconds": request.approval_timeout_seconds, "session_policy": request.session_policy or turns.DEFAULT_POLICY,
         "context": run_context.pack(request.context) if request.context is not None else None,
+        "context_json": request.context is not None,
         # Filled in by whoever has the agent at hand when the run starts, else by the run's first step.
         "definition": "",
     }
