@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import threading
 
-from agents import Agent, RunContextWrapper, function_tool
+from agents import Agent, Model, ModelProvider, ModelSettings, RunConfig, RunContextWrapper, RunHooks, Usage, function_tool
+from agents.items import ModelResponse
+from agents.testing import assistant_message
 
 from timestep import register_agent
 
@@ -76,3 +79,39 @@ def note(ctx: RunContextWrapper[Customer], fact: str) -> str:
 
 
 register_agent(Agent[Customer](name="bus-typed-context", tools=[note]), context_type=Customer)
+
+
+class _SettingsModel(Model):
+    """Answers with the model name and temperature it was called with."""
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name
+
+    async def get_response(self, system_instructions, input, model_settings, *args, **kwargs) -> ModelResponse:
+        text = f"{self.name} at {model_settings.temperature}"
+        return ModelResponse(output=[assistant_message(text)], usage=Usage(requests=1), response_id=None)
+
+    def stream_response(self, *args, **kwargs):
+        raise NotImplementedError
+
+
+class HouseProvider(ModelProvider):
+    """A provider of the deployment's own, with a client (a lock stands in): registered, not stored."""
+
+    def __init__(self) -> None:
+        self.client_lock = threading.Lock()
+
+    def get_model(self, model_name: str | None) -> Model:
+        return _SettingsModel(model_name)
+
+
+class Recording(RunHooks):
+    async def on_agent_end(self, context, agent, output) -> None:
+        record(f"hook:agent_end:{agent.name}:{output}")
+
+
+register_agent(
+    Agent(name="bus-configured"),
+    run_config=RunConfig(model_provider=HouseProvider(), model="house-model", model_settings=ModelSettings(temperature=0.4)),
+    hooks=Recording(),
+)

@@ -25,6 +25,8 @@ import agents
 from agents import (
     Agent,
     GuardrailFunctionOutput,
+    ModelSettings,
+    RunConfig,
     RunContextWrapper,
     Runner,
     TResponseInputItem,
@@ -235,7 +237,28 @@ shopper = timestep.register_agent(Agent[Cart](
     name="shopper", instructions="Fill the cart, then check out.", tools=[add_item, checkout], model=model("shopper", shop),
 ))
 
+# --- run config (config.md): run-level guardrails and model settings, given per run --------------
+
+
+@input_guardrail
+async def run_level_check(ctx: RunContextWrapper[None], agent: Agent, input: str | list[TResponseInputItem]) -> GuardrailFunctionOutput:
+    log("guardrail:run_level_check")
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered=False)
+
+
+def answer_with_settings(call: Any) -> Any:
+    """Calls `slow`, then answers with its output and the temperature the run config set."""
+    done = outputs(call)
+    if not done:
+        return [function_call("slow", {"x": 2}, call_id="s2")]
+    return [assistant_message(f"{done[0]} at {call.model_settings.temperature}")]
+
+
+configured = timestep.register_agent(Agent(name="configured", tools=[slow], model=model("configured", answer_with_settings)))
+RUN_CONFIG = RunConfig(model_settings=ModelSettings(temperature=0.3), input_guardrails=[run_level_check])
+
 SCENARIOS: dict[str, tuple[Agent | None, str]] = {
+    "run_config": (configured, "configure"),
     "context": (shopper, "apples and pears"),
     "as_tool": (orchestrator, "hello"),
     "mcp": (None, "2 + 3 + 7"),  # made in main(), inside its server's `async with`
@@ -259,7 +282,8 @@ async def run(agent: Agent, text: str) -> None:
     try:
         if mode == "run":
             context = Cart(user="ada") if scenario == "context" else None
-            result = await timestep.run_agent_workflow(agent, text, workflow_id=RUN_ID, context=context)
+            config = RUN_CONFIG if scenario == "run_config" else None
+            result = await timestep.run_agent_workflow(agent, text, workflow_id=RUN_ID, context=context, run_config=config)
         elif mode in ("recover", "read"):
             result = await timestep.RunHandle(RUN_ID).get_result()
         else:

@@ -588,3 +588,15 @@ async def test_a_requests_context_becomes_the_agents_registered_context_type_or_
     assert "Customer" in str(refused.value)
     with pytest.raises(RunRejectedError, match="^context.user: "):
         await client.submit("bus-typed-context", "note fact=tea", context={"tier": 2})
+
+
+async def test_a_run_config_and_hooks_registered_with_the_agent_hold_for_its_runs_over_the_bus(client) -> None:
+    """register_agent(agent, run_config=RunConfig(model_provider=..., model=..., model_settings=...),
+    hooks=...): a run submitted over the bus uses the provider of the deployment's own, the model
+    name and settings, and calls the hooks."""
+    hooked = "hook:agent_end:bus-configured:house-model at 0.4"
+    before = bus_agents.CALLS.count(hooked)
+    run = await client.submit("bus-configured", "hi")
+    events = await collect(client, run.run_id)
+    assert events[-1].output == "house-model at 0.4"
+    assert bus_agents.CALLS.count(hooked) == before + 1

@@ -53,3 +53,18 @@ def test_every_setting_is_in_the_readme() -> None:
     table = README.read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
     missing = sorted(name for name in names if f"`{name}`" not in table)
     assert names and not missing, f"add these to the README's Environment variables table: {missing}"
+
+
+def sdk_example() -> str:
+    section = README.read_text().split("### Agents SDK features", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.processes
+def test_the_context_and_run_config_example_runs(tmp_path: Path) -> None:
+    script = tmp_path / "sdk_example.py"
+    script.write_text(sdk_example())
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME")}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["add_item returned: ada has 1 item(s)", "['pears']"]

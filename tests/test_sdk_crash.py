@@ -149,3 +149,14 @@ def test_a_run_recovered_after_a_sigkill_goes_on_with_the_context_its_finished_t
     assert _finish("read", "context", fresh_db_url, tmp_path) == done
     assert _calls(tmp_path) == before + Counter({"tool:checkout:start": 1, "tool:checkout:end": 1, "model:shopper:3": 1})
     assert len(_pids(tmp_path)) == 2
+
+
+def test_a_runs_own_run_config_holds_after_a_sigkill_and_its_guardrail_does_not_run_again(fresh_db_url: str, tmp_path: Path) -> None:
+    """run_config=RunConfig(model_settings=..., input_guardrails=[...]) given to the run, not
+    registered: the recovering process uses the stored one (the model answers at the temperature it
+    set), and the run-level guardrail that finished before the kill did not run again."""
+    before = _killed_at("tool:slow:start", "run_config", fresh_db_url, tmp_path)
+    assert before == Counter({"guardrail:run_level_check": 1, "model:configured:0": 1, "tool:slow:start": 1})
+    assert _finish("recover", "run_config", fresh_db_url, tmp_path) == {"output": "slow(2) at 0.3"}
+    assert _calls(tmp_path) == before + Counter({"tool:slow:start": 1, "tool:slow:end": 1, "model:configured:1": 1})
+    assert len(_pids(tmp_path)) == 2

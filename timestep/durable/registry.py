@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import msgspec
-from agents import Agent
+from agents import Agent, RunConfig, RunHooks
+from agents.lifecycle import RunHooksBase
 
 from subjects.messages import ModelRetry
 from subjects.problems import convert_problem
@@ -20,6 +22,8 @@ _retries: dict[str, ModelRetry] = {}
 _approval_timeouts: dict[str, dict[str, float]] = {}
 _on_change: dict[str, str] = {}
 _context_types: dict[str, type] = {}
+_run_configs: dict[str, RunConfig] = {}
+_hooks: dict[str, RunHooks] = {}
 _lock = threading.Lock()
 
 CHANGE_POLICIES = ("continue", "fail")
@@ -32,6 +36,8 @@ def register_agent(
     approval_timeouts: dict[str, float] | None = None,
     on_change: str | None = None,
     context_type: type | None = None,
+    run_config: Any = None,
+    hooks: Any = None,
 ) -> Agent:
     """Make `agent` findable by its name in this process (idempotent; re-registering replaces).
     `model_retry` sets how its runs retry failed model calls (a queue's or a run's own wins;
@@ -50,6 +56,11 @@ def register_agent(
     model): a request over the bus sends its `context` as a JSON object, which becomes one of these
     before the run starts (or is refused naming the field that does not fit).
 
+    `run_config` (an `agents.RunConfig`) and `hooks` (an `agents.RunHooks`) are used by every run of
+    the agent, as `Runner.run(..., run_config=..., hooks=...)` uses them, also after a recovery; a
+    run's own (`run_agent_workflow(..., run_config=...)`) fields win over these. Register here what
+    cannot be stored with a run: a model provider with its client, functions defined inside others.
+
     >>> register_agent(Agent(name="support", instructions="Help.", tools=[refund]), approval_timeouts={"refund": 3600})
     >>> register_agent(Agent(name="support", instructions="Help."), model_retry=ModelRetry(max_attempts=5), on_change="fail")
     """
@@ -64,6 +75,10 @@ def register_agent(
             raise ValidationError(
                 f"approval_timeouts[{tool!r}]", f"{seconds!r} is not a number of seconds above 0 and at most 365 days", "pass e.g. 3600"
             )
+    if run_config is not None and not isinstance(run_config, RunConfig):
+        raise ValidationError("run_config", f"expected an agents.RunConfig, got {type(run_config).__name__}", "pass RunConfig(...)")
+    if hooks is not None and not isinstance(hooks, RunHooksBase):
+        raise ValidationError("hooks", f"expected an agents.RunHooks, got {type(hooks).__name__}", "pass an instance of a RunHooks subclass")
     if context_type is not None and not isinstance(context_type, type):
         raise ValidationError("context_type", f"{context_type!r} is not a class", "pass the class of the runs' context, e.g. a dataclass")
     if on_change is not None and on_change not in CHANGE_POLICIES:
@@ -78,7 +93,23 @@ def register_agent(
             _on_change[agent.name] = on_change
         if context_type is not None:
             _context_types[agent.name] = context_type
+        if run_config is not None:
+            _run_configs[agent.name] = run_config
+        if hooks is not None:
+            _hooks[agent.name] = hooks
     return agent
+
+
+def agent_run_config(name: str) -> RunConfig | None:
+    """The RunConfig registered with agent `name`, if any."""
+    with _lock:
+        return _run_configs.get(name)
+
+
+def agent_hooks(name: str) -> RunHooks | None:
+    """The RunHooks registered with agent `name`, if any."""
+    with _lock:
+        return _hooks.get(name)
 
 
 def agent_context_type(name: str) -> type | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from agents import Agent, RunConfig, Runner, RunState
+from agents import Agent, RunConfig, RunHooks, Runner, RunState
 
 from subjects.events import (
     Approval,
@@ -33,9 +33,10 @@ from subjects.ids import run_id_problem
 from subjects.messages import Approve, ModelRetry, Reject, RunRequest
 from timestep.durable import approvals as inbox
 from timestep.durable import admission, definitions, engine, queues, registry, run_context, turns
+from timestep.durable import run_config as run_options
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
-from timestep.durable.steps import DurableSession, RunRecorder, recording, stop_recording, wrap_agent
+from timestep.durable.steps import DurableSession, RunRecorder, durable_run_config, recording, stop_recording, wrap_agent
 from timestep.durable.sdk_errors import picklable
 from timestep.errors import (
     AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, UnknownAgentError, ValidationError,
@@ -94,6 +95,8 @@ class RunSpec(msgspec.Struct, kw_only=True):
     created before session turns existed, which takes none."""
     context: bytes | None = None
     """The run's context (`context=`), pickled: see `run_context`."""
+    options: bytes | None = None
+    """The run's own RunConfig fields and RunHooks, pickled: see `run_config`."""
     context_json: bool = False
     """The context came as a JSON object (a request on the bus): it becomes the agent's registered
     context type as the run starts, and the `completed` event shows it as JSON."""
@@ -141,6 +144,18 @@ class RunStatus(msgspec.Struct, kw_only=True):
 # cannot be pickled into the workflow's input). A recovered run whose session
 # object is gone uses the database session of the same id.
 _sessions: dict[str, Any] = {}
+
+
+# The caller's own context, run config and hooks objects, by run id, for a run that executes in the
+# process that started it: the SDK hands a run the objects it was given, not copies. A run
+# recovered elsewhere gets them from what was stored (see `run_context`, `run_config`).
+_live: dict[str, dict[str, Any]] = {}
+
+
+def _hold(run_id: str, **objects: Any) -> None:
+    given = {name: value for name, value in objects.items() if value is not None}
+    if given:
+        _live[run_id] = given
 
 
 @functools.cache
@@ -203,6 +218,7 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
         return await _run(spec, run_id, agent, recorder)
     finally:
         stop_recording(token)
+        _live.pop(run_id, None)  # a queued run's: its caller's objects are not needed past its end
 
 
 async def _definition(spec: RunSpec, agent: Agent, recorder: RunRecorder) -> Agent:
@@ -255,11 +271,13 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
         run_input = await RunState.from_string(
             durable_agent, spec.state, **({"context_override": context} if spec.context is not None else {}),
         )
-    config = RunConfig(model_provider=durable_provider(), tracing_disabled=not _tracing())
+    live = _live.get(run_id, {})
+    user_config, hooks = run_options.resolve(spec.agent, spec.options, run_id, live.get("run_config"), live.get("hooks"))
+    config = durable_run_config(user_config, durable_provider(), tracing_disabled=not _tracing())
     while True:
         try:
             result = await Runner.run(
-                durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns,
+                durable_agent, run_input, session=session, run_config=config, max_turns=spec.max_turns, hooks=hooks,
                 **({"context": context} if spec.context is not None else {}),
             )
         except engine.CancelledInside:
@@ -339,7 +357,11 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
 
 
 def _context_of(spec: RunSpec, run_id: str) -> Any:
-    """The run's context: as stored, and for a request's JSON object, as the agent's context type."""
+    """The run's context: the caller's object in the process that started the run, else as stored,
+    and for a request's JSON object, as the agent's context type."""
+    given = _live.get(run_id, {}).get("context")
+    if given is not None:
+        return given
     context = run_context.unpack(spec.context, run_id) if spec.context is not None else None
     if spec.context_json and isinstance(context, dict):
         context = run_context.from_json(context, registry.agent_context_type(spec.agent))
@@ -504,7 +526,7 @@ def _session_id(session: Any) -> str | None:
 def _prepare(
     agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any,
     max_tokens: Any = None, model_retry: Any = None, wait_for_approval: Any = False, approval_timeout_seconds: Any = None,
-    session_policy: Any = None, context: Any = None, **queueing: Any,
+    session_policy: Any = None, context: Any = None, config: Any = None, hooks: Any = None, **queueing: Any,
 ) -> tuple[RunSpec, str, RunRequest]:
     """Validate everything before anything is written (the options by the rules of a request on
     the bus: `admission`); register the agent for the caller."""
@@ -520,6 +542,7 @@ def _prepare(
         raise ValidationError("approval_timeout_seconds", "is set without wait_for_approval=True", "a run that returns at an interruption has no deadline")
     session_id = _session_id(session)
     packed = run_context.pack(context) if context is not None else None
+    options = run_options.pack(config, hooks)
     if packed is None and isinstance(items, RunState):
         packed = run_context.from_state(items)  # the interrupted run's context goes on with it
     request = admission.run_request(
@@ -535,10 +558,10 @@ def _prepare(
         # The interrupted run's definition, when the state was loaded from the store.
         spec = spec_for(
             request, input=None, state=state, max_turns=max_turns, wait_for_approval=wait_for_approval,
-            definition=definition_of(items) or "", context=packed,
+            definition=definition_of(items) or "", context=packed, options=options,
         )
         return spec, wid, request
-    spec = spec_for(request, max_turns=max_turns, wait_for_approval=wait_for_approval, context=packed)
+    spec = spec_for(request, max_turns=max_turns, wait_for_approval=wait_for_approval, context=packed, options=options)
     return spec, request.id or uuid.uuid4().hex, request
 
 
@@ -619,6 +642,8 @@ async def run_agent_workflow(
     approval_timeout_seconds: float | None = None,
     session_policy: str = "enqueue",
     context: Any = None,
+    run_config: RunConfig | None = None,
+    hooks: RunHooks | None = None,
 ) -> RunResult:
     """Run `agent` as a durable workflow and return its result.
 
@@ -641,12 +666,17 @@ async def run_agent_workflow(
     step records the changes made to it, and a recovered run goes on with the context its finished
     steps left; when the run ends here, `context` itself holds the final state, as `result.context` does.
 
+    `run_config` and `hooks` are the SDK's (`Runner.run(..., run_config=..., hooks=...)`): stored with
+    the run, so what they hold must pickle (functions at a module's top level); register with the
+    agent what cannot (`register_agent(agent, run_config=..., hooks=...)`). Timestep's durable model
+    provider stands in for the SDK's default one, and wraps one the run config names.
+
     >>> result = await run_agent_workflow(agent, "What's the weather in Paris?", "user-42")
     >>> result.output, result.interruptions, result.usage.total_tokens
     """
     spec, wid, request = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
-        wait_for_approval, approval_timeout_seconds, session_policy, context,
+        wait_for_approval, approval_timeout_seconds, session_policy, context, run_config, hooks,
     )
     ensure_dbos_launched()
     if spec.definition == "":  # known now: the run need not record it in a step of its own
@@ -654,10 +684,12 @@ async def run_agent_workflow(
     if spec.state is None:  # a resume holds the session's turn already
         await admission.refuse_if_busy(spec.session_id, spec.session_policy, wid)
     stop = listen(wid, on_event) if on_event is not None else None
+    _hold(wid, context=context, run_config=run_config, hooks=hooks)
     try:
         handle = await start_run(spec, wid, request.timeout_seconds)
         return _returned(await _result(handle, wid), context)
     finally:
+        _live.pop(wid, None)
         if stop is not None:
             stop()
 
@@ -713,6 +745,8 @@ async def queue_agent_workflow(
     approval_timeout_seconds: float | None = None,
     session_policy: str = "enqueue",
     context: Any = None,
+    run_config: RunConfig | None = None,
+    hooks: RunHooks | None = None,
 ) -> RunHandle:
     """Queue a durable run and return its handle at once.
 
@@ -730,13 +764,20 @@ async def queue_agent_workflow(
         raise ValidationError("on_duplicate", f"{on_duplicate!r} is not 'error' or 'return'", "choose what a duplicate deduplication_id does")
     spec, wid, request = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
-        wait_for_approval, approval_timeout_seconds, session_policy, context,
+        wait_for_approval, approval_timeout_seconds, session_policy, context, run_config, hooks,
         queue=queue_name if queue_name is not None else queues.DEFAULT_QUEUE, priority=priority, deduplication_id=deduplication_id,
     )
     ensure_dbos_launched()
     if spec.state is None:  # a resume holds the session's turn already
         await admission.refuse_if_busy(spec.session_id, spec.session_policy, wid)
-    handle = await enqueue_run(spec, wid, request, return_existing=on_duplicate == "return")
+    _hold(wid, context=context, run_config=run_config, hooks=hooks)
+    try:
+        handle = await enqueue_run(spec, wid, request, return_existing=on_duplicate == "return")
+    except BaseException:
+        _live.pop(wid, None)
+        raise
+    if handle.workflow_id != wid:
+        _live.pop(wid, None)
     # A duplicate's handle is another run's: its context is not the one given here.
     return RunHandle(handle.workflow_id, context if handle.workflow_id == wid else None)
 

@@ -49,6 +49,7 @@ from agents import run as agent_run
 from agents.run import AgentRunner
 from agents.exceptions import ModelBehaviorError
 from agents.mcp import MCPServer
+from agents.models.multi_provider import MultiProvider
 from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
@@ -532,6 +533,24 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
         return await recorder.step(f"tool:{tool.name}", run, reserve=2, preemptible=True)
 
     return dataclasses.replace(tool, on_invoke_tool=invoke)
+
+
+def durable_run_config(user: RunConfig | None, provider: ModelProvider, tracing_disabled: bool) -> RunConfig:
+    """The RunConfig a durable run runs with: the user's (a run's own or its agent's registered one)
+    with Timestep's durable provider in place of the SDK's default one (a provider of the user's own
+    wrapped, so its models' calls are steps too), a Model object it names made durable, and its
+    run-level guardrails made steps as an agent's are."""
+    if user is None:
+        return RunConfig(model_provider=provider, tracing_disabled=tracing_disabled)
+    changes: dict[str, Any] = {
+        "tracing_disabled": user.tracing_disabled or tracing_disabled,
+        "input_guardrails": [_durable_guardrail(g) for g in user.input_guardrails or []],
+        "output_guardrails": [_durable_guardrail(g) for g in user.output_guardrails or []],
+        "model_provider": provider if type(user.model_provider) is MultiProvider else DurableModelProvider(user.model_provider),
+    }
+    if isinstance(user.model, Model) and not isinstance(user.model, DurableModel):
+        changes["model"] = DurableModel(user.model)
+    return dataclasses.replace(user, **changes)
 
 
 def _durable_guardrail(guardrail: InputGuardrail | OutputGuardrail) -> InputGuardrail | OutputGuardrail:
