@@ -267,12 +267,12 @@ class ControlActor(Actor):
         try:
             record = await inbox.waiting_for(run_id, command.call_id)  # as the library's approve and reject decide
         except ValidationError as exc:
-            raise Refused("NotWaiting", exc.problem + (f"; {exc.fix}" if exc.fix else ""), exc.field) from None
+            raise Refused("NotWaiting", exc.reason, exc.field) from None
         if isinstance(command, Approve) and command.arguments is not None:
             try:
                 inbox.check_arguments(record.agent, record.tool, command.arguments)
             except ValidationError as exc:
-                raise Refused("InvalidRequest", exc.problem + (f"; {exc.fix}" if exc.fix else ""), exc.field) from None
+                raise Refused("InvalidRequest", exc.reason, exc.field) from None
         decided_by = server_user(headers) or command.decided_by
         await inbox.send_decision(run_id, msgspec.structs.replace(command, decided_by=decided_by, decided_at=None))
 

@@ -13,35 +13,31 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def quick_start() -> str:
-    text = README.read_text()
-    section = text.split("## Quick start", 1)[1]
+def example(heading: str) -> str:
+    """The first Python block after `heading` in the README."""
+    section = README.read_text().split(heading, 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def run_example(heading: str, tmp_path: Path, *unset: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "example.py"
+    script.write_text(example(heading))
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME", *unset)}
+    return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.processes
 def test_quick_start_runs(tmp_path: Path) -> None:
-    script = tmp_path / "quick_start.py"
-    script.write_text(quick_start())
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME")}
     for _ in range(2):
-        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        done = run_example("## Quick start", tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.splitlines() == ["get_weather returned: sunny in Paris", "send_email returned: sent to ada@example.com"]
     assert (tmp_path / ".timestep" / "timestep.sqlite").exists()
 
 
-def actor_system_example() -> str:
-    section = README.read_text().split("## The actor system", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
 @pytest.mark.processes
 def test_actor_system_example_runs(tmp_path: Path) -> None:
-    script = tmp_path / "bus_example.py"
-    script.write_text(actor_system_example())
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME", "NATS_URL")}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = run_example("## The actor system", tmp_path, "NATS_URL")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["1 Accepted", "2 Started", "3 Completed"]
 
@@ -55,16 +51,8 @@ def test_every_setting_is_in_the_readme() -> None:
     assert names and not missing, f"add these to the README's Environment variables table: {missing}"
 
 
-def sdk_example() -> str:
-    section = README.read_text().split("### Agents SDK features", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
-
-
 @pytest.mark.processes
 def test_the_context_and_run_config_example_runs(tmp_path: Path) -> None:
-    script = tmp_path / "sdk_example.py"
-    script.write_text(sdk_example())
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME")}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = run_example("### Agents SDK features", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["add_item returned: ada has 1 item(s)", "['pears']"]

@@ -41,10 +41,12 @@ class ValidationError(TimestepError, ValueError):
         self.field = field
         self.problem = problem
         self.fix = fix
-        message = f"{field}: {problem}"
-        if fix:
-            message += f"; {fix}"
-        super().__init__(message)
+        super().__init__(f"{field}: {self.reason}")
+
+    @property
+    def reason(self) -> str:
+        """The message without the field: the problem, and the fix when there is one."""
+        return f"{self.problem}; {self.fix}" if self.fix else self.problem
 
 
 class UnknownAgentError(ValidationError):

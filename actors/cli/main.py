@@ -527,24 +527,23 @@ def _nats_url_arg(value: str) -> str:
     return value
 
 
-def _json_object_arg(value: str) -> str:
+def _json_object(value: str, what: str, example: str) -> dict:
     try:
         parsed = json.loads(value)
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a JSON object; pass the tool's arguments as one, e.g. '{{\"to\": \"ada@example.com\"}}'")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a JSON object; pass {what} as one, e.g. '{example}'")
+    return parsed
+
+
+def _json_object_arg(value: str) -> str:
+    _json_object(value, "the tool's arguments", '{"to": "ada@example.com"}')
     return value
 
 
 def _context_arg(value: str) -> dict:
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a JSON object; pass the run's context as one, e.g. '{{\"user\": \"ada\"}}'")
-    return parsed
+    return _json_object(value, "the run's context", '{"user": "ada"}')
 
 
 def _seconds_arg(value: str) -> float:

@@ -80,7 +80,7 @@ def parse_request(data: bytes, headers: dict[str, str] | None, max_bytes: int) -
     try:
         check_request(request)
     except ValidationError as exc:
-        raise Invalid(exc.field, f"{exc.problem}; {exc.fix}" if exc.fix else exc.problem, run_id) from None
+        raise Invalid(exc.field, exc.reason, run_id) from None
     return request, run_id
 
 

@@ -75,10 +75,7 @@ def register_agent(
             raise ValidationError(
                 f"approval_timeouts[{tool!r}]", f"{seconds!r} is not a number of seconds above 0 and at most 365 days", "pass e.g. 3600"
             )
-    if run_config is not None and not isinstance(run_config, RunConfig):
-        raise ValidationError("run_config", f"expected an agents.RunConfig, got {type(run_config).__name__}", "pass RunConfig(...)")
-    if hooks is not None and not isinstance(hooks, RunHooksBase):
-        raise ValidationError("hooks", f"expected an agents.RunHooks, got {type(hooks).__name__}", "pass an instance of a RunHooks subclass")
+    check_run_options(run_config, hooks)
     if context_type is not None and not isinstance(context_type, type):
         raise ValidationError("context_type", f"{context_type!r} is not a class", "pass the class of the runs' context, e.g. a dataclass")
     if on_change is not None and on_change not in CHANGE_POLICIES:
@@ -98,6 +95,14 @@ def register_agent(
         if hooks is not None:
             _hooks[agent.name] = hooks
     return agent
+
+
+def check_run_options(run_config: Any, hooks: Any) -> None:
+    """A RunConfig and RunHooks, or None; ValidationError naming the argument that is not."""
+    if run_config is not None and not isinstance(run_config, RunConfig):
+        raise ValidationError("run_config", f"expected an agents.RunConfig, got {type(run_config).__name__}", "pass RunConfig(...)")
+    if hooks is not None and not isinstance(hooks, RunHooksBase):  # RunHooks is a subscripted generic
+        raise ValidationError("hooks", f"expected an agents.RunHooks, got {type(hooks).__name__}", "pass an instance of a RunHooks subclass")
 
 
 def agent_run_config(name: str) -> RunConfig | None:

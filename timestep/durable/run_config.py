@@ -12,18 +12,12 @@ The SDK's default model provider is not stored: Timestep's stands in for it (see
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import io
-import pickle
-import sys
 from typing import Any
 
 from agents import RunConfig, RunHooks
-from agents.lifecycle import RunHooksBase
 from agents.models.multi_provider import MultiProvider
 
-from timestep.durable import registry
-from timestep.errors import ValidationError
+from timestep.durable import registry, run_context
 
 _REGISTER = "register it with the agent instead (register_agent(agent, {what}=...)), in every process that runs the agent's runs"
 
@@ -58,52 +52,17 @@ def pack(run_config: Any, hooks: Any) -> bytes | None:
     ValidationError names the field that cannot be stored (`run_config.handoff_input_filter`)."""
     if run_config is None and hooks is None:
         return None
-    if run_config is not None and not isinstance(run_config, RunConfig):
-        raise ValidationError("run_config", f"expected an agents.RunConfig, got {type(run_config).__name__}", "pass RunConfig(...)")
-    if hooks is not None and not isinstance(hooks, RunHooksBase):
-        raise ValidationError("hooks", f"expected an agents.RunHooks, got {type(hooks).__name__}", "pass an instance of a RunHooks subclass")
+    registry.check_run_options(run_config, hooks)
     fields = set_fields(run_config) if run_config is not None else {}
     for name, value in fields.items():
         _check(f"run_config.{name}", value, "run_config")
     if hooks is not None:
         _check("hooks", hooks, "hooks")
-    return _dumps({"run_config": fields, "hooks": hooks})
-
-
-class _Pickler(pickle.Pickler):
-    """Pickle, with one addition: a function a decorator replaced at its module's top level (the SDK's
-    `@input_guardrail`, `@output_guardrail`, `@function_tool` write them so) is stored as the
-    decorated object's function, found again by the module and name."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if callable(obj) and type(obj).__name__ == "function":
-            module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
-            owner = getattr(sys.modules.get(module or ""), name, None) if "<" not in name else None
-            if owner is not None and owner is not obj:
-                for attribute in ("guardrail_function", "on_invoke_tool", "func"):
-                    if getattr(owner, attribute, None) is obj:
-                        return _decorated, (module, name, attribute)
-        return NotImplemented
-
-
-def _decorated(module: str, name: str, attribute: str) -> Any:
-    return getattr(getattr(importlib.import_module(module), name), attribute)
-
-
-def _dumps(value: Any) -> bytes:
-    buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    return buffer.getvalue()
+    return run_context.dumps({"run_config": fields, "hooks": hooks})
 
 
 def _check(field: str, value: Any, what: str) -> None:
-    try:
-        pickle.loads(_dumps(value))
-    except Exception as exc:
-        raise ValidationError(
-            field, f"a {type(value).__name__} cannot be stored with the run ({type(exc).__name__}: {exc})",
-            "define its functions and classes at a module's top level, or " + _REGISTER.format(what=what),
-        ) from None
+    run_context.storable(value, field, "define its functions and classes at a module's top level, or " + _REGISTER.format(what=what))
 
 
 def resolve(
@@ -116,13 +75,7 @@ def resolve(
     if given is not None or given_hooks is not None:
         own = {"run_config": set_fields(given) if given is not None else {}, "hooks": given_hooks}
     elif stored is not None:
-        try:
-            own = pickle.loads(stored)
-        except Exception as exc:
-            raise RuntimeError(
-                f"run {run_id}: its run_config or hooks cannot be read in this process ({type(exc).__name__}: {exc}); "
-                "every process that runs or recovers runs must import what they use"
-            ) from None
+        own = run_context.loaded(stored, run_id, "its run_config or hooks")
     registered = registry.agent_run_config(agent)
     fields = {**(set_fields(registered) if registered is not None else {}), **own["run_config"]}
     config = RunConfig(**fields) if fields or registered is not None else None

@@ -17,7 +17,10 @@ run what it needs to make one (a URL, a key's name), and make it in the tool.
 from __future__ import annotations
 
 import base64
+import importlib
+import io
 import pickle
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,38 +36,74 @@ MAX_CONTEXT_BYTES = 1_000_000
 
 def pack(context: Any) -> bytes:
     """The context as stored with the run; ValidationError (field `context`) when it cannot be."""
-    try:
-        data = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
-        raise ValidationError(
-            "context",
-            f"a {type(context).__name__} cannot be stored with the run ({type(exc).__name__}: {exc})",
-            "pass what pickle can carry (a dataclass, a pydantic model or a dict, of a class defined at a module's "
-            "top level), holding no lock, connection or client: tools make those from what the context says",
-        ) from None
+    data = storable(
+        context, "context",
+        "pass what pickle can carry (a dataclass, a pydantic model or a dict, of a class defined at a module's "
+        "top level), holding no lock, connection or client: tools make those from what the context says",
+    )
     if len(data) > MAX_CONTEXT_BYTES:
         raise ValidationError(
             "context", f"is {len(data)} bytes pickled; the limit is {MAX_CONTEXT_BYTES}",
             "keep large data elsewhere (a file, a table) and put its key in the context",
         )
-    try:
-        pickle.loads(data)
-    except Exception as exc:  # it pickles, but comes back only where its class is defined (a local class)
-        raise ValidationError(
-            "context", f"a {type(context).__name__} is stored but cannot be read back ({type(exc).__name__}: {exc})",
-            "define its class at a module's top level, so a process that recovers the run can import it",
-        ) from None
     return data
 
 
 def unpack(data: bytes, run_id: str) -> Any:
     """The stored context; a clear error when this process cannot import its class."""
+    return loaded(data, run_id, "its context")
+
+
+# --- what a run stores of the caller's objects (its context, its run config and hooks) ----------
+
+
+class _Pickler(pickle.Pickler):
+    """Pickle, with one addition: a function a decorator replaced at its module's top level (the SDK's
+    `@input_guardrail`, `@output_guardrail`, `@function_tool` write them so) is stored as the
+    decorated object's function, found again by the module and name."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if callable(obj) and type(obj).__name__ == "function":
+            module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+            owner = getattr(sys.modules.get(module or ""), name, None) if "<" not in name else None
+            if owner is not None and owner is not obj:
+                for attribute in ("guardrail_function", "on_invoke_tool", "func"):
+                    if getattr(owner, attribute, None) is obj:
+                        return _decorated, (module, name, attribute)
+        return NotImplemented
+
+
+def _decorated(module: str, name: str, attribute: str) -> Any:
+    return getattr(getattr(importlib.import_module(module), name), attribute)
+
+
+def dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def storable(value: Any, field: str, fix: str) -> bytes:
+    """`value` pickled, checked to come back; ValidationError naming `field` when it does not."""
+    try:
+        data = dumps(value)
+    except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
+        raise ValidationError(field, f"a {type(value).__name__} cannot be stored with the run ({type(exc).__name__}: {exc})", fix) from None
+    try:
+        pickle.loads(data)
+    except Exception as exc:  # it pickles, but comes back only where its class is defined (a local class)
+        raise ValidationError(field, f"a {type(value).__name__} is stored but cannot be read back ({type(exc).__name__}: {exc})", fix) from None
+    return data
+
+
+def loaded(data: bytes, run_id: str, what: str) -> Any:
+    """What a run stored, read back; a clear error when this process cannot import a class it names."""
     try:
         return pickle.loads(data)
     except Exception as exc:
         raise RuntimeError(
-            f"run {run_id}: its context cannot be read in this process ({type(exc).__name__}: {exc}); "
-            "every process that runs or recovers runs must import the context's class"
+            f"run {run_id}: {what} cannot be read in this process ({type(exc).__name__}: {exc}); "
+            "every process that runs or recovers runs must import what the run was given"
         ) from None
 
 
@@ -72,7 +111,7 @@ def snapshot(context: Any) -> bytes | None:
     """The context as a step left it, to record with the step (None when it cannot be pickled now:
     the step's changes are then not kept across a crash, and the run goes on)."""
     try:
-        return pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)  # every step: pickle's own speed
     except Exception:
         return None
 
