@@ -17,6 +17,8 @@ def tag(event: RunEvent) -> str:
 def describe(event: RunEvent, *, with_run: bool = False) -> str:
     """One readable line: seq, type, and the fields that matter."""
     fields = {f: getattr(event, f) for f in event.__struct_fields__ if f not in ("run_id", "seq", "time")}
+    if event.__struct_config__.omit_defaults:  # as on the wire: an unset optional field is left out
+        fields = {f: v for f, v in fields.items() if v is not None}
     parts = []
     for key, value in fields.items():
         if isinstance(value, msgspec.Struct) or (isinstance(value, list) and value and isinstance(value[0], msgspec.Struct)):
