@@ -247,3 +247,32 @@ async def test_a_run_is_listed_as_waiting_as_soon_as_interrupted_is_published(db
     assert (await asyncio.wait_for(running, 30)).status == "completed"
     seen.append((await listing.get_run(run_id)).status)
     assert seen == ["waiting", "completed"]
+
+
+async def test_the_model_is_told_the_arguments_an_approver_set(db: str) -> None:
+    """An edited approval changes what the model sees of its own call: the next model turn's
+    history holds the function call with the approver's arguments (not the ones the model first
+    wrote), beside their output; the tool runs with them once."""
+    sent: list[str] = []
+    seen: list[list[dict]] = []
+
+    @function_tool(needs_approval=True)
+    def send_email(to: str, subject: str = "hi") -> str:
+        sent.append(to)
+        return f"sent {subject!r} to {to}"
+
+    def answer(call) -> object:
+        seen.append([i for i in call.input if isinstance(i, dict) and i.get("type") == "function_call"])
+        return [assistant_message("done")]
+
+    model = ScriptedModel([[function_call("send_email", {"to": "bob@example.com"}, call_id="m1")], ModelStep.respond(answer)])
+    agent = timestep.register_agent(Agent(name=uid("mailer"), model=model, tools=[send_email]))
+    run_id = uid("edited")
+    running = asyncio.create_task(timestep.run_agent_workflow(agent, "Email Bob", workflow_id=run_id, wait_for_approval=True))
+    await pending_of(run_id)
+    edited = '{"to": "bob@corp.example.com", "subject": "edited"}'
+    await timestep.approve_tool_call(run_id, "m1", arguments=edited)
+    assert (await asyncio.wait_for(running, 30)).output == "done"
+    assert sent == ["bob@corp.example.com"]
+    [[told]] = seen
+    assert (told["call_id"], json.loads(told["arguments"])) == ("m1", json.loads(edited))

@@ -246,6 +246,41 @@ def find_tool(agent: Agent, name: str, seen: set[int] | None = None) -> Function
     return None
 
 
+def show_edited_arguments(state: Any, item: Any, arguments: str) -> None:
+    """Make the run's own history say that call `call_id` was made with `arguments` (an approver's
+    edit): the function call item the model wrote, wherever the paused run keeps it (the items
+    generated so far, the model's response, the call waiting to run, its approval item `item`), so the next
+    model turn sees the call that really ran beside its output, not the one it first asked for.
+    The SDK keeps these in RunState's private fields; an SDK release that moves them leaves the
+    history as the model wrote it and the tool still runs with the edit (steps.py takes it)."""
+    call_id = item.call_id
+    step = getattr(state, "_current_step", None)
+    raws: list[Any] = [item.raw_item, *(getattr(i, "raw_item", None) for i in getattr(step, "interruptions", None) or [])]
+    raws += [getattr(item, "raw_item", None) for item in getattr(state, "_generated_items", None) or []]
+    raws += [getattr(item, "raw_item", None) for item in getattr(state, "_session_items", None) or []]
+    for response in getattr(state, "_model_responses", None) or []:
+        raws += list(getattr(response, "output", None) or [])
+    processed = getattr(state, "_last_processed_response", None)
+    raws += [getattr(run, "tool_call", None) for run in getattr(processed, "functions", None) or []]
+    # The SDK remembers each call id's invocation by a fingerprint of its arguments, to refuse a
+    # model that reuses an id for another call; the edit is not that, so the call's record, not yet
+    # run, is forgotten and made again from the edited call when it runs.
+    context = getattr(state, "_context", None)
+    invocations = getattr(context, "_tool_invocations", None)
+    record = invocations.get(call_id) if isinstance(invocations, dict) else None
+    if record is not None and not getattr(record, "executed", False) and not getattr(record, "completed", False):
+        del invocations[call_id]
+    for raw in raws:
+        if isinstance(raw, dict):
+            if raw.get("call_id") == call_id and "arguments" in raw:
+                raw["arguments"] = arguments
+        elif raw is not None and getattr(raw, "call_id", None) == call_id and hasattr(raw, "arguments"):
+            try:
+                raw.arguments = arguments
+            except (AttributeError, TypeError, ValueError):  # a frozen item: it keeps what the model wrote
+                pass
+
+
 def check_arguments(agent_name: str, tool_name: str, arguments: str) -> None:
     """Raise ValidationError naming the field (`arguments`, `arguments.to`, ...) when `arguments`
     is not a JSON object that the tool's parameter schema accepts."""

@@ -431,6 +431,7 @@ async def _await_decisions(run_id: str, agent: str, state: RunState, recorder: R
                 log.warning("run %s: an approval of %r with arguments the tool refuses was ignored: %s", run_id, call_id, exc)
                 continue
             recorder.edited_arguments[call_id] = decision.arguments
+            inbox.show_edited_arguments(state, item, decision.arguments)
         # `always` decides every waiting call of the same tool too (the SDK applies it by tool name).
         same = [c for c, i in pending.items() if c == call_id or (decision.always and i.name == item.name)]
         decided = [pending.pop(c) for c in same]
