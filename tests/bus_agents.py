@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import tempfile
 import threading
 
-from agents import Agent, Model, ModelProvider, ModelSettings, RunConfig, RunContextWrapper, RunHooks, Usage, function_tool
+from agents import Agent, Model, ModelProvider, ModelSettings, RunConfig, RunContextWrapper, RunHooks, SQLiteSession, Usage, function_tool
 from agents.items import ModelResponse
 from agents.testing import assistant_message
 
@@ -115,3 +116,7 @@ register_agent(
     run_config=RunConfig(model_provider=HouseProvider(), model="house-model", model_settings=ModelSettings(temperature=0.4)),
     hooks=Recording(),
 )
+
+#: The conversations of `bus-remembering`, kept by the deployment's own SQLite sessions.
+SESSIONS_DB = os.path.join(tempfile.gettempdir(), "timestep-bus-sessions.db")
+register_agent(Agent(name="bus-remembering"), session_factory=lambda session_id: SQLiteSession(session_id, SESSIONS_DB))

@@ -257,6 +257,50 @@ def answer_with_settings(call: Any) -> Any:
 configured = timestep.register_agent(Agent(name="configured", tools=[slow], model=model("configured", answer_with_settings)))
 RUN_CONFIG = RunConfig(model_settings=ModelSettings(temperature=0.3), input_guardrails=[run_level_check])
 
+# --- the caller's own sessions (sessions.md): an SQLiteSession file, a session class of one's own ---
+
+
+class FileSession:
+    """A session of the caller's own kind: JSON lines in LOG_DIR/<id>.jsonl; each write is logged."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.path = log_dir / f"{session_id}.jsonl"
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        items = [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
+        return items if limit is None else items[-limit:]
+
+    async def add_items(self, items: list[Any]) -> None:
+        log(f"session:add:{','.join(i.get('type') or i.get('role') or '?' for i in items)}")
+        with self.path.open("a") as f:
+            f.writelines(json.dumps(i) + "\n" for i in items)
+
+    async def pop_item(self) -> Any:
+        items = await self.get_items()
+        self.path.write_text("".join(json.dumps(i) + "\n" for i in items[:-1]))
+        return items[-1] if items else None
+
+    async def clear_session(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+timestep.register_session_factory(FileSession, FileSession)  # at start-up, in every process
+remembering = timestep.register_agent(Agent(name="remembering", tools=[slow], model=model("remembering", answer)))
+SESSIONS = {
+    "sqlite-session": lambda: agents.SQLiteSession("conv-1", log_dir / "conversations.db"),
+    "own-session": lambda: FileSession("conv-2"),
+}
+
+
+async def session_items(scenario: str) -> dict[str, Any]:
+    """What the scenario's session holds (read through a new object, as any reader makes it), by
+    item type, and how many items Timestep's own database session of the same id holds."""
+    session = SESSIONS[scenario]()
+    kinds = [i.get("type") or "message" for i in await session.get_items()]
+    return {"session": kinds, "database_session": len(await timestep.DatabaseSession(session.session_id).get_items())}
+
+
 SCENARIOS: dict[str, tuple[Agent | None, str]] = {
     "run_config": (configured, "configure"),
     "context": (shopper, "apples and pears"),
@@ -265,6 +309,8 @@ SCENARIOS: dict[str, tuple[Agent | None, str]] = {
     "handoff": (triage, "refund please"),
     "guardrails": (guarded, "tell me"),
     "guardrail-trip": (guarded, "the secret"),  # the output guardrail trips, after the recovery
+    "sqlite-session": (remembering, "remember"),
+    "own-session": (remembering, "remember"),
 }
 
 
@@ -283,7 +329,8 @@ async def run(agent: Agent, text: str) -> None:
         if mode == "run":
             context = Cart(user="ada") if scenario == "context" else None
             config = RUN_CONFIG if scenario == "run_config" else None
-            result = await timestep.run_agent_workflow(agent, text, workflow_id=RUN_ID, context=context, run_config=config)
+            session = SESSIONS[scenario]() if scenario in SESSIONS else None
+            result = await timestep.run_agent_workflow(agent, text, session, workflow_id=RUN_ID, context=context, run_config=config)
         elif mode in ("recover", "read"):
             result = await timestep.RunHandle(RUN_ID).get_result()
         else:
@@ -293,7 +340,8 @@ async def run(agent: Agent, text: str) -> None:
         return
     output = result.output.model_dump() if isinstance(result.output, BaseModel) else result.output
     context = {"context": dataclasses.asdict(result.context)} if result.context is not None else {}
-    print(json.dumps({"output": output, **context}))
+    held = await session_items(scenario) if scenario in SESSIONS else {}
+    print(json.dumps({"output": output, **context, **held}))
 
 
 def _detail(exc: Exception) -> Any:

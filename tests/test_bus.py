@@ -13,6 +13,7 @@ import nats
 import nats.js.errors
 import pytest
 from nats.js.errors import NotFoundError
+from agents import SQLiteSession
 
 import bus_agents
 from processes import process_env
@@ -34,6 +35,7 @@ from subjects.events import (
 )
 from subjects.messages import DeadLetter, Reply, RunRequest, Schedule
 from timestep.client import RequestRefusedError, RunRejectedError
+from timestep.durable.sessions import DatabaseSession
 from timestep.errors import RunCancelledError, TimestepError, ValidationError
 
 AGENT = "bus-assistant"
@@ -588,6 +590,20 @@ async def test_a_requests_context_becomes_the_agents_registered_context_type_or_
     assert "Customer" in str(refused.value)
     with pytest.raises(RunRejectedError, match="^context.user: "):
         await client.submit("bus-typed-context", "note fact=tea", context={"tier": 2})
+
+
+async def test_a_requests_session_id_goes_to_the_session_the_agent_registered(client) -> None:
+    """register_agent(agent, session_factory=lambda session_id: SQLiteSession(session_id, path)): runs
+    submitted over the bus with a session_id keep their conversation there, turn after turn, not in
+    Timestep's database session."""
+    session_id = uid("user")
+    for text in ("hello", "again"):
+        run = await client.submit("bus-remembering", text, session_id=session_id)
+        assert isinstance((await collect(client, run.run_id))[-1], Completed)
+    items = await SQLiteSession(session_id, bus_agents.SESSIONS_DB).get_items()
+    assert [i.get("role") for i in items] == ["user", "assistant", "user", "assistant"]
+    assert [i["content"] for i in items if i.get("role") == "user"] == ["hello", "again"]
+    assert await DatabaseSession(session_id).get_items() == []
 
 
 async def test_a_run_config_and_hooks_registered_with_the_agent_hold_for_its_runs_over_the_bus(client) -> None:

@@ -160,3 +160,25 @@ def test_a_runs_own_run_config_holds_after_a_sigkill_and_its_guardrail_does_not_
     assert _finish("recover", "run_config", fresh_db_url, tmp_path) == {"output": "slow(2) at 0.3"}
     assert _calls(tmp_path) == before + Counter({"tool:slow:start": 1, "tool:slow:end": 1, "model:configured:1": 1})
     assert len(_pids(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("scenario", ["sqlite-session", "own-session"])
+def test_the_callers_own_session_keeps_the_whole_turn_after_a_sigkill(scenario: str, fresh_db_url: str, tmp_path: Path) -> None:
+    """run_agent_workflow(agent, input, SQLiteSession("conv-1", "conversations.db")), or a session
+    class of the caller's own registered with register_session_factory: the run is killed in its
+    tool, and the process that recovers it (which never saw the object) writes the rest of the turn
+    to the same session: the session holds the input, the call, its output and the answer once
+    each, and Timestep's database session of that id holds nothing."""
+    before = _killed_at("tool:slow:start", scenario, fresh_db_url, tmp_path)
+    assert before["model:remembering:0"] == 1 and before["tool:slow:start"] == 1
+    done = _finish("recover", scenario, fresh_db_url, tmp_path)
+    assert done == {
+        "output": "remember: slow(1)", "session": ["message", "function_call", "function_call_output", "message"], "database_session": 0,
+    }
+    after = _calls(tmp_path)
+    calls = Counter({k: v for k, v in (after - before).items() if not k.startswith("session:")})
+    assert calls == Counter({"tool:slow:start": 1, "tool:slow:end": 1, "model:remembering:1": 1})
+    if scenario == "own-session":  # each write of the turn made once, across both processes
+        writes = [k for k in after.elements() if k.startswith("session:add")]
+        assert sorted(writes) == sorted(set(writes)), writes
+    assert len(_pids(tmp_path)) == 2

@@ -24,6 +24,7 @@ _on_change: dict[str, str] = {}
 _context_types: dict[str, type] = {}
 _run_configs: dict[str, RunConfig] = {}
 _hooks: dict[str, RunHooks] = {}
+_session_factories: dict[str, Any] = {}
 _lock = threading.Lock()
 
 CHANGE_POLICIES = ("continue", "fail")
@@ -38,6 +39,7 @@ def register_agent(
     context_type: type | None = None,
     run_config: Any = None,
     hooks: Any = None,
+    session_factory: Any = None,
 ) -> Agent:
     """Make `agent` findable by its name in this process (idempotent; re-registering replaces).
     `model_retry` sets how its runs retry failed model calls (a queue's or a run's own wins;
@@ -61,6 +63,10 @@ def register_agent(
     run's own (`run_agent_workflow(..., run_config=...)`) fields win over these. Register here what
     cannot be stored with a run: a model provider with its client, functions defined inside others.
 
+    `session_factory` (a function of a session id that returns an Agents SDK session) makes the
+    session of each run of the agent given a session id string (`session="user-42"`, a request's
+    `session_id` on the bus) instead of Timestep's database session, also after a recovery.
+
     >>> register_agent(Agent(name="support", instructions="Help.", tools=[refund]), approval_timeouts={"refund": 3600})
     >>> register_agent(Agent(name="support", instructions="Help."), model_retry=ModelRetry(max_attempts=5), on_change="fail")
     """
@@ -76,6 +82,8 @@ def register_agent(
                 f"approval_timeouts[{tool!r}]", f"{seconds!r} is not a number of seconds above 0 and at most 365 days", "pass e.g. 3600"
             )
     check_run_options(run_config, hooks)
+    if session_factory is not None and not callable(session_factory):
+        raise ValidationError("session_factory", f"{session_factory!r} is not callable", "pass a function of the session id that returns the session")
     if context_type is not None and not isinstance(context_type, type):
         raise ValidationError("context_type", f"{context_type!r} is not a class", "pass the class of the runs' context, e.g. a dataclass")
     if on_change is not None and on_change not in CHANGE_POLICIES:
@@ -94,6 +102,8 @@ def register_agent(
             _run_configs[agent.name] = run_config
         if hooks is not None:
             _hooks[agent.name] = hooks
+        if session_factory is not None:
+            _session_factories[agent.name] = session_factory
     return agent
 
 
@@ -109,6 +119,12 @@ def agent_run_config(name: str) -> RunConfig | None:
     """The RunConfig registered with agent `name`, if any."""
     with _lock:
         return _run_configs.get(name)
+
+
+def agent_session_factory(name: str) -> Any:
+    """The session factory registered with agent `name`, if any."""
+    with _lock:
+        return _session_factories.get(name)
 
 
 def agent_hooks(name: str) -> RunHooks | None:

@@ -32,11 +32,11 @@ from subjects.events import (
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, ModelRetry, Reject, RunRequest
 from timestep.durable import approvals as inbox
-from timestep.durable import admission, definitions, engine, queues, registry, run_context, turns
+from timestep.durable import admission, definitions, engine, queues, registry, run_context, sessions, turns
 from timestep.durable import run_config as run_options
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
-from timestep.durable.steps import DurableSession, RunRecorder, durable_run_config, recording, stop_recording, wrap_agent
+from timestep.durable.steps import RunRecorder, durable_session, durable_run_config, recording, stop_recording, wrap_agent
 from timestep.durable.sdk_errors import picklable
 from timestep.errors import (
     AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, UnknownAgentError, ValidationError,
@@ -100,6 +100,9 @@ class RunSpec(msgspec.Struct, kw_only=True):
     context_json: bool = False
     """The context came as a JSON object (a request on the bus): it becomes the agent's registered
     context type as the run starts, and the `completed` event shows it as JSON."""
+    session_recipe: dict[str, Any] | None = None
+    """How to make the caller's own session object again where it is not at hand (see `sessions.recipe`);
+    None: Timestep's database session, or the agent's registered session factory."""
     definition: str | None = None
     """Digest of the agent definition the run started under (see `definitions`); "" when the run was
     created without its agent at hand (it records the definition in its first step); None: unchecked."""
@@ -141,8 +144,8 @@ class RunStatus(msgspec.Struct, kw_only=True):
 
 
 # Live session objects handed in by callers, by session id (a custom SDK session
-# cannot be pickled into the workflow's input). A recovered run whose session
-# object is gone uses the database session of the same id.
+# cannot be pickled into the workflow's input). A run recovered where its session object is gone
+# makes it again as the run stored (`sessions.recipe`).
 _sessions: dict[str, Any] = {}
 
 
@@ -163,8 +166,9 @@ def _tracing() -> bool:
     return Settings.from_env().tracing
 
 
-def _session_for(session_id: str) -> Any:
-    return _sessions.get(session_id) or DatabaseSession(session_id)
+def _session_for(spec: RunSpec) -> Any:
+    live = _sessions.get(spec.session_id or "")
+    return live if live is not None else sessions.make(spec.session_id or "", spec.agent, spec.session_recipe)
 
 
 @engine.workflow("timestep.agent_run")
@@ -264,7 +268,7 @@ async def _cancelled_in_database(run_id: str) -> bool:
 
 async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) -> RunResult:
     durable_agent = wrap_agent(agent)
-    session = DurableSession(_session_for(spec.session_id), recorder) if spec.session_id else None
+    session = durable_session(_session_for(spec), recorder) if spec.session_id else None
     context = recorder.context
     run_input: Any = spec.input
     if spec.state:
@@ -511,23 +515,27 @@ def _check_workflow_id(workflow_id: Any) -> None:
         )
 
 
-def _session_id(session: Any) -> str | None:
-    if session is None:
-        return None
-    if isinstance(session, str):
-        return session  # checked with the other options (`admission.run_request`)
-    session_id = getattr(session, "session_id", None)
-    if not isinstance(session_id, str) or not session_id or not callable(getattr(session, "get_items", None)):
+async def session_of(session: Any, agent: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The run's session id (a string is checked with the other options: `admission.run_request`)
+    and how to make its session object again (`sessions.recipe`); the object is held for this process."""
+    if session is None or isinstance(session, str):
+        return session, None
+    if not callable(getattr(session, "get_items", None)):
         raise ValidationError("session", f"{type(session).__name__} is not an Agents SDK session", "pass a session id string or a Session object")
+    session_id = await sessions.session_id_of(session)
+    if not isinstance(session_id, str) or not session_id:
+        raise ValidationError("session", f"{type(session).__name__} has no session id", "pass a session id string or a Session object")
+    how = sessions.recipe(session, getattr(agent, "name", ""))
     if not isinstance(session, DatabaseSession):
         _sessions[session_id] = session
-    return session_id
+    return session_id, how
 
 
 def _prepare(
     agent: Any, input_items: Any, session: Any, stream: Any, workflow_id: Any, timeout_seconds: Any, max_turns: Any,
     max_tokens: Any = None, model_retry: Any = None, wait_for_approval: Any = False, approval_timeout_seconds: Any = None,
-    session_policy: Any = None, context: Any = None, config: Any = None, hooks: Any = None, **queueing: Any,
+    session_policy: Any = None, context: Any = None, config: Any = None, hooks: Any = None, session_recipe: Any = None,
+    **queueing: Any,
 ) -> tuple[RunSpec, str, RunRequest]:
     """Validate everything before anything is written (the options by the rules of a request on
     the bus: `admission`); register the agent for the caller."""
@@ -541,7 +549,7 @@ def _prepare(
         raise ValidationError("wait_for_approval", f"{wait_for_approval!r} is not True or False", "pass wait_for_approval=True to wait for decisions")
     if approval_timeout_seconds is not None and not wait_for_approval:
         raise ValidationError("approval_timeout_seconds", "is set without wait_for_approval=True", "a run that returns at an interruption has no deadline")
-    session_id = _session_id(session)
+    session_id = session  # made a string by `session_of`
     packed = run_context.pack(context) if context is not None else None
     options = run_options.pack(config, hooks)
     if packed is None and isinstance(items, RunState):
@@ -559,10 +567,12 @@ def _prepare(
         # The interrupted run's definition, when the state was loaded from the store.
         spec = spec_for(
             request, input=None, state=state, max_turns=max_turns, wait_for_approval=wait_for_approval,
-            definition=definition_of(items) or "", context=packed, options=options,
+            definition=definition_of(items) or "", context=packed, options=options, session_recipe=session_recipe,
         )
         return spec, wid, request
-    spec = spec_for(request, max_turns=max_turns, wait_for_approval=wait_for_approval, context=packed, options=options)
+    spec = spec_for(
+        request, max_turns=max_turns, wait_for_approval=wait_for_approval, context=packed, options=options, session_recipe=session_recipe,
+    )
     return spec, request.id or uuid.uuid4().hex, request
 
 
@@ -675,9 +685,11 @@ async def run_agent_workflow(
     >>> result = await run_agent_workflow(agent, "What's the weather in Paris?", "user-42")
     >>> result.output, result.interruptions, result.usage.total_tokens
     """
+    session, recipe = await session_of(session, agent)
     spec, wid, request = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
         wait_for_approval, approval_timeout_seconds, session_policy, context, run_config, hooks,
+        session_recipe=recipe,
     )
     ensure_dbos_launched()
     if spec.definition == "":  # known now: the run need not record it in a step of its own
@@ -763,9 +775,11 @@ async def queue_agent_workflow(
     """
     if on_duplicate not in ("error", "return"):
         raise ValidationError("on_duplicate", f"{on_duplicate!r} is not 'error' or 'return'", "choose what a duplicate deduplication_id does")
+    session, recipe = await session_of(session, agent)
     spec, wid, request = _prepare(
         agent, input_items, session, stream, workflow_id, timeout_seconds, max_turns, max_tokens, model_retry,
         wait_for_approval, approval_timeout_seconds, session_policy, context, run_config, hooks,
+        session_recipe=recipe,
         queue=queue_name if queue_name is not None else queues.DEFAULT_QUEUE, priority=priority, deduplication_id=deduplication_id,
     )
     ensure_dbos_launched()

@@ -16,7 +16,7 @@ from subjects.ids import NAME_MAX_LENGTH, run_id_problem
 from timestep.durable import admission, engine, registry
 from timestep.errors import ValidationError
 from timestep.durable.runs import SCHEDULED_WORKFLOW as WORKFLOW_NAME
-from timestep.durable.runs import _session_id, scheduled_run, spec_for, tick_run_id
+from timestep.durable.runs import scheduled_run, session_of, spec_for, tick_run_id
 
 #: How far ahead a cron's next time is looked for (croniter's own default, named so the error can say it).
 HORIZON_YEARS = 50
@@ -81,9 +81,7 @@ async def create_scheduled_agent_workflow(
     items = admission.library_input(input_items)
     if isinstance(items, RunState):
         raise ValidationError("input_items", "is a RunState", "a schedule starts fresh runs: pass a string or input items")
-    if session is not None and not isinstance(session, str) and type(session).__name__ != "DatabaseSession":
-        raise ValidationError("session", f"{type(session).__name__} cannot be stored in a schedule", "pass a session id string")
-    session_id = _session_id(session)
+    session_id, recipe = await session_of(session, agent)  # a session object: made again for each tick (`sessions.recipe`)
     request = admission.run_request(agent.name, items, session_id=session_id, stream=stream)  # as a schedule's request on the bus
     if name is None:
         digest = hashlib.sha256(f"{crontab}|{agent.name}|{items!r}|{session_id}".encode()).hexdigest()[:12]
@@ -93,7 +91,7 @@ async def create_scheduled_agent_workflow(
         raise ValidationError("name", f"{name!r} {problem}")
     registry.register_agent(agent)
     # Each tick records the agent's definition as it starts; its session turn waits for earlier runs.
-    spec = spec_for(request)
+    spec = spec_for(request, session_recipe=recipe)
     context = {"name": name, "spec": msgspec.to_builtins(spec)}
     if engine.is_launched():
         await engine.blocking(_apply, name, crontab, context)

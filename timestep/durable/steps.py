@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
-from agents import Agent, FunctionTool, GuardrailFunctionOutput, Handoff, InputGuardrail, Model, ModelProvider, OutputGuardrail, RunConfig, Usage
+from agents import Agent, FunctionTool, GuardrailFunctionOutput, Handoff, InputGuardrail, Model, ModelProvider, OpenAIConversationsSession, OutputGuardrail, RunConfig, Usage
 from agents import run as agent_run
 from agents.run import AgentRunner
 from agents.exceptions import ModelBehaviorError
@@ -795,13 +795,14 @@ class DurableMCPServer(MCPServer):
 
 
 class DurableSession:
-    """Any SDK session, with each read and write a durable step."""
+    """Any SDK session, with each read and write a durable step (made by `durable_session`)."""
 
     def __init__(self, inner: Any, recorder: RunRecorder) -> None:
         self.inner = inner
         self.recorder = recorder
         self.session_id = inner.session_id
         self.session_settings = getattr(inner, "session_settings", None)
+        self._ignore_ids_for_matching = getattr(inner, "_ignore_ids_for_matching", False)
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
         return await self.recorder.step("session.get_items", lambda _: self.inner.get_items(limit))
@@ -814,3 +815,16 @@ class DurableSession:
 
     async def clear_session(self) -> None:
         await self.recorder.step("session.clear", lambda _: self.inner.clear_session())
+
+
+class _DurableConversation(DurableSession, OpenAIConversationsSession):
+    """An OpenAIConversationsSession made durable, still one for the SDK, which writes a
+    conversation's items in the shape the Conversations API takes (`isinstance`). Its own
+    __init__ is not called: every read and write goes to the session it wraps."""
+
+
+def durable_session(inner: Any, recorder: RunRecorder) -> DurableSession:
+    """`inner`, each read and write a step of the run `recorder` records."""
+    if isinstance(inner, OpenAIConversationsSession):
+        return _DurableConversation(inner, recorder)
+    return DurableSession(inner, recorder)
