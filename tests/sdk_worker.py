@@ -29,11 +29,16 @@ from agents import (
     RunConfig,
     RunContextWrapper,
     Runner,
+    ToolGuardrailFunctionOutput,
+    ToolInputGuardrailData,
+    ToolOutputGuardrailData,
     TResponseInputItem,
     function_tool,
     handoff,
     input_guardrail,
     output_guardrail,
+    tool_input_guardrail,
+    tool_output_guardrail,
 )
 from agents.mcp import MCPServerStdio
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
@@ -257,6 +262,47 @@ def answer_with_settings(call: Any) -> Any:
 configured = timestep.register_agent(Agent(name="configured", tools=[slow], model=model("configured", answer_with_settings)))
 RUN_CONFIG = RunConfig(model_settings=ModelSettings(temperature=0.3), input_guardrails=[run_level_check])
 
+# --- tool guardrails (guardrails.md, "Tool guardrails") --------------------------------------------
+
+
+@tool_input_guardrail
+def block_secrets(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+    args = json.loads(data.context.tool_arguments or "{}")
+    log(f"guardrail:block_secrets:{args.get('text')}")
+    if "sk-" in json.dumps(args):
+        return ToolGuardrailFunctionOutput.reject_content("Remove secrets before calling this tool.")
+    return ToolGuardrailFunctionOutput.allow()
+
+
+@tool_output_guardrail
+def redact_output(data: ToolOutputGuardrailData) -> ToolGuardrailFunctionOutput:
+    log(f"guardrail:redact_output:{data.output}")
+    if "SSN" in str(data.output):
+        return ToolGuardrailFunctionOutput.reject_content("Output contained sensitive data.")
+    return ToolGuardrailFunctionOutput.allow()
+
+
+@function_tool(tool_input_guardrails=[block_secrets], tool_output_guardrails=[redact_output])
+def classify_text(text: str) -> str:
+    """Classify text for internal routing."""
+    log(f"tool:classify_text:{text}")
+    return f"length:{len(text)}"
+
+
+def classify(call: Any) -> Any:
+    """Two classify_text calls at once (one with a secret), then `slow`, then the outputs."""
+    done = outputs(call)
+    if not done:
+        return [function_call("classify_text", {"text": "hello"}, call_id="c1"),
+                function_call("classify_text", {"text": "sk-123"}, call_id="c2")]
+    if len(done) == 2:
+        return [function_call("slow", {"x": 3}, call_id="s3")]
+    return [assistant_message(" | ".join(done))]
+
+
+classifier = timestep.register_agent(Agent(name="classifier", tools=[classify_text, slow], model=model("classifier", classify)))
+
+
 # --- the caller's own sessions (sessions.md): an SQLiteSession file, a session class of one's own ---
 
 
@@ -309,6 +355,7 @@ SCENARIOS: dict[str, tuple[Agent | None, str]] = {
     "handoff": (triage, "refund please"),
     "guardrails": (guarded, "tell me"),
     "guardrail-trip": (guarded, "the secret"),  # the output guardrail trips, after the recovery
+    "tool_guardrails": (classifier, "classify"),
     "sqlite-session": (remembering, "remember"),
     "own-session": (remembering, "remember"),
 }

@@ -182,3 +182,19 @@ def test_the_callers_own_session_keeps_the_whole_turn_after_a_sigkill(scenario: 
         writes = [k for k in after.elements() if k.startswith("session:add")]
         assert sorted(writes) == sorted(set(writes)), writes
     assert len(_pids(tmp_path)) == 2
+
+
+def test_tool_guardrails_that_finished_do_not_run_again_after_a_sigkill(fresh_db_url: str, tmp_path: Path) -> None:
+    """@function_tool(tool_input_guardrails=[...], tool_output_guardrails=[...]), two calls at once:
+    the input guardrail lets one through (its output guardrail checks the output) and rejects the
+    other (the model is told why; that tool never runs); then `slow` is cut off. After recovery only
+    `slow` runs again: no guardrail and no classify_text call runs twice."""
+    before = _killed_at("tool:slow:start", "tool_guardrails", fresh_db_url, tmp_path)
+    assert before == Counter({
+        "model:classifier:0": 1, "guardrail:block_secrets:hello": 1, "tool:classify_text:hello": 1,
+        "guardrail:redact_output:length:5": 1, "guardrail:block_secrets:sk-123": 1, "model:classifier:2": 1, "tool:slow:start": 1,
+    })
+    done = _finish("recover", "tool_guardrails", fresh_db_url, tmp_path)
+    assert done == {"output": "length:5 | Remove secrets before calling this tool. | slow(3)"}
+    assert _calls(tmp_path) == before + Counter({"tool:slow:start": 1, "tool:slow:end": 1, "model:classifier:3": 1})
+    assert len(_pids(tmp_path)) == 2

@@ -7,6 +7,7 @@ tools.md); the guardrail functions are local ones, which cannot be pickled, as i
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import uuid
@@ -21,11 +22,16 @@ from agents import (
     ModelBehaviorError,
     OutputGuardrailTripwireTriggered,
     RunContextWrapper,
+    ToolGuardrailFunctionOutput,
+    ToolInputGuardrailTripwireTriggered,
+    ToolOutputGuardrailTripwireTriggered,
     TResponseInputItem,
     UserError,
     function_tool,
     input_guardrail,
     output_guardrail,
+    tool_input_guardrail,
+    tool_output_guardrail,
 )
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from pydantic import BaseModel
@@ -111,6 +117,46 @@ async def test_an_output_guardrail_tripwire_is_raised_as_itself(db: str) -> None
         assert result.output.output_info == {"checked": "x = 4"}
         assert result.agent.name == agent.name
         assert result.agent_output.response == "x = 4"
+
+
+async def test_a_tool_guardrails_tripwire_is_raised_as_itself(db: str) -> None:
+    """@tool_input_guardrail / @tool_output_guardrail returning raise_exception: the run fails with
+    the SDK's ToolInputGuardrailTripwireTriggered (the tool never ran) or
+    ToolOutputGuardrailTripwireTriggered, with the guardrail's name and output_info."""
+    ran: list[str] = []
+
+    @tool_input_guardrail
+    def no_deletes(data):
+        return ToolGuardrailFunctionOutput.raise_exception(output_info={"blocked": json.loads(data.context.tool_arguments)})
+
+    @tool_output_guardrail
+    def no_passwords(data):
+        behavior = ToolGuardrailFunctionOutput.raise_exception if "password" in str(data.output) else ToolGuardrailFunctionOutput.allow
+        return behavior(output_info={"seen": str(data.output)})
+
+    @function_tool(tool_input_guardrails=[no_deletes])
+    def delete_rows(table: str) -> str:
+        ran.append(table)
+        return "deleted"
+
+    @function_tool(tool_output_guardrails=[no_passwords])
+    def read_config(key: str) -> str:
+        ran.append(key)
+        return "password=hunter2"
+
+    def calling(name: str, args: dict) -> ScriptedModel:
+        return ScriptedModel([[function_call(name, args, call_id="t1")], [assistant_message("done")]])
+
+    agent = Agent(name=uid("dba"), tools=[delete_rows], model=calling("delete_rows", {"table": "users"}))
+    for error in await _fails_alike(agent, "clean up", ToolInputGuardrailTripwireTriggered):
+        assert error.guardrail.get_name() == "no_deletes"
+        assert error.output.output_info == {"blocked": {"table": "users"}}
+    assert ran == []
+    agent = Agent(name=uid("ops"), tools=[read_config], model=calling("read_config", {"key": "db"}))
+    for error in await _fails_alike(agent, "show the config", ToolOutputGuardrailTripwireTriggered):
+        assert error.guardrail.get_name() == "no_passwords"
+        assert error.output.output_info == {"seen": "password=hunter2"}
+    assert ran == ["db"]
 
 
 async def test_max_turns_exceeded_is_raised_as_itself(db: str) -> None:

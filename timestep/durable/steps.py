@@ -47,7 +47,8 @@ from typing import Any
 from agents import Agent, FunctionTool, GuardrailFunctionOutput, Handoff, InputGuardrail, Model, ModelProvider, OpenAIConversationsSession, OutputGuardrail, RunConfig, Usage
 from agents import run as agent_run
 from agents.run import AgentRunner
-from agents.exceptions import ModelBehaviorError
+from agents.exceptions import ModelBehaviorError, ToolInputGuardrailTripwireTriggered, ToolOutputGuardrailTripwireTriggered
+from agents.tool_guardrails import ToolInputGuardrailData, ToolOutputGuardrailData
 from agents.mcp import MCPServer
 from agents.models.multi_provider import MultiProvider
 from agents.items import ModelResponse
@@ -509,7 +510,23 @@ def _as_text(output: Any) -> str:
 
 
 def _durable_tool(tool: FunctionTool) -> FunctionTool:
+    """The tool with each call one step, `tool:<name>`, that records its output. The tool's own
+    guardrails (`tool_input_guardrails`, `tool_output_guardrails`) run inside that step, as the SDK
+    runs them around the call: a call that finished does not check again after a crash, and calls
+    made at once stay in the order their steps were numbered."""
     original = tool.on_invoke_tool
+    checks_in = list(tool.tool_input_guardrails or [])
+    checks_out = list(tool.tool_output_guardrails or [])
+
+    async def call(ctx: Any, arguments: str) -> Any:
+        refused = await _tool_checks(checks_in, ToolInputGuardrailData(context=ctx, agent=ctx.agent), ToolInputGuardrailTripwireTriggered)
+        if refused is not None:
+            return refused
+        output = await original(ctx, arguments)
+        refused = await _tool_checks(
+            checks_out, ToolOutputGuardrailData(context=ctx, agent=ctx.agent, output=output), ToolOutputGuardrailTripwireTriggered,
+        )
+        return output if refused is None else refused
 
     async def invoke(ctx: Any, arguments: str) -> Any:
         recorder = _current.get()
@@ -524,7 +541,7 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
             # The same key each time this call runs: the step's place in the run is fixed.
             token = approvals.set_idempotency_key(f"{recorder.run_id}:{engine.current_step_id()}:{call_id}")
             try:
-                output = await original(ctx, arguments)
+                output = await call(ctx, arguments)
             finally:
                 approvals.reset_idempotency_key(token)
             await emit(ToolOutput, call_id=call_id, output=_as_text(output), arguments=arguments)
@@ -532,7 +549,20 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
 
         return await recorder.step(f"tool:{tool.name}", run, reserve=2, preemptible=True)
 
-    return dataclasses.replace(tool, on_invoke_tool=invoke)
+    return dataclasses.replace(tool, on_invoke_tool=invoke, tool_input_guardrails=None, tool_output_guardrails=None)
+
+
+async def _tool_checks(guardrails: list[Any], data: Any, tripwire: type) -> str | None:
+    """Run a tool's guardrails in order, as the SDK does: the message of the first that rejects
+    the content (what the model is told instead), the SDK's tripwire error for one that raises."""
+    for guardrail in guardrails:
+        output = await guardrail.run(data)
+        behavior = output.behavior["type"]
+        if behavior == "raise_exception":
+            raise tripwire(guardrail=guardrail, output=output)
+        if behavior == "reject_content":
+            return output.behavior["message"]
+    return None
 
 
 def durable_run_config(user: RunConfig | None, provider: ModelProvider, tracing_disabled: bool) -> RunConfig:
