@@ -4,7 +4,7 @@
 
 Over stdio; with PORT, over streamable HTTP at http://127.0.0.1:PORT/mcp.
 
-Each tool call appends a line to LOG_DIR/calls.log; `slow_add` blocks while LOG_DIR/block exists.
+Each tool call, prompt and resource read appends a line to LOG_DIR/calls.log; `slow_add` blocks while LOG_DIR/block exists.
 With MCP_EXTRA_TOOL set it also offers `multiply`.
 """
 
@@ -43,6 +43,20 @@ async def slow_add(a: int, b: int) -> int:
         await asyncio.sleep(0.05)
     log(f"mcp:slow_add:{a}+{b}:end")
     return a + b
+
+
+@server.prompt()
+def style(tone: str) -> str:
+    """How to answer."""
+    log(f"mcp:prompt:style:{tone}")
+    return f"Answer in a {tone} tone."
+
+
+@server.resource("config://units")
+def units() -> str:
+    """The units to answer in."""
+    log("mcp:resource:units")
+    return "metric"
 
 
 if os.environ.get("MCP_EXTRA_TOOL"):  # the server as changed since a run listed its tools

@@ -134,6 +134,31 @@ async def test_mcp_tool_calls_are_steps_and_the_tool_list_is_recorded_once_per_r
     assert await _steps(result.workflow_id) == ["mcp.list_tools:Calculator", "model", "tool:add", "model", "tool:add", "model"]
 
 
+async def test_mcp_prompts_and_resources_read_inside_a_run_are_steps(db: str, tmp_path: Path) -> None:
+    """mcp.md, prompts and resources: dynamic instructions read a prompt and a resource of the agent's
+    MCP server on each turn; each read is a step, so a replay gets what the run got."""
+    async def instructions(ctx: Any, agent: Agent) -> str:
+        server = agent.mcp_servers[0]
+        prompt = await server.get_prompt("style", {"tone": "friendly"})
+        units = await server.read_resource("config://units")
+        return f"{prompt.messages[0].content.text} Use {units.contents[0].text} units."
+
+    seen: list[str] = []
+
+    def answer(call: Any) -> Any:
+        seen.append(call.system_instructions)
+        return [assistant_message("12 km")] if len(seen) > 1 else [function_call("add", {"a": 5, "b": 7}, call_id="m1")]
+
+    async with _calculator("stdio", tmp_path) as server:
+        agent = Agent(name=uid("mcp-styled"), instructions=instructions, mcp_servers=[server],
+                      model=ScriptedModel([ModelStep.respond(answer), ModelStep.respond(answer)]))
+        result = await timestep.run_agent_workflow(agent, "How far is 5 + 7 km?")
+    assert result.output == "12 km"
+    assert seen == ["Answer in a friendly tone. Use metric units."] * 2
+    turn = ["mcp.get_prompt:Calculator", "mcp.read_resource:Calculator"]
+    assert await _steps(result.workflow_id) == ["mcp.list_tools:Calculator", *turn, "model", "tool:add", *turn, "model"]
+
+
 async def test_a_sub_agents_model_and_tool_calls_are_steps_of_the_run(db: str) -> None:
     """tools.md, agents as tools: the orchestrator calls a translator agent through `as_tool`."""
     looked_up: list[str] = []

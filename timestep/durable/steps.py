@@ -780,7 +780,8 @@ class DurableMCPServer(MCPServer):
     The first time a run asks the server for an agent's tools, the answer is a step,
     `mcp.list_tools:<server>`; the run's later turns, and a replay, get the tools it recorded, so a
     replayed run sees the tools it saw even when the server changed since. Calls go to the server
-    (from inside each tool call's step); anything else is the server's own."""
+    (from inside each tool call's step). Prompts and resources asked for inside the run (a dynamic
+    instructions function reading `agent.mcp_servers[0].get_prompt(...)`) are steps too."""
 
     def __init__(self, inner: MCPServer) -> None:  # not MCPServer.__init__: its settings are the inner server's
         self.inner = inner
@@ -814,11 +815,28 @@ class DurableMCPServer(MCPServer):
     async def call_tool(self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None) -> Any:
         return await self.inner.call_tool(tool_name, arguments, meta=meta)
 
+    async def _asked(self, what: str, ask: Callable[[], Awaitable[Any]]) -> Any:
+        """The server's answer; inside a run (not inside another step: a tool's own calls are part
+        of its step) a step, `mcp.<what>:<server>`, so a replay gets what the run got."""
+        recorder = _current.get(None)
+        if recorder is None or _stepping.get():
+            return await ask()
+        return await recorder.step(f"mcp.{what}:{self.inner.name}", lambda _: ask(), reserve=0)
+
     async def list_prompts(self) -> Any:
-        return await self.inner.list_prompts()
+        return await self._asked("list_prompts", self.inner.list_prompts)
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
-        return await self.inner.get_prompt(name, arguments)
+        return await self._asked("get_prompt", lambda: self.inner.get_prompt(name, arguments))
+
+    async def list_resources(self, cursor: str | None = None) -> Any:
+        return await self._asked("list_resources", lambda: self.inner.list_resources(cursor))
+
+    async def list_resource_templates(self, cursor: str | None = None) -> Any:
+        return await self._asked("list_resource_templates", lambda: self.inner.list_resource_templates(cursor))
+
+    async def read_resource(self, uri: str) -> Any:
+        return await self._asked("read_resource", lambda: self.inner.read_resource(uri))
 
 
 # --- sessions ---------------------------------------------------------------------
