@@ -688,3 +688,44 @@ def test_up_logs_one_line_per_failed_attempt_and_per_failed_run(provider, tmp_pa
     [refused] = [line for line in log.splitlines() if "refused" in line]
     assert refused.endswith("run refused failed: BadRequestError (HTTP 400): Error code: 400 - Invalid 'input': bad"), refused
     assert " WARNING" in refused or " ERROR" in refused
+
+
+# --- run config over HTTP -------------------------------------------------------------------------
+
+
+async def test_a_run_config_names_the_model_and_its_settings_over_http(db: str, provider) -> None:
+    """RunConfig(model=..., model_settings=...) as Runner.run takes it: the requests the real openai
+    client sends carry the run config's model name and temperature, retries stay durable steps."""
+    from agents import ModelSettings, RunConfig
+
+    busy = error(503, "server_error", "overloaded")
+    server = provider(busy, response(tool_call("get_weather", {"city": "Oslo"}, "c1")), response(text("Rain.")))
+    calls: list[str] = []
+    config = RunConfig(model="gpt-run-config", model_settings=ModelSettings(temperature=0.3))
+    result = await timestep.run_agent_workflow(weather_agent(uid("configured"), calls), "Weather in Oslo?", run_config=config)
+    assert result.output == "Rain." and calls == ["Oslo"]
+    assert [(body["model"], body.get("temperature")) for _, body in server.requests] == [("gpt-run-config", 0.3)] * 3
+    assert [s.name for s in await engine.list_steps(result.workflow_id)].count("model") == 3
+
+
+async def test_a_provider_with_its_own_client_registered_with_the_agent_is_used_and_made_durable(db: str, provider, monkeypatch) -> None:
+    """register_agent(agent, run_config=RunConfig(model_provider=OpenAIProvider(openai_client=AsyncOpenAI(...)))):
+    the runs of the agent call that client's server, not OPENAI_BASE_URL's, and a 429 from it is
+    waited out durably as Timestep's own provider's is."""
+    from agents import OpenAIProvider, RunConfig
+
+    default = provider(response(text("wrong server")))
+    own = Provider([error(429, "rate_limit_exceeded", "slow down", {"Retry-After": "0.1"}), response(text("From our gateway."))])
+    own.thread.start()
+    try:
+        client = AsyncOpenAI(base_url=own.url, api_key="sk-gateway", max_retries=0)
+        agent = timestep.register_agent(
+            Agent(name=uid("gateway"), model="gpt-gateway"), run_config=RunConfig(model_provider=OpenAIProvider(openai_client=client)),
+        )
+        result = await timestep.run_agent_workflow(agent, "Hi")
+    finally:
+        own.server.shutdown()
+        own.server.server_close()
+    assert result.output == "From our gateway."
+    assert default.requests == [] and len(own.requests) == 2
+    assert [s.name for s in await engine.list_steps(result.workflow_id)] == ["model", "sleep", "model"]
