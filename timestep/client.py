@@ -46,6 +46,7 @@ from timestep.bus.connection import REFUSED_GIVE_UP_SECONDS, Bus, NatsTimeout, r
 from timestep.errors import NatsUnreachableError, RunCancelledError, TimestepError, ValidationError
 from timestep.bus.server import url_file
 from timestep.settings import Settings
+from timestep.settings import current as current_settings
 
 TERMINAL = (Completed, Failed, Cancelled, Rejected)
 RESEND_SECONDS = 2.0
@@ -223,7 +224,7 @@ class Client:
         """Connect to NATS: `url`, else NATS_URL, else the embedded server a `timestep up` started
         in this TIMESTEP_HOME (found again in its nats.url when it restarts on another port);
         with the auth and TLS settings of the environment."""
-        settings = settings or Settings.from_env()
+        settings = settings or current_settings()
         target = url or resolve_url(settings)
         from_file = url_file(settings.home) if not (url or settings.nats.url) else None
         try:

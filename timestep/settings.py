@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -277,3 +278,27 @@ class Settings:
             openai_api=openai_api(),
             on_agent_change=_on_agent_change(),
         )
+
+
+# --- the process's settings ------------------------------------------------------------------------
+
+_current: Settings | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> Settings:
+    """The process's settings: those its edge chose (`use`: `timestep up`, a `System` given settings),
+    else the environment's, read once (a program using the library is its own edge). Everything below
+    the edge reads its settings here, never the environment."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Settings.from_env()
+        return _current
+
+
+def use(settings: Settings | None) -> None:
+    """Make `settings` the process's (None: read the environment again on the next `current()`)."""
+    global _current
+    with _current_lock:
+        _current = settings

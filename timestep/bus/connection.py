@@ -44,6 +44,7 @@ from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_ST
 from timestep.ops import metrics, observe
 from timestep.errors import NatsUnreachableError, PermissionDeniedError, error_info
 from timestep.settings import NatsSettings, Settings
+from timestep.settings import current as current_settings
 
 #: A message as the actors receive it (nats-py's), and the error of a pull that found nothing:
 #: named here so that no module but this one imports nats-py.
@@ -198,7 +199,7 @@ class Bus:
         listens at the URL: NatsUnreachableError), as a command-line client should. `url_file`: the
         file `url` was read from (the nats.url of `timestep up`), read again while reconnecting: a
         restarted server that had to take another port is found there."""
-        settings = settings or Settings.from_env()
+        settings = settings or current_settings()
         url = url or settings.nats.url
         if not url:
             raise ValueError("no NATS URL: set NATS_URL, or start the embedded server with `timestep up`")

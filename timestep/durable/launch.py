@@ -12,6 +12,7 @@ from typing import Any
 from timestep.durable import engine
 from timestep.durable import models, runs
 from timestep.settings import Settings
+from timestep.settings import current as current_settings
 
 
 class _Done:
@@ -35,7 +36,7 @@ def configure_dbos(name: str = "timestep", system_database_url: str | None = Non
 
     >>> configure_dbos(system_database_url="postgresql://postgres@127.0.0.1:5432/test")
     """
-    logging.getLogger("timestep").setLevel(Settings.from_env().log_level)
+    logging.getLogger("timestep").setLevel(current_settings().log_level)
     if openai_api is not None:
         models.use_openai_api(openai_api)  # checked first: a bad value changes nothing
     return engine.configure(name=name, system_database_url=system_database_url)

@@ -12,7 +12,8 @@ from agents.models.multi_provider import MultiProvider
 from openai import AsyncOpenAI
 
 from timestep.durable.offline_model import OfflineModelProvider
-from timestep.settings import OPENAI_APIS, Settings, openai_api, openai_api_key_set, openai_base_url
+from timestep.settings import OPENAI_APIS, Settings, openai_api_key_set, openai_base_url
+from timestep.settings import current as current_settings
 
 log = logging.getLogger("timestep.durable.models")
 _warned = False
@@ -34,7 +35,7 @@ def use_openai_api(api: str | None) -> None:
 
 
 def current_openai_api() -> str:
-    return _chosen_api or openai_api()
+    return _chosen_api or current_settings().openai_api
 
 
 def durable_provider() -> ModelProvider:
@@ -49,8 +50,11 @@ def durable_provider() -> ModelProvider:
 
 def default_model_provider(settings: Settings | None = None) -> ModelProvider:
     global _warned
-    settings = settings or Settings.from_env()
-    if settings.openai_api_key_set:
+    # OPENAI_API_KEY and OPENAI_BASE_URL are the openai client's own variables, read as it reads them
+    # (when a client is made): a program may set them after Timestep read its own settings.
+    key_set = settings.openai_api_key_set if settings is not None else openai_api_key_set()
+    settings = settings or current_settings()
+    if key_set:
         # None leaves the SDK's own default (and `set_default_openai_api`, where a user called it).
         use_responses = False if (_chosen_api or settings.openai_api) == "chat_completions" else None
         if get_default_openai_client() is not None:  # the application's own client, retries as it set them

@@ -15,7 +15,7 @@ from subjects.messages import ModelRetry, QueueStatus
 from timestep.durable import engine, store
 from timestep.durable.registry import check_model_retry
 from timestep.errors import TimestepError, ValidationError
-from timestep.settings import Settings
+from timestep.settings import current as current_settings
 
 DEFAULT_QUEUE = "default"
 DEFAULT_LIMIT = 50
@@ -122,7 +122,7 @@ def _register(policy: QueuePolicy, *, replace: bool) -> None:
         limit=policy.limit,
         period=policy.period,
         concurrency=policy.concurrency,
-        poll_seconds=Settings.from_env().queue_poll_seconds,
+        poll_seconds=current_settings().queue_poll_seconds,
         replace=replace,
     )
     store_policy(policy, replace=replace)

@@ -15,7 +15,7 @@ from agents.lifecycle import RunHooksBase
 from subjects.messages import ModelRetry
 from subjects.problems import convert_problem
 from timestep.errors import UnknownAgentError, ValidationError
-from timestep.settings import Settings
+from timestep.settings import current as current_settings
 
 _agents: dict[str, Agent] = {}
 _retries: dict[str, ModelRetry] = {}
@@ -171,7 +171,7 @@ def change_policy(name: str) -> str:
     """What a run of agent `name` does when the agent changed since the run started."""
     with _lock:
         policy = _on_change.get(name)
-    return policy or Settings.from_env().on_agent_change
+    return policy or current_settings().on_agent_change
 
 
 def get_agent(name: str) -> Agent:

@@ -45,7 +45,7 @@ from timestep.errors import (
 from timestep.durable.events import listen, say_cancelled
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
-from timestep.settings import ModelRetrySettings, Settings
+from timestep.settings import current as current_settings
 from timestep.durable.state_store import clear_keys, definition_of, save_serialized, state_keys, with_definition
 
 log = logging.getLogger("timestep.durable.runs")
@@ -161,9 +161,8 @@ def _hold(run_id: str, **objects: Any) -> None:
         _live[run_id] = given
 
 
-@functools.cache
 def _tracing() -> bool:
-    return Settings.from_env().tracing
+    return current_settings().tracing
 
 
 def _session_for(spec: RunSpec) -> Any:
@@ -188,7 +187,7 @@ async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
         agent: Agent | None = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
     except UnknownAgentError:
         agent = None
-    retry = ModelRetrySettings.from_env().over(registry.agent_model_retry(spec.agent), spec.model_retry)
+    retry = current_settings().model_retry.over(registry.agent_model_retry(spec.agent), spec.model_retry)
     recorder = RunRecorder(run_id, stream=spec.stream, token_queue=spec.token_queue, queue=spec.queue, max_tokens=spec.max_tokens, model_retry=retry)
     recorder.seq = spec.seq_base
     if agent is None:

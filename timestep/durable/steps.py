@@ -63,6 +63,7 @@ from timestep.durable.queues import pause_queue, record_tokens
 from timestep.durable.sdk_errors import picklable, portable
 from timestep.errors import AgentChangedError, BudgetExceeded
 from timestep.settings import ModelRetrySettings
+from timestep.settings import current as current_settings
 
 Emit = Callable[..., Awaitable[None]]
 
@@ -134,7 +135,7 @@ class RunRecorder:
         self.queue = queue
         self.max_tokens = max_tokens
         self.tokens_used = 0
-        self.model_retry = model_retry or ModelRetrySettings.from_env()
+        self.model_retry = model_retry or current_settings().model_retry
         """How this run retries failed model calls (the run's, queue's and agent's settings over the environment's)."""
         self.seq = 0
         self.shift = 0

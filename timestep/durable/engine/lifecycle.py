@@ -15,6 +15,7 @@ from dbos import DBOS
 from timestep.durable.engine import hooks, logs
 from timestep.errors import ConfigurationError, ValidationError
 from timestep.settings import Settings
+from timestep.settings import current as current_settings
 
 log = logging.getLogger("timestep.durable.engine")
 logs.install()
@@ -30,7 +31,7 @@ def database_url(explicit: str | None = None, settings: Settings | None = None) 
     """The system database: `explicit`, else PG_CONNECTION_URI, else SQLite in TIMESTEP_HOME."""
     if explicit:
         return explicit
-    settings = settings or Settings.from_env()
+    settings = settings or current_settings()
     if settings.database_url:
         return settings.database_url
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,7 @@ def configure(name: str = "timestep", system_database_url: str | None = None) ->
             f"{redact(system_database_url)!r} is neither a sqlite:/// nor a postgresql:// URL",
             "pass e.g. 'sqlite:////abs/path/timestep.sqlite' or 'postgresql://user:pass@host:5432/db'",
         )
-    settings = Settings.from_env()
+    settings = current_settings()
     config: dict[str, Any] = {
         "name": name,
         "system_database_url": database_url(system_database_url, settings),
@@ -84,7 +85,7 @@ def launch() -> None:
         if _config is None:
             configure()
         hooks.check()
-        settings = Settings.from_env()
+        settings = current_settings()
         if settings.sqlite_wal and is_sqlite():
             use_write_ahead_log(_config["system_database_url"])
         hooks.poll_internal_queue_fast(settings.queue_poll_seconds)
