@@ -176,30 +176,13 @@ class ControlActor(Actor):
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self.subject = bus.subjects.all_control
-        self._answering: set[asyncio.Task] = set()
 
     async def on_start(self) -> None:
         await self.serve(self.bus.subjects.all_commands, "timestep-agent", self._command)
-        await self.serve(self.bus.subjects.approvals_list, "timestep-agent", self._list_approvals)
+        await self.answer(self.bus.subjects.approvals_list, "timestep-agent", ApprovalList, self._list_approvals, concurrent=True)
 
-    async def _list_approvals(self, msg: Message) -> None:
-        task = asyncio.create_task(self._answer_list(msg))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
-
-    async def _answer_list(self, msg: Message) -> None:
-        try:
-            query = msgspec.json.decode(msg.data or b"{}", type=ApprovalList)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ApprovalList)))
-            return
-        try:
-            records = await inbox.query_approvals(query)
-        except Exception as exc:
-            log.exception("approvals.list failed")
-            await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="Unavailable", message=f"{type(exc).__name__}: {exc}; try again")))
-            return
-        await self.reply(msg, Reply(ok=True, approvals=records))
+    async def _list_approvals(self, query: ApprovalList) -> Reply:
+        return Reply(ok=True, approvals=await inbox.query_approvals(query))
 
     async def handle(self, msg: Message) -> None:
         try:
@@ -211,10 +194,7 @@ class ControlActor(Actor):
             raise RuntimeError(str(exc)) from None  # redelivered after a backoff, by when it has started
 
     async def _command(self, msg: Message) -> None:
-        # Acting takes database round trips: not in nats-py's one-at-a-time callback.
-        task = asyncio.create_task(self._answer(msg))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
+        self.background(self._answer(msg))  # database round trips: not in nats-py's one-at-a-time callback
 
     async def _answer(self, msg: Message) -> None:
         try:

@@ -31,15 +31,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
+from subjects.events import ErrorInfo
 from subjects.messages import Reply
+from subjects.problems import body_problem
 from timestep.ops import metrics
 from timestep.durable import registry
 from timestep.bus.connection import Bus, Message, PullTimeout
-from timestep.errors import PermissionDeniedError, error_info
+from timestep.errors import PermissionDeniedError, TimestepError, ValidationError, error_info
 
 log = logging.getLogger("actors")
 
@@ -102,6 +105,7 @@ class Actor:
         self._sub: Any = None
         self._in_flight: set[asyncio.Task] = set()
         self._services: list[Any] = []
+        self._background: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(self.concurrency)
         self.handled = 0
         self.redelivered = 0
@@ -145,6 +149,53 @@ class Actor:
     async def serve(self, subject: str, group: str, handler: Any) -> None:
         self._services.append(await self.bus.serve(subject, group, handler))
 
+    def background(self, work: Awaitable[Any], name: str | None = None) -> asyncio.Task:
+        """Run `work` as a task the actor owns, kept until it ends and cancelled at stop (a request
+        callback hands its database round trips here, so that the subscription's one-at-a-time
+        callback is free for the next request)."""
+        task = asyncio.ensure_future(work)
+        if name:
+            task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def answer(
+        self, subject: str, group: str, request: type, handler: Callable[[Any], Awaitable[Reply]], *, concurrent: bool = False,
+    ) -> None:
+        """Serve `subject` with a typed handler: each request's body (empty: `{}`) decoded as
+        `request` and given to `handler`, whose Reply is the answer. A body that does not decode
+        is refused naming the field; a TimestepError the handler raises is refused as it says
+        (both dead-lettered with the reason); anything else is the bus or the database failing for
+        now, answered `Unavailable`, "try again", since the request itself was fine. `concurrent`:
+        each request is answered in a `background` task, not one after another."""
+        name = subject.rsplit(".", 2)[-2:]
+
+        async def serve(msg: Message) -> None:
+            if concurrent:
+                self.background(respond(msg))
+            else:
+                await respond(msg)
+
+        async def respond(msg: Message) -> None:
+            try:
+                req = msgspec.json.decode(msg.data or b"{}", type=request)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=request)))
+                return
+            try:
+                reply = await handler(req)
+            except TimestepError as exc:
+                await self.refuse(msg, exc)
+                return
+            except Exception as exc:
+                log.warning("%s: %s: %s; answered 'try again'", ".".join(name), type(exc).__name__, exc)
+                message = f"could not answer now ({type(exc).__name__}: {exc}); try again"
+                reply = Reply(ok=False, error=ErrorInfo(type="Unavailable", message=message))
+            await self.reply(msg, reply)
+
+        await self.serve(subject, group, serve)
+
     async def _stop_services(self) -> None:
         for sub in self._services:
             try:
@@ -173,6 +224,9 @@ class Actor:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=self.stop_timeout)
+        for task in list(self._background):  # answers under way: their requester asks again
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.on_stop()
 
     # --- the mailbox loop -------------------------------------------------------

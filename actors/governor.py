@@ -15,10 +15,7 @@ holds them: `timestep.durable.listing`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-
-import msgspec
 
 from actors.agent import AgentActor
 from actors.base import Actor, KnownAgents, origin
@@ -28,10 +25,9 @@ from subjects.names import SUBMIT_STREAM
 from timestep.durable import admission, listing, queues
 from timestep.ops import metrics, observe
 from timestep.bus.connection import Bus, Message
-from timestep.errors import DuplicateRunError, SessionBusyError, TimestepError
 from timestep.durable.events import now
-from timestep.errors import ValidationError
-from timestep.bus.intake import Busy, Invalid, StartRun, body_problem, encode, parse_request, to_spec
+from timestep.errors import DuplicateRunError, SessionBusyError, TimestepError, ValidationError
+from timestep.bus.intake import Busy, Invalid, StartRun, encode, parse_request, to_spec
 from timestep.durable.runs import RunSpec, enqueue_run, run_state
 
 log = logging.getLogger("actors.governor")
@@ -56,16 +52,15 @@ class Governor(Actor):
         self.subject = bus.subjects.submit
         self.local_agent = local_agent
         self._agents = KnownAgents(bus)
-        self._answering: set[asyncio.Task] = set()
 
     async def on_start(self) -> None:
         s = self.bus.subjects
         await self.serve(s.submit, "timestep-governor", self._relay)
-        await self.serve(s.queues_configure, "timestep-governor", self._configure_queue)
-        await self.serve(s.queues_status, "timestep-governor", self._queue_status)
-        await self.serve(s.queues_delete, "timestep-governor", self._delete_queue)
-        await self.serve(s.runs_list, "timestep-governor", self._runs_list)
-        await self.serve(s.runs_get, "timestep-governor", self._run_get)
+        await self.answer(s.queues_configure, "timestep-governor", QueueConfigure, self._configure_queue)
+        await self.answer(s.queues_status, "timestep-governor", QueueStatusRequest, self._queue_status)
+        await self.answer(s.queues_delete, "timestep-governor", QueueDelete, self._delete_queue)
+        await self.answer(s.runs_list, "timestep-governor", RunsList, self._runs_list)
+        await self.answer(s.runs_get, "timestep-governor", RunGet, self._run_get)
 
     # --- the mailbox: every request, from the submit stream ------------------------
 
@@ -141,9 +136,7 @@ class Governor(Actor):
             return
         # Waiting here would hold up every request behind this one (nats-py runs a
         # subscription's callbacks one at a time), and a run's outcome can take seconds.
-        task = asyncio.create_task(self._answer(msg, run_id))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
+        self.background(self._answer(msg, run_id))
 
     async def _answer(self, msg: Message, run_id: str) -> None:
         # JetStream drops a repeat of a Nats-Msg-Id silently (the stream is no_ack), so a repeat is
@@ -156,64 +149,31 @@ class Governor(Actor):
 
     # --- queues ----------------------------------------------------------------------
 
-    async def _configure_queue(self, msg: Message) -> None:
+    async def _configure_queue(self, req: QueueConfigure) -> Reply:
         try:
-            req = msgspec.json.decode(msg.data, type=QueueConfigure)
             await queues.configure_queue(
                 req.name, req.limit, req.period_seconds, req.concurrency,
                 tokens_per_period=req.tokens_per_period, max_tokens_per_run=req.max_tokens_per_run, model_retry=req.model_retry,
             )
-            status = await queues.queue_status(req.name)
-            await self.reply(msg, Reply(ok=True, queues=[status]))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=QueueConfigure)))
         except ValidationError as exc:  # the library calls it `period`; on the bus it is `period_seconds`
             field = "period_seconds" if exc.field == "period" else exc.field
-            await self.refuse(msg, ValidationError(field, exc.problem, exc.fix))
-        except TimestepError as exc:
-            await self.refuse(msg, exc)
+            raise ValidationError(field, exc.problem, exc.fix) from None
+        return Reply(ok=True, queues=[await queues.queue_status(req.name)])
 
-    async def _delete_queue(self, msg: Message) -> None:
-        try:
-            req = msgspec.json.decode(msg.data, type=QueueDelete)
-            await self.reply(msg, Reply(ok=True, deleted=await queues.delete_queue(req.name)))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=QueueDelete)))
-        except TimestepError as exc:
-            await self.refuse(msg, exc)
+    async def _delete_queue(self, req: QueueDelete) -> Reply:
+        return Reply(ok=True, deleted=await queues.delete_queue(req.name))
 
-    async def _queue_status(self, msg: Message) -> None:
-        try:
-            req = msgspec.json.decode(msg.data or b"{}", type=QueueStatusRequest)
-            names = [req.name] if req.name else await queues.names()
-            await self.reply(msg, Reply(ok=True, queues=[await queues.queue_status(n) for n in names]))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=QueueStatusRequest)))
-        except TimestepError as exc:
-            await self.refuse(msg, exc)
-
+    async def _queue_status(self, req: QueueStatusRequest) -> Reply:
+        names = [req.name] if req.name else await queues.names()
+        return Reply(ok=True, queues=[await queues.queue_status(n) for n in names])
 
     # --- runs ------------------------------------------------------------------------
 
-    async def _runs_list(self, msg: Message) -> None:
-        try:
-            req = msgspec.json.decode(msg.data or b"{}", type=RunsList)
-            runs = await listing.list_runs(status=req.status, agent=req.agent, queue=req.queue, limit=req.limit)
-            await self.reply(msg, Reply(ok=True, runs=runs))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=RunsList)))
-        except TimestepError as exc:
-            await self.refuse(msg, exc)
+    async def _runs_list(self, req: RunsList) -> Reply:
+        return Reply(ok=True, runs=await listing.list_runs(status=req.status, agent=req.agent, queue=req.queue, limit=req.limit))
 
-    async def _run_get(self, msg: Message) -> None:
-        try:
-            req = msgspec.json.decode(msg.data or b"{}", type=RunGet)
-            run = await listing.get_run(req.id)
-            if run is None:
-                await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them", field="id")))
-                return
-            await self.reply(msg, Reply(ok=True, run=run))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=RunGet)))
-        except TimestepError as exc:
-            await self.refuse(msg, exc)
+    async def _run_get(self, req: RunGet) -> Reply:
+        run = await listing.get_run(req.id)
+        if run is None:
+            return Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them", field="id"))
+        return Reply(ok=True, run=run)

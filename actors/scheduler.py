@@ -22,12 +22,11 @@ import sqlalchemy as sa
 from croniter import CroniterError
 
 from actors.base import Actor, KnownAgents
-from subjects.events import ErrorInfo
 from subjects.messages import RunRequest, Reply, Schedule, ScheduleCreate, ScheduleDelete, ScheduleList
 from timestep.durable import store
-from timestep.bus.connection import Bus, Message
-from timestep.errors import TimestepError, ValidationError
-from timestep.bus.intake import Invalid, body_problem, encode, parse_request
+from timestep.bus.connection import Bus
+from timestep.errors import ValidationError
+from timestep.bus.intake import Invalid, encode, parse_request
 from timestep.durable.schedules import check_crontab, next_time, tick_run_id
 
 log = logging.getLogger("actors.scheduler")
@@ -74,9 +73,9 @@ class Scheduler(Actor):
 
     async def on_start(self) -> None:
         s = self.bus.subjects
-        await self.serve(s.schedules_create, "timestep-scheduler", self._create)
-        await self.serve(s.schedules_delete, "timestep-scheduler", self._delete)
-        await self.serve(s.schedules_list, "timestep-scheduler", self._list)
+        await self.answer(s.schedules_create, "timestep-scheduler", ScheduleCreate, self._create)
+        await self.answer(s.schedules_delete, "timestep-scheduler", ScheduleDelete, self._delete)
+        await self.answer(s.schedules_list, "timestep-scheduler", ScheduleList, self._list)
         self._clock = asyncio.create_task(self._run_clock(), name="scheduler-clock")
 
     async def on_stop(self) -> None:
@@ -151,45 +150,26 @@ class Scheduler(Actor):
 
     # --- request/reply ----------------------------------------------------------------
 
-    async def _create(self, msg: Message) -> None:
-        try:
-            req = msgspec.json.decode(msg.data, type=ScheduleCreate)
-            cron = check_crontab(req.cron)
-            try:  # as the governor will check each tick's request, so no tick is rejected
-                parse_request(encode(req.request), None, self.bus.settings.max_request_bytes)
-            except Invalid as bad:
-                field = "request" if bad.field == "request" else f"request.{bad.field}"
-                raise ValidationError(field, bad.message) from None
-            problem = await self._agents.problem(req.request.agent)
-            if problem is not None:
-                raise ValidationError("request.agent", problem, "start an agent actor that hosts it (timestep up --agents MODULE), or name one that is hosted")
-            schedule = Schedule(name=req.name, cron=cron, request=msgspec.structs.replace(req.request, id=None), created_at=time.time())
-            await store.run(lambda db: _save(db, schedule))
-            self._loaded_at = 0.0
-            await self.reply(msg, Reply(ok=True, schedule=schedule))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ScheduleCreate)))
-        except TimestepError as exc:
-            await self.refuse(msg, exc)
-        except Exception as exc:  # the bus or the database failed for now: the request was fine
-            log.warning("schedules.create: %s: %s; answered 'try again'", type(exc).__name__, exc)
-            message = f"could not check or store the schedule now ({type(exc).__name__}: {exc}); try again"
-            await self.reply(msg, Reply(ok=False, error=ErrorInfo(type="Unavailable", message=message)))
+    async def _create(self, req: ScheduleCreate) -> Reply:
+        cron = check_crontab(req.cron)
+        try:  # as the governor will check each tick's request, so no tick is rejected
+            parse_request(encode(req.request), None, self.bus.settings.max_request_bytes)
+        except Invalid as bad:
+            field = "request" if bad.field == "request" else f"request.{bad.field}"
+            raise ValidationError(field, bad.message) from None
+        problem = await self._agents.problem(req.request.agent)
+        if problem is not None:
+            raise ValidationError("request.agent", problem, "start an agent actor that hosts it (timestep up --agents MODULE), or name one that is hosted")
+        schedule = Schedule(name=req.name, cron=cron, request=msgspec.structs.replace(req.request, id=None), created_at=time.time())
+        await store.run(lambda db: _save(db, schedule))
+        self._loaded_at = 0.0
+        return Reply(ok=True, schedule=schedule)
 
-    async def _delete(self, msg: Message) -> None:
-        try:
-            req = msgspec.json.decode(msg.data, type=ScheduleDelete)
-            deleted = await store.run(lambda db: _delete(db, req.name))
-            self._loaded_at = 0.0
-            await self.reply(msg, Reply(ok=True, deleted=deleted))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ScheduleDelete)))
+    async def _delete(self, req: ScheduleDelete) -> Reply:
+        deleted = await store.run(lambda db: _delete(db, req.name))
+        self._loaded_at = 0.0
+        return Reply(ok=True, deleted=deleted)
 
-    async def _list(self, msg: Message) -> None:
-        try:
-            msgspec.json.decode(msg.data or b"{}", type=ScheduleList)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self.refuse(msg, ValidationError(*body_problem(exc, data=msg.data, type=ScheduleList)))
-            return
+    async def _list(self, req: ScheduleList) -> Reply:
         schedules, _ = await store.run(_load)
-        await self.reply(msg, Reply(ok=True, schedules=schedules))
+        return Reply(ok=True, schedules=schedules)
