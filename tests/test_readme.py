@@ -13,15 +13,15 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def example(heading: str) -> str:
-    """The first Python block after `heading` in the README."""
+def example(heading: str, index: int = 0) -> str:
+    """The Python block number `index` (from 0) after `heading` in the README."""
     section = README.read_text().split(heading, 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)[index]
 
 
-def run_example(heading: str, tmp_path: Path, *unset: str) -> subprocess.CompletedProcess:
+def run_example(heading: str, tmp_path: Path, *unset: str, index: int = 0) -> subprocess.CompletedProcess:
     script = tmp_path / "example.py"
-    script.write_text(example(heading))
+    script.write_text(example(heading, index))
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME", *unset)}
     return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
@@ -56,3 +56,10 @@ def test_the_context_and_run_config_example_runs(tmp_path: Path) -> None:
     done = run_example("### Agents SDK features", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["add_item returned: ada has 1 item(s)", "['pears']"]
+
+
+@pytest.mark.processes
+def test_the_mcp_example_runs(tmp_path: Path) -> None:
+    done = run_example("### Agents SDK features", tmp_path, index=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["add returned: 5"]

@@ -68,6 +68,8 @@ class OfflineDemoModel(Model):
         if isinstance(last, dict) and last.get("type") == "function_call_output":
             calls = {i.get("call_id"): i.get("name") for i in items if isinstance(i, dict) and i.get("type") == "function_call"}
             output = last.get("output")
+            if isinstance(output, list) and output and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in output):
+                output = "".join(p["text"] for p in output)  # an MCP tool's output: text content parts
             text = f"{calls.get(last.get('call_id'), 'the tool')} returned: {output if isinstance(output, str) else json.dumps(output)}"
             return [self._message(text)], text
         user_text = next((_text_of(i) for i in reversed(items) if isinstance(i, dict) and i.get("role") == "user"), "")
