@@ -20,7 +20,7 @@ import logging
 from actors.agent import AgentActor
 from actors.base import Actor, KnownAgents, origin
 from subjects.events import Accepted, ErrorInfo, Queued, Rejected, decode_submit_answer, submit_answer
-from subjects.messages import QueueConfigure, QueueDelete, QueueStatusRequest, Reply, RunGet, RunsList
+from subjects.messages import QueueConfigure, QueueDelete, QueueStatusRequest, Reply, RunGet, RunsList, RunSteps
 from subjects.names import SUBMIT_STREAM
 from timestep.durable import admission, listing, queues
 from timestep.ops import metrics, observe
@@ -61,6 +61,7 @@ class Governor(Actor):
         await self.answer(s.queues_delete, "timestep-governor", QueueDelete, self._delete_queue)
         await self.answer(s.runs_list, "timestep-governor", RunsList, self._runs_list)
         await self.answer(s.runs_get, "timestep-governor", RunGet, self._run_get)
+        await self.answer(s.runs_steps, "timestep-governor", RunSteps, self._run_steps)
 
     # --- the mailbox: every request, from the submit stream ------------------------
 
@@ -177,3 +178,11 @@ class Governor(Actor):
         if run is None:
             return Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them", field="id"))
         return Reply(ok=True, run=run)
+
+    async def _run_steps(self, req: RunSteps) -> Reply:
+        steps = await listing.run_steps(req.id, req.step)
+        if steps is None:
+            return Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them", field="id"))
+        if req.step is not None and not steps:
+            return Reply(ok=False, error=ErrorInfo(type="UnknownStep", message=f"step: run {req.id!r} has no step {req.step}", field="step"))
+        return Reply(ok=True, steps=steps)

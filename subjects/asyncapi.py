@@ -30,6 +30,7 @@ from subjects.messages import (
     RunGet,
     RunRequest,
     RunsList,
+    RunSteps,
     ScheduleCreate,
     ScheduleDelete,
     ScheduleList,
@@ -80,6 +81,10 @@ REQUESTS: list[tuple[str, str, str, type, str | None, str | None, str]] = [
      "`agent` and `queue`; the reply's `runs`."),
     ("runs.get", "getRun", _S.runs_get, RunGet, "admin.reply", None,
      "One run, in the reply's `run`; or `error` UnknownRun. Its timeline is its events."),
+    ("runs.steps", "getRunSteps", _S.runs_steps, RunSteps, "admin.reply", None,
+     "A run's recorded steps in order, in the reply's `steps`: each step's number, kind, name, times, status, a model "
+     "call's attempt, and its value (cut to 2,000 characters of JSON in a listing; with `step`, that one step whole); "
+     "or `error` UnknownRun."),
     ("schedules.create", "createSchedule", _S.schedules_create, ScheduleCreate, "admin.reply", None,
      "Create or replace a cron schedule of a run request (5 fields, or 6 with seconds first)."),
     ("schedules.delete", "deleteSchedule", _S.schedules_delete, ScheduleDelete, "admin.reply", None,
@@ -146,7 +151,7 @@ def _asyncapi_schema(node: Any) -> Any:
 
 def _schemas() -> dict[str, Any]:
     bodies = [RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-              QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, LiveText, RunEvent]
+              QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, RunSteps, ApprovalList, Reply, DeadLetter, LiveText, RunEvent]
     schemas, components = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
     defs = dict(components)
     defs["RunEvent"] = schemas[bodies.index(RunEvent)]
@@ -192,7 +197,7 @@ def asyncapi_document() -> dict[str, Any]:
     for tp in EVENT_TYPES.values():
         messages[_tag(tp)] = _message(_tag(tp), tp, _doc(tp), "EventHeaders", correlated=True)
     for tp in (RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-               QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, ApprovalList, Reply, DeadLetter, LiveText):
+               QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, RunSteps, ApprovalList, Reply, DeadLetter, LiveText):
         headers = {RunRequest: "SubmitHeaders", Approve: "ControlHeaders", Reject: "ControlHeaders", Cancel: "ControlHeaders"}
         messages[tp.__name__] = _message(tp.__name__, tp, _doc(tp), headers.get(tp))
 

@@ -216,6 +216,42 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Why a failed run failed."""
 
 
+class RunSteps(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`<prefix>.runs.steps` (request/reply): a run's recorded steps, in order; with `step`, that one
+    step with its whole value (a listing cuts long values)."""
+
+    id: RunId
+    step: Annotated[int, Meta(ge=1, le=2147483647, description="one step's number, for its whole value")] | None = None
+
+
+StepKind = Literal["model", "tool", "mcp", "guardrail", "handoff", "session", "sleep", "approval", "run"]
+"""What a step did: a model call (one attempt), a tool call (an MCP server's tools too), an MCP server's
+tool list, prompt or resource, a guardrail, a handoff callback, a session read or write, a durable
+wait, an approval's wait or decision, or the run's own bookkeeping."""
+
+
+class RunStep(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One recorded step of a run."""
+
+    number: int
+    """Its place in the run, the same on every execution (`fork` starts from one)."""
+    kind: StepKind
+    name: str
+    """`model`, `tool:<name>`, `guardrail:<name>`, `handoff:<agent>`, `mcp.list_tools:<server>`, `sleep`, ..."""
+    status: Literal["completed", "failed"]
+    """`failed`: the step raised, or a model call's attempt failed (its `error` says how)."""
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempt: int | None = None
+    """A model call's attempt (1, 2, ...), counted over the failed attempts just before it."""
+    value: Any = None
+    """What it recorded, readable: a model call's output items, usage and model; a tool call's
+    arguments and output; a guardrail's output; a decision."""
+    error: ErrorInfo | None = None
+    cut: bool = False
+    """`value` is cut (to its first 2,000 characters of JSON, as a string); ask for the step by number for all of it."""
+
+
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "cancelled"]
 """`cancelled`: the run ended (cancelled, failed) while the call still waited."""
 
@@ -279,6 +315,7 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
     runs: list[RunInfo] | None = None
     run: RunInfo | None = None
     approvals: list[ApprovalRecord] | None = None
+    steps: list[RunStep] | None = None
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):

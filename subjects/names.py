@@ -100,6 +100,11 @@ class Subjects:
         return f"{self.prefix}.runs.get"
 
     @property
+    def runs_steps(self) -> str:
+        """Request/reply: a run's recorded steps (`RunSteps`)."""
+        return f"{self.prefix}.runs.steps"
+
+    @property
     def approvals_list(self) -> str:
         """Request/reply: approvals across runs (pending ones, or the decided ones: the audit trail)."""
         return f"{self.prefix}.approvals.list"

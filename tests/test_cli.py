@@ -100,6 +100,24 @@ def test_run_takes_a_context_its_tools_see_and_json_shows_it_as_the_run_left_it(
     assert completed["context"] == {"user": "ada", "facts": ["tea"]}
 
 
+def test_steps_lists_what_each_call_recorded_and_shows_one_whole(running: Up) -> None:
+    """`timestep steps RUN_ID`: one line per step (number, kind, name, status, duration, what it
+    recorded); `--step N` that step's whole value as JSON; exit 1 for a run or step there is not."""
+    env = running.env()
+    run_id = uid("steps")
+    cli(env, "run", AGENT, "get_weather city=Lima", "--id", run_id)
+    lines = cli(env, "steps", run_id).stdout.splitlines()
+    assert lines[0].split() == ["#", "KIND", "NAME", "STATUS", "TOOK", "RECORDED"]
+    [tool] = [line for line in lines if "tool:get_weather" in line]
+    assert tool.split()[1:4] == ["tool", "tool:get_weather", "completed"] and "sunny in Lima" in tool
+    number = tool.split()[0]
+    whole = json.loads(cli(env, "steps", run_id, "--step", number).stdout)
+    assert (whole["kind"], whole["value"]["output"]) == ("tool", "sunny in Lima")
+    assert [s["kind"] for s in json.loads(cli(env, "steps", run_id, "--json").stdout)].count("model") == 2
+    assert cli(env, "steps", uid("nothing"), code=1).stderr.startswith("error: ")
+    assert "step" in cli(env, "steps", run_id, "--step", "999", code=1).stderr
+
+
 def test_run_prints_its_id_says_when_it_was_reused_and_fails_when_cancelled(running: Up) -> None:
     env = running.env()
     run_id = uid("hello")

@@ -192,6 +192,13 @@ async def test_runs_page_shows_a_run_submitted_over_the_bus_and_follows_it_live(
         await row.locator("a").click()
         await page.wait_for_selector('#run-status[data-status="completed"]', timeout=WAIT_MS)
         await page.locator('#timeline li[data-type="tool_output"]', has_text="sunny in").wait_for(timeout=WAIT_MS)
+        # The steps, as a waterfall: two model calls and the tool call between them, each opening to what it recorded.
+        tool = page.locator('#steps li[data-kind="tool"]')
+        await tool.wait_for(timeout=WAIT_MS)
+        assert await page.locator('#steps li[data-kind="model"]').count() == 2
+        assert "tool:get_weather" in await tool.locator("summary").inner_text()
+        await tool.locator("summary").click()
+        await tool.locator("pre", has_text="sunny in").wait_for(timeout=WAIT_MS)
         await screenshot(page, "run")
     finally:
         await context.close()

@@ -747,3 +747,14 @@ async def test_the_processs_settings_govern_its_runs_not_the_environment(db: str
     with pytest.raises(timestep.ModelCallError) as failed:
         await timestep.run_agent_workflow(Agent(name=uid("settled"), model="gpt-test"), "Hi")
     assert failed.value.attempts == 2 and len(server.requests) == 2
+
+
+async def test_a_failed_attempt_is_listed_as_a_failed_step_and_the_next_counts_on(db: str, provider) -> None:
+    """`run_steps`: a 503 from the provider is a `failed` model step with the provider's error and
+    status, then the durable wait, then attempt 2."""
+    provider(error(503, "server_error", "overloaded"), response(text("Fine.")))
+    result = await timestep.run_agent_workflow(Agent(name=uid("flaky"), model="gpt-test"), "Hi")
+    steps = await timestep.run_steps(result.workflow_id)
+    assert [(s.kind, s.status, s.attempt) for s in steps] == [("model", "failed", 1), ("sleep", "completed", None), ("model", "completed", 2)]
+    assert steps[0].error.type == "InternalServerError" and "overloaded" in steps[0].error.message
+    assert steps[0].value["status_code"] == 503

@@ -58,6 +58,7 @@ _EXPORTS = {
     "delete_schedule": "timestep.durable.schedules",
     "list_schedules": "timestep.durable.schedules",
     "DatabaseSession": "timestep.durable.sessions",
+    "run_steps": "timestep.durable.listing",
     "register_session_factory": "timestep.durable.sessions",
     "RunStateStore": "timestep.durable.state_store",
     "Client": "timestep.client",
@@ -105,5 +106,6 @@ if TYPE_CHECKING:
     from timestep.durable.registry import get_agent, register_agent, registered_agents
     from timestep.durable.runs import RunHandle, RunResult, RunStatus, cancel_run, queue_agent_workflow, run_agent_workflow
     from timestep.durable.schedules import ScheduleInfo, create_scheduled_agent_workflow, delete_schedule, list_schedules
+    from timestep.durable.listing import run_steps
     from timestep.durable.sessions import DatabaseSession, register_session_factory
     from timestep.durable.state_store import RunStateStore

@@ -34,6 +34,8 @@ from subjects.messages import (
     RunInfo,
     RunRequest,
     RunsList,
+    RunStep,
+    RunSteps,
     Schedule,
     ScheduleCreate,
     ScheduleDelete,
@@ -511,6 +513,13 @@ class Client:
         """One run (`<prefix>.runs.get`); RequestRefusedError with type UnknownRun when there is none."""
         body = _body(RunGet, {"id": _check_run_id(run_id)})
         return (await self._admin(self.subjects.runs_get, body)).run  # type: ignore[return-value]
+
+    async def steps(self, run_id: str, step: int | None = None) -> list[RunStep]:
+        """The run's recorded steps, in order (`<prefix>.runs.steps`), each value cut to 2,000
+        characters of JSON (`.cut`); with `step`, that one step, whole. RequestRefusedError with type
+        UnknownRun when there is no such run."""
+        body = _body(RunSteps, {"id": _check_run_id(run_id), "step": step})
+        return (await self._admin(self.subjects.runs_steps, body)).steps or []
 
     async def _admin(self, subject: str, body: Any, timeout: float = 10.0) -> Reply:
         """A request answered with a `Reply`; PermissionDeniedError at once when this user may not send it."""

@@ -389,6 +389,33 @@ async def _approvals(args: argparse.Namespace) -> int:
         await client.close()
 
 
+async def _steps(args: argparse.Namespace) -> int:
+    """A run's recorded steps: one line each (number, kind, name, status, duration, what it recorded),
+    or with --step N that step's whole value."""
+    from timestep.client import RequestRefusedError
+
+    client = await _client(args)
+    try:
+        try:
+            steps = await client.steps(args.run_id, args.step)
+        except RequestRefusedError as exc:
+            print(f"error: {as_given('steps', exc)}", file=sys.stderr)
+            return 1
+        if args.json or args.step is not None:
+            print(encode_json(steps if args.step is None else steps[0]))
+            return 0
+        print(f"{'#':>4} {'KIND':<10} {'NAME':<28} {'STATUS':<10} {'TOOK':>8}  RECORDED")
+        for s in steps:
+            took = f"{(s.ended_at - s.started_at) * 1000:.0f} ms" if s.started_at and s.ended_at else "-"
+            status = s.status if s.attempt is None or s.attempt == 1 and s.status == "completed" else f"{s.status} #{s.attempt}"
+            shown = f"{s.error.type}: {s.error.message}" if s.error else "" if s.value is None else encode_json(s.value) if not s.cut else s.value
+            shown = shown if len(shown) <= 100 else shown[:99] + "…"
+            print(f"{s.number:>4} {s.kind:<10} {s.name[:28]:<28} {status:<10} {took:>8}  {shown}")
+        return 0
+    finally:
+        await client.close()
+
+
 async def _dead(args: argparse.Namespace) -> int:
     client = await _client(args)
     try:
@@ -653,6 +680,13 @@ def _parser() -> argparse.ArgumentParser:
     approvals.add_argument("--newer-than", type=_seconds_arg, metavar="S", help="requested at most S seconds ago")
     approvals.add_argument("--limit", type=int, default=100, help="at most N, newest first (default 100)")
     approvals.add_argument("--json", action="store_true")
+    steps = sub.add_parser(
+        "steps", help="a run's recorded steps: model and tool calls, guardrails, waits, with what each recorded",
+        description="Exit code: 0 listed, 1 refused (no such run or step), 2 bad usage or no server.",
+    )
+    steps.add_argument("run_id")
+    steps.add_argument("--step", type=_count_arg, metavar="N", help="only step N, its whole value (JSON)")
+    steps.add_argument("--json", action="store_true")
     cancel = sub.add_parser("cancel", help="cancel a run (exit 1 when refused)")
     cancel.add_argument("run_id")
     cancel.add_argument("--no-wait", action="store_true", help=no_wait)
@@ -737,7 +771,7 @@ def _main(argv: list[str] | None) -> int:
         "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,
         "schedules": _schedules, "queues": _queues, "workflows": _workflows, "dead": _dead, "check": _check,
         "console": _console,
-        "approvals": _approvals,
+        "approvals": _approvals, "steps": _steps,
     }
     try:
         if args.command == "demo":

@@ -6,6 +6,7 @@ route one request of the contract made with the caller's connection (see `access
     GET  /api/runs?status=&agent=&queue=    runs.list, each run timed by its own events (see `_timed`)
     GET  /api/runs/{id}                     runs.get, timed the same way
     GET  /api/runs/{id}/events              the run's events from its first, live (server-sent events)
+    GET  /api/runs/{id}/steps[?step=N]      runs.steps: its recorded steps (one step whole, with `step`)
     GET  /api/events                        every run's new events, live (server-sent events)
     POST /api/runs/{id}/approve|reject|cancel   runs.command.<id>.<action>
     GET  /api/approvals                     tool calls waiting for a decision, from the waiting runs' events
@@ -89,6 +90,7 @@ class Console:
         r.add_get("/api/runs", self._runs)
         r.add_get("/api/runs/{id}", self._run)
         r.add_get("/api/runs/{id}/events", self._run_events)
+        r.add_get("/api/runs/{id}/steps", self._run_steps)
         r.add_get("/api/events", self._events)
         r.add_post("/api/runs/{id}/{action:approve|reject|cancel}", self._control)
         r.add_get("/api/approvals", self._approvals)
@@ -162,6 +164,13 @@ class Console:
     async def _run(self, request: web.Request) -> web.Response:
         client: Client = request[CLIENT]
         return _json({"run": await _timed(client, await client.get_run(request.match_info["id"]))})
+
+    async def _run_steps(self, request: web.Request) -> web.Response:
+        client: Client = request[CLIENT]
+        step = request.query.get("step")
+        if step is not None and not step.isdigit():
+            raise ValidationError("step", f"{step!r} is not a step number", "give a whole number from 1")
+        return _json({"steps": await client.steps(request.match_info["id"], int(step) if step else None)})
 
     async def _run_events(self, request: web.Request) -> web.StreamResponse:
         client: Client = request[CLIENT]

@@ -1,4 +1,4 @@
-"""Runs as the database holds them, for `<prefix>.runs.list` and `<prefix>.runs.get`:
+"""Runs as the database holds them, for `<prefix>.runs.list`, `<prefix>.runs.get` and `<prefix>.runs.steps`:
 
 >>> await list_runs(status="failed", agent="assistant", limit=20)
 [RunInfo(id='r-1', agent='assistant', status='failed', ...)]
@@ -11,10 +11,18 @@ a caller that saw the event lists the run as waiting.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import msgspec
+from agents.items import ModelResponse
+
 from subjects.events import ErrorInfo
-from subjects.messages import RunInfo
+from subjects.messages import RunInfo, RunStep
 from timestep.durable import approvals, engine
+from timestep.durable.model_retry import Failure
 from timestep.durable.runs import RunResult, RunSpec
+from timestep.durable.steps import StepOutcome
 
 WORKFLOW = "timestep.agent_run"
 #: Fetched at most when filtering by agent (which DBOS cannot filter on): the newest this many runs.
@@ -57,3 +65,89 @@ async def get_run(run_id: str) -> RunInfo | None:
     """One run, or None when there is no such run."""
     found = await engine.list_workflows(ids=[run_id], name=WORKFLOW)
     return await _info(found[0]) if found else None
+
+
+# --- a run's steps ---------------------------------------------------------------------------------
+
+#: A listed step's value is cut to this many characters of JSON (`RunStep.cut`).
+VALUE_LIMIT = 2000
+
+_KINDS = (
+    ("model", "model"), ("tool:", "tool"), ("mcp.", "mcp"), ("guardrail:", "guardrail"), ("handoff:", "handoff"),
+    ("session.", "session"), ("sleep", "sleep"), ("recv", "approval"), ("run.interrupted", "approval"), ("decision", "approval"),
+)
+
+
+def _kind(name: str) -> str:
+    return next((kind for prefix, kind in _KINDS if name.startswith(prefix)), "run")
+
+
+def _readable(value: Any) -> Any:
+    """`value` as JSON types: pydantic models dumped, dataclasses and Structs as their fields, anything else by repr."""
+    def fallback(obj: Any) -> Any:
+        dump = getattr(obj, "model_dump", None)
+        if callable(dump):
+            return dump(exclude_none=True, mode="json")
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        if isinstance(obj, BaseException):
+            return f"{type(obj).__name__}: {obj}"
+        return repr(obj)
+
+    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=fallback))
+
+
+def _step(s: engine.Step, attempt: int | None) -> RunStep:
+    outcome = s.output
+    value, error, detail = (outcome.value, outcome.error, outcome.detail) if isinstance(outcome, StepOutcome) else (outcome, s.error, None)
+    failure = value if isinstance(value, Failure) else None
+    if isinstance(value, ModelResponse):
+        usage = value.usage
+        tokens = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens}
+        value = {"output": value.output, "usage": tokens, "response_id": value.response_id}
+    elif failure is not None:
+        value = {"status_code": failure.status_code, "retry_after": failure.retry_after, "wait": failure.delay}
+    elif s.name.startswith("tool:") and detail is not None:
+        value = {"arguments": detail.get("arguments"), "output": value}
+    info = None
+    if failure is not None:
+        info = ErrorInfo(type=failure.provider_error, message=failure.message)
+    elif error is not None:
+        info = ErrorInfo(type=getattr(error, "provider_error", None) or type(error).__name__, message=str(error))
+    return RunStep(
+        number=s.number, kind=_kind(s.name), name=s.name, status="failed" if info is not None else "completed",  # type: ignore[arg-type]
+        started_at=s.started_at, ended_at=s.ended_at, attempt=attempt, value=_readable(value) if value is not None else None, error=info,
+    )
+
+
+def _cut(step: RunStep) -> RunStep:
+    text = msgspec.json.encode(step.value).decode()
+    if len(text) <= VALUE_LIMIT:
+        return step
+    return msgspec.structs.replace(step, value=text[:VALUE_LIMIT], cut=True)
+
+
+async def run_steps(run_id: str, step: int | None = None) -> list[RunStep] | None:
+    """The run's recorded steps, in order, each value cut to VALUE_LIMIT characters of JSON; with
+    `step`, only that one, whole. None when there is no such run.
+
+    >>> [(s.number, s.kind, s.name, s.status) for s in await run_steps("r-1")]
+    [(1, 'run', 'run.start', 'completed'), (2, 'model', 'model', 'completed'), (3, 'tool', 'tool:get_weather', 'completed'), ...]
+    """
+    if await get_run(run_id) is None:
+        return None
+    recorded = await engine.list_steps(run_id)
+    steps: list[RunStep] = []
+    failed_before = 0  # failed model attempts since the last model call that answered
+    for s in recorded:
+        attempt = None
+        if s.name == "model":
+            attempt = failed_before + 1
+        listed = _step(s, attempt)
+        if s.name == "model":
+            failed_before = failed_before + 1 if listed.status == "failed" else 0
+        if step is None:
+            steps.append(_cut(listed))
+        elif s.number == step:
+            return [listed]
+    return steps if step is None else []

@@ -92,7 +92,7 @@ _NO_TURNSTILE = Turnstile([])
 
 
 @dataclasses.dataclass
-class _Outcome:
+class StepOutcome:
     """What a step records: its value or its error, how many event numbers it used, and the
     run's `shift` when it ran (see RunRecorder)."""
 
@@ -104,6 +104,11 @@ class _Outcome:
     """The digest of the agent definition the run went on under (see `definitions`); None: unchanged."""
     context: bytes | None = None
     """The run's context as the step left it, pickled (runs with a context: see `run_context`)."""
+    detail: dict[str, Any] | None = None
+    """What a reader of the step wants beside its value: a tool call's arguments (see `listing.run_steps`)."""
+
+
+_Outcome = StepOutcome  # its name in the records of steps stored before it was renamed (pickles name the class)
 
 
 #: Events that end a run: one stored before a step of the run runs means the run was resumed.
@@ -183,6 +188,7 @@ class RunRecorder:
         *,
         reserve: int | None = None,
         preemptible: bool = False,
+        detail: dict[str, Any] | None = None,
     ) -> Any:
         """Run `fn(emit)` as one durable step. `reserve` fixes how many event numbers the
         step may use (needed when steps run concurrently); otherwise it uses what it needs."""
@@ -191,14 +197,14 @@ class RunRecorder:
         if reserve is not None:
             self.seq += reserve
 
-        async def body() -> _Outcome:
+        async def body() -> StepOutcome:
             inside = _stepping.set(True)
             try:
                 return await run_body()
             finally:
                 _stepping.reset(inside)
 
-        async def run_body() -> _Outcome:
+        async def run_body() -> StepOutcome:
             await self._align(pending[0][0] if pending else base + 1)
             for number, cls, fields, when in pending:
                 await self._deliver(number, cls, fields, when)
@@ -213,18 +219,19 @@ class RunRecorder:
                 await self._changed(base)
                 with _observed(name):
                     value = await fn(emit)
-                outcome = _Outcome(value, None, counter - base, self.shift, self.definition)
+                outcome = StepOutcome(value, None, counter - base, self.shift, self.definition)
             except Exception as exc:  # recorded, then raised again outside the step
-                outcome = _Outcome(None, picklable(exc), counter - base, self.shift, self.definition)
+                outcome = StepOutcome(None, picklable(exc), counter - base, self.shift, self.definition)
             if self.has_context:
                 outcome.context = run_context.snapshot(self.context)
+            outcome.detail = detail
             ran[0] = True
             await settle(self.run_id)  # the step's events are stored before the step is
             return outcome
 
         ran = [False]
         try:
-            outcome: _Outcome = await engine.step(name, body, preemptible=preemptible)
+            outcome: StepOutcome = await engine.step(name, body, preemptible=preemptible)
         except BaseException:
             # Cut off (a cancel, a timeout, a stop) and not recorded: the numbers it kept
             # for itself but did not use go to the run's last event instead of leaving a gap.
@@ -548,7 +555,7 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
             await emit(ToolOutput, call_id=call_id, output=_as_text(output), arguments=arguments)
             return output
 
-        return await recorder.step(f"tool:{tool.name}", run, reserve=2, preemptible=True)
+        return await recorder.step(f"tool:{tool.name}", run, reserve=2, preemptible=True, detail={"arguments": arguments})
 
     return dataclasses.replace(tool, on_invoke_tool=invoke, tool_input_guardrails=None, tool_output_guardrails=None)
 

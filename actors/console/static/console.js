@@ -144,6 +144,35 @@ async function runsPage(main, params) {
 
 // --- one run ----------------------------------------------------------------------------
 
+// The run's recorded steps as a waterfall: one row per step, its bar placed from the run's first step to its
+// last, each row opening to what the step recorded (a long value is fetched whole when opened).
+function stepsView(runId, list) {
+  const path = `/api/runs/${encodeURIComponent(runId)}/steps`;
+  let timer = null;
+  const show = async () => {
+    let recorded;
+    try { recorded = (await api("GET", path)).steps; } catch (e) { showError(e.message); return; }
+    const starts = recorded.filter((s) => s.started_at).map((s) => s.started_at);
+    const ends = recorded.filter((s) => s.ended_at).map((s) => s.ended_at);
+    const t0 = Math.min(...starts), span = Math.max(Math.max(...ends) - t0, 0.001);
+    list.replaceChildren(...recorded.map((s) => {
+      const took = s.started_at && s.ended_at ? s.ended_at - s.started_at : null;
+      const bar = h("span", { class: "bar" });
+      if (took !== null) bar.append(h("span", { style: `left:${(100 * (s.started_at - t0)) / span}%;width:${Math.max((100 * took) / span, 0.5)}%` }));
+      const body = h("pre", {}, s.error ? errorText(s.error) : JSON.stringify(s.value, null, 1) ?? "");
+      const row = h("details", { ontoggle: async () => {
+        if (!row.open || !s.cut) return;
+        try { const [whole] = (await api("GET", `${path}?step=${s.number}`)).steps; body.textContent = JSON.stringify(whole.value, null, 1); } catch (e) { showError(e.message); }
+      } }, h("summary", {}, h("span", { class: "num" }, `#${s.number}`), h("span", { class: "kind" }, s.kind),
+        h("span", { class: "name" }, s.name, s.attempt > 1 ? ` (attempt ${s.attempt})` : ""),
+        h("span", { class: `st-${s.status}` }, s.status), h("span", { class: "took" }, took === null ? "" : took < 1 ? `${Math.round(took * 1000)} ms` : duration(took)), bar), body);
+      return h("li", { class: `step k-${s.kind}`, dataset: { number: s.number, kind: s.kind, status: s.status } }, row);
+    }));
+  };
+  show.soon = () => { clearTimeout(timer); timer = setTimeout(show, 300); };
+  return show;
+}
+
 async function runPage(main, runId) {
   const facts = h("dl", { class: "facts" });
   const status = h("span", { id: "run-status" });
@@ -152,8 +181,12 @@ async function runPage(main, runId) {
   } }, "Cancel run");
   const outcome = h("div", { id: "outcome", hidden: true });
   const timeline = h("ol", { class: "timeline", id: "timeline" });
+  const steps = h("ol", { class: "steps", id: "steps" });
   main.append(h("div", { class: "title" }, h("h2", {}, "Run ", h("code", {}, runId), " ", status), cancel), outcome, facts,
+    h("h3", { title: "each recorded step: a model call, a tool call, a guardrail, a wait; its bar is when it ran, from the run's first step to its last" }, "Steps"), steps,
     h("h3", {}, "Timeline"), timeline);
+  const showSteps = stepsView(runId, steps);
+  showSteps();
 
   const decisions = {}; // call id -> the buttons' container
   const undecided = (box) => { delete box.dataset.open; box.replaceChildren(h("em", {}, "not decided: the run ended")); };
@@ -200,6 +233,7 @@ async function runPage(main, runId) {
   follow(`/api/runs/${encodeURIComponent(runId)}/events`, (event) => {
     const before = previous;
     previous = event.type;
+    if (event.type !== "delta") showSteps.soon();
     if (STATUS_OF[event.type]) { fromEvents = STATUS_OF[event.type]; setStatus(); }
     if (event.type === "accepted" || event.type === "started" || TERMINAL.has(event.type)) {
       times[event.type] = event.time;

@@ -31,6 +31,7 @@ import type {
   Rejected,
   Reply,
   RunInfo,
+  RunStep,
   RunEvent,
   RunRequest,
   Schedule,
@@ -693,6 +694,13 @@ export class Client {
   /** One run (`runs.get`); RequestRefusedError with type UnknownRun when there is none. */
   async getRun(runId: string): Promise<RunInfo> {
     return (await this.admin(this.subjects.runsGet, { id: check.runId("runId", runId) })).run as RunInfo;
+  }
+
+  /** The run's recorded steps in order (`runs.steps`), values cut to 2,000 characters of JSON (`cut`); with `step`, that one whole. */
+  async steps(runId: string, step?: number): Promise<RunStep[]> {
+    const body: Record<string, unknown> = { id: check.runId("runId", runId) };
+    if (step !== undefined) body.step = check.integer("step", step, 1, 2147483647);
+    return (await this.admin(this.subjects.runsSteps, body)).steps ?? [];
   }
 
   private async admin(subject: string, body: unknown, timeoutSeconds = 10): Promise<Reply> {

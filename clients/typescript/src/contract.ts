@@ -52,6 +52,8 @@ export interface Contract {
   RunGet: RunGet;
   RunInfo: RunInfo;
   RunRequest: RunRequest;
+  RunStep: RunStep;
+  RunSteps: RunSteps;
   RunsList: RunsList;
   Schedule: Schedule;
   ScheduleCreate: ScheduleCreate;
@@ -360,6 +362,7 @@ export interface Reply {
   runs?: RunInfo[] | null;
   run?: RunInfo | null;
   approvals?: ApprovalRecord[] | null;
+  steps?: RunStep[] | null;
 }
 export interface Schedule {
   name: string;
@@ -412,6 +415,23 @@ export interface RunInfo {
   duration_seconds?: number | null;
   usage?: TokenUsage | null;
   error?: ErrorInfo | null;
+}
+/**
+ * One recorded step of a run.
+ */
+export interface RunStep {
+  number: number;
+  kind: "approval" | "guardrail" | "handoff" | "mcp" | "model" | "run" | "session" | "sleep" | "tool";
+  name: string;
+  status: "completed" | "failed";
+  started_at?: number | null;
+  ended_at?: number | null;
+  attempt?: number | null;
+  value?: {
+    [k: string]: unknown | undefined;
+  };
+  error?: ErrorInfo | null;
+  cut?: boolean;
 }
 /**
  * A model call failed for a passing reason (rate limit, overload, no connection): the run waits
@@ -500,6 +520,17 @@ export interface RunGet {
    * 1-128 characters of [A-Za-z0-9_-]: one subject token
    */
   id: string;
+}
+/**
+ * `<prefix>.runs.steps` (request/reply): a run's recorded steps, in order; with `step`, that one
+ * step with its whole value (a listing cuts long values).
+ */
+export interface RunSteps {
+  /**
+   * 1-128 characters of [A-Za-z0-9_-]: one subject token
+   */
+  id: string;
+  step?: number | null;
 }
 /**
  * `<prefix>.runs.list` (request/reply): the newest runs first, filtered; the body may be empty.

@@ -67,6 +67,10 @@ export class Subjects {
     return `${this.prefix}.runs.get`;
   }
 
+  get runsSteps(): string {
+    return `${this.prefix}.runs.steps`;
+  }
+
   get queuesConfigure(): string {
     return `${this.prefix}.queues.configure`;
   }

@@ -400,6 +400,20 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     await client.cancel(waiting.runId);
   });
 
+  test("steps gives a run's recorded steps, one whole by number", async () => {
+    const city = uid("Lima");
+    const done = await client.submit(AGENT, `get_weather city=${city}`);
+    await done.result({ timeoutSeconds: 30 });
+    const steps = await client.steps(done.runId);
+    const tool = steps.find((s) => s.kind === "tool");
+    assert.ok(tool, JSON.stringify(steps));
+    assert.equal(tool.name, "tool:get_weather");
+    assert.equal((tool.value as { output: string }).output, `sunny in ${city}`);
+    assert.equal(steps.filter((s) => s.kind === "model").length, 2);
+    assert.deepEqual(await client.steps(done.runId, tool.number), [tool]);
+    await assert.rejects(client.steps(uid("nope")), (e: unknown) => e instanceof RequestRefusedError && e.error.type === "UnknownRun");
+  });
+
   test("a token budget, per run and as a queue's default, fails the run that crosses it", async () => {
     const run = await client.submit(AGENT, "hello", { maxTokens: 1 });
     await assert.rejects(run.result({ timeoutSeconds: 30 }), (error: Error) => {

@@ -99,8 +99,14 @@ class Step:
     name: str
     error: BaseException | None = None
     output: Any = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    """Epoch seconds (None where DBOS did not record them)."""
 
 
 def step(s: Any) -> Step:
     name = s["function_name"]
-    return Step(number=s["function_id"], name=name.removeprefix("DBOS."), error=s.get("error"), output=s.get("output"))
+    return Step(
+        number=s["function_id"], name=name.removeprefix("DBOS."), error=s.get("error"), output=s.get("output"),
+        started_at=_seconds(s.get("started_at_epoch_ms")), ended_at=_seconds(s.get("completed_at_epoch_ms")),
+    )
