@@ -129,6 +129,10 @@ class Actor:
         """Process one message; raise to have it redelivered later."""
         raise NotImplementedError
 
+    async def on_give_up(self, msg: Message, exc: Exception) -> None:
+        """A message is being dead-lettered after its handler failed for good: say so where it
+        matters (the governor fails a run it had accepted)."""
+
     async def ready(self) -> None:
         """Wait until this actor can take one more message."""
         await self._slots.acquire()
@@ -293,6 +297,10 @@ class Actor:
         if refused or attempt >= self.max_deliver:
             reason = "publish not permitted" if refused else f"handling failed {attempt} times"
             log.error("%s: giving up on a message on %s (%s): %s: %s", self.name, msg.subject, reason, type(exc).__name__, exc)
+            try:
+                await self.on_give_up(msg, exc)
+            except Exception:
+                log.exception("%s: could not say that a message was given up", self.name)
             try:
                 await self.bus.dead_letter(msg.subject, msg.data, msg.headers, reason, exc, origin=origin(msg))
                 await msg.term()

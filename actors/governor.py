@@ -19,7 +19,7 @@ import logging
 
 from actors.agent import AgentActor
 from actors.base import Actor, KnownAgents, origin
-from subjects.events import Accepted, ErrorInfo, Queued, Rejected, decode_submit_answer, submit_answer
+from subjects.events import Accepted, ErrorInfo, Failed, Queued, Rejected, decode_submit_answer, submit_answer
 from subjects.messages import QueueConfigure, QueueDelete, QueueStatusRequest, Reply, RunGet, RunsList, RunSteps
 from subjects.names import SUBMIT_STREAM
 from timestep.durable import admission, listing, queues
@@ -92,13 +92,28 @@ class Governor(Actor):
         log.info("admitted run %s (%s)", run_id, f"queue {request.queue}" if request.queue else "direct")
 
     async def _start_now(self, request, run_id: str) -> None:
+        # `accepted` is stored first, so no event of the run comes before it, wherever the run starts.
+        # A crash before the run is handed on redelivers the request (it is acked after this), which
+        # publishes `accepted` again (stored once: its message id) and hands the run on.
         start = StartRun(run_id=run_id, timeout_seconds=request.timeout_seconds, spec=_traced(to_spec(request, seq_base=1)))
+        await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
         if self.local_agent is not None:
             await self.local_agent.start_run(start)
         else:
             trace = observe.run_trace(run_id)
             await self.bus.publish_durably(self.bus.subjects.start, encode(start), run_id, headers=observe.trace_headers(trace))
-        await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
+
+    async def on_give_up(self, msg: Message, exc: Exception) -> None:
+        """A request whose run was accepted but could not be handed on (the database or the bus
+        failing for every attempt) ends with `failed`, so nobody waits on it forever."""
+        try:
+            _, run_id = parse_request(msg.data, msg.headers, self.bus.settings.max_request_bytes)
+        except Invalid:
+            return
+        if await run_state(run_id) is not None or await self.bus.stored_event(run_id, "accepted") is None:
+            return  # the run exists and says its own end, or was never accepted
+        error = ErrorInfo(type="Unavailable", message=f"the run could not be started: {type(exc).__name__}: {exc}; submit it again")
+        await self.bus.publish_event(Failed(run_id=run_id, seq=2, time=now(), error=error))
 
     async def _enqueue(self, request, run_id: str) -> None:
         queue = request.queue

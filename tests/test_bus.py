@@ -616,3 +616,23 @@ async def test_a_run_config_and_hooks_registered_with_the_agent_hold_for_its_run
     events = await collect(client, run.run_id)
     assert events[-1].output == "house-model at 0.4"
     assert bus_agents.CALLS.count(hooked) == before + 1
+
+
+async def test_a_direct_runs_accepted_is_stored_before_the_run_is_handed_on(client, system, monkeypatch) -> None:
+    """The governor stores `accepted` before it hands a direct run to an agent actor, so no event of
+    the run (the agent's `started`, wherever it runs) can come before it in the stream."""
+    from actors.governor import Governor
+
+    governor = next(a for a in system.actors if isinstance(a, Governor))
+    agent = governor.local_agent
+    seen: dict[str, bool] = {}
+    original = agent.start_run
+
+    async def start_run(start) -> None:
+        seen[start.run_id] = await system.bus.stored_event(start.run_id, "accepted") is not None
+        await original(start)
+
+    monkeypatch.setattr(agent, "start_run", start_run)
+    run = await client.submit("bus-assistant", "get_weather city=Quito")
+    await run.result()
+    assert seen == {run.run_id: True}

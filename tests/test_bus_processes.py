@@ -166,3 +166,4 @@ async def test_two_schedulers_run_each_tick_once(cluster: Cluster) -> None:
     assert len(completed) >= 3, completed
     assert set(completed.values()) == {1}
     assert cluster.calls().count(f"get_weather:{name}") == len(completed)
+
