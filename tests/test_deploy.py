@@ -246,25 +246,17 @@ def test_systemd_units(up) -> None:
 async def test_three_node_cluster_from_the_config_replicates_streams(tmp_path: Path) -> None:
     """Three nats-servers from deploy/nats/nats.conf on loopback (its addresses, store and pid file
     substituted), the actors' streams created with TIMESTEP_STREAM_REPLICAS=3 by the agent user."""
-    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-    routes = "[" + ", ".join(f"nats://route:route-pw@127.0.0.1:{cluster}" for _, cluster, _ in ports) + "]"
-    procs = []
+    procs: list[subprocess.Popen] = []
     try:
-        for i, (client, cluster, http) in enumerate(ports):
-            node = tmp_path / f"n{i}"
-            shutil.copytree(NATS_DIR, node)
-            conf = (NATS_DIR / "nats.conf").read_text()
-            for old, new in (
-                ("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{client}"), ("http: 0.0.0.0:8222", f"http: 127.0.0.1:{http}"),
-                ("listen: 0.0.0.0:6222", f"listen: 127.0.0.1:{cluster}"), ("/data/jetstream", str(node / "jetstream")),
-                ("/tmp/nats-server.pid", str(node / "nats-server.pid")),
-            ):
-                assert conf.count(old) == 1, old
-                conf = conf.replace(old, new)
-            (node / "nats.conf").write_text(conf)
-            env = nats_env(NATS_SERVER_NAME=f"n{i}", NATS_ROUTES=routes, NATS_ROUTE_PASSWORD="route-pw", NATS_AGENT_PASSWORD="agent-pw")
-            log = (tmp_path / f"n{i}.log").open("w")
-            procs.append(subprocess.Popen([server_binary(), "-c", str(node / "nats.conf")], env=env, stdout=log, stderr=subprocess.STDOUT))
+        for attempt in range(3):  # a port picked free can be taken before the server binds it: pick again
+            ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+            procs = _start_cluster(tmp_path / f"try{attempt}", ports)
+            await asyncio.sleep(1.0)
+            if all(proc.poll() is None for proc in procs):
+                break
+            _stop_all(procs)
+        else:
+            raise AssertionError("three tries at starting the cluster all met a port in use")
         url = ",".join(f"nats://127.0.0.1:{client}" for client, _, _ in ports)
         base = Settings.from_env()
         none = {f.name: None for f in dataclasses.fields(NatsSettings) if f.name != "connect_deadline"}
@@ -294,11 +286,37 @@ async def test_three_node_cluster_from_the_config_replicates_streams(tmp_path: P
         finally:
             await bus.close()
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_all(procs)
+
+
+def _start_cluster(where: Path, ports: list[tuple[int, int, int]]) -> list[subprocess.Popen]:
+    """The three nodes of deploy/nats/nats.conf on these (client, cluster, http) ports, under `where`."""
+    routes = "[" + ", ".join(f"nats://route:route-pw@127.0.0.1:{cluster}" for _, cluster, _ in ports) + "]"
+    procs = []
+    for i, (client, cluster, http) in enumerate(ports):
+        node = where / f"n{i}"
+        shutil.copytree(NATS_DIR, node)
+        conf = (NATS_DIR / "nats.conf").read_text()
+        for old, new in (
+            ("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{client}"), ("http: 0.0.0.0:8222", f"http: 127.0.0.1:{http}"),
+            ("listen: 0.0.0.0:6222", f"listen: 127.0.0.1:{cluster}"), ("/data/jetstream", str(node / "jetstream")),
+            ("/tmp/nats-server.pid", str(node / "nats-server.pid")),
+        ):
+            assert conf.count(old) == 1, old
+            conf = conf.replace(old, new)
+        (node / "nats.conf").write_text(conf)
+        env = nats_env(NATS_SERVER_NAME=f"n{i}", NATS_ROUTES=routes, NATS_ROUTE_PASSWORD="route-pw", NATS_AGENT_PASSWORD="agent-pw")
+        log = (where / f"n{i}.log").open("w")
+        procs.append(subprocess.Popen([server_binary(), "-c", str(node / "nats.conf")], env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stop_all(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
