@@ -245,8 +245,9 @@ class RunStep(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempt: int | None = None
     """A model call's attempt (1, 2, ...), counted over the failed attempts just before it."""
     value: Any = None
-    """What it recorded, readable: a model call's output items, usage and model; a tool call's
-    arguments and output; a guardrail's output; a decision."""
+    """What it recorded, readable: a model call's `input` items (or `input_since_previous`, those
+    added since the run's previous model call), its `instructions` when they changed, its `output`
+    items and `usage`; a tool call's `arguments` and `output`; a guardrail's output; a decision."""
     error: ErrorInfo | None = None
     cut: bool = False
     """`value` is cut (to its first 2,000 characters of JSON, as a string); ask for the step by number for all of it."""

@@ -39,6 +39,11 @@ async def test_a_runs_steps_say_what_each_call_recorded(db: str) -> None:
     assert [s.number for s in steps] == sorted(s.number for s in steps)
     first, tool, last = steps
     assert first.attempt == 1 and first.value["output"][0]["name"] == "get_weather"
+    # What each model call was given: the first its whole input, the next only what was added since.
+    assert first.value["input"] == [{"role": "user", "content": "Weather in Oslo?"}]
+    assert last.cut  # it holds the tool's long output
+    [last] = await timestep.run_steps(result.workflow_id, last.number)
+    assert "input" not in last.value and [i["type"] for i in last.value["input_since_previous"]] == ["function_call", "function_call_output"]
     assert set(first.value["usage"]) == {"input_tokens", "output_tokens", "total_tokens"}
     assert last.value["output"][0]["content"][0]["text"] == "Sunny."
     assert all(s.started_at and s.ended_at and s.started_at <= s.ended_at for s in steps)

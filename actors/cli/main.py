@@ -408,7 +408,8 @@ async def _steps(args: argparse.Namespace) -> int:
         for s in steps:
             took = f"{(s.ended_at - s.started_at) * 1000:.0f} ms" if s.started_at and s.ended_at else "-"
             status = s.status if s.attempt is None or s.attempt == 1 and s.status == "completed" else f"{s.status} #{s.attempt}"
-            shown = f"{s.error.type}: {s.error.message}" if s.error else "" if s.value is None else encode_json(s.value) if not s.cut else s.value
+            value = s.value.get("output", s.value) if isinstance(s.value, dict) and s.kind == "model" else s.value  # a model call: its answer
+            shown = f"{s.error.type}: {s.error.message}" if s.error else "" if value is None else encode_json(value) if not s.cut else value
             shown = shown if len(shown) <= 100 else shown[:99] + "…"
             print(f"{s.number:>4} {s.kind:<10} {s.name[:28]:<28} {status:<10} {took:>8}  {shown}")
         return 0

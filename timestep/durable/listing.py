@@ -11,9 +11,6 @@ a caller that saw the event lists the run as waiting.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import msgspec
 from agents.items import ModelResponse
 
@@ -22,7 +19,7 @@ from subjects.messages import RunInfo, RunStep
 from timestep.durable import approvals, engine
 from timestep.durable.model_retry import Failure
 from timestep.durable.runs import RunResult, RunSpec
-from timestep.durable.steps import StepOutcome
+from timestep.durable.steps import StepOutcome, plain
 
 WORKFLOW = "timestep.agent_run"
 #: Fetched at most when filtering by agent (which DBOS cannot filter on): the newest this many runs.
@@ -82,21 +79,6 @@ def _kind(name: str) -> str:
     return next((kind for prefix, kind in _KINDS if name.startswith(prefix)), "run")
 
 
-def _readable(value: Any) -> Any:
-    """`value` as JSON types: pydantic models dumped, dataclasses and Structs as their fields, anything else by repr."""
-    def fallback(obj: Any) -> Any:
-        dump = getattr(obj, "model_dump", None)
-        if callable(dump):
-            return dump(exclude_none=True, mode="json")
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-        if isinstance(obj, BaseException):
-            return f"{type(obj).__name__}: {obj}"
-        return repr(obj)
-
-    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=fallback))
-
-
 def _step(s: engine.Step, attempt: int | None) -> RunStep:
     outcome = s.output
     value, error, detail = (outcome.value, outcome.error, outcome.detail) if isinstance(outcome, StepOutcome) else (outcome, s.error, None)
@@ -104,9 +86,9 @@ def _step(s: engine.Step, attempt: int | None) -> RunStep:
     if isinstance(value, ModelResponse):
         usage = value.usage
         tokens = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens}
-        value = {"output": value.output, "usage": tokens, "response_id": value.response_id}
+        value = {**(detail or {}), "output": value.output, "usage": tokens, "response_id": value.response_id}
     elif failure is not None:
-        value = {"status_code": failure.status_code, "retry_after": failure.retry_after, "wait": failure.delay}
+        value = {**(detail or {}), "status_code": failure.status_code, "retry_after": failure.retry_after, "wait": failure.delay}
     elif s.name.startswith("tool:") and detail is not None:
         value = {"arguments": detail.get("arguments"), "output": value}
     info = None
@@ -116,7 +98,7 @@ def _step(s: engine.Step, attempt: int | None) -> RunStep:
         info = ErrorInfo(type=getattr(error, "provider_error", None) or type(error).__name__, message=str(error))
     return RunStep(
         number=s.number, kind=_kind(s.name), name=s.name, status="failed" if info is not None else "completed",  # type: ignore[arg-type]
-        started_at=s.started_at, ended_at=s.ended_at, attempt=attempt, value=_readable(value) if value is not None else None, error=info,
+        started_at=s.started_at, ended_at=s.ended_at, attempt=attempt, value=plain(value) if value is not None else None, error=info,
     )
 
 

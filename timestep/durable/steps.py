@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
+import msgspec
 from agents import Agent, FunctionTool, GuardrailFunctionOutput, Handoff, InputGuardrail, Model, ModelProvider, OpenAIConversationsSession, OutputGuardrail, RunConfig, Usage
 from agents import run as agent_run
 from agents.run import AgentRunner
@@ -160,7 +161,26 @@ class RunRecorder:
         self.definition: str | None = None  # the definition the run went on under, when it changed
         self.context: Any = None
         """The run's context (`Runner.run(context=...)`); each step records it as the step left it."""
+        self._model_input: tuple[Any, list[Any]] | None = None  # the last model call's instructions and input items
         self.has_context = False
+
+    def model_input(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        """What a model call was given, for its step's record (read by `listing.run_steps`): its input
+        items, or only those added since the run's previous model call when it went on from there
+        (`input_since_previous`), and its instructions when they changed."""
+        instructions = args[0] if args else kwargs.get("system_instructions")
+        given = args[1] if len(args) > 1 else kwargs.get("input")
+        items = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or [])
+        previous = self._model_input
+        self._model_input = (instructions, items)
+        detail: dict[str, Any] = {}
+        if previous is not None and len(items) >= len(previous[1]) and items[: len(previous[1])] == previous[1]:
+            detail["input_since_previous"] = items[len(previous[1]):]
+        else:
+            detail["input"] = items
+        if previous is None or instructions != previous[0]:
+            detail["instructions"] = instructions
+        return plain(detail)
 
     def event(self, cls: type, **fields: Any) -> None:
         """Queue an event made by workflow code; the next executed step delivers it."""
@@ -361,8 +381,9 @@ class DurableModel(Model):
 
         # Each attempt is its own step and records its failure as a value, so the decision to
         # retry is made here from the record: a replay makes the same attempts and waits.
+        detail = recorder.model_input(args, kwargs)
         while True:
-            outcome = await recorder.step("model", call, preemptible=True)
+            outcome = await recorder.step("model", call, preemptible=True, detail=detail)
             if not isinstance(outcome, model_retry.Failure):
                 break
             # (a failure recorded before the decision was recorded with it: decide now, as then)
@@ -506,6 +527,22 @@ class DurableModelProvider(ModelProvider):
 
 
 # --- tools and agents -------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """`value` as JSON types, so that recording it can never fail: pydantic models dumped,
+    dataclasses as their fields, anything else by its repr."""
+    def fallback(obj: Any) -> Any:
+        dump = getattr(obj, "model_dump", None)
+        if callable(dump):
+            return dump(exclude_none=True, mode="json")
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        if isinstance(obj, BaseException):
+            return f"{type(obj).__name__}: {obj}"
+        return repr(obj)
+
+    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=fallback))
 
 
 def _as_text(output: Any) -> str:
