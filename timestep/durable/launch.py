@@ -10,7 +10,6 @@ from collections.abc import Generator
 from typing import Any
 
 from timestep.durable import engine
-from timestep.durable import models, runs
 from timestep.settings import Settings
 from timestep.settings import current as current_settings
 
@@ -38,6 +37,8 @@ def configure_dbos(name: str = "timestep", system_database_url: str | None = Non
     """
     logging.getLogger("timestep").setLevel(current_settings().log_level)
     if openai_api is not None:
+        from timestep.durable import models  # the Agents SDK: imported by what runs agents, not by every command
+
         models.use_openai_api(openai_api)  # checked first: a bad value changes nothing
     return engine.configure(name=name, system_database_url=system_database_url)
 
@@ -50,6 +51,8 @@ def ensure_dbos_launched() -> _Done:
     >>> register_agent(agent)
     >>> await ensure_dbos_launched()
     """
+    from timestep.durable import runs
+
     runs.ensure_dbos_launched()  # importing runs declared every workflow, so recovery finds them
     return _Done()
 
