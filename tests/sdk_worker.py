@@ -347,6 +347,33 @@ async def session_items(scenario: str) -> dict[str, Any]:
     return {"session": kinds, "database_session": len(await timestep.DatabaseSession(session.session_id).get_items())}
 
 
+# --- fork (time travel): a run, then a fork of it from a step, with the agent's instructions changed ---
+
+
+@function_tool
+async def note(x: int) -> str:
+    """Take a note."""
+    log(f"tool:note:{x}")
+    return f"noted {x}"
+
+
+def plan(call: Any) -> Any:
+    """note(1), then slow(2), then an answer in the agent's instructions' words."""
+    done = outputs(call)
+    if not done:
+        return [function_call("note", {"x": 1}, call_id="n1")]
+    if len(done) == 1:
+        return [function_call("slow", {"x": 2}, call_id="s2")]
+    return [assistant_message(f"{call.system_instructions} {' | '.join(done)}")]
+
+
+# FORKED set: the agent as changed since the run it forks (its instructions), as a redeploy registers it.
+planner = timestep.register_agent(Agent(
+    name="planner", instructions=os.environ.get("FORKED_INSTRUCTIONS", "Be brief."), tools=[note, slow], model=model("planner", plan),
+))
+FORK_ID = f"sdk-{scenario}-fork"
+
+
 SCENARIOS: dict[str, tuple[Agent | None, str]] = {
     "run_config": (configured, "configure"),
     "context": (shopper, "apples and pears"),
@@ -356,6 +383,7 @@ SCENARIOS: dict[str, tuple[Agent | None, str]] = {
     "guardrails": (guarded, "tell me"),
     "guardrail-trip": (guarded, "the secret"),  # the output guardrail trips, after the recovery
     "tool_guardrails": (classifier, "classify"),
+    "fork": (planner, "plan"),
     "sqlite-session": (remembering, "remember"),
     "own-session": (remembering, "remember"),
 }
@@ -378,8 +406,14 @@ async def run(agent: Agent, text: str) -> None:
             config = RUN_CONFIG if scenario == "run_config" else None
             session = SESSIONS[scenario]() if scenario in SESSIONS else None
             result = await timestep.run_agent_workflow(agent, text, session, workflow_id=RUN_ID, context=context, run_config=config)
+        elif mode == "steps":  # the run's steps, as [number, name]
+            print(json.dumps([[s.number, s.name] for s in await timestep.run_steps(RUN_ID)]))
+            return
+        elif mode == "fork":  # fork RUN_ID from the step FORK_FROM, then wait for the fork's result
+            handle = await timestep.fork_run(RUN_ID, int(os.environ["FORK_FROM"]), workflow_id=FORK_ID)
+            result = await handle.get_result()
         elif mode in ("recover", "read"):
-            result = await timestep.RunHandle(RUN_ID).get_result()
+            result = await timestep.RunHandle(os.environ.get("RESULT_OF", RUN_ID)).get_result()
         else:
             raise SystemExit(f"unknown mode {mode!r}")
     except agents.AgentsException as exc:

@@ -198,3 +198,33 @@ def test_tool_guardrails_that_finished_do_not_run_again_after_a_sigkill(fresh_db
     assert done == {"output": "length:5 | Remove secrets before calling this tool. | slow(3)"}
     assert _calls(tmp_path) == before + Counter({"tool:slow:start": 1, "tool:slow:end": 1, "model:classifier:3": 1})
     assert len(_pids(tmp_path)) == 2
+
+
+def test_a_fork_runs_nothing_before_its_step_again_also_across_a_sigkill(fresh_db_url: str, tmp_path: Path) -> None:
+    """A run (model, note, model, slow, model) ends; the agent's instructions change; a fork from the
+    second model call makes that call with the new instructions and is SIGKILLed in `slow`; the
+    process that recovers the fork finishes it. The note tool and the first model call never ran
+    again, and the fork's answer is in the new instructions' words."""
+    done = _finish("run", "fork", fresh_db_url, tmp_path)
+    assert done == {"output": "Be brief. noted 1 | slow(2)"}
+    original = _calls(tmp_path)
+    assert original == Counter({"model:planner:0": 1, "tool:note:1": 1, "model:planner:1": 1, "tool:slow:start": 1, "tool:slow:end": 1,
+                                "model:planner:2": 1})
+    listed = _finish("steps", "fork", fresh_db_url, tmp_path)
+    assert [name for _, name in listed] == ["model", "tool:note", "model", "tool:slow", "model"]
+    second_model = listed[2][0]
+
+    changed = {"FORKED_INSTRUCTIONS": "Be loud!", "FORK_FROM": str(second_model)}
+    (tmp_path / "block").touch()
+    fork = _spawn("fork", "fork", fresh_db_url, tmp_path, **changed)
+    try:
+        deadline = time.monotonic() + 60
+        while _calls(tmp_path)["tool:slow:start"] < 2:
+            assert fork.poll() is None and time.monotonic() < deadline, fork.stderr.read()[-3000:] if fork.poll() is not None else "no fork"
+            time.sleep(0.05)
+    finally:
+        fork.send_signal(signal.SIGKILL)
+        fork.wait(60)
+    (tmp_path / "block").unlink()
+    assert _finish("recover", "fork", fresh_db_url, tmp_path, RESULT_OF="sdk-fork-fork", **changed) == {"output": "Be loud! noted 1 | slow(2)"}
+    assert _calls(tmp_path) - original == Counter({"model:planner:1": 1, "tool:slow:start": 2, "tool:slow:end": 1, "model:planner:2": 1})

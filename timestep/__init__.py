@@ -53,6 +53,7 @@ _EXPORTS = {
     "cancel_run": "timestep.durable.runs",
     "queue_agent_workflow": "timestep.durable.runs",
     "run_agent_workflow": "timestep.durable.runs",
+    "fork_run": "timestep.durable.runs",
     "ScheduleInfo": "timestep.durable.schedules",
     "create_scheduled_agent_workflow": "timestep.durable.schedules",
     "delete_schedule": "timestep.durable.schedules",
@@ -104,7 +105,7 @@ if TYPE_CHECKING:
     from subjects.messages import ModelRetry
     from timestep.durable.queues import QueuePause, QueuePolicy, configure_queue, delete_queue
     from timestep.durable.registry import get_agent, register_agent, registered_agents
-    from timestep.durable.runs import RunHandle, RunResult, RunStatus, cancel_run, queue_agent_workflow, run_agent_workflow
+    from timestep.durable.runs import RunHandle, RunResult, RunStatus, cancel_run, fork_run, queue_agent_workflow, run_agent_workflow
     from timestep.durable.schedules import ScheduleInfo, create_scheduled_agent_workflow, delete_schedule, list_schedules
     from timestep.durable.listing import run_steps
     from timestep.durable.sessions import DatabaseSession, register_session_factory

@@ -506,6 +506,12 @@ def _jsonable(value: Any) -> Any:
 # --- validation at the boundary ---------------------------------------------------
 
 
+def _check_run_id(field: str, run_id: Any) -> None:
+    problem = run_id_problem(run_id)
+    if problem is not None:
+        raise ValidationError(field, f"{run_id!r} {problem}", "run ids are NATS subject tokens: letters, digits, '_' and '-'")
+
+
 def _check_workflow_id(workflow_id: Any) -> None:
     problem = run_id_problem(workflow_id)
     if problem is not None:
@@ -821,6 +827,50 @@ async def start_run(spec: RunSpec, run_id: str, timeout_seconds: float | None) -
     """Start an admitted run now, in this process: the one start of both ways in (the library's
     `run_agent_workflow`, a bus run handed to an agent actor). Returns its DBOS handle."""
     return await engine.start(agent_run, spec, workflow_id=run_id, timeout_seconds=timeout_seconds)
+
+
+async def fork_run(run_id: str, from_step: int, *, workflow_id: str | None = None) -> RunHandle:
+    """A new run that goes on from step `from_step` of the finished run `run_id` (the step numbers
+    of `run_steps`): the steps before it are taken from the record, so no model call, tool call or
+    other step before it runs again, and from it on the run runs with the agent as registered now
+    (changed since: an `agent_changed` event says what changed, or, when the agent's policy is
+    `fail`, the fork fails with AgentChangedError). Its id is `workflow_id`, else a new one; await
+    `get_result()` of the returned handle for its result. Refused (ValidationError naming the
+    argument): a run that has not ended, a run with a session (the fork would write its turn to the
+    session a second time), a step the run does not have.
+
+    >>> handle = await fork_run("r-1", 3)   # run r-1 again from its step 3, with the agent as it is now
+    >>> (await handle.get_result()).output
+    """
+    _check_run_id("run_id", run_id)
+    if workflow_id is not None:
+        _check_run_id("workflow_id", workflow_id)
+    if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 1:
+        raise ValidationError("from_step", f"{from_step!r} is not a step number", "give the number of a step of the run (`run_steps`)")
+    ensure_dbos_launched()
+    found = await engine.list_workflows(ids=[run_id], name="timestep.agent_run")
+    if not found:
+        raise ValidationError("run_id", f"no run {run_id!r} in this database", "check the id (`timestep workflows list` lists the runs)")
+    run = found[0]
+    if not run.finished:
+        raise ValidationError("run_id", f"run {run_id!r} is {run.status}; a fork goes on from a run that ended", "wait for it to end, or cancel it")
+    spec = run.args[0] if run.args and isinstance(run.args[0], RunSpec) else None
+    if spec is None:
+        raise ValidationError("run_id", f"run {run_id!r} was not started by this version of Timestep", "fork a run of this version")
+    if spec.session_id:
+        raise ValidationError(
+            "run_id", f"run {run_id!r} has session {spec.session_id!r}: a fork would write its turn to that session a second time",
+            "fork a run without a session",
+        )
+    last = max((s.number for s in await engine.list_steps(run_id)), default=0)
+    if from_step > last + 1:
+        raise ValidationError("from_step", f"run {run_id!r} has steps 1 to {last}", f"give a step from 1 to {last + 1}")
+    registry.get_agent(spec.agent)  # UnknownAgentError: the fork runs here, with the agent registered here
+    new_id = workflow_id or f"{run_id[:100]}-fork-{uuid.uuid4().hex[:12]}"
+    if await engine.status(new_id) is not None:
+        raise ValidationError("workflow_id", f"{new_id!r} is the id of a run already", "give the fork an id of its own, or none")
+    await engine.fork(run_id, from_step, new_id)
+    return RunHandle(new_id)
 
 
 async def apply_queue(spec: RunSpec, queue: str) -> None:

@@ -40,7 +40,7 @@ __all__ = [
     "FINISHED", "STATUSES", "UNFINISHED", "Admin", "CancelledInside", "NonExistentWorkflow", "Step", "Workflow",
     "WorkflowCancelled", "after_launch", "apply_schedule", "blocking", "busy", "cancel", "cancel_now", "configure",
     "current_config", "current_step_id", "current_workflow_id", "database_url", "delete_queue", "delete_schedule",
-    "enqueue", "first_execution", "hold_queues_with", "hooks", "hurry_stop", "in_event_loop", "io", "is_launched",
+    "enqueue", "first_execution", "fork", "hold_queues_with", "hooks", "hurry_stop", "in_event_loop", "io", "is_launched",
     "is_sqlite", "launch", "lifecycle", "limiter_period", "list_schedules", "list_steps", "list_workflows",
     "listen_to_no_queues", "logs", "queue_counts", "queue_policy", "recv", "records", "register_queue", "resume",
     "retrieve", "run_status", "send", "send_now", "shutdown", "sleep", "sqlite_path", "start", "status", "status_now",
@@ -203,6 +203,15 @@ def listen_to_no_queues() -> None:
 def send_now(workflow_id: str, message: Any, topic: str, idempotency_key: str | None = None) -> None:
     """`send`, blocking."""
     DBOS.send(workflow_id, message, topic, idempotency_key=idempotency_key)
+
+
+async def fork(workflow_id: str, start_step: int, new_id: str) -> Any:
+    """A new workflow `new_id` with `workflow_id`'s input and its recorded steps before `start_step`,
+    executing from that step on (the ones before are replayed from the record). Returns its handle."""
+    with SetWorkflowID(new_id):
+        handle = await DBOS.fork_workflow_async(workflow_id, start_step)
+    hooks.wake_queue(hooks.internal_queue().name)  # a forked run waits on DBOS's internal queue
+    return handle
 
 
 async def resume(workflow_id: str) -> Any:

@@ -1,0 +1,74 @@
+"""Fork: a new run that goes on from a step of a finished run, with the agent as registered now;
+the steps before it come from the record, so nothing before it runs again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from agents import Agent, function_tool
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+
+import timestep
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def weather_agent(name: str, looked_up: list[str], seen: list[str]) -> Agent:
+    @function_tool
+    def get_weather(city: str) -> str:
+        looked_up.append(city)
+        return f"sunny in {city}"
+
+    def answer(call) -> object:
+        seen.append(call.system_instructions)
+        outputs = [i["output"] for i in call.input if isinstance(i, dict) and i.get("type") == "function_call_output"]
+        if not outputs:
+            return [function_call("get_weather", {"city": "Oslo"}, call_id="w1")]
+        return [assistant_message(f"{call.system_instructions} {outputs[-1]}")]
+
+    model = ScriptedModel([ModelStep.respond(answer) for _ in range(6)])
+    return timestep.register_agent(Agent(name=name, instructions="Be brief.", tools=[get_weather], model=model))
+
+
+async def test_a_fork_goes_on_from_a_step_with_the_agent_changed_since(db: str) -> None:
+    """Run: model (calls the tool), tool, model (answers). Change the agent's instructions, fork
+    from the last model call: the fork's answer follows the new instructions, and neither the first
+    model call nor the tool call is made again."""
+    looked_up: list[str] = []
+    seen: list[str] = []
+    agent = weather_agent(uid("forecaster"), looked_up, seen)
+    first = await timestep.run_agent_workflow(agent, "Weather in Oslo?")
+    assert first.output == "Be brief. sunny in Oslo"
+    steps = await timestep.run_steps(first.workflow_id)
+    assert [s.name for s in steps] == ["model", "tool:get_weather", "model"]
+
+    timestep.register_agent(agent.clone(instructions="Be loud!"))
+    handle = await timestep.fork_run(first.workflow_id, steps[2].number)
+    forked = await asyncio.wait_for(handle.get_result(), 30)
+    assert forked.output == "Be loud! sunny in Oslo"
+    assert looked_up == ["Oslo"]  # the tool call before the fork point came from the record
+    assert seen == ["Be brief.", "Be brief.", "Be loud!"]  # so did the first model call
+    forked_steps = await timestep.run_steps(handle.workflow_id)
+    assert [s.name for s in forked_steps] == ["model", "tool:get_weather", "model"]
+    assert [s.value for s in forked_steps[:2]] == [s.value for s in steps[:2]]
+    assert (await timestep.run_steps(first.workflow_id)) == steps  # the run forked is as it was
+
+
+async def test_a_fork_is_refused_naming_what_does_not_fit(db: str) -> None:
+    agent = weather_agent(uid("forecaster"), [], [])
+    done = await timestep.run_agent_workflow(agent, "Weather in Oslo?")
+    with pytest.raises(timestep.ValidationError, match="^from_step: .* has steps 1 to 3"):
+        await timestep.fork_run(done.workflow_id, 9)
+    with pytest.raises(timestep.ValidationError, match="^from_step: "):
+        await timestep.fork_run(done.workflow_id, 0)
+    with pytest.raises(timestep.ValidationError, match="^run_id: no run"):
+        await timestep.fork_run(uid("nothing"), 1)
+    with pytest.raises(timestep.ValidationError, match="^workflow_id: .* is the id of a run already"):
+        await timestep.fork_run(done.workflow_id, 1, workflow_id=done.workflow_id)
+    talked = await timestep.run_agent_workflow(weather_agent(uid("chatty"), [], []), "Weather?", uid("session"))
+    with pytest.raises(timestep.ValidationError, match="^run_id: .* has session"):
+        await timestep.fork_run(talked.workflow_id, 1)
