@@ -118,6 +118,29 @@ def test_steps_lists_what_each_call_recorded_and_shows_one_whole(running: Up) ->
     assert "step" in cli(env, "steps", run_id, "--step", "999", code=1).stderr
 
 
+def test_fork_runs_a_finished_run_again_from_a_step_in_the_deployment(running: Up) -> None:
+    """`timestep fork RUN_ID --from-step N`: the deployment's agent process runs the fork from the
+    last model call; the tool call before it is not made again (the fork publishes no tool event,
+    and its tool step holds the recorded value), and the fork completes with the same answer;
+    refusals exit 2 naming the flag or argument."""
+    env = running.env()
+    run_id = uid("forked")
+    cli(env, "run", AGENT, "get_weather city=Quito", "--id", run_id)
+    steps = json.loads(cli(env, "steps", run_id, "--json").stdout)
+    last_model = [s["number"] for s in steps if s["kind"] == "model"][-1]
+    fork_id = uid("fork")
+    done = cli(env, "fork", run_id, "--from-step", str(last_model), "--id", fork_id, "--json")
+    assert f"run {fork_id}: a fork of run {run_id} from its step {last_model}" in done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[-1]["type"] == "completed" and events[-1]["output"] == "get_weather returned: sunny in Quito"
+    assert not any(e["type"] in ("tool_call", "tool_output") for e in events)  # the tool call came from the record
+    forked = json.loads(cli(env, "steps", fork_id, "--json").stdout)
+    assert [s["name"] for s in forked] == [s["name"] for s in steps]
+    assert [s["value"] for s in forked if s["kind"] == "tool"] == [s["value"] for s in steps if s["kind"] == "tool"]
+    assert cli(env, "fork", run_id, "--from-step", "99", code=2).stderr.startswith("error: --from-step: ")
+    assert cli(env, "fork", uid("nothing"), "--from-step", "1", code=2).stderr.startswith("error: run_id: no run")
+
+
 def test_run_prints_its_id_says_when_it_was_reused_and_fails_when_cancelled(running: Up) -> None:
     env = running.env()
     run_id = uid("hello")

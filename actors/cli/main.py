@@ -237,6 +237,7 @@ FLAGS = {
     "schedules": {"crontab": "cron", "request.agent": "agent", "request.input": "text", "request.queue": "--queue"},
     "reject": {"message": "--message", "decided_by": "--by"},
     "approve": {"arguments": "--arguments", "decided_by": "--by"},
+    "fork": {"from_step": "--from-step", "workflow_id": "--id", "run_id": "run_id"},
     "approvals": {"older_than_seconds": "--older-than", "newer_than_seconds": "--newer-than", "limit": "--limit",
                   "run_id": "--run", "agent": "--agent", "tool": "--tool", "queue": "--queue"},
 }
@@ -308,6 +309,26 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             print(f"run {run.run_id}", file=sys.stderr)
         return await _print_events(client, run.run_id, args.json, stop_on_interrupt=not args.wait)
+    finally:
+        await client.close()
+
+
+async def _fork(args: argparse.Namespace) -> int:
+    """Fork a finished run from one of its steps, in the deployment (its agent processes take the fork
+    from the database and run it with the agent as they register it now), then follow the fork's
+    events as `run` does."""
+    from timestep.durable import launch, runs
+
+    admin = launch.admin()
+    try:
+        _, new_id = await runs.fork_checks(admin, args.run_id, args.from_step, args.id)
+        await admin.fork(args.run_id, args.from_step, new_id)
+    finally:
+        admin.close()
+    print(f"run {new_id}: a fork of run {args.run_id} from its step {args.from_step}", file=sys.stderr)
+    client = await _client(args)
+    try:
+        return await _print_events(client, new_id, args.json, stop_on_interrupt=not args.wait)
     finally:
         await client.close()
 
@@ -681,6 +702,16 @@ def _parser() -> argparse.ArgumentParser:
     approvals.add_argument("--newer-than", type=_seconds_arg, metavar="S", help="requested at most S seconds ago")
     approvals.add_argument("--limit", type=int, default=100, help="at most N, newest first (default 100)")
     approvals.add_argument("--json", action="store_true")
+    fork = sub.add_parser(
+        "fork", help="run a finished run again from one of its steps, with the agent as deployed now",
+        description="The steps before --from-step come from the record: no model or tool call before it runs again. "
+        "Exit code: as `run` (0 completed, 1 failed or cancelled, 3 stopped at an interruption); 2 refused or bad usage.",
+    )
+    fork.add_argument("run_id")
+    fork.add_argument("--from-step", type=_count_arg, required=True, metavar="N", help="the step to run from (`timestep steps RUN_ID` numbers them)")
+    fork.add_argument("--id", help="the fork's run id (default: RUN_ID-fork-<random>)")
+    fork.add_argument("--wait", action="store_true", help="keep following past an interruption")
+    fork.add_argument("--json", action="store_true")
     steps = sub.add_parser(
         "steps", help="a run's recorded steps: model and tool calls, guardrails, waits, with what each recorded",
         description="Exit code: 0 listed, 1 refused (no such run or step), 2 bad usage or no server.",
@@ -772,7 +803,7 @@ def _main(argv: list[str] | None) -> int:
         "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,
         "schedules": _schedules, "queues": _queues, "workflows": _workflows, "dead": _dead, "check": _check,
         "console": _console,
-        "approvals": _approvals, "steps": _steps,
+        "approvals": _approvals, "steps": _steps, "fork": _fork,
     }
     try:
         if args.command == "demo":

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import logging
 import time
+import types
 import uuid
 from datetime import datetime, timezone
 from collections.abc import Callable
@@ -842,13 +843,23 @@ async def fork_run(run_id: str, from_step: int, *, workflow_id: str | None = Non
     >>> handle = await fork_run("r-1", 3)   # run r-1 again from its step 3, with the agent as it is now
     >>> (await handle.get_result()).output
     """
+    ensure_dbos_launched()
+    here = types.SimpleNamespace(list_workflows=engine.list_workflows, steps=engine.list_steps, status=engine.status)
+    spec, new_id = await fork_checks(here, run_id, from_step, workflow_id)
+    registry.get_agent(spec.agent)  # UnknownAgentError: the fork runs here, with the agent registered here
+    await engine.fork(run_id, from_step, new_id)
+    return RunHandle(new_id)
+
+
+async def fork_checks(source: Any, run_id: Any, from_step: Any, workflow_id: Any) -> tuple[RunSpec, str]:
+    """The checks of a fork (see `fork_run`) against the database as `source` reads it (the running
+    engine, or `engine.Admin` from outside): the forked run's input and the fork's id."""
     _check_run_id("run_id", run_id)
     if workflow_id is not None:
         _check_run_id("workflow_id", workflow_id)
     if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 1:
         raise ValidationError("from_step", f"{from_step!r} is not a step number", "give the number of a step of the run (`run_steps`)")
-    ensure_dbos_launched()
-    found = await engine.list_workflows(ids=[run_id], name="timestep.agent_run")
+    found = await source.list_workflows(ids=[run_id], name="timestep.agent_run")
     if not found:
         raise ValidationError("run_id", f"no run {run_id!r} in this database", "check the id (`timestep workflows list` lists the runs)")
     run = found[0]
@@ -862,15 +873,13 @@ async def fork_run(run_id: str, from_step: int, *, workflow_id: str | None = Non
             "run_id", f"run {run_id!r} has session {spec.session_id!r}: a fork would write its turn to that session a second time",
             "fork a run without a session",
         )
-    last = max((s.number for s in await engine.list_steps(run_id)), default=0)
+    last = max((s.number for s in await source.steps(run_id)), default=0)
     if from_step > last + 1:
         raise ValidationError("from_step", f"run {run_id!r} has steps 1 to {last}", f"give a step from 1 to {last + 1}")
-    registry.get_agent(spec.agent)  # UnknownAgentError: the fork runs here, with the agent registered here
     new_id = workflow_id or f"{run_id[:100]}-fork-{uuid.uuid4().hex[:12]}"
-    if await engine.status(new_id) is not None:
+    if await source.status(new_id) is not None:
         raise ValidationError("workflow_id", f"{new_id!r} is the id of a run already", "give the fork an id of its own, or none")
-    await engine.fork(run_id, from_step, new_id)
-    return RunHandle(new_id)
+    return spec, new_id
 
 
 async def apply_queue(spec: RunSpec, queue: str) -> None:

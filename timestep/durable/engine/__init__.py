@@ -281,6 +281,11 @@ class Admin:
     async def resume(self, workflow_id: str) -> None:
         await self.client.resume_workflow_async(workflow_id)
 
+    async def fork(self, workflow_id: str, start_step: int, new_id: str) -> None:
+        """`fork`, from outside: a process of the deployment that takes runs from DBOS's internal queue runs it."""
+        with SetWorkflowID(new_id):
+            await self.client.fork_workflow_async(workflow_id, start_step)
+
     def close(self) -> None:
         self.client.destroy()
 
