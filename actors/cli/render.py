@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from subjects.events import RunEvent
+from subjects.events import ErrorInfo, RunEvent
 
 
 def tag(event: RunEvent) -> str:
@@ -21,6 +21,10 @@ def describe(event: RunEvent, *, with_run: bool = False) -> str:
         fields = {f: v for f, v in fields.items() if v is not None}
     parts = []
     for key, value in fields.items():
+        if isinstance(value, ErrorInfo):  # as the errors of the command line read: `Type: message`
+            value = value.message if value.message.startswith(value.type) else f"{value.type}: {value.message}"
+            parts.append(f"{key}={_short(value)!r}")
+            continue
         if isinstance(value, msgspec.Struct) or (isinstance(value, list) and value and isinstance(value[0], msgspec.Struct)):
             value = msgspec.to_builtins(value)
         elif isinstance(value, datetime):
