@@ -43,6 +43,10 @@ def _traced(spec: RunSpec) -> RunSpec:
     return spec
 
 
+def _unknown_run(run_id: str) -> Reply:
+    return Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {run_id!r}; `runs.list` lists them", field="id"))
+
+
 class Governor(Actor):
     stream = SUBMIT_STREAM
     durable = "governor"
@@ -191,13 +195,13 @@ class Governor(Actor):
     async def _run_get(self, req: RunGet) -> Reply:
         run = await listing.get_run(req.id)
         if run is None:
-            return Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them", field="id"))
+            return _unknown_run(req.id)
         return Reply(ok=True, run=run)
 
     async def _run_steps(self, req: RunSteps) -> Reply:
         steps = await listing.run_steps(req.id, req.step)
         if steps is None:
-            return Reply(ok=False, error=ErrorInfo(type="UnknownRun", message=f"id: no run {req.id!r}; `runs.list` lists them", field="id"))
+            return _unknown_run(req.id)
         if req.step is not None and not steps:
             return Reply(ok=False, error=ErrorInfo(type="UnknownStep", message=f"step: run {req.id!r} has no step {req.step}", field="step"))
         return Reply(ok=True, steps=steps)

@@ -16,12 +16,12 @@ from agents.items import ModelResponse
 
 from subjects.events import ErrorInfo
 from subjects.messages import RunInfo, RunStep
-from timestep.durable import approvals, engine
+from timestep.durable import approvals, engine, runs
 from timestep.durable.model_retry import Failure
 from timestep.durable.runs import RunResult, RunSpec
 from timestep.durable.steps import StepOutcome, plain
 
-WORKFLOW = "timestep.agent_run"
+WORKFLOW = runs.WORKFLOW
 #: Fetched at most when filtering by agent (which DBOS cannot filter on): the newest this many runs.
 SCAN_LIMIT = 2000
 
@@ -116,7 +116,7 @@ async def run_steps(run_id: str, step: int | None = None) -> list[RunStep] | Non
     >>> [(s.number, s.kind, s.name, s.status) for s in await run_steps("r-1")]
     [(1, 'run', 'run.start', 'completed'), (2, 'model', 'model', 'completed'), (3, 'tool', 'tool:get_weather', 'completed'), ...]
     """
-    if await get_run(run_id) is None:
+    if await engine.status(run_id) is None:
         return None
     recorded = await engine.list_steps(run_id)
     steps: list[RunStep] = []

@@ -171,7 +171,11 @@ def _session_for(spec: RunSpec) -> Any:
     return live if live is not None else sessions.make(spec.session_id or "", spec.agent, spec.session_recipe)
 
 
-@engine.workflow("timestep.agent_run")
+#: The workflow of every agent run (its name in the database).
+WORKFLOW = "timestep.agent_run"
+
+
+@engine.workflow(WORKFLOW)
 async def agent_run(spec: RunSpec) -> RunResult:
     """One agent run. Model calls, tool calls and session I/O are steps (see `durable`)."""
     run_id = engine.current_workflow_id()
@@ -514,11 +518,7 @@ def _check_run_id(field: str, run_id: Any) -> None:
 
 
 def _check_workflow_id(workflow_id: Any) -> None:
-    problem = run_id_problem(workflow_id)
-    if problem is not None:
-        raise ValidationError(
-            "workflow_id", f"{workflow_id!r} {problem}", "run ids are NATS subject tokens: letters, digits, '_' and '-'"
-        )
+    _check_run_id("workflow_id", workflow_id)
 
 
 async def session_of(session: Any, agent: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -859,7 +859,7 @@ async def fork_checks(source: Any, run_id: Any, from_step: Any, workflow_id: Any
         _check_run_id("workflow_id", workflow_id)
     if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 1:
         raise ValidationError("from_step", f"{from_step!r} is not a step number", "give the number of a step of the run (`run_steps`)")
-    found = await source.list_workflows(ids=[run_id], name="timestep.agent_run")
+    found = await source.list_workflows(ids=[run_id], name=WORKFLOW)
     if not found:
         raise ValidationError("run_id", f"no run {run_id!r} in this database", "check the id (`timestep workflows list` lists the runs)")
     run = found[0]
