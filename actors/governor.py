@@ -20,7 +20,7 @@ import logging
 from actors.agent import AgentActor
 from actors.base import Actor, KnownAgents, origin
 from subjects.events import Accepted, ErrorInfo, Failed, Queued, Rejected, decode_submit_answer, submit_answer
-from subjects.messages import QueueConfigure, QueueDelete, QueueStatusRequest, Reply, RunGet, RunsList, RunSteps
+from subjects.messages import QueueConfigure, QueueDelete, QueueStatusRequest, Reply, RunFork, RunGet, RunsList, RunSteps
 from subjects.names import SUBMIT_STREAM
 from timestep.durable import admission, listing, queues
 from timestep.ops import metrics, observe
@@ -28,7 +28,7 @@ from timestep.bus.connection import Bus, Message
 from timestep.durable.events import now
 from timestep.errors import DuplicateRunError, SessionBusyError, TimestepError, ValidationError
 from timestep.bus.intake import Busy, Invalid, StartRun, encode, parse_request, to_spec
-from timestep.durable.runs import RunSpec, enqueue_run, run_state
+from timestep.durable.runs import RunSpec, enqueue_run, fork, run_state
 
 log = logging.getLogger("actors.governor")
 
@@ -66,6 +66,7 @@ class Governor(Actor):
         await self.answer(s.runs_list, "timestep-governor", RunsList, self._runs_list)
         await self.answer(s.runs_get, "timestep-governor", RunGet, self._run_get)
         await self.answer(s.runs_steps, "timestep-governor", RunSteps, self._run_steps)
+        await self.answer(s.runs_fork, "timestep-governor", RunFork, self._fork)
 
     # --- the mailbox: every request, from the submit stream ------------------------
 
@@ -205,3 +206,16 @@ class Governor(Actor):
         if req.step is not None and not steps:
             return Reply(ok=False, error=ErrorInfo(type="UnknownStep", message=f"step: run {req.id!r} has no step {req.step}", field="step"))
         return Reply(ok=True, steps=steps)
+
+    async def _fork(self, req: RunFork) -> Reply:
+        async def hosted(agent: str) -> None:
+            problem = await self._agents.problem(agent)
+            if problem is not None:
+                raise ValidationError("id", f"run {req.id!r} is a run of agent {agent!r}: {problem}", "start an agent actor that hosts it, then fork again")
+
+        try:
+            new_id = await fork(req.id, req.from_step, req.fork_id, check_agent=hosted, announce=self.bus.publish_event)
+        except ValidationError as exc:  # the library's `run_id` and `workflow_id` are `id` and `fork_id` here
+            field = {"run_id": "id", "workflow_id": "fork_id"}.get(exc.field or "", exc.field)
+            raise ValidationError(field, exc.problem, exc.fix) from None
+        return Reply(ok=True, run=await listing.get_run(new_id))

@@ -27,6 +27,7 @@ from subjects.messages import (
     QueueStatusRequest,
     Reject,
     Reply,
+    RunFork,
     RunGet,
     RunRequest,
     RunsList,
@@ -85,6 +86,11 @@ REQUESTS: list[tuple[str, str, str, type, str | None, str | None, str]] = [
      "A run's recorded steps in order, in the reply's `steps`: each step's number, kind, name, times, status, a model "
      "call's attempt, and its value (cut to 2,000 characters of JSON in a listing; with `step`, that one step whole); "
      "or `error` UnknownRun."),
+    ("runs.fork", "forkRun", _S.runs_fork, RunFork, "admin.reply", None,
+     "A new run that goes on from step `from_step` of the finished run `id`: the steps before it come from the "
+     "record (no model or tool call before it runs again), and from it on an agent actor runs it with the agent as "
+     "deployed now. The reply's `run` is the fork (its first event is `forked`); or `error` naming the field: a run "
+     "not ended or with a session, a step it does not have, an agent no actor hosts."),
     ("schedules.create", "createSchedule", _S.schedules_create, ScheduleCreate, "admin.reply", None,
      "Create or replace a cron schedule of a run request (5 fields, or 6 with seconds first)."),
     ("schedules.delete", "deleteSchedule", _S.schedules_delete, ScheduleDelete, "admin.reply", None,
@@ -151,7 +157,7 @@ def _asyncapi_schema(node: Any) -> Any:
 
 def _schemas() -> dict[str, Any]:
     bodies = [RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-              QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, RunSteps, ApprovalList, Reply, DeadLetter, LiveText, RunEvent]
+              QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, RunSteps, RunFork, ApprovalList, Reply, DeadLetter, LiveText, RunEvent]
     schemas, components = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
     defs = dict(components)
     defs["RunEvent"] = schemas[bodies.index(RunEvent)]
@@ -197,7 +203,7 @@ def asyncapi_document() -> dict[str, Any]:
     for tp in EVENT_TYPES.values():
         messages[_tag(tp)] = _message(_tag(tp), tp, _doc(tp), "EventHeaders", correlated=True)
     for tp in (RunRequest, Approve, Reject, Cancel, ScheduleCreate, ScheduleDelete, ScheduleList,
-               QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, RunSteps, ApprovalList, Reply, DeadLetter, LiveText):
+               QueueConfigure, QueueDelete, QueueStatusRequest, RunsList, RunGet, RunSteps, RunFork, ApprovalList, Reply, DeadLetter, LiveText):
         headers = {RunRequest: "SubmitHeaders", Approve: "ControlHeaders", Reject: "ControlHeaders", Cancel: "ControlHeaders"}
         messages[tp.__name__] = _message(tp.__name__, tp, _doc(tp), headers.get(tp))
 

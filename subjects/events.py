@@ -1,6 +1,6 @@
 """A run's lifecycle events: one msgspec Struct per type, tagged by `type`.
 
-Every event carries `run_id`, `seq` (1, 2, 3, ... within the run, assigned
+Every event carries `run_id`, `seq` (1, 2, 3, ... within the run, a fork's `forked` 0; assigned
 deterministically, so a replayed workflow re-creates the same numbers) and
 `time` (UTC). The same types travel in-process (event sinks, listeners) and
 on the wire (`timestep.runs.events.<run_id>.<type>`).
@@ -54,6 +54,18 @@ class _Event(msgspec.Struct, tag_field="type", kw_only=True):
 
 class Accepted(_Event, tag="accepted", kw_only=True):
     """The request was validated and durably handed over."""
+
+
+class Forked(_Event, tag="forked", kw_only=True):
+    """The run is a fork: it goes on from step `from_step` of run `from_run` (of agent `agent`), with
+    that run's input and its steps before `from_step` as recorded, and runs from there with the agent
+    as deployed now (an `agent_changed` event follows when that agent differs from the one the run
+    forked started with). A fork's first event, numbered 0: its numbers then go on from those of the
+    steps it took from the record."""
+
+    from_run: str
+    from_step: int
+    agent: str
 
 
 class Rejected(_Event, tag="rejected", kw_only=True):
@@ -185,7 +197,7 @@ class LiveText(msgspec.Struct, kw_only=True):
 
 
 RunEvent = Union[
-    Accepted, Rejected, Queued, Started, Delta, ToolCall, ToolOutput, Interrupted, ToolApproved, ToolRejected,
+    Accepted, Forked, Rejected, Queued, Started, Delta, ToolCall, ToolOutput, Interrupted, ToolApproved, ToolRejected,
     Retrying, AgentChanged, Completed, Failed, Cancelled,
 ]
 

@@ -214,6 +214,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Model usage of a completed run."""
     error: ErrorInfo | None = None
     """Why a failed run failed."""
+    forked_from: str | None = None
+    """The run this one is a fork of (`runs.fork`)."""
 
 
 class RunSteps(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -222,6 +224,18 @@ class RunSteps(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     id: RunId
     step: Annotated[int, Meta(ge=1, le=2147483647, description="one step's number, for its whole value")] | None = None
+
+
+class RunFork(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`<prefix>.runs.fork` (request/reply): a new run that goes on from step `from_step` of the finished
+    run `id`; the steps before it come from the record (nothing before it runs again), and from it on
+    the run runs with the agent as deployed now. The reply's `run` is the fork."""
+
+    id: RunId
+    """The finished run to fork."""
+    from_step: Annotated[int, Meta(ge=1, le=2147483647, description="the step to go on from (`runs.steps` numbers them)")]
+    fork_id: RunId | None = None
+    """The fork's run id; a new one when not given."""
 
 
 StepKind = Literal["model", "tool", "mcp", "guardrail", "handoff", "session", "sleep", "approval", "run"]

@@ -105,6 +105,11 @@ class Subjects:
         return f"{self.prefix}.runs.steps"
 
     @property
+    def runs_fork(self) -> str:
+        """Request/reply: a new run going on from a step of a finished run (`RunFork`)."""
+        return f"{self.prefix}.runs.fork"
+
+    @property
     def approvals_list(self) -> str:
         """Request/reply: approvals across runs (pending ones, or the decided ones: the audit trail)."""
         return f"{self.prefix}.approvals.list"

@@ -77,7 +77,7 @@ def test_every_subject_of_the_contract_is_a_channel() -> None:
     s = Subjects()
     expected = {s.submit, s.schedules_create, s.schedules_delete, s.schedules_list, s.queues_configure, s.queues_delete, s.queues_status,
                 s.approvals_list}
-    expected |= {s.runs_list, s.runs_get, s.runs_steps}
+    expected |= {s.runs_list, s.runs_get, s.runs_steps, s.runs_fork}
     expected |= {s.control("{run_id}", action) for action in ("approve", "reject", "cancel")}
     expected |= {s.command("{run_id}", action) for action in ("approve", "reject", "cancel")}
     expected |= {s.events("{run_id}", tag) for tag in EVENT_TYPES}

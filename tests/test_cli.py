@@ -5,6 +5,7 @@ and output."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -132,6 +133,9 @@ def test_fork_runs_a_finished_run_again_from_a_step_in_the_deployment(running: U
     done = cli(env, "fork", run_id, "--from-step", str(last_model), "--id", fork_id, "--json")
     assert f"run {fork_id}: a fork of run {run_id} from its step {last_model}" in done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {k: events[0][k] for k in ("type", "seq", "from_run", "from_step", "agent")} == {
+        "type": "forked", "seq": 0, "from_run": run_id, "from_step": last_model, "agent": AGENT,
+    }
     assert events[-1]["type"] == "completed" and events[-1]["output"] == "get_weather returned: sunny in Quito"
     assert not any(e["type"] in ("tool_call", "tool_output") for e in events)  # the tool call came from the record
     forked = json.loads(cli(env, "steps", fork_id, "--json").stdout)
@@ -139,6 +143,52 @@ def test_fork_runs_a_finished_run_again_from_a_step_in_the_deployment(running: U
     assert [s["value"] for s in forked if s["kind"] == "tool"] == [s["value"] for s in steps if s["kind"] == "tool"]
     assert cli(env, "fork", run_id, "--from-step", "99", code=2).stderr.startswith("error: --from-step: ")
     assert cli(env, "fork", uid("nothing"), "--from-step", "1", code=2).stderr.startswith("error: run_id: no run")
+
+
+CHANGED_AGENTS = """
+from agents import Agent, function_tool
+from timestep import register_agent
+from bus_agents import record, send_email, think
+
+@function_tool
+def get_weather(city: str, units: str) -> str:
+    record(f"get_weather:{city}")
+    return f"sunny in {city}, in {units}"
+
+register_agent(Agent(name="bus-assistant", tools=[get_weather, think, send_email]))
+"""
+
+
+def test_replay_checks_recorded_runs_against_the_agent_as_its_modules_register_it_now(running: Up, tmp_path: Path) -> None:
+    """`timestep replay`: against the agent unchanged, every run is the same (exit 0); against a
+    module whose tool now takes another argument, exactly the run that calls it changed (exit 1,
+    or 0 with `--allow`), and no tool ran in the replays (the test log counts every call)."""
+    log = tmp_path / "calls.log"
+    env = {**running.env(), "TIMESTEP_TEST_LOG": str(log)}
+    weather, hello = uid("weather"), uid("hello")
+    cli(env, "run", AGENT, "get_weather city=Quito units=celsius", "--id", weather)
+    cli(env, "run", AGENT, "hello there", "--id", hello)
+
+    same = cli(env, "replay", "--agent", AGENT, "--agents", "bus_agents", "--ids", weather, hello, "--json")
+    report = json.loads(same.stdout)
+    assert [(r["run_id"], r["status"]) for r in report["runs"]] == [(weather, "same"), (hello, "same")] and report["changed"] == []
+
+    (tmp_path / "changed_agents.py").write_text(CHANGED_AGENTS)
+    changed_env = {**env, "PYTHONPATH": os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])}
+    changed = cli(changed_env, "replay", "--agent", AGENT, "--agents", "changed_agents", "--ids", weather, hello, code=1)
+    lines = changed.stdout.splitlines()
+    assert lines[0].split() == ["RUN", "ID", "RESULT", "OUTPUT", "TOOL", "CALLS", "TOKENS"]
+    assert lines[1].split()[:3] == [weather, "changed", "changed"] and lines[1].split()[3:6] == ["+0", "-0", "~1"], lines
+    assert '~ get_weather: recorded {"city": "Quito"}, now {"city": "Quito", "units": "celsius"}' in changed.stdout
+    assert any(line.split()[:3] == [hello, "same", "same"] for line in lines), lines
+    assert lines[-1] == "2 runs replayed against agent 'bus-assistant': 1 same, 1 changed, 0 failed, 0 skipped"
+    assert f"1 changed beyond --allow (nothing): {weather}" in changed.stderr
+    cli(changed_env, "replay", "--agent", AGENT, "--agents", "changed_agents", "--ids", weather, "--allow", "output", "tools")
+    assert not log.exists()  # no replay ran a tool (the replaying process logs every call; the deployment has no log)
+
+    assert "--live-tools: agent 'bus-assistant' has no tool 'nope'" in cli(
+        env, "replay", "--agent", AGENT, "--agents", "bus_agents", "--live-tools", "nope", code=2).stderr
+    assert "--since: 'yesterday' is not a date" in cli(env, "replay", "--agent", AGENT, "--agents", "bus_agents", "--since", "yesterday", code=2).stderr
 
 
 def test_run_prints_its_id_says_when_it_was_reused_and_fails_when_cancelled(running: Up) -> None:

@@ -206,6 +206,57 @@ async def test_runs_page_shows_a_run_submitted_over_the_bus_and_follows_it_live(
 
 @pytest.mark.browser
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_fork_from_here_on_a_step_opens_the_fork_which_takes_the_steps_before_it_from_the_record(deployment, browser) -> None:
+    """A click on "Fork from here" on the last model call: the page becomes the fork's, which says
+    what it was forked from, completes, and made no tool call (the tool step came from the record).
+    A viewer's click is refused visibly, and nothing is forked."""
+    city = uid("Lima")
+    run = await deployment.client.submit(AGENT, f"get_weather city={city}")
+    await run.result()
+    await recorded(deployment.client, run.run_id)
+    context, page = await page_for(browser)
+    try:
+        await page.goto(deployment.open + f"/#/runs/{run.run_id}")
+        last_model = page.locator('#steps li[data-kind="model"]').last
+        await last_model.wait_for(timeout=WAIT_MS)
+        number = await last_model.get_attribute("data-number")
+        await last_model.locator("summary").click()
+        await last_model.locator("button.fork").click(timeout=WAIT_MS)
+        await page.wait_for_function(f"location.hash.startsWith('#/runs/{run.run_id}-fork-')", timeout=WAIT_MS)
+        fork_id = page.url.split("#/runs/")[1]
+        await page.wait_for_selector('#run-status[data-status="completed"]', timeout=WAIT_MS)
+        forked = page.locator('#timeline li[data-type="forked"]')
+        await forked.wait_for(timeout=WAIT_MS)
+        assert f"from step {number} of run {run.run_id}" in await forked.inner_text()
+        assert await page.locator('dd[data-fact="forked"] a', has_text=run.run_id).count() == 1
+        assert await page.locator('#timeline li[data-type="tool_call"]').count() == 0
+        await page.locator("#outcome", has_text=f"sunny in {city}").wait_for(timeout=WAIT_MS)
+        await page.locator(f'#steps li[data-number="{number}"][data-kind="model"]').wait_for(timeout=WAIT_MS)  # the step it ran
+        await screenshot(page, "run-forked")
+        steps = await deployment.client.steps(fork_id)
+        original = await deployment.client.steps(run.run_id)
+        assert [s.value for s in steps if s.kind == "tool"] == [s.value for s in original if s.kind == "tool"]
+    finally:
+        await context.close()
+
+    context, page = await page_for(browser, "viewer")
+    try:
+        await page.goto(deployment.login + f"/#/runs/{run.run_id}")
+        await page.locator("#whoami", has_text="signed in as viewer").wait_for(timeout=WAIT_MS)
+        step = page.locator('#steps li[data-kind="model"]').last
+        await step.locator("summary").click(timeout=WAIT_MS)
+        await step.locator("button.fork").click(timeout=WAIT_MS)
+        error = page.locator("#error")
+        await error.wait_for(state="visible", timeout=WAIT_MS)
+        text = await error.inner_text()
+        assert "Refused" in text and "NATS user 'viewer' may not publish" in text and "runs.fork" in text, text
+        assert [r.id for r in await deployment.client.list_runs(limit=1000) if r.forked_from == run.run_id] == [fork_id]
+    finally:
+        await context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_an_approval_clicked_in_the_browser_lets_the_run_complete(deployment, browser) -> None:
     run, call_id = await waiting_run(deployment.client, f"send_email to={uid('ada')}@example.com")
     context, page = await page_for(browser, "client")  # the approver's role

@@ -72,3 +72,42 @@ async def test_a_fork_is_refused_naming_what_does_not_fit(db: str) -> None:
     talked = await timestep.run_agent_workflow(weather_agent(uid("chatty"), [], []), "Weather?", uid("session"))
     with pytest.raises(timestep.ValidationError, match="^run_id: .* has session"):
         await timestep.fork_run(talked.workflow_id, 1)
+
+
+async def test_a_fork_over_the_bus_says_where_it_came_from_and_runs_nothing_before_its_step_again(client, system) -> None:
+    """`Client.fork` (`timestep.runs.fork`, the governor): the fork's first event is `forked`
+    (numbered 0, naming the run and step), its run record says `forked_from`; with the agent's
+    instructions changed since, the fork says so in `agent_changed` and answers by them, and the tool
+    call and model call before the fork point are not made again."""
+    from subjects.events import AgentChanged, Completed, Forked, ToolCall
+    from timestep.client import RequestRefusedError
+
+    looked_up: list[str] = []
+    seen: list[str] = []
+    agent = weather_agent(uid("forecaster"), looked_up, seen)
+    run = await client.submit(agent.name, "Weather in Oslo?")
+    assert (await run.result()).output == "Be brief. sunny in Oslo"
+    steps = await client.steps(run.run_id)
+    assert [s.name for s in steps] == ["model", "tool:get_weather", "model"]
+
+    timestep.register_agent(agent.clone(instructions="Be loud!"))
+    fork = await client.fork(run.run_id, steps[2].number)
+    assert (fork.forked_from, fork.agent) == (run.run_id, agent.name)
+    events = [e async for e in client.events(fork.id)]
+    first = events[0]
+    assert isinstance(first, Forked) and (first.seq, first.from_run, first.from_step, first.agent) == (0, run.run_id, 3, agent.name)
+    assert any(isinstance(e, AgentChanged) and "instructions" in " ".join(e.changes) for e in events)
+    assert not any(isinstance(e, ToolCall) for e in events)
+    assert isinstance(events[-1], Completed) and events[-1].output == "Be loud! sunny in Oslo"
+    assert looked_up == ["Oslo"] and seen == ["Be brief.", "Be brief.", "Be loud!"]
+    assert (await client.get_run(fork.id)).forked_from == run.run_id
+
+    refusals = [
+        ({"run_id": run.run_id, "from_step": 9}, "from_step", "has steps 1 to 3"),
+        ({"run_id": uid("nothing"), "from_step": 1}, "id", "no run"),
+        ({"run_id": run.run_id, "from_step": 1, "fork_id": fork.id}, "fork_id", "is the id of a run already"),
+    ]
+    for kwargs, field, words in refusals:
+        with pytest.raises(RequestRefusedError) as refused:
+            await client.fork(**kwargs)
+        assert refused.value.error.field == field and words in str(refused.value), (kwargs, refused.value)

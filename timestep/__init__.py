@@ -60,6 +60,8 @@ _EXPORTS = {
     "list_schedules": "timestep.durable.schedules",
     "DatabaseSession": "timestep.durable.sessions",
     "run_steps": "timestep.durable.listing",
+    "ReplayReport": "timestep.durable.replay",
+    "replay_runs": "timestep.durable.replay",
     "register_session_factory": "timestep.durable.sessions",
     "RunStateStore": "timestep.durable.state_store",
     "Client": "timestep.client",
@@ -108,5 +110,6 @@ if TYPE_CHECKING:
     from timestep.durable.runs import RunHandle, RunResult, RunStatus, cancel_run, fork_run, queue_agent_workflow, run_agent_workflow
     from timestep.durable.schedules import ScheduleInfo, create_scheduled_agent_workflow, delete_schedule, list_schedules
     from timestep.durable.listing import run_steps
+    from timestep.durable.replay import ReplayReport, replay_runs
     from timestep.durable.sessions import DatabaseSession, register_session_factory
     from timestep.durable.state_store import RunStateStore

@@ -30,6 +30,7 @@ from subjects.messages import (
     QueueStatusRequest,
     Reject,
     Reply,
+    RunFork,
     RunGet,
     RunInfo,
     RunRequest,
@@ -520,6 +521,20 @@ class Client:
         UnknownRun when there is no such run."""
         body = _body(RunSteps, {"id": _check_run_id(run_id), "step": step})
         return (await self._admin(self.subjects.runs_steps, body)).steps or []
+
+    async def fork(self, run_id: str, from_step: int, *, fork_id: str | None = None) -> RunInfo:
+        """A new run that goes on from step `from_step` of the finished run `run_id`
+        (`<prefix>.runs.fork`): the steps before it come from the record, so nothing before it runs
+        again, and from it on an agent actor runs it with the agent as deployed now. Returns the
+        fork (its `id`; follow it with `events(id)`, whose first is `forked`). RequestRefusedError
+        naming the field: a run that has not ended or has a session, a step it does not have, an
+        agent no actor hosts.
+
+        >>> fork = await client.fork("r-1", 3)
+        >>> async for event in client.events(fork.id): ...
+        """
+        body = _body(RunFork, {"id": _check_run_id(run_id), "from_step": from_step, "fork_id": fork_id})
+        return (await self._admin(self.subjects.runs_fork, body)).run  # type: ignore[return-value]
 
     async def _admin(self, subject: str, body: Any, timeout: float = 10.0) -> Reply:
         """A request answered with a `Reply`; PermissionDeniedError at once when this user may not send it."""

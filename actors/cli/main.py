@@ -12,10 +12,11 @@ import os
 import signal
 import socket
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any
 
-from timestep.errors import TimestepError
+from timestep.errors import TimestepError, ValidationError
 
 
 def _when(seconds: float | None) -> str:
@@ -237,7 +238,8 @@ FLAGS = {
     "schedules": {"crontab": "cron", "request.agent": "agent", "request.input": "text", "request.queue": "--queue"},
     "reject": {"message": "--message", "decided_by": "--by"},
     "approve": {"arguments": "--arguments", "decided_by": "--by"},
-    "fork": {"from_step": "--from-step", "workflow_id": "--id", "run_id": "run_id"},
+    "fork": {"from_step": "--from-step", "fork_id": "--id", "id": "run_id"},
+    "replay": {"live_tools": "--live-tools", "ids": "--ids", "since": "--since", "agent": "--agent"},
     "approvals": {"older_than_seconds": "--older-than", "newer_than_seconds": "--newer-than", "limit": "--limit",
                   "run_id": "--run", "agent": "--agent", "tool": "--tool", "queue": "--queue"},
 }
@@ -314,23 +316,77 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _fork(args: argparse.Namespace) -> int:
-    """Fork a finished run from one of its steps, in the deployment (its agent processes take the fork
-    from the database and run it with the agent as they register it now), then follow the fork's
-    events as `run` does."""
-    from timestep.durable import launch, runs
-
-    admin = launch.admin()
-    try:
-        _, new_id = await runs.fork_checks(admin, args.run_id, args.from_step, args.id)
-        await admin.fork(args.run_id, args.from_step, new_id)
-    finally:
-        admin.close()
-    print(f"run {new_id}: a fork of run {args.run_id} from its step {args.from_step}", file=sys.stderr)
+    """Fork a finished run from one of its steps, in the deployment (`runs.fork`: an agent process
+    runs the fork with the agent as it registers it now), then follow the fork's events as `run` does."""
     client = await _client(args)
     try:
-        return await _print_events(client, new_id, args.json, stop_on_interrupt=not args.wait)
+        fork = await client.fork(args.run_id, args.from_step, fork_id=args.id)
+        print(f"run {fork.id}: a fork of run {args.run_id} from its step {args.from_step}", file=sys.stderr)
+        return await _print_events(client, fork.id, args.json, stop_on_interrupt=not args.wait)
     finally:
         await client.close()
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    """Replay recorded runs of an agent against the agent as its modules register it now, from the
+    database (as `workflows` reads it: nothing is taken over, written or published). Exit code: 0
+    when no run changed beyond `--allow`, 1 when one did or a replay failed, 2 refused."""
+    from actors.system import import_agent_modules
+    from timestep.durable import launch, registry, replay
+
+    import_agent_modules(args.agents or [])
+    agent = registry.get_agent(args.agent)
+    since = None
+    if args.since is not None:
+        since = _date_arg(args.since)
+    admin = launch.admin()
+    try:
+        reports = await replay.replay(
+            admin, agent, limit=args.runs, since=since, ids=args.ids, model=args.model, live_tools=args.live_tools or (),
+        )
+    finally:
+        admin.close()
+    allowed = set(args.allow or ())
+    beyond = [r for r in reports if r.status == "failed" or set(r.changes) - allowed]
+    if args.json:
+        print(json.dumps({"runs": [r.as_dict() for r in reports], "changed": [r.run_id for r in beyond]}, indent=1, default=str))
+        return 1 if beyond else 0
+    print(f"{'RUN ID':<44} {'RESULT':<8} {'OUTPUT':<9} {'TOOL CALLS':<24} TOKENS")
+    for r in reports:
+        calls = f"+{len(r.added)} -{len(r.removed)} ~{len(r.other_arguments)}" if r.status in ("same", "changed", "failed") else "-"
+        output = "-" if r.status == "skipped" else ("changed" if "output" in r.changes else "same")
+        print(f"{r.run_id:<44} {r.status:<8} {output:<9} {calls:<24} {r.tokens_before} -> {r.tokens_after}")
+        for change in r.added:
+            print(f"    + {change.tool}({change.after})  not in the recording: not run")
+        for change in r.removed:
+            print(f"    - {change.tool}({change.before})  recorded, not called now")
+        for change in r.other_arguments:
+            print(f"    ~ {change.tool}: recorded {change.before}, now {change.after}")
+        if "output" in r.changes:
+            print(f"    output: {_shorten(r.output_before)} -> {_shorten(r.output_after)}")
+        if r.error:
+            print(f"    {r.status}: {r.error}")
+    counts = {s: sum(r.status == s for r in reports) for s in ("same", "changed", "failed", "skipped")}
+    print(f"{len(reports)} runs replayed against agent {agent.name!r}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if beyond:
+        print(f"{len(beyond)} changed beyond --allow ({', '.join(sorted(allowed)) or 'nothing'}): " + ", ".join(r.run_id for r in beyond), file=sys.stderr)
+    return 1 if beyond else 0
+
+
+def _shorten(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
+
+
+def _date_arg(value: str) -> float:
+    """`--since`: an ISO date or time (UTC unless it says), or a number of hours back (`24h`)."""
+    if value.endswith("h") and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * 3600
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("since", f"{value!r} is not a date", "give an ISO date or time (2026-12-01, 2026-12-01T09:00) or hours back (24h)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 async def _events(args: argparse.Namespace) -> int:
@@ -712,6 +768,23 @@ def _parser() -> argparse.ArgumentParser:
     fork.add_argument("--id", help="the fork's run id (default: RUN_ID-fork-<random>)")
     fork.add_argument("--wait", action="store_true", help="keep following past an interruption")
     fork.add_argument("--json", action="store_true")
+    replay = sub.add_parser(
+        "replay", help="replay recorded runs of an agent against the agent as registered now, and say what changed",
+        description="Each completed run of AGENT runs again from its input against the agent its modules (--agents) register now. "
+        "Nothing is written, published or queued. The model is called afresh; a tool call whose tool and arguments match the "
+        "recorded run's gets the recorded output, and no tool runs (a call not in the recording is answered so, unless its tool "
+        "is in --live-tools). Exit code: 0 no run changed beyond --allow, 1 one did (or a replay failed), 2 refused or bad usage.",
+    )
+    replay.add_argument("--agent", required=True, help="the agent's name")
+    replay.add_argument("--agents", nargs="+", metavar="MODULE", help="modules to import that register agents (as `timestep up --agents`)")
+    which = replay.add_mutually_exclusive_group()
+    which.add_argument("--runs", type=_count_arg, default=20, metavar="N", help="the newest N completed runs (default 20)")
+    which.add_argument("--since", metavar="DATE", help="the completed runs created since DATE (ISO, UTC unless it says) or hours back (24h)")
+    which.add_argument("--ids", nargs="+", metavar="RUN_ID", help="these runs")
+    replay.add_argument("--model", help="call this model instead of the agent's (through the configured provider)")
+    replay.add_argument("--live-tools", nargs="+", metavar="TOOL", help="tools safe to run again: a call of one not in the recording runs")
+    replay.add_argument("--allow", nargs="+", choices=("output", "tools"), help="changes that do not fail the check (exit 0)")
+    replay.add_argument("--json", action="store_true")
     steps = sub.add_parser(
         "steps", help="a run's recorded steps: model and tool calls, guardrails, waits, with what each recorded",
         description="Exit code: 0 listed, 1 refused (no such run or step), 2 bad usage or no server.",
@@ -803,7 +876,7 @@ def _main(argv: list[str] | None) -> int:
         "up": _up, "run": _run, "events": _events, "approve": _control, "reject": _control, "cancel": _control,
         "schedules": _schedules, "queues": _queues, "workflows": _workflows, "dead": _dead, "check": _check,
         "console": _console,
-        "approvals": _approvals, "steps": _steps, "fork": _fork,
+        "approvals": _approvals, "steps": _steps, "fork": _fork, "replay": _replay,
     }
     try:
         if args.command == "demo":

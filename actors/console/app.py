@@ -9,6 +9,7 @@ route one request of the contract made with the caller's connection (see `access
     GET  /api/runs/{id}/steps[?step=N]      runs.steps: its recorded steps (one step whole, with `step`)
     GET  /api/events                        every run's new events, live (server-sent events)
     POST /api/runs/{id}/approve|reject|cancel   runs.command.<id>.<action>
+    POST /api/runs/{id}/fork {from_step}    runs.fork: the fork (`run`), which goes on from that step
     GET  /api/approvals                     tool calls waiting for a decision, from the waiting runs' events
     GET  /api/queues, POST /api/queues/{name}   queues.status, queues.configure
     GET  /api/schedules, POST /api/schedules, DELETE /api/schedules/{name}
@@ -93,6 +94,7 @@ class Console:
         r.add_get("/api/runs/{id}/steps", self._run_steps)
         r.add_get("/api/events", self._events)
         r.add_post("/api/runs/{id}/{action:approve|reject|cancel}", self._control)
+        r.add_post("/api/runs/{id}/fork", self._fork)
         r.add_get("/api/approvals", self._approvals)
         r.add_get("/api/queues", self._queues)
         r.add_post("/api/queues/{name}", self._configure_queue)
@@ -233,6 +235,11 @@ class Console:
                 decided_by=request[USER] or "console",
             )
         return _json({"ok": True})
+
+    async def _fork(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        fork = await request[CLIENT].fork(request.match_info["id"], body.get("from_step"), fork_id=body.get("fork_id") or None)
+        return _json({"run": fork})
 
     async def _approvals(self, request: web.Request) -> web.Response:
         """The approvals inbox (`approvals.list`): pending calls, or with `?status=decided` the audit trail."""

@@ -41,7 +41,7 @@ async def _info(w: engine.Workflow) -> RunInfo:
         id=w.id, agent=spec.agent if spec else "", status=status, created_at=created, updated_at=updated,  # type: ignore[arg-type]
         queue=w.queue, session_id=spec.session_id if spec else None,
         duration_seconds=round(max(0.0, (w.completed_at or updated) - created), 3) if w.finished else None,
-        usage=usage, error=error,
+        usage=usage, error=error, forked_from=w.forked_from,
     )
 
 

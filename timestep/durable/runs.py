@@ -7,10 +7,9 @@ import functools
 import hashlib
 import logging
 import time
-import types
 import uuid
 from datetime import datetime, timezone
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -22,6 +21,7 @@ from subjects.events import (
     Completed,
     ErrorInfo,
     Failed,
+    Forked,
     Interrupted,
     Rejected,
     RunEvent,
@@ -43,7 +43,7 @@ from timestep.errors import (
     AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, UnknownAgentError, ValidationError,
     error_info,
 )
-from timestep.durable.events import listen, say_cancelled
+from timestep.durable.events import dispatch, listen, now, say_cancelled
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
 from timestep.settings import current as current_settings
@@ -835,20 +835,36 @@ async def fork_run(run_id: str, from_step: int, *, workflow_id: str | None = Non
     of `run_steps`): the steps before it are taken from the record, so no model call, tool call or
     other step before it runs again, and from it on the run runs with the agent as registered now
     (changed since: an `agent_changed` event says what changed, or, when the agent's policy is
-    `fail`, the fork fails with AgentChangedError). Its id is `workflow_id`, else a new one; await
-    `get_result()` of the returned handle for its result. Refused (ValidationError naming the
-    argument): a run that has not ended, a run with a session (the fork would write its turn to the
-    session a second time), a step the run does not have.
+    `fail`, the fork fails with AgentChangedError). Its id is `workflow_id`, else a new one; its
+    first event is `forked` (numbered 0); await `get_result()` of the returned handle for its
+    result. Refused (ValidationError naming the argument): a run that has not ended, a run with a
+    session (the fork would write its turn to the session a second time), a step the run does not
+    have, an agent not registered here.
 
     >>> handle = await fork_run("r-1", 3)   # run r-1 again from its step 3, with the agent as it is now
     >>> (await handle.get_result()).output
     """
+
+    async def registered_here(agent: str) -> None:
+        registry.get_agent(agent)  # UnknownAgentError: the fork runs here, with the agent registered here
+
+    return RunHandle(await fork(run_id, from_step, workflow_id, check_agent=registered_here))
+
+
+async def fork(
+    run_id: Any, from_step: Any, workflow_id: Any = None, *,
+    check_agent: Callable[[str], Awaitable[None]], announce: Callable[[Any], Awaitable[None]] = dispatch,
+) -> str:
+    """The fork of every way in (`fork_run`, the governor's `runs.fork`): check it (`fork_checks`,
+    then `check_agent(agent)`, which raises when the agent cannot run it), `announce` its `forked`
+    event (numbered 0: the fork's first), and hand it to DBOS, whose internal queue a process of the
+    deployment takes it from. Returns the fork's id."""
     ensure_dbos_launched()
-    here = types.SimpleNamespace(list_workflows=engine.list_workflows, steps=engine.list_steps, status=engine.status)
-    spec, new_id = await fork_checks(here, run_id, from_step, workflow_id)
-    registry.get_agent(spec.agent)  # UnknownAgentError: the fork runs here, with the agent registered here
+    spec, new_id = await fork_checks(engine.Here(), run_id, from_step, workflow_id)
+    await check_agent(spec.agent)
+    await announce(Forked(run_id=new_id, seq=0, time=now(), from_run=run_id, from_step=from_step, agent=spec.agent))
     await engine.fork(run_id, from_step, new_id)
-    return RunHandle(new_id)
+    return new_id
 
 
 async def fork_checks(source: Any, run_id: Any, from_step: Any, workflow_id: Any) -> tuple[RunSpec, str]:

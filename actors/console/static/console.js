@@ -160,12 +160,17 @@ function stepsView(runId, list) {
       const bar = h("span", { class: "bar" });
       if (took !== null) bar.append(h("span", { style: `left:${(100 * (s.started_at - t0)) / span}%;width:${Math.max((100 * took) / span, 0.5)}%` }));
       const body = h("pre", {}, s.error ? errorText(s.error) : JSON.stringify(s.value, null, 1) ?? "");
+      // A new run from this step: the steps before it come from the record, this one and those after run again.
+      const fork = h("button", { class: "secondary fork", title: "a new run that takes the steps before this one from the record and runs from here with the agent as deployed now", onclick: async () => {
+        const made = await act("POST", `/api/runs/${encodeURIComponent(runId)}/fork`, { from_step: s.number });
+        if (made) location.hash = `#/runs/${encodeURIComponent(made.run.id)}`;
+      } }, "Fork from here");
       const row = h("details", { ontoggle: async () => {
         if (!row.open || !s.cut) return;
         try { const [whole] = (await api("GET", `${path}?step=${s.number}`)).steps; body.textContent = JSON.stringify(whole.value, null, 1); } catch (e) { showError(e.message); }
       } }, h("summary", {}, h("span", { class: "num" }, `#${s.number}`), h("span", { class: "kind" }, s.kind),
         h("span", { class: "name" }, s.name, s.attempt > 1 ? ` (attempt ${s.attempt})` : ""),
-        h("span", { class: `st-${s.status}` }, s.status), h("span", { class: "took" }, took === null ? "" : took < 1 ? `${Math.round(took * 1000)} ms` : duration(took)), bar), body);
+        h("span", { class: `st-${s.status}` }, s.status), h("span", { class: "took" }, took === null ? "" : took < 1 ? `${Math.round(took * 1000)} ms` : duration(took)), bar), body, fork);
       return h("li", { class: `step k-${s.kind}`, dataset: { number: s.number, kind: s.kind, status: s.status } }, row);
     }));
   };
@@ -210,7 +215,7 @@ async function runPage(main, runId) {
     if (from) outcome.dataset.said = from;
   };
   const fact = {}; // name -> its <dd>
-  for (const name of ["agent", "queue", "session", "submitted", "queued", "started", "duration", "tokens"]) {
+  for (const name of ["agent", "queue", "session", "forked", "submitted", "queued", "started", "duration", "tokens"]) {
     fact[name] = h("dd", { dataset: { fact: name } });
     facts.append(h("dt", { title: HINTS[name[0].toUpperCase() + name.slice(1)] }, name), fact[name]);
   }
@@ -219,6 +224,8 @@ async function runPage(main, runId) {
     const { run } = await api("GET", `/api/runs/${encodeURIComponent(runId)}`);
     stored = run.status;
     fact.agent.textContent = run.agent; fact.queue.textContent = run.queue || "-"; fact.session.textContent = run.session_id || "-";
+    if (run.forked_from) fact.forked.replaceChildren(h("a", { href: `#/runs/${encodeURIComponent(run.forked_from)}` }, run.forked_from));
+    else fact.forked.textContent = "-";
     fact.submitted.textContent = when(run.accepted_at || run.created_at); fact.started.textContent = when(run.started_at);
     fact.queued.textContent = duration(run.queued_seconds); fact.duration.textContent = duration(run.ran_seconds);
     fact.tokens.textContent = run.usage ? run.usage.total_tokens : "";
@@ -274,6 +281,11 @@ async function runPage(main, runId) {
       timeline.append(item(event, event.type, h("pre", { class: "failure" }, errorText(event.error))));
     } else if (event.type === "cancelled") { say("cancelled", "", "events"); timeline.append(item(event, "cancelled")); }
     else if (event.type === "queued") timeline.append(item(event, `queued in ${event.queue}`));
+    else if (event.type === "forked") {
+      fact.forked.replaceChildren(h("a", { href: `#/runs/${encodeURIComponent(event.from_run)}` }, event.from_run), ` from step ${event.from_step}`);
+      timeline.append(item(event, "forked", h("div", {}, "from step ", String(event.from_step), " of run ",
+        h("a", { href: `#/runs/${encodeURIComponent(event.from_run)}` }, event.from_run), "; the steps before it come from its record")));
+    }
     else if (event.type === "retrying") {
       // `attempt` is the attempt that failed, numbered from 1 as `timestep events` prints it.
       const key = JSON.stringify([event.error.type, event.status_code, event.error.message]);

@@ -703,6 +703,17 @@ export class Client {
     return (await this.admin(this.subjects.runsSteps, body)).steps ?? [];
   }
 
+  /**
+   * A new run that goes on from step `fromStep` of the finished run `runId` (`runs.fork`): the steps before it
+   * come from the record (nothing before it runs again), and from it on an agent actor runs it with the agent as
+   * deployed now. Returns the fork; its first event is `forked`.
+   */
+  async fork(runId: string, fromStep: number, forkId?: string): Promise<RunInfo> {
+    const body: Record<string, unknown> = { id: check.runId("runId", runId), from_step: check.integer("fromStep", fromStep, 1, 2147483647) };
+    if (forkId !== undefined) body.fork_id = check.runId("forkId", forkId);
+    return (await this.admin(this.subjects.runsFork, body)).run as RunInfo;
+  }
+
   private async admin(subject: string, body: unknown, timeoutSeconds = 10): Promise<Reply> {
     let reply: Reply;
     try {

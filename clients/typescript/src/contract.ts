@@ -4,6 +4,7 @@
 
 export type RunEvent =
   | Accepted
+  | Forked
   | Rejected
   | Queued
   | Started
@@ -36,6 +37,7 @@ export interface Contract {
   Delta: Delta;
   ErrorInfo: ErrorInfo;
   Failed: Failed;
+  Forked: Forked;
   Interrupted: Interrupted;
   LiveText: LiveText;
   ModelRetry: ModelRetry;
@@ -49,6 +51,7 @@ export interface Contract {
   Reply: Reply;
   Retrying: Retrying;
   RunEvent: RunEvent;
+  RunFork: RunFork;
   RunGet: RunGet;
   RunInfo: RunInfo;
   RunRequest: RunRequest;
@@ -234,6 +237,22 @@ export interface Failed {
   error: ErrorInfo;
 }
 /**
+ * The run is a fork: it goes on from step `from_step` of run `from_run` (of agent `agent`), with
+ * that run's input and its steps before `from_step` as recorded, and runs from there with the agent
+ * as deployed now (an `agent_changed` event follows when that agent differs from the one the run
+ * forked started with). A fork's first event, numbered 0: its numbers then go on from those of the
+ * steps it took from the record.
+ */
+export interface Forked {
+  type: "forked";
+  run_id: string;
+  seq: number;
+  time: string;
+  from_run: string;
+  from_step: number;
+  agent: string;
+}
+/**
  * The run stopped to wait for approval of these tool calls; its state is saved.
  */
 export interface Interrupted {
@@ -415,6 +434,7 @@ export interface RunInfo {
   duration_seconds?: number | null;
   usage?: TokenUsage | null;
   error?: ErrorInfo | null;
+  forked_from?: string | null;
 }
 /**
  * One recorded step of a run.
@@ -511,6 +531,22 @@ export interface ToolRejected {
   always?: boolean;
   decided_by?: string | null;
   expired?: boolean;
+}
+/**
+ * `<prefix>.runs.fork` (request/reply): a new run that goes on from step `from_step` of the finished
+ * run `id`; the steps before it come from the record (nothing before it runs again), and from it on
+ * the run runs with the agent as deployed now. The reply's `run` is the fork.
+ */
+export interface RunFork {
+  /**
+   * 1-128 characters of [A-Za-z0-9_-]: one subject token
+   */
+  id: string;
+  /**
+   * the step to go on from (`runs.steps` numbers them)
+   */
+  from_step: number;
+  fork_id?: string | null;
 }
 /**
  * `<prefix>.runs.get` (request/reply): one run; its timeline is in its events.

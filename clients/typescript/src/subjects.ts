@@ -71,6 +71,11 @@ export class Subjects {
     return `${this.prefix}.runs.steps`;
   }
 
+  /** Request/reply: a new run going on from a step of a finished run (`RunFork`). */
+  get runsFork(): string {
+    return `${this.prefix}.runs.fork`;
+  }
+
   get queuesConfigure(): string {
     return `${this.prefix}.queues.configure`;
   }

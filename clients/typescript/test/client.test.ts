@@ -414,6 +414,23 @@ describe("the TypeScript client over the bus", { timeout: 120_000 }, () => {
     await assert.rejects(client.steps(uid("nope")), (e: unknown) => e instanceof RequestRefusedError && e.error.type === "UnknownRun");
   });
 
+  test("fork runs a finished run again from a step, the steps before it from the record", async () => {
+    const city = uid("Quito");
+    const done = await client.submit(AGENT, `get_weather city=${city}`);
+    await done.result({ timeoutSeconds: 30 });
+    const steps = await client.steps(done.runId);
+    const lastModel = steps.filter((s) => s.kind === "model").at(-1)!.number;
+    const fork = await client.fork(done.runId, lastModel);
+    assert.equal(fork.forked_from, done.runId);
+    const events = await collect(client.run(fork.id).events());
+    assert.equal(events[0].type, "forked");
+    const forked = eventOf(events, "forked");
+    assert.deepEqual([forked.seq, forked.from_run, forked.from_step], [0, done.runId, lastModel]);
+    assert.ok(!events.some((e) => e.type === "tool_call"), "the tool call before the fork point came from the record");
+    assert.equal(eventOf(events, "completed").output, `get_weather returned: sunny in ${city}`);
+    await assert.rejects(client.fork(done.runId, 99), (e: unknown) => e instanceof RequestRefusedError && e.error.field === "from_step");
+  });
+
   test("a token budget, per run and as a queue's default, fails the run that crosses it", async () => {
     const run = await client.submit(AGENT, "hello", { maxTokens: 1 });
     await assert.rejects(run.result({ timeoutSeconds: 30 }), (error: Error) => {

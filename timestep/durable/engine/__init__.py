@@ -37,7 +37,7 @@ from timestep.durable.engine.stop import busy, hurry_stop, steps_cut_off, stop_w
 from timestep.errors import DuplicateRunError
 
 __all__ = [
-    "FINISHED", "STATUSES", "UNFINISHED", "Admin", "CancelledInside", "NonExistentWorkflow", "Step", "Workflow",
+    "FINISHED", "STATUSES", "UNFINISHED", "Admin", "Here", "CancelledInside", "NonExistentWorkflow", "Step", "Workflow",
     "WorkflowCancelled", "after_launch", "apply_schedule", "blocking", "busy", "cancel", "cancel_now", "configure",
     "current_config", "current_step_id", "current_workflow_id", "database_url", "delete_queue", "delete_schedule",
     "enqueue", "first_execution", "fork", "hold_queues_with", "hooks", "hurry_stop", "in_event_loop", "io", "is_launched",
@@ -249,6 +249,14 @@ async def list_workflows(
 async def list_steps(workflow_id: str) -> list[Step]:
     """The workflow's recorded steps, in order."""
     return [records.step(s) for s in await DBOS.list_workflow_steps_async(workflow_id)]
+
+
+class Here:
+    """This process's running engine, read as `Admin` reads it from outside (the same methods)."""
+
+    list_workflows = staticmethod(list_workflows)
+    steps = staticmethod(list_steps)
+    status = staticmethod(status)
 
 
 class Admin:

@@ -70,6 +70,8 @@ class Workflow:
     args: tuple[Any, ...] = ()
     output: Any = None
     error: BaseException | None = None
+    forked_from: str | None = None
+    """The workflow this one was forked from, if it is a fork."""
 
     @property
     def finished(self) -> bool:
@@ -86,6 +88,7 @@ def workflow(w: Any) -> Workflow:
         executor_id=w.executor_id, recovery_attempts=w.recovery_attempts, app_version=w.app_version, priority=w.priority,
         deadline=_seconds(w.workflow_deadline_epoch_ms), timeout_seconds=_seconds(w.workflow_timeout_ms),
         args=tuple((w.input or {}).get("args") or ()), output=w.output, error=w.error,
+        forked_from=getattr(w, "forked_from", None),
     )
 
 
