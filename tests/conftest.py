@@ -96,13 +96,31 @@ BACKENDS = backends()
 #: The order tests are handed to the xdist workers: the long kinds first, so no long test starts last.
 _FIRST = {"bench": 0, "processes": 1, "node": 2, "browser": 2}
 
+#: The xdist group of the tests that start several processes on PostgreSQL: one worker runs them one
+#: after another, so their connections (each process keeps a pool) never add up past the server's
+#: `max_connections` (100 by default) while the other workers run everything else.
+PG_PROCESSES = "processes"
+
+
+def _pg_processes(item: pytest.Item) -> bool:
+    return item.get_closest_marker("processes") is not None and item.get_closest_marker("postgres") is not None
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The tests that start processes on PostgreSQL join one xdist group (see PG_PROCESSES), handed
+    out first (below): it is the longest unit of work, so it starts at once on a worker of its own.
+    Marked as each is collected, before xdist names each test's group (`--dist loadgroup`)."""
+    if _pg_processes(item) and not any(m.args == (PG_PROCESSES,) for m in item.iter_markers("xdist_group")):
+        item.add_marker(pytest.mark.xdist_group(PG_PROCESSES))
+
 
 @pytest.hookimpl(trylast=True)  # after pytest grouped the tests by backend
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Within each backend, the modules with a test marked bench first, then those with one marked
-    processes, then node or browser, then the rest. A module moves as a whole and keeps its order
-    (its module fixtures are set up once per worker); the tests that take no backend join the SQLite
-    ones, so each worker still changes backend once."""
+    """The PostgreSQL process tests first (one group, see above); then, within each backend, the
+    modules with a test marked bench, then those with one marked processes, then node or browser,
+    then the rest. A module moves as a whole and keeps its order (its module fixtures are set up
+    once per worker); the tests that take no backend join the SQLite ones, so each worker still
+    changes backend once."""
 
     def on_postgres(item: pytest.Item) -> int:
         callspec = getattr(item, "callspec", None)
@@ -119,7 +137,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for index, item in enumerate(items):
         tier[module(item)] = min(tier.get(module(item), len(_FIRST)), kind(item))
         first.setdefault(module(item), index)
-    items.sort(key=lambda item: (module(item)[0], tier[module(item)], first[module(item)]))
+    items.sort(key=lambda item: (not _pg_processes(item), module(item)[0], tier[module(item)], first[module(item)]))
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

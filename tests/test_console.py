@@ -492,6 +492,17 @@ async def test_a_run_that_failed_after_retries_says_why_at_the_top_and_its_retri
         attempts = await cards.locator(".attempt").all_inner_texts()
         assert [a.split(" failed")[0] for a in attempts] == [f"attempt {n}" for n in range(1, MAX_ATTEMPTS)], attempts
         await screenshot(page, "run-failed-retries-open")
+        # The steps: the call's attempts (and the waits between them) grouped in one row, opening to each.
+        group = page.locator('#steps > li[data-kind="model"]')
+        await group.wait_for(timeout=WAIT_MS)
+        assert await group.count() == 1 and await group.get_attribute("data-attempts") == str(MAX_ATTEMPTS)
+        summary = await group.locator("summary").first.inner_text()
+        assert f"model ({MAX_ATTEMPTS} attempts, {MAX_ATTEMPTS} failed)" in summary and "failed" in summary, summary
+        await group.locator("summary").first.click()
+        inner = group.locator('.attempts > li[data-kind="model"]')
+        await inner.first.wait_for(timeout=WAIT_MS)
+        assert await inner.count() == MAX_ATTEMPTS
+        assert "(attempt 2)" in await inner.nth(1).locator("summary").inner_text()
         # Nothing was streamed, so nothing is said to be void; a finished run cannot be cancelled.
         assert "void" not in await page.locator("#main").inner_text()
         assert await page.locator("#cancel").is_hidden()

@@ -111,3 +111,42 @@ async def test_a_fork_over_the_bus_says_where_it_came_from_and_runs_nothing_befo
         with pytest.raises(RequestRefusedError) as refused:
             await client.fork(**kwargs)
         assert refused.value.error.field == field and words in str(refused.value), (kwargs, refused.value)
+
+
+async def test_a_fork_from_a_step_inside_an_agent_used_as_a_tool_goes_on_from_there(db: str) -> None:
+    """The SDK's agents as tools (`as_tool`): the sub-agent's calls are steps of the run too, and a
+    fork from the sub-agent's second model call takes the parent's first call, the sub-agent's
+    first call and its tool call from the record, and makes the rest afresh."""
+    looked_up: list[str] = []
+    calls: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        looked_up.append(city)
+        return f"sunny in {city}"
+
+    def helper_answer(call) -> object:
+        calls.append("helper")
+        outputs = [i["output"] for i in call.input if isinstance(i, dict) and i.get("type") == "function_call_output"]
+        return [function_call("get_weather", {"city": "Oslo"}, call_id="h1")] if not outputs else [assistant_message(f"it is {outputs[-1]}")]
+
+    def parent_answer(call) -> object:
+        calls.append("parent")
+        outputs = [i["output"] for i in call.input if isinstance(i, dict) and i.get("type") == "function_call_output"]
+        return [function_call("ask_helper", {"input": "Oslo?"}, call_id="p1")] if not outputs else [assistant_message(f"helper says {outputs[-1]}")]
+
+    helper = Agent(name=uid("helper"), tools=[get_weather], model=ScriptedModel([ModelStep.respond(helper_answer) for _ in range(6)]))
+    parent = timestep.register_agent(Agent(
+        name=uid("parent"), tools=[helper.as_tool(tool_name="ask_helper", tool_description="asks the helper")],
+        model=ScriptedModel([ModelStep.respond(parent_answer) for _ in range(6)]),
+    ))
+    done = await timestep.run_agent_workflow(parent, "Weather?")
+    assert done.output == "helper says it is sunny in Oslo"
+    steps = await timestep.run_steps(done.workflow_id)
+    models = [s.number for s in steps if s.kind == "model"]
+    assert len(models) == 4 and calls == ["parent", "helper", "helper", "parent"]
+    handle = await timestep.fork_run(done.workflow_id, models[2])  # the helper's second model call
+    forked = await asyncio.wait_for(handle.get_result(), 30)
+    assert forked.output == "helper says it is sunny in Oslo"
+    assert looked_up == ["Oslo"]  # the helper's tool call came from the record
+    assert calls == ["parent", "helper", "helper", "parent", "helper", "parent"]  # only the calls from the fork point on

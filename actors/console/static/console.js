@@ -146,6 +146,22 @@ async function runsPage(main, params) {
 
 // The run's recorded steps as a waterfall: one row per step, its bar placed from the run's first step to its
 // last, each row opening to what the step recorded (a long value is fetched whole when opened).
+// Model calls that failed and were tried again (with the waits between them), grouped under the call:
+// rows of single steps, and of such groups ({ group: [steps] }).
+function retryGroups(recorded) {
+  const rows = [];
+  for (const s of recorded) {
+    const last = rows.at(-1);
+    const open = last && last.group && !last.closed;
+    if (open && (s.kind === "sleep" || (s.kind === "model" && s.attempt > 1))) {
+      last.group.push(s);
+      if (s.kind === "model" && s.status === "completed") last.closed = true;
+    } else if (s.kind === "model" && s.status === "failed") rows.push({ group: [s], closed: false });
+    else rows.push({ step: s });
+  }
+  return rows.map((r) => (r.group && r.group.filter((s) => s.kind === "model").length < 2 ? r.group.map((s) => ({ step: s })) : [r])).flat();
+}
+
 function stepsView(runId, list) {
   const path = `/api/runs/${encodeURIComponent(runId)}/steps`;
   let timer = null;
@@ -155,10 +171,13 @@ function stepsView(runId, list) {
     const starts = recorded.filter((s) => s.started_at).map((s) => s.started_at);
     const ends = recorded.filter((s) => s.ended_at).map((s) => s.ended_at);
     const t0 = Math.min(...starts), span = Math.max(Math.max(...ends) - t0, 0.001);
-    list.replaceChildren(...recorded.map((s) => {
-      const took = s.started_at && s.ended_at ? s.ended_at - s.started_at : null;
-      const bar = h("span", { class: "bar" });
-      if (took !== null) bar.append(h("span", { style: `left:${(100 * (s.started_at - t0)) / span}%;width:${Math.max((100 * took) / span, 0.5)}%` }));
+    const bar = (from, to) => {
+      const b = h("span", { class: "bar" });
+      if (from && to) b.append(h("span", { style: `left:${(100 * (from - t0)) / span}%;width:${Math.max((100 * (to - from)) / span, 0.5)}%` }));
+      return b;
+    };
+    const took = (from, to) => (from && to ? (to - from < 1 ? `${Math.round((to - from) * 1000)} ms` : duration(to - from)) : "");
+    const stepRow = (s) => {
       const body = h("pre", {}, s.error ? errorText(s.error) : JSON.stringify(s.value, null, 1) ?? "");
       // A new run from this step: the steps before it come from the record, this one and those after run again.
       const fork = h("button", { class: "secondary fork", title: "a new run that takes the steps before this one from the record and runs from here with the agent as deployed now", onclick: async () => {
@@ -170,9 +189,22 @@ function stepsView(runId, list) {
         try { const [whole] = (await api("GET", `${path}?step=${s.number}`)).steps; body.textContent = JSON.stringify(whole.value, null, 1); } catch (e) { showError(e.message); }
       } }, h("summary", {}, h("span", { class: "num" }, `#${s.number}`), h("span", { class: "kind" }, s.kind),
         h("span", { class: "name" }, s.name, s.attempt > 1 ? ` (attempt ${s.attempt})` : ""),
-        h("span", { class: `st-${s.status}` }, s.status), h("span", { class: "took" }, took === null ? "" : took < 1 ? `${Math.round(took * 1000)} ms` : duration(took)), bar), body, fork);
+        h("span", { class: `st-${s.status}` }, s.status), h("span", { class: "took" }, took(s.started_at, s.ended_at)), bar(s.started_at, s.ended_at)), body, fork);
       return h("li", { class: `step k-${s.kind}`, dataset: { number: s.number, kind: s.kind, status: s.status } }, row);
-    }));
+    };
+    // A call tried several times: one row (its attempts, the failed ones, from the first start to the last end),
+    // opening to each attempt and wait.
+    const groupRow = (group) => {
+      const attempts = group.filter((s) => s.kind === "model");
+      const first = group[0], last = group.at(-1), final = attempts.at(-1);
+      const failed = attempts.filter((s) => s.status === "failed").length;
+      return h("li", { class: "step k-model retried", dataset: { number: first.number, kind: "model", status: final.status, attempts: attempts.length } },
+        h("details", {}, h("summary", {}, h("span", { class: "num" }, `#${first.number}–${last.number}`), h("span", { class: "kind" }, "model"),
+          h("span", { class: "name" }, `model (${attempts.length} attempts, ${failed} failed)`), h("span", { class: `st-${final.status}` }, final.status),
+          h("span", { class: "took" }, took(first.started_at, last.ended_at)), bar(first.started_at, last.ended_at)),
+        h("ol", { class: "steps attempts" }, ...group.map(stepRow))));
+    };
+    list.replaceChildren(...retryGroups(recorded).map((r) => (r.group ? groupRow(r.group) : stepRow(r.step))));
   };
   show.soon = () => { clearTimeout(timer); timer = setTimeout(show, 300); };
   return show;
