@@ -165,9 +165,16 @@ function retryGroups(recorded) {
 function stepsView(runId, list) {
   const path = `/api/runs/${encodeURIComponent(runId)}/steps`;
   let timer = null;
+  let shown = null; // the steps as last shown (JSON): the same steps are not drawn again
   const show = async () => {
     let recorded;
     try { recorded = (await api("GET", path)).steps; } catch (e) { showError(e.message); return; }
+    const json = JSON.stringify(recorded);
+    if (json === shown) return;
+    shown = json;
+    // What the reader opened stays open when new steps come.
+    const key = (li) => `${li.dataset.number}${li.classList.contains("retried") ? "+" : ""}`;
+    const open = new Set([...list.querySelectorAll("li")].filter((li) => li.firstElementChild?.open).map(key));
     const starts = recorded.filter((s) => s.started_at).map((s) => s.started_at);
     const ends = recorded.filter((s) => s.ended_at).map((s) => s.ended_at);
     const t0 = Math.min(...starts), span = Math.max(Math.max(...ends) - t0, 0.001);
@@ -205,6 +212,7 @@ function stepsView(runId, list) {
         h("ol", { class: "steps attempts" }, ...group.map(stepRow))));
     };
     list.replaceChildren(...retryGroups(recorded).map((r) => (r.group ? groupRow(r.group) : stepRow(r.step))));
+    for (const li of list.querySelectorAll("li")) if (open.has(key(li))) li.firstElementChild.open = true;
   };
   show.soon = () => { clearTimeout(timer); timer = setTimeout(show, 300); };
   return show;
