@@ -216,6 +216,8 @@ class RunInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Why a failed run failed."""
     forked_from: str | None = None
     """The run this one is a fork of (`runs.fork`)."""
+    input: Any = None
+    """What the run was given: its text, or its input items (`runs.get` only; a listing leaves it out)."""
 
 
 class RunSteps(msgspec.Struct, kw_only=True, omit_defaults=True):

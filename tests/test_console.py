@@ -191,6 +191,10 @@ async def test_runs_page_shows_a_run_submitted_over_the_bus_and_follows_it_live(
 
         await row.locator("a").click()
         await page.wait_for_selector('#run-status[data-status="completed"]', timeout=WAIT_MS)
+        # What the run was given, at the top, above what became of it.
+        given = page.locator("#run-input")
+        await given.locator(".text", has_text="get_weather city=Oslo-").wait_for(timeout=WAIT_MS)
+        assert (await given.bounding_box())["y"] < (await page.locator("#outcome").bounding_box())["y"]
         await page.locator('#timeline li[data-type="tool_output"]', has_text="sunny in").wait_for(timeout=WAIT_MS)
         # The steps, as a waterfall: two model calls and the tool call between them, each opening to what it recorded.
         tool = page.locator('#steps li[data-kind="tool"]')

@@ -100,7 +100,8 @@ async def test_a_fork_over_the_bus_says_where_it_came_from_and_runs_nothing_befo
     assert not any(isinstance(e, ToolCall) for e in events)
     assert isinstance(events[-1], Completed) and events[-1].output == "Be loud! sunny in Oslo"
     assert looked_up == ["Oslo"] and seen == ["Be brief.", "Be brief.", "Be loud!"]
-    assert (await client.get_run(fork.id)).forked_from == run.run_id
+    forked_run = await client.get_run(fork.id)
+    assert (forked_run.forked_from, forked_run.input) == (run.run_id, "Weather in Oslo?")  # the input of the run forked
 
     refusals = [
         ({"run_id": run.run_id, "from_step": 9}, "from_step", "has steps 1 to 3"),

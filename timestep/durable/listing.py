@@ -61,7 +61,13 @@ async def list_runs(*, status: str | None = None, agent: str | None = None, queu
 async def get_run(run_id: str) -> RunInfo | None:
     """One run, or None when there is no such run."""
     found = await engine.list_workflows(ids=[run_id], name=WORKFLOW)
-    return await _info(found[0]) if found else None
+    if not found:
+        return None
+    info = await _info(found[0])
+    spec = found[0].args[0] if found[0].args and isinstance(found[0].args[0], RunSpec) else None
+    if spec is not None and spec.input is not None:
+        info.input = plain(spec.input)
+    return info
 
 
 # --- a run's steps ---------------------------------------------------------------------------------

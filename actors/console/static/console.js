@@ -225,9 +225,10 @@ async function runPage(main, runId) {
     if (await act("POST", `/api/runs/${encodeURIComponent(runId)}/cancel`, {})) cancel.disabled = true;
   } }, "Cancel run");
   const outcome = h("div", { id: "outcome", hidden: true });
+  const given = h("div", { id: "run-input", class: "run-input", hidden: true });
   const timeline = h("ol", { class: "timeline", id: "timeline" });
   const steps = h("ol", { class: "steps", id: "steps" });
-  main.append(h("div", { class: "title" }, h("h2", {}, "Run ", h("code", {}, runId), " ", status), cancel), outcome, facts,
+  main.append(h("div", { class: "title" }, h("h2", {}, "Run ", h("code", {}, runId), " ", status), cancel), given, outcome, facts,
     h("h3", { title: "each recorded step: a model call, a tool call, a guardrail, a wait; its bar is when it ran, from the run's first step to its last" }, "Steps"), steps,
     h("h3", {}, "Timeline"), timeline);
   const showSteps = stepsView(runId, steps);
@@ -264,6 +265,13 @@ async function runPage(main, runId) {
     const { run } = await api("GET", `/api/runs/${encodeURIComponent(runId)}`);
     stored = run.status;
     fact.agent.textContent = run.agent; fact.queue.textContent = run.queue || "-"; fact.session.textContent = run.session_id || "-";
+    // What the run was given, at the top: its text, or the text of its input items.
+    if (run.input !== undefined && run.input !== null) {
+      const text = typeof run.input === "string" ? run.input : run.input.map((i) => (typeof i.content === "string" ? i.content
+        : Array.isArray(i.content) ? i.content.map((p) => p.text ?? "").join(" ") : JSON.stringify(i))).join("\n");
+      given.replaceChildren(h("span", { class: "muted" }, "input "), h("span", { class: "text" }, text));
+      given.hidden = false;
+    }
     if (run.forked_from) fact.forked.replaceChildren(h("a", { href: `#/runs/${encodeURIComponent(run.forked_from)}` }, run.forked_from));
     else fact.forked.textContent = "-";
     fact.submitted.textContent = when(run.accepted_at || run.created_at); fact.started.textContent = when(run.started_at);

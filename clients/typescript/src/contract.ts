@@ -435,6 +435,9 @@ export interface RunInfo {
   usage?: TokenUsage | null;
   error?: ErrorInfo | null;
   forked_from?: string | null;
+  input?: {
+    [k: string]: unknown | undefined;
+  };
 }
 /**
  * One recorded step of a run.
