@@ -26,9 +26,10 @@ from subjects.events import (
     decode_event,
     encode_event,
 )
-from subjects.ids import RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, is_valid_run_id, run_id_problem
+from subjects.ids import CONTRACT_VERSION, RUN_ID_MAX_LENGTH, RUN_ID_PATTERN, is_valid_run_id, run_id_problem
 
 __all__ = [
+    "CONTRACT_VERSION",
     "EVENT_TYPES",
     "Accepted",
     "Approval",

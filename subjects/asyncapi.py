@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from subjects.events import EVENT_TYPES, Accepted, LiveText, Rejected, RunEvent
+from subjects.ids import CONTRACT_VERSION
 from subjects.messages import (
     ApprovalList,
     Approve,
@@ -297,7 +298,7 @@ def asyncapi_document() -> dict[str, Any]:
         "id": "urn:timestep:contract",
         "info": {
             "title": "Timestep subject contract",
-            "version": "1",
+            "version": CONTRACT_VERSION,
             "description": "Start OpenAI Agents SDK runs and follow them over NATS JetStream. Bodies are JSON, "
             "snake_case; fields may be added later, never removed; unknown fields are ignored. Every subject starts "
             "with the prefix, `timestep` by default (TIMESTEP_SUBJECT_PREFIX). Generated from the msgspec types in "

@@ -35,3 +35,8 @@ def run_id_problem(value: object, max_length: int = RUN_ID_MAX_LENGTH) -> str | 
     if bad is not None:
         return f"contains {bad!r}; use only letters, digits, '_' and '-' (at most {max_length} characters)"
     return None
+
+
+#: The subject contract's version: fields, subjects and event types may be added within it, never
+#: removed or changed in meaning (readers ignore what they do not know); a breaking change raises it.
+CONTRACT_VERSION = "1"

@@ -127,3 +127,37 @@ async def test_typescript_client_against_the_actors(system) -> None:
     code, output = await _run(node, "--test", "--test-reporter=spec", "dist/test/", env=env, timeout=300)
     assert code == 0, f"the TypeScript client's Node tests failed (exit {code}):\n{output}"
     assert "ℹ fail 0" in output and "ℹ pass 0" not in output, output
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_packed_client_installs_into_an_empty_project_and_runs_its_readme_example(system, tmp_path: Path) -> None:
+    """As the client's README installs it: `npm pack`, then `npm install` of the tarball into an
+    empty Node project (its NATS dependencies from the registry), then the README's example, run
+    there with node (the test agent in place of the demo's)."""
+    node = await _installed_and_built()
+    _, npm = _node_and_npm()
+    async with _package_lock():  # dist/ as built above, not rebuilt by `prepack` while another worker reads it
+        code, output = await _run(npm, "pack", "--ignore-scripts", "--pack-destination", str(tmp_path), timeout=120)
+    assert code == 0, output
+    [tarball] = tmp_path.glob("timestep-client-*.tgz")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "package.json").write_text(json.dumps({"name": "example-project", "private": True, "type": "module"}))
+    install = await asyncio.create_subprocess_exec(
+        npm, "install", "--no-audit", "--no-fund", str(tarball), cwd=project, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output = (await asyncio.wait_for(install.communicate(), 300))[0].decode(errors="replace")
+    assert install.returncode == 0, output
+    readme = (PACKAGE / "README.md").read_text()
+    example = readme.split("## Example", 1)[1].split("```js\n", 1)[1].split("```", 1)[0]
+    (project / "example.mjs").write_text(example.replace('"demo-assistant"', '"bus-assistant"'))
+    run = await asyncio.create_subprocess_exec(
+        node, "example.mjs", cwd=project, env={**os.environ, "NATS_URL": system.url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(run.communicate(), 60)
+    assert run.returncode == 0, err.decode(errors="replace")
+    assert out.decode().strip().split("\n") == [
+        "1 accepted", "2 started", "3 tool_call", "4 tool_output", "5 completed",
+        "get_weather returned: sunny in Paris", "send_email returned: sent to ada@example.com",
+    ], out.decode()
