@@ -69,7 +69,7 @@ def import_agent_modules(modules: list[str]) -> None:
         except SyntaxError as exc:
             where = f" ({os.path.relpath(exc.filename)}, line {exc.lineno})" if exc.filename else ""
             raise ValidationError("--agents", f"{name!r} has a syntax error: {exc.msg}{where}") from None
-        except (TypeError, ValueError) as exc:  # an empty or relative name: import_module refuses it
+        except (TypeError, ValueError):  # an empty or relative name: import_module refuses it
             if not name or name.startswith("."):
                 raise ValidationError("--agents", f"{name!r} is not a module name", "give one such as myapp.agents") from None
             raise

@@ -30,7 +30,6 @@ from subjects.events import (
     ToolCall,
     ToolOutput,
     ToolRejected,
-    decode_event,
     decode_submit_answer,
 )
 from subjects.messages import DeadLetter, Reply, RunRequest, Schedule

@@ -341,7 +341,7 @@ async def test_an_admin_edits_a_queue_limit_on_the_queues_page(deployment, brows
         assert await page.locator("#error").is_hidden()
         await screenshot(page, "queues")
         await page.goto(deployment.login + "/#/schedules")
-        await page.locator(f'#schedules tr', has_text=queue).wait_for(timeout=WAIT_MS)
+        await page.locator('#schedules tr', has_text=queue).wait_for(timeout=WAIT_MS)
         await screenshot(page, "schedules")
     finally:
         await context.close()

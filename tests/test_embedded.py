@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from processes import process_env, stop, up, wait_printed
-from subjects.events import Completed, RunEvent
+from subjects.events import Completed
 from timestep.bus.connection import Bus
 from timestep.bus.server import EmbeddedNats, free_port
 from timestep.client import Client

@@ -14,7 +14,7 @@ from agents import Agent, RunContextWrapper, function_tool
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
 import timestep
-from subjects.events import Completed, Interrupted, ToolApproved, ToolOutput, ToolRejected
+from subjects.events import Interrupted, ToolApproved, ToolOutput, ToolRejected
 from timestep.durable import store
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agents import Agent, OpenAIConversationsSession, SQLiteSession, function_tool
+from agents import Agent, OpenAIConversationsSession, SQLiteSession
 from agents.testing import ScriptedModel, assistant_message
 
 import timestep

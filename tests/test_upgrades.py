@@ -4,7 +4,6 @@ run parked on an approval is resumed by a process whose agent changed meanwhile.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -5,7 +5,6 @@ the agent actors."""
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 import msgspec

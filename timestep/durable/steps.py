@@ -55,7 +55,7 @@ from agents.models.multi_provider import MultiProvider
 from agents.items import ModelResponse
 from openai.types.responses import ResponseFunctionToolCall
 
-from subjects.events import AgentChanged, Delta, ErrorInfo, LiveText, Retrying, RunEvent, ToolCall, ToolOutput
+from subjects.events import AgentChanged, Delta, ErrorInfo, LiveText, Retrying, ToolCall, ToolOutput
 from timestep.durable import approvals, engine, model_retry, run_context
 from timestep.ops import metrics, observe
 from timestep.durable.definitions import AgentChange
