@@ -98,3 +98,58 @@ async def test_replay_leaves_the_recorded_runs_as_they_were_and_refuses_what_it_
         await timestep.replay_runs(name, ids=[uid("nothing")])
     with pytest.raises(timestep.UnknownAgentError):
         await timestep.replay_runs(uid("nobody"))
+
+
+async def test_agents_as_tools_and_handoffs_are_replayed_with_their_tools_answered_from_the_recording(db: str) -> None:
+    """An agent used as a tool (`as_tool`) runs its sub-agent in the replay, whose own tool calls are
+    answered from the recording; a `handoff(agent, on_handoff=...)` hands off without running its
+    callback again. Unchanged, each run is the same, and no tool or callback ran a second time."""
+    from agents import handoff
+    from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+
+    ran: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        ran.append(f"weather:{city}")
+        return f"sunny in {city}"
+
+    def outputs(call) -> list:
+        return [i["output"] for i in call.input if isinstance(i, dict) and i.get("type") == "function_call_output"]
+
+    def helper_answer(call) -> object:
+        return [function_call("get_weather", {"city": "Oslo"}, call_id="h1")] if not outputs(call) else [assistant_message(f"it is {outputs(call)[-1]}")]
+
+    def parent_answer(call) -> object:
+        return [function_call("ask_helper", {"input": "Oslo?"}, call_id="p1")] if not outputs(call) else [assistant_message(f"helper says {outputs(call)[-1]}")]
+
+    helper = Agent(name=uid("helper"), tools=[get_weather], model=ScriptedModel([ModelStep.respond(helper_answer) for _ in range(8)]))
+    parent = timestep.register_agent(Agent(
+        name=uid("parent"), tools=[helper.as_tool(tool_name="ask_helper", tool_description="asks the helper")],
+        model=ScriptedModel([ModelStep.respond(parent_answer) for _ in range(8)]),
+    ))
+    done = await timestep.run_agent_workflow(parent, "Weather?")
+    assert done.output == "helper says it is sunny in Oslo" and ran == ["weather:Oslo"]
+    [report] = await timestep.replay_runs(parent, ids=[done.workflow_id])
+    assert (report.status, report.output_after) == ("same", "helper says it is sunny in Oslo"), report
+    assert ran == ["weather:Oslo"]  # the sub-agent ran again; its tool call came from the recording
+
+    def desk_answer(call) -> object:
+        weather = [i["output"] for i in call.input if isinstance(i, dict) and i.get("type") == "function_call_output" and i.get("call_id") == "d1"]
+        return [function_call("get_weather", {"city": "Rome"}, call_id="d1")] if not weather else [assistant_message(f"desk: {weather[-1]}")]
+
+    desk = Agent(name=uid("desk"), tools=[get_weather], model=ScriptedModel([ModelStep.respond(desk_answer) for _ in range(8)]))
+
+    def on_handoff(ctx) -> None:
+        ran.append("handed off")
+
+    to_desk = handoff(desk, on_handoff=on_handoff)
+    front = timestep.register_agent(Agent(
+        name=uid("front"), handoffs=[to_desk],
+        model=ScriptedModel([ModelStep.respond(lambda call: [function_call(to_desk.tool_name, {}, call_id="x1")]) for _ in range(4)]),
+    ))
+    handed = await timestep.run_agent_workflow(front, "Weather in Rome?")
+    assert handed.output == "desk: sunny in Rome" and ran[1:] == ["handed off", "weather:Rome"]
+    [report] = await timestep.replay_runs(front, ids=[handed.workflow_id])
+    assert (report.status, report.output_after) == ("same", "desk: sunny in Rome"), report
+    assert ran[1:] == ["handed off", "weather:Rome"]  # neither the callback nor the tool ran again

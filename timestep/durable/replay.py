@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from agents import Agent, FunctionTool, RunConfig, Runner
+from agents import Agent, FunctionTool, Handoff, RunConfig, Runner
 
-from timestep.durable import engine, run_context
+from timestep.durable import engine, run_context, steps
 from timestep.durable.models import default_model_provider
 from timestep.durable.runs import WORKFLOW, RunResult, RunSpec
 from timestep.durable.steps import StepOutcome, plain
@@ -112,17 +113,45 @@ async def _recorded_calls(source: Any, run_id: str) -> list[tuple[str, str, Any]
 
 
 def _replaying(agent: Agent, recording: _Recording, live_tools: set[str], made: list[tuple[str, str, bool]], seen: dict[int, Agent]) -> Agent:
-    """The agent with each function tool answered from `recording` (see the module), and its
-    handoffs' agents alike. `made` collects every call: (tool, arguments, run for real)."""
+    """The agent with each function tool answered from `recording` (see the module), and the agents
+    it hands off to alike. An agent used as a tool (`as_tool`) runs its sub-agent, which the replay's
+    runner swaps for its replaying clone (`steps.replaying`), so its tools are answered alike. `made`
+    collects every call: (tool, arguments, run for real)."""
     if id(agent) in seen:
         return seen[id(agent)]
     tools: list[Any] = []
     clone = agent.clone(tools=tools)
-    seen[id(agent)] = clone
+    seen[id(agent)] = seen[id(clone)] = clone  # a clone handed back (the replay's own Runner.run) stays itself
     for tool in agent.tools:
-        tools.append(_replayed_tool(tool, recording, live_tools, made) if isinstance(tool, FunctionTool) else tool)
-    clone.handoffs = [_replaying(h, recording, live_tools, made, seen) if isinstance(h, Agent) else h for h in agent.handoffs]
+        live = not isinstance(tool, FunctionTool) or getattr(tool, "_is_agent_tool", False)
+        tools.append(tool if live else _replayed_tool(tool, recording, live_tools, made))
+    clone.handoffs = [_replayed_handoff(h, recording, live_tools, made, seen) for h in agent.handoffs]
     return clone
+
+
+def _replayed_handoff(handoff: Any, recording: _Recording, live_tools: set[str], made: list[tuple[str, str, bool]], seen: dict[int, Agent]) -> Any:
+    """A handoff to the replaying clone of its agent. A `handoff(agent, on_handoff=...)` hands off
+    without running its callback (a replay runs no side effect it recorded); a hand-built Handoff
+    whose function chooses the agent runs that function, and hands off to the clone of its choice."""
+    if isinstance(handoff, Agent):
+        return _replaying(handoff, recording, live_tools, made, seen)
+    if not isinstance(handoff, Handoff):
+        return handoff
+    original = handoff.on_invoke_handoff
+    target = handoff._agent_ref() if handoff._agent_ref is not None else None
+    if target is None:
+        async def choose(*args: Any, **kwargs: Any) -> Agent:
+            return _replaying(await original(*args, **kwargs), recording, live_tools, made, seen)
+
+        return dataclasses.replace(handoff, on_invoke_handoff=choose)
+    replayed = _replaying(target, recording, live_tools, made, seen)
+
+    async def invoke(*args: Any, **kwargs: Any) -> Agent:
+        return replayed
+
+    wrapped = dataclasses.replace(handoff, on_invoke_handoff=invoke)
+    object.__setattr__(wrapped, "_agent_ref", weakref.ref(replayed))
+    return wrapped
 
 
 def _replayed_tool(tool: FunctionTool, recording: _Recording, live_tools: set[str], made: list[tuple[str, str, bool]]) -> FunctionTool:
@@ -177,11 +206,13 @@ async def replay_run(source: Any, workflow: engine.Workflow, agent: Agent, *, mo
     report.tokens_before = result.usage.total_tokens
     recorded = await _recorded_calls(source, workflow.id)
     made: list[tuple[str, str, bool]] = []
-    replaying = _replaying(agent if model is None else agent.clone(model=model), _Recording(recorded), set(live_tools), made, {})
+    recording, live, seen = _Recording(recorded), set(live_tools), {}
+    swap = steps.replaying(lambda a: _replaying(a, recording, live, made, seen))
     context = run_context.unpack(spec.context, workflow.id) if spec.context else None
     try:
         replayed = await Runner.run(
-            replaying, spec.input if spec.input is not None else "", context=context, max_turns=spec.max_turns,
+            agent if model is None else agent.clone(model=model), spec.input if spec.input is not None else "",
+            context=context, max_turns=spec.max_turns,
             run_config=RunConfig(model_provider=default_model_provider(), tracing_disabled=True),
         )
     except Exception as exc:
@@ -189,6 +220,8 @@ async def replay_run(source: Any, workflow: engine.Workflow, agent: Agent, *, mo
         report.error = f"{type(exc).__name__}: {exc}"
         _compare(recorded, made, report)
         return report
+    finally:
+        steps.stop_replaying(swap)
     report.output_after = plain(replayed.final_output)
     report.tokens_after = sum(r.usage.total_tokens for r in replayed.raw_responses)
     _compare(recorded, made, report)

@@ -330,6 +330,21 @@ def stop_recording(token: Token) -> None:
     _current.reset(token)
 
 
+_replay_swap: ContextVar[Callable[[Agent], Agent] | None] = ContextVar("timestep_replay_swap", default=None)
+
+
+def replaying(swap: Callable[[Agent], Agent]) -> Token:
+    """For a replay (`timestep.durable.replay`): every `Runner.run` made in this context, the replay's
+    own and an agent tool's sub-run, runs `swap(agent)` instead of its agent (reset with the token)."""
+    if not isinstance(agent_run.get_default_agent_runner(), _NestedRuns):
+        agent_run.set_default_agent_runner(_NestedRuns(agent_run.get_default_agent_runner()))
+    return _replay_swap.set(swap)
+
+
+def stop_replaying(token: Token) -> None:
+    _replay_swap.reset(token)
+
+
 # --- the model ------------------------------------------------------------------
 
 
@@ -720,6 +735,9 @@ class _NestedRuns(AgentRunner):
         self.inner = inner
 
     async def run(self, starting_agent: Agent, input: Any, **kwargs: Any) -> Any:
+        swap = _replay_swap.get()
+        if swap is not None:  # a replay: no recorder is current, so nothing below applies
+            starting_agent = swap(starting_agent)
         if _current.get(None) is not None and not _stepping.get():
             starting_agent = wrap_agent(starting_agent)
             kwargs["run_config"] = _durable_config(kwargs.get("run_config"))
