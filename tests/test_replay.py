@@ -98,6 +98,14 @@ async def test_replay_leaves_the_recorded_runs_as_they_were_and_refuses_what_it_
         await timestep.replay_runs(name, ids=[uid("nothing")])
     with pytest.raises(timestep.UnknownAgentError):
         await timestep.replay_runs(uid("nobody"))
+    from agents import ComputerTool
+
+    class Screen:  # a computer the tool would drive, here and now: a replay cannot answer it from the record
+        environment, dimensions = "linux", (800, 600)
+
+    clicker = timestep.register_agent(Agent(name=uid("clicker"), tools=[ComputerTool(computer=Screen())], model=OfflineDemoModel()))
+    with pytest.raises(timestep.ValidationError, match=r"^agent: agent '.*' has the tool 'computer_use_preview' \(ComputerTool\), which runs here"):
+        await timestep.replay_runs(clicker)
 
 
 async def test_agents_as_tools_and_handoffs_are_replayed_with_their_tools_answered_from_the_recording(db: str) -> None:

@@ -35,6 +35,9 @@ log = logging.getLogger("timestep.durable.replay")
 
 NOT_RECORDED = "not in the recording: this tool call was not made by the recorded run, so it was not run (replay)"
 
+#: Tools the model provider runs, not this process: a replay leaves them as they are.
+HOSTED_TOOLS = {"WebSearchTool", "FileSearchTool", "CodeInterpreterTool", "HostedMCPTool", "ImageGenerationTool", "ToolSearchTool"}
+
 #: What a report may say changed; `allow` takes these.
 CHANGES = ("output", "tools")
 
@@ -110,6 +113,23 @@ async def _recorded_calls(source: Any, run_id: str) -> list[tuple[str, str, Any]
         if isinstance(arguments, str):
             calls.append((step.name.removeprefix("tool:"), arguments, outcome.value))
     return calls
+
+
+def _agents_of(agent: Agent, found: dict[int, Agent] | None = None) -> list[Agent]:
+    """`agent`, the agents it hands off to and those it uses as tools, each once."""
+    found = {} if found is None else found
+    if id(agent) in found:
+        return list(found.values())
+    found[id(agent)] = agent
+    for h in agent.handoffs:
+        target = h if isinstance(h, Agent) else (h._agent_ref() if isinstance(h, Handoff) and h._agent_ref is not None else None)
+        if target is not None:
+            _agents_of(target, found)
+    for t in agent.tools:
+        inner = getattr(t, "_agent_instance", None) if getattr(t, "_is_agent_tool", False) else None
+        if isinstance(inner, Agent):
+            _agents_of(inner, found)
+    return list(found.values())
 
 
 def _replaying(agent: Agent, recording: _Recording, live_tools: set[str], made: list[tuple[str, str, bool]], seen: dict[int, Agent]) -> Agent:
@@ -241,11 +261,20 @@ async def replay(
     `engine.Admin`) holds: the newest `limit` of them, those created since `since` (epoch seconds),
     or those of `ids` (in that order; else oldest first). See the module for what a replay does and does not do."""
     live = set(live_tools)
-    unknown = sorted(live - {t.name for t in agent.tools})
+    every = _agents_of(agent)
+    names = {t.name for a in every for t in a.tools if isinstance(t, FunctionTool)}
+    unknown = sorted(live - names)
     if unknown:
-        raise ValidationError("live_tools", f"agent {agent.name!r} has no tool {unknown[0]!r}", f"name tools of it: {', '.join(t.name for t in agent.tools)}")
-    if agent.mcp_servers:
-        raise ValidationError("agent", f"agent {agent.name!r} uses MCP servers, whose calls a replay cannot answer from the recording yet", "replay an agent without MCP servers")
+        raise ValidationError("live_tools", f"agent {agent.name!r} has no tool {unknown[0]!r}", f"name tools of it: {', '.join(sorted(names))}")
+    for one in every:
+        if one.mcp_servers:
+            raise ValidationError("agent", f"agent {one.name!r} uses MCP servers, whose calls a replay cannot answer from the recording yet", "replay an agent without MCP servers")
+        local = next((t for t in one.tools if not isinstance(t, FunctionTool) and type(t).__name__ not in HOSTED_TOOLS), None)
+        if local is not None:
+            raise ValidationError(
+                "agent", f"agent {one.name!r} has the tool {getattr(local, 'name', '?')!r} ({type(local).__name__}), which runs here and "
+                "which a replay cannot answer from the recording", "replay an agent whose local tools are function tools",
+            )
     found = await source.list_workflows(
         name=WORKFLOW, status="completed", ids=ids, since=since, newest_first=True,
     )
