@@ -151,3 +151,28 @@ async def test_a_fork_from_a_step_inside_an_agent_used_as_a_tool_goes_on_from_th
     assert forked.output == "helper says it is sunny in Oslo"
     assert looked_up == ["Oslo"]  # the helper's tool call came from the record
     assert calls == ["parent", "helper", "helper", "parent", "helper", "parent"]  # only the calls from the fork point on
+
+
+async def test_a_nats_user_forks_with_a_plain_request_and_reads_the_reply_as_json(client, system) -> None:
+    """What a service in another language sends: a core NATS request with a JSON body on
+    `timestep.runs.fork`, answered with the contract's Reply as JSON; a bad body is answered with
+    the field at fault, and nothing is forked."""
+    import json
+
+    import nats
+
+    run = await client.submit("bus-assistant", "get_weather city=Lima")
+    await run.result()
+    steps = await client.steps(run.run_id)
+    last_model = [s.number for s in steps if s.kind == "model"][-1]
+    nc = await nats.connect(system.url)
+    try:
+        answer = json.loads((await nc.request("timestep.runs.fork", json.dumps({"id": run.run_id, "from_step": last_model}).encode(), timeout=10)).data)
+        assert answer["ok"] is True and answer["run"]["forked_from"] == run.run_id and answer["run"]["agent"] == "bus-assistant", answer
+        forked = [e async for e in client.events(answer["run"]["id"])]
+        assert forked[0].type == "forked" and forked[-1].type == "completed"
+        bad = json.loads((await nc.request("timestep.runs.fork", json.dumps({"id": run.run_id, "from_step": "3"}).encode(), timeout=10)).data)
+        assert bad["ok"] is False and bad["error"]["field"] == "from_step", bad
+    finally:
+        await nc.close()
+    assert [r.id for r in await client.list_runs(limit=1000) if r.forked_from == run.run_id] == [answer["run"]["id"]]
