@@ -27,7 +27,7 @@ def _spawn(mode: str, scenario: str, db_url: str, log_dir: Path, **env_vars: str
     env = {**os.environ, "TIMESTEP_EXECUTOR_ID": "local", "TIMESTEP_HOME": str(log_dir), **env_vars}
     return subprocess.Popen(
         [sys.executable, str(WORKER), mode, scenario, db_url, str(log_dir)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,  # its own process group
     )
 
 
@@ -56,7 +56,9 @@ def _killed_at(needle: str, scenario: str, db_url: str, log_dir: Path) -> Counte
     try:
         _wait_for_line(log_dir / "calls.log", needle, first)
     finally:
-        first.send_signal(signal.SIGKILL)
+        # The worker and what it started (an MCP server over stdio) die together, as in a crash of the
+        # machine: an MCP server left running would finish its call once `block` is gone, and log it.
+        os.killpg(first.pid, signal.SIGKILL)
         first.wait(60)
     assert first.returncode == -signal.SIGKILL
     (log_dir / "block").unlink()
