@@ -26,7 +26,7 @@ WORKFLOW = runs.WORKFLOW
 SCAN_LIMIT = 2000
 
 
-async def _info(w: engine.Workflow) -> RunInfo:
+async def _info(w: engine.Workflow, with_input: bool = False) -> RunInfo:
     spec = w.args[0] if w.args and isinstance(w.args[0], RunSpec) else None
     status = w.status
     if status == "running" and await approvals.has_pending(w.id):
@@ -42,6 +42,7 @@ async def _info(w: engine.Workflow) -> RunInfo:
         queue=w.queue, session_id=spec.session_id if spec else None,
         duration_seconds=round(max(0.0, (w.completed_at or updated) - created), 3) if w.finished else None,
         usage=usage, error=error, forked_from=w.forked_from,
+        input=plain(spec.input) if with_input and spec is not None and spec.input is not None else None,
     )
 
 
@@ -61,13 +62,7 @@ async def list_runs(*, status: str | None = None, agent: str | None = None, queu
 async def get_run(run_id: str) -> RunInfo | None:
     """One run, or None when there is no such run."""
     found = await engine.list_workflows(ids=[run_id], name=WORKFLOW)
-    if not found:
-        return None
-    info = await _info(found[0])
-    spec = found[0].args[0] if found[0].args and isinstance(found[0].args[0], RunSpec) else None
-    if spec is not None and spec.input is not None:
-        info.input = plain(spec.input)
-    return info
+    return await _info(found[0], with_input=True) if found else None
 
 
 # --- a run's steps ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from agents import Agent, FunctionTool, Handoff, RunConfig, Runner
 
 from timestep.durable import engine, run_context, steps
 from timestep.durable.models import default_model_provider
+from timestep.durable.listing import SCAN_LIMIT
 from timestep.durable.runs import WORKFLOW, RunResult, RunSpec
 from timestep.durable.steps import StepOutcome, plain
 from timestep.errors import ValidationError
@@ -275,8 +276,9 @@ async def replay(
                 "agent", f"agent {one.name!r} has the tool {getattr(local, 'name', '?')!r} ({type(local).__name__}), which runs here and "
                 "which a replay cannot answer from the recording", "replay an agent whose local tools are function tools",
             )
+    # Which agent a run is of is in its input, which DBOS cannot filter on: the newest SCAN_LIMIT runs, as `list_runs` reads them.
     found = await source.list_workflows(
-        name=WORKFLOW, status="completed", ids=ids, since=since, newest_first=True,
+        name=WORKFLOW, status="completed", ids=ids, since=since, newest_first=True, limit=None if ids else SCAN_LIMIT,
     )
     runs = [w for w in found if w.args and isinstance(w.args[0], RunSpec) and w.args[0].agent == agent.name]
     if ids:
