@@ -5,7 +5,8 @@
 Over stdio; with PORT, over streamable HTTP at http://127.0.0.1:PORT/mcp.
 
 Each tool call, prompt and resource read appends a line to LOG_DIR/calls.log; `slow_add` blocks while LOG_DIR/block exists.
-With MCP_EXTRA_TOOL set it also offers `multiply`.
+With MCP_EXTRA_TOOL set it also offers `multiply`. Each server appends its pid to LOG_DIR/mcp_servers.pid: the stdio
+client starts it in a session of its own, so a test that crashes the machine kills it by pid.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from mcp.server.mcpserver import MCPServer
 
 log_dir = Path(sys.argv[1])
 server = MCPServer("Calculator")
+with (log_dir / "mcp_servers.pid").open("a") as pids:
+    pids.write(f"{os.getpid()}\n")
 
 
 def log(line: str) -> None:

@@ -56,13 +56,36 @@ def _killed_at(needle: str, scenario: str, db_url: str, log_dir: Path) -> Counte
     try:
         _wait_for_line(log_dir / "calls.log", needle, first)
     finally:
-        # The worker and what it started (an MCP server over stdio) die together, as in a crash of the
-        # machine: an MCP server left running would finish its call once `block` is gone, and log it.
+        # The worker and what it started die together, as in a crash of the machine: an MCP server left
+        # running would finish its call once `block` is gone, and log it. The MCP SDK's stdio client starts
+        # its server in a session of its own, out of the worker's group, so it is killed by its pid.
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(60)
+        _kill_mcp_servers(log_dir)
     assert first.returncode == -signal.SIGKILL
     (log_dir / "block").unlink()
     return _calls(log_dir)
+
+
+def _kill_mcp_servers(log_dir: Path) -> None:
+    pids = log_dir / "mcp_servers.pid"
+    for pid in map(int, pids.read_text().split() if pids.exists() else []):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + 30  # dead once gone or a zombie (the orphan's reaper may be slow)
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
+    pids.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _calls(log_dir: Path) -> Counter:
