@@ -22,6 +22,7 @@ from actors.governor import Governor
 from actors.scheduler import Scheduler
 from actors.console import Console
 from actors.health import HealthServer
+from actors.workers import Workers
 from timestep.bus.connection import Bus, BusEventSink
 from timestep.bus.server import EmbeddedNats, remove_url_file, write_url_file
 from timestep.durable.events import add_event_sink, remove_event_sink
@@ -89,7 +90,8 @@ def _where(exc: BaseException) -> str:
 
 class System:
     def __init__(
-        self, roles: set[str] | None = None, *, nats_url: str | None = None, settings: Settings | None = None, standby: bool = False
+        self, roles: set[str] | None = None, *, nats_url: str | None = None, settings: Settings | None = None, standby: bool = False,
+        workers: int = 1, agent_modules: list[str] | tuple[str, ...] = (), worker: int | None = None,
     ) -> None:
         self.roles = set(roles or ROLES)
         unknown = self.roles - set(ROLES)
@@ -108,6 +110,13 @@ class System:
         """The web console, served by `http` when TIMESTEP_CONSOLE (`timestep up --console`) is on."""
         self._owns_engine = False
         """This system launched DBOS (`timestep up`), so its stop stops the runs executing here."""
+        self.workers_wanted = workers
+        """Agent processes, this one included (`timestep up --workers N`): N-1 more are started and watched."""
+        self.agent_modules = list(agent_modules)
+        """The modules each worker imports (`--agents`)."""
+        self.worker = worker
+        """This process's number when a `--workers` process started it, else None (worker 0)."""
+        self.workers: Workers | None = None
 
     async def start(self) -> System:
         use_settings(self.settings)  # the process's, for the library below (its durable runs, its queues, its model calls)
@@ -142,11 +151,21 @@ class System:
         if agent is not None:
             self.actors += [agent, ControlActor(self.bus)]
         if "governor" in self.roles:
-            self.actors.append(Governor(self.bus, local_agent=agent))
+            # With workers, direct runs go through `<prefix>.runs.start`, shared by every agent process
+            # (this one's included); alone, the governor hands them to this process's agent directly.
+            self.actors.append(Governor(self.bus, local_agent=agent if self.workers_wanted == 1 else None))
         if "scheduler" in self.roles:
             self.actors.append(Scheduler(self.bus))
         for actor in self.actors:
             await actor.start()
+        if self.workers_wanted > 1:
+            self.workers = Workers(self.workers_wanted - 1, url=self.url, settings=self.settings, agent_modules=self.agent_modules)
+            await self.workers.start()
+        if self._owns_engine and "agent" in self.roles and self.worker is None:
+            # The runs of a worker no longer started (`--workers` lowered) are this process's to take over.
+            keep = set(self.workers.executor_ids if self.workers else [])
+            prefix = f"{self.settings.executor_id}-w"
+            await launch.adopt_runs(lambda e: e.startswith(prefix) and e[len(prefix):].isdigit() and e not in keep)
         if self.settings.console:
             from timestep.client import Client
 
@@ -167,10 +186,13 @@ class System:
         if key in _leases:
             return  # another System of this process holds it
         lease = ExecutorLease(self.settings.executor_id, url, self.settings.home)
-        if self.standby:
+        # A worker (`--workers`) waits quietly for its last instance's lease; a standby says so.
+        waiting = self.standby and (self.worker is None or not await lease.try_acquire())
+        if waiting:
             log.warning("standby for executor id %r: waiting until the process holding it stops", self.settings.executor_id)
-        await lease.acquire(wait=self.standby)
-        if self.standby:
+        if lease.held is None:
+            await lease.acquire(wait=self.standby)
+        if waiting:
             log.warning("took over executor id %r", self.settings.executor_id)
         _leases[key] = lease
 
@@ -185,6 +207,9 @@ class System:
         if self.console is not None:
             await self.console.close()
             self.console = None
+        grace = self.settings.stop_grace_seconds if grace_seconds is None else grace_seconds
+        if self.workers is not None:
+            self.workers.signal_stop()  # they stop beside this process, and before its NATS
         for actor in reversed(self.actors):
             try:
                 await actor.stop()
@@ -192,7 +217,10 @@ class System:
                 log.exception("stopping %s failed", actor.name)
         self.actors = []
         if self._owns_engine:
-            await launch.stop_runs(self.settings.stop_grace_seconds if grace_seconds is None else grace_seconds)
+            await launch.stop_runs(grace)
+        if self.workers is not None:
+            await self.workers.stop(grace)
+            self.workers = None
         if self._sink is not None:
             remove_event_sink(self._sink)
             self._sink = None
@@ -206,6 +234,12 @@ class System:
             self.embedded.stop()
             remove_url_file(self.settings.home, self.embedded.url)
             self.embedded = None
+
+    def hurry(self) -> None:
+        """During `stop`: stop now, here and in the workers; the steps under way run again on recovery."""
+        launch.hurry_stop()
+        if self.workers is not None:
+            self.workers.hurry()
 
     async def __aenter__(self) -> System:
         return await self.start()

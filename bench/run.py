@@ -147,13 +147,13 @@ def _bus_cases(backend: Backend, args: argparse.Namespace, *, governor: bool = T
 
 def _start_actors(
     backend: Backend, url: str, out: Path, executor: str = "bench-recovery", *, standby: bool = False,
-    under: tuple[str, ...] = (), roles: tuple[str, ...] = (), **env: str,
+    under: tuple[str, ...] = (), roles: tuple[str, ...] = (), workers: int = 1, **env: str,
 ) -> subprocess.Popen:
     """`timestep up` with the bench agents (only `roles`, if given; run `under` a command such as a
     profiler, if given); returns once it is up (a standby: once it waits)."""
     proc = subprocess.Popen(
         [*under, sys.executable, "-m", "actors.cli.main", "up", "--agents", "bench_agents", *(["--standby"] if standby else []),
-         *(arg for role in roles for arg in ("--role", role))],
+         *(arg for role in roles for arg in ("--role", role)), "--workers", str(workers)],
         env=backend.env(NATS_URL=url, TIMESTEP_EXECUTOR_ID=executor, **env), stdout=out.open("w"), stderr=subprocess.STDOUT,
     )
     deadline = time.perf_counter() + 120
@@ -445,6 +445,39 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree(pid: int) -> list[int]:
+    """`pid` and its children (a `timestep up --workers N`: the workers it started)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid, *children]
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU of `pid` and its children alive now (workers run as long as the `timestep up` that started them)."""
+    total = 0.0
+    for one in _tree(pid):
+        try:
+            total += _cpu_seconds(one)
+        except OSError:
+            continue
+    return total
+
+
+def _tree_rss_mb(pid: int) -> float:
+    total = 0.0
+    for one in _tree(pid):
+        try:
+            total += _rss_mb(one)
+        except OSError:
+            continue
+    return round(total, 1)
+
+
 def _json_lines(cmd: list[str], backend: Backend, env: dict[str, str], sample: Callable[[], None] | None = None) -> list[dict]:
     """Run a measuring process; call `sample` every 0.1 s while it runs; its JSON lines."""
     proc = subprocess.Popen(cmd, env=backend.env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -472,24 +505,25 @@ def _inflight(backend: Backend, args: argparse.Namespace) -> list[dict]:
                    "--delay", str(delay), "--db-url", backend.url]
             rows += [{**row, "backend": backend.name} for row in _json_lines(cmd, backend, env)]
             continue
-        nats = EmbeddedNats(backend.workdir / "nats-w4", port=free_port())
-        url = nats.start()
-        actors = _start_actors(backend, url, backend.workdir / "w4.out", executor="bench-w4",
-                               TIMESTEP_AGENT_CONCURRENCY=str(runs + 64), **env)
-        try:
-            cmd = [sys.executable, str(HERE / "cases.py"), "inflight-bus", "--nats-url", url, "--runs"]
-            _json_lines([*cmd, "2"], backend, env)  # warm up
-            base_mb, cpu, peak = _rss_mb(actors.pid), _cpu_seconds(actors.pid), [0.0]
+        for workers in args.load_workers:
+            nats = EmbeddedNats(backend.workdir / f"nats-w4-{workers}", port=free_port())
+            url = nats.start()
+            actors = _start_actors(backend, url, backend.workdir / f"w4-{workers}.out", executor=f"bench-w4-{workers}",
+                                   workers=workers, TIMESTEP_AGENT_CONCURRENCY=str(runs + 64), **env)
+            try:
+                cmd = [sys.executable, str(HERE / "cases.py"), "inflight-bus", "--nats-url", url, "--runs"]
+                _json_lines([*cmd, str(2 * workers)], backend, env)  # warm up
+                base_mb, cpu, peak = _tree_rss_mb(actors.pid), _tree_cpu_seconds(actors.pid), [0.0]
 
-            def sample() -> None:
-                peak[0] = max(peak[0], _rss_mb(actors.pid))
+                def sample() -> None:
+                    peak[0] = max(peak[0], _tree_rss_mb(actors.pid))
 
-            [done] = _json_lines([*cmd, str(runs)], backend, env, sample)
-            figures = inflight_figures(runs, delay, done["makespan_s"], _cpu_seconds(actors.pid) - cpu, base_mb, max(peak[0], base_mb))
-            rows.append({"system": "e", "workload": "W4", **figures, "backend": backend.name})
-        finally:
-            _stop(actors)
-            nats.stop()
+                [done] = _json_lines([*cmd, str(runs)], backend, env, sample)
+                figures = inflight_figures(runs, delay, done["makespan_s"], _tree_cpu_seconds(actors.pid) - cpu, base_mb, max(peak[0], base_mb))
+                rows.append({"system": "e", "workload": "W4", **figures, "backend": backend.name, "workers": workers})
+            finally:
+                _stop(actors)
+                nats.stop()
     return rows
 
 
@@ -498,50 +532,49 @@ def _streaming(backend: Backend, args: argparse.Namespace) -> list[dict]:
     at `--w5-rate` a second; delays measured by a NATS subscriber, CPU of the actors from /proc."""
     env = {"BENCH_W5_DELTAS": str(args.w5_deltas), "BENCH_W5_RATE": str(args.w5_rate)}
     rows = []
-    nats = EmbeddedNats(backend.workdir / "nats-w5", port=free_port())
-    url = nats.start()
-    actors = _start_actors(backend, url, backend.workdir / "w5.out", executor="bench-w5",
-                           TIMESTEP_AGENT_CONCURRENCY=str(max(args.w5_streams) + 64), **env)
-    try:
-        cmd = [sys.executable, str(HERE / "cases.py"), "stream", "--nats-url", url, "--deltas", str(args.w5_deltas),
-               "--rate", str(args.w5_rate), "--runs"]
-        _json_lines([*cmd, "2"], backend, env)  # warm up
-        for streams in args.w5_streams:
-            print(f"[{backend.name}] W5 ({streams} streams) ...", file=sys.stderr, flush=True)
-            cpu, nats_cpu = _cpu_seconds(actors.pid), _cpu_seconds(nats.process.pid)
-            [row] = _json_lines([*cmd, str(streams)], backend, env)
-            used, nats_used = _cpu_seconds(actors.pid) - cpu, _cpu_seconds(nats.process.pid) - nats_cpu
-            row.update(
-                system="e", workload="W5", backend=backend.name, target_per_s=round(streams * args.w5_rate),
-                cpu_per_delta_us=round(used / max(1, row["deltas"]) * 1e6, 1),
-                nats_cpu_per_delta_us=round(nats_used / max(1, row["deltas"]) * 1e6, 1),
-            )
-            rows.append(row)
-    finally:
-        _stop(actors)
-        nats.stop()
+    for workers in args.load_workers:
+        nats = EmbeddedNats(backend.workdir / f"nats-w5-{workers}", port=free_port())
+        url = nats.start()
+        actors = _start_actors(backend, url, backend.workdir / f"w5-{workers}.out", executor=f"bench-w5-{workers}", workers=workers,
+                               TIMESTEP_AGENT_CONCURRENCY=str(max(args.w5_streams) + 64), **env)
+        try:
+            cmd = [sys.executable, str(HERE / "cases.py"), "stream", "--nats-url", url, "--deltas", str(args.w5_deltas),
+                   "--rate", str(args.w5_rate), "--runs"]
+            _json_lines([*cmd, str(2 * workers)], backend, env)  # warm up
+            for streams in args.w5_streams:
+                print(f"[{backend.name}] W5 ({streams} streams, {workers} worker(s)) ...", file=sys.stderr, flush=True)
+                cpu, nats_cpu = _tree_cpu_seconds(actors.pid), _cpu_seconds(nats.process.pid)
+                [row] = _json_lines([*cmd, str(streams)], backend, env)
+                used, nats_used = _tree_cpu_seconds(actors.pid) - cpu, _cpu_seconds(nats.process.pid) - nats_cpu
+                row.update(
+                    system="e", workload="W5", backend=backend.name, target_per_s=round(streams * args.w5_rate), workers=workers,
+                    cpu_per_delta_us=round(used / max(1, row["deltas"]) * 1e6, 1),
+                    nats_cpu_per_delta_us=round(nats_used / max(1, row["deltas"]) * 1e6, 1),
+                )
+                rows.append(row)
+        finally:
+            _stop(actors)
+            nats.stop()
     return rows
 
 
 def _scale(backend: Backend, args: argparse.Namespace) -> list[dict]:
-    """W2 at concurrency 32 over the bus (direct runs), with the governor and scheduler in one
-    process and one, then two, agent processes beside it."""
+    """W2 at concurrency 32 over the bus (direct runs) to `timestep up --workers 1`, then `--workers 2`
+    (every role in the first process, the agent role in the second too); CPU of both."""
     rows = []
     for agents in (1, 2):
-        print(f"[{backend.name}] scale-out: {agents} agent process(es) ...", file=sys.stderr, flush=True)
+        print(f"[{backend.name}] scale-out: timestep up --workers {agents} ...", file=sys.stderr, flush=True)
         nats = EmbeddedNats(backend.workdir / f"nats-scale{agents}", port=free_port())
         url = nats.start()
-        procs = []
+        actors = _start_actors(backend, url, backend.workdir / f"scale-{agents}.out", executor=f"bench-scale{agents}", workers=agents)
         try:
-            procs.append(_start_actors(backend, url, backend.workdir / "scale-gov.out", executor="bench-gov", roles=("governor", "scheduler")))
-            for k in range(agents):
-                procs.append(_start_actors(backend, url, backend.workdir / f"scale-agent{k}.out", executor=f"bench-agent{k}", roles=("agent",)))
             shape = argparse.Namespace(runs=args.scale_runs, concurrency=[32], workloads=["W2"])
+            cpu = _tree_cpu_seconds(actors.pid)
             [row] = _cases("bus", backend, shape, nats_url=url, systems="e")
-            rows.append({**row, "workload": "scale", "agent_processes": agents})
+            used = _tree_cpu_seconds(actors.pid) - cpu
+            rows.append({**row, "workload": "scale", "agent_processes": agents, "cpu_per_run_ms": round(used / max(1, args.scale_runs) * 1e3, 2)})
         finally:
-            for proc in procs:
-                _stop(proc)
+            _stop(actors)
             nats.stop()
     return rows
 
@@ -549,13 +582,13 @@ def _scale(backend: Backend, args: argparse.Namespace) -> list[dict]:
 def _load_summary(rounds: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:
     """Per part, one row per case: the median over rounds of each figure; losses, disorder, max delays
     and peak memory from the worst round."""
-    keys = {"W4": ("backend", "system"), "W5": ("backend", "streams"), "scale": ("backend", "agent_processes")}
+    keys = {"W4": ("backend", "system", "workers"), "W5": ("backend", "streams", "workers"), "scale": ("backend", "agent_processes")}
     out: dict[str, list[dict]] = {}
     for part, key in keys.items():
         cases: dict[tuple, list[dict]] = {}
         for one in rounds:
             for row in one.get(part, []):
-                cases.setdefault(tuple(row[k] for k in key), []).append(row)
+                cases.setdefault(tuple(row.get(k, 1) for k in key), []).append(row)
         combined = []
         for rows in cases.values():
             row = dict(rows[0])
@@ -585,12 +618,13 @@ def _load_markdown(load: dict[str, list[dict]], args: argparse.Namespace) -> str
     lines = []
     if "W4" in load:
         lines += ["", f"W4, runs in flight: {args.w4_runs} runs of the W2 shape started at once, each model call sleeping {args.w4_delay} s; "
-                  "ideal = the two model calls' wait + CPU per run x runs / cores; (e) is one `timestep up` (its memory and CPU), "
-                  "the others the library in one process each:", "",
-                  "| backend | system | makespan s | ideal s | makespan/ideal | CPU per run ms | peak RSS MB | RSS per run in flight KB |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in sorted(load["W4"], key=lambda r: (r["backend"], r["system"])):
-            lines.append(f"| {r['backend']} | ({r['system']}) {SYSTEMS[r['system']]} | {r['makespan_s']} | {r['ideal_s']} | "
+                  "ideal = the two model calls' wait + CPU per run x runs / cores; (e) is one `timestep up --workers N` (the memory "
+                  "and CPU of its N processes), the others the library in one process each:", "",
+                  "| backend | system | workers | makespan s | ideal s | makespan/ideal | CPU per run ms | peak RSS MB | RSS per run in flight KB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(load["W4"], key=lambda r: (r["backend"], r["system"], r.get("workers", 1))):
+            lines.append(f"| {r['backend']} | ({r['system']}) {SYSTEMS[r['system']]} | {r.get('workers', 1) if r['system'] == 'e' else ''} | "
+                         f"{r['makespan_s']} | {r['ideal_s']} | "
                          f"{r['makespan_vs_ideal']} | {r['cpu_per_run_ms']} | {r['rss_peak_mb']} | {r['rss_per_run_kb']} |")
     if "W5" in load:
         lines += ["", f"W5, streaming through the bus: runs at once, each streaming {args.w5_deltas} text deltas at {args.w5_rate} a second; "
@@ -599,21 +633,21 @@ def _load_markdown(load: dict[str, list[dict]], args: argparse.Namespace) -> str
                   "live: each delta as yielded, on `runs.live.<run_id>` (core NATS, not stored); stored: the `delta` events "
                   "(JetStream, synced; deltas gathered while the run's previous one is stored); "
                   "CPU per delta of `timestep up` (the runs' whole cost over their deltas) and of nats-server:", "",
-                  "| backend | streams | deltas/s asked | deltas/s reached | live p50 ms | live p99 ms | live max ms | live lost | live out of order "
+                  "| backend | workers | streams | deltas/s asked | deltas/s reached | live p50 ms | live p99 ms | live max ms | live lost | live out of order "
                   "| stored p50 ms | stored p99 ms | stored max ms | stored lost | stored out of order | CPU per delta µs | nats-server CPU per delta µs |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in sorted(load["W5"], key=lambda r: (r["backend"], r["streams"])):
-            lines.append(f"| {r['backend']} | {r['streams']} | {r['target_per_s']} | {round(r['deltas'] / r['seconds'])} | "
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(load["W5"], key=lambda r: (r["backend"], r["workers"], r["streams"])):
+            lines.append(f"| {r['backend']} | {r['workers']} | {r['streams']} | {r['target_per_s']} | {round(r['deltas'] / r['seconds'])} | "
                          f"{r.get('live_p50_ms', '')} | {r.get('live_p99_ms', '')} | {r.get('live_max_ms', '')} | {r.get('live_lost', '')} | "
                          f"{r.get('live_out_of_order', '')} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
                          f"{r['lost']} | {r['out_of_order']} | {r['cpu_per_delta_us']} | {r['nats_cpu_per_delta_us']} |")
     if "scale" in load:
-        lines += ["", f"Scale-out: W2 at concurrency 32 over the bus (direct runs, {args.scale_runs} per round), governor and scheduler "
-                  "in one process, agent processes beside it:", "",
-                  "| backend | agent processes | runs/s | p50 ms | two / one |", "|---|---|---|---|---|"]
+        lines += ["", f"Scale-out: W2 at concurrency 32 over the bus (direct runs, {args.scale_runs} per round) to `timestep up "
+                  "--workers N` (CPU per run: all N processes):", "",
+                  "| backend | workers | runs/s | p50 ms | CPU per run ms | two / one |", "|---|---|---|---|---|---|"]
         for r in sorted(load["scale"], key=lambda r: (r["backend"], r["agent_processes"])):
             ratio = f"{r['vs_one']} ({r['vs_one_range'][0]} to {r['vs_one_range'][1]})" if "vs_one" in r else ""
-            lines.append(f"| {r['backend']} | {r['agent_processes']} | {r['throughput']} | {r['p50_ms']} | {ratio} |")
+            lines.append(f"| {r['backend']} | {r['agent_processes']} | {r['throughput']} | {r['p50_ms']} | {r.get('cpu_per_run_ms', '')} | {ratio} |")
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -632,6 +666,8 @@ def main() -> int:
     parser.add_argument("--w5-deltas", type=int, default=200, help="W5: deltas per stream")
     parser.add_argument("--w5-rate", type=float, default=50, help="W5: deltas per second per stream")
     parser.add_argument("--scale-runs", type=int, default=300, help="scale-out: runs per case and round")
+    parser.add_argument("--load-workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
+                        help="W4 (e) and W5: measured with `timestep up --workers N` for each N")
     parser.add_argument("--load-rounds", type=int, help="rounds of W4, W5 and scale (default: --rounds)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--governor-requests", type=int, default=2000, help="backlog for the governor check (0: skip)")

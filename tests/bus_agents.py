@@ -53,6 +53,19 @@ register_agent(Agent(name="bus-assistant", tools=[get_weather, think, send_email
 
 
 @function_tool
+async def hold(tag: str) -> str:
+    """Waits while $TIMESTEP_TEST_LOG.hold exists (a test kills or counts processes meanwhile)."""
+    record(f"hold:{tag}:start:{os.environ.get('TIMESTEP_EXECUTOR_ID', 'local')}")
+    while os.path.exists(os.environ.get("TIMESTEP_TEST_LOG", "") + ".hold"):
+        await asyncio.sleep(0.05)
+    record(f"hold:{tag}:end")
+    return f"held {tag}"
+
+
+register_agent(Agent(name="bus-holding", tools=[hold]))
+
+
+@function_tool
 def remember(ctx: RunContextWrapper[dict], fact: str) -> str:
     """Reads and changes the run's context (a request's `context`, a JSON object)."""
     record(f"remember:{fact}")

@@ -24,6 +24,9 @@ agents.set_tracing_disabled(True)
 os.environ.pop("OPENAI_API_KEY", None)
 # Two workers and their subprocesses share one PostgreSQL of 100 connections (DBOS's default is 20 a process).
 os.environ.setdefault("TIMESTEP_DB_POOL_SIZE", "10")
+# The `timestep up` processes of the suite run one agent process each, whatever the machine's cores: the tests
+# of more (tests/test_workers.py, the default of one per core among them) say so themselves.
+os.environ.setdefault("TIMESTEP_WORKERS", "1")
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 

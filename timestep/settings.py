@@ -8,6 +8,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
+
+class SettingError(ValueError):
+    """An environment variable with a value Timestep cannot use; the message names it and the fix."""
+
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -15,9 +19,9 @@ def _float(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; set it to a number of seconds like {default}") from None
+        raise SettingError(f"{name}={raw!r} is not a number; set it to a number of seconds like {default}") from None
     if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be greater than 0")
+        raise SettingError(f"{name}={raw!r} must be greater than 0")
     return value
 
 
@@ -28,9 +32,9 @@ def _int(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number; set it like {default}") from None
+        raise SettingError(f"{name}={raw!r} is not a whole number; set it like {default}") from None
     if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be greater than 0")
+        raise SettingError(f"{name}={raw!r} must be greater than 0")
     return value
 
 
@@ -57,7 +61,7 @@ def openai_api() -> str:
     """TIMESTEP_OPENAI_API: `responses` (default) or `chat_completions` (Ollama, vLLM, LM Studio)."""
     raw = (os.environ.get("TIMESTEP_OPENAI_API") or "responses").strip().lower().replace("-", "_")
     if raw not in OPENAI_APIS:
-        raise ValueError(
+        raise SettingError(
             f"TIMESTEP_OPENAI_API={raw!r} is not an OpenAI API; set it to chat_completions (Ollama, vLLM, LM Studio) or responses"
         )
     return raw
@@ -110,35 +114,35 @@ def _port(name: str) -> int | None:
     if raw in (None, ""):
         return None
     if not raw.isdigit() or int(raw) > 65535:
-        raise ValueError(f"{name}={raw!r} is not a port; set it to a number from 0 (any free port) to 65535")
+        raise SettingError(f"{name}={raw!r} is not a port; set it to a number from 0 (any free port) to 65535")
     return int(raw)
 
 
 def _pinned_port(name: str) -> int | None:
     port = _port(name)
     if port == 0:
-        raise ValueError(f"{name}=0 is not a port to pin; set it to a port from 1 to 65535, or unset it to keep the last one")
+        raise SettingError(f"{name}=0 is not a port to pin; set it to a port from 1 to 65535, or unset it to keep the last one")
     return port
 
 
 def _log_format() -> str:
     raw = (os.environ.get("TIMESTEP_LOG_FORMAT") or "human").strip().lower()
     if raw not in ("human", "json"):
-        raise ValueError(f"TIMESTEP_LOG_FORMAT={raw!r} is not a log format; set it to json (one JSON object per line) or human")
+        raise SettingError(f"TIMESTEP_LOG_FORMAT={raw!r} is not a log format; set it to json (one JSON object per line) or human")
     return raw
 
 
 def _on_agent_change() -> str:
     raw = (os.environ.get("TIMESTEP_ON_AGENT_CHANGE") or "continue").strip().lower()
     if raw not in ("continue", "fail"):
-        raise ValueError(f"TIMESTEP_ON_AGENT_CHANGE={raw!r} is not a policy; set it to continue (go on, saying what changed) or fail")
+        raise SettingError(f"TIMESTEP_ON_AGENT_CHANGE={raw!r} is not a policy; set it to continue (go on, saying what changed) or fail")
     return raw
 
 
 def _prefix() -> str:
     prefix = os.environ.get("TIMESTEP_SUBJECT_PREFIX") or "timestep"
     if not all(token and all(c.isalnum() or c in "_-" for c in token) for token in prefix.split(".")):
-        raise ValueError(f"TIMESTEP_SUBJECT_PREFIX={prefix!r} must be dot-separated tokens of letters, digits, '_' and '-'")
+        raise SettingError(f"TIMESTEP_SUBJECT_PREFIX={prefix!r} must be dot-separated tokens of letters, digits, '_' and '-'")
     return prefix
 
 
@@ -241,6 +245,9 @@ class Settings:
     """TIMESTEP_MODEL_*: how failed model calls are retried (read here too, so a bad value stops start-up)."""
     openai_api: str = "responses"
     """TIMESTEP_OPENAI_API: `chat_completions` makes model names use the Chat Completions API (Ollama, vLLM)."""
+    workers: int | None = None
+    """TIMESTEP_WORKERS: agent processes `timestep up` runs, itself included (as `--workers`); unset means one
+    per core this process may use. 1 keeps one process."""
     on_agent_change: str = "continue"
     """TIMESTEP_ON_AGENT_CHANGE: what a run does when it goes on under another definition of its agent than
     the one it started with: `continue` (an `agent_changed` event says what changed) or `fail`; an agent's
@@ -277,6 +284,7 @@ class Settings:
             model_retry=ModelRetrySettings.from_env(),
             openai_api=openai_api(),
             on_agent_change=_on_agent_change(),
+            workers=_int("TIMESTEP_WORKERS", 1) if os.environ.get("TIMESTEP_WORKERS") else None,
         )
 
 

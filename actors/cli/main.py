@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from timestep.errors import TimestepError, ValidationError
+from timestep.settings import SettingError
 
 
 def _when(seconds: float | None) -> str:
@@ -124,6 +125,8 @@ async def _up(args: argparse.Namespace) -> int:
 
     from timestep.settings import Settings
 
+    from actors import workers as agent_workers
+
     import_agent_modules(args.agents or [])
     roles = set(args.role or ROLES)
     settings = Settings.from_env()
@@ -131,11 +134,24 @@ async def _up(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, http_port=args.http_port)
     if args.console:
         settings = dataclasses.replace(settings, console=True)
-    system = System(roles, settings=settings, standby=args.standby)
+    worker = args.worker  # set in the processes a `timestep up --workers N` starts (actors.workers)
+    if worker is not None or ("agent" not in roles and args.workers is None):
+        count = 1
+    else:
+        count = agent_workers.check_count(args.workers or settings.workers or agent_workers.default_count(), roles)
+    system = System(
+        roles, settings=settings, standby=args.standby or worker is not None, workers=count, agent_modules=args.agents or [], worker=worker,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signalled: list[float] = []
+
+    def on_signal() -> None:
+        signalled.append(time.monotonic())
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     # A standby waits inside start(); a signal meanwhile stops it there.
     starting, stopping = asyncio.ensure_future(system.start()), asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -150,6 +166,7 @@ async def _up(args: argparse.Namespace) -> int:
     except BaseException:
         await system.stop()
         raise
+    from timestep.durable import launch
     from timestep.durable.registry import registered_agents
 
     http = f"; http: {system.http.url}" if system.http is not None else ""
@@ -158,7 +175,11 @@ async def _up(args: argparse.Namespace) -> int:
     from timestep.bus.connection import redact_url
 
     _freeze_start_up()
-    print(f"timestep up: NATS {redact_url(system.url)}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{http}", flush=True)
+    if worker is not None:
+        print(agent_workers.READY, flush=True)  # to worker 0, which prints its own line for all
+    else:
+        many = f"; workers: {count}" if count > 1 else ""
+        print(f"timestep up: NATS {redact_url(system.url)}; roles: {', '.join(sorted(roles))}; agents: {', '.join(registered_agents()) or 'none'}{many}{http}", flush=True)
     # A permission the user lacks for the actors' own work (see timestep.bus.Refusals) would otherwise
     # be retried or redelivered forever.
     refused = asyncio.ensure_future(system.bus.refusals.wait_fatal())
@@ -166,11 +187,19 @@ async def _up(args: argparse.Namespace) -> int:
     await asyncio.wait({refused, stopping}, return_when=asyncio.FIRST_COMPLETED)
     for waiting in (refused, stopping):
         waiting.cancel()
-    from timestep.durable import launch
+    first = signalled[0] if signalled else time.monotonic()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal: stop without waiting for steps
-        loop.add_signal_handler(sig, launch.hurry_stop)
-    print(f"timestep: stopping (steps under way get up to {settings.stop_grace_seconds:g} s to finish; signal again to stop now)", flush=True)
+    def hurry() -> None:
+        # A second signal: stop without waiting for steps. Not within a second of the first, in a worker:
+        # a deploy that signals every process of the service signals it once, and worker 0 once more.
+        if worker is not None and time.monotonic() - first < 1.0:
+            return
+        system.hurry()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, hurry)
+    if worker is None:
+        print(f"timestep: stopping (steps under way get up to {settings.stop_grace_seconds:g} s to finish; signal again to stop now)", flush=True)
     await system.stop()
     if refused.done() and not refused.cancelled():
         raise refused.result()
@@ -684,6 +713,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--agents", nargs="+", metavar="MODULE", help="modules to import that register agents")
     up.add_argument("--role", action="append", choices=["agent", "governor", "scheduler"], help="run only these roles (repeatable); default all")
     up.add_argument(
+        "--workers", type=_count_arg, metavar="N",
+        help="agent processes to run, this one included, sharing its NATS, database, governor and scheduler "
+        "(default: TIMESTEP_WORKERS, else one per core; 1: this process alone)",
+    )
+    up.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # the number of a worker `--workers` started
+    up.add_argument(
         "--standby", action="store_true",
         help="when another live process holds TIMESTEP_EXECUTOR_ID, wait (imported and connected) and take over its runs when it stops",
     )
@@ -892,6 +927,9 @@ def _main(argv: list[str] | None) -> int:
         return asyncio.run(commands[args.command](args))
     except TimestepError as exc:
         print(f"error: {as_given(args.command, exc)}", file=sys.stderr)
+        return 2
+    except SettingError as exc:  # a bad environment variable, named with its fix
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         raise

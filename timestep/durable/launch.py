@@ -6,12 +6,14 @@ these, never the engine itself."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from timestep.durable import engine
 from timestep.settings import Settings
 from timestep.settings import current as current_settings
+
+log = logging.getLogger("timestep.durable.launch")
 
 
 class _Done:
@@ -100,6 +102,31 @@ def steps_cut_off() -> int:
 async def step_names(run_id: str) -> list[str]:
     """The names of the run's recorded steps, in order."""
     return [s.name for s in await engine.list_steps(run_id)]
+
+
+async def adopt_runs(executor_ids: Callable[[str], bool]) -> dict[str, int]:
+    """After launch: the unfinished runs of each executor id `executor_ids` accepts that no live
+    process holds (its lease is free) are recovered by this process's queues; returns how many
+    were taken over, by executor id. `timestep up` takes over an agent worker's runs this way when
+    `--workers` was lowered, so no run waits for a worker that is never started again."""
+    from timestep.ops.lease import ExecutorIdTaken, ExecutorLease
+
+    settings = current_settings()
+    adopted: dict[str, int] = {}
+    for executor_id in await engine.blocking(engine.executors_with_pending_runs, settings.application_version):
+        if executor_id == settings.executor_id or not executor_ids(executor_id):
+            continue
+        lease = ExecutorLease(executor_id, database_in_use(settings), settings.home)
+        try:
+            await lease.acquire(wait=False)
+        except ExecutorIdTaken:
+            continue  # a live process holds it: its runs are its own
+        try:
+            adopted[executor_id] = await engine.blocking(engine.recover_runs_of, executor_id)
+        finally:
+            lease.release()
+        log.warning("took over %d unfinished run(s) of executor %s, which no process runs now", adopted[executor_id], executor_id)
+    return adopted
 
 
 def admin(system_database_url: str | None = None) -> engine.Admin:

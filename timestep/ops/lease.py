@@ -74,6 +74,15 @@ class ExecutorLease:
         conn.close()
         return False
 
+    @property
+    def held(self) -> Any:
+        """The lock held (a file descriptor or a connection), or None."""
+        return self._held
+
+    async def try_acquire(self) -> bool:
+        """One try: whether the lease is now held."""
+        return await self._attempt()
+
     async def acquire(self, *, wait: bool) -> None:
         """Take the lease; with `wait`, until the process holding it is gone."""
         while not await self._attempt():

@@ -52,6 +52,12 @@ DEAD_LETTERS = Counter(
     "timestep_dead_letters", "Messages this process dead-lettered, by the stream they came from (\"core\": request/reply).",
     ["stream"],
 )
+WORKERS = Gauge(
+    "timestep_agent_workers", "Agent processes of this `timestep up` alive now, itself included (`--workers`).",
+)
+WORKER_RESTARTS = Counter(
+    "timestep_agent_worker_restarts", "Agent worker processes this `timestep up` started again after one exited.",
+)
 
 
 _children: dict[tuple[int, str], object] = {}

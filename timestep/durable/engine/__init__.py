@@ -39,7 +39,7 @@ from timestep.errors import DuplicateRunError
 __all__ = [
     "FINISHED", "STATUSES", "UNFINISHED", "Admin", "Here", "CancelledInside", "NonExistentWorkflow", "Step", "Workflow",
     "WorkflowCancelled", "after_launch", "apply_schedule", "blocking", "busy", "cancel", "cancel_now", "configure",
-    "current_config", "current_step_id", "current_workflow_id", "database_url", "delete_queue", "delete_schedule",
+    "current_config", "current_step_id", "executors_with_pending_runs", "recover_runs_of", "current_workflow_id", "database_url", "delete_queue", "delete_schedule",
     "enqueue", "first_execution", "fork", "hold_queues_with", "hooks", "hurry_stop", "in_event_loop", "io", "is_launched",
     "is_sqlite", "launch", "lifecycle", "limiter_period", "list_schedules", "list_steps", "list_workflows",
     "listen_to_no_queues", "logs", "queue_counts", "queue_policy", "recv", "records", "register_queue", "resume",
@@ -347,6 +347,19 @@ def queue_policy(name: str) -> Any:
 def delete_queue(name: str) -> None:
     """Delete queue `name`'s row in DBOS: each process's worker of it stops at its next poll. Blocking."""
     DBOS.delete_queue(name)
+
+
+def executors_with_pending_runs(app_version: str) -> list[str]:
+    """The executor ids holding unfinished (PENDING) workflows of `app_version` (blocking)."""
+    return hooks.executors_with_pending_runs(app_version)
+
+
+def recover_runs_of(executor_id: str) -> int:
+    """Put a dead executor's unfinished workflows back on their queues, for the processes polling
+    them to take over (blocking); returns how many."""
+    n = hooks.recover_runs_of(executor_id)
+    hooks.wake_queue(hooks.internal_queue().name)
+    return n
 
 
 # --- schedules ----------------------------------------------------------------

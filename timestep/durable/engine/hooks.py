@@ -42,6 +42,7 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("dbos._dbos", "DBOSRegistry.get_internal_queue", "recovered runs, and a governor that takes none of them"),
     ("dbos._dbos", "DBOS._configure_asyncio_thread_pool", "the event loop's executor after a relaunch"),
     ("dbos._dbos", "DBOS.background_thread_stop_events", "stopping the queue and recovery threads on SIGTERM"),
+    ("dbos._dbos", "DBOS._recover_pending_workflows", "taking over the runs of an agent worker no longer started"),
     ("dbos._queue", "queue_worker_thread", "waking a queue's worker when this process enqueues"),
     ("dbos._queue", "Queue._refresh_fields", "claiming queued runs under the policy just read"),
     ("dbos._queue", "Queue.database_backed_queue", "claiming queued runs under the policy just read"),
@@ -151,6 +152,21 @@ def read_status(workflow_id: str) -> Any:
 def cancel_now(workflow_id: str) -> None:
     """Cancel a workflow, blocking: it stops at its next step boundary."""
     system_database().cancel_workflows([workflow_id])
+
+
+def executors_with_pending_runs(app_version: str) -> list[str]:
+    """The executor ids that hold PENDING workflows of this application version (blocking)."""
+    sys_db = system_database()
+    ws = sys_db.tables.workflow_status
+    query = sa.select(ws.c.executor_id).where(ws.c.status == "PENDING", ws.c.application_version == app_version).distinct()
+    with sys_db.engine.connect() as conn:
+        return [row[0] for row in conn.execute(query) if row[0]]
+
+
+def recover_runs_of(executor_id: str) -> int:
+    """Put the PENDING workflows of a dead executor back on their queues (DBOS's recovery: the
+    first process to dequeue one becomes its executor); returns how many (blocking)."""
+    return len(DBOS._recover_pending_workflows([executor_id]))
 
 
 def stop_background_threads() -> None:
