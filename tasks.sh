@@ -6,7 +6,8 @@
 #   ./tasks.sh test --fast   the fast tier: no test marked slow, processes, browser, node, postgres or bench
 #   ./tasks.sh bench [ARGS]  run the benchmark (ARGS go to bench/run.py; --help lists them)
 #   ./tasks.sh soak [ARGS]   the fault tests, longer (3000 runs, 30 kills or graceful stops; ARGS go to pytest)
-#   ./tasks.sh setup         only create or update .venv (with the test and benchmark extras)
+#   ./tasks.sh docs [ARGS]   serve the documentation site at http://127.0.0.1:8000 (ARGS go to mkdocs serve)
+#   ./tasks.sh setup         only create or update .venv (with the test, benchmark and docs extras)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -41,7 +42,7 @@ setup() {
 task="${1:-}"
 [ $# -gt 0 ] && shift
 case "$task" in
-  setup) setup test,bench ;;
+  setup) setup test,bench,docs ;;
   # The demo needs only Timestep itself; the tests need their extras and, for the benchmark's smoke
   # test (tests/test_bench.py runs the peers it compares with), the benchmark's.
   demo) setup; exec "$VENV/bin/timestep" demo "$@" ;;
@@ -49,18 +50,19 @@ case "$task" in
   # (measured: 12 min 21 s of tests against 15 min 28 s with two). loadgroup: the tests that start processes
   # on PostgreSQL share one worker (tests/conftest.py: PG_PROCESSES), so their connections never add up.
   test)
-    setup test,bench
+    setup test,bench,docs
     # --fast becomes a marker expression (the markers are listed in pyproject.toml); the other ARGS go to pytest.
     args=()
     for arg in "$@"; do
       if [ "$arg" = "--fast" ]; then args+=(-m "$FAST"); else args+=("$arg"); fi
     done
     exec "$VENV/bin/python" -m pytest -n 3 --dist loadgroup ${args[@]+"${args[@]}"} ;;
+  docs) setup docs; NO_MKDOCS_2_WARNING=1 exec "$VENV/bin/mkdocs" serve "$@" ;;
   bench) setup bench; exec "$VENV/bin/python" bench/run.py "$@" ;;
   soak)
     setup test
     export TIMESTEP_FAULT_RUNS="${TIMESTEP_FAULT_RUNS:-3000}" TIMESTEP_FAULT_KILLS="${TIMESTEP_FAULT_KILLS:-30}"
     # --timeout=0: the soak's tests run far longer than the suite's per-test bound.
     exec "$VENV/bin/python" -m pytest -p no:xdist -s --timeout=0 tests/test_faults.py "$@" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from timestep.errors import ValidationError
 from timestep.ops import metrics
@@ -46,11 +48,29 @@ RESTART_SECONDS, RESTART_MAX_SECONDS, STEADY_SECONDS = 1.0, 30.0, 60.0
 
 
 def default_count() -> int:
-    """The cores this process may run on (its CPU affinity, as a container's limit sets it)."""
+    """The cores this process may use: its CPU affinity (a cpuset), and no more than its cgroup's CPU quota
+    rounded up (a container's `--cpus`, a Kubernetes CPU limit), which the affinity does not show."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota else cores)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup's quota (v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), or None when unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
 
 
 def check_count(count: int, roles: set[str]) -> int:

@@ -1,4 +1,5 @@
-"""The README's quick start runs as written, twice (the second time its fixed workflow id returns the stored run)."""
+"""The README's quick start runs as written, twice (the second time its fixed workflow id returns the stored run),
+and so do the examples of the docs' pages (docs/actors.md, docs/library.md)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 
-def example(heading: str, index: int = 0) -> str:
-    """The Python block number `index` (from 0) after `heading` in the README."""
-    section = README.read_text().split(heading, 1)[1]
+def example(heading: str, index: int = 0, page: Path = README) -> str:
+    """The Python block number `index` (from 0) after `heading` in `page` (the README by default)."""
+    section = page.read_text().split(heading, 1)[1]
     return re.findall(r"```python\n(.*?)```", section, re.S)[index]
 
 
-def run_example(heading: str, tmp_path: Path, *unset: str, index: int = 0) -> subprocess.CompletedProcess:
+def run_example(heading: str, tmp_path: Path, *unset: str, index: int = 0, page: Path = README) -> subprocess.CompletedProcess:
     script = tmp_path / "example.py"
-    script.write_text(example(heading, index))
+    script.write_text(example(heading, index, page))
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME", *unset)}
     return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
@@ -29,7 +32,7 @@ def run_example(heading: str, tmp_path: Path, *unset: str, index: int = 0) -> su
 @pytest.mark.processes
 def test_quick_start_runs(tmp_path: Path) -> None:
     for _ in range(2):
-        done = run_example("## Quick start", tmp_path)
+        done = run_example("## Quick start: the library", tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.splitlines() == ["get_weather returned: sunny in Paris", "send_email returned: sent to ada@example.com"]
     assert (tmp_path / ".timestep" / "timestep.sqlite").exists()
@@ -37,29 +40,29 @@ def test_quick_start_runs(tmp_path: Path) -> None:
 
 @pytest.mark.processes
 def test_actor_system_example_runs(tmp_path: Path) -> None:
-    done = run_example("## The actor system", tmp_path, "NATS_URL")
+    done = run_example("# The actor system", tmp_path, "NATS_URL", page=DOCS / "actors.md")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["1 Accepted", "2 Started", "3 Completed"]
 
 
-def test_every_setting_is_in_the_readme() -> None:
-    """Each environment variable `timestep/settings.py` reads has a row in the README's table."""
-    settings = (README.parent / "timestep" / "settings.py").read_text()
+def test_every_setting_is_in_the_docs() -> None:
+    """Each environment variable `timestep/settings.py` reads has a row in docs/environment.md's table."""
+    settings = (ROOT / "timestep" / "settings.py").read_text()
     names = set(re.findall(r'"((?:TIMESTEP|NATS|PG)_[A-Z_]+)"', settings))
-    table = README.read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    table = (DOCS / "environment.md").read_text()
     missing = sorted(name for name in names if f"`{name}`" not in table)
-    assert names and not missing, f"add these to the README's Environment variables table: {missing}"
+    assert names and not missing, f"add these to the table of docs/environment.md: {missing}"
 
 
 @pytest.mark.processes
 def test_the_context_and_run_config_example_runs(tmp_path: Path) -> None:
-    done = run_example("### Agents SDK features", tmp_path)
+    done = run_example("## Agents SDK features", tmp_path, page=DOCS / "library.md")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["add_item returned: ada has 1 item(s)", "['pears']"]
 
 
 @pytest.mark.processes
 def test_the_mcp_example_runs(tmp_path: Path) -> None:
-    done = run_example("### Agents SDK features", tmp_path, index=1)
+    done = run_example("## Agents SDK features", tmp_path, index=1, page=DOCS / "library.md")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["add returned: 5"]

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _venv(tmp_path: Path) -> Path:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    for name in ("python", "timestep"):
+    for name in ("python", "timestep", "mkdocs"):
         script = venv / "bin" / name
         script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{venv}/calls"\n')
         script.chmod(0o755)
@@ -37,22 +37,24 @@ def _installs(calls: list[str]) -> list[str]:
 def test_the_demo_installs_timestep_alone_and_the_tests_add_their_extras_once(tmp_path: Path) -> None:
     venv = _venv(tmp_path)
     assert _installs(_task(venv, "demo")) == ["."]
-    assert _installs(_task(venv, "test")) == [".[bench,test]"]
+    assert _installs(_task(venv, "test")) == [".[bench,docs,test]"]
     assert _installs(_task(venv, "test")) == []
     assert _installs(_task(venv, "demo")) == []  # the extras stay; nothing to install
+    assert _installs(_task(venv, "docs")) == []
+    assert _task(venv, "docs", "-a", "127.0.0.1:8001")[-1] == "mkdocs serve -a 127.0.0.1:8001"
     assert _task(venv, "demo")[-1] == "timestep demo"
 
 
 def test_bench_then_test_adds_the_test_extras_and_a_changed_pyproject_installs_again(tmp_path: Path) -> None:
     venv = _venv(tmp_path)
     assert _installs(_task(venv, "bench")) == [".[bench]"]
-    assert _installs(_task(venv, "test")) == [".[bench,test]"]
+    assert _installs(_task(venv, "test")) == [".[bench,docs,test]"]
     marker = venv / ".installed"
     digest, extras = marker.read_text().split()
-    assert extras == "bench,test"
+    assert extras == "bench,docs,test"
     marker.write_text(f"{'0' * len(digest)} {extras}\n")  # as if pyproject.toml changed since
     assert _installs(_task(venv, "demo")) == ["."]
-    assert _installs(_task(venv, "test")) == [".[bench,test]"]
+    assert _installs(_task(venv, "test")) == [".[bench,docs,test]"]
 
 
 def test_test_fast_runs_the_fast_tier_and_passes_the_other_arguments_on(tmp_path: Path) -> None:
