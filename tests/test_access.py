@@ -194,7 +194,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             NATS_URL=url, NATS_USER=role, NATS_PASSWORD=passwords[role],
             OPENAI_API_KEY=api_key, OPENAI_BASE_URL=model.url,
             TIMESTEP_HOME=str(tmp / "home"), TIMESTEP_EXECUTOR_ID=role, TIMESTEP_LOG_LEVEL="DEBUG",
-            TIMESTEP_QUEUE_POLL_SECONDS="0.05", PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
+            TIMESTEP_QUEUE_POLL_SECONDS="0.05", TIMESTEP_WORKERS="1", PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
         )
         if db_url:
             env["PG_CONNECTION_URI"] = db_url
@@ -409,7 +409,7 @@ async def test_each_actor_role_may_publish_only_what_it_does(tmp_path: Path) -> 
 def up_as(role: str, server: EmbeddedNats, password: str, home: Path, out: Path, *args: str) -> subprocess.Popen:
     """`timestep up --role ROLE` as that role's NATS user, its output in `out`."""
     env = process_env(*[k for k in os.environ if k.startswith(("NATS_", "PG_", "OPENAI_", "TIMESTEP_"))])
-    env.update(NATS_URL=server.url, NATS_USER=role, NATS_PASSWORD=password, TIMESTEP_HOME=str(home))
+    env.update(NATS_URL=server.url, NATS_USER=role, NATS_PASSWORD=password, TIMESTEP_HOME=str(home), TIMESTEP_WORKERS="1")
     return up(out, env, "--agents", "bus_agents", "--role", role, *args)
 
 

@@ -52,7 +52,7 @@ def _venv(tmp_path: Path, name: str = "venv") -> tuple[Path, Path]:
 
 def _install(python: Path, archive: Path) -> None:
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation", "--quiet", str(archive)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(archive)],
         capture_output=True, text=True, timeout=300,
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
