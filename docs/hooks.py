@@ -2,6 +2,9 @@
 pages link to.
 
 - `<!-- generated: cli -->` becomes the help of `timestep` and of each of its commands, from the parser itself;
+- `<!-- generated: environment -->` becomes the table of every environment variable, from the docstrings of the
+  fields of `timestep.settings.Settings` (and of the NATS and model-retry settings it holds), each written
+  `NAME (default: VALUE): meaning`;
 - `<!-- generated: subjects -->` becomes the table of every subject, from `subjects/asyncapi.json` (itself written
   from the msgspec types, and checked against them by tests/test_asyncapi.py);
 - the repository's own READMEs, changelog and benchmark results that the pages link to are added to the site at
@@ -11,13 +14,12 @@ pages link to.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any
-
-from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Repository files (or folders of them) the pages link to, added to the site at the same paths.
@@ -29,7 +31,9 @@ _ADDED: set[str] = set()
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 
 
-def on_files(files: Files, config: Any) -> Files:
+def on_files(files: Any, config: Any) -> Any:
+    from mkdocs.structure.files import File
+
     for name in INCLUDED:
         path = ROOT / name
         for one in sorted(path.rglob("*") if path.is_dir() else [path]):
@@ -41,17 +45,18 @@ def on_files(files: Files, config: Any) -> Files:
     return files
 
 
-def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     markdown = markdown.replace("<!-- generated: cli -->", _cli())
     markdown = markdown.replace("<!-- generated: subjects -->", _subjects())
     markdown = markdown.replace("<!-- generated: api -->", _api())
+    markdown = markdown.replace("<!-- generated: environment -->", environment())
     markdown = markdown.replace("<!-- generated: readme -->", _readme())
     if page.file.src_uri in _ADDED:
         markdown = _unlink_missing(markdown, page.file.src_uri, files)
     return markdown
 
 
-def _unlink_missing(markdown: str, src_uri: str, files: Files) -> str:
+def _unlink_missing(markdown: str, src_uri: str, files: Any) -> str:
     """In a file added from the repository: a relative link to a file the site does not hold becomes its path."""
     here = Path(src_uri).parent
 
@@ -66,6 +71,42 @@ def _unlink_missing(markdown: str, src_uri: str, files: Files) -> str:
         return f"{text} (`{resolved}`)" if text and text.strip("`") != resolved else f"`{resolved}`"
 
     return _LINK.sub(fix, markdown)
+
+
+_SETTING = re.compile(r"^((?:[A-Z][A-Z0-9_]+(?:, | and )?)+) \(default: (.*?)\): (.*)$", re.S)
+
+
+def environment() -> str:
+    """The environment variables' table, from the settings' docstrings (in the order of `Settings`'s fields,
+    the NATS and model-retry settings where `Settings` holds them, then the functions' of the module)."""
+    tree = ast.parse((ROOT / "timestep" / "settings.py").read_text())
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    nested = {"nats": "NatsSettings", "model_retry": "ModelRetrySettings"}
+
+    def documented(body: list[ast.stmt]) -> list[tuple[str, str]]:
+        found = []
+        for node, after in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else None
+                found.append((node.target.id, doc if isinstance(doc, str) else ""))
+        return found
+
+    docs: list[str] = []
+    for name, doc in documented(classes["Settings"].body):
+        docs += [d for _, d in documented(classes[nested[name]].body)] if name in nested else [doc]
+    docs += [ast.get_docstring(node) or "" for node in tree.body if isinstance(node, ast.FunctionDef)]
+    rows, seen = ["| variable | default | meaning |", "|---|---|---|"], set()
+    for doc in docs:
+        match = _SETTING.match(" ".join(doc.split()))
+        if not match:
+            continue
+        names = re.findall(r"[A-Z][A-Z0-9_]+", match.group(1))
+        if seen & set(names):
+            continue
+        seen |= set(names)
+        meaning = match.group(3).replace("|", "\\|")
+        rows.append(f"| {', '.join(f'`{n}`' for n in names)} | {match.group(2)} | {meaning} |")
+    return "\n".join(rows)
 
 
 def _api() -> str:

@@ -49,6 +49,8 @@ def test_the_site_builds_strictly_with_the_generated_reference(site: Path) -> No
         assert subject in contract, subject
     api = _text(site / "api" / "index.html")
     assert all(name in api for name in ("run_agent_workflow", "queue_agent_workflow", "fork_run", "RunStateStore"))
+    environment = _text(site / "environment" / "index.html")
+    assert "TIMESTEP_WORKERS" in environment and "NATS_CREDS_FILE" in environment and "TIMESTEP_MODEL_MAX_ATTEMPTS" in environment
     home = _text(site / "index.html")
     assert "Quick start: the library" in home  # the README is the home page
     assert (site / "CHANGELOG" / "index.html").exists() and (site / "subjects" / "index.html").exists()

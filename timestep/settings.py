@@ -68,7 +68,8 @@ def openai_api() -> str:
 
 
 def openai_base_url() -> str | None:
-    """OPENAI_BASE_URL, read by the openai client itself; the default provider is made once per value."""
+    """OPENAI_BASE_URL (default: OpenAI): any OpenAI-compatible server; read by the openai client itself (the default
+    provider is made once per value)"""
     return os.environ.get("OPENAI_BASE_URL") or None
 
 
@@ -77,13 +78,15 @@ class ModelRetrySettings:
     """How model calls that fail for a passing reason (408, 409, 429, 5xx, no connection, timeout) are retried."""
 
     max_attempts: int = 10
-    """TIMESTEP_MODEL_MAX_ATTEMPTS: calls per model turn, the first one included (1 turns retries off)."""
+    """TIMESTEP_MODEL_MAX_ATTEMPTS (default: `10`): calls per model turn, the first included, for
+    408/409/429/5xx/connection failures (`1`: no retries; see Sessions and models)"""
     max_wait_seconds: float = 600.0
-    """TIMESTEP_MODEL_RETRY_SECONDS: the waits between attempts of one turn add up to at most this."""
+    """TIMESTEP_MODEL_RETRY_SECONDS (default: `600`): the waits between a turn's attempts add up to at most this"""
     base_seconds: float = 1.0
-    """TIMESTEP_MODEL_BACKOFF_SECONDS: the first backoff wait, doubled per attempt (when the provider names none)."""
+    """TIMESTEP_MODEL_BACKOFF_SECONDS (default: `1`): first backoff wait when the provider names none, doubled per
+    attempt"""
     max_backoff_seconds: float = 60.0
-    """TIMESTEP_MODEL_MAX_BACKOFF_SECONDS: the longest single wait."""
+    """TIMESTEP_MODEL_MAX_BACKOFF_SECONDS (default: `60`): the longest backoff wait"""
 
     def over(self, *levels: object) -> ModelRetrySettings:
         """These settings with the fields each level sets (a `subjects.messages.ModelRetry` or None),
@@ -151,24 +154,26 @@ class NatsSettings:
     """How to reach NATS. With `url` unset, `timestep up` starts an embedded nats-server."""
 
     url: str | None
-    """NATS_URL (comma-separate several servers of a cluster)."""
+    """NATS_URL (default: unset): NATS server(s), comma-separated; unset: `timestep up` runs the embedded one"""
     user: str | None
-    """NATS_USER and NATS_PASSWORD."""
+    """NATS_USER, NATS_PASSWORD (default: unset): user and password (one user per role in a deployment: see `deploy/`)"""
     password: str | None = field(repr=False)  # kept out of reprs, and so out of logs and tracebacks
     token: str | None = field(repr=False)
-    """NATS_TOKEN."""
+    """NATS_TOKEN (default: unset): token"""
     nkey_seed_file: str | None
-    """NATS_NKEY_SEED_FILE: path of an nkey seed file."""
+    """NATS_NKEY_SEED_FILE (default: unset): path of an nkey seed file (needs the `nkeys` package)"""
     creds_file: str | None
-    """NATS_CREDS_FILE: path of a .creds file (JWT + seed)."""
+    """NATS_CREDS_FILE (default: unset): path of a `.creds` file (JWT and seed; needs the `nkeys` package)"""
     tls_ca_file: str | None
-    """NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE, NATS_TLS_KEY_FILE: TLS (client cert optional)."""
+    """NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE, NATS_TLS_KEY_FILE (default: unset): TLS: the CA, and a client certificate"""
     tls_cert_file: str | None
     tls_key_file: str | None
     connect_deadline: float = 10.0
-    """NATS_CONNECT_TIMEOUT: seconds the first connection may take before start-up fails."""
+    """NATS_CONNECT_TIMEOUT (default: `10`): seconds the first connection may take before start-up fails (with the
+    reason)"""
     embedded_port: int | None = None
-    """TIMESTEP_NATS_PORT: the embedded server's port, pinned; unset: the last one, else 4222, else a free one."""
+    """TIMESTEP_NATS_PORT (default: unset): the embedded server's port, pinned (`timestep up` fails when it is taken);
+    unset: the last port, else 4222, else a free one"""
 
     @classmethod
     def from_env(cls) -> NatsSettings:
@@ -191,67 +196,77 @@ class NatsSettings:
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    """TIMESTEP_HOME: data directory (SQLite file, embedded NATS store). Default ./.timestep"""
+    """TIMESTEP_HOME (default: `./.timestep`): data directory; the SQLite database is `timestep.sqlite` there"""
     database_url: str | None = field(repr=False)  # may hold a password
-    """PG_CONNECTION_URI: PostgreSQL URL for DBOS and Timestep's tables; unset means SQLite in `home`."""
+    """PG_CONNECTION_URI (default: unset): PostgreSQL URL (`postgresql://user:pass@host:5432/db`); the database is
+    created if missing"""
     executor_id: str
-    """TIMESTEP_EXECUTOR_ID: this process's slot; a restarted process with the same id recovers its runs."""
+    """TIMESTEP_EXECUTOR_ID (default: `local`): this process's executor id (see Durability)"""
     application_version: str
-    """TIMESTEP_APP_VERSION: pinned so a code edit does not strand in-flight runs."""
+    """TIMESTEP_APP_VERSION (default: `timestep-1`): the pinned application version (see Durability)"""
     max_threads: int
-    """TIMESTEP_MAX_THREADS: bound on DBOS's executor threads."""
+    """TIMESTEP_MAX_THREADS (default: `64`): bound on DBOS's executor threads"""
     queue_poll_seconds: float
-    """TIMESTEP_QUEUE_POLL_SECONDS: how often each process polls queues for runs to start."""
+    """TIMESTEP_QUEUE_POLL_SECONDS (default: `0.05`): how often a process looks for queued runs to start (runs it
+    queued itself start at once) and, in its first 30 s, for runs to recover"""
     tracing: bool
-    """TIMESTEP_TRACING=1 turns the Agents SDK's trace export on (off by default)."""
+    """TIMESTEP_TRACING (default: off): `1` turns on the Agents SDK's trace export"""
     openai_api_key_set: bool
-    """OPENAI_API_KEY present: use the SDK's OpenAI models; otherwise the offline demo model."""
+    """OPENAI_API_KEY (default: unset): use the SDK's OpenAI models (else the offline demo model)"""
     log_level: str
-    """TIMESTEP_LOG_LEVEL: log level of DBOS and Timestep (default WARNING)."""
+    """TIMESTEP_LOG_LEVEL (default: `WARNING`): log level of Timestep and DBOS"""
     nats: NatsSettings
     prefix: str
-    """TIMESTEP_SUBJECT_PREFIX: the first token of every subject (default `timestep`)."""
+    """TIMESTEP_SUBJECT_PREFIX (default: `timestep`): first token(s) of every subject"""
     max_request_bytes: int
-    """TIMESTEP_MAX_REQUEST_BYTES: larger run requests are rejected and dead-lettered."""
+    """TIMESTEP_MAX_REQUEST_BYTES (default: `262144`): larger run requests are rejected and dead-lettered"""
     events_max_age_seconds: float
-    """TIMESTEP_EVENTS_MAX_AGE: how long the events stream keeps a run's events."""
+    """TIMESTEP_EVENTS_MAX_AGE (default: `604800`): seconds the events stream keeps events (7 days)"""
     duplicate_window_seconds: float
-    """TIMESTEP_DUPLICATE_WINDOW: JetStream's Nats-Msg-Id de-duplication window."""
+    """TIMESTEP_DUPLICATE_WINDOW (default: `120`): seconds JetStream drops a repeated `Nats-Msg-Id`"""
     agent_concurrency: int
-    """TIMESTEP_AGENT_CONCURRENCY: direct runs one agent actor executes at once."""
+    """TIMESTEP_AGENT_CONCURRENCY (default: `64`): direct runs one agent actor executes at once"""
     db_pool_size: int = 20
-    """TIMESTEP_DB_POOL_SIZE: PostgreSQL connections DBOS may hold per process (count processes × this against max_connections)."""
+    """TIMESTEP_DB_POOL_SIZE (default: `20`): PostgreSQL connections DBOS may hold per process; processes × this must
+    stay under the server's `max_connections`"""
     ack_wait_seconds: float = 30.0
-    """TIMESTEP_ACK_WAIT: seconds before an unacknowledged message goes to another actor (after a crash)."""
+    """TIMESTEP_ACK_WAIT (default: `30`): seconds before a message an actor took but did not acknowledge (it crashed)
+    goes to another; handlers acknowledge after a short durable hand-off"""
     stream_replicas: int = 1
-    """TIMESTEP_STREAM_REPLICAS: JetStream replicas of every stream (3 on a 3-node cluster)."""
+    """TIMESTEP_STREAM_REPLICAS (default: `1`): JetStream replicas of every stream; `3` on a 3-node cluster (see
+    `deploy/`)"""
     http_host: str = "127.0.0.1"
-    """TIMESTEP_HTTP_HOST: address of the health and metrics endpoint (0.0.0.0 in containers)."""
+    """TIMESTEP_HTTP_HOST (default: `127.0.0.1`): address of the health and metrics endpoint (`0.0.0.0` in a container)"""
     http_port: int | None = None
-    """TIMESTEP_HTTP_PORT: port of /healthz, /readyz and /metrics; unset means no endpoint, 0 a free port."""
+    """TIMESTEP_HTTP_PORT (default: unset): port of `/healthz`, `/readyz` and `/metrics` (and the console); unset: no
+    endpoint (a free port with the console), `0`: a free port (`timestep up --http-port N` overrides it)"""
     console: bool = False
-    """TIMESTEP_CONSOLE=1: `timestep up` serves the web console on its HTTP server (as `--console` does)."""
+    """TIMESTEP_CONSOLE (default: `0`): `1`: `timestep up` also serves the web console (as `--console`)"""
     console_login: bool = False
-    """TIMESTEP_CONSOLE_LOGIN=1: the console asks for a NATS user and password even on 127.0.0.1 (always elsewhere)."""
+    """TIMESTEP_CONSOLE_LOGIN (default: `0`): `1`: the console asks for a NATS user and password on 127.0.0.1 too
+    (always on any other address)"""
     log_format: str = "human"
-    """TIMESTEP_LOG_FORMAT: `json` makes every log line a JSON object with the run id; default `human`."""
+    """TIMESTEP_LOG_FORMAT (default: `human`): `json`: every log line of a `timestep up` process is one JSON object
+    (see Operating it)"""
     sqlite_wal: bool = True
-    """TIMESTEP_SQLITE_WAL: SQLite in write-ahead-log mode (default 1); 0 keeps SQLite's rollback journal (a network file system)."""
+    """TIMESTEP_SQLITE_WAL (default: `1`): SQLite in write-ahead-log mode (stored in the file); `0` keeps the rollback
+    journal, for a file system without shared memory (NFS)"""
     stop_grace_seconds: float = 8.0
-    """TIMESTEP_STOP_GRACE_SECONDS: on SIGTERM or SIGINT, how long the steps under way may take to finish
-    before `timestep up` stops its runs (default 8, inside `docker stop`'s 10 s); a step still running then
-    runs again on recovery, as after a crash."""
+    """TIMESTEP_STOP_GRACE_SECONDS (default: `8`): on SIGTERM or SIGINT, how long `timestep up` lets the steps under
+    way finish before it stops its runs at a step boundary and exits, without waiting for a tool still running (a
+    second signal stops at once; see Reliability for `docker stop` and Kubernetes)"""
     model_retry: ModelRetrySettings = field(default_factory=ModelRetrySettings)
     """TIMESTEP_MODEL_*: how failed model calls are retried (read here too, so a bad value stops start-up)."""
     openai_api: str = "responses"
-    """TIMESTEP_OPENAI_API: `chat_completions` makes model names use the Chat Completions API (Ollama, vLLM)."""
+    """TIMESTEP_OPENAI_API (default: `responses`): `chat_completions`: model names use the Chat Completions API
+    (Ollama, vLLM, LM Studio)"""
     workers: int | None = None
-    """TIMESTEP_WORKERS: agent processes `timestep up` runs, itself included (as `--workers`); unset means one
-    per core this process may use. 1 keeps one process."""
+    """TIMESTEP_WORKERS (default: one per core): agent processes `timestep up` runs, itself included (as `--workers
+    N`); `1`: one process (see The actor system)"""
     on_agent_change: str = "continue"
-    """TIMESTEP_ON_AGENT_CHANGE: what a run does when it goes on under another definition of its agent than
-    the one it started with: `continue` (an `agent_changed` event says what changed) or `fail`; an agent's
-    own `register_agent(..., on_change=)` overrides it."""
+    """TIMESTEP_ON_AGENT_CHANGE (default: `continue`): what a run does when it goes on under another definition of its
+    agent than it started with: `continue` (an `agent_changed` event says what changed) or `fail`
+    (`AgentChangedError`); `register_agent(..., on_change=)` overrides it per agent (see Upgrades while runs wait)"""
 
     @classmethod
     def from_env(cls) -> Settings:
