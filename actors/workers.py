@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from timestep.errors import ValidationError
+from timestep.errors import TimestepError, ValidationError
 from timestep.ops import metrics
 from timestep.settings import Settings
 
@@ -45,6 +45,10 @@ START_SECONDS = 120.0
 #: Restarts of a worker that keeps dying wait this long at first, doubling up to RESTART_MAX_SECONDS;
 #: a worker that stayed up STEADY_SECONDS starts from the first wait again.
 RESTART_SECONDS, RESTART_MAX_SECONDS, STEADY_SECONDS = 1.0, 30.0, 60.0
+
+
+class WorkerStartError(TimestepError):
+    """A worker did not start: `timestep up` stops with this line and exit code 2."""
 
 
 def default_count() -> int:
@@ -149,13 +153,13 @@ class Workers:
                     line = await w.process.stdout.readline()
                     if not line:
                         code = await w.process.wait()
-                        raise RuntimeError(f"agent worker {w.number} exited with code {code} while starting (its errors are above)")
+                        raise WorkerStartError(f"agent worker {w.number} exited with code {code} while starting (its errors are above)")
                     if line.decode(errors="replace").strip() == READY:
                         break
                     sys.stdout.buffer.write(line)
         except TimeoutError:
             w.process.kill()
-            raise RuntimeError(f"agent worker {w.number} was not ready after {START_SECONDS:g} s") from None
+            raise WorkerStartError(f"agent worker {w.number} was not ready after {START_SECONDS:g} s") from None
         asyncio.create_task(_copy(w.process.stdout), name=f"worker-{w.number}-stdout")
         log.info("agent worker %d started (pid %d, executor id %s)", w.number, w.process.pid, executor_id(self.settings.executor_id, w.number))
 

@@ -185,3 +185,26 @@ def test_a_bad_worker_count_is_refused_naming_it(args: list[str], env: dict[str,
     )
     assert done.returncode == 2, done.stderr
     assert says in done.stderr
+
+
+def test_a_worker_that_cannot_start_stops_timestep_up_saying_which(tmp_path: Path) -> None:
+    """Worker 1's import of the agents fails (here only in that process): `timestep up` exits 2 naming the
+    worker, after the worker's own error, and leaves no process behind."""
+    (tmp_path / "picky_agents.py").write_text(
+        "import os\n"
+        "from agents import Agent\n"
+        "from timestep import register_agent\n"
+        "if os.environ.get('TIMESTEP_EXECUTOR_ID', '').endswith('-w1'):\n"
+        "    raise ImportError('no licence for this worker')\n"
+        "register_agent(Agent(name='picky'))\n"
+    )
+    env = process_env("TIMESTEP_WORKERS", TIMESTEP_HOME=str(tmp_path / "home"))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    done = subprocess.run(
+        [sys.executable, "-m", "actors.cli.main", "up", "--agents", "picky_agents", "--workers", "2"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no licence for this worker" in done.stderr  # the worker's own error, first
+    assert "error: agent worker 1 exited with code 2 while starting" in done.stderr
+    assert "timestep up:" not in done.stdout
