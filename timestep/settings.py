@@ -208,7 +208,8 @@ class Settings:
     """TIMESTEP_MAX_THREADS (default: `64`): bound on DBOS's executor threads"""
     queue_poll_seconds: float
     """TIMESTEP_QUEUE_POLL_SECONDS (default: `0.05`): how often a process looks for queued runs to start (runs it
-    queued itself start at once) and, in its first 30 s, for runs to recover"""
+    queued itself start at once) and, in its first 30 s, for runs to recover; while none waits on a queue, it looks
+    less and less often, up to every 0.5 s (an idle process then spends about 1.5% of a core, not 4%)"""
     tracing: bool
     """TIMESTEP_TRACING (default: off): `1` turns on the Agents SDK's trace export"""
     openai_api_key_set: bool
