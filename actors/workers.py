@@ -97,6 +97,8 @@ class _Worker:
     wait: float = RESTART_SECONDS
     restarts: int = 0
     watcher: asyncio.Task | None = field(default=None, repr=False)
+    copier: asyncio.Task | None = field(default=None, repr=False)
+    """Copies its stdout onto this process's (a task nothing else refers to could be collected mid-way)."""
 
 
 class Workers:
@@ -160,7 +162,7 @@ class Workers:
         except TimeoutError:
             w.process.kill()
             raise WorkerStartError(f"agent worker {w.number} was not ready after {START_SECONDS:g} s") from None
-        asyncio.create_task(_copy(w.process.stdout), name=f"worker-{w.number}-stdout")
+        w.copier = asyncio.create_task(_copy(w.process.stdout), name=f"worker-{w.number}-stdout")
         log.info("agent worker %d started (pid %d, executor id %s)", w.number, w.process.pid, executor_id(self.settings.executor_id, w.number))
 
     async def _watch(self, w: _Worker) -> None:
