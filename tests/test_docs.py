@@ -1,12 +1,9 @@
 """The documentation site builds with every warning an error (a broken link or anchor, a page left out of the
-navigation, a docstring mkdocstrings cannot read), and its generated pages hold what the code says today; the
-code fragments of its pages compile and name only what Timestep exports. (Its complete examples are run by
-tests/test_readme.py and tests/test_tutorial.py.)"""
+navigation, a docstring mkdocstrings cannot read), and its generated pages hold what the code says today; every
+Python block of its pages is a whole program that a test runs (tests/test_readme.py, tests/test_tutorial.py)."""
 
 from __future__ import annotations
 
-import ast
-import builtins
 import os
 import re
 import subprocess
@@ -15,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import timestep
-from timestep.client import Client
 from subjects.names import Subjects
 
 pytestmark = pytest.mark.processes  # a build imports the whole library in a fresh interpreter
@@ -56,29 +51,31 @@ def test_the_site_builds_strictly_with_the_generated_reference(site: Path) -> No
     assert (site / "CHANGELOG" / "index.html").exists() and (site / "subjects" / "index.html").exists()
 
 
-def _fragments() -> list[tuple[str, str]]:
-    found = []
-    for page in sorted(DOCS.glob("*.md")):
-        for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
-            if "asyncio.run(" not in block and not block.startswith("# myapp/"):
-                found.append((page.name, block))
-    return found
+#: Each Python block of the docs' pages, by page and place, and the test that runs it as a reader would.
+RUN_BY = {
+    ("actors.md", 0): "test_readme.py::test_actor_system_example_runs",
+    ("library.md", 0): "test_readme.py::test_the_context_and_run_config_example_runs",
+    ("library.md", 1): "test_readme.py::test_the_mcp_example_runs",
+    ("library.md", 2): "test_readme.py::test_the_fork_example_runs",
+    ("library.md", 3): "test_readme.py::test_the_idempotency_key_example_runs",
+    ("library.md", 4): "test_readme.py::test_the_live_text_example_runs",
+    ("tutorial.md", 0): "test_tutorial.py::test_the_tutorial_runs_as_written",
+}
 
 
-@pytest.mark.parametrize(("page", "block"), _fragments(), ids=lambda v: v if v.endswith(".md") else "")
-def test_every_fragment_compiles_and_names_what_timestep_exports(page: str, block: str) -> None:
-    """A fragment's bare calls are Python's builtins, its own names or Timestep's exports; what it reads from
-    `timestep.` is exported, and what it calls on a `client` is a method of timestep's Client."""
-    tree = compile(block, page, "exec", flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    nodes = list(ast.walk(tree))
-    bound = {a.asname or a.name for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
-    bound |= {n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    bound |= {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    called = {n.func.id for n in nodes if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-    unknown = sorted(name for name in called - bound - set(dir(builtins)) if name not in timestep._EXPORTS)
-    assert not unknown, f"{page}: calls {unknown}, which timestep does not export"
-    from_timestep = {n.attr for n in nodes if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "timestep"}
-    from_timestep |= {a.name for n in nodes if isinstance(n, ast.ImportFrom) and n.module == "timestep" for a in n.names}
-    assert from_timestep <= set(timestep._EXPORTS), f"{page}: {sorted(from_timestep - set(timestep._EXPORTS))} are not exported"
-    on_client = {n.attr for n in nodes if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in ("client", "Client")}
-    assert all(hasattr(Client, name) for name in on_client), f"{page}: Client has no {sorted(n for n in on_client if not hasattr(Client, n))}"
+def test_every_python_block_of_the_docs_is_a_whole_program_a_test_runs() -> None:
+    """No fragment a reader cannot run: each block is a program (it runs itself, or is the tutorial's module),
+    and each is run, with its output checked, by the test named for it in RUN_BY."""
+    blocks = {
+        (page.name, i): block
+        for page in sorted(DOCS.glob("*.md"))
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), re.S))
+    }
+    assert set(blocks) == set(RUN_BY), f"give each new block a test and a line in RUN_BY: {sorted(set(blocks) ^ set(RUN_BY))}"
+    for where, block in blocks.items():
+        assert "asyncio.run(" in block or block.startswith("# myapp/"), f"{where} is a fragment: make it a whole program"
+        compile(block, str(where), "exec")
+    tests = ROOT / "tests"
+    for test in RUN_BY.values():
+        module, name = test.split("::")
+        assert f"def {name}(" in (tests / module).read_text(), test

@@ -1,5 +1,6 @@
 """The README's quick start runs as written, twice (the second time its fixed workflow id returns the stored run),
-and so do the examples of the docs' pages (docs/actors.md, docs/library.md)."""
+and so does every whole program of the docs' pages (docs/actors.md, docs/library.md): each with the output it
+prints. tests/test_docs.py checks that no page holds a fragment that is not one of them."""
 
 from __future__ import annotations
 
@@ -72,3 +73,24 @@ def test_the_mcp_example_runs(tmp_path: Path) -> None:
     done = run_example("## Agents SDK features", tmp_path, index=1, page=DOCS / "library.md")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["add returned: 5"]
+
+
+@pytest.mark.processes
+def test_the_fork_example_runs(tmp_path: Path) -> None:
+    done = run_example("## Inspect, fork and replay runs", tmp_path, page=DOCS / "library.md")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["1 model, 2 tool:get_weather, 3 model", "get_weather returned: sunny in Oslo"]
+
+
+@pytest.mark.processes
+def test_the_idempotency_key_example_runs(tmp_path: Path) -> None:
+    done = run_example("**Side effects that must happen once.**", tmp_path, page=DOCS / "library.md")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["refund returned: refunded 500 cents: re_1", "True re_1"]
+
+
+@pytest.mark.processes
+def test_the_live_text_example_runs(tmp_path: Path) -> None:
+    done = run_example("Text as it is yielded, without waiting on storage", tmp_path, "NATS_URL", page=DOCS / "library.md")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["You said: Tell me a story"]
