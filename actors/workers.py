@@ -115,10 +115,13 @@ class Workers:
     def executor_ids(self) -> list[str]:
         return [executor_id(self.settings.executor_id, w.number) for w in self._workers]
 
+    def _alive(self) -> list[asyncio.subprocess.Process]:
+        return [w.process for w in self._workers if w.process is not None and w.process.returncode is None]
+
     @property
     def running(self) -> int:
         """Workers alive now, this process included."""
-        return 1 + sum(1 for w in self._workers if w.process is not None and w.process.returncode is None)
+        return 1 + len(self._alive())
 
     async def start(self) -> None:
         """Start every worker and wait until each is ready; a worker that fails to start fails this."""
@@ -192,16 +195,16 @@ class Workers:
 
     def signal_stop(self) -> None:
         """Ask every worker to stop (SIGTERM): they stop beside this process, not after it."""
+        if self._stopping:
+            return  # once: a worker takes a second SIGTERM as "stop now"
         self._stopping = True
-        for w in self._workers:
-            if w.process is not None and w.process.returncode is None:
-                w.process.send_signal(signal.SIGTERM)
+        for process in self._alive():
+            process.send_signal(signal.SIGTERM)
 
     def hurry(self) -> None:
         """A second signal: the workers stop without waiting for their steps, as this process does."""
-        for w in self._workers:
-            if w.process is not None and w.process.returncode is None:
-                w.process.send_signal(signal.SIGTERM)
+        for process in self._alive():
+            process.send_signal(signal.SIGTERM)
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop every worker and wait for it: SIGTERM, then SIGKILL what still runs after the grace and a margin."""
@@ -209,7 +212,7 @@ class Workers:
         for w in self._workers:
             if w.watcher is not None:
                 w.watcher.cancel()
-        alive = [w.process for w in self._workers if w.process is not None and w.process.returncode is None]
+        alive = self._alive()
         if alive:
             _, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in alive], timeout=grace_seconds + 10)
             for p in alive:

@@ -457,25 +457,23 @@ def _tree(pid: int) -> list[int]:
     return [pid, *children]
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU of `pid` and its children alive now (workers run as long as the `timestep up` that started them)."""
+def _tree_sum(pid: int, read: Callable[[int], float]) -> float:
+    """`read` summed over `pid` and its children alive now (workers run as long as the `timestep up` that started them)."""
     total = 0.0
     for one in _tree(pid):
         try:
-            total += _cpu_seconds(one)
+            total += read(one)
         except OSError:
             continue
     return total
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    return _tree_sum(pid, _cpu_seconds)
+
+
 def _tree_rss_mb(pid: int) -> float:
-    total = 0.0
-    for one in _tree(pid):
-        try:
-            total += _rss_mb(one)
-        except OSError:
-            continue
-    return round(total, 1)
+    return round(_tree_sum(pid, _rss_mb), 1)
 
 
 def _json_lines(cmd: list[str], backend: Backend, env: dict[str, str], sample: Callable[[], None] | None = None) -> list[dict]:

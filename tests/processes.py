@@ -68,3 +68,12 @@ def stop(procs: Iterable[subprocess.Popen], wait: float = 30) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def run_program(program: str, folder: Path, *unset: str) -> subprocess.CompletedProcess:
+    """A Python program of the docs, run as a reader runs it: a file in a folder of its own, without the
+    settings a reader would not have set (and `unset`)."""
+    script = folder / "example.py"
+    script.write_text(program)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PG_CONNECTION_URI", "TIMESTEP_HOME", *unset)}
+    return subprocess.run([sys.executable, str(script)], cwd=folder, env=env, capture_output=True, text=True, timeout=120)

@@ -1,6 +1,7 @@
 """The documentation site builds with every warning an error (a broken link or anchor, a page left out of the
 navigation, a docstring mkdocstrings cannot read), and its generated pages hold what the code says today; every
-Python block of its pages is a whole program that a test runs (tests/test_readme.py, tests/test_tutorial.py)."""
+Python block of its pages is a whole program, run here with its output checked (the tutorial's by
+tests/test_tutorial.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from processes import run_program
 from subjects.names import Subjects
 
 pytestmark = pytest.mark.processes  # a build imports the whole library in a fresh interpreter
@@ -51,31 +53,39 @@ def test_the_site_builds_strictly_with_the_generated_reference(site: Path) -> No
     assert (site / "CHANGELOG" / "index.html").exists() and (site / "subjects" / "index.html").exists()
 
 
-#: Each Python block of the docs' pages, by page and place, and the test that runs it as a reader would.
-RUN_BY = {
-    ("actors.md", 0): "test_readme.py::test_actor_system_example_runs",
-    ("library.md", 0): "test_readme.py::test_the_context_and_run_config_example_runs",
-    ("library.md", 1): "test_readme.py::test_the_mcp_example_runs",
-    ("library.md", 2): "test_readme.py::test_the_fork_example_runs",
-    ("library.md", 3): "test_readme.py::test_the_idempotency_key_example_runs",
-    ("library.md", 4): "test_readme.py::test_the_live_text_example_runs",
-    ("tutorial.md", 0): "test_tutorial.py::test_the_tutorial_runs_as_written",
+#: Each Python block of the docs' pages, by page and place on it (from 0): the settings unset for it and what it
+#: prints. The tutorial's module (tutorial.md, 0) is run by tests/test_tutorial.py, command by command.
+PROGRAMS = {
+    ("actors.md", 0): (("NATS_URL",), ["1 Accepted", "2 Started", "3 Completed"]),
+    ("library.md", 0): ((), ["add_item returned: ada has 1 item(s)", "['pears']"]),  # context= and run_config=
+    ("library.md", 1): ((), ["add returned: 5"]),  # an MCP server over stdio
+    ("library.md", 2): ((), ["1 model, 2 tool:get_weather, 3 model", "get_weather returned: sunny in Oslo"]),  # fork_run
+    ("library.md", 3): ((), ["refund returned: refunded 500 cents: re_1", "True re_1"]),  # idempotency_key
+    ("library.md", 4): (("NATS_URL",), ["You said: Tell me a story"]),  # client.live
 }
+TUTORIAL = ("tutorial.md", 0)
 
 
-def test_every_python_block_of_the_docs_is_a_whole_program_a_test_runs() -> None:
-    """No fragment a reader cannot run: each block is a program (it runs itself, or is the tutorial's module),
-    and each is run, with its output checked, by the test named for it in RUN_BY."""
-    blocks = {
+def _blocks() -> dict[tuple[str, int], str]:
+    return {
         (page.name, i): block
         for page in sorted(DOCS.glob("*.md"))
         for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), re.S))
     }
-    assert set(blocks) == set(RUN_BY), f"give each new block a test and a line in RUN_BY: {sorted(set(blocks) ^ set(RUN_BY))}"
+
+
+def test_every_python_block_of_the_docs_is_a_whole_program_a_test_runs() -> None:
+    """No fragment a reader cannot run: each block is a program (it runs itself, or is the tutorial's module),
+    and each is run, with its output checked, here (PROGRAMS) or by tests/test_tutorial.py."""
+    blocks = _blocks()
+    assert set(blocks) == set(PROGRAMS) | {TUTORIAL}, f"give each new block a line in PROGRAMS: {sorted(set(blocks) ^ (set(PROGRAMS) | {TUTORIAL}))}"
     for where, block in blocks.items():
-        assert "asyncio.run(" in block or block.startswith("# myapp/"), f"{where} is a fragment: make it a whole program"
-        compile(block, str(where), "exec")
-    tests = ROOT / "tests"
-    for test in RUN_BY.values():
-        module, name = test.split("::")
-        assert f"def {name}(" in (tests / module).read_text(), test
+        assert "asyncio.run(" in block or where == TUTORIAL, f"{where} is a fragment: make it a whole program"
+
+
+@pytest.mark.parametrize("where", sorted(PROGRAMS), ids=lambda where: f"{where[0]}-{where[1]}")
+def test_each_program_of_the_docs_runs_and_prints_what_it_says(where: tuple[str, int], tmp_path: Path) -> None:
+    unset, prints = PROGRAMS[where]
+    done = run_program(_blocks()[where], tmp_path, *unset)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == prints
