@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -45,16 +46,31 @@ def uid(prefix: str) -> str:
 
 
 def _chromium() -> str:
-    """Debian's chromium: installed here when missing and apt-get can (as root); else a skip saying what to install."""
+    """Debian's chromium: installed here when missing and apt-get can (as root); else a skip saying what to install.
+
+    The suite's workers may all get here at once on a fresh machine: they take turns on a lock file, so one
+    installs and the others find it installed (concurrent apt-gets fail on dpkg's lock, and a failed install
+    used to skip a worker's browser tests silently)."""
     found = shutil.which("chromium")
     if found:
         return found
-    if shutil.which("apt-get") and os.geteuid() == 0:
+    if not (shutil.which("apt-get") and os.geteuid() == 0):
+        pytest.skip("the console's browser tests need Chromium: install it with `apt-get install chromium` (Debian) and run them again")
+    import fcntl
+
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with open(Path(tempfile.gettempdir()) / "timestep-tests-chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tried = []
         for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            subprocess.run(command, capture_output=True, timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
             if shutil.which("chromium"):
-                return shutil.which("chromium")  # type: ignore[return-value]
-    pytest.skip("the console's browser tests need Chromium: install it with `apt-get install chromium` (Debian) and run them again")
+                break
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+            tried.append(f"$ {' '.join(command)} (exit {done.returncode})\n{done.stderr[-1500:]}")
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail("the console's browser tests need Chromium, and installing it failed:\n" + "\n".join(tried))
+    return found
 
 
 @pytest.fixture(scope="module")

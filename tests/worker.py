@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import agents
@@ -126,6 +127,7 @@ async def main() -> None:
         print(json.dumps({"output": result.output}))
     elif mode == "recover-waiting":
         timestep.add_event_sink(EventLog())
+        log(f"launching at={time.time()}")  # recovery starts no earlier than this
         timestep.ensure_dbos_launched()
         result = await timestep.RunHandle("wait-run-1").get_result()
         print(json.dumps({"output": result.output}))
