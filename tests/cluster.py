@@ -1,4 +1,4 @@
-"""A three-node nats-server cluster with JetStream on loopback, and `timestep up` processes on it.
+"""A three-node nats-server cluster with JetStream on loopback (its `timestep up` processes: tests/processes.py, `Deployment`).
 
 Used by tests/test_scale_out.py. The configs are written here, from nothing but free ports,
 so the test does not depend on any deployment's files.
@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import nats
 
-from processes import process_env, stop, up, wait_printed_async
 from timestep.bus.server import EmbeddedNats, free_port
 
 
@@ -125,63 +122,3 @@ async def move_leader(nc: nats.NATS, stream: str, away_from: str, timeout: float
         if leader == away_from:
             await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
         await asyncio.sleep(0.5)
-
-
-class Processes:
-    """`timestep up --role ...` processes on one NATS cluster and one PostgreSQL database."""
-
-    def __init__(self, tmp: Path, nats_url: str, db_url: str, env: dict[str, str] | None = None) -> None:
-        self.tmp = tmp
-        self.nats_url = nats_url
-        self.db_url = db_url
-        self.extra_env = env or {}
-        self.log = tmp / "calls.log"
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.outputs: dict[str, Path] = {}
-        self._starts = 0
-
-    def env(self, executor: str) -> dict[str, str]:
-        return process_env(
-            NATS_URL=self.nats_url,
-            PG_CONNECTION_URI=self.db_url,
-            TIMESTEP_HOME=str(self.tmp / "home"),
-            TIMESTEP_DB_POOL_SIZE="6",  # many processes share the test server's 100 connections
-            TIMESTEP_EXECUTOR_ID=executor,
-            TIMESTEP_TEST_LOG=str(self.log),
-            TIMESTEP_QUEUE_POLL_SECONDS="0.05",
-            **self.extra_env,
-        )
-
-    async def start(self, *nodes: tuple[str, str], timeout: float = 90) -> None:
-        """Start (role, executor id) processes side by side; return once every one is up."""
-        started = []
-        for role, executor in nodes:
-            self._starts += 1
-            out = self.tmp / f"{executor}-{self._starts}.out"
-            self.procs[executor] = up(out, self.env(executor), "--agents", "bus_agents", "--role", role)
-            self.outputs[out.stem] = out
-            started.append((self.procs[executor], out))
-        await wait_printed_async(started, timeout=timeout)
-
-    def kill(self, executor: str) -> int:
-        proc = self.procs[executor]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return proc.pid
-
-    def calls(self) -> list[tuple[str, int]]:
-        """(tool call, pid) for every tool execution the test agents recorded."""
-        if not self.log.exists():
-            return []
-        rows = []
-        for line in self.log.read_text().splitlines():
-            call, _, pid = line.rpartition(" pid=")
-            rows.append((call, int(pid)))
-        return rows
-
-    def tail(self, lines: int = 40) -> str:
-        """The end of every process's output, for an assertion message."""
-        return "\n".join(f"--- {e}\n" + "\n".join(p.read_text().splitlines()[-lines:]) for e, p in self.outputs.items())
-
-    def stop(self) -> None:
-        stop(self.procs.values(), wait=20)

@@ -1,4 +1,4 @@
-"""What the fault tests share: actor processes that can be SIGKILLed and restarted, a private
+"""What the fault tests share besides their processes (tests/processes.py, `Deployment`): a private
 PostgreSQL server that can be stopped, and the ledger check (see fault_agents.py).
 
 `./tasks.sh soak` runs tests/test_faults.py longer than CI does.
@@ -8,90 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processes import process_env, stop, up, wait_printed
 from timestep.bus.server import free_port
 
 ROLES = ("agent", "governor", "scheduler")
-
-
-class Actors:
-    """One `timestep up --role R` process per role, each under a fixed executor id, on one
-    NATS server and one database. `kill(role)` SIGKILLs one; `start(role)` brings it back
-    under the same id, so it recovers the runs it held."""
-
-    def __init__(self, tmp: Path, db_url: str, nats_url: str, *, agents_module: str = "fault_agents", extra_env: dict[str, str] | None = None) -> None:
-        self.tmp = tmp
-        self.db_url = db_url
-        self.nats_url = nats_url
-        self.agents_module = agents_module
-        self.ledger = tmp / "ledger.log"
-        self.extra_env = extra_env or {}
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.starts: Counter[str] = Counter()
-        self.kills: Counter[str] = Counter()
-
-    def env(self, role: str) -> dict[str, str]:
-        env = process_env(
-            "TIMESTEP_HTTP_PORT",
-            NATS_URL=self.nats_url,
-            TIMESTEP_HOME=str(self.tmp / "home"),
-            TIMESTEP_DB_POOL_SIZE="6",  # many processes share the test server's 100 connections
-            TIMESTEP_EXECUTOR_ID=f"{role}-1",
-            TIMESTEP_LEDGER=str(self.ledger),
-            TIMESTEP_QUEUE_POLL_SECONDS="0.05",
-            # A killed actor's unacknowledged messages go to its successor after this long.
-            TIMESTEP_ACK_WAIT="3",
-        )
-        if not self.db_url.startswith("sqlite"):
-            env["PG_CONNECTION_URI"] = self.db_url
-        env.update(self.extra_env)
-        return env
-
-    def start(self, *roles: str, timeout: float = 90) -> None:
-        pending = []
-        for role in roles:
-            self.starts[role] += 1
-            out = self.tmp / f"{role}-{self.starts[role]}.out"
-            self.procs[role] = up(out, self.env(role), "--agents", self.agents_module, "--role", role)
-            pending.append((self.procs[role], out))
-        wait_printed(pending, timeout=timeout)
-
-    def kill(self, *roles: str) -> None:
-        for role in roles:
-            proc = self.procs.pop(role)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            self.kills[role] += 1
-
-    def stop_gracefully(self, *roles: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 60) -> None:
-        """Stop each role as a deploy does (SIGTERM, or SIGINT as Ctrl-C); it must exit by itself, with 0."""
-        procs = [self.procs.pop(role) for role in roles]
-        for proc in procs:
-            proc.send_signal(sig)
-        for role, proc in zip(roles, procs):
-            try:
-                code = proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise AssertionError(f"{role} did not stop within {timeout} s of {sig.name}\n{self.output()}") from None
-            assert code == 0, f"{role} exited {code} after {sig.name}\n{self.output()}"
-            self.kills[f"{role}:{sig.name}"] += 1
-
-    def output(self, tail: int | None = 4000) -> str:
-        """What the processes printed (the last `tail` characters of each; None: all of it)."""
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-(tail or 0):]}" for p in sorted(self.tmp.glob("*.out")))
-
-    def stop(self) -> None:
-        stop(self.procs.values())
-        self.procs = {}
 
 
 class PrivatePostgres:

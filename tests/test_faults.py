@@ -6,7 +6,8 @@ checks the promise: every run ends `completed` exactly once (one event, one succ
 workflow), and no step that the run kept ran again after it (tests/faults.py check_ledger).
 
 Sizes come from the environment so a soak can run the same code longer
-(`./tasks.sh soak`): TIMESTEP_FAULT_RUNS (default 300) and TIMESTEP_FAULT_KILLS (default 6).
+(`./tasks.sh soak`): TIMESTEP_FAULT_RUNS (default 200) and TIMESTEP_FAULT_KILLS (default 4: the agent actor,
+the governor, the scheduler, then all three; the soak adds kills of a role drawn at random).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from conftest import backends
-from faults import ROLES, Actors, PrivatePostgres, check_ledger, postgres_binaries_problem
-from processes import TESTS, process_env, wait_printed_async
+from faults import ROLES, PrivatePostgres, check_ledger, postgres_binaries_problem
+from processes import TESTS, Deployment, process_env, wait_printed_async
 from subjects.events import Completed, Failed, Interrupted, RunEvent
 from timestep.client import Client
 from timestep.durable.engine import Admin
@@ -37,17 +38,17 @@ pytestmark = pytest.mark.processes
 # Many processes on one PostgreSQL: its variant not beside the other such tests (connection slots);
 # the SQLite variant, on files of its own, runs beside any test.
 ONE_POSTGRES_AT_A_TIME = pytest.mark.parametrize("backend", backends(pytest.mark.xdist_group("processes")), indirect=True)
-RUNS = int(os.environ.get("TIMESTEP_FAULT_RUNS", "300"))
+RUNS = int(os.environ.get("TIMESTEP_FAULT_RUNS", "200"))
 # Not asyncio.to_thread: the loop's default executor is DBOS's pool, shut down with an earlier DBOS session.
 _threads = ThreadPoolExecutor(4)
 
 
 def off_loop(fn, *args):
     return asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
-KILLS = int(os.environ.get("TIMESTEP_FAULT_KILLS", "6"))
+KILLS = int(os.environ.get("TIMESTEP_FAULT_KILLS", "4"))
 
 
-def admin_url(actors: Actors) -> str:
+def admin_url(actors: Deployment) -> str:
     return actors.db_url if not actors.db_url.startswith("sqlite") else f"sqlite:///{actors.tmp / 'home' / 'timestep.sqlite'}"
 
 
@@ -81,7 +82,7 @@ class Watch:
                         # may be stopping right now, and an answered approve would then be refused).
                         await self.client.approve(event.run_id, approval.call_id, wait=False)
 
-    async def until_completed(self, run_ids: set[str], timeout: float, actors: Actors) -> None:
+    async def until_completed(self, run_ids: set[str], timeout: float, actors: Deployment) -> None:
         deadline = time.monotonic() + timeout
         while not run_ids <= set(self.completed):
             if time.monotonic() > deadline:
@@ -98,7 +99,7 @@ class Watch:
         await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def assert_once(actors: Actors, watch: Watch, run_ids: set[str]) -> dict[str, object]:
+async def assert_once(actors: Deployment, watch: Watch, run_ids: set[str]) -> dict[str, object]:
     """Exactly one `completed` per run, one successful workflow per run, and no kept step repeated."""
     await asyncio.sleep(2.0)  # a doubled `completed` would arrive by now
     doubled = {r: n for r, n in watch.completed.items() if n > 1}
@@ -148,7 +149,7 @@ async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNat
     seed = int(os.environ.get("TIMESTEP_FAULT_SEED") or random.randrange(1 << 30))
     print(f"TIMESTEP_FAULT_SEED={seed}")
     rng = random.Random(seed)
-    actors = Actors(tmp_path, fresh_db_url, nats.url)
+    actors = Deployment(tmp_path, nats.url, fresh_db_url, agents="fault_agents")
     actors.start(*ROLES)
     plan: list[tuple[str, ...]] = [("agent",), ("governor",), ("scheduler",), ROLES]
     plan += [rng.choice([("agent",), ("governor",), ("scheduler",), ROLES]) for _ in range(max(0, KILLS - len(plan)))]
@@ -158,7 +159,7 @@ async def test_crash_matrix(fresh_db_url: str, tmp_path: Path, nats: EmbeddedNat
             watch = Watch(client)
             await client.configure_queue("matrix", concurrency=8)
             await client.create_schedule("tick", "*/2 * * * * *", {"agent": "ledger", "input": "tick"})
-            seconds = RUNS / 12  # submissions at 12 a second: 25 s for 300
+            seconds = RUNS / 12  # submissions at 12 a second: 17 s for 200
             submitting = asyncio.create_task(submit_all(client, run_ids, RUNS / seconds))
             for roles in plan[:KILLS]:
                 await asyncio.sleep(rng.uniform(0.5, seconds / KILLS))
@@ -189,9 +190,9 @@ async def test_graceful_stops(fresh_db_url: str, tmp_path: Path, nats: EmbeddedN
     seed = int(os.environ.get("TIMESTEP_FAULT_SEED") or random.randrange(1 << 30))
     print(f"TIMESTEP_FAULT_SEED={seed}")
     rng = random.Random(seed)
-    actors = Actors(tmp_path, fresh_db_url, nats.url)
+    actors = Deployment(tmp_path, nats.url, fresh_db_url, agents="fault_agents")
     actors.start(*ROLES)
-    stops = max(KILLS, 6)
+    stops = max(KILLS, 4)
     plan: list[tuple[str, ...]] = [("agent",), ("governor",), ("scheduler",), ROLES]
     plan += [rng.choice([("agent",), ("agent",), ("governor",), ROLES]) for _ in range(stops - len(plan))]
     runs = max(120, RUNS // 2)
@@ -237,7 +238,7 @@ async def test_nats_restart_under_load(fresh_db_url: str, tmp_path: Path, nats: 
     """The nats-server is SIGKILLed mid-load and restarted on the same store 2 s later. Clients and
     actors reconnect by themselves, pull consumers keep (or re-bind) their subscriptions, every
     request is answered `accepted`, and every run completes once."""
-    actors = Actors(tmp_path, fresh_db_url, nats.url)
+    actors = Deployment(tmp_path, nats.url, fresh_db_url, agents="fault_agents")
     actors.start("agent", "governor")
     runs = max(60, RUNS // 2)
     run_ids = [f"n-{i}" for i in range(runs)]
@@ -279,7 +280,7 @@ async def test_database_outage_under_load(tmp_path: Path, nats: EmbeddedNats) ->
     it is stored; every run finishes once."""
     pg = PrivatePostgres().init()
     pg.start()
-    actors = Actors(tmp_path, pg.url, nats.url)
+    actors = Deployment(tmp_path, nats.url, pg.url, agents="fault_agents")
     try:
         actors.start("agent", "governor")
         runs = max(60, RUNS // 3)
@@ -383,7 +384,7 @@ async def test_a_tool_cut_off_by_a_graceful_stop_runs_once_more_at_most(kind: st
     finish anyway, so its side effect happened in the stopping process and again after the restart."""
     calls = tmp_path / "calls.log"
     env = {"TIMESTEP_STOP_GRACE_SECONDS": "1", "TIMESTEP_TOOL_CALLS": str(calls), "TIMESTEP_TOOL_SECONDS": "20"}
-    actors = Actors(tmp_path, fresh_db_url, nats.url, agents_module="stop_agents", extra_env=env)
+    actors = Deployment(tmp_path, nats.url, fresh_db_url, agents="stop_agents", env=env)
     actors.start("agent", "governor")
     try:
         async with await Client.connect(nats.url) as client:
@@ -391,7 +392,7 @@ async def test_a_tool_cut_off_by_a_graceful_stop_runs_once_more_at_most(kind: st
             await client.submit(f"stop-{kind}", "go", id="stopped-1")
             while "start" not in (calls.read_text() if calls.exists() else ""):
                 await asyncio.sleep(0.05)
-            stopped = actors.procs["agent"].pid
+            stopped = actors.procs["agent-1"].pid
             await off_loop(lambda: actors.stop_gracefully("agent", timeout=60))
             await off_loop(actors.start, "agent")
             await watch.until_completed({"stopped-1"}, timeout=120, actors=actors)
@@ -403,7 +404,7 @@ async def test_a_tool_cut_off_by_a_graceful_stop_runs_once_more_at_most(kind: st
         assert starts[0] == stopped and starts[1] != stopped, lines
         assert stopped not in ends, f"the tool finished in the stopping process and ran again after the restart: {lines}"
         assert ends == [starts[1]], lines
-        stop_log = (tmp_path / "agent-1.out").read_text()
+        stop_log = (tmp_path / "agent-1-1.out").read_text()  # executor agent-1, its first start
         assert "1 step(s) still under way after 1.0 s are cut off" in stop_log, stop_log[-3000:]
         assert "exiting without waiting for the 1 step(s) cut off" in stop_log, stop_log[-3000:]
     finally:

@@ -14,7 +14,8 @@ import nats
 import psycopg
 import pytest
 
-from cluster import NatsCluster, Processes, leaders, move_leader
+from cluster import NatsCluster, leaders, move_leader
+from processes import Deployment
 from subjects.names import CONTROL_STREAM, DEAD_STREAM, EVENTS_STREAM, SUBMIT_STREAM, WORK_STREAM
 from timestep.client import Client
 from timestep.settings import Settings
@@ -54,7 +55,7 @@ async def nats_cluster(tmp_path: Path):
 
 @pytest.fixture
 def processes(tmp_path: Path, nats_cluster: NatsCluster, pg_url: str):
-    running = Processes(tmp_path, nats_cluster.url, pg_url, env={"TIMESTEP_STREAM_REPLICAS": "3"})
+    running = Deployment(tmp_path, nats_cluster.url, pg_url, env={"TIMESTEP_STREAM_REPLICAS": "3"})
     yield running
     running.stop()
 
@@ -119,7 +120,7 @@ async def submit(client: Client, i: int, counts: Counter[str]) -> str:
 
 # Many processes on one PostgreSQL: not beside the other such tests (connection slots).
 @pytest.mark.xdist_group("processes")
-async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster: NatsCluster, processes: Processes, pg_url: str) -> None:
+async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster: NatsCluster, processes: Deployment, pg_url: str) -> None:
     """Two agent actors, two governors and two schedulers, as separate processes, on a three-node
     NATS cluster (every stream replicated three times) and one PostgreSQL database. Runs go in,
     half directly and half through a queue limited to 10 per second; in the middle one NATS node
@@ -136,7 +137,7 @@ async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster:
     call the dead process had finished (its step recorded) does not run again, and no rolling
     second admits more than the queue's limit across both governors and agent processes."""
     began = time.monotonic()
-    await processes.start(
+    await processes.start_async(
         ("agent", "agent-1"), ("agent", "agent-2"), ("governor", "governor-1"), ("governor", "governor-2"),
         ("scheduler", "scheduler-1"), ("scheduler", "scheduler-2"),
     )
@@ -161,7 +162,7 @@ async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster:
         victim_pid = processes.procs["agent-1"].pid
         deadline = time.monotonic() + 60
         while len(db(pg_url, FINISHED_TOOLS)) < 3 or sum(1 for _, pid in processes.calls() if pid == victim_pid) < 6:
-            assert time.monotonic() < deadline, processes.tail()
+            assert time.monotonic() < deadline, processes.output()
             await asyncio.sleep(0.1)
 
         # Kill the events stream's leader: every run publishes there from inside its steps. Not the
@@ -176,13 +177,13 @@ async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster:
         print(f"leaders {led}; {AGENTS_KV} replicas {kv_replicas}; actor connections {actors}; killing {node}")
         nats_cluster.kill(node)
         await asyncio.sleep(0.5)
-        processes.kill("agent-1")
+        processes.kill(("agent", "agent-1"))
         # The dead process's runs whose tool step is recorded: those tools must not run again.
         finished_tools = {row[0] for row in db(pg_url, FINISHED_TOOLS)}
         # Restarted once the survivors have elected new leaders: a process that starts during the
         # election fails start-up (Bus.ensure_streams does not retry a JetStream API timeout).
         await nats_cluster.wait_for_leaders(STREAMS + [AGENTS_KV] if kv_replicas > 1 else STREAMS, CONSUMERS)
-        restart = asyncio.create_task(processes.start(("agent", "agent-1")))
+        restart = asyncio.create_task(processes.start_async(("agent", "agent-1")))
         second = [asyncio.create_task(send(i)) for i in range(RUNS // 2, RUNS)]
         run_ids = await asyncio.gather(*first, *second)
         await restart
@@ -193,13 +194,13 @@ async def test_scale_out_survives_a_nats_node_and_an_agent_process(nats_cluster:
             statuses = dict(db(pg_url, "SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid LIKE 'scale-%'"))
             if sum(1 for s in statuses.values() if s == "SUCCESS") == RUNS:
                 break
-            assert time.monotonic() < deadline, (Counter(statuses.values()), processes.tail())
+            assert time.monotonic() < deadline, (Counter(statuses.values()), processes.output())
             await asyncio.sleep(0.5)
         done = time.monotonic()
         assert await client.delete_schedule("tick")
         await asyncio.sleep(3)  # a tick published just before the delete is still on its way to a governor
         while db(pg_url, "SELECT 1 FROM dbos.workflow_status WHERE status IN ('PENDING', 'ENQUEUED')"):
-            assert time.monotonic() < deadline, processes.tail()
+            assert time.monotonic() < deadline, processes.output()
             await asyncio.sleep(0.5)
 
         info = await client.bus.js.stream_info(EVENTS_STREAM, subjects_filter=client.subjects.events("*", "completed"))

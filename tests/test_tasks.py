@@ -60,6 +60,6 @@ def test_bench_then_test_adds_the_test_extras_and_a_changed_pyproject_installs_a
 def test_test_fast_runs_the_fast_tier_and_passes_the_other_arguments_on(tmp_path: Path) -> None:
     venv = _venv(tmp_path)
     fast = "-m not slow and not processes and not browser and not node and not postgres and not bench"
-    assert _task(venv, "test", "--fast", "-k", "queues")[-1] == f"python -m pytest -n 3 --dist loadgroup {fast} -k queues"
-    assert _task(venv, "test", "-k", "queues")[-1] == "python -m pytest -n 3 --dist loadgroup -k queues"  # every tier
-    assert _task(venv, "test")[-1] == "python -m pytest -n 3 --dist loadgroup"
+    assert _task(venv, "test", "--fast", "-k", "queues")[-1] == f"python -m pytest -n 4 --dist loadgroup {fast} -k queues"
+    assert _task(venv, "test", "-k", "queues")[-1] == "python -m pytest -n 4 --dist loadgroup -k queues"  # every tier
+    assert _task(venv, "test")[-1] == "python -m pytest -n 4 --dist loadgroup"
