@@ -1,12 +1,15 @@
 """Timestep's benchmark: the same workloads on every system, side by side, in one run.
 
     python bench/run.py [--runs 200] [--rounds 3] [--backends sqlite,postgres] [--concurrency 1,32]
-                        [--workloads W1,W2,W3,W4,W5,scale] [--w4-runs 1000] [--w5-streams 100,500] [--out bench/results]
+                        [--workloads W1,W2,W3,W4,W5,scale,storage] [--w4-runs 1000] [--w5-streams 100,500]
+                        [--storage-calls 10,40,160] [--out bench/results]
 
 W1-W3 measure throughput and latency of instant runs on every system. W4 starts 1,000 runs of
 the W2 shape at once with a model that sleeps 1 s per call (what one process holds in flight,
 at what memory and CPU per run); W5 streams text deltas from hundreds of runs at once to a NATS
-subscriber (delay, loss, order, CPU per delta); scale compares one agent process with two.
+subscriber (delay, loss, order, CPU per delta); scale compares one agent process with two; storage
+counts the bytes a run with 10, 40 and 160 tool calls of 1 KB output stores, beside LangGraph's
+checkpointer (bench/storage.py).
 
 Each backend gets a fresh database. Systems (a)-(d), (g), (h) run in one process per backend,
 (e)-(f) publish from one process to actors (`timestep up`) in another. The runs of each
@@ -314,7 +317,7 @@ def _markdown(rows: list[dict], ratios: list[dict], meta: dict) -> str:
             f"| {r['backend']} | {r['workload']} | {r['concurrency']} | ({r['system']}) {SYSTEMS[r['system']]} | "
             f"{r['throughput']} | {r['p50_ms']} | {r['p99_ms']} | {started} | {rss} |"
         )
-    if not rows and not meta.get("bus"):  # only W4, W5, scale
+    if not rows and not any(meta.get("bus", {}).values()):  # only W4, W5, scale, storage
         return "\n".join(lines[:4]) + "\n"
     lines += ["", "| backend | workload | conc. | (d)/(b) | (d)/(g) | (d)/(h) | (d)/best peer | (d)/(c) | (e)/(d) | (f)/(d) | (e)−(d) p50 ms |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -436,7 +439,7 @@ def _backlog(backend: Backend, requests: int) -> dict:
 
 # --- agent-shaped load: W4 (in flight), W5 (streaming), scale-out --------------------------
 
-LOAD = ("W4", "W5", "scale")
+LOAD = ("W4", "W5", "scale", "storage")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -577,10 +580,25 @@ def _scale(backend: Backend, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _storage(backend: Backend, args: argparse.Namespace) -> list[dict]:
+    """Bytes stored by one run with N tool calls, (d) and (g), each case in a process and a database of its own."""
+    rows = []
+    for calls in args.storage_calls:
+        for system in ("d", "g"):
+            print(f"[{backend.name}] storage: ({system}), {calls} tool calls ...", file=sys.stderr, flush=True)
+            cmd = [sys.executable, str(HERE / "storage.py"), "--system", system, "--backend", backend.name, "--calls", str(calls),
+                   "--workdir", str(backend.workdir / "storage")]
+            rows += _json_lines(cmd, backend, {"PG_CONNECTION_URI": backend.url} if backend.name == "postgres" else {})
+    return rows
+
+
 def _load_summary(rounds: list[dict[str, list[dict]]]) -> dict[str, list[dict]]:
     """Per part, one row per case: the median over rounds of each figure; losses, disorder, max delays
     and peak memory from the worst round."""
-    keys = {"W4": ("backend", "system", "workers"), "W5": ("backend", "streams", "workers"), "scale": ("backend", "agent_processes")}
+    keys = {
+        "W4": ("backend", "system", "workers"), "W5": ("backend", "streams", "workers"), "scale": ("backend", "agent_processes"),
+        "storage": ("backend", "system", "tool_calls"),
+    }
     out: dict[str, list[dict]] = {}
     for part, key in keys.items():
         cases: dict[tuple, list[dict]] = {}
@@ -639,6 +657,20 @@ def _load_markdown(load: dict[str, list[dict]], args: argparse.Namespace) -> str
                          f"{r.get('live_p50_ms', '')} | {r.get('live_p99_ms', '')} | {r.get('live_max_ms', '')} | {r.get('live_lost', '')} | "
                          f"{r.get('live_out_of_order', '')} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
                          f"{r['lost']} | {r['out_of_order']} | {r['cpu_per_delta_us']} | {r['nats_cpu_per_delta_us']} |")
+    if "storage" in load:
+        lines += ["", "Storage: bytes one run stores, by its number of tool calls, each returning 1,024 characters of JSON text (what "
+                  "zlib does to those outputs alone: the last column); SQLite: the values' bytes, PostgreSQL: their stored size "
+                  "(`pg_column_size`, after PostgreSQL's own compression); bench/storage.py:", "",
+                  "| backend | tool calls | (d) Timestep KB | (d) per KB of output | (g) LangGraph KB | (g) per KB of output | (g)/(d) | outputs' zlib ratio |",
+                  "|---|---|---|---|---|---|---|---|"]
+        cases: dict[tuple, dict[str, dict]] = {}
+        for r in load["storage"]:
+            cases.setdefault((r["backend"], r["tool_calls"]), {})[r["system"]] = r
+        for (backend, calls), by in sorted(cases.items()):
+            d, g = by.get("d"), by.get("g")
+            cell = lambda r: (f"{r['stored_bytes'] / 1024:.1f}", f"{r['per_kb_of_output']}") if r else ("", "")  # noqa: E731
+            ratio = f"{g['stored_bytes'] / d['stored_bytes']:.1f}" if d and g and d["stored_bytes"] else ""
+            lines.append(f"| {backend} | {calls} | {' | '.join(cell(d))} | {' | '.join(cell(g))} | {ratio} | {(d or g or {}).get('output_compressibility', '')} |")
     if "scale" in load:
         lines += ["", f"Scale-out: W2 at concurrency 32 over the bus (direct runs, {args.scale_runs} per round) to `timestep up "
                   "--workers N` (CPU per run: all N processes):", "",
@@ -655,7 +687,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="every system runs once per round; ratios are taken within a round")
     parser.add_argument("--backends", type=lambda s: s.split(","), default=["sqlite", "postgres"])
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
-    parser.add_argument("--workloads", type=lambda s: s.split(","), default=["W1", "W2", "W3", "W4", "W5", "scale"],
+    parser.add_argument("--workloads", type=lambda s: s.split(","), default=["W1", "W2", "W3", "W4", "W5", "scale", "storage"],
                         help="W1-W3 (throughput), W4 (runs in flight), W5 (streaming), scale (one agent process vs two)")
     parser.add_argument("--w4-runs", type=int, default=1000, help="W4: runs started at once")
     parser.add_argument("--w4-delay", type=float, default=1.0, help="W4: seconds each model call sleeps")
@@ -664,6 +696,8 @@ def main() -> int:
     parser.add_argument("--w5-deltas", type=int, default=200, help="W5: deltas per stream")
     parser.add_argument("--w5-rate", type=float, default=50, help="W5: deltas per second per stream")
     parser.add_argument("--scale-runs", type=int, default=300, help="scale-out: runs per case and round")
+    parser.add_argument("--storage-calls", type=lambda s: [int(x) for x in s.split(",")], default=[10, 40, 160],
+                        help="storage: the tool calls of each measured run")
     parser.add_argument("--load-workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                         help="W4 (e) and W5: measured with `timestep up --workers N` for each N")
     parser.add_argument("--load-rounds", type=int, help="rounds of W4, W5 and scale (default: --rounds)")
@@ -678,7 +712,7 @@ def main() -> int:
 
     unknown = set(args.workloads) - {"W1", "W2", "W3", *LOAD}
     if unknown:
-        parser.error(f"--workloads: unknown {', '.join(sorted(unknown))}; choose from W1, W2, W3, W4, W5, scale")
+        parser.error(f"--workloads: unknown {', '.join(sorted(unknown))}; choose from W1, W2, W3, W4, W5, scale, storage")
     throughput = [w for w in args.workloads if w not in LOAD]
     rounds: list[list[dict]] = [[] for _ in range(args.rounds)]
     load_rounds: list[dict[str, list[dict]]] = [{} for _ in range(args.load_rounds or args.rounds)]
@@ -723,6 +757,8 @@ def main() -> int:
                     for part, measure in parts.items():
                         if part in args.workloads:
                             load_rounds[index].setdefault(part, []).extend(measure(backend, args))
+                if "storage" in args.workloads:  # bytes, not time: one round tells it
+                    load_rounds[0].setdefault("storage", []).extend(_storage(backend, args))
                 if args.recovery_runs and throughput:
                     print(f"[{name}] recovery ...", file=sys.stderr, flush=True)
                     extra["recovery"] = _recovery(backend, args.recovery_runs)

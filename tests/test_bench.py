@@ -52,10 +52,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
 
 def test_bench_agent_shaped_load_smoke(tmp_path: Path) -> None:
-    """W4 (runs in flight, every system), W5 (streaming over the bus) and scale-out, with tiny counts."""
+    """W4 (runs in flight, every system), W5 (streaming over the bus), scale-out and storage, with tiny counts."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--backends", "sqlite", "--rounds", "1", "--workloads", "W4,W5,scale",
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--backends", "sqlite", "--rounds", "1", "--workloads", "W4,W5,scale,storage",
          "--w4-runs", "6", "--w4-delay", "0.1", "--w5-streams", "2,3", "--w5-deltas", "10", "--w5-rate", "50", "--scale-runs", "6", "--load-workers", "2",
+         "--storage-calls", "3",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=400,
     )
@@ -70,8 +71,10 @@ def test_bench_agent_shaped_load_smoke(tmp_path: Path) -> None:
     assert all(r["max_ms"] >= r["p99_ms"] >= r["p50_ms"] > 0 and r["cpu_per_delta_us"] > 0 for r in w5.values())
     scale = {r["agent_processes"]: r for r in load["scale"]}
     assert set(scale) == {1, 2} and all(r["throughput"] > 0 for r in scale.values()) and scale[2]["vs_one"] > 0
+    storage = {r["system"]: r for r in load["storage"]}
+    assert set(storage) == {"d", "g"} and all(r["tool_calls"] == 3 and r["stored_bytes"] > r["tool_output_bytes"] / 4 for r in storage.values())
     markdown = (tmp_path / "results.md").read_text()
-    assert "W4, runs in flight" in markdown and "W5, streaming" in markdown and "Scale-out" in markdown
+    assert "| sqlite | 3 |" in markdown and "W4, runs in flight" in markdown and "W5, streaming" in markdown and "Scale-out" in markdown
 
 
 def test_instructions_profile_smoke(tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ async def test_a_runs_steps_say_what_each_call_recorded(db: str) -> None:
     assert last.cut  # it holds the tool's long output
     [last] = await timestep.run_steps(result.workflow_id, last.number)
     assert "input" not in last.value and [i["type"] for i in last.value["input_since_previous"]] == ["function_call", "function_call_output"]
+    # The tool's output as the model was given it (its record names the tool step; the listing puts it back).
+    assert last.value["input_since_previous"][1] == {"call_id": "c1", "output": "sunny in Oslo" + "!" * 5000, "type": "function_call_output"}
     assert set(first.value["usage"]) == {"input_tokens", "output_tokens", "total_tokens"}
     assert last.value["output"][0]["content"][0]["text"] == "Sunny."
     assert all(s.started_at and s.ended_at and s.started_at <= s.ended_at for s in steps)

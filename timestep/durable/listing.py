@@ -11,6 +11,8 @@ a caller that saw the event lists the run as waiting.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from agents.items import ModelResponse
 
@@ -80,10 +82,33 @@ def _kind(name: str) -> str:
     return next((kind for prefix, kind in _KINDS if name.startswith(prefix)), "run")
 
 
-def _step(s: engine.Step, attempt: int | None) -> RunStep:
+def _tool_outputs(recorded: list[engine.Step]) -> dict[int, Any]:
+    """Each tool step's output by the step's number, for the model calls' records that name it (`_given`)."""
+    return {s.number: s.output.value for s in recorded if s.name.startswith("tool:") and isinstance(s.output, StepOutcome)}
+
+
+def _given(detail: dict[str, Any] | None, tool_outputs: dict[int, Any]) -> dict[str, Any] | None:
+    """A model call's record with each tool output it names by step (`output_step`, see
+    `RunRecorder.model_input`) put back in place, as the model was given it."""
+    if not detail:
+        return detail
+    whole = dict(detail)
+    for key in ("input", "input_since_previous"):
+        if key in whole:
+            whole[key] = [
+                {**{k: v for k, v in item.items() if k != "output_step"}, "output": tool_outputs[item["output_step"]]}
+                if isinstance(item, dict) and item.get("output_step") in tool_outputs else item
+                for item in whole[key]
+            ]
+    return whole
+
+
+def _step(s: engine.Step, attempt: int | None, tool_outputs: dict[int, Any]) -> RunStep:
     outcome = s.output
     value, error, detail = (outcome.value, outcome.error, outcome.detail) if isinstance(outcome, StepOutcome) else (outcome, s.error, None)
     failure = value if isinstance(value, Failure) else None
+    if s.name == "model":
+        detail = _given(detail, tool_outputs)
     if isinstance(value, ModelResponse):
         usage = value.usage
         tokens = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens, "total_tokens": usage.total_tokens}
@@ -120,13 +145,14 @@ async def run_steps(run_id: str, step: int | None = None) -> list[RunStep] | Non
     if await engine.status(run_id) is None:
         return None
     recorded = await engine.list_steps(run_id)
+    tool_outputs = _tool_outputs(recorded)
     steps: list[RunStep] = []
     failed_before = 0  # failed model attempts since the last model call that answered
     for s in recorded:
         attempt = None
         if s.name == "model":
             attempt = failed_before + 1
-        listed = _step(s, attempt)
+        listed = _step(s, attempt, tool_outputs)
         if s.name == "model":
             failed_before = failed_before + 1 if listed.status == "failed" else 0
         if step is None:

@@ -162,6 +162,8 @@ class RunRecorder:
         self.context: Any = None
         """The run's context (`Runner.run(context=...)`); each step records it as the step left it."""
         self._model_input: tuple[Any, list[Any]] | None = None  # the last model call's instructions and input items
+        self._tool_outputs: dict[str, tuple[int, str]] = {}
+        """Text outputs of the tool steps this execution ran, with each step's number, by call id (see `model_input`)."""
         self.has_context = False
 
     def model_input(self, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -180,7 +182,25 @@ class RunRecorder:
             detail["input"] = items
         if previous is None or instructions != previous[0]:
             detail["instructions"] = instructions
-        return plain(detail)
+        detail = plain(detail)
+        for key in ("input", "input_since_previous"):
+            if key in detail:
+                detail[key] = [self._by_reference(item) for item in detail[key]]
+        return detail
+
+    def tool_ran(self, call_id: str, number: int | None, output: Any) -> None:
+        """A tool step ran here and returned `output` (its record holds it)."""
+        if number is not None and isinstance(output, str):
+            self._tool_outputs[call_id] = (number, output)
+
+    def _by_reference(self, item: Any) -> Any:
+        """A tool's output the run recorded in its tool step is not written again in the next model call's
+        record: the item names the step (`output_step`) and `listing.run_steps` puts the output back."""
+        if isinstance(item, dict) and item.get("type") == "function_call_output" and isinstance(item.get("output"), str):
+            known = self._tool_outputs.get(item.get("call_id"))  # type: ignore[arg-type]
+            if known is not None and known[1] == item["output"]:
+                return {**{k: v for k, v in item.items() if k != "output"}, "output_step": known[0]}
+        return item
 
     def event(self, cls: type, **fields: Any) -> None:
         """Queue an event made by workflow code; the next executed step delivers it."""
@@ -605,6 +625,7 @@ def _durable_tool(tool: FunctionTool) -> FunctionTool:
             finally:
                 approvals.reset_idempotency_key(token)
             await emit(ToolOutput, call_id=call_id, output=_as_text(output), arguments=arguments)
+            recorder.tool_ran(call_id, engine.current_step_id(), output)
             return output
 
         return await recorder.step(f"tool:{tool.name}", run, reserve=2, preemptible=True, detail={"arguments": arguments})

@@ -33,6 +33,7 @@ from timestep.durable.engine.lifecycle import (
 )
 from timestep.durable.engine.logs import WorkflowCancelled
 from timestep.durable.engine.records import FINISHED, STATUSES, UNFINISHED, Step, Workflow, run_status
+from timestep.durable.engine.serializer import SERIALIZER
 from timestep.durable.engine.stop import busy, hurry_stop, steps_cut_off, stop_workflows, stopping
 from timestep.errors import DuplicateRunError
 
@@ -264,7 +265,7 @@ class Admin:
     here (a command-line tool must not take over a running process's runs)."""
 
     def __init__(self, system_database_url: str | None = None, name: str = "timestep") -> None:
-        self.client = DBOSClient(system_database_url=database_url(system_database_url), application_name=name)
+        self.client = DBOSClient(system_database_url=database_url(system_database_url), application_name=name, serializer=SERIALIZER)
 
     async def list_workflows(
         self, *, status: str | None = None, name: str | None = None, queue: str | None = None, ids: list[str] | None = None,

@@ -13,6 +13,7 @@ from typing import Any
 from dbos import DBOS
 
 from timestep.durable.engine import hooks, logs
+from timestep.durable.engine.serializer import SERIALIZER
 from timestep.errors import ConfigurationError, ValidationError
 from timestep.settings import Settings
 from timestep.settings import current as current_settings
@@ -59,6 +60,7 @@ def configure(name: str = "timestep", system_database_url: str | None = None) ->
         "sys_db_pool_size": settings.db_pool_size,
         "scheduler_polling_interval_sec": 1.0,
         "log_level": settings.log_level,
+        "serializer": SERIALIZER,
     }
     with _lock:
         if _config is not None:
