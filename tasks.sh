@@ -46,9 +46,10 @@ case "$task" in
   # The demo needs only Timestep itself; the tests need their extras and, for the benchmark's smoke
   # test (tests/test_bench.py runs the peers it compares with), the benchmark's.
   demo) setup; exec "$VENV/bin/timestep" demo "$@" ;;
-  # Three workers on two cores: most of the suite waits on subprocesses, servers and timers, not the CPU
-  # (measured: 12 min 21 s of tests against 15 min 28 s with two). loadgroup: the tests that start processes
-  # on PostgreSQL share one worker (tests/conftest.py: PG_PROCESSES), so their connections never add up.
+  # Four workers on two cores: most of the suite waits on subprocesses, servers and timers, not the CPU
+  # (measured on one fresh clone: 10 min 21 s of tests with four, 11 min 14 s with three; 15 min 28 s with two
+  # once). loadgroup: the tests that start processes on PostgreSQL share one worker (tests/conftest.py:
+  # PG_PROCESSES), so their connections never add up.
   test)
     setup test,bench,docs
     # --fast becomes a marker expression (the markers are listed in pyproject.toml); the other ARGS go to pytest.
