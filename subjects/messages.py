@@ -126,10 +126,18 @@ class ScheduleList(msgspec.Struct, kw_only=True):
 
 
 class Schedule(msgspec.Struct, kw_only=True):
+    """A cron schedule of runs. Every schedule is listed here, made on the bus or by the library."""
+
     name: str
     cron: str
     request: RunRequest
     created_at: float
+    origin: Literal["bus", "library"] = "bus"
+    """"bus": made with `schedules.create`; the scheduler submits each tick's request on `runs.submit`
+    (through the governor). "library": made with the library's `create_scheduled_agent_workflow`; each
+    tick is started by a process that registered the agent. Ticks missed while nothing ran are not run."""
+    last_fired_at: float | None = None
+    """When the schedule last fired (Unix seconds); None before its first tick."""
 
 
 class QueueConfigure(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -487,11 +487,11 @@ def test_schedules_list_shows_agent_cron_time_zone_queue_and_next_tick(running: 
     cli(env, "schedules", "create", often, "*/10 * * * * *", AGENT, "hello")
     before = datetime.now(timezone.utc)
     lines = cli(env, "schedules", "list").stdout.splitlines()
-    assert lines[0].split() == ["NAME", "AGENT", "CRON", "TZ", "QUEUE", "NEXT", "TICK", "(UTC)", "INPUT"]
+    assert lines[0].split() == ["NAME", "AGENT", "CRON", "TZ", "QUEUE", "FIRED", "BY", "NEXT", "TICK", "(UTC)", "INPUT"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {daily, often}
-    name, agent, *cron, tz, queue, day, time_of_day, text = rows[daily].split()
-    assert (agent, " ".join(cron), tz, queue, text) == (AGENT, "0 9 * * *", "UTC", "reports", "report")
+    name, agent, *cron, tz, queue, by, day, time_of_day, text = rows[daily].split()
+    assert (agent, " ".join(cron), tz, queue, by, text) == (AGENT, "0 9 * * *", "UTC", "reports", "scheduler", "report")
     tick = datetime.strptime(f"{day} {time_of_day}", "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
     assert tick.strftime("%H:%M:%S") == "09:00:00" and tick > before
     assert rows[often].split()[9] == "-"  # no queue: a direct run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message
 
 import timestep
 from timestep.durable import engine
+from subjects.messages import RunRequest, Schedule
 from timestep.durable.runs import RunSpec
 
 WORKER = Path(__file__).with_name("worker.py")
@@ -71,13 +73,12 @@ async def test_a_cron_that_never_fires_is_refused_and_nothing_is_stored(db: str)
         assert await timestep.delete_schedule(name)
 
 
-# DBOS's thread for the never-firing schedule ends with croniter's error, printed once.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-async def test_a_schedule_that_never_fires_does_not_stop_the_others(db: str) -> None:
-    """A never-firing schedule stored as a version without the check at creation did: DBOS runs
-    each schedule on a thread of its own, so the every-second one still fires."""
-    from timestep.durable import schedules
+async def test_a_schedule_that_never_fires_does_not_stop_the_others(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A never-firing schedule stored as a version without the check at creation did: it is logged
+    once and skipped, and the every-second one still fires."""
+    from timestep.durable import store, ticks
 
+    caplog.set_level(logging.INFO, logger="timestep.durable.runs")
     seen: list[str] = []
 
     def respond(call) -> object:
@@ -87,17 +88,56 @@ async def test_a_schedule_that_never_fires_does_not_stop_the_others(db: str) -> 
     agent = Agent(name=f"beside-{uuid.uuid4().hex[:8]}", model=ScriptedModel([ModelStep.respond(respond) for _ in range(100)]))
     timestep.register_agent(agent)
     bad = f"0-never-{uuid.uuid4().hex[:8]}"  # sorts before the good one
-    spec = msgspec.to_builtins(RunSpec(agent=agent.name, input="never"))
-    await engine.blocking(schedules._apply, bad, "0 0 31 2 *", {"name": bad, "spec": spec})
+    never = Schedule(name=bad, cron="0 0 31 2 *", request=RunRequest(agent=agent.name, input="never"), created_at=time.time(), origin="library")
+    await store.run(lambda conn: ticks.save(conn, ticks.Row(never)))
     good = await timestep.create_scheduled_agent_workflow("* * * * * *", agent, "tick", name=f"s-{uuid.uuid4().hex[:8]}")
+    try:
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert seen[:2] == ["tick", "tick"]
+    finally:
+        assert await timestep.delete_schedule(good) and await timestep.delete_schedule(bad)
+        await asyncio.sleep(2)  # a tick due just before the delete still starts a run: not in the next test's time
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.getMessage().startswith(f"schedule {bad}:")]
+    assert logged == [
+        f"schedule {bad}: skipped: its cron '0 0 31 2 *' cannot fire (failed to find next date); "
+        f"delete it (timestep schedules delete {bad}) and create it again with a cron that fires"
+    ]
+
+
+async def test_a_schedule_made_with_dbos_by_an_earlier_version_moves_to_the_table_and_fires(db: str) -> None:
+    """Earlier versions kept the library's schedules in DBOS's scheduler: at launch they move to
+    Timestep's table, listed once with the rest, and their ticks keep their run ids."""
+    from timestep.durable import runs
+
+    seen: list[str] = []
+
+    def respond(call) -> object:
+        seen.append(call.input[0]["content"])
+        return [assistant_message("tock")]
+
+    agent = Agent(name=f"older-{uuid.uuid4().hex[:8]}", model=ScriptedModel([ModelStep.respond(respond) for _ in range(100)]))
+    timestep.register_agent(agent)
+    name = f"old-{uuid.uuid4().hex[:8]}"
+    spec = msgspec.to_builtins(RunSpec(agent=agent.name, input="from before", session_id="old-session"))
+    await engine.blocking(engine.apply_schedule, name, runs.scheduled_run, "* * * * * *", {"name": name, "spec": spec})
+    engine.shutdown()
+    timestep.configure_dbos(system_database_url=db)
+    timestep.ensure_dbos_launched()
     try:
         deadline = time.monotonic() + 30
         while not seen and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert seen and seen[0] == "tick"
+        assert seen and seen[0] == "from before"
+        [listed] = [s for s in await timestep.list_schedules() if s.name == name]
+        assert (listed.crontab, listed.agent, listed.origin) == ("* * * * * *", agent.name, "library")
+        assert await engine.blocking(engine.list_schedules, runs.SCHEDULED_WORKFLOW) == []
+        ran = [w for w in await engine.list_workflows(name="timestep.agent_run") if w.id.startswith(f"{name}-")]
+        assert ran and all(len(w.id) == len(name) + 16 for w in ran)  # <name>-YYYYmmddTHHMMSS, as before
     finally:
-        assert await timestep.delete_schedule(good) and await timestep.delete_schedule(bad)
-        await asyncio.sleep(2)  # a tick due just before the delete still starts a run: not in the next test's time
+        assert await timestep.delete_schedule(name)
+        await asyncio.sleep(2)
 
 
 @pytest.mark.processes

@@ -544,14 +544,15 @@ def _print_schedules(schedules: list[Any]) -> None:
     from timestep.durable.schedules import next_time
 
     now = datetime.now(timezone.utc)
-    print(f"{'NAME':<30} {'AGENT':<20} {'CRON':<20} {'TZ':<4} {'QUEUE':<16} {'NEXT TICK (UTC)':<20} INPUT")
+    print(f"{'NAME':<30} {'AGENT':<20} {'CRON':<20} {'TZ':<4} {'QUEUE':<16} {'FIRED BY':<9} {'NEXT TICK (UTC)':<20} INPUT")
     for s in schedules:
         try:
             tick = next_time(s.cron, now).strftime("%Y-%m-%d %H:%M:%S")
         except (CroniterError, ValueError):
             tick = "never"
         text = s.request.input if isinstance(s.request.input, str) else "[items]"
-        print(f"{s.name:<30} {s.request.agent:<20} {s.cron:<20} {'UTC':<4} {(s.request.queue or '-'):<16} {tick:<20} {text}")
+        by = "library" if s.origin == "library" else "scheduler"
+        print(f"{s.name:<30} {s.request.agent:<20} {s.cron:<20} {'UTC':<4} {(s.request.queue or '-'):<16} {by:<9} {tick:<20} {text}")
 
 
 async def _schedules(args: argparse.Namespace) -> int:

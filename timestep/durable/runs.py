@@ -6,6 +6,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -31,9 +32,10 @@ from subjects.events import (
     ToolRejected,
 )
 from subjects.ids import run_id_problem
-from subjects.messages import Approve, ModelRetry, Reject, RunRequest
+from subjects.messages import Approve, ModelRetry, Reject, RunRequest, Schedule
 from timestep.durable import approvals as inbox
-from timestep.durable import admission, definitions, engine, queues, registry, run_context, sessions, turns
+from timestep.durable import admission, definitions, engine, queues, registry, run_context, sessions, store, ticks, turns
+from timestep.durable.ticks import tick_run_id
 from timestep.durable import run_config as run_options
 from timestep.durable.queues import register_default_queue
 from timestep.ops import observe
@@ -625,14 +627,9 @@ def ensure_dbos_launched() -> None:
         engine.launch()
 
 
-#: The workflow of a schedule's tick (see `timestep.durable.schedules`); declared here, with the
-#: run it starts, so that launching needs this module alone.
+#: The workflow of a tick of a schedule an earlier version made with DBOS's scheduler: kept declared
+#: so those ticks still in flight finish (their schedules move to Timestep's table at launch).
 SCHEDULED_WORKFLOW = "timestep.scheduled_run"
-
-
-def tick_run_id(name: str, scheduled_at: datetime) -> str:
-    """The run id of one tick: token-safe, the same in every process."""
-    return f"{name}-{scheduled_at.strftime('%Y%m%dT%H%M%S')}"[:128]
 
 
 @engine.workflow(SCHEDULED_WORKFLOW)
@@ -641,6 +638,78 @@ async def scheduled_run(scheduled_at: datetime, context: dict[str, Any]) -> None
     workflow_id = tick_run_id(context["name"], scheduled_at)
     handle = await engine.start(agent_run, spec, workflow_id=workflow_id, timeout_seconds=None)
     await _result(handle, workflow_id)
+
+
+# --- the library's schedules: each launched process fires the ticks of those whose agent it
+# registered (see `timestep.durable.ticks`; the bus's are the scheduler actor's) ---------------
+
+_clock_generation = 0
+
+
+def _start_library_clock() -> None:
+    global _clock_generation
+    _clock_generation += 1
+    threading.Thread(target=_library_clock, args=(_clock_generation,), name="timestep-schedules", daemon=True).start()
+
+
+engine.on_every_launch(_start_library_clock)
+
+
+def _library_clock(generation: int) -> None:
+    """Until this process shuts down (or launches again, which starts another clock)."""
+    try:
+        _adopt_dbos_schedules()
+    except Exception:
+        log.exception("the schedules of an earlier version could not be moved to Timestep's table; they fire as before")
+    clock = ticks.Clock(log)
+    while engine.is_launched() and generation == _clock_generation:
+        try:
+            _fire_library_ticks(clock)
+        except Exception as exc:
+            log.warning("the schedules' clock could not read its schedules (%s: %s); trying again", type(exc).__name__, exc)
+            clock.reload_soon()
+            time.sleep(1.0)
+        time.sleep(ticks.TICK_SECONDS)
+
+
+def _fire_library_ticks(clock: ticks.Clock) -> None:
+    hosted = set(registry.registered_agents())
+    if not hosted or engine.stopping():
+        return
+    db = store.get_engine()
+    if clock.stale():
+        clock.update(*ticks.load(db))
+    now = datetime.now(timezone.utc)
+    mine = lambda row: row.schedule.origin == "library" and row.schedule.request.agent in hosted  # noqa: E731
+    for row, tick in clock.due(now, mine):
+        name = row.schedule.name
+        run_id = tick_run_id(name, tick)
+        try:
+            spec = spec_for(row.schedule.request, session_recipe=row.session_recipe)
+            engine.enqueue_now(agent_run, spec, workflow_id=run_id)
+            ticks.mark_fired(db, name, tick)
+        except Exception as exc:  # this schedule's trouble alone: the others still fire
+            clock.failed(name, f"its tick failed ({type(exc).__name__}: {exc}); trying again")
+            continue
+        clock.fired(name, tick, now)
+        log.info("schedule %s fired run %s", name, run_id)
+
+
+def _adopt_dbos_schedules() -> None:
+    """Move the schedules an earlier version made with DBOS's scheduler into Timestep's table, where
+    they are listed with every other and fire the same way (their ticks keep their run ids)."""
+    for found in engine.list_schedules(SCHEDULED_WORKFLOW):
+        name, context = found["schedule_name"], found.get("context") or {}
+        spec = context.get("spec") or {}
+        fields = {k: spec[k] for k in ("agent", "input", "session_id", "stream") if spec.get(k) is not None}
+        request = msgspec.convert(fields, RunRequest)
+        row = ticks.Row(
+            Schedule(name=name, cron=found["schedule"], request=request, created_at=time.time(), origin="library"),
+            spec.get("session_recipe"),
+        )
+        ticks.save(store.get_engine(), row)
+        engine.delete_schedule(name)
+        log.info("schedule %s moved from DBOS's scheduler to Timestep's table", name)
 
 
 async def run_agent_workflow(

@@ -1,26 +1,31 @@
-"""Cron schedules of agent runs, created, listed and deleted at run time. Each tick runs once
-across every process sharing the database (its run id is derived from the schedule and tick)."""
+"""Cron schedules of agent runs, created, listed and deleted at run time: the library's API over the
+one table of schedules (`timestep.durable.ticks`), which lists the bus's schedules too. Each tick runs
+once across every process sharing the database (its run id is derived from the schedule and tick)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 from agents import Agent, RunState
-from croniter import CroniterBadDateError, croniter
 
 from subjects.ids import NAME_MAX_LENGTH, run_id_problem
-from timestep.durable import admission, engine, registry
+from subjects.messages import Schedule
+from timestep.durable import admission, engine, registry, store, ticks
+from timestep.durable.runs import session_of
+from timestep.durable.ticks import HORIZON_YEARS, check_crontab, next_time, tick_run_id
 from timestep.errors import ValidationError
-from timestep.durable.runs import SCHEDULED_WORKFLOW as WORKFLOW_NAME
-from timestep.durable.runs import scheduled_run, session_of, spec_for, tick_run_id
 
-#: How far ahead a cron's next time is looked for (croniter's own default, named so the error can say it).
-HORIZON_YEARS = 50
-_pending: dict[str, dict[str, Any]] = {}
+__all__ = [
+    "HORIZON_YEARS", "ScheduleInfo", "check_crontab", "create_scheduled_agent_workflow", "delete_schedule", "list_schedules",
+    "next_time", "tick_run_id",
+]
+
+_pending: dict[str, ticks.Row] = {}
 
 
 class ScheduleInfo(msgspec.Struct, kw_only=True):
@@ -28,37 +33,13 @@ class ScheduleInfo(msgspec.Struct, kw_only=True):
     crontab: str
     agent: str
     status: str
+    """"ACTIVE": in the database, firing (there is no pause); "PENDING_LAUNCH": made in this process
+    before launch, stored when it launches."""
     last_fired_at: str | None = None
-
-
-def check_crontab(crontab: object) -> str:
-    """5 fields (minute first) or 6 (seconds first), as DBOS reads them."""
-    if not isinstance(crontab, str):
-        raise ValidationError("crontab", f"{crontab!r} is not a string", "pass e.g. '*/5 * * * *'")
-    fields = crontab.split()
-    if len(fields) not in (5, 6):
-        raise ValidationError("crontab", f"{crontab!r} has {len(fields)} fields", "use 5 fields (minute hour day month weekday) or 6 with seconds first")
-    if not croniter.is_valid(crontab, second_at_beginning=len(fields) == 6):
-        raise ValidationError("crontab", f"{crontab!r} is not a valid cron expression", "e.g. '0 */6 * * *' (every 6 hours) or '*/10 * * * * *' (every 10 s)")
-    try:
-        next_time(crontab, datetime.now(timezone.utc))
-    except CroniterBadDateError:
-        raise ValidationError(
-            "crontab",
-            f"{crontab!r} never fires: no time in the next {HORIZON_YEARS} years matches it (a day its months do not have, such as 31 February)",
-            "use days every chosen month has, or 'L' for the last day of the month",
-        ) from None
-    return " ".join(fields)
-
-
-def next_time(crontab: str, after: datetime) -> datetime:
-    """The cron's first time after `after`; CroniterBadDateError when none comes within HORIZON_YEARS."""
-    six = len(crontab.split()) == 6
-    return croniter(crontab, after, second_at_beginning=six, max_years_between_matches=HORIZON_YEARS).get_next(datetime)
-
-
-def _apply(name: str, crontab: str, context: dict[str, Any]) -> None:
-    engine.apply_schedule(name, scheduled_run, crontab, context)
+    """When it last fired, ISO 8601 in UTC; None before its first tick."""
+    origin: str = "library"
+    """"library" (made here; each tick started by a process that registered the agent) or "bus" (made
+    with `timestep schedules create` or `schedules.create`; each tick submitted to the governor)."""
 
 
 async def create_scheduled_agent_workflow(
@@ -91,46 +72,35 @@ async def create_scheduled_agent_workflow(
         raise ValidationError("name", f"{name!r} {problem}")
     registry.register_agent(agent)
     # Each tick records the agent's definition as it starts; its session turn waits for earlier runs.
-    spec = spec_for(request, session_recipe=recipe)
-    context = {"name": name, "spec": msgspec.to_builtins(spec)}
+    row = ticks.Row(Schedule(name=name, cron=crontab, request=request, created_at=time.time(), origin="library"), recipe)
     if engine.is_launched():
-        await engine.blocking(_apply, name, crontab, context)
-    else:
-        _pending[name] = {"crontab": crontab, "agent": agent.name}
-        engine.after_launch(lambda: (_apply(name, crontab, context), _pending.pop(name, None)))
+        await store.run(lambda db: ticks.save(db, row))
+    else:  # stored in the database the process launches on (configure_dbos may still change it)
+        _pending[name] = row
+        engine.after_launch(lambda: _pending.pop(name, None) is row and ticks.save(store.get_engine(), row))
     return name
 
 
 async def list_schedules() -> list[ScheduleInfo]:
-    """Every schedule of agent runs in the database (and those waiting for launch)."""
-    found = [
-        ScheduleInfo(name=n, crontab=p["crontab"], agent=p["agent"], status="PENDING_LAUNCH") for n, p in _pending.items()
-    ]
-    if engine.is_launched():
-        rows = await engine.blocking(engine.list_schedules, WORKFLOW_NAME)
-        for row in rows:
-            context = row.get("context") or {}
-            found.append(
-                ScheduleInfo(
-                    name=row["schedule_name"],
-                    crontab=row["schedule"],
-                    agent=(context.get("spec") or {}).get("agent", "?"),
-                    status=row["status"],
-                    last_fired_at=row.get("last_fired_at"),
-                )
-            )
-    return sorted(found, key=lambda s: s.name)
+    """Every schedule of agent runs in the database: the library's and the bus's."""
+    rows, _ = await store.run(ticks.load) if engine.is_launched() else ([], {})
+    found = {r.schedule.name: _info(r.schedule) for r in rows}
+    found |= {n: msgspec.structs.replace(_info(r.schedule), status="PENDING_LAUNCH") for n, r in _pending.items()}
+    return sorted(found.values(), key=lambda s: s.name)
+
+
+def _info(s: Schedule) -> ScheduleInfo:
+    fired = None
+    if s.last_fired_at is not None:
+        fired = datetime.fromtimestamp(s.last_fired_at, timezone.utc).isoformat()
+    return ScheduleInfo(name=s.name, crontab=s.cron, agent=s.request.agent, status="ACTIVE", last_fired_at=fired, origin=s.origin)
 
 
 async def delete_schedule(name: str) -> bool:
-    """Delete schedule `name`; False when there was none. Runs already started are not affected."""
-    if name in _pending:
-        _pending.pop(name)
+    """Delete schedule `name` (the library's or the bus's); False when there was none. Runs already
+    started are not affected."""
+    if _pending.pop(name, None) is not None:
         return True
     if not engine.is_launched():
         return False
-    existing = {s.name for s in await list_schedules()}
-    if name not in existing:
-        return False
-    await engine.blocking(engine.delete_schedule, name)
-    return True
+    return await store.run(lambda db: ticks.remove(db, name))

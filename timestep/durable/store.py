@@ -1,5 +1,5 @@
 """Timestep's own tables, in the same database as DBOS: conversation items, saved run states,
-queue policies, token usage, bus schedules, approvals, the turns of each session's runs and the
+queue policies, token usage, cron schedules, approvals, the turns of each session's runs and the
 agent definitions runs started under.
 
 SQLAlchemy Core (already a DBOS dependency) keeps one code path for SQLite and
@@ -69,13 +69,17 @@ token_usage = sa.Table(
     sa.Index("ix_timestep_token_usage_queue_at", "queue", "at"),
 )
 
-bus_schedules = sa.Table(
+# The one table of cron schedules, the library's and the bus's (named for the bus, where it began).
+schedules = sa.Table(
     "timestep_bus_schedules",
     metadata,
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("cron", sa.String(200), nullable=False),
-    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("request", sa.Text, nullable=False),  # JSON of the RunRequest each tick runs
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("origin", sa.String(16), nullable=True),  # "library" (ticks started in process), else the bus's
+    sa.Column("session_recipe", sa.Text, nullable=True),  # JSON: how the library's session object is made again
+    sa.Column("last_fired_at", sa.Float, nullable=True),
 )
 
 approvals = sa.Table(

@@ -458,14 +458,15 @@ async function schedulesPage(main) {
     if (await act("POST", "/api/schedules", values)) { form.reset(); load(); }
   });
   main.append(h("h2", {}, "Schedules"), form, h("table", {}, h("thead", {}, h("tr", {},
-    ["Name", "Cron", "Agent", "Input", "Queue", "Next tick", ""].map((t) => h("th", {}, t)))), body));
+    ["Name", "Cron", "Agent", "Input", "Queue", "Fired by", "Last fired", "Next tick", ""].map((t) => h("th", {}, t)))), body));
   const load = async () => {
     try {
       const { schedules } = await api("GET", "/api/schedules");
       body.replaceChildren(...schedules.map((s) => h("tr", { dataset: { schedule: s.name } },
         h("td", {}, s.name), h("td", {}, h("code", {}, s.cron)), h("td", {}, s.request.agent),
         h("td", {}, typeof s.request.input === "string" ? s.request.input : JSON.stringify(s.request.input)),
-        h("td", {}, s.request.queue || ""), h("td", {}, when(s.next_tick)),
+        h("td", {}, s.request.queue || ""), h("td", { class: "origin" }, s.origin === "library" ? "library" : "scheduler"),
+        h("td", {}, s.last_fired_at ? when(s.last_fired_at) : ""), h("td", {}, when(s.next_tick)),
         h("td", {}, h("button", { class: "danger", dataset: { action: "delete" }, onclick: async () => {
           if (await act("DELETE", `/api/schedules/${encodeURIComponent(s.name)}`)) load();
         } }, "Delete")))));

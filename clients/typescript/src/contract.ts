@@ -383,11 +383,16 @@ export interface Reply {
   approvals?: ApprovalRecord[] | null;
   steps?: RunStep[] | null;
 }
+/**
+ * A cron schedule of runs. Every schedule is listed here, made on the bus or by the library.
+ */
 export interface Schedule {
   name: string;
   cron: string;
   request: RunRequest;
   created_at: number;
+  origin?: "bus" | "library";
+  last_fired_at?: number | null;
 }
 /**
  * `<prefix>.runs.submit`: start an agent run.

@@ -28,7 +28,7 @@ from timestep.durable.engine import hooks, io, lifecycle, logs, records, stop
 from timestep.durable.engine.hooks import hold_queues_with, wake_queue
 from timestep.durable.engine.io import blocking
 from timestep.durable.engine.lifecycle import (
-    after_launch, configure, current_config, database_url, in_event_loop, is_launched, is_sqlite, launch, shutdown,
+    after_launch, configure, current_config, database_url, in_event_loop, is_launched, is_sqlite, launch, on_every_launch, shutdown,
     sqlite_path, use_write_ahead_log,
 )
 from timestep.durable.engine.logs import WorkflowCancelled
@@ -41,9 +41,9 @@ __all__ = [
     "FINISHED", "STATUSES", "UNFINISHED", "Admin", "Here", "CancelledInside", "NonExistentWorkflow", "Step", "Workflow",
     "WorkflowCancelled", "after_launch", "apply_schedule", "blocking", "busy", "cancel", "cancel_now", "configure",
     "current_config", "current_step_id", "executors_with_pending_runs", "recover_runs_of", "current_workflow_id", "database_url", "delete_queue", "delete_schedule",
-    "enqueue", "first_execution", "fork", "hold_queues_with", "hooks", "hurry_stop", "in_event_loop", "io", "is_launched",
+    "enqueue", "enqueue_now", "first_execution", "fork", "hold_queues_with", "hooks", "hurry_stop", "in_event_loop", "io", "is_launched",
     "is_sqlite", "launch", "lifecycle", "limiter_period", "list_schedules", "list_steps", "list_workflows",
-    "listen_to_no_queues", "logs", "queue_counts", "queue_policy", "recv", "records", "register_queue", "resume",
+    "listen_to_no_queues", "logs", "on_every_launch", "queue_counts", "queue_policy", "recv", "records", "register_queue", "resume",
     "retrieve", "run_status", "send", "send_now", "shutdown", "sleep", "sqlite_path", "start", "status", "status_now",
     "step", "steps_cut_off", "stop", "stop_workflows", "stopping", "use_write_ahead_log", "wake_queue", "workflow",
 ]
@@ -363,7 +363,16 @@ def recover_runs_of(executor_id: str) -> int:
     return n
 
 
-# --- schedules ----------------------------------------------------------------
+def enqueue_now(fn: Callable[..., Awaitable[T]], arg: Any, *, workflow_id: str) -> None:
+    """From a thread that is no event loop's: put `fn(arg)` on DBOS's internal queue (no limits), as
+    DBOS's own scheduler does with a tick; an id used before changes nothing."""
+    queue = hooks.internal_queue().name
+    with SetWorkflowID(workflow_id):
+        DBOS.enqueue_workflow(queue, fn, arg)
+    hooks.wake_queue(queue)
+
+
+# --- schedules (DBOS's: those earlier versions of Timestep made; see `timestep.durable.schedules`) ---
 
 
 def apply_schedule(name: str, fn: Callable[..., Any], cron: str, context: Any) -> None:

@@ -26,6 +26,7 @@ _lock = threading.RLock()
 _config: dict[str, Any] | None = None
 _launched = False
 _after_launch: list[Callable[[], None]] = []
+_every_launch: list[Callable[[], None]] = []
 
 
 def database_url(explicit: str | None = None, settings: Settings | None = None) -> str:
@@ -98,7 +99,7 @@ def launch() -> None:
         if in_event_loop():
             hooks.point_loop_at_dbos_pool()
         _launched = True
-        waiting = list(_after_launch)
+        waiting = [*_every_launch, *_after_launch]
         _after_launch.clear()
     _run_off_loop(waiting)
 
@@ -142,6 +143,16 @@ def after_launch(hook: Callable[[], None]) -> None:
             _after_launch.append(hook)
             return
     _run_off_loop([hook])
+
+
+def on_every_launch(hook: Callable[[], None]) -> None:
+    """Run `hook` after this process's launch, now if it is launched, and after every later launch
+    (a process may shut down and launch again)."""
+    with _lock:
+        _every_launch.append(hook)
+        launched = _launched
+    if launched:
+        _run_off_loop([hook])
 
 
 def _run_off_loop(hooks: list[Callable[[], None]]) -> None:
