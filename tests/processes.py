@@ -85,7 +85,8 @@ class Deployment:
     """`timestep up --role R` processes under fixed executor ids, on one NATS (a server or a cluster) and one
     database (SQLite under `tmp/home`, or PostgreSQL): a deployment as an operator runs one, split by role.
 
-    A node is a role (executor id `<role>-1`) or a (role, executor id) pair. `start` brings nodes up side by
+    A node is a role (executor id `<role>-1`) or a (role, executor id) pair; roles joined by "+"
+    (`agent+governor`) run in one process. `start` brings nodes up side by
     side and returns once each printed its ready line; `kill` SIGKILLs, `stop_gracefully` stops as a deploy
     does; a node started again under its id recovers the runs it held. The test agents log each execution
     to `ledger` (tests/fault_agents.py) or `log` (tests/bus_agents.py)."""
@@ -129,7 +130,8 @@ class Deployment:
         for role, executor in map(self._node, nodes):
             self.starts[executor] += 1
             out = self.tmp / f"{executor}-{self.starts[executor]}.out"
-            self.procs[executor] = up(out, self.env(executor), "--agents", self.agents, "--role", role)
+            roles = [arg for name in role.split("+") for arg in ("--role", name)]
+            self.procs[executor] = up(out, self.env(executor), "--agents", self.agents, *roles)
             launched.append((self.procs[executor], out))
         return launched
 

@@ -4,15 +4,13 @@ database: an approval after every process restarted, two governors, two schedule
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from processes import process_env, stop, up, wait_printed
+from processes import Deployment
 from subjects.events import Completed, Interrupted, Started
 from timestep.client import Client
 from timestep.bus.server import EmbeddedNats, free_port
@@ -22,81 +20,43 @@ pytestmark = pytest.mark.processes
 AGENT = "bus-assistant"
 
 
-class Cluster:
-    """`timestep up` processes on one NATS server and one database, torn down at the end."""
-
-    def __init__(self, tmp_path: Path, db_url: str) -> None:
-        self.tmp = tmp_path
-        self.db_url = db_url
-        self.nats = EmbeddedNats(tmp_path / "nats", port=free_port())
-        self.url = self.nats.start()
-        self.log = tmp_path / "calls.log"
-        self.procs: list[subprocess.Popen] = []
-
-    def env(self, executor: str) -> dict[str, str]:
-        env = process_env(
-            NATS_URL=self.url,
-            TIMESTEP_HOME=str(self.tmp / "home"),
-            TIMESTEP_DB_POOL_SIZE="6",  # many processes share the test server's 100 connections
-            TIMESTEP_EXECUTOR_ID=executor,
-            TIMESTEP_TEST_LOG=str(self.log),
-            TIMESTEP_QUEUE_POLL_SECONDS="0.05",
-        )
-        if not self.db_url.startswith("sqlite"):
-            env["PG_CONNECTION_URI"] = self.db_url
-        return env
-
-    def start(self, *nodes: tuple[list[str], str], timeout: float = 60) -> list[subprocess.Popen]:
-        """Start (roles, executor id) nodes side by side; return once every one is up."""
-        started = []
-        for roles, executor in nodes:
-            out = self.tmp / f"{executor}-{len(self.procs)}.out"
-            proc = up(out, self.env(executor), "--agents", "bus_agents", *(arg for role in roles for arg in ("--role", role)))
-            self.procs.append(proc)
-            started.append((proc, out))
-        wait_printed(started, timeout=timeout)
-        return [proc for proc, _ in started]
-
-    def calls(self) -> list[str]:
-        return [line.split(" pid=")[0] for line in self.log.read_text().splitlines()] if self.log.exists() else []
-
-    def stop(self) -> None:
-        stop(self.procs, wait=20)
-        self.nats.stop()
-
-
 @pytest.fixture
 def cluster(fresh_db_url: str, tmp_path: Path):
-    running = Cluster(tmp_path, fresh_db_url)
+    nats = EmbeddedNats(tmp_path / "nats", port=free_port())
+    running = Deployment(tmp_path, nats.start(), fresh_db_url)
     yield running
     running.stop()
+    nats.stop()
+
+
+def tool_calls(cluster: Deployment) -> list[str]:
+    return [call for call, _ in cluster.calls()]
 
 
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def test_approval_resumes_after_every_process_was_restarted(cluster: Cluster) -> None:
-    [first] = cluster.start((["agent", "governor", "scheduler"], "node-1"))
+async def test_approval_resumes_after_every_process_was_restarted(cluster: Deployment) -> None:
+    node = ("agent+governor+scheduler", "node-1")
+    cluster.start(node)
     to = uid("ada")
-    async with await Client.connect(cluster.url) as client:
+    async with await Client.connect(cluster.nats_url) as client:
         run = await client.submit(AGENT, f"send_email to={to}")
         async for event in client.events(run.run_id):
             if isinstance(event, Interrupted):
                 break
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-
-        cluster.start((["agent", "governor", "scheduler"], "node-1"))  # same executor id: takes over its runs
+        cluster.kill(node)
+        cluster.start(node)  # same executor id: takes over its runs
         await client.approve(run.run_id, event.approvals[0].call_id)
         completed = await run.result(timeout=60)
     assert completed.output == f"send_email returned: sent to {to}"
-    assert cluster.calls().count(f"send_email:{to}") == 1
+    assert tool_calls(cluster).count(f"send_email:{to}") == 1
 
 
-async def test_two_governors_hold_priority_and_the_rate_limit(cluster: Cluster) -> None:
-    cluster.start((["agent"], "agent-1"), (["governor"], "governor-1"), (["governor"], "governor-2"))
-    async with await Client.connect(cluster.url) as client:
+async def test_two_governors_hold_priority_and_the_rate_limit(cluster: Deployment) -> None:
+    cluster.start("agent", ("governor", "governor-1"), ("governor", "governor-2"))
+    async with await Client.connect(cluster.nats_url) as client:
         # Priority: runs that waited together start lowest number first, unprioritised last.
         await client.configure_queue("serial", concurrency=1)
         blocker = await client.submit(AGENT, "think seconds=3", queue="serial", priority=1)
@@ -144,11 +104,11 @@ async def test_two_governors_hold_priority_and_the_rate_limit(cluster: Cluster) 
     assert times[-1] - times[0] >= 1.9
 
 
-async def test_two_schedulers_run_each_tick_once(cluster: Cluster) -> None:
-    cluster.start((["agent", "governor"], "main-1"), (["scheduler"], "scheduler-1"), (["scheduler"], "scheduler-2"))
+async def test_two_schedulers_run_each_tick_once(cluster: Deployment) -> None:
+    cluster.start(("agent+governor", "main-1"), ("scheduler", "scheduler-1"), ("scheduler", "scheduler-2"))
     name = uid("tick")
     completed: Counter[str] = Counter()
-    async with await Client.connect(cluster.url) as client:
+    async with await Client.connect(cluster.nats_url) as client:
 
         async def watch() -> None:
             async for event in client.events():
@@ -165,5 +125,5 @@ async def test_two_schedulers_run_each_tick_once(cluster: Cluster) -> None:
         await asyncio.gather(watcher, return_exceptions=True)
     assert len(completed) >= 3, completed
     assert set(completed.values()) == {1}
-    assert cluster.calls().count(f"get_weather:{name}") == len(completed)
+    assert tool_calls(cluster).count(f"get_weather:{name}") == len(completed)
 
