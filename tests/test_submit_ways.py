@@ -12,19 +12,13 @@ import pytest
 from nats.js.errors import BadRequestError
 
 from subjects.events import Accepted, Completed, decode_event
-from test_bus_processes import AGENT, Cluster, uid
+from processes import Deployment
+from test_bus_processes import AGENT, cluster, tool_calls, uid  # noqa: F401 (cluster: the fixture)
 from timestep.client import Client, Submission
 
 pytestmark = pytest.mark.processes
 
 SUBMIT = "timestep.runs.submit"
-
-
-@pytest.fixture
-def cluster(fresh_db_url: str, tmp_path):
-    running = Cluster(tmp_path, fresh_db_url)
-    yield running
-    running.stop()
 
 
 def body(run_id: str | None, agent: str = AGENT, input: str = "hello") -> bytes:
@@ -35,12 +29,12 @@ async def completed(client: Client, run_id: str) -> Completed:
     return await Submission(client, run_id, None).result(timeout=60)
 
 
-async def test_jetstream_publish_core_request_and_core_publish(cluster: Cluster) -> None:
-    cluster.start((["agent", "governor", "scheduler"], "node-1"))
-    nc = await nats.connect(cluster.url)
+async def test_jetstream_publish_core_request_and_core_publish(cluster: Deployment) -> None:
+    cluster.start(("agent+governor+scheduler", "node-1"))
+    nc = await nats.connect(cluster.nats_url)
     js = nc.jetstream()
     try:
-        async with await Client.connect(cluster.url) as client:
+        async with await Client.connect(cluster.nats_url) as client:
             # A JetStream publish: a PubAck once stored, `duplicate` for a repeat, one run.
             run_id, city = uid("js"), uid("Lima")
             data = body(run_id, input=f"get_weather city={city}")
@@ -49,7 +43,7 @@ async def test_jetstream_publish_core_request_and_core_publish(cluster: Cluster)
             again = await js.publish(SUBMIT, data, headers={"Nats-Msg-Id": run_id}, timeout=10)
             assert (again.stream, again.duplicate) == ("TIMESTEP_SUBMIT", True)
             assert (await completed(client, run_id)).output == f"get_weather returned: sunny in {city}"
-            assert cluster.calls().count(f"get_weather:{city}") == 1
+            assert tool_calls(cluster).count(f"get_weather:{city}") == 1
 
             # A refused one raises with the governor's reason.
             ghost = uid("ghost")
@@ -79,9 +73,9 @@ async def test_jetstream_publish_core_request_and_core_publish(cluster: Cluster)
         await nc.close()
 
 
-async def test_a_jetstream_publish_while_no_governor_runs_is_stored_and_run_once(cluster: Cluster) -> None:
-    cluster.start((["agent"], "node-1"))
-    nc = await nats.connect(cluster.url)
+async def test_a_jetstream_publish_while_no_governor_runs_is_stored_and_run_once(cluster: Deployment) -> None:
+    cluster.start(("agent", "node-1"))
+    nc = await nats.connect(cluster.nats_url)
     js = nc.jetstream()
     run_id, city = uid("later"), uid("Quito")
     data = body(run_id, input=f"get_weather city={city}")
@@ -91,13 +85,13 @@ async def test_a_jetstream_publish_while_no_governor_runs_is_stored_and_run_once
             await js.publish(SUBMIT, data, headers={"Nats-Msg-Id": run_id}, timeout=1)
         info = await js.stream_info("TIMESTEP_SUBMIT")
         assert info.state.messages == 1
-        cluster.start((["governor"], "node-2"))
-        async with await Client.connect(cluster.url) as client:
+        cluster.start(("governor", "node-2"))
+        async with await Client.connect(cluster.nats_url) as client:
             assert (await completed(client, run_id)).output == f"get_weather returned: sunny in {city}"
             # The usual retry after a timeout, same Nats-Msg-Id: answered as the repeat it is.
             again = await js.publish(SUBMIT, data, headers={"Nats-Msg-Id": run_id}, timeout=10)
             assert (again.stream, again.duplicate) == ("TIMESTEP_SUBMIT", True)
             assert [e.type async for e in client.events(run_id)].count("accepted") == 1
-        assert cluster.calls().count(f"get_weather:{city}") == 1
+        assert tool_calls(cluster).count(f"get_weather:{city}") == 1
     finally:
         await nc.close()
