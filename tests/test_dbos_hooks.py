@@ -67,3 +67,75 @@ async def test_an_idle_queue_is_checked_less_and_less_often(db: str, monkeypatch
     waiting.join(5)
     assert not waiting.is_alive()
     assert 1 <= len(checks) <= 12, len(checks)
+
+
+def _step_calls(sys_db, check, record) -> tuple[list[str], list[tuple]]:
+    """One workflow row, then every case of the step check and record: what each returned or raised,
+    and the step rows they left."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    ws, oo = sys_db.tables.workflow_status, sys_db.tables.operation_outputs
+    wid = "steps-" + uuid.uuid4().hex
+    with sys_db.engine.begin() as c:
+        c.execute(sa.insert(ws).values(workflow_uuid=wid, status="PENDING", name="w", owner_xid="X", created_at=0, updated_at=0))
+    base = {"workflow_uuid": wid, "function_name": "s", "output": None, "error": None, "serialization": "timestep_zpickle",
+            "started_at_epoch_ms": 5, "child_workflow_id": None}
+
+    def outcome(fn, *args, **kwargs) -> str:
+        try:
+            return f"ok {fn(*args, **kwargs)!r}".replace(wid, "WID")
+        except BaseException as exc:  # DBOS's errors of ownership are BaseExceptions
+            return f"raised {type(exc).__name__}: {exc}".replace(wid, "WID")
+
+    seen = [
+        outcome(check, wid, 1, "s"),  # nothing recorded yet
+        outcome(record, {**base, "function_id": 1, "output": "OUT"}, owner_xid="X", completed_at_epoch_ms=10),
+        outcome(check, wid, 1, "s"),  # a replay finds it
+        outcome(check, wid, 1, "other"),  # another step's name at that number
+        outcome(record, {**base, "function_id": 1, "output": "OUT"}, owner_xid="X", completed_at_epoch_ms=10),  # the same retried
+        outcome(record, {**base, "function_id": 1, "output": "OUT2"}, owner_xid="X", completed_at_epoch_ms=11),  # nondeterminism
+        outcome(record, {**base, "function_id": 2, "error": "ERR"}, owner_xid="Y"),  # not the owner
+        outcome(record, {**base, "function_id": 2, "error": "ERR", "child_workflow_id": "child-1"}, owner_xid="X", completed_at_epoch_ms=12),
+        outcome(check, wid, 2, "s"),
+        outcome(record, {**base, "function_id": 3, "output": "A", "error": "B"}, owner_xid="X"),  # both set
+        outcome(record, {**base, "function_id": 4, "output": "no owner"}, completed_at_epoch_ms=13),  # outside a workflow
+    ]
+    with sys_db.engine.begin() as c:
+        c.execute(sa.update(ws).where(ws.c.workflow_uuid == wid).values(status="CANCELLED"))
+    seen += [outcome(check, wid, 1, "s"), outcome(check, "missing-" + wid, 1, "s")]
+    columns = (oo.c.function_id, oo.c.function_name, oo.c.output, oo.c.error, oo.c.child_workflow_id, oo.c.started_at_epoch_ms,
+               oo.c.completed_at_epoch_ms, oo.c.serialization, oo.c.application_name, oo.c.retention_timestamp.isnot(None))
+    with sys_db.engine.connect() as c:
+        rows = [tuple(r) for r in c.execute(sa.select(*columns).where(oo.c.workflow_uuid == wid).order_by(oo.c.function_id))]
+    return seen, rows
+
+
+async def test_steps_checked_and_recorded_with_statements_compiled_once_do_what_dbos_does(db: str) -> None:
+    """The launch puts the step check and record with statements compiled once in place of DBOS's own;
+    given every case DBOS's own handle (a replay, another step's name, a retry, nondeterminism, another
+    owner, a cancelled or missing workflow), they return, raise and store the same."""
+    sys_db = hooks.system_database()
+    assert {"check_operation_execution", "record_operation_result"} <= vars(sys_db).keys(), "not in place on the installed DBOS"
+    own = type(sys_db)
+    theirs = await asyncio.to_thread(_step_calls, sys_db, own.check_operation_execution.__get__(sys_db), own.record_operation_result.__get__(sys_db))
+    ours = await asyncio.to_thread(_step_calls, sys_db, sys_db.check_operation_execution, sys_db.record_operation_result)
+    assert ours == theirs
+    assert sum(s.startswith("raised") for s in ours[0]) == 6 and len(ours[1]) == 3
+
+
+def test_dbos_code_that_changed_keeps_dbos_own_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DBOS release whose step check or record differs from the code the statements copy keeps DBOS's own."""
+    from dbos._sys_db_sqlite import SQLiteSystemDatabase
+
+    class Changed(SQLiteSystemDatabase):
+        def check_operation_execution(self, *args, **kwargs):  # a subclass (another backend) with its own
+            return None
+
+    fake = Changed.__new__(Changed)
+    assert hooks._why_steps_stay_unprepared(fake) == "Changed overrides check_operation_execution"
+    plain = SQLiteSystemDatabase.__new__(SQLiteSystemDatabase)
+    assert hooks._why_steps_stay_unprepared(plain) is None  # the installed DBOS: its code is the code copied
+    monkeypatch.setattr(hooks, "STEP_SOURCES_DIGEST", "0" * 64)
+    assert hooks._why_steps_stay_unprepared(plain) == "DBOS's step check or step record differs from the code these statements copy"

@@ -96,6 +96,7 @@ def launch() -> None:
         DBOS.launch()
         hooks.cache_version_check()
         hooks.claim_under_the_policy_just_read()
+        hooks.prepare_step_statements()
         if in_event_loop():
             hooks.point_loop_at_dbos_pool()
         _launched = True
