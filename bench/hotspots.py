@@ -58,6 +58,7 @@ async def main():
     print(json.dumps({{"system": "idle", "cpu_share": round(idle, 4)}}), flush=True)
     for name in ("a", "b", "c", "d", "g", "h"):
         one = systems[name]("W2")
+        cases.dbos_as_shipped(name in cases.STOCK_DBOS)
         for i in range(30):
             await one(i)
         start, began = time.process_time(), time.perf_counter()

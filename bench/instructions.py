@@ -77,6 +77,7 @@ async def main():
     dbos._core._PREEMPTIBLE_POLL_INTERVAL_SEC = 3600.0
     _get_dbos_instance()._config.setdefault("runtimeConfig", {{}})["scheduler_polling_interval_sec"] = 3600.0
     timestep.ensure_dbos_launched()
+    cases.dbos_as_shipped({system!r} in cases.STOCK_DBOS)
     if {system!r} in "gh":
         await open_peers()
     one = one or systems[{system!r}]({workload!r})
