@@ -180,10 +180,10 @@ def dbos_as_shipped(stock: bool) -> None:
 
     sys_db = hooks.system_database()
     if stock:
-        for name in ("check_operation_execution", "record_operation_result"):
+        for name in hooks.STEP_METHODS:
             vars(sys_db).pop(name, None)
-    elif "check_operation_execution" not in vars(sys_db):
-        hooks.prepare_step_statements()
+    else:
+        hooks.prepare_step_statements()  # nothing when in place already
 
 
 async def run_local(args: argparse.Namespace) -> None:

@@ -25,14 +25,19 @@ from timestep.durable.runs import RunSpec
 WORKER = Path(__file__).with_name("worker.py")
 
 
-async def test_schedule_created_after_launch_fires_and_can_be_deleted(db: str) -> None:
+def ticking_agent(prefix: str) -> tuple[Agent, list[str]]:
+    """An agent that answers "tock" to each tick, and the input of each tick it was given, in order."""
     seen: list[str] = []
 
     def respond(call) -> object:
         seen.append(call.input[0]["content"])
         return [assistant_message("tock")]
 
-    agent = Agent(name=f"ticker-{uuid.uuid4().hex[:8]}", model=ScriptedModel([ModelStep.respond(respond) for _ in range(100)]))
+    return Agent(name=f"{prefix}-{uuid.uuid4().hex[:8]}", model=ScriptedModel([ModelStep.respond(respond) for _ in range(100)])), seen
+
+
+async def test_schedule_created_after_launch_fires_and_can_be_deleted(db: str) -> None:
+    agent, seen = ticking_agent("ticker")
     name = await timestep.create_scheduled_agent_workflow("* * * * * *", agent, "tick", name=f"s-{uuid.uuid4().hex[:8]}")
     listed = {s.name: s for s in await timestep.list_schedules()}
     assert listed[name].crontab == "* * * * * *" and listed[name].agent == agent.name
@@ -79,13 +84,7 @@ async def test_a_schedule_that_never_fires_does_not_stop_the_others(db: str, cap
     from timestep.durable import store, ticks
 
     caplog.set_level(logging.INFO, logger="timestep.durable.runs")
-    seen: list[str] = []
-
-    def respond(call) -> object:
-        seen.append(call.input[0]["content"])
-        return [assistant_message("tock")]
-
-    agent = Agent(name=f"beside-{uuid.uuid4().hex[:8]}", model=ScriptedModel([ModelStep.respond(respond) for _ in range(100)]))
+    agent, seen = ticking_agent("beside")
     timestep.register_agent(agent)
     bad = f"0-never-{uuid.uuid4().hex[:8]}"  # sorts before the good one
     never = Schedule(name=bad, cron="0 0 31 2 *", request=RunRequest(agent=agent.name, input="never"), created_at=time.time(), origin="library")
@@ -111,13 +110,7 @@ async def test_a_schedule_made_with_dbos_by_an_earlier_version_moves_to_the_tabl
     Timestep's table, listed once with the rest, and their ticks keep their run ids."""
     from timestep.durable import runs
 
-    seen: list[str] = []
-
-    def respond(call) -> object:
-        seen.append(call.input[0]["content"])
-        return [assistant_message("tock")]
-
-    agent = Agent(name=f"older-{uuid.uuid4().hex[:8]}", model=ScriptedModel([ModelStep.respond(respond) for _ in range(100)]))
+    agent, seen = ticking_agent("older")
     timestep.register_agent(agent)
     name = f"old-{uuid.uuid4().hex[:8]}"
     spec = msgspec.to_builtins(RunSpec(agent=agent.name, input="from before", session_id="old-session"))

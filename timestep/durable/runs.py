@@ -659,7 +659,7 @@ def _library_clock(generation: int) -> None:
     """Until this process shuts down (or launches again, which starts another clock)."""
     try:
         _adopt_dbos_schedules()
-    except Exception:
+    except Exception:  # DBOS's schedules could not be listed
         log.exception("the schedules of an earlier version could not be moved to Timestep's table; they fire as before")
     clock = ticks.Clock(log)
     while engine.is_launched() and generation == _clock_generation:
@@ -702,13 +702,17 @@ def _adopt_dbos_schedules() -> None:
         name, context = found["schedule_name"], found.get("context") or {}
         spec = context.get("spec") or {}
         fields = {k: spec[k] for k in ("agent", "input", "session_id", "stream") if spec.get(k) is not None}
-        request = msgspec.convert(fields, RunRequest)
-        row = ticks.Row(
-            Schedule(name=name, cron=found["schedule"], request=request, created_at=time.time(), origin="library"),
-            spec.get("session_recipe"),
-        )
-        ticks.save(store.get_engine(), row)
-        engine.delete_schedule(name)
+        try:
+            request = msgspec.convert(fields, RunRequest)
+            row = ticks.Row(
+                Schedule(name=name, cron=found["schedule"], request=request, created_at=time.time(), origin="library"),
+                spec.get("session_recipe"),
+            )
+            ticks.save(store.get_engine(), row)
+            engine.delete_schedule(name)  # a no-op when another process moved it first
+        except Exception:  # this schedule alone: it stays with DBOS's scheduler, the others move
+            log.exception("schedule %s of an earlier version could not be moved to Timestep's table; it fires as before", name)
+            continue
         log.info("schedule %s moved from DBOS's scheduler to Timestep's table", name)
 
 

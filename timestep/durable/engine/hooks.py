@@ -12,6 +12,7 @@ start-up with a sentence, not later with an AttributeError in a queue thread or 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -449,9 +450,13 @@ STEP_SOURCES: tuple[str, ...] = (
     "_key_conflict", "_now_ms_sql", "_own_key",
 )
 STEP_SOURCES_DIGEST = "70d13b37205c73de7903d7659139631b1a4146c76f8d862db60fcee25f9fdaf0"
+#: The methods of the launched system database that `prepare_step_statements` replaces.
+STEP_METHODS = ("check_operation_execution", "record_operation_result")
 
 
+@functools.cache
 def _step_sources_digest(cls: type) -> str:
+    """Read once per process: a class's source does not change while it runs."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -541,8 +546,6 @@ def _why_steps_stay_unprepared(sys_db: Any) -> str | None:
     overridden = [n for n in STEP_SOURCES if getattr(cls, n) is not getattr(SystemDatabase, n)]
     if overridden:
         return f"{cls.__name__} overrides {', '.join(overridden)}"
-    if vars(sys_db).keys() & {"check_operation_execution", "record_operation_result"}:
-        return "they are replaced already"
     if _step_sources_digest(SystemDatabase) != STEP_SOURCES_DIGEST:
         return "DBOS's step check or step record differs from the code these statements copy"
     return None
@@ -558,6 +561,8 @@ def prepare_step_statements() -> None:
     what each step writes and when it commits are unchanged. Anything else than the DBOS code they copy
     (another release, a sharded database, a subclass that overrides it) keeps DBOS's own, with a log line."""
     sys_db = system_database()
+    if vars(sys_db).keys() & set(STEP_METHODS):
+        return  # in place already
     try:
         why = _why_steps_stay_unprepared(sys_db)
         statements = _step_statements(sys_db) if why is None else {}
