@@ -103,16 +103,23 @@ class Watch:
 async def assert_once(actors: Deployment, watch: Watch, run_ids: set[str]) -> dict[str, object]:
     """Exactly one `completed` per run, one successful workflow per run, and no kept step repeated.
 
-    No wait for a late doubled `completed`: once every run's workflow is recorded as ended, nothing runs
-    it again (only a recovery of an unfinished workflow would), so the `completed` events stored now are
-    all there will be; they are counted in the stream, per run."""
+    A run's `completed` is stored before its workflow is recorded as ended, so the workflows are read
+    until none of them is still running (at most 30 s), not once. No wait for a late doubled `completed`:
+    once every run's workflow is recorded as ended, nothing runs it again (only a recovery of an
+    unfinished workflow would), so the `completed` events stored now are all there will be; they are
+    counted in the stream, per run."""
     assert not watch.failed, f"runs failed: {list(watch.failed.items())[:3]}"
     admin = Admin(admin_url(actors))
+    deadline = time.monotonic() + 30
     try:
-        rows = await admin.list_workflows(load_input=False, load_output=False)
+        while True:
+            rows = await admin.list_workflows(load_input=False, load_output=False)
+            runs = [w for w in rows if w.id in run_ids]
+            if all(w.finished for w in runs) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
     finally:
         admin.close()
-    runs = [w for w in rows if w.id in run_ids]
     assert len(runs) == len(run_ids), f"{len(run_ids) - len(runs)} runs have no workflow"
     assert Counter(w.status for w in runs) == Counter({"completed": len(run_ids)})
     client = watch.client

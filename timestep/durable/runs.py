@@ -662,9 +662,13 @@ def _library_clock(generation: int) -> None:
     except Exception:  # DBOS's schedules could not be listed
         log.exception("the schedules of an earlier version could not be moved to Timestep's table; they fire as before")
     clock = ticks.Clock(log)
-    while engine.is_launched() and generation == _clock_generation:
+
+    def current() -> bool:  # not after a shutdown, whose database may be gone, nor beside a newer clock
+        return engine.is_launched() and generation == _clock_generation
+
+    while current():
         try:
-            _fire_library_ticks(clock)
+            _fire_library_ticks(clock, current)
         except Exception as exc:
             log.warning("the schedules' clock could not read its schedules (%s: %s); trying again", type(exc).__name__, exc)
             clock.reload_soon()
@@ -672,9 +676,9 @@ def _library_clock(generation: int) -> None:
         time.sleep(ticks.TICK_SECONDS)
 
 
-def _fire_library_ticks(clock: ticks.Clock) -> None:
+def _fire_library_ticks(clock: ticks.Clock, current: Callable[[], bool]) -> None:
     hosted = set(registry.registered_agents())
-    if not hosted or engine.stopping():
+    if not hosted or engine.stopping() or not current():
         return
     db = store.get_engine()
     if clock.stale():
