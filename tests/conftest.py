@@ -22,8 +22,9 @@ import agents
 
 agents.set_tracing_disabled(True)
 os.environ.pop("OPENAI_API_KEY", None)
-# Two workers and their subprocesses share one PostgreSQL of 100 connections (DBOS's default is 20 a process).
-os.environ.setdefault("TIMESTEP_DB_POOL_SIZE", "10")
+# Four workers and their subprocesses share one PostgreSQL of 100 connections (DBOS's default is 20 a process;
+# with 10, two runs in a row of the whole suite ran out of connections: "too many clients already").
+os.environ.setdefault("TIMESTEP_DB_POOL_SIZE", "6")
 # The `timestep up` processes of the suite run one agent process each, whatever the machine's cores: the tests
 # of more (tests/test_workers.py, the default of one per core among them) say so themselves.
 os.environ.setdefault("TIMESTEP_WORKERS", "1")
