@@ -49,7 +49,7 @@ async def main(db_url: str, queue: str) -> None:
     await timestep.ensure_dbos_launched()
     on_limited(queue, lambda: print("limited", flush=True))
     # Its worker has read the queue's policy once it has waited for a poll.
-    while queue not in engine.hooks._wakers or engine.hooks._wakers[queue]._last_poll == 0:
+    while queue not in engine.runtime.current().wakers or engine.runtime.current().wakers[queue]._last_poll == 0:
         await asyncio.sleep(0.02)
     print("ready", flush=True)
     await asyncio.Event().wait()

@@ -117,3 +117,47 @@ def test_the_loop_keeps_a_working_executor_after_shutdown(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["You said: hi", "to_thread works"]
+
+
+def test_a_launch_on_another_database_reads_that_database_not_the_last_ones(tmp_path: Path) -> None:
+    """What a process learned of one database (a queue it registered, an agent definition it stored,
+    a queue's statements) is that database's: after a shutdown, a launch on another database in the
+    same process registers the queue and stores the definition there too. Before, the second launch
+    took both for done: its queued run waited on a queue that database had no row for, and its runs'
+    agent definitions were missing from it."""
+    done = _run(
+        f"""
+        import asyncio, sqlite3
+        from agents import Agent
+        import timestep
+        from timestep.durable import engine
+
+        agent = Agent(name="relaunched")
+
+        async def runs(url):
+            timestep.configure_dbos(system_database_url=url)
+            await timestep.ensure_dbos_launched()
+            direct = await timestep.run_agent_workflow(agent, "direct")
+            handle = await timestep.queue_agent_workflow(agent, "queued", queue_name="relaunch-q")
+            queued = await asyncio.wait_for(handle.get_result(), 60)
+            print(direct.output, "|", queued.output)
+
+        async def main():
+            await runs("sqlite:///{tmp_path}/first.sqlite")
+            engine.shutdown()
+            await runs("sqlite:///{tmp_path}/second.sqlite")
+            for name in ("first", "second"):
+                db = sqlite3.connect(f"{tmp_path}/" + name + ".sqlite")
+                definitions = db.execute("select count(*) from timestep_agent_definitions").fetchone()[0]
+                policies = db.execute("select count(*) from timestep_queue_policies where name = 'relaunch-q'").fetchone()[0]
+                print(name, definitions, policies)
+            engine.shutdown()
+
+        asyncio.run(main())
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "You said: direct | You said: queued", "You said: direct | You said: queued", "first 1 1", "second 1 1",
+    ]

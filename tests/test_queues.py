@@ -193,7 +193,7 @@ async def test_a_run_queued_here_starts_without_waiting_for_the_next_poll(db: st
     await timestep.configure_queue(queue)
     # DBOS starts a worker thread for a new queue within about a second; from then on this
     # process's enqueues wake it. Its first poll comes only after a whole interval (30 s).
-    await _wait_until(lambda: queue in engine.hooks._wakers, timeout=10)
+    await _wait_until(lambda: queue in engine.runtime.current().wakers, timeout=10)
     started: list[tuple[str, float]] = []
     agent = recording_agent(started, asyncio.Event())
     for text in ("first", "second", "third"):
@@ -208,7 +208,7 @@ async def test_an_empty_queue_is_not_polled_and_a_run_queued_elsewhere_is_still_
     this one's worker, is still seen by that read at the next interval and starts."""
     queue = uid("empty")
     await timestep.configure_queue(queue)
-    await _wait_until(lambda: queue in engine.hooks._wakers, timeout=10)
+    await _wait_until(lambda: queue in engine.runtime.current().wakers, timeout=10)
     sys_db = engine.hooks.system_database()
     polls: list[float] = []
     original = sys_db.start_queued_workflows
@@ -277,7 +277,7 @@ async def _cancel_waiting(queue: str) -> None:
 
 async def _worker_waiting(queue: str) -> None:
     """Until this process's worker of `queue` has read the queue's policy and waits for a poll."""
-    await _wait_until(lambda: queue in engine.hooks._wakers and engine.hooks._wakers[queue]._last_poll > 0, timeout=10)
+    await _wait_until(lambda: queue in engine.runtime.current().wakers and engine.runtime.current().wakers[queue]._last_poll > 0, timeout=10)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,11 @@ from agents import Agent, FunctionTool, Handoff
 
 from timestep.durable import engine, store
 
-_stored: set[str] = set()
+
+
+def _stored() -> set[str]:
+    """The digests of the definitions this launch stored in its database."""
+    return engine.runtime.current().cache("definitions.stored", set)
 
 
 @dataclasses.dataclass
@@ -101,7 +105,7 @@ async def remember_async(definition: dict[str, Any]) -> str:
     """`remember` from the event loop: no trip to a thread when this process stored it already
     (every run after an agent's first)."""
     key = digest(definition)
-    if key in _stored:
+    if key in _stored():
         return key
     return await engine.blocking(remember, definition)
 
@@ -111,7 +115,7 @@ async def compare_async(agent: Agent, started: str | None, policy: Callable[[], 
     and this process stored its definition already (the usual case)."""
     if started is None:
         return None, agent
-    if digest(describe(agent)) == started and started in _stored:
+    if digest(describe(agent)) == started and started in _stored():
         return None, agent
     return await engine.blocking(compare, agent, started, policy)
 
@@ -119,12 +123,12 @@ async def compare_async(agent: Agent, started: str | None, policy: Callable[[], 
 def remember(definition: dict[str, Any]) -> str:
     """Store `definition` (once per digest and process) and return its digest. Blocking."""
     key = digest(definition)
-    if key in _stored:
+    if key in _stored():
         return key
     row = {"digest": key, "definition": json.dumps(definition, sort_keys=True, default=str), "created_at": time.time()}
     with store.get_engine().begin() as conn:
         store.upsert(conn, store.agent_definitions, [row], update=False)
-    _stored.add(key)
+    _stored().add(key)
     return key
 
 

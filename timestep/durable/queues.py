@@ -30,8 +30,12 @@ _LONGEST_PERIOD = 31_536_000
 #: How long this process trusts that a queue it registered still exists. Another process may have
 #: deleted it (`delete_queue`), and a run put on a queue that has no row waits for no worker.
 KNOWN_SECONDS = 5.0
-_known: dict[str, float] = {}  # queue name -> when this process last registered it (monotonic)
 _known_lock = threading.Lock()
+
+
+def _known() -> dict[str, float]:
+    """Queue name -> when this launch last registered it in its database (monotonic)."""
+    return engine.runtime.current().cache("queues.known", dict)
 
 
 class QueuePolicy(msgspec.Struct, kw_only=True):
@@ -127,7 +131,7 @@ def _register(policy: QueuePolicy, *, replace: bool) -> None:
     )
     store_policy(policy, replace=replace)
     with _known_lock:
-        _known[policy.name] = time.monotonic()
+        _known()[policy.name] = time.monotonic()
 
 
 def store_policy(policy: QueuePolicy, *, replace: bool) -> None:
@@ -211,9 +215,19 @@ def token_wait_seconds(queue: str) -> float:
 
 #: How long a process trusts what it last read of the pauses before asking the database again.
 PAUSES_FRESH_SECONDS = 0.25
-_pauses: dict[str, QueuePause] = {}
-_pauses_read_at = -math.inf
 _pauses_lock = threading.Lock()
+
+
+class _PausesRead:
+    """The pauses this launch last read from its database, and when."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[str, QueuePause] = {}
+        self.read_at = -math.inf
+
+
+def _pauses() -> _PausesRead:
+    return engine.runtime.current().cache("queues.pauses", _PausesRead)
 
 
 def pause_queue(name: str, until: float, reason: str) -> None:
@@ -226,26 +240,25 @@ def pause_queue(name: str, until: float, reason: str) -> None:
             return
         store.upsert(conn, table, [{"name": name, "until": until, "reason": reason}])
     with _pauses_lock:
-        _pauses[name] = QueuePause(name=name, until=until, reason=reason)
+        _pauses().pauses[name] = QueuePause(name=name, until=until, reason=reason)
 
 
 def current_pause(name: str) -> QueuePause | None:
     """Blocking: the pause of queue `name` in force now, or None. Reads every queue's pauses from
     the database at most once per PAUSES_FRESH_SECONDS (a queue is polled often)."""
-    global _pauses_read_at
     now = time.time()
+    read = _pauses()
     with _pauses_lock:
-        fresh = time.monotonic() - _pauses_read_at < PAUSES_FRESH_SECONDS
+        fresh = time.monotonic() - read.read_at < PAUSES_FRESH_SECONDS
     if not fresh:
         table = store.queue_pauses
         with store.get_engine().connect() as conn:
             rows = conn.execute(sa.select(table).where(table.c.until > now)).mappings().all()
         with _pauses_lock:
-            _pauses.clear()
-            _pauses.update({r["name"]: QueuePause(name=r["name"], until=r["until"], reason=r["reason"]) for r in rows})
-            _pauses_read_at = time.monotonic()
+            read.pauses = {r["name"]: QueuePause(name=r["name"], until=r["until"], reason=r["reason"]) for r in rows}
+            read.read_at = time.monotonic()
     with _pauses_lock:
-        pause = _pauses.get(name)
+        pause = read.pauses.get(name)
     return pause if pause is not None and pause.until > now else None
 
 
@@ -342,7 +355,7 @@ def register_default_queue() -> None:
 async def ensure_queue(name: str) -> None:
     """A queue named for the first time gets the default policy (50 runs per 60 s) unless one is stored."""
     with _known_lock:
-        if time.monotonic() - _known.get(name, -math.inf) < KNOWN_SECONDS:
+        if time.monotonic() - _known().get(name, -math.inf) < KNOWN_SECONDS:
             return
     await engine.blocking(
         _register, QueuePolicy(name=name, limit=DEFAULT_LIMIT, period=DEFAULT_PERIOD), replace=False
@@ -390,7 +403,7 @@ def _delete(name: str) -> None:
     with store.get_engine().begin() as conn:
         conn.execute(sa.delete(store.queue_policies).where(store.queue_policies.c.name == name))
     with _known_lock:
-        _known.pop(name, None)
+        _known().pop(name, None)
 
 
 engine.hold_queues_with(hold_seconds)

@@ -45,7 +45,7 @@ from timestep.errors import (
     AgentChangedError, RunCancelledError, RunTimeoutError, SessionBusyError, TimestepError, UnknownAgentError, ValidationError,
     error_info,
 )
-from timestep.durable.events import dispatch, listen, now, say_cancelled
+from timestep.durable.events import ENDINGS, dispatch, last_stored, listen, now, say_cancelled
 from timestep.durable.models import durable_provider
 from timestep.durable.sessions import DatabaseSession
 from timestep.settings import current as current_settings
@@ -643,20 +643,16 @@ async def scheduled_run(scheduled_at: datetime, context: dict[str, Any]) -> None
 # --- the library's schedules: each launched process fires the ticks of those whose agent it
 # registered (see `timestep.durable.ticks`; the bus's are the scheduler actor's) ---------------
 
-_clock_generation = 0
-
-
 def _start_library_clock() -> None:
-    global _clock_generation
-    _clock_generation += 1
-    threading.Thread(target=_library_clock, args=(_clock_generation,), name="timestep-schedules", daemon=True).start()
+    launch = engine.runtime.current()
+    threading.Thread(target=_library_clock, args=(launch,), name="timestep-schedules", daemon=True).start()
 
 
 engine.on_every_launch(_start_library_clock)
 
 
-def _library_clock(generation: int) -> None:
-    """Until this process shuts down (or launches again, which starts another clock)."""
+def _library_clock(launch: engine.runtime.Runtime) -> None:
+    """Until this launch ends (a shutdown; a later launch starts its own clock)."""
     try:
         _adopt_dbos_schedules()
     except Exception:  # DBOS's schedules could not be listed

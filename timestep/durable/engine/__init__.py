@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from dbos import DBOS, DBOSClient, SetEnqueueOptions, SetWorkflowID, SetWorkflowTimeout
 from dbos import error as dbos_error
 
-from timestep.durable.engine import hooks, io, lifecycle, logs, records, stop
+from timestep.durable.engine import hooks, io, lifecycle, logs, records, runtime, stop
 from timestep.durable.engine.hooks import hold_queues_with, wake_queue
 from timestep.durable.engine.io import blocking
 from timestep.durable.engine.lifecycle import (
@@ -44,7 +44,7 @@ __all__ = [
     "enqueue", "enqueue_now", "first_execution", "fork", "hold_queues_with", "hooks", "hurry_stop", "in_event_loop", "io", "is_launched",
     "is_sqlite", "launch", "lifecycle", "limiter_period", "list_schedules", "list_steps", "list_workflows",
     "listen_to_no_queues", "logs", "on_every_launch", "queue_counts", "queue_policy", "recv", "records", "register_queue", "resume",
-    "retrieve", "run_status", "send", "send_now", "shutdown", "sleep", "sqlite_path", "start", "status", "status_now",
+    "retrieve", "run_status", "runtime", "send", "send_now", "shutdown", "sleep", "sqlite_path", "start", "status", "status_now",
     "step", "steps_cut_off", "stop", "stop_workflows", "stopping", "use_write_ahead_log", "wake_queue", "workflow",
 ]
 
@@ -63,12 +63,13 @@ def workflow(name: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[...,
         @functools.wraps(fn)
         async def tracked(*args: Any, **kwargs: Any) -> T:
             task = asyncio.current_task()
+            executing = stop.executing()
             if task is not None:
-                stop._executing.add(task)
+                executing.add(task)
             try:
                 return await fn(*args, **kwargs)
             finally:
-                stop._executing.discard(task)  # type: ignore[arg-type]
+                executing.discard(task)  # type: ignore[arg-type]
 
         return DBOS.workflow(name=name)(tracked)
 

@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import DBOS
 
+from timestep.durable.engine import runtime
 from timestep.errors import ConfigurationError
 
 log = logging.getLogger("timestep.durable.engine")
@@ -232,7 +233,6 @@ WAKE_GAP_SECONDS = 0.005
 IDLE_POLL_SECONDS = 0.5
 #: Longest single wait of a queue worker, so that DBOS's stop is seen at once, as before.
 _WAIT_SLICE_SECONDS = 0.1
-_wakers: dict[str, _Waker] = {}
 
 
 class _Waker:
@@ -300,10 +300,15 @@ class _Waker:
 _queue_hold: Callable[[str], float] | None = None
 
 
-_queued_reads: dict[str, Any] = {}
-#: Each queue's stored policy as the check before this process's next poll of it read it (see
-#: `_claim_under_the_policy_just_read`).
-_policies_read: dict[str, Any] = {}
+def _policies_read() -> dict[str, Any]:
+    """Each queue's stored policy as the check before this process's next poll of it read it (see
+    `claim_under_the_policy_just_read`)."""
+    return runtime.current().cache("hooks.policies_read", dict)
+
+
+def _queued_reads() -> dict[str, Any]:
+    """The two statements of `_queued_anywhere`, per queue, built for this launch's tables."""
+    return runtime.current().cache("hooks.queued_reads", dict)
 
 
 def _queued_anywhere(queue: str, stored_policy: bool = False) -> bool:
@@ -314,19 +319,20 @@ def _queued_anywhere(queue: str, stored_policy: bool = False) -> bool:
     sharded database) says yes, and DBOS's own poll runs and reports what is wrong. With
     `stored_policy` (a queue of DBOS's queues table), a yes also reads the queue's row, on the same
     connection, for the claim that follows."""
-    _policies_read.pop(queue, None)
+    policies_read = _policies_read()
+    policies_read.pop(queue, None)
     try:
         sys_db = system_database()
         if getattr(sys_db, "sharded", False):
             return True
-        reads = _queued_reads.get(queue)
+        reads = _queued_reads().get(queue)
         if reads is None:
             ws, queues = sys_db.tables.workflow_status, sys_db.tables.queues
             reads = (
                 sa.select(sa.literal(1)).select_from(ws).where(ws.c.queue_name == queue, ws.c.status == "ENQUEUED").limit(1),
                 sa.select(queues).where(*sys_db._global(queues), queues.c.name == queue),
             )
-            _queued_reads[queue] = reads
+            _queued_reads()[queue] = reads
         with sys_db.engine.connect() as conn:
             if conn.execute(reads[0]).first() is None:
                 return False
@@ -335,7 +341,7 @@ def _queued_anywhere(queue: str, stored_policy: bool = False) -> bool:
                 if row is not None:
                     from dbos._sys_db import queue_from_db_row
 
-                    _policies_read[queue] = queue_from_db_row(row)
+                    policies_read[queue] = queue_from_db_row(row)
         return True
     except Exception:
         return True
@@ -356,7 +362,7 @@ def claim_under_the_policy_just_read() -> None:
 
     def start_queued_workflows(queue: Any, *args: Any, **kwargs: Any) -> Any:
         if queue.database_backed_queue:
-            latest = _policies_read.pop(queue.name, None)
+            latest = _policies_read().pop(queue.name, None)
             if latest is None:
                 latest = sys_db.get_queue(queue.name)
             if latest is not None:
@@ -387,12 +393,13 @@ def wake_queues_on_enqueue() -> None:
 
     def queue_worker_thread(stop_event: threading.Event, dbos: Any, queue: Any) -> None:
         waker = _Waker(stop_event, queue.name, queue.database_backed_queue)
-        _wakers[queue.name] = waker
+        wakers = runtime.current().wakers
+        wakers[queue.name] = waker
         try:
             original(waker, dbos, queue)
         finally:
-            if _wakers.get(queue.name) is waker:
-                del _wakers[queue.name]
+            if wakers.get(queue.name) is waker:
+                del wakers[queue.name]
 
     queue_worker_thread.timestep_waker = True  # type: ignore[attr-defined]
     _queue.queue_worker_thread = queue_worker_thread
@@ -400,7 +407,7 @@ def wake_queues_on_enqueue() -> None:
 
 def wake_queue(queue: str) -> None:
     """Bring the next poll of `queue` in this process forward (no-op where it is not polled)."""
-    waker = _wakers.get(queue)
+    waker = runtime.current().wakers.get(queue)
     if waker is not None:
         waker.wake()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from dbos import DBOS
 
-from timestep.durable.engine import hooks, logs
+from timestep.durable.engine import hooks, logs, runtime
 from timestep.durable.engine.serializer import SERIALIZER
 from timestep.errors import ConfigurationError, ValidationError
 from timestep.settings import Settings
@@ -23,8 +23,6 @@ logs.install()
 
 _NAME = re.compile(r"^[a-z0-9_-]{3,256}$")
 _lock = threading.RLock()
-_config: dict[str, Any] | None = None
-_launched = False
 _after_launch: list[Callable[[], None]] = []
 _every_launch: list[Callable[[], None]] = []
 
@@ -42,7 +40,6 @@ def database_url(explicit: str | None = None, settings: Settings | None = None) 
 
 def configure(name: str = "timestep", system_database_url: str | None = None) -> dict[str, Any]:
     """Create the process's DBOS instance (idempotent). Returns the config in force."""
-    global _config
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationError("name", f"{name!r} is not a valid application name", "use 3-256 characters of a-z, 0-9, '_' and '-'")
     if system_database_url is not None and not re.match(r"^(sqlite|postgres|postgresql)(\+\w+)?://", system_database_url):
@@ -64,33 +61,36 @@ def configure(name: str = "timestep", system_database_url: str | None = None) ->
         "serializer": SERIALIZER,
     }
     with _lock:
-        if _config is not None:
-            if _config == config:
-                return _config
-            if _launched:
+        current = runtime.current()
+        if current.config is not None:
+            if current.config == config:
+                return current.config
+            if current.launched:
                 raise ConfigurationError(
-                    f"Timestep is already launched on {redact(_config['system_database_url'])} as {_config['name']!r}; "
+                    f"Timestep is already launched on {redact(current.config['system_database_url'])} as {current.config['name']!r}; "
                     "call configure_dbos() with other settings only before ensure_dbos_launched()"
                 )
             DBOS.destroy(destroy_registry=False)
+            runtime.replace()
+            current = runtime.current()
         DBOS(config=config)  # type: ignore[arg-type]
-        _config = config
+        current.config = config
         return config
 
 
 def launch() -> None:
     """Launch DBOS once (idempotent). Inside a running event loop, recovered async
     workflows run on that loop. Hooks queued with `after_launch` run right after."""
-    global _launched
     with _lock:
-        if _launched:
+        current = runtime.current()
+        if current.launched:
             return
-        if _config is None:
+        if current.config is None:
             configure()
         hooks.check()
         settings = current_settings()
         if settings.sqlite_wal and is_sqlite():
-            use_write_ahead_log(_config["system_database_url"])
+            use_write_ahead_log(current.config["system_database_url"])
         hooks.poll_internal_queue_fast(settings.queue_poll_seconds)
         hooks.wake_queues_on_enqueue()
         DBOS.launch()
@@ -99,7 +99,7 @@ def launch() -> None:
         hooks.prepare_step_statements()
         if in_event_loop():
             hooks.point_loop_at_dbos_pool()
-        _launched = True
+        current.launched = True
         waiting = [*_every_launch, *_after_launch]
         _after_launch.clear()
     _run_off_loop(waiting)
@@ -134,13 +134,13 @@ def use_write_ahead_log(url: str) -> None:
 
 
 def is_launched() -> bool:
-    return _launched
+    return runtime.current().launched
 
 
 def after_launch(hook: Callable[[], None]) -> None:
     """Run `hook` right after `launch()` (used for queues and schedules set up before launch)."""
     with _lock:
-        if not _launched:
+        if not runtime.current().launched:
             _after_launch.append(hook)
             return
     _run_off_loop([hook])
@@ -151,7 +151,7 @@ def on_every_launch(hook: Callable[[], None]) -> None:
     (a process may shut down and launch again)."""
     with _lock:
         _every_launch.append(hook)
-        launched = _launched
+        launched = runtime.current().launched
     if launched:
         _run_off_loop([hook])
 
@@ -181,14 +181,13 @@ def _run_off_loop(hooks: list[Callable[[], None]]) -> None:
 
 
 def shutdown() -> None:
-    """Stop DBOS (tests and clean exits). Registered workflows stay registered."""
-    global _config, _launched
+    """Stop DBOS (tests and clean exits) and drop this launch's runtime: the next launch, on this
+    database or another, starts with none of its caches. Registered workflows stay registered."""
     with _lock:
-        if _config is not None:
+        if runtime.current().config is not None:
             DBOS.destroy(destroy_registry=False)
             _fresh_default_executor()
-        _config = None
-        _launched = False
+        runtime.replace().launched = False
 
 
 def _fresh_default_executor() -> None:
@@ -200,11 +199,12 @@ def _fresh_default_executor() -> None:
 
 
 def current_config() -> dict[str, Any] | None:
-    return _config
+    return runtime.current().config
 
 
 def is_sqlite() -> bool:
-    return _config is not None and _config["system_database_url"].startswith("sqlite")
+    config = runtime.current().config
+    return config is not None and config["system_database_url"].startswith("sqlite")
 
 
 def in_event_loop() -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 
-from timestep.durable.engine import hooks, io, lifecycle, logs
+from timestep.durable.engine import hooks, io, lifecycle, logs, runtime
 
 log = logging.getLogger("timestep.durable.engine")
 
@@ -19,36 +19,35 @@ log = logging.getLogger("timestep.durable.engine")
 # a step boundary, stays PENDING in the database, and resumes in the next process of its
 # executor id as after a crash, without re-running anything.
 
-_executing: set[asyncio.Task] = set()
-_busy = 0
-_idle: asyncio.Event | None = None
-_stopping = False
-_cut_off = 0
+
+def executing() -> set[asyncio.Task]:
+    """The workflow executions running in this process (see `engine.workflow`)."""
+    return runtime.current().stop.executing
 
 
 def stopping() -> bool:
     """True while this process stops its workflows (see `stop_workflows`)."""
-    return _stopping
+    return runtime.current().stop.stopping
 
 
 class busy:
     """Marks durable work under way (a step, a run's last event) that a stop waits for."""
 
     async def __aenter__(self) -> None:
-        global _busy
         await stop_gate()
-        _busy += 1
+        self._state = state = runtime.current().stop
+        state.busy += 1
 
     async def __aexit__(self, *exc: object) -> None:
-        global _busy
-        _busy -= 1
-        if _busy == 0 and _idle is not None:
-            _idle.set()
+        state = self._state
+        state.busy -= 1
+        if state.busy == 0 and state.idle is not None:
+            state.idle.set()
 
 
 async def stop_gate() -> None:
     """While stopping, durable work that has not begun waits here until it is cancelled."""
-    if _stopping:
+    if runtime.current().stop.stopping:
         await asyncio.get_running_loop().create_future()
 
 
@@ -59,28 +58,28 @@ async def stop_workflows(grace_seconds: float) -> int:
     runs again on recovery, as after a crash; see `steps_cut_off`); no new step starts. DBOS's
     queue, schedule and recovery threads stop first, so nothing new starts here meanwhile. Runs
     stay PENDING and resume when a process with this executor id launches."""
-    global _stopping, _idle, _cut_off
-    _stopping = True
-    _cut_off = 0
+    state = runtime.current().stop
+    state.stopping = True
+    state.cut_off = 0
     try:
         if lifecycle.is_launched():
             hooks.stop_background_threads()
-        if _busy:
-            _idle = asyncio.Event()
+        if state.busy:
+            state.idle = asyncio.Event()
             began = time.monotonic()
             try:
-                await asyncio.wait_for(_idle.wait(), grace_seconds)
+                await asyncio.wait_for(state.idle.wait(), grace_seconds)
             except asyncio.TimeoutError:
                 pass
             finally:
-                _idle = None
-            if _busy:  # the grace ran out, or a second signal hurried the stop
-                _cut_off = _busy
+                state.idle = None
+            if state.busy:  # the grace ran out, or a second signal hurried the stop
+                state.cut_off = state.busy
                 log.warning(
                     "stop: %d step(s) still under way after %.1f s are cut off; they run again on recovery",
-                    _busy, time.monotonic() - began,
+                    state.busy, time.monotonic() - began,
                 )
-        tasks = [t for t in _executing if not t.done()]
+        tasks = [t for t in state.executing if not t.done()]
         with logs.quiet_cancellation():
             for task in tasks:
                 task.cancel()
@@ -90,7 +89,7 @@ async def stop_workflows(grace_seconds: float) -> int:
             log.warning("stopped %d run(s) at a step boundary; they resume when this executor id starts again", len(tasks))
         return len(tasks)
     finally:
-        _stopping = False
+        state.stopping = False
 
 
 def steps_cut_off() -> int:
@@ -98,11 +97,12 @@ def steps_cut_off() -> int:
     but a thread cannot be: a plain `def` tool (the Agents SDK runs it in a thread) goes on until
     it returns, unrecorded, and the interpreter waits for it at exit; it runs again on recovery all
     the same. A process that exits after the stop should then exit without waiting (`os._exit`)."""
-    return _cut_off
+    return runtime.current().stop.cut_off
 
 
 def hurry_stop() -> None:
     """Stop now: the steps under way are cut off (and run again on recovery)."""
-    if _idle is not None:
-        _idle.set()
+    idle = runtime.current().stop.idle
+    if idle is not None:
+        idle.set()
 
