@@ -176,3 +176,47 @@ async def test_a_nats_user_forks_with_a_plain_request_and_reads_the_reply_as_jso
     finally:
         await nc.close()
     assert [r.id for r in await client.list_runs(limit=1000) if r.forked_from == run.run_id] == [answer["run"]["id"]]
+
+
+async def test_a_fork_asked_for_as_soon_as_the_run_says_it_ended_goes_on(db: str) -> None:
+    """A run's `completed` event is stored a moment before its workflow is recorded as ended. A
+    client that forks as soon as it reads that event (the TypeScript client's `result()` then
+    `fork()`) got "run ... is running" when the record came late. Here the record comes 0.5 s late,
+    after a sink that stores the events: the fork waits for it and goes on."""
+    from timestep.durable.events import ENDINGS
+
+    class LateRecord:
+        """Stores the events; the workflow's end is recorded only after `settle`, which lingers
+        once the run's last event is stored."""
+
+        def __init__(self) -> None:
+            self.last: dict[str, tuple[int, str]] = {}
+            self.ended = asyncio.Event()
+
+        async def emit(self, event) -> None:
+            kind = type(event).__struct_config__.tag
+            self.last[event.run_id] = (event.seq, kind)
+            if kind in ENDINGS:
+                self.ended.set()
+
+        async def settle(self, run_id: str) -> None:
+            if self.last.get(run_id, (0, ""))[1] in ENDINGS:
+                await asyncio.sleep(0.5)
+
+        async def last_stored(self, run_id: str):
+            return self.last.get(run_id)
+
+    agent = weather_agent(uid("late-record"), [], [])
+    sink = LateRecord()
+    timestep.add_event_sink(sink)
+    try:
+        run_id = uid("ending")
+        running = asyncio.create_task(timestep.run_agent_workflow(agent, "Weather in Oslo?", workflow_id=run_id))
+        await asyncio.wait_for(sink.ended.wait(), 30)
+        assert (await timestep.RunHandle(run_id).get_status()).status == "running"  # the moment the race is about
+        handle = await timestep.fork_run(run_id, 3)
+        forked = await asyncio.wait_for(handle.get_result(), 30)
+        assert forked.output == "Be brief. sunny in Oslo"
+        await running
+    finally:
+        timestep.remove_event_sink(sink)

@@ -660,7 +660,7 @@ def _library_clock(launch: engine.runtime.Runtime) -> None:
     clock = ticks.Clock(log)
 
     def current() -> bool:  # not after a shutdown, whose database may be gone, nor beside a newer clock
-        return engine.is_launched() and generation == _clock_generation
+        return launch.launched and engine.runtime.current() is launch
 
     while current():
         try:
@@ -940,6 +940,32 @@ async def fork(
     return new_id
 
 
+#: How long a fork waits for the record of a run whose last stored event ended it (`completed`,
+#: `failed`, `cancelled`), and for any other running run (its ending may not be stored where this
+#: process can read it: a governor without an agent keeps no event sink).
+ENDED_RECORD_SECONDS = 10.0
+RUNNING_RECORD_SECONDS = 1.0
+
+
+async def _when_recorded_as_ended(source: Any, run: Any) -> Any:
+    """The run as the database has it once its workflow is recorded as ended, when that is about to
+    happen. A run's last event is stored a moment before its workflow's end is recorded, so a client
+    that forks as soon as it reads `completed` would otherwise be told the run is still running."""
+    if run.status != "running":
+        return run
+    last = await last_stored(run.id)
+    ended = last is not None and last[1] in ENDINGS
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (ENDED_RECORD_SECONDS if ended else RUNNING_RECORD_SECONDS)
+    while not run.finished and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        found = await source.list_workflows(ids=[run.id], name=WORKFLOW)
+        if not found:
+            break
+        run = found[0]
+    return run
+
+
 async def fork_checks(source: Any, run_id: Any, from_step: Any, workflow_id: Any) -> tuple[RunSpec, str]:
     """The checks of a fork (see `fork_run`) against the database as `source` reads it (the running
     engine, or `engine.Admin` from outside): the forked run's input and the fork's id."""
@@ -952,6 +978,8 @@ async def fork_checks(source: Any, run_id: Any, from_step: Any, workflow_id: Any
     if not found:
         raise ValidationError("run_id", f"no run {run_id!r} in this database", "check the id (`timestep workflows list` lists the runs)")
     run = found[0]
+    if not run.finished:
+        run = await _when_recorded_as_ended(source, run)
     if not run.finished:
         raise ValidationError("run_id", f"run {run_id!r} is {run.status}; a fork goes on from a run that ended", "wait for it to end, or cancel it")
     spec = run.args[0] if run.args and isinstance(run.args[0], RunSpec) else None
