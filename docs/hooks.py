@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Repository files (or folders of them) the pages link to, added to the site at the same paths.
 INCLUDED = (
     "CHANGELOG.md", "subjects/README.md", "subjects/contract.schema.json", "subjects/asyncapi.json", "deploy/README.md",
-    "clients/typescript/README.md", "bench/results",
+    "clients/typescript/README.md", "clients/typescript-runtime/README.md", "bench/results",
 )
 _ADDED: set[str] = set()
 _LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
