@@ -21,7 +21,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", "4", "--rounds", "2", "--backends", "sqlite", "--concurrency", "1,2",
          "--workloads", "W2,W3", "--out", str(tmp_path), "--governor-requests", "20", "--governor-limit", "10", "--recovery-runs", "2",
          "--backlog-requests", "20"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -58,7 +58,7 @@ def test_bench_agent_shaped_load_smoke(tmp_path: Path) -> None:
          "--w4-runs", "6", "--w4-delay", "0.1", "--w5-streams", "3", "--w5-deltas", "10", "--w5-rate", "50", "--scale-runs", "6", "--load-workers", "2",
          "--storage-calls", "3",
          "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=400,
+        capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     load = json.loads((tmp_path / "results.json").read_text())["load"]
@@ -84,7 +84,7 @@ def test_instructions_profile_smoke(tmp_path: Path) -> None:
         done = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "instructions.py"), "--systems", system, "--runs", "2", "--deltas", "20",
              "--profile", str(tmp_path)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=900,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout.splitlines()[-1])["system"] == system

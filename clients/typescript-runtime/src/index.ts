@@ -44,7 +44,9 @@ export interface DBOSOptions {
   name?: string;
 }
 
-let configured: { name: string; systemDatabaseUrl: string; executorID: string; applicationVersion: string; logLevel: string } | undefined;
+let configured: {
+  name: string; systemDatabaseUrl: string; executorID: string; applicationVersion: string; logLevel: string; systemDatabasePoolSize: number;
+} | undefined;
 let launched = false;
 
 /** TIMESTEP_LOG_LEVEL (Python's names, default WARNING) as DBOS's TypeScript SDK names it. */
@@ -55,6 +57,15 @@ function logLevel(level: string): string {
   return name;
 }
 
+/** TIMESTEP_DB_POOL_SIZE (default 20): the most database connections this process opens. */
+function poolSize(value: string): number {
+  const size = Number(value);
+  if (!Number.isInteger(size) || size < 1 || size > 1000) {
+    throw new ValidationError("TIMESTEP_DB_POOL_SIZE", `${JSON.stringify(value)} is not a number of connections`, "give a whole number from 1 to 1000");
+  }
+  return size;
+}
+
 function redact(url: string): string {
   return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
 }
@@ -62,7 +73,8 @@ function redact(url: string): string {
 /**
  * Configure DBOS for Timestep (idempotent): the system database from `options` or PG_CONNECTION_URI,
  * the executor id from TIMESTEP_EXECUTOR_ID (default `local`) and the application version from
- * TIMESTEP_APP_VERSION (default `timestep-1`), the same settings as the Python side. A process
+ * TIMESTEP_APP_VERSION (default `timestep-1`), its pool from TIMESTEP_DB_POOL_SIZE (default 20) and its
+ * log level from TIMESTEP_LOG_LEVEL (default WARNING): the same settings as the Python side. A process
  * recovers the unfinished runs of its executor id and application version when it launches.
  */
 export function configureDBOS(options: DBOSOptions = {}): void {
@@ -89,6 +101,7 @@ export function configureDBOS(options: DBOSOptions = {}): void {
     executorID: process.env.TIMESTEP_EXECUTOR_ID || "local",
     applicationVersion: process.env.TIMESTEP_APP_VERSION || "timestep-1",
     logLevel: logLevel(process.env.TIMESTEP_LOG_LEVEL || "WARNING"),
+    systemDatabasePoolSize: poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20"),
   };
   if (configured && JSON.stringify(configured) === JSON.stringify(config)) return;
   if (launched) {

@@ -115,7 +115,7 @@ describe("runAgentWorkflow", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is
 });
 
 describe("bad input gets an error that names the field and the fix", () => {
-  test("no PG_CONNECTION_URI, or a database that is not PostgreSQL", () => {
+  test("no PG_CONNECTION_URI, a database that is not PostgreSQL, a bad pool size", () => {
     const saved = process.env.PG_CONNECTION_URI;
     delete process.env.PG_CONNECTION_URI;
     try {
@@ -124,8 +124,14 @@ describe("bad input gets an error that names the field and the fix", () => {
         () => configureDBOS({ systemDatabaseUrl: "sqlite:///tmp/x.sqlite" }),
         (e: unknown) => e instanceof ValidationError && e.field === "systemDatabaseUrl" && /postgresql:\/\//.test(e.message),
       );
+      process.env.TIMESTEP_DB_POOL_SIZE = "lots";
+      assert.throws(
+        () => configureDBOS({ systemDatabaseUrl: "postgresql://postgres@127.0.0.1:5432/x" }),
+        (e: unknown) => e instanceof ValidationError && e.field === "TIMESTEP_DB_POOL_SIZE",
+      );
     } finally {
       if (saved !== undefined) process.env.PG_CONNECTION_URI = saved;
+      delete process.env.TIMESTEP_DB_POOL_SIZE;
     }
   });
 

@@ -28,15 +28,14 @@ T = TypeVar("T")
 
 
 class StopState:
-    """A graceful stop's view of this launch (see `stop`): the workflow executions running here, the
-    durable work under way that a stop waits for, and what the last stop cut off."""
+    """A graceful stop's view of this launch (see `stop`): the workflow executions running here and the
+    durable work under way that a stop waits for. (What a stop cut off is the process's: `stop.steps_cut_off`.)"""
 
     def __init__(self) -> None:
         self.executing: set[asyncio.Task] = set()
         self.busy = 0
         self.idle: asyncio.Event | None = None
         self.stopping = False
-        self.cut_off = 0
 
 
 class Runtime:

@@ -19,6 +19,10 @@ log = logging.getLogger("timestep.durable.engine")
 # a step boundary, stays PENDING in the database, and resumes in the next process of its
 # executor id as after a crash, without re-running anything.
 
+#: How many steps under way the last stop cut off. The process's, not the launch's: the threads of
+#: the sync tools it cut off go on after the runtime is dropped, and the process's exit asks.
+_cut_off = 0
+
 
 def executing() -> set[asyncio.Task]:
     """The workflow executions running in this process (see `engine.workflow`)."""
@@ -58,9 +62,10 @@ async def stop_workflows(grace_seconds: float) -> int:
     runs again on recovery, as after a crash; see `steps_cut_off`); no new step starts. DBOS's
     queue, schedule and recovery threads stop first, so nothing new starts here meanwhile. Runs
     stay PENDING and resume when a process with this executor id launches."""
+    global _cut_off
     state = runtime.current().stop
     state.stopping = True
-    state.cut_off = 0
+    _cut_off = 0
     try:
         if lifecycle.is_launched():
             hooks.stop_background_threads()
@@ -74,7 +79,7 @@ async def stop_workflows(grace_seconds: float) -> int:
             finally:
                 state.idle = None
             if state.busy:  # the grace ran out, or a second signal hurried the stop
-                state.cut_off = state.busy
+                _cut_off = state.busy
                 log.warning(
                     "stop: %d step(s) still under way after %.1f s are cut off; they run again on recovery",
                     state.busy, time.monotonic() - began,
@@ -97,7 +102,7 @@ def steps_cut_off() -> int:
     but a thread cannot be: a plain `def` tool (the Agents SDK runs it in a thread) goes on until
     it returns, unrecorded, and the interpreter waits for it at exit; it runs again on recovery all
     the same. A process that exits after the stop should then exit without waiting (`os._exit`)."""
-    return runtime.current().stop.cut_off
+    return _cut_off
 
 
 def hurry_stop() -> None:
