@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import agents
 from agents import Agent
@@ -25,7 +26,7 @@ async def main() -> None:
     timestep.configure_dbos(system_database_url=db_url)
     timestep.register_agent(AGENT)
     await timestep.ensure_dbos_launched()
-    print("ready", flush=True)
+    print(f"ready at {time.time()}", flush=True)
     if mode == "run":
         result = await timestep.run_agent_workflow(AGENT, "Hi", workflow_id=rest[0])
         print(f"output: {result.output}", flush=True)

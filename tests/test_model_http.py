@@ -557,8 +557,10 @@ async def test_a_rate_limit_pauses_the_queue_in_every_process(db: str, provider,
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_sigkill_while_waiting_to_retry_waits_only_the_rest(fresh_db_url: str, provider, tmp_path: Path) -> None:
     """Retry-After: 10; the process is killed 5 s into the wait and started again: the call is not
-    made before the 10 s are up, and the new process waits only what was left (a fresh wait of
-    10 s from the restart would make the second call 15 s or more after the first)."""
+    made before the 10 s are up, and the new process waits only what was left. A fresh wait would
+    make the second call 10 s after the new process resumed the run; the rest of the wait ends 10 s
+    after the first call, or at once when the new process took longer than that to start (a loaded
+    machine), so the bound is taken from when it was ready, not from the first call."""
     server = provider(error(429, "rate_limit_exceeded", "Rate limit reached", {"Retry-After": "10"}), default=response(text("after the wait")))
     run_id = uid("killed")
     first = _worker(fresh_db_url, server, tmp_path / "first.log", "run", run_id, executor="killed")
@@ -580,7 +582,8 @@ async def test_sigkill_while_waiting_to_retry_waits_only_the_rest(fresh_db_url: 
     assert len(server.requests) == 2
     gap = server.wall[1] - server.wall[0]
     assert gap >= 10 - 0.05, gap  # never early
-    assert gap < 15, gap  # only the rest of the wait, not a new one
+    ready_at = float(out.read_text().split("ready at ", 1)[1].split()[0])
+    assert server.wall[1] < ready_at + 8, (gap, server.wall[1] - ready_at)  # only the rest of the wait, not a new one
 
 
 # --- retry settings per run, queue and agent; the SDK's own retries; errors by class ----------
