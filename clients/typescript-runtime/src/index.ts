@@ -290,21 +290,12 @@ function checkRunId(field: string, id: unknown): void {
  * each must be left undefined (or false). `context` is the run context handed to tools; it is recorded
  * with the run's input, so it must be plain data.
  */
-export async function runAgentWorkflow(
-  agent: Agent<any, any>,
-  inputItems: string | AgentInputItem[],
-  session?: unknown,
-  stream = false,
-  timeoutSeconds?: number,
-  maxTurns: number = DEFAULT_MAX_TURNS,
-  context?: unknown,
-  workflowId?: string,
-): Promise<RunResult> {
-  const handle = await startAgentWorkflow(agent, inputItems, session, stream, timeoutSeconds, maxTurns, context, workflowId);
-  return handle.getResult();
+export async function runAgentWorkflow(...args: Parameters<typeof startAgentWorkflow>): Promise<RunResult> {
+  return (await startAgentWorkflow(...args)).getResult();
 }
 
-/** `runAgentWorkflow` without waiting: the run's handle once it has started. */
+/** `runAgentWorkflow(agent, inputItems, session?, stream?, timeoutSeconds?, maxTurns = 10, context?, workflowId?)`
+ * without waiting: the run's handle once it has started. */
 export async function startAgentWorkflow(
   agent: Agent<any, any>,
   inputItems: string | AgentInputItem[],
