@@ -8,6 +8,7 @@ of their own (`fresh_db_url`) and run `tests/worker.py` in subprocesses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -107,7 +108,49 @@ PG_PROCESSES = "processes"
 
 
 def _pg_processes(item: pytest.Item) -> bool:
-    return item.get_closest_marker("processes") is not None and item.get_closest_marker("postgres") is not None
+    """Starts processes (Python's or Node's) that each keep a pool of PostgreSQL connections."""
+    starts = item.get_closest_marker("processes") is not None or item.get_closest_marker("node") is not None
+    return starts and item.get_closest_marker("postgres") is not None
+
+
+_pg_lock_depth = 0
+
+
+@contextlib.contextmanager
+def pg_processes_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Held while processes started for a test keep PostgreSQL connections: an exclusive lock shared by the
+    xdist workers (reentrant within one), so two such tests never hold them at once. The group above keeps
+    most of them on one worker already; this covers the rest: a module with a group of its own lands in
+    another ("access_processes"), and a module-scoped deployment outlives its tests. One CI run failed with
+    "too many clients already" while test_hosting's processes started beside test_access's deployment."""
+    global _pg_lock_depth
+    if _pg_lock_depth:
+        _pg_lock_depth += 1
+        try:
+            yield
+        finally:
+            _pg_lock_depth -= 1
+        return
+    import fcntl
+
+    # Each worker's base temp is a folder of the run's, the same for every worker (pytest-N/popen-gwK).
+    with open(tmp_path_factory.getbasetemp().parent / "pg-processes.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _pg_lock_depth = 1
+        try:
+            yield
+        finally:
+            _pg_lock_depth = 0
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _one_pg_processes_test_at_a_time(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    if not _pg_processes(request.node):
+        yield
+        return
+    with pg_processes_lock(tmp_path_factory):
+        yield
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:

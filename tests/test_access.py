@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,7 +35,7 @@ from nats.js.errors import NotFoundError
 from openai.types.responses import Response, ResponseUsage
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
-from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database
+from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database, pg_processes_lock
 from processes import process_env, stop, up, wait_printed, wait_printed_async
 from subjects.events import Cancelled, Completed, Interrupted, Rejected, Started, ToolCall, decode_submit_answer
 from subjects.messages import DeadLetter, QueueConfigure, RunRequest, ScheduleCreate
@@ -187,23 +188,28 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         db_url = f"{head}://postgres:{db_password}@{user_host}"
     else:
         db_url = None
+    # Three processes on PostgreSQL for the whole module: no other test's processes on it meanwhile.
+    held = contextlib.ExitStack()
+    if db_url:
+        held.enter_context(pg_processes_lock(tmp_path_factory))
     outputs, procs = [], []
-    for role in ROLES:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "PG_", "OPENAI_", "TIMESTEP_"))}
-        env.update(
-            NATS_URL=url, NATS_USER=role, NATS_PASSWORD=passwords[role],
-            OPENAI_API_KEY=api_key, OPENAI_BASE_URL=model.url,
-            TIMESTEP_HOME=str(tmp / "home"), TIMESTEP_EXECUTOR_ID=role, TIMESTEP_LOG_LEVEL="DEBUG",
-            TIMESTEP_QUEUE_POLL_SECONDS="0.05", TIMESTEP_WORKERS="1", PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
-        )
-        if db_url:
-            env["PG_CONNECTION_URI"] = db_url
-        out = tmp / f"{role}.log"
-        outputs.append(out)
-        args = [sys.executable, "-c", DEBUG_MAIN, "up", "--agents", "bus_agents", "--role", role]
-        procs.append(subprocess.Popen(args, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT))
-    deployed = Deployment(server, url, passwords, api_key, db_password, model, outputs, procs)
     try:
+        for role in ROLES:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "PG_", "OPENAI_", "TIMESTEP_"))}
+            env.update(
+                NATS_URL=url, NATS_USER=role, NATS_PASSWORD=passwords[role],
+                OPENAI_API_KEY=api_key, OPENAI_BASE_URL=model.url,
+                TIMESTEP_HOME=str(tmp / "home"), TIMESTEP_EXECUTOR_ID=role, TIMESTEP_LOG_LEVEL="DEBUG",
+                TIMESTEP_QUEUE_POLL_SECONDS="0.05", TIMESTEP_WORKERS="1", TIMESTEP_DB_POOL_SIZE="6",
+                PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
+            )
+            if db_url:
+                env["PG_CONNECTION_URI"] = db_url
+            out = tmp / f"{role}.log"
+            outputs.append(out)
+            args = [sys.executable, "-c", DEBUG_MAIN, "up", "--agents", "bus_agents", "--role", role]
+            procs.append(subprocess.Popen(args, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT))
+        deployed = Deployment(server, url, passwords, api_key, db_password, model, outputs, procs)
         wait_printed(zip(procs, outputs))
         yield deployed
     finally:
@@ -212,6 +218,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         model.close()
         if db_url:
             _drop_pg_database(db_name)
+        held.close()
 
 
 def kinds(events: list) -> list[str]:
