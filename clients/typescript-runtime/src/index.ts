@@ -9,7 +9,7 @@
 
 import { DBOS } from "@dbos-inc/dbos-sdk";
 import {
-  Agent, OpenAIProvider, Runner, Usage,
+  Agent, OpenAIProvider, RunState, Runner, Usage,
   type AgentInputItem, type FunctionTool, type Model, type ModelProvider, type ModelRequest, type ModelResponse, type StreamEvent, type Tool,
 } from "@openai/agents";
 
@@ -29,6 +29,16 @@ export class ConfigurationError extends Error {
 /** A run's agent is not registered in this process (a recovered run needs it registered before launch). */
 export class UnknownAgentError extends Error {
   override name = "UnknownAgentError";
+}
+
+/** No run has the id given. */
+export class UnknownRunError extends Error {
+  override name = "UnknownRunError";
+}
+
+/** The run is not waiting for a decision on that tool call (it ended, or never asked, or it was decided). */
+export class NotWaitingError extends Error {
+  override name = "NotWaitingError";
 }
 
 // --- configuration ---------------------------------------------------------------------------
@@ -208,17 +218,120 @@ function durableAgent(agent: Agent<any, any>, made = new Map<Agent<any, any>, Ag
 
 // --- the workflow ----------------------------------------------------------------------------
 
-/** A run's input as DBOS records it (plain data: the agent by name). */
+/** A run's input as DBOS records it (plain data: the agent by name; a resumed run's state as its string). */
 interface RunSpec {
   agent: string;
-  input: string | AgentInputItem[];
+  input?: string | AgentInputItem[];
+  state?: string;
   maxTurns: number;
   context?: unknown;
+  waitForApproval?: boolean;
+  approvalTimeoutSeconds?: number;
 }
 
+/** A tool call waiting for a human's decision. `deadline` (epoch seconds): when it is rejected unless decided. */
+export interface Approval {
+  callId: string;
+  tool: string;
+  arguments: string;
+  deadline?: number;
+}
+
+type Usage4 = { requests: number; inputTokens: number; outputTokens: number; totalTokens: number };
+
 interface RunOutput {
+  status: "completed" | "interrupted";
   output: unknown;
-  usage: { requests: number; inputTokens: number; outputTokens: number; totalTokens: number };
+  usage: Usage4;
+  interruptions?: Approval[];
+}
+
+/** A decision sent to a waiting run (`approveToolCall`, `rejectToolCall`). */
+interface Decision {
+  type: "approve" | "reject";
+  callId: string;
+  always?: boolean;
+  arguments?: string;
+  message?: string;
+  decidedBy?: string;
+}
+
+/** The run's events (DBOS's durable key-value per workflow): its saved state while it is interrupted,
+ * and the tool calls it waits on while it waits for decisions. */
+const STATE_EVENT = "timestep.run_state";
+const WAITING_EVENT = "timestep.waiting";
+const DECISION_TOPIC = "timestep.decision";
+/** The longest one wait for a decision lasts before it is taken up again (each wait is recorded). */
+const DECISION_WAIT_SECONDS = 3600;
+
+function usageOf(state: RunState<any, any>): Usage4 {
+  const u = state.usage;
+  return { requests: u.requests, inputTokens: u.inputTokens, outputTokens: u.outputTokens, totalTokens: u.totalTokens };
+}
+
+function approvalsOf(state: RunState<any, any>, timeoutSeconds?: number): Approval[] {
+  const deadline = timeoutSeconds ? Date.now() / 1000 + timeoutSeconds : undefined;
+  return state.getInterruptions().map((item) => ({
+    callId: (item.rawItem as { callId?: string }).callId ?? "",
+    tool: item.name ?? "",
+    arguments: item.arguments ?? "",
+    ...(deadline === undefined ? {} : { deadline }),
+  }));
+}
+
+/** The approved call runs with `edited` arguments: in the approval item, in the turn's processed
+ * function calls the runner resumes from, and in the items the run keeps (so its history shows them). */
+function editArguments(state: RunState<any, any>, callId: string, edited: string): void {
+  const calls: { callId?: string; arguments?: string }[] = [
+    ...state.getInterruptions().map((i) => i.rawItem as { callId?: string; arguments?: string }),
+    ...(state._lastProcessedResponse?.functions ?? []).map((f) => f.toolCall as { callId?: string; arguments?: string }),
+    ...state._generatedItems.map((i) => i.rawItem as { callId?: string; arguments?: string }),
+  ];
+  for (const call of calls) if (call?.callId === callId && typeof call.arguments === "string") call.arguments = edited;
+}
+
+/** Wait (durably) until each waiting call of `state` is approved or rejected, or rejected at its deadline.
+ * Each wait is a recorded `recv`: after a crash the run waits on, with the deadlines it had. */
+async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): Promise<void> {
+  const pending = new Map(waiting.map((a) => [a.callId, a]));
+  const items = new Map(state.getInterruptions().map((i) => [(i.rawItem as { callId?: string }).callId ?? "", i]));
+  while (pending.size > 0) {
+    const due = [...pending.values()].map((a) => a.deadline).filter((d): d is number => d !== undefined);
+    const earliest = due.length ? Math.min(...due) : undefined;
+    // The clock is read in a step, so a replay waits the same as the first execution did.
+    const now = await DBOS.runStep(async () => Date.now() / 1000, { name: "clock" });
+    const wait = earliest === undefined ? DECISION_WAIT_SECONDS : Math.max(0, earliest - now);
+    const decision = await DBOS.recv<Decision>(DECISION_TOPIC, wait);
+    if (decision === null) {
+      if (earliest === undefined) continue;
+      for (const [callId, a] of [...pending]) {
+        if (a.deadline !== undefined && a.deadline <= earliest) {
+          state.reject(items.get(callId)!, { message: `No decision came before the approval deadline; the call to ${a.tool} was not made.` });
+          pending.delete(callId);
+        }
+      }
+    } else {
+      const asked = pending.get(decision.callId);
+      if (!asked) continue;  // checked before it was sent: a second decision on the same call
+      const item = items.get(decision.callId)!;
+      const same = [...pending.values()].filter((a) => a.callId === decision.callId || (decision.always && a.tool === asked.tool));
+      if (decision.type === "approve") {
+        if (decision.arguments !== undefined) editArguments(state, decision.callId, decision.arguments);
+        state.approve(item, { alwaysApprove: decision.always ?? false });
+      } else {
+        state.reject(item, { alwaysReject: decision.always ?? false, ...(decision.message ? { message: decision.message } : {}) });
+      }
+      for (const a of same) {
+        if (a.callId !== decision.callId) {
+          const other = items.get(a.callId)!;
+          if (decision.type === "approve") state.approve(other, { alwaysApprove: true });
+          else state.reject(other, { alwaysReject: true, ...(decision.message ? { message: decision.message } : {}) });
+        }
+        pending.delete(a.callId);
+      }
+    }
+    await DBOS.setEvent(WAITING_EVENT, [...pending.values()]);
+  }
 }
 
 const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput> => {
@@ -229,21 +342,39 @@ const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput>
       "call registerAgent(agent) at start-up, before ensureDBOSLaunched()",
     );
   }
+  const durable = durableAgent(agent);
   const runner = new Runner({ tracingDisabled: true, modelProvider: new DurableModelProvider(new OpenAIProvider()) });
-  const result = await runner.run(durableAgent(agent), spec.input, { maxTurns: spec.maxTurns, context: spec.context });
-  const usage = result.state.usage;
-  return {
-    output: result.finalOutput,
-    usage: { requests: usage.requests, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, totalTokens: usage.totalTokens },
-  };
+  let input: string | AgentInputItem[] | RunState<any, any> = spec.state !== undefined ? await RunState.fromString(durable, spec.state) : spec.input!;
+  let saved = spec.state !== undefined;
+  for (;;) {
+    const result = await runner.run(durable, input, { maxTurns: spec.maxTurns, ...(spec.context === undefined ? {} : { context: spec.context }) });
+    if (!result.interruptions?.length) {
+      if (saved) await DBOS.setEvent(STATE_EVENT, null);  // nothing left to resume
+      return { status: "completed", output: result.finalOutput, usage: usageOf(result.state) };
+    }
+    // A step: the deadlines are set once, and a replay reads them from the record.
+    const waiting = await DBOS.runStep(async () => approvalsOf(result.state, spec.approvalTimeoutSeconds), { name: "run.interrupted" });
+    // Saved before the run returns or waits: `RunStateStore` loads it, `approveToolCall` checks against it.
+    await DBOS.setEvent(STATE_EVENT, result.state.toString());
+    saved = true;
+    if (!spec.waitForApproval) {
+      return { status: "interrupted", output: undefined, usage: usageOf(result.state), interruptions: waiting };
+    }
+    await DBOS.setEvent(WAITING_EVENT, waiting);
+    await awaitDecisions(result.state, waiting);
+    input = result.state;
+  }
 }, { name: WORKFLOW });
 
-/** What `runAgentWorkflow` returns, as `RunResult` on the Python side. */
+/** What `runAgentWorkflow` returns, as `RunResult` on the Python side: `status` is `completed`, or
+ * `interrupted` with the tool calls waiting for approval in `interruptions` (the run's state is saved:
+ * see `RunStateStore`). */
 export interface RunResult {
   workflowId: string;
-  status: "completed";
+  status: "completed" | "interrupted";
   output: unknown;
-  usage: RunOutput["usage"];
+  usage: Usage4;
+  interruptions: Approval[];
 }
 
 /** A run started before, in this process or another: its status and, once it ends, its result. */
@@ -253,7 +384,7 @@ export class RunHandle {
   /** Wait for the run to end: its result, or the error it ended with. */
   async getResult(): Promise<RunResult> {
     const done = (await DBOS.retrieveWorkflow<RunOutput>(this.workflowId).getResult()) as RunOutput;
-    return { workflowId: this.workflowId, status: "completed", output: done.output, usage: done.usage };
+    return { workflowId: this.workflowId, status: done.status ?? "completed", output: done.output, usage: done.usage, interruptions: done.interruptions ?? [] };
   }
 
   /** `queued`, `running`, `completed`, `failed` or `cancelled` (undefined: no run has this id). */
@@ -294,21 +425,33 @@ export async function runAgentWorkflow(...args: Parameters<typeof startAgentWork
   return (await startAgentWorkflow(...args)).getResult();
 }
 
-/** `runAgentWorkflow(agent, inputItems, session?, stream?, timeoutSeconds?, maxTurns = 10, context?, workflowId?)`
- * without waiting: the run's handle once it has started. */
+/** What a run does beyond the guide's positional arguments. */
+export interface RunOptions {
+  /** When the run is interrupted for approval, wait (durably) for `approveToolCall` / `rejectToolCall`
+   * and go on in the same workflow, instead of returning `interrupted` (default false). */
+  waitForApproval?: boolean;
+  /** With `waitForApproval`: a call not decided within this many seconds is rejected (default: no deadline). */
+  approvalTimeoutSeconds?: number;
+}
+
+/** `runAgentWorkflow(agent, inputItems, session?, stream?, timeoutSeconds?, maxTurns = 10, context?, workflowId?, options?)`
+ * without waiting: the run's handle once it has started. `inputItems` may be the `RunState` of an
+ * interrupted run (from `RunStateStore`), its interruptions approved or rejected: the run goes on from it. */
 export async function startAgentWorkflow(
   agent: Agent<any, any>,
-  inputItems: string | AgentInputItem[],
+  inputItems: string | AgentInputItem[] | RunState<any, any>,
   session?: unknown,
   stream = false,
   timeoutSeconds?: number,
   maxTurns: number = DEFAULT_MAX_TURNS,
   context?: unknown,
   workflowId?: string,
+  options: RunOptions = {},
 ): Promise<RunHandle> {
   registerAgent(agent);
-  if (typeof inputItems !== "string" && !Array.isArray(inputItems)) {
-    throw new ValidationError("inputItems", "is neither a string nor a list of input items", "pass the user's text, or a list of items");
+  const resumed = inputItems instanceof RunState;
+  if (!resumed && typeof inputItems !== "string" && !Array.isArray(inputItems)) {
+    throw new ValidationError("inputItems", "is neither a string, a list of input items nor a RunState", "pass the user's text, a list of items, or a loaded RunState");
   }
   if (session !== undefined && session !== null) {
     throw new ValidationError("session", "sessions are not built for TypeScript agents yet", "pass undefined, and keep the conversation in inputItems");
@@ -321,9 +464,108 @@ export async function startAgentWorkflow(
     throw new ValidationError("maxTurns", `${maxTurns} is not a whole number of turns`, "give 1 or more");
   }
   if (workflowId !== undefined) checkRunId("workflowId", workflowId);
+  const { waitForApproval = false, approvalTimeoutSeconds, ...unknown } = options ?? {};
+  const stray = Object.keys(unknown);
+  if (stray.length) throw new ValidationError(`options.${stray[0]}`, "is not an option", "use waitForApproval or approvalTimeoutSeconds");
+  if (typeof waitForApproval !== "boolean") throw new ValidationError("options.waitForApproval", `${JSON.stringify(waitForApproval)} is not true or false`, "pass a boolean");
+  if (approvalTimeoutSeconds !== undefined) {
+    if (!waitForApproval) throw new ValidationError("options.approvalTimeoutSeconds", "applies only to a run that waits for approval", "pass waitForApproval: true with it, or leave it out");
+    if (!(typeof approvalTimeoutSeconds === "number" && approvalTimeoutSeconds > 0 && approvalTimeoutSeconds <= 31_536_000)) {
+      throw new ValidationError("options.approvalTimeoutSeconds", `${approvalTimeoutSeconds} is not a number of seconds from 0 to 365 days`, "give e.g. 3600, or none");
+    }
+  }
   await ensureDBOSLaunched();
   const id = workflowId ?? crypto.randomUUID().replaceAll("-", "");
-  const spec: RunSpec = { agent: agent.name, input: inputItems, maxTurns, ...(context === undefined ? {} : { context }) };
+  const spec: RunSpec = {
+    agent: agent.name, maxTurns,
+    ...(resumed ? { state: inputItems.toString() } : { input: inputItems }),
+    ...(context === undefined ? {} : { context }),
+    ...(waitForApproval ? { waitForApproval } : {}),
+    ...(approvalTimeoutSeconds === undefined ? {} : { approvalTimeoutSeconds }),
+  };
   await DBOS.startWorkflow(agentRun, { workflowID: id, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) })(spec);
   return new RunHandle(id);
+}
+
+// --- approvals -------------------------------------------------------------------------------
+
+/** The saved state of an interrupted run, as the Python side's `RunStateStore`: load it, approve or
+ * reject its interruptions, and pass it to `runAgentWorkflow` to go on. A run saves it by itself when it
+ * is interrupted (and clears it when it completes). */
+export class RunStateStore<A extends Agent<any, any> = Agent<any, any>> {
+  readonly agent: A;
+  readonly workflowId: string;
+
+  constructor({ agent, workflowId }: { agent: A; workflowId: string }) {
+    if (!(agent instanceof Agent)) throw new ValidationError("agent", "is not an Agent of @openai/agents", "pass the agent the state belongs to");
+    checkRunId("workflowId", workflowId);
+    this.agent = agent;
+    this.workflowId = workflowId;
+  }
+
+  /** The saved state, ready to approve or reject and resume; undefined when nothing is saved. */
+  async load(): Promise<RunState<any, A> | undefined> {
+    await ensureDBOSLaunched();
+    const saved = await DBOS.getEvent<string | null>(this.workflowId, STATE_EVENT, 0);
+    if (typeof saved !== "string") return undefined;
+    return RunState.fromString(this.agent, saved);
+  }
+}
+
+/** The tool calls a run waiting for approval (`waitForApproval`) still waits on. */
+export async function pendingApprovals(workflowId: string): Promise<Approval[]> {
+  checkRunId("workflowId", workflowId);
+  await ensureDBOSLaunched();
+  const status = await DBOS.getWorkflowStatus(workflowId);
+  if (!status) throw new UnknownRunError(`workflowId: no run ${JSON.stringify(workflowId)}; check the id`);
+  if (!["PENDING", "ENQUEUED"].includes(status.status)) return [];
+  return (await DBOS.getEvent<Approval[]>(workflowId, WAITING_EVENT, 0)) ?? [];
+}
+
+async function decide(workflowId: string, decision: Decision): Promise<void> {
+  checkRunId("workflowId", workflowId);
+  if (typeof decision.callId !== "string" || !decision.callId) {
+    throw new ValidationError("callId", `${JSON.stringify(decision.callId)} is not a tool call id`, "pass the callId of one of the run's interruptions");
+  }
+  if (decision.always !== undefined && typeof decision.always !== "boolean") {
+    throw new ValidationError("always", `${JSON.stringify(decision.always)} is not true or false`, "pass a boolean, or leave it out");
+  }
+  if (decision.arguments !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = typeof decision.arguments === "string" ? JSON.parse(decision.arguments) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new ValidationError("arguments", `${JSON.stringify(decision.arguments)} is not a JSON object`, "pass the tool's arguments as a JSON object string, e.g. '{\"city\": \"Paris\"}'");
+    }
+  }
+  const waiting = await pendingApprovals(workflowId);
+  if (!waiting.some((a) => a.callId === decision.callId)) {
+    const status = (await DBOS.getWorkflowStatus(workflowId))!.status;
+    const why = !["PENDING", "ENQUEUED"].includes(status)
+      ? `run ${JSON.stringify(workflowId)} has ended (${status.toLowerCase()})`
+      : waiting.length
+        ? `run ${JSON.stringify(workflowId)} waits for ${waiting.map((a) => JSON.stringify(a.callId)).join(", ")}, not ${JSON.stringify(decision.callId)}`
+        : `run ${JSON.stringify(workflowId)} is not waiting for a decision (it is not interrupted, or did not ask to wait: waitForApproval)`;
+    throw new NotWaitingError(`callId: ${why}; check pendingApprovals(workflowId)`);
+  }
+  // One decision per call and kind: sending the same one twice delivers it once.
+  await DBOS.send(workflowId, decision, DECISION_TOPIC, `${workflowId}.${decision.callId}.${decision.type}`);
+}
+
+/** Approve a tool call a run waits on (`waitForApproval`), perhaps with edited `arguments` (a JSON object
+ * string) or `always` (every later call of that tool in the run too); the run goes on with it. */
+export async function approveToolCall(
+  workflowId: string, callId: string, options: { arguments?: string; always?: boolean; decidedBy?: string } = {},
+): Promise<void> {
+  await decide(workflowId, { type: "approve", callId, ...options });
+}
+
+/** Reject a tool call a run waits on; the model is told `message` (default: the SDK's) and the run goes on. */
+export async function rejectToolCall(
+  workflowId: string, callId: string, options: { message?: string; always?: boolean; decidedBy?: string } = {},
+): Promise<void> {
+  await decide(workflowId, { type: "reject", callId, ...options });
 }

@@ -28,14 +28,14 @@ after(() => {
 });
 
 interface Outcome {
-  result: { workflowId: string; status: string; output: string; usage: { requests: number } };
+  result: { workflowId: string; status: string; output: string; usage: { requests: number }; interruptions: { callId: string; tool: string; arguments: string }[] };
   steps: { number: number; name: string }[];
   status: string;
 }
 
 /** One run of the program: `mode` (`run` or `recover`) on workflow `id`, with `calls` counting what ran. */
-function program(mode: string, id: string, calls: string, extra: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [PROGRAM, mode, id], {
+function program(mode: string, id: string, calls: string, extra: Record<string, string> = {}, args: string[] = []) {
+  const child = spawn(process.execPath, [PROGRAM, mode, id, ...args], {
     env: { ...process.env, PG_CONNECTION_URI: DATABASE, CALLS_FILE: calls, TIMESTEP_EXECUTOR_ID: `ts-test-${process.pid}`, ...extra },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -53,10 +53,22 @@ function program(mode: string, id: string, calls: string, extra: Record<string, 
   return { child, done };
 }
 
-async function outcome(mode: string, id: string, calls: string): Promise<Outcome> {
-  const { code, out, err } = await program(mode, id, calls).done;
+async function outcome(mode: string, id: string, calls: string, extra: Record<string, string> = {}, args: string[] = []): Promise<Outcome> {
+  const { code, out, err } = await program(mode, id, calls, extra, args).done;
   assert.equal(code, 0, `node weather.js ${mode} ${id} exited ${code}:\n${out}\n${err}`);
   return JSON.parse(out.trim().split("\n").at(-1)!) as Outcome;
+}
+
+/** The first line the program printed, once it has printed one (it goes on running). */
+async function firstLine(child: ReturnType<typeof spawn>): Promise<unknown> {
+  let out = "";
+  return new Promise((resolve, reject) => {
+    child.stdout!.on("data", (d) => {
+      out += d;
+      if (out.includes("\n")) resolve(JSON.parse(out.split("\n")[0]!));
+    });
+    child.on("exit", (code) => reject(new Error(`exited ${code} before printing: ${out}`)));
+  });
 }
 
 /** What ran, as the program counted it: `model-1`, `tool`, `model-2`, each with the pid it ran in. */
@@ -114,6 +126,84 @@ describe("runAgentWorkflow", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is
   });
 });
 
+describe("approvals", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not set" }, () => {
+  const APPROVAL = { APPROVAL: "1" };
+  /** Another program that decides: an executor id of its own, so its launch recovers none of the runs. */
+  async function decide(mode: string, id: string, calls: string, args: string[]) {
+    const { code, out, err } = await program(mode, id, calls, { ...APPROVAL, TIMESTEP_EXECUTOR_ID: `ts-approver-${process.pid}` }, args).done;
+    return { code, answer: JSON.parse(out.trim().split("\n").at(-1) || "{}") as { sent?: string; error?: string; message?: string }, err };
+  }
+
+  test("an interrupted run returns its waiting call; its saved state, approved, goes on in a new run", async () => {
+    const { id, calls } = fresh();
+    const interrupted = await outcome("run", id, calls, APPROVAL);
+    assert.equal(interrupted.result.status, "interrupted");
+    assert.deepEqual(interrupted.result.interruptions.map((a) => [a.callId, a.tool, JSON.parse(a.arguments)]), [["call_1", "get_weather", { city: "Paris" }]]);
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1"], "the tool waits for its approval");
+
+    const resumed = await outcome("resume", id, calls, APPROVAL, [`${id}-resumed`]);
+    assert.equal(resumed.result.status, "completed");
+    assert.equal(resumed.result.output, "The weather: sunny in Paris");
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "model-2"]);
+    assert.deepEqual(resumed.steps.map((s) => s.name), ["tool:get_weather", "model", "DBOS.setEvent"]);
+  });
+
+  test("a run waiting for approval survives SIGKILL, and an approval with edited arguments sent from another process resumes it once", async () => {
+    const { id, calls } = fresh();
+    const first = program("wait", id, calls, APPROVAL);
+    const waiting = (await firstLine(first.child)) as { waiting: { callId: string }[] };
+    assert.deepEqual(waiting.waiting.map((a) => a.callId), ["call_1"]);
+    first.child.kill("SIGKILL");
+    assert.equal((await first.done).signal, "SIGKILL");
+
+    // Refused, naming what is wrong: a call the run does not wait on, arguments that are not a JSON object.
+    const wrongCall = await decide("approve", id, calls, ["call_9"]);
+    assert.equal(wrongCall.code, 2);
+    assert.equal(wrongCall.answer.error, "NotWaitingError");
+    assert.match(wrongCall.answer.message!, /waits for "call_1", not "call_9"/);
+    const badArguments = await decide("approve", id, calls, ["call_1", "Lyon"]);
+    assert.equal(badArguments.answer.error, "ValidationError");
+    assert.match(badArguments.answer.message!, /^arguments: .* is not a JSON object/);
+
+    const recovering = program("recover", id, calls, APPROVAL);
+    const approved = await decide("approve", id, calls, ["call_1", JSON.stringify({ city: "Lyon" })]);
+    assert.equal(approved.code, 0, approved.err);
+    const { code, out, err } = await recovering.done;
+    assert.equal(code, 0, `${out}\n${err}`);
+    const resumed = JSON.parse(out.trim().split("\n").at(-1)!) as Outcome;
+    assert.equal(resumed.result.status, "completed");
+    assert.equal(resumed.result.output, "The weather: sunny in Lyon");
+    // The model's first call came from the record; the tool ran once, after the approval, in the new process.
+    const after = ran(calls);
+    assert.deepEqual(after.map(([what]) => what), ["model-1", "tool", "model-2"]);
+    assert.notEqual(after[1]![1], after[0]![1]);
+    const again = await decide("approve", id, calls, ["call_1"]);
+    assert.equal(again.answer.error, "NotWaitingError");
+    assert.match(again.answer.message!, /has ended/);
+  });
+
+  test("a call not decided by its deadline is rejected, and the model is told", async () => {
+    const { id, calls } = fresh();
+    const waited = await outcome("wait", id, calls, { ...APPROVAL, APPROVAL_TIMEOUT: "1" });
+    assert.equal(waited.result.status, "completed");
+    assert.match(waited.result.output, /^The weather: No decision came before the approval deadline/);
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "model-2"], "the tool never ran");
+  });
+
+  test("a rejection's message reaches the model and the tool does not run", async () => {
+    const { id, calls } = fresh();
+    const first = program("wait", id, calls, APPROVAL);
+    await firstLine(first.child);
+    const rejected = await decide("reject", id, calls, ["call_1", "not in Paris"]);
+    assert.equal(rejected.code, 0, rejected.err);
+    const { code, out, err } = await first.done;
+    assert.equal(code, 0, `${out}\n${err}`);
+    const done = JSON.parse(out.trim().split("\n").at(-1)!) as Outcome;
+    assert.equal(done.result.output, "The weather: not in Paris");
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "model-2"]);
+  });
+});
+
 describe("bad input gets an error that names the field and the fix", () => {
   test("no PG_CONNECTION_URI, a database that is not PostgreSQL, a bad pool size", () => {
     const saved = process.env.PG_CONNECTION_URI;
@@ -145,5 +235,9 @@ describe("bad input gets an error that names the field and the fix", () => {
     await refused("maxTurns", () => runAgentWorkflow(agent, "hi", undefined, false, undefined, 0));
     await refused("workflowId", () => runAgentWorkflow(agent, "hi", undefined, false, undefined, undefined, undefined, "a\u0000b"));
     await refused("inputItems", () => runAgentWorkflow(agent, 42 as unknown as string));
+    const options = (o: object) => () => runAgentWorkflow(agent, "hi", undefined, false, undefined, undefined, undefined, undefined, o);
+    await refused("options.approvalTimeoutSeconds", options({ approvalTimeoutSeconds: 5 }));
+    await refused("options.approvalTimeoutSeconds", options({ waitForApproval: true, approvalTimeoutSeconds: -1 }));
+    await refused("options.waitForApprovel", options({ waitForApprovel: true }));
   });
 });
