@@ -100,30 +100,32 @@ describe("runAgentWorkflow", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is
     assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "model-2"]);
   });
 
-  test("killed with SIGKILL inside its tool, the run resumes in a new process without calling the model again", async () => {
-    const { id, calls } = fresh();
-    const hold = join(dir, `hold-${id}`);
-    const first = program("run", id, calls, { HOLD_FILE: hold });
-    for (let i = 0; !existsSync(hold); i++) {
-      assert.ok(i < 600, "the tool did not start within 60 s");
-      await sleep(100);
-    }
-    first.child.kill("SIGKILL");
-    const killed = await first.done;
-    assert.equal(killed.signal, "SIGKILL");
-    const before = ran(calls);
-    assert.deepEqual(before.map(([what]) => what), ["model-1", "tool"]);
+  for (const mode of ["run", "queue"]) {
+    test(`killed with SIGKILL inside its tool, the run resumes in a new process without calling the model again (${mode})`, async () => {
+      const { id, calls } = fresh();
+      const hold = join(dir, `hold-${id}`);
+      const first = program(mode, id, calls, { HOLD_FILE: hold });
+      for (let i = 0; !existsSync(hold); i++) {
+        assert.ok(i < 600, "the tool did not start within 60 s");
+        await sleep(100);
+      }
+      first.child.kill("SIGKILL");
+      const killed = await first.done;
+      assert.equal(killed.signal, "SIGKILL");
+      const before = ran(calls);
+      assert.deepEqual(before.map(([what]) => what), ["model-1", "tool"]);
 
-    const resumed = await outcome("recover", id, calls);
-    assert.equal(resumed.result.output, "The weather: sunny in Paris");
-    assert.deepEqual(resumed.steps.map((s) => s.name), ["model", "tool:get_weather", "model"]);
-    const after = ran(calls);
-    const firstPid = before[0]![1];
-    // The finished model call came from the record; the tool call the kill cut off ran again (at least
-    // once, as a step that had not finished), then the second model call.
-    assert.deepEqual(after.map(([what]) => what), ["model-1", "tool", "tool", "model-2"]);
-    assert.ok(after.slice(2).every(([, pid]) => pid !== firstPid), "the resumed calls ran in the new process");
-  });
+      const resumed = await outcome("recover", id, calls);
+      assert.equal(resumed.result.output, "The weather: sunny in Paris");
+      assert.deepEqual(resumed.steps.map((s) => s.name), ["model", "tool:get_weather", "model"]);
+      const after = ran(calls);
+      const firstPid = before[0]![1];
+      // The finished model call came from the record; the tool call the kill cut off ran again (at least
+      // once, as a step that had not finished), then the second model call.
+      assert.deepEqual(after.map(([what]) => what), ["model-1", "tool", "tool", "model-2"]);
+      assert.ok(after.slice(2).every(([, pid]) => pid !== firstPid), "the resumed calls ran in the new process");
+    });
+  }
 });
 
 describe("approvals", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not set" }, () => {
