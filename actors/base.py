@@ -67,6 +67,7 @@ class KnownAgents:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._hosted: dict[str, float] = {}  # name -> when the answer was read (monotonic)
+        self._runtimes: dict[str, tuple[str, float]] = {}  # name -> (runtime, when it was read)
 
     async def problem(self, name: str) -> str | None:
         """None when `name` is known; else why not, naming the agents that are."""
@@ -81,6 +82,18 @@ class KnownAgents:
         self._hosted.pop(name, None)
         hosted = await self.bus.hosted_agents()
         return f"no agent named {name!r} is hosted by a running agent actor (hosted: {', '.join(hosted) or 'none'})"
+
+    async def runtime(self, name: str) -> str:
+        """"typescript" when only TypeScript agent actors host `name` (their direct runs go to
+        `<prefix>.runs.start.typescript`), else "python". Asked after `problem` said it is known."""
+        if name in registry.registered_agents():
+            return "python"
+        known = self._runtimes.get(name)
+        if known is not None and time.monotonic() - known[1] < self.CACHE_SECONDS:
+            return known[0]
+        runtime = await self.bus.agent_runtime(name) or "python"
+        self._runtimes[name] = (runtime, time.monotonic())
+        return runtime
 
 
 class Actor:

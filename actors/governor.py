@@ -89,24 +89,31 @@ class Governor(Actor):
             await admission.refuse_if_busy(request.session_id, request.session_policy, run_id)  # as the library does
         except SessionBusyError as busy:
             raise Busy(busy.field, busy.problem, run_id) from None
+        typescript = await self._agents.runtime(request.agent) == "typescript"
+        if typescript and request.queue is not None:
+            raise Invalid(
+                "queue", f"agent {request.agent!r} is hosted by TypeScript agent actors, which take direct runs only so far; submit it without a queue",
+                run_id,
+            )
         if request.queue is None:
-            await self._start_now(request, run_id)
+            await self._start_now(request, run_id, typescript=typescript)
         else:
             await self._enqueue(request, run_id)
         metrics.RUNS_ADMITTED.labels(kind="direct" if request.queue is None else "queued", queue=request.queue or "").inc()
         log.info("admitted run %s (%s)", run_id, f"queue {request.queue}" if request.queue else "direct")
 
-    async def _start_now(self, request, run_id: str) -> None:
+    async def _start_now(self, request, run_id: str, *, typescript: bool = False) -> None:
         # `accepted` is stored first, so no event of the run comes before it, wherever the run starts.
         # A crash before the run is handed on redelivers the request (it is acked after this), which
         # publishes `accepted` again (stored once: its message id) and hands the run on.
         start = StartRun(run_id=run_id, timeout_seconds=request.timeout_seconds, spec=_traced(to_spec(request, seq_base=1)))
         await self.bus.publish_event(Accepted(run_id=run_id, seq=1, time=now()))
-        if self.local_agent is not None:
+        if self.local_agent is not None and not typescript:
             await self.local_agent.start_run(start)
         else:
             trace = observe.run_trace(run_id)
-            await self.bus.publish_durably(self.bus.subjects.start, encode(start), run_id, headers=observe.trace_headers(trace))
+            subject = self.bus.subjects.start_typescript if typescript else self.bus.subjects.start
+            await self.bus.publish_durably(subject, encode(start), run_id, headers=observe.trace_headers(trace))
 
     async def on_give_up(self, msg: Message, exc: Exception) -> None:
         """A request whose run was accepted but could not be handed on (the database or the bus

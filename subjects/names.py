@@ -68,6 +68,12 @@ class Subjects:
         return f"{self.prefix}.runs.start"
 
     @property
+    def start_typescript(self) -> str:
+        """Internal: a validated direct run for an agent that TypeScript agent actors host
+        (`@timestep/runtime`'s `serveAgents`); they announce themselves with `"runtime": "typescript"`."""
+        return f"{self.prefix}.runs.start.typescript"
+
+    @property
     def schedules_create(self) -> str:
         return f"{self.prefix}.schedules.create"
 

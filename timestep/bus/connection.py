@@ -36,7 +36,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from subjects.events import ErrorInfo, LiveText, RunEvent, encode_event
 from subjects.messages import DeadLetter
@@ -327,7 +327,7 @@ class Bus:
                 storage=StorageType.FILE, num_replicas=r, no_ack=True, duplicate_window=window,
             ),
             StreamConfig(
-                name=WORK_STREAM, subjects=[s.start], retention=RetentionPolicy.WORK_QUEUE,
+                name=WORK_STREAM, subjects=[s.start, s.start_typescript], retention=RetentionPolicy.WORK_QUEUE,
                 storage=StorageType.FILE, num_replicas=r, duplicate_window=window,
             ),
             StreamConfig(
@@ -514,6 +514,27 @@ class Bus:
         for name in names:
             key = _host_key(name, executor_id)
             await self._retrying("the agents bucket", lambda key=key: bucket.put(key, entry), f"$KV.{AGENTS_BUCKET}.{key}")
+
+    async def agent_runtime(self, name: str) -> str | None:
+        """"typescript" when every live host of agent `name` is a TypeScript agent actor (its
+        announcement says `"runtime": "typescript"`), "python" when a host is a Python one, None when
+        no live process hosts it. Raises when the bucket cannot be read."""
+        keys = await self._host_keys(f"{_agent_key(name)}.*")
+        if not keys:
+            return None
+        bucket = await self._agents_bucket()
+        for key in keys:
+            try:
+                entry = await bucket.get(key)
+            except KeyNotFoundError:
+                continue  # expired meanwhile
+            try:
+                runtime = msgspec.json.decode(entry.value or b"{}").get("runtime", "python")
+            except (msgspec.DecodeError, AttributeError):
+                runtime = "python"
+            if runtime != "typescript":
+                return "python"
+        return "typescript"
 
     async def agent_hosted(self, name: str) -> bool:
         """Whether a live process hosts agent `name`. Raises when the bucket cannot be read: a

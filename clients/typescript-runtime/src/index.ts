@@ -151,6 +151,11 @@ export async function shutdownDBOS(): Promise<void> {
 
 const agents = new Map<string, Agent<any, any>>();
 
+/** The names of the agents registered in this process. */
+export function registeredAgents(): string[] {
+  return [...agents.keys()].sort();
+}
+
 /** Make `agent` the one its runs use in this process, by its name. A program registers its agents
  * before `ensureDBOSLaunched()`, so the runs recovered at launch find them. Returns `agent`. */
 export function registerAgent<A extends Agent<any, any>>(agent: A): A {
@@ -160,6 +165,48 @@ export function registerAgent<A extends Agent<any, any>>(agent: A): A {
   if (!agent.name) throw new ValidationError("agent.name", "is empty", "give the agent a name: its runs find it by name");
   agents.set(agent.name, agent);
   return agent;
+}
+
+// --- run events (agent actors on the bus) ---------------------------------------------------
+
+/** One event of a run as the subject contract has it (`subjects/events.py`): `type`, `run_id`, `seq`,
+ * `time` and the type's own fields. */
+export type RunEvent = { type: string; run_id: string; seq: number; time: string } & Record<string, unknown>;
+
+/** Where the events of runs started from the bus go (set by `serveAgents`): stored (JetStream) before the
+ * promise resolves, de-duplicated by `<run_id>.<seq>`. */
+let sink: ((event: RunEvent) => Promise<void>) | undefined;
+
+export function setEventSink(publish: ((event: RunEvent) => Promise<void>) | undefined): void {
+  sink = publish;
+}
+
+/** A bus run's event numbering: the next number, counted the same on a replay (each step that emits
+ * takes its numbers before it runs, whether it runs or comes from the record). */
+class RunEvents {
+  constructor(readonly runId: string, public seq: number) {}
+
+  take(n: number): number {
+    const first = this.seq + 1;
+    this.seq += n;
+    return first;
+  }
+
+  async emit(seq: number, type: string, fields: Record<string, unknown> = {}): Promise<void> {
+    if (!sink) throw new ConfigurationError("a run from the bus needs the bus: serveAgents() sets where its events go");
+    await sink({ type, run_id: this.runId, seq, time: new Date().toISOString(), ...fields });
+  }
+}
+
+const busRuns = new Map<string, RunEvents>();
+
+function eventsOfThisRun(): RunEvents | undefined {
+  const id = DBOS.workflowID;
+  return id === undefined ? undefined : busRuns.get(id);
+}
+
+function asText(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value);
 }
 
 // --- durable model and tool calls ------------------------------------------------------------
@@ -209,7 +256,22 @@ class DurableModelProvider implements ModelProvider {
 function durableTool(tool: Tool<any>): Tool<any> {
   if (tool.type !== "function") return tool;
   const inner = tool as FunctionTool<any, any, any>;
-  return { ...inner, invoke: (context, input, details) => DBOS.runStep(() => inner.invoke(context, input, details), { name: `tool:${inner.name}` }) };
+  return {
+    ...inner,
+    invoke: (context, input, details) => {
+      // A bus run's `tool_call` and `tool_output` are published inside the step, so both are stored
+      // before the step is recorded; a replay publishes them again, stored once (their message ids).
+      const events = eventsOfThisRun();
+      const seq = events?.take(2) ?? 0;
+      const callId = details?.toolCall?.callId ?? "";
+      return DBOS.runStep(async () => {
+        await events?.emit(seq, "tool_call", { tool: inner.name, call_id: callId, arguments: input });
+        const output = await inner.invoke(context, input, details);
+        await events?.emit(seq + 1, "tool_output", { call_id: callId, output: asText(output) });
+        return output;
+      }, { name: `tool:${inner.name}` });
+    },
+  };
 }
 
 /** `agent` with its model, its tools and the agents it hands off to made durable. */
@@ -235,6 +297,8 @@ interface RunSpec {
   context?: unknown;
   waitForApproval?: boolean;
   approvalTimeoutSeconds?: number;
+  /** Set for a run started from the bus: its events are published, numbered from `seqBase + 1`. */
+  seqBase?: number;
 }
 
 /** A tool call waiting for a human's decision. `deadline` (epoch seconds): when it is rejected unless decided. */
@@ -343,6 +407,35 @@ async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): P
 }
 
 const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput> => {
+  if (spec.seqBase === undefined) return execute(spec);
+  const events = new RunEvents(DBOS.workflowID!, spec.seqBase);
+  busRuns.set(events.runId, events);
+  try {
+    const started = events.take(1);
+    await DBOS.runStep(() => events.emit(started, "started"), { name: "run.started" });
+    let output: RunOutput;
+    try {
+      output = await execute(spec);
+      if (output.status === "interrupted") {
+        throw new ValidationError("tool", "approvals are not built for TypeScript agent actors yet", "host agents whose tools need no approval");
+      }
+    } catch (e) {
+      const failed = events.take(1);
+      const error = { type: (e as Error).name || "Error", message: (e as Error).message ?? String(e) };
+      await DBOS.runStep(() => events.emit(failed, "failed", { error }), { name: "run.failed" });
+      throw e;
+    }
+    const completed = events.take(1);
+    const usage = { requests: output.usage.requests, input_tokens: output.usage.inputTokens, output_tokens: output.usage.outputTokens, total_tokens: output.usage.totalTokens };
+    await DBOS.runStep(() => events.emit(completed, "completed", { output: output.output ?? null, usage }), { name: "run.completed" });
+    return output;
+  } finally {
+    busRuns.delete(events.runId);
+  }
+}, { name: WORKFLOW });
+
+/** The run itself: the agent's turns, each model call and tool call a step, and its approvals. */
+async function execute(spec: RunSpec): Promise<RunOutput> {
   const agent = agents.get(spec.agent);
   if (!agent) {
     throw new UnknownAgentError(
@@ -372,7 +465,7 @@ const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput>
     await awaitDecisions(result.state, waiting);
     input = result.state;
   }
-}, { name: WORKFLOW });
+}
 
 /** What `runAgentWorkflow` returns, as `RunResult` on the Python side: `status` is `completed`, or
  * `interrupted` with the tool calls waiting for approval in `interruptions` (the run's state is saved:
@@ -431,6 +524,14 @@ function checkRunId(field: string, id: unknown): void {
  */
 export async function runAgentWorkflow(...args: Parameters<typeof startAgentWorkflow>): Promise<RunResult> {
   return (await startAgentWorkflow(...args)).getResult();
+}
+
+/** Start the run a governor handed on (`<prefix>.runs.start.typescript`) as workflow `runId`, its events
+ * numbered from `seqBase + 1`; a second start of the same id is the same run. For `serveAgents`. */
+export async function startBusRun(runId: string, agent: string, input: string | AgentInputItem[], maxTurns: number, seqBase: number, timeoutSeconds?: number | null, context?: unknown): Promise<void> {
+  await ensureDBOSLaunched();
+  const spec: RunSpec = { agent, input, maxTurns, seqBase, ...(context === undefined || context === null ? {} : { context }) };
+  await DBOS.startWorkflow(agentRun, { workflowID: runId, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) })(spec);
 }
 
 /** What a run does beyond the guide's positional arguments. */
@@ -715,3 +816,5 @@ export async function rejectToolCall(
 ): Promise<void> {
   await decide(workflowId, { type: "reject", callId, ...options });
 }
+
+export { serveAgents, type AgentActor, type ServeOptions } from "./actor.js";

@@ -1,0 +1,163 @@
+/**
+ * The TypeScript agent actor: hosts this process's registered agents on the bus under the same contract as
+ * the Python agent actor. It announces its agents in the hosted-agents bucket (renewed while it lives, with
+ * `"runtime": "typescript"`, so a governor hands their direct runs to `<prefix>.runs.start.typescript`),
+ * takes those runs from its durable consumer, starts each as a DBOS workflow (the durable hand-off, then the
+ * ack) and publishes each run's events on `<prefix>.runs.events.<run_id>.<type>`, each stored before the
+ * step that made it is recorded.
+ */
+
+import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
+
+import {
+  ConfigurationError, ValidationError, ensureDBOSLaunched, registeredAgents, setEventSink, shutdownDBOS, startBusRun, type RunEvent,
+} from "./index.js";
+
+const WORK_STREAM = "TIMESTEP_WORK";
+const AGENTS_BUCKET = "TIMESTEP_AGENTS";
+const DURABLE = "agent-typescript";
+/** As the Python side: an announcement lasts 15 s unless renewed, and is renewed every 5 s. */
+const HOSTED_TTL_MS = 15_000;
+const RENEW_MS = 5_000;
+
+export interface ServeOptions {
+  /** NATS servers (default: NATS_URL, else nats://127.0.0.1:4222). */
+  natsUrl?: string;
+  /** The subjects' prefix (default: TIMESTEP_SUBJECT_PREFIX, else `timestep`). */
+  prefix?: string;
+}
+
+export interface AgentActor {
+  /** The agents announced. */
+  readonly agents: string[];
+  /** Stop taking runs and announcing, and shut DBOS down: the runs under way resume in the next process
+   * of this executor id (what a deploy's SIGTERM should call). */
+  stop(): Promise<void>;
+}
+
+const hex = (text: string) => Buffer.from(text, "utf8").toString("hex");
+
+/** The key of one agent hosted by one process, as the Python side writes it. */
+function hostKey(agent: string, executorId: string): string {
+  return `a-${hex(agent)}.e-${hex(executorId)}`;
+}
+
+interface StartRun {
+  run_id: string;
+  timeout_seconds: number | null;
+  spec: { agent: string; input?: unknown; state?: unknown; session_id?: unknown; stream?: boolean; max_turns?: number; seq_base?: number; context?: unknown };
+}
+
+/** Serve the agents registered in this process (`registerAgent`) on the bus, until `stop()`. */
+export async function serveAgents(options: ServeOptions = {}): Promise<AgentActor> {
+  const agents = registeredAgents();
+  if (!agents.length) throw new ValidationError("agents", "no agent is registered in this process", "call registerAgent(agent) for each agent before serveAgents()");
+  const prefix = options.prefix ?? process.env.TIMESTEP_SUBJECT_PREFIX ?? "timestep";
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(prefix)) {
+    throw new ValidationError("prefix", `${JSON.stringify(prefix)} is not a subject prefix`, "use tokens of A-Z, a-z, 0-9, '_' and '-' joined by dots");
+  }
+  const servers = (options.natsUrl ?? process.env.NATS_URL ?? "nats://127.0.0.1:4222").split(",").map((s) => s.trim()).filter(Boolean);
+  const executorId = process.env.TIMESTEP_EXECUTOR_ID || "local";
+  await ensureDBOSLaunched();
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers, name: `timestep-ts-agent-${executorId}`, maxReconnectAttempts: -1, timeout: 10_000 });
+  } catch (e) {
+    throw new ConfigurationError(`could not connect to NATS at ${servers.join(",")} (${(e as Error).message}); check NATS_URL`);
+  }
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
+  const start = `${prefix}.runs.start.typescript`;
+
+  setEventSink(async (event: RunEvent) => {
+    const h = headers();
+    h.set("Content-Type", "application/json");
+    await js.publish(`${prefix}.runs.events.${event.run_id}.${event.type}`, JSON.stringify(event), {
+      msgID: event.type === "cancelled" ? `${event.run_id}.cancelled.${event.seq}` : `${event.run_id}.${event.seq}`, headers: h,
+    });
+  });
+
+  // The work stream is the governor's (`timestep up` makes it); an older one gains this subject.
+  let info;
+  try {
+    info = await jsm.streams.info(WORK_STREAM);
+  } catch {
+    throw new ConfigurationError(`JetStream has no stream ${WORK_STREAM}: start the governor first (timestep up), with the same NATS_URL and prefix`);
+  }
+  if (!info.config.subjects.includes(start)) {
+    await jsm.streams.update(WORK_STREAM, { subjects: [...info.config.subjects, start] });
+  }
+  await jsm.consumers.add(WORK_STREAM, { durable_name: DURABLE, filter_subject: start, ack_policy: AckPolicy.Explicit, ack_wait: 30_000_000_000, max_deliver: 10 });
+
+  const kvm = new Kvm(nc);
+  let kv: KV;
+  try {
+    kv = await kvm.open(AGENTS_BUCKET);
+    await kv.status();
+  } catch {
+    kv = await kvm.create(AGENTS_BUCKET, { history: 1, ttl: HOSTED_TTL_MS });
+  }
+  const announce = async () => {
+    const entry = JSON.stringify({ executor_id: executorId, time: Date.now() / 1000, runtime: "typescript" });
+    for (const agent of agents) await kv.put(hostKey(agent, executorId), entry);
+  };
+  await announce();
+  const renewing = setInterval(() => announce().catch((e) => console.warn(`could not renew the hosted agents: ${(e as Error).message}`)), RENEW_MS);
+
+  const consumer = await js.consumers.get(WORK_STREAM, DURABLE);
+  const messages = await consumer.consume({ max_messages: 16 });
+  const handled = (async () => {
+    for await (const msg of messages) await handle(msg);
+  })();
+
+  async function handle(msg: JsMsg): Promise<void> {
+    let run: StartRun;
+    try {
+      run = msg.json<StartRun>();
+    } catch (e) {
+      console.warn(`a start on ${msg.subject} that is not JSON was dropped: ${(e as Error).message}`);
+      msg.term();
+      return;
+    }
+    const { spec } = run;
+    try {
+      const unsupported = spec.state != null ? "state" : spec.session_id != null ? "session_id" : spec.stream ? "stream" : undefined;
+      if (unsupported) {
+        throw new ValidationError(unsupported, "is not built for TypeScript agent actors yet", "submit the run without it");
+      }
+      if (typeof spec.input !== "string" && !Array.isArray(spec.input)) {
+        throw new ValidationError("input", "is neither text nor a list of input items", "submit the user's text as input");
+      }
+      await startBusRun(run.run_id, spec.agent, spec.input as string, spec.max_turns ?? 10, spec.seq_base ?? 0, run.timeout_seconds, spec.context);
+      msg.ack();
+    } catch (e) {
+      if (e instanceof ValidationError) {
+        // The run ends here, saying why, instead of leaving its followers waiting.
+        const seq = (spec.seq_base ?? 0) + 1;
+        const h = headers();
+        h.set("Content-Type", "application/json");
+        await js.publish(`${prefix}.runs.events.${run.run_id}.failed`, JSON.stringify({
+          type: "failed", run_id: run.run_id, seq, time: new Date().toISOString(), error: { type: "InvalidRequest", message: e.message, field: e.field },
+        }), { msgID: `${run.run_id}.${seq}`, headers: h });
+        msg.ack();
+        return;
+      }
+      console.warn(`run ${run.run_id} could not be started (${(e as Error).message}); it is offered again`);
+      msg.nak(1000);
+    }
+  }
+
+  return {
+    agents,
+    async stop() {
+      clearInterval(renewing);
+      await messages.close();
+      await handled.catch(() => undefined);
+      await shutdownDBOS();
+      setEventSink(undefined);
+      await nc.drain();
+    },
+  };
+}

@@ -1,0 +1,187 @@
+"""A TypeScript agent actor (`@timestep/runtime`'s `serveAgents`, clients/typescript-runtime/fixtures/actor.ts)
+on the bus beside the Python actors: a real nats-server, the Python governor, agent actor and scheduler in
+this process (on SQLite), and the Node actor as its own process on a PostgreSQL database of its own (DBOS's
+TypeScript SDK stores runs in PostgreSQL only). Runs are submitted as a NATS program does, with nats-py's
+standard JetStream publish, and through the Python client; the Node process is killed with SIGKILL inside
+its tool and stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import msgspec
+import nats
+import pytest
+
+from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database
+from node_packages import ROOT, NodePackage
+from subjects.events import encode_event
+from timestep.client import RunRejectedError
+
+pytestmark = [
+    pytest.mark.node,
+    pytest.mark.postgres,
+    pytest.mark.skipif(PG_PROBLEM is not None, reason=PG_PROBLEM or ""),
+    # The Python actors' database: the Node actor has its own; one backend is enough.
+    pytest.mark.parametrize("backend", ["sqlite"], indirect=True),
+]
+
+RUNTIME = NodePackage(ROOT / "clients" / "typescript-runtime")
+
+
+class NodeActor:
+    """`node dist/fixtures/actor.js` serving `ts-assistant`, its output kept for the failure message."""
+
+    def __init__(self, node: str, nats_url: str, database: str, tmp: Path, executor_id: str) -> None:
+        self.node, self.tmp, self.executor_id = node, tmp, executor_id
+        self.calls = tmp / "calls.txt"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PG_", "NATS_", "TIMESTEP_"))},
+            "NATS_URL": nats_url, "PG_CONNECTION_URI": database, "TIMESTEP_EXECUTOR_ID": executor_id,
+            "TIMESTEP_DB_POOL_SIZE": "6", "CALLS_FILE": str(self.calls),
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+        self.output = b""
+
+    async def start(self, **extra: str) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            self.node, "dist/fixtures/actor.js", cwd=RUNTIME.path, env={**self.env, **extra},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        line = b""
+        try:
+            while b"serving ts-assistant" not in line:
+                line = await asyncio.wait_for(self.proc.stdout.readline(), 120)
+                self.output += line
+                assert line, f"the Node actor exited before serving:\n{self.output.decode(errors='replace')}"
+        except TimeoutError:
+            raise AssertionError(f"the Node actor did not serve within 120 s:\n{self.output.decode(errors='replace')}") from None
+        self._drain = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None
+        while chunk := await self.proc.stdout.read(4096):
+            self.output += chunk
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._drain
+        return self.proc.returncode
+
+    def ran(self) -> list[str]:
+        return self.calls.read_text().split("\n")[:-1] if self.calls.exists() else []
+
+
+@pytest.fixture
+async def node_actor(system, tmp_path: Path):
+    node = await RUNTIME.installed_and_built()
+    name = f"timestep_t_{uuid.uuid4().hex[:12]}"
+    import psycopg
+
+    with psycopg.connect(_pg_base(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    actor = NodeActor(node, system.url, _with_database(_pg_base(), name), tmp_path, f"ts-actor-{uuid.uuid4().hex[:8]}")
+    await actor.start()
+    try:
+        yield actor
+    finally:
+        await actor.stop(signal.SIGKILL)
+        _drop_pg_database(name)
+
+
+async def _published(url: str, agent: str, text: str, **fields) -> str:
+    """Submit as any NATS program does: the standard JetStream publish of nats-py, its PubAck awaited."""
+    run_id = f"{agent}-{uuid.uuid4().hex[:10]}"
+    nc = await nats.connect(url)
+    try:
+        ack = await nc.jetstream().publish(
+            "timestep.runs.submit", json.dumps({"id": run_id, "agent": agent, "input": text, **fields}).encode(),
+            headers={"Nats-Msg-Id": run_id}, timeout=10,
+        )
+        assert ack.stream == "TIMESTEP_SUBMIT"
+    finally:
+        await nc.close()
+    return run_id
+
+
+async def _events(client, run_id: str, timeout: float = 120) -> list[dict]:
+    async def gather() -> list[dict]:
+        return [msgspec.json.decode(encode_event(e)) async for e in client.events(run_id)]
+
+    return await asyncio.wait_for(gather(), timeout)
+
+
+def _shape(events: list[dict]) -> list[tuple]:
+    """What a follower relies on, the same whichever actor served the run: each event's type and number,
+    and for tool calls, tool outputs and the end, what they carry (not times, ids or the model's usage)."""
+    kept = {"tool_call": ("tool", "call_id", "arguments"), "tool_output": ("call_id", "output"), "completed": ("output",), "failed": ("error",)}
+    return [(e["type"], e["seq"], *(e.get(k) for k in kept.get(e["type"], ()))) for e in events]
+
+
+async def test_a_run_published_for_a_typescript_agent_is_served_by_the_node_actor_with_the_events_a_python_agent_publishes(
+    node_actor, client, system,
+) -> None:
+    typescript = await _events(client, await _published(system.url, "ts-assistant", "get_weather city=Paris"))
+    python = await _events(client, await _published(system.url, "bus-assistant", "get_weather city=Paris"))
+    assert _shape(typescript) == _shape(python) == [
+        ("accepted", 1),
+        ("started", 2),
+        ("tool_call", 3, "get_weather", "call_1", '{"city": "Paris"}'),
+        ("tool_output", 4, "call_1", "sunny in Paris"),
+        ("completed", 5, "get_weather returned: sunny in Paris"),
+    ]
+    assert typescript[-1]["usage"]["requests"] == python[-1]["usage"]["requests"] == 2
+    assert [line.split()[0] for line in node_actor.ran()] == ["model", "get_weather:Paris", "model"]
+
+
+async def test_the_python_client_submits_to_a_typescript_agent_and_a_queued_request_is_refused_naming_the_field(node_actor, client) -> None:
+    submitted = await client.submit("ts-assistant", "get_weather city=Lyon")
+    assert (await submitted.result(timeout=120)).output == "get_weather returned: sunny in Lyon"
+    with pytest.raises(RunRejectedError) as refused:
+        await client.submit("ts-assistant", "get_weather city=Lyon", queue="default")
+    assert refused.value.error.field == "queue"
+    assert "TypeScript agent actors" in refused.value.error.message and "without a queue" in refused.value.error.message
+
+
+async def test_killed_with_sigkill_inside_its_tool_the_node_actor_s_run_resumes_in_the_next_process_without_a_second_model_call(
+    node_actor, client, system, tmp_path: Path,
+) -> None:
+    await node_actor.stop()
+    hold = tmp_path / "hold"
+    await node_actor.start(HOLD_FILE=str(hold))
+    run_id = await _published(system.url, "ts-assistant", "get_weather city=Oslo")
+    for _ in range(600):
+        if hold.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert hold.exists(), f"the tool did not start:\n{node_actor.output.decode(errors='replace')}"
+    assert await node_actor.stop(signal.SIGKILL) == -signal.SIGKILL
+    first_pid = node_actor.ran()[0].split()[1]
+
+    await node_actor.start()  # the same executor id: DBOS recovers the run at launch
+    events = await _events(client, run_id)
+    assert _shape(events) == [
+        ("accepted", 1),
+        ("started", 2),
+        ("tool_call", 3, "get_weather", "call_1", '{"city": "Oslo"}'),
+        ("tool_output", 4, "call_1", "sunny in Oslo"),
+        ("completed", 5, "get_weather returned: sunny in Oslo"),
+    ], "each event stored once, though the cut-off tool step published its tool_call again"
+    ran = [line.split() for line in node_actor.ran()]
+    # The finished model call came from the record; the tool call the kill cut off ran again, then the answer.
+    assert [what for what, _ in ran] == ["model", "get_weather:Oslo", "get_weather:Oslo", "model"]
+    assert ran[0][1] == ran[1][1] == first_pid and ran[2][1] != first_pid
+    assert await node_actor.stop() == 0, "SIGTERM: the Node actor stops and exits 0"
