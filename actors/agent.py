@@ -21,7 +21,7 @@ from actors.base import Actor, origin
 from subjects.events import ErrorInfo, Interrupted
 from subjects.ids import run_id_problem
 from subjects.messages import ApprovalList, Approve, Cancel, Reject, Reply
-from subjects.names import CONTROL_STREAM, WORK_STREAM
+from subjects.names import CONTROL_STREAM, RUNTIME_HEADER, WORK_STREAM
 from timestep.durable import definitions, registry
 from timestep.ops import observe
 from timestep.bus.connection import HOSTED_RENEW_SECONDS, Bus, Message
@@ -228,6 +228,9 @@ class ControlActor(Actor):
             raise Refused("InvalidRequest", problem, field) from None
         state = await run_state(run_id)
         _, last_headers, kind = await self.bus.last_event(run_id)
+        if state is None and last_headers.get(RUNTIME_HEADER) == "typescript":
+            await self._to_typescript(run_id, action, data)  # a run DBOS's TypeScript SDK executes: not in this database
+            return
         if state is None:
             if kind is None:
                 raise Refused("UnknownRun", f"no run {run_id!r}; check the id (`timestep workflows list` lists the runs)", "run_id")
@@ -255,6 +258,18 @@ class ControlActor(Actor):
                 raise Refused("InvalidRequest", exc.reason, exc.field) from None
         decided_by = server_user(headers) or command.decided_by
         await inbox.send_decision(run_id, msgspec.structs.replace(command, decided_by=decided_by, decided_at=None))
+
+    async def _to_typescript(self, run_id: str, action: str, data: bytes) -> None:
+        """Pass the (validated) control message on to the TypeScript agent actors and take their answer
+        as this actor's own: done, or refused with their reason."""
+        try:
+            answer = await self.bus.request(self.bus.subjects.typescript_command(run_id, action), data or b"{}", timeout=10)
+        except TimeoutError:
+            raise RuntimeError(f"no TypeScript agent actor answered for run {run_id!r}; start one (serveAgents) and try again") from None
+        reply = msgspec.json.decode(answer, type=Reply)
+        if not reply.ok:
+            error = reply.error or ErrorInfo(type="Unavailable", message="the TypeScript agent actor refused without a reason")
+            raise Refused(error.type, error.message, error.field)
 
     async def _dead(self, msg: Message, refused: Refused) -> None:
         await self.bus.dead_letter(msg.subject, msg.data, msg.headers, refused.message, refused.info(), origin=origin(msg))

@@ -10,6 +10,9 @@ WORK_STREAM = "TIMESTEP_WORK"
 CONTROL_STREAM = "TIMESTEP_CONTROL"
 DEAD_STREAM = "TIMESTEP_DEAD"
 CONTROL_ACTIONS = ("approve", "reject", "cancel")
+#: The header on the events of a run a TypeScript agent actor executes (value "typescript"): control for
+#: such a run goes on to the TypeScript agent actors (`Subjects.typescript_command`).
+RUNTIME_HEADER = "Timestep-Runtime"
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ class Subjects:
         """Internal: a validated direct run for an agent that TypeScript agent actors host
         (`@timestep/runtime`'s `serveAgents`); they announce themselves with `"runtime": "typescript"`."""
         return f"{self.prefix}.runs.start.typescript"
+
+    def typescript_command(self, run_id: str, action: str) -> str:
+        """Internal, request/reply: a control message for a run a TypeScript agent actor executes, passed on
+        by a Python agent actor (the one that took it) and answered with a `Reply`."""
+        return f"{self.prefix}.runs.command.typescript.{run_id}.{action}"
 
     @property
     def schedules_create(self) -> str:

@@ -22,7 +22,7 @@ import pytest
 from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database
 from node_packages import ROOT, NodePackage
 from subjects.events import encode_event
-from timestep.client import RunRejectedError
+from timestep.client import RequestRefusedError, RunRejectedError
 
 pytestmark = [
     pytest.mark.node,
@@ -185,3 +185,34 @@ async def test_killed_with_sigkill_inside_its_tool_the_node_actor_s_run_resumes_
     assert [what for what, _ in ran] == ["model", "get_weather:Oslo", "get_weather:Oslo", "model"]
     assert ran[0][1] == ran[1][1] == first_pid and ran[2][1] != first_pid
     assert await node_actor.stop() == 0, "SIGTERM: the Node actor stops and exits 0"
+
+
+async def test_a_cancel_sent_to_a_typescript_agent_s_run_stops_it_at_its_next_step_and_an_approval_is_refused_saying_why(
+    node_actor, client, system, tmp_path: Path,
+) -> None:
+    """Control goes where every NATS program sends it (`runs.command` through the Python client): the Python
+    agent actor sees the run is a TypeScript agent's (its events say so) and passes it on."""
+    await node_actor.stop()
+    hold = tmp_path / "hold"
+    await node_actor.start(HOLD_FILE=str(hold))
+    run_id = await _published(system.url, "ts-assistant", "get_weather city=Rome")
+    for _ in range(600):
+        if hold.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert hold.exists(), f"the tool did not start:\n{node_actor.output.decode(errors='replace')}"
+    with pytest.raises(RequestRefusedError) as refused:
+        await client.approve(run_id, "call_1")
+    assert refused.value.error.type == "NotWaiting" and "not built for TypeScript agent actors" in refused.value.error.message
+    await client.cancel(run_id)
+    (tmp_path / "hold.release").touch()  # the tool's step ends; the run stops before the next
+    try:
+        events = await _events(client, run_id, timeout=30)
+    except TimeoutError:
+        raise AssertionError(node_actor.output.decode(errors="replace")) from None
+    assert _shape(events)[-1] == ("cancelled", 5)
+    assert [e["type"] for e in events] == ["accepted", "started", "tool_call", "tool_output", "cancelled"]
+    assert [line.split()[0] for line in node_actor.ran()] == ["model", "get_weather:Rome"], "no model call after the cancel"
+    with pytest.raises(RequestRefusedError) as again:
+        await client.cancel(run_id)
+    assert again.value.error.type == "AlreadyFinished"

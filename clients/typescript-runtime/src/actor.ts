@@ -7,6 +7,7 @@
  * step that made it is recorded.
  */
 
+import { DBOS } from "@dbos-inc/dbos-sdk";
 import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
@@ -16,6 +17,7 @@ import {
 } from "./index.js";
 
 const WORK_STREAM = "TIMESTEP_WORK";
+const RUNTIME_HEADER = "Timestep-Runtime";
 const AGENTS_BUCKET = "TIMESTEP_AGENTS";
 const DURABLE = "agent-typescript";
 /** As the Python side: an announcement lasts 15 s unless renewed, and is renewed every 5 s. */
@@ -74,6 +76,7 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
   setEventSink(async (event: RunEvent) => {
     const h = headers();
     h.set("Content-Type", "application/json");
+    h.set(RUNTIME_HEADER, "typescript");  // control for the run comes on to these actors (see `commands` below)
     await js.publish(`${prefix}.runs.events.${event.run_id}.${event.type}`, JSON.stringify(event), {
       msgID: event.type === "cancelled" ? `${event.run_id}.cancelled.${event.seq}` : `${event.run_id}.${event.seq}`, headers: h,
     });
@@ -105,6 +108,20 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
   };
   await announce();
   const renewing = setInterval(() => announce().catch((e) => console.warn(`could not renew the hosted agents: ${(e as Error).message}`)), RENEW_MS);
+
+  // Control for the runs executed here: a Python agent actor validates each message and passes it on
+  // (request/reply), taking the answer as its own.
+  const commands = nc.subscribe(`${prefix}.runs.command.typescript.*.*`, {
+    queue: "timestep-agent-typescript",
+    callback: (err, msg) => {
+      if (err) return;
+      const [runId, action] = msg.subject.split(".").slice(-2) as [string, string];
+      control(runId, action).then(
+        (reply) => msg.respond(JSON.stringify(reply)),
+        (e) => msg.respond(JSON.stringify({ ok: false, error: { type: "Unavailable", message: `${(e as Error).name}: ${(e as Error).message}; try again` } })),
+      );
+    },
+  });
 
   const consumer = await js.consumers.get(WORK_STREAM, DURABLE);
   const messages = await consumer.consume({ max_messages: 16 });
@@ -153,11 +170,34 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     agents,
     async stop() {
       clearInterval(renewing);
+      commands.unsubscribe();
       await messages.close();
       await handled.catch(() => undefined);
       await shutdownDBOS();
       setEventSink(undefined);
       await nc.drain();
+    },
+  };
+}
+
+type Reply = { ok: true } | { ok: false; error: { type: string; message: string; field?: string } };
+
+/** Carry out a control message for run `runId` (already validated by the Python agent actor). */
+async function control(runId: string, action: string): Promise<Reply> {
+  const status = await DBOS.getWorkflowStatus(runId);
+  if (!status) return { ok: false, error: { type: "UnknownRun", message: `no run ${JSON.stringify(runId)}; check the id`, field: "run_id" } };
+  if (!["PENDING", "ENQUEUED"].includes(status.status)) {
+    return { ok: false, error: { type: "AlreadyFinished", message: `run ${JSON.stringify(runId)} already finished (${status.status.toLowerCase()}); there is nothing to ${action}` } };
+  }
+  if (action === "cancel") {
+    await DBOS.cancelWorkflow(runId);  // the run stops at its next step and publishes `cancelled`
+    return { ok: true };
+  }
+  return {
+    ok: false,
+    error: {
+      type: "NotWaiting", field: "call_id",
+      message: `run ${JSON.stringify(runId)} is a TypeScript agent's; approvals over the bus are not built for TypeScript agent actors yet (the run would have ended with failed at its interruption)`,
     },
   };
 }

@@ -7,7 +7,7 @@
  * DBOS's TypeScript SDK stores runs in PostgreSQL only (PG_CONNECTION_URI).
  */
 
-import { DBOS, Error as DBOSErrors } from "@dbos-inc/dbos-sdk";
+import { DBOS, DBOSClient, Error as DBOSErrors } from "@dbos-inc/dbos-sdk";
 import {
   Agent, OpenAIProvider, RunState, Runner, Usage,
   type AgentInputItem, type FunctionTool, type Model, type ModelProvider, type ModelRequest, type ModelResponse, type StreamEvent, type Tool,
@@ -143,6 +143,8 @@ export async function ensureDBOSLaunched(): Promise<void> {
 /** Shut DBOS down (tests and clean exits); the process's unfinished runs resume in the next one. */
 export async function shutdownDBOS(): Promise<void> {
   if (!launched) return;
+  await reader?.destroy();
+  reader = undefined;
   await DBOS.shutdown();
   launched = false;
 }
@@ -203,6 +205,23 @@ const busRuns = new Map<string, RunEvents>();
 function eventsOfThisRun(): RunEvents | undefined {
   const id = DBOS.workflowID;
   return id === undefined ? undefined : busRuns.get(id);
+}
+
+/** Whether `e` (or what it wraps: the SDK wraps a tool step's error) is DBOS stopping the workflow here:
+ * cancelled, or owned by another execution now. */
+function stoppedByDBOS(e: unknown, depth = 0): boolean {
+  if (e instanceof DBOSErrors.DBOSWorkflowCancelledError || e instanceof DBOSErrors.DBOSWorkflowConflictError) return true;
+  if (!e || typeof e !== "object" || depth > 5) return false;
+  const { cause, error } = e as { cause?: unknown; error?: unknown };
+  return stoppedByDBOS(cause, depth + 1) || stoppedByDBOS(error, depth + 1);
+}
+
+let reader: DBOSClient | undefined;
+
+/** A run's status read outside its workflow (inside, a read is a step, and a stopped workflow runs none). */
+async function statusOutside(runId: string): Promise<string | undefined> {
+  reader ??= await DBOSClient.create({ systemDatabaseUrl: configured!.systemDatabaseUrl, systemDatabasePoolSize: 1 });
+  return (await reader.getWorkflow(runId))?.status;
 }
 
 function asText(value: unknown): string {
@@ -420,6 +439,12 @@ const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput>
         throw new ValidationError("tool", "approvals are not built for TypeScript agent actors yet", "host agents whose tools need no approval");
       }
     } catch (e) {
+      if (stoppedByDBOS(e) && (await statusOutside(events.runId)) === "CANCELLED") {
+        // Cancelled: no step runs after a cancel, so `cancelled` is published as it is (a replay's copy
+        // is dropped by its message id).
+        await events.emit(events.take(1), "cancelled");
+        throw e;
+      }
       const failed = events.take(1);
       const error = { type: (e as Error).name || "Error", message: (e as Error).message ?? String(e) };
       await DBOS.runStep(() => events.emit(failed, "failed", { error }), { name: "run.failed" });
