@@ -229,7 +229,10 @@ class ControlActor(Actor):
         state = await run_state(run_id)
         _, last_headers, kind = await self.bus.last_event(run_id)
         if state is None and last_headers.get(RUNTIME_HEADER) == "typescript":
-            await self._to_typescript(run_id, action, data)  # a run DBOS's TypeScript SDK executes: not in this database
+            # A run DBOS's TypeScript SDK executes (not in this database): its actors decide.
+            if not isinstance(command, Cancel):
+                command = msgspec.structs.replace(command, decided_by=server_user(headers) or command.decided_by)
+            await self._to_typescript(run_id, action, msgspec.json.encode(command))
             return
         if state is None:
             if kind is None:

@@ -127,7 +127,10 @@ async def _events(client, run_id: str, timeout: float = 120) -> list[dict]:
 def _shape(events: list[dict]) -> list[tuple]:
     """What a follower relies on, the same whichever actor served the run: each event's type and number,
     and for tool calls, tool outputs and the end, what they carry (not times, ids or the model's usage)."""
-    kept = {"tool_call": ("tool", "call_id", "arguments"), "tool_output": ("call_id", "output"), "completed": ("output",), "failed": ("error",)}
+    kept = {
+        "tool_call": ("tool", "call_id", "arguments"), "tool_output": ("call_id", "output"), "completed": ("output",), "failed": ("error",),
+        "tool_approved": ("call_id", "tool", "always", "arguments", "decided_by"), "tool_rejected": ("call_id", "tool", "message", "expired"),
+    }
     return [(e["type"], e["seq"], *(e.get(k) for k in kept.get(e["type"], ()))) for e in events]
 
 
@@ -187,7 +190,7 @@ async def test_killed_with_sigkill_inside_its_tool_the_node_actor_s_run_resumes_
     assert await node_actor.stop() == 0, "SIGTERM: the Node actor stops and exits 0"
 
 
-async def test_a_cancel_sent_to_a_typescript_agent_s_run_stops_it_at_its_next_step_and_an_approval_is_refused_saying_why(
+async def test_a_cancel_sent_to_a_typescript_agent_s_run_stops_it_at_its_next_step_and_an_approval_it_does_not_wait_for_is_refused(
     node_actor, client, system, tmp_path: Path,
 ) -> None:
     """Control goes where every NATS program sends it (`runs.command` through the Python client): the Python
@@ -203,7 +206,7 @@ async def test_a_cancel_sent_to_a_typescript_agent_s_run_stops_it_at_its_next_st
     assert hold.exists(), f"the tool did not start:\n{node_actor.output.decode(errors='replace')}"
     with pytest.raises(RequestRefusedError) as refused:
         await client.approve(run_id, "call_1")
-    assert refused.value.error.type == "NotWaiting" and "not built for TypeScript agent actors" in refused.value.error.message
+    assert refused.value.error.type == "NotWaiting" and "is not waiting for a decision" in refused.value.error.message
     await client.cancel(run_id)
     (tmp_path / "hold.release").touch()  # the tool's step ends; the run stops before the next
     try:
@@ -216,3 +219,44 @@ async def test_a_cancel_sent_to_a_typescript_agent_s_run_stops_it_at_its_next_st
     with pytest.raises(RequestRefusedError) as again:
         await client.cancel(run_id)
     assert again.value.error.type == "AlreadyFinished"
+
+
+async def _until(client, run_id: str, kind: str, timeout: float = 60) -> dict:
+    async def first() -> dict:
+        async for e in client.events(run_id):
+            event = msgspec.json.decode(encode_event(e))
+            if event["type"] == kind:
+                return event
+        raise AssertionError(f"run {run_id} ended without {kind}")
+
+    return await asyncio.wait_for(first(), timeout)
+
+
+async def test_an_approval_with_edited_arguments_over_the_bus_goes_on_as_it_does_for_a_python_agent(node_actor, client, system) -> None:
+    shapes = []
+    for agent in ("ts-assistant", "bus-assistant"):
+        run_id = await _published(system.url, agent, "send_email to=ada@example.com")
+        interrupted = await _until(client, run_id, "interrupted")
+        assert [(a["call_id"], a["tool"], a["arguments"]) for a in interrupted["approvals"]] == [("call_1", "send_email", '{"to": "ada@example.com"}')]
+        with pytest.raises(RequestRefusedError) as refused:
+            await client.approve(run_id, "call_9")
+        assert refused.value.error.type == "NotWaiting"
+        await client.approve(run_id, "call_1", arguments='{"to": "bob@example.com"}', decided_by="ada")
+        shapes.append(_shape(await _events(client, run_id)))
+    typescript, python = shapes
+    assert typescript == python
+    assert [s[0] for s in typescript] == ["accepted", "started", "interrupted", "tool_approved", "tool_call", "tool_output", "completed"]
+    assert typescript[3] == ("tool_approved", 4, "call_1", "send_email", False, '{"to": "bob@example.com"}', "ada")
+    assert typescript[-1] == ("completed", 7, "send_email returned: sent to bob@example.com")
+    assert [line.split()[0] for line in node_actor.ran()] == ["model", "send_email:bob@example.com", "model"]
+
+
+async def test_a_rejection_over_the_bus_reaches_the_typescript_agent_s_model_and_its_tool_does_not_run(node_actor, client, system) -> None:
+    run_id = await _published(system.url, "ts-assistant", "send_email to=ada@example.com")
+    await _until(client, run_id, "interrupted")
+    await client.reject(run_id, "call_1", message="not to Ada")
+    events = await _events(client, run_id)
+    rejected = next(e for e in events if e["type"] == "tool_rejected")
+    assert (rejected["call_id"], rejected["tool"], rejected["message"], rejected["expired"]) == ("call_1", "send_email", "not to Ada", False)
+    assert events[-1]["type"] == "completed" and events[-1]["output"] == "send_email returned: not to Ada"
+    assert [line.split()[0] for line in node_actor.ran()] == ["model", "model"]

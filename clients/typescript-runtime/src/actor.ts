@@ -13,7 +13,8 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 
 import {
-  ConfigurationError, ValidationError, ensureDBOSLaunched, registeredAgents, setEventSink, shutdownDBOS, startBusRun, type RunEvent,
+  ConfigurationError, NotWaitingError, ValidationError, approveToolCall, ensureDBOSLaunched, registeredAgents, rejectToolCall, setEventSink,
+  shutdownDBOS, startBusRun, type RunEvent,
 } from "./index.js";
 
 const WORK_STREAM = "TIMESTEP_WORK";
@@ -49,7 +50,10 @@ function hostKey(agent: string, executorId: string): string {
 interface StartRun {
   run_id: string;
   timeout_seconds: number | null;
-  spec: { agent: string; input?: unknown; state?: unknown; session_id?: unknown; stream?: boolean; max_turns?: number; seq_base?: number; context?: unknown };
+  spec: {
+    agent: string; input?: unknown; state?: unknown; session_id?: unknown; stream?: boolean; max_turns?: number; seq_base?: number;
+    context?: unknown; approval_timeout_seconds?: number | null;
+  };
 }
 
 /** Serve the agents registered in this process (`registerAgent`) on the bus, until `stop()`. */
@@ -116,7 +120,7 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     callback: (err, msg) => {
       if (err) return;
       const [runId, action] = msg.subject.split(".").slice(-2) as [string, string];
-      control(runId, action).then(
+      control(runId, action, msg.data.length ? msg.json<ControlBody>() : {}).then(
         (reply) => msg.respond(JSON.stringify(reply)),
         (e) => msg.respond(JSON.stringify({ ok: false, error: { type: "Unavailable", message: `${(e as Error).name}: ${(e as Error).message}; try again` } })),
       );
@@ -147,7 +151,10 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
       if (typeof spec.input !== "string" && !Array.isArray(spec.input)) {
         throw new ValidationError("input", "is neither text nor a list of input items", "submit the user's text as input");
       }
-      await startBusRun(run.run_id, spec.agent, spec.input as string, spec.max_turns ?? 10, spec.seq_base ?? 0, run.timeout_seconds, spec.context);
+      await startBusRun(
+        run.run_id, spec.agent, spec.input as string, spec.max_turns ?? 10, spec.seq_base ?? 0, run.timeout_seconds, spec.context,
+        spec.approval_timeout_seconds,
+      );
       msg.ack();
     } catch (e) {
       if (e instanceof ValidationError) {
@@ -182,8 +189,17 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
 
 type Reply = { ok: true } | { ok: false; error: { type: string; message: string; field?: string } };
 
+/** An approve or reject as the Python agent actor passes it on (validated, `decided_by` set). */
+interface ControlBody {
+  call_id?: string;
+  arguments?: string | null;
+  always?: boolean;
+  message?: string | null;
+  decided_by?: string | null;
+}
+
 /** Carry out a control message for run `runId` (already validated by the Python agent actor). */
-async function control(runId: string, action: string): Promise<Reply> {
+async function control(runId: string, action: string, body: ControlBody): Promise<Reply> {
   const status = await DBOS.getWorkflowStatus(runId);
   if (!status) return { ok: false, error: { type: "UnknownRun", message: `no run ${JSON.stringify(runId)}; check the id`, field: "run_id" } };
   if (!["PENDING", "ENQUEUED"].includes(status.status)) {
@@ -193,11 +209,17 @@ async function control(runId: string, action: string): Promise<Reply> {
     await DBOS.cancelWorkflow(runId);  // the run stops at its next step and publishes `cancelled`
     return { ok: true };
   }
-  return {
-    ok: false,
-    error: {
-      type: "NotWaiting", field: "call_id",
-      message: `run ${JSON.stringify(runId)} is a TypeScript agent's; approvals over the bus are not built for TypeScript agent actors yet (the run would have ended with failed at its interruption)`,
-    },
-  };
+  const common = { ...(body.always ? { always: true } : {}), ...(body.decided_by ? { decidedBy: body.decided_by } : {}) };
+  try {
+    if (action === "approve") await approveToolCall(runId, body.call_id ?? "", { ...common, ...(body.arguments != null ? { arguments: body.arguments } : {}) });
+    else await rejectToolCall(runId, body.call_id ?? "", { ...common, ...(body.message != null ? { message: body.message } : {}) });
+  } catch (e) {
+    if (e instanceof NotWaitingError) {
+      const why = e.message.replace(/^callId: /, "").replace(/; check pendingApprovals\(workflowId\)$/, "");
+      return { ok: false, error: { type: "NotWaiting", message: `${why}; the run's interrupted event lists the calls it waits on`, field: "call_id" } };
+    }
+    if (e instanceof ValidationError) return { ok: false, error: { type: "InvalidRequest", message: e.message.replace(/^[^:]+: /, ""), field: e.field === "callId" ? "call_id" : e.field } };
+    throw e;
+  }
+  return { ok: true };
 }

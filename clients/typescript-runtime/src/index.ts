@@ -393,12 +393,15 @@ async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): P
     const now = await DBOS.runStep(async () => Date.now() / 1000, { name: "clock" });
     const wait = earliest === undefined ? DECISION_WAIT_SECONDS : Math.max(0, earliest - now);
     const decision = await DBOS.recv<Decision>(DECISION_TOPIC, wait);
+    const decided: Record<string, unknown>[] = [];  // a bus run's tool_approved and tool_rejected events
     if (decision === null) {
       if (earliest === undefined) continue;
       for (const [callId, a] of [...pending]) {
         if (a.deadline !== undefined && a.deadline <= earliest) {
-          state.reject(items.get(callId)!, { message: `No decision came before the approval deadline; the call to ${a.tool} was not made.` });
+          const message = `No decision came before the approval deadline; the call to ${a.tool} was not made.`;
+          state.reject(items.get(callId)!, { message });
           pending.delete(callId);
+          decided.push({ type: "tool_rejected", call_id: callId, tool: a.tool, message, always: false, decided_by: null, expired: true });
         }
       }
     } else {
@@ -419,7 +422,18 @@ async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): P
           else state.reject(other, { alwaysReject: true, ...(decision.message ? { message: decision.message } : {}) });
         }
         pending.delete(a.callId);
+        const always = decision.always ?? false;
+        decided.push(decision.type === "approve"
+          ? { type: "tool_approved", call_id: a.callId, tool: a.tool, always, arguments: a.callId === decision.callId ? decision.arguments ?? null : null, decided_by: decision.decidedBy ?? null }
+          : { type: "tool_rejected", call_id: a.callId, tool: a.tool, message: decision.message ?? null, always, decided_by: decision.decidedBy ?? null, expired: false });
       }
+    }
+    const events = eventsOfThisRun();
+    if (events && decided.length) {
+      const seq = events.take(decided.length);
+      await DBOS.runStep(async () => {
+        for (const [i, { type, ...fields }] of decided.entries()) await events.emit(seq + i, type as string, fields);
+      }, { name: "run.decision" });
     }
     await DBOS.setEvent(WAITING_EVENT, [...pending.values()]);
   }
@@ -487,6 +501,12 @@ async function execute(spec: RunSpec): Promise<RunOutput> {
       return { status: "interrupted", output: undefined, usage: usageOf(result.state), interruptions: waiting };
     }
     await DBOS.setEvent(WAITING_EVENT, waiting);
+    const events = eventsOfThisRun();
+    if (events) {  // after the calls are saved as waiting: a decision sent on seeing it is taken
+      const seq = events.take(1);
+      const approvals = waiting.map((a) => ({ call_id: a.callId, tool: a.tool, arguments: a.arguments, ...(a.deadline === undefined ? {} : { deadline: a.deadline }) }));
+      await DBOS.runStep(() => events.emit(seq, "interrupted", { approvals }), { name: "run.interrupted.event" });
+    }
     await awaitDecisions(result.state, waiting);
     input = result.state;
   }
@@ -553,9 +573,17 @@ export async function runAgentWorkflow(...args: Parameters<typeof startAgentWork
 
 /** Start the run a governor handed on (`<prefix>.runs.start.typescript`) as workflow `runId`, its events
  * numbered from `seqBase + 1`; a second start of the same id is the same run. For `serveAgents`. */
-export async function startBusRun(runId: string, agent: string, input: string | AgentInputItem[], maxTurns: number, seqBase: number, timeoutSeconds?: number | null, context?: unknown): Promise<void> {
+export async function startBusRun(
+  runId: string, agent: string, input: string | AgentInputItem[], maxTurns: number, seqBase: number,
+  timeoutSeconds?: number | null, context?: unknown, approvalTimeoutSeconds?: number | null,
+): Promise<void> {
   await ensureDBOSLaunched();
-  const spec: RunSpec = { agent, input, maxTurns, seqBase, ...(context === undefined || context === null ? {} : { context }) };
+  // A run from the bus waits for its approvals (approve and reject come over the bus), as on the Python side.
+  const spec: RunSpec = {
+    agent, input, maxTurns, seqBase, waitForApproval: true,
+    ...(approvalTimeoutSeconds ? { approvalTimeoutSeconds } : {}),
+    ...(context === undefined || context === null ? {} : { context }),
+  };
   await DBOS.startWorkflow(agentRun, { workflowID: runId, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) })(spec);
 }
 
