@@ -260,3 +260,51 @@ async def test_a_rejection_over_the_bus_reaches_the_typescript_agent_s_model_and
     assert (rejected["call_id"], rejected["tool"], rejected["message"], rejected["expired"]) == ("call_1", "send_email", "not to Ada", False)
     assert events[-1]["type"] == "completed" and events[-1]["output"] == "send_email returned: not to Ada"
     assert [line.split()[0] for line in node_actor.ran()] == ["model", "model"]
+
+
+async def _cli(url: str, *args: str) -> tuple[int, str, str]:
+    """The command line, as an operator runs it (a process of its own; the actors run on this event loop)."""
+    import sys
+
+    from processes import process_env
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "actors.cli.main", *args, env=process_env(NATS_URL=url),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_timestep_run_and_approve_on_the_command_line_drive_a_typescript_agent_with_their_exit_codes(node_actor, system) -> None:
+    code, out, err = await _cli(system.url, "run", "ts-assistant", "get_weather city=Paris", "--json")
+    assert code == 0, (out, err)
+    assert json.loads(out.strip().splitlines()[-1])["output"] == "get_weather returned: sunny in Paris"
+
+    run_id = f"ts-cli-{uuid.uuid4().hex[:8]}"
+    code, out, err = await _cli(system.url, "run", "ts-assistant", "send_email to=ada@example.com", "--id", run_id)
+    assert code == 3 and f"timestep approve {run_id} call_1" in out, (code, out, err)
+    code, out, err = await _cli(system.url, "approve", run_id, "call_1")
+    assert code == 0, (out, err)
+    code, out, err = await _cli(system.url, "events", run_id, "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["output"] == "send_email returned: sent to ada@example.com", (out, err)
+
+
+async def test_a_typescript_agent_actor_stopped_with_sigterm_mid_run_exits_and_its_next_process_finishes_the_run(
+    node_actor, client, system, tmp_path: Path,
+) -> None:
+    await node_actor.stop()
+    hold = tmp_path / "hold"
+    await node_actor.start(HOLD_FILE=str(hold))
+    run_id = await _published(system.url, "ts-assistant", "get_weather city=Kyiv")
+    for _ in range(600):
+        if hold.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert hold.exists(), f"the tool did not start:\n{node_actor.output.decode(errors='replace')}"
+    assert await node_actor.stop(signal.SIGTERM) == 0, node_actor.output.decode(errors="replace")
+    await node_actor.start()
+    events = await _events(client, run_id)
+    assert [e["type"] for e in events] == ["accepted", "started", "tool_call", "tool_output", "completed"]
+    assert events[-1]["output"] == "get_weather returned: sunny in Kyiv"
+    assert [line.split()[0] for line in node_actor.ran()] == ["model", "get_weather:Kyiv", "get_weather:Kyiv", "model"]
