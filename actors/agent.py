@@ -13,20 +13,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import msgspec
 
 from actors.base import Actor, origin
-from subjects.events import ErrorInfo, Interrupted
+from subjects.events import ErrorInfo, Interrupted, encode_event
 from subjects.ids import run_id_problem
 from subjects.messages import ApprovalList, Approve, Cancel, Reject, Reply
 from subjects.names import CONTROL_STREAM, RUNTIME_HEADER, WORK_STREAM
-from timestep.durable import definitions, registry
+from timestep.client import Client
+from timestep.durable import definitions, handoff, registry
 from timestep.ops import observe
 from timestep.bus.connection import HOSTED_RENEW_SECONDS, Bus, Message
 from timestep.durable.events import ENDINGS, listen
-from timestep.bus.intake import StartRun, body_problem
+from timestep.bus.intake import StartRun, body_problem, encode
 from timestep.durable import approvals as inbox
 from timestep.durable.runs import cancel_run, run_state, start_run
 from timestep.errors import ValidationError
@@ -53,8 +55,21 @@ class AgentActor(Actor):
     async def on_start(self) -> None:
         await self._announce()
         self._renewing = asyncio.create_task(self._renew(), name="agent-announce")
+        handoff.set_handoff(self._hand_on)
+
+    async def _hand_on(self, run_id: str, spec) -> dict:
+        """A queued run this process's queues admitted for an agent TypeScript agent actors host: hand it to
+        them (`<prefix>.runs.start.typescript`, once: its message id) and wait for its last event."""
+        start = StartRun(run_id=run_id, timeout_seconds=None, spec=spec)
+        await self.bus.publish_durably(self.bus.subjects.start_typescript, encode(start), run_id)
+        async with contextlib.aclosing(Client(self.bus).events(run_id)) as events:
+            async for event in events:
+                if event.type in ENDINGS:
+                    return msgspec.json.decode(encode_event(event))
+        raise RuntimeError(f"the events of run {run_id!r} ended without its end")
 
     async def on_stop(self) -> None:
+        handoff.set_handoff(None)
         if self._renewing is not None:
             self._renewing.cancel()
             await asyncio.gather(self._renewing, return_exceptions=True)
@@ -228,8 +243,8 @@ class ControlActor(Actor):
             raise Refused("InvalidRequest", problem, field) from None
         state = await run_state(run_id)
         _, last_headers, kind = await self.bus.last_event(run_id)
-        if state is None and last_headers.get(RUNTIME_HEADER) == "typescript":
-            # A run DBOS's TypeScript SDK executes (not in this database): its actors decide.
+        if last_headers.get(RUNTIME_HEADER) == "typescript":
+            # A run DBOS's TypeScript SDK executes (a queued one is also here, handed on): its actors decide.
             if not isinstance(command, Cancel):
                 command = msgspec.structs.replace(command, decided_by=server_user(headers) or command.decided_by)
             await self._to_typescript(run_id, action, msgspec.json.encode(command))

@@ -90,15 +90,10 @@ class Governor(Actor):
         except SessionBusyError as busy:
             raise Busy(busy.field, busy.problem, run_id) from None
         typescript = await self._agents.runtime(request.agent) == "typescript"
-        if typescript and request.queue is not None:
-            raise Invalid(
-                "queue", f"agent {request.agent!r} is hosted by TypeScript agent actors, which take direct runs only so far; submit it without a queue",
-                run_id,
-            )
         if request.queue is None:
             await self._start_now(request, run_id, typescript=typescript)
         else:
-            await self._enqueue(request, run_id)
+            await self._enqueue(request, run_id, typescript=typescript)
         metrics.RUNS_ADMITTED.labels(kind="direct" if request.queue is None else "queued", queue=request.queue or "").inc()
         log.info("admitted run %s (%s)", run_id, f"queue {request.queue}" if request.queue else "direct")
 
@@ -127,9 +122,11 @@ class Governor(Actor):
         error = ErrorInfo(type="Unavailable", message=f"the run could not be started: {type(exc).__name__}: {exc}; submit it again")
         await self.bus.publish_event(Failed(run_id=run_id, seq=2, time=now(), error=error))
 
-    async def _enqueue(self, request, run_id: str) -> None:
+    async def _enqueue(self, request, run_id: str, *, typescript: bool = False) -> None:
         queue = request.queue
         spec = _traced(to_spec(request, seq_base=2))
+        if typescript:
+            spec.runtime = "typescript"  # admitted by the queue here, then handed on (see `handoff`)
         try:
             # Woken after `accepted` and `queued` are stored, so they come before `started`.
             await enqueue_run(spec, run_id, request, wake=False)

@@ -22,7 +22,7 @@ import pytest
 from conftest import PG_PROBLEM, _drop_pg_database, _pg_base, _with_database
 from node_packages import ROOT, NodePackage
 from subjects.events import encode_event
-from timestep.client import RequestRefusedError, RunRejectedError
+from timestep.client import RequestRefusedError
 
 pytestmark = [
     pytest.mark.node,
@@ -150,13 +150,9 @@ async def test_a_run_published_for_a_typescript_agent_is_served_by_the_node_acto
     assert [line.split()[0] for line in node_actor.ran()] == ["model", "get_weather:Paris", "model"]
 
 
-async def test_the_python_client_submits_to_a_typescript_agent_and_a_queued_request_is_refused_naming_the_field(node_actor, client) -> None:
+async def test_the_python_client_submits_to_a_typescript_agent(node_actor, client) -> None:
     submitted = await client.submit("ts-assistant", "get_weather city=Lyon")
     assert (await submitted.result(timeout=120)).output == "get_weather returned: sunny in Lyon"
-    with pytest.raises(RunRejectedError) as refused:
-        await client.submit("ts-assistant", "get_weather city=Lyon", queue="default")
-    assert refused.value.error.field == "queue"
-    assert "TypeScript agent actors" in refused.value.error.message and "without a queue" in refused.value.error.message
 
 
 async def test_killed_with_sigkill_inside_its_tool_the_node_actor_s_run_resumes_in_the_next_process_without_a_second_model_call(
@@ -308,3 +304,30 @@ async def test_a_typescript_agent_actor_stopped_with_sigterm_mid_run_exits_and_i
     assert [e["type"] for e in events] == ["accepted", "started", "tool_call", "tool_output", "completed"]
     assert events[-1]["output"] == "get_weather returned: sunny in Kyiv"
     assert [line.split()[0] for line in node_actor.ran()] == ["model", "get_weather:Kyiv", "get_weather:Kyiv", "model"]
+
+
+async def test_a_queued_run_for_a_typescript_agent_is_admitted_by_its_queue_and_served_by_the_node_actor(node_actor, client, system) -> None:
+    """One admission path: the governor queues the run as any (priority, rate, deduplication id), and once its
+    queue admits it the run is handed to the Node actor, its place in the queue held until it ends."""
+    queue = f"ts-{uuid.uuid4().hex[:6]}"
+    await client.configure_queue(queue, limit=5, period_seconds=60)
+    run_id = await _published(system.url, "ts-assistant", "get_weather city=Lima", queue=queue, deduplication_id="lima-once")
+    events = await _events(client, run_id)
+    assert _shape(events) == [
+        ("accepted", 1),
+        ("queued", 2),
+        ("started", 3),
+        ("tool_call", 4, "get_weather", "call_1", '{"city": "Lima"}'),
+        ("tool_output", 5, "call_1", "sunny in Lima"),
+        ("completed", 6, "get_weather returned: sunny in Lima"),
+    ]
+    submitted = await client.submit("ts-assistant", "send_email to=ada@example.com", queue=queue)
+    interrupted = await _until(client, submitted.run_id, "interrupted")
+    await client.approve(submitted.run_id, interrupted["approvals"][0]["call_id"])
+    assert (await submitted.result(timeout=60)).output == "send_email returned: sent to ada@example.com"
+
+
+async def test_timestep_check_passes_every_check_against_a_typescript_agent(node_actor, system) -> None:
+    code, out, err = await _cli(system.url, "check", "--agent", "ts-assistant", "--timeout", "60")
+    assert code == 0, (out, err)
+    assert out.count("PASS ") == 10 and "FAIL" not in out, out

@@ -34,7 +34,7 @@ from subjects.events import (
 from subjects.ids import run_id_problem
 from subjects.messages import Approve, ModelRetry, Reject, RunRequest, Schedule
 from timestep.durable import approvals as inbox
-from timestep.durable import admission, definitions, engine, queues, registry, run_context, sessions, store, ticks, turns
+from timestep.durable import admission, definitions, engine, handoff, queues, registry, run_context, sessions, store, ticks, turns
 from timestep.durable.ticks import tick_run_id
 from timestep.durable import run_config as run_options
 from timestep.durable.queues import register_default_queue
@@ -109,6 +109,9 @@ class RunSpec(msgspec.Struct, kw_only=True):
     definition: str | None = None
     """Digest of the agent definition the run started under (see `definitions`); "" when the run was
     created without its agent at hand (it records the definition in its first step); None: unchecked."""
+    runtime: str | None = None
+    """"typescript": a queued run of an agent TypeScript agent actors host; admitted here, then handed on
+    to them (see `handoff`). None: the run executes here."""
 
 
 DECISION_TOPIC = inbox.DECISION_TOPIC
@@ -190,6 +193,8 @@ async def agent_run(spec: RunSpec) -> RunResult:
 
 
 async def _agent_run(spec: RunSpec, run_id: str) -> RunResult:
+    if spec.runtime == "typescript":
+        return await _handed_on(spec, run_id)
     try:
         agent: Agent | None = await registry.wait_for_agent(spec.agent, AGENT_WAIT_SECONDS)
     except UnknownAgentError:
@@ -364,6 +369,32 @@ async def _run(spec: RunSpec, run_id: str, agent: Agent, recorder: RunRecorder) 
     shown = _jsonable(final) if spec.context_json and final is not None else None  # a request's context: its JSON form
     await recorder.finish(Completed, output=_jsonable(output), usage=usage, **({"context": shown} if isinstance(shown, dict) else {}))
     return RunResult(workflow_id=run_id, status="completed", output=output, usage=usage, last_agent=last_agent, context=final)
+
+
+async def _handed_on(spec: RunSpec, run_id: str) -> RunResult:
+    """A queued run another runtime executes: admitted here (a pause, a token budget), then handed on; it
+    holds its place in the queue until it ends there. Its events are that runtime's, numbered on from
+    `spec.seq_base`; its usage counts against the queue's token budget."""
+    if spec.token_queue:
+        await _wait_for_token_budget(spec.token_queue)
+    if spec.queue and spec.pause_checked:
+        await _wait_while_paused(spec.queue)
+
+    async def hand_on() -> dict[str, Any]:
+        return await handoff.hand_on(run_id, spec)
+
+    # Preemptible: a graceful stop cuts the wait off (the run goes on there); the next process waits again.
+    last = await engine.step("run.handoff", hand_on, preemptible=True)
+    usage = TokenUsage(**(last.get("usage") or {}))
+    if spec.token_queue and usage.total_tokens:
+        await engine.step("queue.tokens", lambda: engine.blocking(queues.record_tokens, spec.token_queue, usage.total_tokens))
+    status = last.get("type", "failed")
+    if status == "cancelled":
+        raise RunCancelledError(run_id)
+    if status != "completed":
+        error = last.get("error") or {}
+        raise handoff.HandedOnRunFailed(f"run {run_id!r} failed in its TypeScript agent actor: {error.get('type', 'Error')}: {error.get('message', '')}")
+    return RunResult(workflow_id=run_id, status="completed", output=last.get("output"), usage=usage)
 
 
 def _context_of(spec: RunSpec, run_id: str) -> Any:
