@@ -66,7 +66,6 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
   }
   const servers = (options.natsUrl ?? process.env.NATS_URL ?? "nats://127.0.0.1:4222").split(",").map((s) => s.trim()).filter(Boolean);
   const executorId = process.env.TIMESTEP_EXECUTOR_ID || "local";
-  await ensureDBOSLaunched();
   let nc: NatsConnection;
   try {
     nc = await connect({ servers, name: `timestep-ts-agent-${executorId}`, maxReconnectAttempts: -1, timeout: 10_000 });
@@ -85,6 +84,9 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
       msgID: event.type === "cancelled" ? `${event.run_id}.cancelled.${event.seq}` : `${event.run_id}.${event.seq}`, headers: h,
     });
   });
+
+  // Launched once events have somewhere to go: the bus runs a crash left unfinished resume at launch.
+  await ensureDBOSLaunched();
 
   // The work stream is the governor's (`timestep up` makes it); an older one gains this subject.
   let info;

@@ -178,9 +178,15 @@ export type RunEvent = { type: string; run_id: string; seq: number; time: string
 /** Where the events of runs started from the bus go (set by `serveAgents`): stored (JetStream) before the
  * promise resolves, de-duplicated by `<run_id>.<seq>`. */
 let sink: ((event: RunEvent) => Promise<void>) | undefined;
+let sinkSet: () => void = () => {};
+let sinkReady = new Promise<void>((resolve) => (sinkSet = resolve));
+/** How long a bus run's event waits for the bus (a run recovered at launch, before `serveAgents` connected). */
+const SINK_WAIT_MS = 60_000;
 
 export function setEventSink(publish: ((event: RunEvent) => Promise<void>) | undefined): void {
   sink = publish;
+  if (publish) sinkSet();
+  else sinkReady = new Promise<void>((resolve) => (sinkSet = resolve));
 }
 
 /** A bus run's event numbering: the next number, counted the same on a replay (each step that emits
@@ -195,7 +201,12 @@ class RunEvents {
   }
 
   async emit(seq: number, type: string, fields: Record<string, unknown> = {}): Promise<void> {
-    if (!sink) throw new ConfigurationError("a run from the bus needs the bus: serveAgents() sets where its events go");
+    if (!sink) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([sinkReady, new Promise((resolve) => (timer = setTimeout(resolve, SINK_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    if (!sink) throw new ConfigurationError("a run from the bus needs the bus: call serveAgents() in the process that executes it (its events have nowhere to go)");
     await sink({ type, run_id: this.runId, seq, time: new Date().toISOString(), ...fields });
   }
 }
