@@ -83,6 +83,8 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     await js.publish(`${prefix}.runs.events.${event.run_id}.${event.type}`, JSON.stringify(event), {
       msgID: event.type === "cancelled" ? `${event.run_id}.cancelled.${event.seq}` : `${event.run_id}.${event.seq}`, headers: h,
     });
+  }, async (piece) => {
+    nc.publish(`${prefix}.runs.live.${piece.run_id}`, JSON.stringify(piece));  // core NATS: not stored, not waited for
   });
 
   // Launched once events have somewhere to go: the bus runs a crash left unfinished resume at launch.
@@ -146,7 +148,7 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     }
     const { spec } = run;
     try {
-      const unsupported = spec.state != null ? "state" : spec.session_id != null ? "session_id" : spec.stream ? "stream" : undefined;
+      const unsupported = spec.state != null ? "state" : spec.session_id != null ? "session_id" : undefined;
       if (unsupported) {
         throw new ValidationError(unsupported, "is not built for TypeScript agent actors yet", "submit the run without it");
       }
@@ -155,7 +157,7 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
       }
       await startBusRun(
         run.run_id, spec.agent, spec.input as string, spec.max_turns ?? 10, spec.seq_base ?? 0, run.timeout_seconds, spec.context,
-        spec.approval_timeout_seconds,
+        spec.approval_timeout_seconds, spec.stream ?? false,
       );
       msg.ack();
     } catch (e) {

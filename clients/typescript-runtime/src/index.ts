@@ -183,8 +183,12 @@ let sinkReady = new Promise<void>((resolve) => (sinkSet = resolve));
 /** How long a bus run's event waits for the bus (a run recovered at launch, before `serveAgents` connected). */
 const SINK_WAIT_MS = 60_000;
 
-export function setEventSink(publish: ((event: RunEvent) => Promise<void>) | undefined): void {
+/** Where a streamed run's text goes as the model yields it (not stored): `<prefix>.runs.live.<run_id>`. */
+let live: ((piece: { run_id: string; call: number; offset: number; text: string; time: string }) => Promise<void>) | undefined;
+
+export function setEventSink(publish: ((event: RunEvent) => Promise<void>) | undefined, livePublish?: typeof live): void {
   sink = publish;
+  live = livePublish;
   if (publish) sinkSet();
   else sinkReady = new Promise<void>((resolve) => (sinkSet = resolve));
 }
@@ -192,6 +196,9 @@ export function setEventSink(publish: ((event: RunEvent) => Promise<void>) | und
 /** A bus run's event numbering: the next number, counted the same on a replay (each step that emits
  * takes its numbers before it runs, whether it runs or comes from the record). */
 class RunEvents {
+  /** The run's model calls so far (a live piece's `call`). */
+  calls = 0;
+
   constructor(readonly runId: string, public seq: number) {}
 
   take(n: number): number {
@@ -265,9 +272,34 @@ class DurableModel implements Model {
     return { ...response, usage: new Usage(response.usage) };
   }
 
-  // eslint-disable-next-line require-yield
-  async *getStreamedResponse(_request: ModelRequest): AsyncIterable<StreamEvent> {
-    throw new ValidationError("stream", "streaming is not built for TypeScript agents yet", "run with stream false");
+  /** A streamed call (a bus run asked with `stream`) is the step `model` too: each text delta is published live
+   * (core NATS, `<prefix>.runs.live.<run_id>`) and stored as a `delta` event before the next is read, and the
+   * step records the final response and the number of deltas, so a replay numbers the run's events the same
+   * and yields the recorded response without calling the model. */
+  async *getStreamedResponse(request: ModelRequest): AsyncIterable<StreamEvent> {
+    const events = eventsOfThisRun();
+    if (!events) throw new ValidationError("stream", "streaming is built for runs from the bus only", "run with stream false");
+    const base = events.seq;
+    const call = ++events.calls;
+    const done = await DBOS.runStep(async () => {
+      let deltas = 0;
+      let offset = 0;
+      let final: unknown;
+      for await (const event of this.inner.getStreamedResponse(request)) {
+        if (event.type === "output_text_delta" && event.delta) {
+          await live?.({ run_id: events.runId, call, offset, text: event.delta, time: new Date().toISOString() });
+          offset += event.delta.length;
+          deltas += 1;
+          await events.emit(base + deltas, "delta", { text: event.delta });
+        } else if (event.type === "response_done") {
+          final = event.response;
+        }
+      }
+      if (final === undefined) throw new Error("the model's stream ended without its response");
+      return { response: JSON.parse(JSON.stringify(final)), deltas };
+    }, { name: "model" });
+    events.seq = base + done.deltas;
+    yield { type: "response_done", response: done.response } as StreamEvent;
   }
 }
 
@@ -329,6 +361,8 @@ interface RunSpec {
   approvalTimeoutSeconds?: number;
   /** Set for a run started from the bus: its events are published, numbered from `seqBase + 1`. */
   seqBase?: number;
+  /** A bus run that streams: its text as `delta` events (and live). */
+  stream?: boolean;
 }
 
 /** A tool call waiting for a human's decision. `deadline` (epoch seconds): when it is rejected unless decided. */
@@ -498,7 +532,16 @@ async function execute(spec: RunSpec): Promise<RunOutput> {
   let input: string | AgentInputItem[] | RunState<any, any> = spec.state !== undefined ? await RunState.fromString(durable, spec.state) : spec.input!;
   let saved = spec.state !== undefined;
   for (;;) {
-    const result = await runner.run(durable, input, { maxTurns: spec.maxTurns, ...(spec.context === undefined ? {} : { context: spec.context }) });
+    const options = { maxTurns: spec.maxTurns, ...(spec.context === undefined ? {} : { context: spec.context }) };
+    let result;
+    if (spec.stream) {
+      const streamed = await runner.run(durable, input, { ...options, stream: true });
+      await streamed.completed;
+      if (streamed.error) throw streamed.error;
+      result = streamed;
+    } else {
+      result = await runner.run(durable, input, options);
+    }
     if (!result.interruptions?.length) {
       if (saved) await DBOS.setEvent(STATE_EVENT, null);  // nothing left to resume
       return { status: "completed", output: result.finalOutput, usage: usageOf(result.state) };
@@ -586,12 +629,12 @@ export async function runAgentWorkflow(...args: Parameters<typeof startAgentWork
  * numbered from `seqBase + 1`; a second start of the same id is the same run. For `serveAgents`. */
 export async function startBusRun(
   runId: string, agent: string, input: string | AgentInputItem[], maxTurns: number, seqBase: number,
-  timeoutSeconds?: number | null, context?: unknown, approvalTimeoutSeconds?: number | null,
+  timeoutSeconds?: number | null, context?: unknown, approvalTimeoutSeconds?: number | null, stream = false,
 ): Promise<void> {
   await ensureDBOSLaunched();
   // A run from the bus waits for its approvals (approve and reject come over the bus), as on the Python side.
   const spec: RunSpec = {
-    agent, input, maxTurns, seqBase, waitForApproval: true,
+    agent, input, maxTurns, seqBase, waitForApproval: true, ...(stream ? { stream } : {}),
     ...(approvalTimeoutSeconds ? { approvalTimeoutSeconds } : {}),
     ...(context === undefined || context === null ? {} : { context }),
   };
