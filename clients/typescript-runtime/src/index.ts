@@ -10,7 +10,7 @@
 import { DBOS, DBOSClient, Error as DBOSErrors } from "@dbos-inc/dbos-sdk";
 import {
   Agent, OpenAIProvider, RunState, Runner, Usage,
-  type AgentInputItem, type FunctionTool, type Model, type ModelProvider, type ModelRequest, type ModelResponse, type StreamEvent, type Tool,
+  type AgentInputItem, type Session, type FunctionTool, type Model, type ModelProvider, type ModelRequest, type ModelResponse, type StreamEvent, type Tool,
 } from "@openai/agents";
 
 /** A setting or call that cannot work as given; `field` names what to change. */
@@ -363,6 +363,8 @@ interface RunSpec {
   seqBase?: number;
   /** A bus run that streams: its text as `delta` events (and live). */
   stream?: boolean;
+  /** The run's session, by its id (`session.getSessionId()`): the caller's object here, else the factory's. */
+  sessionId?: string;
 }
 
 /** A tool call waiting for a human's decision. `deadline` (epoch seconds): when it is rejected unless decided. */
@@ -485,7 +487,13 @@ async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): P
 }
 
 const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput> => {
-  if (spec.seqBase === undefined) return execute(spec);
+  if (spec.seqBase === undefined) {
+    try {
+      return await execute(spec);
+    } finally {
+      liveSessions.delete(DBOS.workflowID!);
+    }
+  }
   const events = new RunEvents(DBOS.workflowID!, spec.seqBase);
   busRuns.set(events.runId, events);
   try {
@@ -518,6 +526,48 @@ const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput>
   }
 }, { name: WORKFLOW });
 
+// --- sessions ----------------------------------------------------------------------------------
+
+const liveSessions = new Map<string, Session>();
+let sessionFactory: ((sessionId: string) => Session | Promise<Session>) | undefined;
+
+/** How this process makes a run's session again from its id, for a run that resumes here after a crash (the
+ * caller's session object died with its process). Register it at start-up, before `ensureDBOSLaunched()`. */
+export function registerSessionFactory(factory: (sessionId: string) => Session | Promise<Session>): void {
+  if (typeof factory !== "function") throw new ValidationError("factory", "is not a function", "pass (sessionId) => new MySession(sessionId)");
+  sessionFactory = factory;
+}
+
+/** `inner` with each read and write a step (`session.get_items`, `session.add_items`, `session.pop_item`,
+ * `session.clear`): a recovered run reads what its first execution read, and writes nothing twice. */
+function durableSession(inner: Session, sessionId: string): Session {
+  const step = <T>(name: string, fn: () => Promise<T>) => DBOS.runStep(async () => {
+    const value = await fn();
+    return value === undefined ? value : (JSON.parse(JSON.stringify(value)) as T);
+  }, { name });
+  return {
+    getSessionId: async () => sessionId,
+    getItems: (limit?: number) => step("session.get_items", () => inner.getItems(limit)),
+    addItems: (items: AgentInputItem[]) => step("session.add_items", () => inner.addItems(items)),
+    popItem: () => step("session.pop_item", () => inner.popItem()),
+    clearSession: () => step("session.clear", () => inner.clearSession()),
+    ...(inner.prepareHistoryItemForModelInput ? { prepareHistoryItemForModelInput: inner.prepareHistoryItemForModelInput.bind(inner) } : {}),
+    ...(inner.prepareHistoryItemsForPersistenceComparison
+      ? { prepareHistoryItemsForPersistenceComparison: inner.prepareHistoryItemsForPersistenceComparison.bind(inner) } : {}),
+  } as Session;
+}
+
+async function sessionOf(runId: string, sessionId: string): Promise<Session> {
+  const inner = liveSessions.get(runId) ?? (sessionFactory ? await sessionFactory(sessionId) : undefined);
+  if (!inner) {
+    throw new ConfigurationError(
+      `session: run ${JSON.stringify(runId)} uses session ${JSON.stringify(sessionId)}, which this process cannot make again; ` +
+      "call registerSessionFactory((id) => ...) at start-up, before ensureDBOSLaunched()",
+    );
+  }
+  return durableSession(inner, sessionId);
+}
+
 /** The run itself: the agent's turns, each model call and tool call a step, and its approvals. */
 async function execute(spec: RunSpec): Promise<RunOutput> {
   const agent = agents.get(spec.agent);
@@ -531,8 +581,13 @@ async function execute(spec: RunSpec): Promise<RunOutput> {
   const runner = new Runner({ tracingDisabled: true, modelProvider: new DurableModelProvider(new OpenAIProvider()) });
   let input: string | AgentInputItem[] | RunState<any, any> = spec.state !== undefined ? await RunState.fromString(durable, spec.state) : spec.input!;
   let saved = spec.state !== undefined;
+  const runId = DBOS.workflowID!;
+  const session = spec.sessionId === undefined ? undefined : await sessionOf(runId, spec.sessionId);
   for (;;) {
-    const options = { maxTurns: spec.maxTurns, ...(spec.context === undefined ? {} : { context: spec.context }) };
+    const options = {
+      maxTurns: spec.maxTurns, ...(spec.context === undefined ? {} : { context: spec.context }),
+      ...(session ? { session } : {}),
+    };
     let result;
     if (spec.stream) {
       const streamed = await runner.run(durable, input, { ...options, stream: true });
@@ -686,8 +741,17 @@ async function prepare(
   if (!resumed && typeof inputItems !== "string" && !Array.isArray(inputItems)) {
     throw new ValidationError("inputItems", "is neither a string, a list of input items nor a RunState", "pass the user's text, a list of items, or a loaded RunState");
   }
+  let sessionId: string | undefined;
   if (session !== undefined && session !== null) {
-    throw new ValidationError("session", "sessions are not built for TypeScript agents yet", "pass undefined, and keep the conversation in inputItems");
+    const methods = ["getSessionId", "getItems", "addItems", "popItem", "clearSession"] as const;
+    const missing = methods.find((m) => typeof (session as Record<string, unknown>)[m] !== "function");
+    if (missing) {
+      throw new ValidationError("session", `is not a Session of @openai/agents (it has no ${missing}())`, "pass e.g. new MemorySession(), or undefined");
+    }
+    sessionId = await (session as Session).getSessionId();
+    if (typeof sessionId !== "string" || !sessionId) {
+      throw new ValidationError("session", `its getSessionId() gave ${JSON.stringify(sessionId)}`, "give the session a non-empty id: a recovered run finds its session by it");
+    }
   }
   if (stream) throw new ValidationError("stream", "streaming is not built for TypeScript agents yet", "pass false");
   if (timeoutSeconds !== undefined && !(typeof timeoutSeconds === "number" && timeoutSeconds > 0 && timeoutSeconds <= 31_536_000)) {
@@ -709,13 +773,15 @@ async function prepare(
   }
   await ensureDBOSLaunched();
   const spec: RunSpec = {
-    agent: agent.name, maxTurns,
+    agent: agent.name, maxTurns, ...(sessionId === undefined ? {} : { sessionId }),
     ...(resumed ? { state: inputItems.toString() } : { input: inputItems }),
     ...(context === undefined ? {} : { context }),
     ...(waitForApproval ? { waitForApproval } : {}),
     ...(approvalTimeoutSeconds === undefined ? {} : { approvalTimeoutSeconds }),
   };
-  return { id: workflowId ?? crypto.randomUUID().replaceAll("-", ""), spec, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) };
+  const id = workflowId ?? crypto.randomUUID().replaceAll("-", "");
+  if (session) liveSessions.set(id, session as Session);  // this process's own object; a recovery asks the factory
+  return { id, spec, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) };
 }
 
 // --- queues ----------------------------------------------------------------------------------

@@ -128,6 +128,41 @@ describe("runAgentWorkflow", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is
   }
 });
 
+describe("sessions", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not set" }, () => {
+  test("a run with a session, killed with SIGKILL inside its tool, resumes with the session the factory makes and writes it once", async () => {
+    const { id, calls } = fresh();
+    const sessions = mkdtempSync(join(tmpdir(), "timestep-ts-sessions-"));
+    const hold = join(dir, `hold-${id}`);
+    const first = program("session", id, calls, { HOLD_FILE: hold, SESSION_DIR: sessions }, ["user-42"]);
+    for (let i = 0; !existsSync(hold); i++) {
+      assert.ok(i < 600, "the tool did not start within 60 s");
+      await sleep(100);
+    }
+    first.child.kill("SIGKILL");
+    await first.done;
+    const resumed = await outcome("recover", id, calls, { SESSION_DIR: sessions });
+    assert.equal(resumed.result.output, "The weather: sunny in Paris");
+    const names = resumed.steps.map((s) => s.name);
+    assert.deepEqual(names, ["session.get_items", "model", "tool:get_weather", "model", "session.add_items"]);
+    // The user's message, the tool call, its output and the answer, each once: the history read came from the record.
+    const items = JSON.parse(readFileSync(join(sessions, "user-42.json"), "utf8")) as { type?: string; role?: string }[];
+    assert.deepEqual(items.map((i) => i.type ?? i.role), ["message", "function_call", "function_call_result", "message"]);
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "tool", "model-2"]);
+  });
+
+  test("a second run of the session sees the first one's conversation", async () => {
+    const { id, calls } = fresh();
+    const sessions = mkdtempSync(join(tmpdir(), "timestep-ts-sessions-"));
+    await outcome("session", id, calls, { SESSION_DIR: sessions }, ["user-7"]);
+    const again = await outcome("session", `${id}-again`, calls, { SESSION_DIR: sessions }, ["user-7"]);
+    // The scripted model answers from a tool output in its input: the second run's input held the first run's.
+    assert.equal(again.result.output, "The weather: sunny in Paris");
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "model-2", "model-2"]);
+    const items = JSON.parse(readFileSync(join(sessions, "user-7.json"), "utf8")) as { type?: string; role?: string }[];
+    assert.deepEqual(items.map((i) => i.role ?? i.type), ["user", "function_call", "function_call_result", "assistant", "user", "assistant"]);
+  });
+});
+
 describe("approvals", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not set" }, () => {
   const APPROVAL = { APPROVAL: "1" };
   /** Another program that decides: an executor id of its own, so its launch recovers none of the runs. */
@@ -231,7 +266,7 @@ describe("bad input gets an error that names the field and the fix", () => {
     const agent = new Agent({ name: "refused" });
     const refused = async (field: string, run: () => Promise<unknown>) =>
       assert.rejects(run, (e: unknown) => e instanceof ValidationError && e.field === field);
-    await refused("session", () => runAgentWorkflow(agent, "hi", { id: "s" }));
+    await refused("session", () => runAgentWorkflow(agent, "hi", { id: "s" }));  // not a Session
     await refused("stream", () => runAgentWorkflow(agent, "hi", undefined, true));
     await refused("timeoutSeconds", () => runAgentWorkflow(agent, "hi", undefined, false, -1));
     await refused("maxTurns", () => runAgentWorkflow(agent, "hi", undefined, false, undefined, 0));
