@@ -12,10 +12,12 @@ import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jet
 import { Kvm, type KV } from "@nats-io/kv";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 
-import {
-  ConfigurationError, NotWaitingError, ValidationError, approveToolCall, ensureDBOSLaunched, registeredAgents, rejectToolCall, setEventSink,
-  shutdownDBOS, startBusRun, type RunEvent,
-} from "./index.js";
+import { registeredAgents } from "./agents.js";
+import { approveToolCall, rejectToolCall } from "./approvals.js";
+import { ensureDBOSLaunched, shutdownDBOS } from "./config.js";
+import { ConfigurationError, NotWaitingError, ValidationError } from "./errors.js";
+import { setEventSink, type RunEvent } from "./events.js";
+import { startBusRun } from "./workflow.js";
 
 const WORK_STREAM = "TIMESTEP_WORK";
 const RUNTIME_HEADER = "Timestep-Runtime";

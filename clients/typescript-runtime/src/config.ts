@@ -1,0 +1,114 @@
+/** DBOS configured for Timestep: the same settings as the Python side. */
+
+import { DBOS, DBOSClient } from "@dbos-inc/dbos-sdk";
+
+import { ConfigurationError, ValidationError } from "./errors.js";
+
+
+/** The workflow's name in DBOS: a rename would strand the runs in flight. */
+export const WORKFLOW = "timestep.ts.agent_run";
+export const DEFAULT_MAX_TURNS = 10;
+
+export interface DBOSOptions {
+  /** The system database, `postgresql://...` (default: PG_CONNECTION_URI). */
+  systemDatabaseUrl?: string;
+  /** The application's name in DBOS (default `timestep`). */
+  name?: string;
+}
+
+let configured: {
+  name: string; systemDatabaseUrl: string; executorID: string; applicationVersion: string; logLevel: string; systemDatabasePoolSize: number;
+} | undefined;
+let launched = false;
+
+/** TIMESTEP_LOG_LEVEL (Python's names, default WARNING) as DBOS's TypeScript SDK names it. */
+function logLevel(level: string): string {
+  const names: Record<string, string> = { DEBUG: "debug", INFO: "info", WARNING: "warn", WARN: "warn", ERROR: "error", CRITICAL: "error" };
+  const name = names[level.toUpperCase()];
+  if (!name) throw new ValidationError("TIMESTEP_LOG_LEVEL", `${JSON.stringify(level)} is not a log level`, "use DEBUG, INFO, WARNING or ERROR");
+  return name;
+}
+
+/** TIMESTEP_DB_POOL_SIZE (default 20): the most database connections this process opens. */
+function poolSize(value: string): number {
+  const size = Number(value);
+  if (!Number.isInteger(size) || size < 1 || size > 1000) {
+    throw new ValidationError("TIMESTEP_DB_POOL_SIZE", `${JSON.stringify(value)} is not a number of connections`, "give a whole number from 1 to 1000");
+  }
+  return size;
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
+}
+
+/**
+ * Configure DBOS for Timestep (idempotent): the system database from `options` or PG_CONNECTION_URI,
+ * the executor id from TIMESTEP_EXECUTOR_ID (default `local`) and the application version from
+ * TIMESTEP_APP_VERSION (default `timestep-1`), its pool from TIMESTEP_DB_POOL_SIZE (default 20) and its
+ * log level from TIMESTEP_LOG_LEVEL (default WARNING): the same settings as the Python side. A process
+ * recovers the unfinished runs of its executor id and application version when it launches.
+ */
+export function configureDBOS(options: DBOSOptions = {}): void {
+  const url = options.systemDatabaseUrl ?? process.env.PG_CONNECTION_URI;
+  if (!url) {
+    throw new ValidationError(
+      "PG_CONNECTION_URI", "is not set, and DBOS's TypeScript SDK stores runs in PostgreSQL only",
+      "set PG_CONNECTION_URI=postgresql://user:password@host:5432/database, or pass configureDBOS({ systemDatabaseUrl })",
+    );
+  }
+  if (!/^postgres(ql)?:\/\//.test(url)) {
+    throw new ValidationError(
+      options.systemDatabaseUrl ? "systemDatabaseUrl" : "PG_CONNECTION_URI", `${JSON.stringify(redact(url))} is not a postgresql:// URL`,
+      "give e.g. postgresql://user:password@host:5432/database (DBOS's TypeScript SDK has no SQLite)",
+    );
+  }
+  const name = options.name ?? "timestep";
+  if (!/^[a-z0-9_-]{3,256}$/.test(name)) {
+    throw new ValidationError("name", `${JSON.stringify(name)} is not a valid application name`, "use 3-256 characters of a-z, 0-9, '_' and '-'");
+  }
+  const config = {
+    name,
+    systemDatabaseUrl: url,
+    executorID: process.env.TIMESTEP_EXECUTOR_ID || "local",
+    applicationVersion: process.env.TIMESTEP_APP_VERSION || "timestep-1",
+    logLevel: logLevel(process.env.TIMESTEP_LOG_LEVEL || "WARNING"),
+    systemDatabasePoolSize: poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20"),
+  };
+  if (configured && JSON.stringify(configured) === JSON.stringify(config)) return;
+  if (launched) {
+    throw new ConfigurationError(
+      `Timestep is already launched on ${redact(configured!.systemDatabaseUrl)}; call configureDBOS() with other settings only before ensureDBOSLaunched()`,
+    );
+  }
+  DBOS.setConfig(config);
+  configured = config;
+}
+
+/** Launch DBOS once (idempotent; configures it with the defaults first if needed). Runs of this
+ * executor id left unfinished by a process that stopped resume now: register their agents first. */
+export async function ensureDBOSLaunched(): Promise<void> {
+  if (launched) return;
+  if (!configured) configureDBOS();
+  await DBOS.launch();
+  launched = true;
+}
+
+/** Shut DBOS down (tests and clean exits); the process's unfinished runs resume in the next one. */
+export async function shutdownDBOS(): Promise<void> {
+  if (!launched) return;
+  await reader?.destroy();
+  reader = undefined;
+  await DBOS.shutdown();
+  launched = false;
+}
+
+
+let reader: DBOSClient | undefined;
+
+/** A run's status read outside its workflow (inside, a read is a step, and a stopped workflow runs none). */
+export async function statusOutside(runId: string): Promise<string | undefined> {
+  reader ??= await DBOSClient.create({ systemDatabaseUrl: configured!.systemDatabaseUrl, systemDatabasePoolSize: 1 });
+  return (await reader.getWorkflow(runId))?.status;
+}
+

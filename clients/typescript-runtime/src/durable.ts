@@ -1,0 +1,112 @@
+/** Model calls, tool calls and agents made durable: each call a recorded step. */
+
+import { DBOS } from "@dbos-inc/dbos-sdk";
+import {
+  Agent, Usage,
+  type FunctionTool, type Model, type ModelProvider, type ModelRequest, type ModelResponse, type StreamEvent, type Tool,
+} from "@openai/agents";
+
+import { ValidationError } from "./errors.js";
+import { asText, eventsOfThisRun, publishLive } from "./events.js";
+
+
+/** A model response as the record keeps it: plain JSON, its usage rebuilt on the way back. */
+type RecordedResponse = Omit<ModelResponse, "usage"> & { usage: ConstructorParameters<typeof Usage>[0] };
+
+function recorded(response: ModelResponse): RecordedResponse {
+  const { usage, ...rest } = response;
+  return JSON.parse(JSON.stringify({
+    ...rest,
+    usage: {
+      requests: usage.requests, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, totalTokens: usage.totalTokens,
+      inputTokensDetails: usage.inputTokensDetails, outputTokensDetails: usage.outputTokensDetails,
+    },
+  }));
+}
+
+/** Each call of `inner` is the step `model` of the run: recorded before the run goes on, and on
+ * recovery returned from the record without calling the model again. */
+class DurableModel implements Model {
+  constructor(private readonly inner: Model) {}
+
+  async getResponse(request: ModelRequest): Promise<ModelResponse> {
+    const response = await DBOS.runStep(async () => recorded(await this.inner.getResponse(request)), { name: "model" });
+    return { ...response, usage: new Usage(response.usage) };
+  }
+
+  /** A streamed call (a bus run asked with `stream`) is the step `model` too: each text delta is published live
+   * (core NATS, `<prefix>.runs.live.<run_id>`) and stored as a `delta` event before the next is read, and the
+   * step records the final response and the number of deltas, so a replay numbers the run's events the same
+   * and yields the recorded response without calling the model. */
+  async *getStreamedResponse(request: ModelRequest): AsyncIterable<StreamEvent> {
+    const events = eventsOfThisRun();
+    if (!events) throw new ValidationError("stream", "streaming is built for runs from the bus only", "run with stream false");
+    const base = events.seq;
+    const call = ++events.calls;
+    const done = await DBOS.runStep(async () => {
+      let deltas = 0;
+      let offset = 0;
+      let final: unknown;
+      for await (const event of this.inner.getStreamedResponse(request)) {
+        if (event.type === "output_text_delta" && event.delta) {
+          await publishLive({ run_id: events.runId, call, offset, text: event.delta, time: new Date().toISOString() });
+          offset += event.delta.length;
+          deltas += 1;
+          await events.emit(base + deltas, "delta", { text: event.delta });
+        } else if (event.type === "response_done") {
+          final = event.response;
+        }
+      }
+      if (final === undefined) throw new Error("the model's stream ended without its response");
+      return { response: JSON.parse(JSON.stringify(final)), deltas };
+    }, { name: "model" });
+    events.seq = base + done.deltas;
+    yield { type: "response_done", response: done.response } as StreamEvent;
+  }
+}
+
+/** Models named by a string resolve with `base` (the OpenAI provider) and are made durable. */
+export class DurableModelProvider implements ModelProvider {
+  constructor(private readonly base: ModelProvider) {}
+
+  async getModel(modelName?: string): Promise<Model> {
+    return new DurableModel(await this.base.getModel(modelName));
+  }
+}
+
+/** A function tool whose each call is the step `tool:<name>`: on recovery a finished call's output
+ * comes from the record and the tool does not run again. Hosted tools run at the provider, inside
+ * the model call's step. */
+function durableTool(tool: Tool<any>): Tool<any> {
+  if (tool.type !== "function") return tool;
+  const inner = tool as FunctionTool<any, any, any>;
+  return {
+    ...inner,
+    invoke: (context, input, details) => {
+      // A bus run's `tool_call` and `tool_output` are published inside the step, so both are stored
+      // before the step is recorded; a replay publishes them again, stored once (their message ids).
+      const events = eventsOfThisRun();
+      const seq = events?.take(2) ?? 0;
+      const callId = details?.toolCall?.callId ?? "";
+      return DBOS.runStep(async () => {
+        await events?.emit(seq, "tool_call", { tool: inner.name, call_id: callId, arguments: input });
+        const output = await inner.invoke(context, input, details);
+        await events?.emit(seq + 1, "tool_output", { call_id: callId, output: asText(output) });
+        return output;
+      }, { name: `tool:${inner.name}` });
+    },
+  };
+}
+
+/** `agent` with its model, its tools and the agents it hands off to made durable. */
+export function durableAgent(agent: Agent<any, any>, made = new Map<Agent<any, any>, Agent<any, any>>()): Agent<any, any> {
+  const known = made.get(agent);
+  if (known) return known;
+  const model = agent.model;
+  const durable = agent.clone({ tools: agent.tools.map(durableTool) });
+  made.set(agent, durable);
+  if (typeof model !== "string") durable.model = new DurableModel(model);
+  durable.handoffs = agent.handoffs.map((h) => (h instanceof Agent ? durableAgent(h, made) : h));
+  return durable;
+}
+

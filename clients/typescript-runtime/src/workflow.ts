@@ -1,0 +1,400 @@
+/** The run as a DBOS workflow: starting it, its turns, its approvals, its handle. */
+
+import { DBOS } from "@dbos-inc/dbos-sdk";
+import { Agent, OpenAIProvider, RunState, Runner, type AgentInputItem, type Session } from "@openai/agents";
+
+import { agentNamed, registerAgent } from "./agents.js";
+import { DEFAULT_MAX_TURNS, WORKFLOW, ensureDBOSLaunched, statusOutside } from "./config.js";
+import { DurableModelProvider, durableAgent } from "./durable.js";
+import { UnknownAgentError, ValidationError, checkRunId } from "./errors.js";
+import { RunEvents, busRuns, eventsOfThisRun, stoppedByDBOS } from "./events.js";
+import { liveSessions, sessionOf } from "./sessions.js";
+
+
+/** A run's input as DBOS records it (plain data: the agent by name; a resumed run's state as its string). */
+export interface RunSpec {
+  agent: string;
+  input?: string | AgentInputItem[];
+  state?: string;
+  maxTurns: number;
+  context?: unknown;
+  waitForApproval?: boolean;
+  approvalTimeoutSeconds?: number;
+  /** Set for a run started from the bus: its events are published, numbered from `seqBase + 1`. */
+  seqBase?: number;
+  /** A bus run that streams: its text as `delta` events (and live). */
+  stream?: boolean;
+  /** The run's session, by its id (`session.getSessionId()`): the caller's object here, else the factory's. */
+  sessionId?: string;
+}
+
+/** A tool call waiting for a human's decision. `deadline` (epoch seconds): when it is rejected unless decided. */
+export interface Approval {
+  callId: string;
+  tool: string;
+  arguments: string;
+  deadline?: number;
+}
+
+export type Usage4 = { requests: number; inputTokens: number; outputTokens: number; totalTokens: number };
+
+interface RunOutput {
+  status: "completed" | "interrupted";
+  output: unknown;
+  usage: Usage4;
+  interruptions?: Approval[];
+}
+
+/** A decision sent to a waiting run (`approveToolCall`, `rejectToolCall`). */
+export interface Decision {
+  type: "approve" | "reject";
+  callId: string;
+  always?: boolean;
+  arguments?: string;
+  message?: string;
+  decidedBy?: string;
+}
+
+/** The run's events (DBOS's durable key-value per workflow): its saved state while it is interrupted,
+ * and the tool calls it waits on while it waits for decisions. */
+export const STATE_EVENT = "timestep.run_state";
+export const WAITING_EVENT = "timestep.waiting";
+export const DECISION_TOPIC = "timestep.decision";
+/** The longest one wait for a decision lasts before it is taken up again (each wait is recorded). */
+const DECISION_WAIT_SECONDS = 3600;
+
+function usageOf(state: RunState<any, any>): Usage4 {
+  const u = state.usage;
+  return { requests: u.requests, inputTokens: u.inputTokens, outputTokens: u.outputTokens, totalTokens: u.totalTokens };
+}
+
+function approvalsOf(state: RunState<any, any>, timeoutSeconds?: number): Approval[] {
+  const deadline = timeoutSeconds ? Date.now() / 1000 + timeoutSeconds : undefined;
+  return state.getInterruptions().map((item) => ({
+    callId: (item.rawItem as { callId?: string }).callId ?? "",
+    tool: item.name ?? "",
+    arguments: item.arguments ?? "",
+    ...(deadline === undefined ? {} : { deadline }),
+  }));
+}
+
+/** The approved call runs with `edited` arguments: in the approval item, in the turn's processed
+ * function calls the runner resumes from, and in the items the run keeps (so its history shows them). */
+function editArguments(state: RunState<any, any>, callId: string, edited: string): void {
+  const calls: { callId?: string; arguments?: string }[] = [
+    ...state.getInterruptions().map((i) => i.rawItem as { callId?: string; arguments?: string }),
+    ...(state._lastProcessedResponse?.functions ?? []).map((f) => f.toolCall as { callId?: string; arguments?: string }),
+    ...state._generatedItems.map((i) => i.rawItem as { callId?: string; arguments?: string }),
+  ];
+  for (const call of calls) if (call?.callId === callId && typeof call.arguments === "string") call.arguments = edited;
+}
+
+/** Wait (durably) until each waiting call of `state` is approved or rejected, or rejected at its deadline.
+ * Each wait is a recorded `recv`: after a crash the run waits on, with the deadlines it had. */
+async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): Promise<void> {
+  const pending = new Map(waiting.map((a) => [a.callId, a]));
+  const items = new Map(state.getInterruptions().map((i) => [(i.rawItem as { callId?: string }).callId ?? "", i]));
+  while (pending.size > 0) {
+    const due = [...pending.values()].map((a) => a.deadline).filter((d): d is number => d !== undefined);
+    const earliest = due.length ? Math.min(...due) : undefined;
+    // The clock is read in a step, so a replay waits the same as the first execution did.
+    const now = await DBOS.runStep(async () => Date.now() / 1000, { name: "clock" });
+    const wait = earliest === undefined ? DECISION_WAIT_SECONDS : Math.max(0, earliest - now);
+    const decision = await DBOS.recv<Decision>(DECISION_TOPIC, wait);
+    const decided: Record<string, unknown>[] = [];  // a bus run's tool_approved and tool_rejected events
+    if (decision === null) {
+      if (earliest === undefined) continue;
+      for (const [callId, a] of [...pending]) {
+        if (a.deadline !== undefined && a.deadline <= earliest) {
+          const message = `No decision came before the approval deadline; the call to ${a.tool} was not made.`;
+          state.reject(items.get(callId)!, { message });
+          pending.delete(callId);
+          decided.push({ type: "tool_rejected", call_id: callId, tool: a.tool, message, always: false, decided_by: null, expired: true });
+        }
+      }
+    } else {
+      const asked = pending.get(decision.callId);
+      if (!asked) continue;  // checked before it was sent: a second decision on the same call
+      const item = items.get(decision.callId)!;
+      const same = [...pending.values()].filter((a) => a.callId === decision.callId || (decision.always && a.tool === asked.tool));
+      if (decision.type === "approve") {
+        if (decision.arguments !== undefined) editArguments(state, decision.callId, decision.arguments);
+        state.approve(item, { alwaysApprove: decision.always ?? false });
+      } else {
+        state.reject(item, { alwaysReject: decision.always ?? false, ...(decision.message ? { message: decision.message } : {}) });
+      }
+      for (const a of same) {
+        if (a.callId !== decision.callId) {
+          const other = items.get(a.callId)!;
+          if (decision.type === "approve") state.approve(other, { alwaysApprove: true });
+          else state.reject(other, { alwaysReject: true, ...(decision.message ? { message: decision.message } : {}) });
+        }
+        pending.delete(a.callId);
+        const always = decision.always ?? false;
+        decided.push(decision.type === "approve"
+          ? { type: "tool_approved", call_id: a.callId, tool: a.tool, always, arguments: a.callId === decision.callId ? decision.arguments ?? null : null, decided_by: decision.decidedBy ?? null }
+          : { type: "tool_rejected", call_id: a.callId, tool: a.tool, message: decision.message ?? null, always, decided_by: decision.decidedBy ?? null, expired: false });
+      }
+    }
+    const events = eventsOfThisRun();
+    if (events && decided.length) {
+      const seq = events.take(decided.length);
+      await DBOS.runStep(async () => {
+        for (const [i, { type, ...fields }] of decided.entries()) await events.emit(seq + i, type as string, fields);
+      }, { name: "run.decision" });
+    }
+    await DBOS.setEvent(WAITING_EVENT, [...pending.values()]);
+  }
+}
+
+export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput> => {
+  if (spec.seqBase === undefined) {
+    try {
+      return await execute(spec);
+    } finally {
+      liveSessions.delete(DBOS.workflowID!);
+    }
+  }
+  const events = new RunEvents(DBOS.workflowID!, spec.seqBase);
+  busRuns.set(events.runId, events);
+  try {
+    const started = events.take(1);
+    await DBOS.runStep(() => events.emit(started, "started"), { name: "run.started" });
+    let output: RunOutput;
+    try {
+      output = await execute(spec);
+      if (output.status === "interrupted") {
+        throw new ValidationError("tool", "approvals are not built for TypeScript agent actors yet", "host agents whose tools need no approval");
+      }
+    } catch (e) {
+      if (stoppedByDBOS(e) && (await statusOutside(events.runId)) === "CANCELLED") {
+        // Cancelled: no step runs after a cancel, so `cancelled` is published as it is (a replay's copy
+        // is dropped by its message id).
+        await events.emit(events.take(1), "cancelled");
+        throw e;
+      }
+      const failed = events.take(1);
+      const error = { type: (e as Error).name || "Error", message: (e as Error).message ?? String(e) };
+      await DBOS.runStep(() => events.emit(failed, "failed", { error }), { name: "run.failed" });
+      throw e;
+    }
+    const completed = events.take(1);
+    const usage = { requests: output.usage.requests, input_tokens: output.usage.inputTokens, output_tokens: output.usage.outputTokens, total_tokens: output.usage.totalTokens };
+    await DBOS.runStep(() => events.emit(completed, "completed", { output: output.output ?? null, usage }), { name: "run.completed" });
+    return output;
+  } finally {
+    busRuns.delete(events.runId);
+  }
+}, { name: WORKFLOW });
+
+/** The run itself: the agent's turns, each model call and tool call a step, and its approvals. */
+async function execute(spec: RunSpec): Promise<RunOutput> {
+  const agent = agentNamed(spec.agent);
+  if (!agent) {
+    throw new UnknownAgentError(
+      `agent: no agent named ${JSON.stringify(spec.agent)} is registered in this process; ` +
+      "call registerAgent(agent) at start-up, before ensureDBOSLaunched()",
+    );
+  }
+  const durable = durableAgent(agent);
+  const runner = new Runner({ tracingDisabled: true, modelProvider: new DurableModelProvider(new OpenAIProvider()) });
+  let input: string | AgentInputItem[] | RunState<any, any> = spec.state !== undefined ? await RunState.fromString(durable, spec.state) : spec.input!;
+  let saved = spec.state !== undefined;
+  const runId = DBOS.workflowID!;
+  const session = spec.sessionId === undefined ? undefined : await sessionOf(runId, spec.sessionId);
+  for (;;) {
+    const options = {
+      maxTurns: spec.maxTurns, ...(spec.context === undefined ? {} : { context: spec.context }),
+      ...(session ? { session } : {}),
+    };
+    let result;
+    if (spec.stream) {
+      const streamed = await runner.run(durable, input, { ...options, stream: true });
+      await streamed.completed;
+      if (streamed.error) throw streamed.error;
+      result = streamed;
+    } else {
+      result = await runner.run(durable, input, options);
+    }
+    if (!result.interruptions?.length) {
+      if (saved) await DBOS.setEvent(STATE_EVENT, null);  // nothing left to resume
+      return { status: "completed", output: result.finalOutput, usage: usageOf(result.state) };
+    }
+    // A step: the deadlines are set once, and a replay reads them from the record.
+    const waiting = await DBOS.runStep(async () => approvalsOf(result.state, spec.approvalTimeoutSeconds), { name: "run.interrupted" });
+    // Saved before the run returns or waits: `RunStateStore` loads it, `approveToolCall` checks against it.
+    await DBOS.setEvent(STATE_EVENT, result.state.toString());
+    saved = true;
+    if (!spec.waitForApproval) {
+      return { status: "interrupted", output: undefined, usage: usageOf(result.state), interruptions: waiting };
+    }
+    await DBOS.setEvent(WAITING_EVENT, waiting);
+    const events = eventsOfThisRun();
+    if (events) {  // after the calls are saved as waiting: a decision sent on seeing it is taken
+      const seq = events.take(1);
+      const approvals = waiting.map((a) => ({ call_id: a.callId, tool: a.tool, arguments: a.arguments, ...(a.deadline === undefined ? {} : { deadline: a.deadline }) }));
+      await DBOS.runStep(() => events.emit(seq, "interrupted", { approvals }), { name: "run.interrupted.event" });
+    }
+    await awaitDecisions(result.state, waiting);
+    input = result.state;
+  }
+}
+
+/** What `runAgentWorkflow` returns, as `RunResult` on the Python side: `status` is `completed`, or
+ * `interrupted` with the tool calls waiting for approval in `interruptions` (the run's state is saved:
+ * see `RunStateStore`). */
+export interface RunResult {
+  workflowId: string;
+  status: "completed" | "interrupted";
+  output: unknown;
+  usage: Usage4;
+  interruptions: Approval[];
+}
+
+/** A run started before, in this process or another: its status and, once it ends, its result. */
+export class RunHandle {
+  constructor(readonly workflowId: string) {}
+
+  /** Wait for the run to end: its result, or the error it ended with. */
+  async getResult(): Promise<RunResult> {
+    const done = (await DBOS.retrieveWorkflow<RunOutput>(this.workflowId).getResult()) as RunOutput;
+    return { workflowId: this.workflowId, status: done.status ?? "completed", output: done.output, usage: done.usage, interruptions: done.interruptions ?? [] };
+  }
+
+  /** `queued`, `running`, `completed`, `failed` or `cancelled` (undefined: no run has this id). */
+  async getStatus(): Promise<string | undefined> {
+    const status = await DBOS.getWorkflowStatus(this.workflowId);
+    if (!status) return undefined;
+    const words: Record<string, string> = {
+      PENDING: "running", ENQUEUED: "queued", SUCCESS: "completed", ERROR: "failed", CANCELLED: "cancelled",
+      MAX_RECOVERY_ATTEMPTS_EXCEEDED: "failed",
+    };
+    return words[status.status] ?? status.status.toLowerCase();
+  }
+
+  /** The run's recorded steps, in order: `model`, `tool:<name>`. */
+  async steps(): Promise<{ number: number; name: string }[]> {
+    const steps = (await DBOS.listWorkflowSteps(this.workflowId)) ?? [];
+    return steps.map((s) => ({ number: s.functionID + 1, name: s.name }));
+  }
+}
+
+
+/**
+ * Run `agent` as a durable workflow and wait for its result. Every model call and every function tool
+ * call is a step, so after a crash the run resumes where it was (in the next process of this executor
+ * id, once it registers the agent and launches). The same `workflowId` again returns the first run's
+ * result without running anything.
+ *
+ * `session` and `stream` keep the guide's positions; neither is built for TypeScript agents yet, so
+ * each must be left undefined (or false). `context` is the run context handed to tools; it is recorded
+ * with the run's input, so it must be plain data.
+ */
+export async function runAgentWorkflow(...args: Parameters<typeof startAgentWorkflow>): Promise<RunResult> {
+  return (await startAgentWorkflow(...args)).getResult();
+}
+
+/** Start the run a governor handed on (`<prefix>.runs.start.typescript`) as workflow `runId`, its events
+ * numbered from `seqBase + 1`; a second start of the same id is the same run. For `serveAgents`. */
+export async function startBusRun(
+  runId: string, agent: string, input: string | AgentInputItem[], maxTurns: number, seqBase: number,
+  timeoutSeconds?: number | null, context?: unknown, approvalTimeoutSeconds?: number | null, stream = false,
+): Promise<void> {
+  await ensureDBOSLaunched();
+  // A run from the bus waits for its approvals (approve and reject come over the bus), as on the Python side.
+  const spec: RunSpec = {
+    agent, input, maxTurns, seqBase, waitForApproval: true, ...(stream ? { stream } : {}),
+    ...(approvalTimeoutSeconds ? { approvalTimeoutSeconds } : {}),
+    ...(context === undefined || context === null ? {} : { context }),
+  };
+  await DBOS.startWorkflow(agentRun, { workflowID: runId, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) })(spec);
+}
+
+/** What a run does beyond the guide's positional arguments. */
+export interface RunOptions {
+  /** When the run is interrupted for approval, wait (durably) for `approveToolCall` / `rejectToolCall`
+   * and go on in the same workflow, instead of returning `interrupted` (default false). */
+  waitForApproval?: boolean;
+  /** With `waitForApproval`: a call not decided within this many seconds is rejected (default: no deadline). */
+  approvalTimeoutSeconds?: number;
+}
+
+/** `runAgentWorkflow(agent, inputItems, session?, stream?, timeoutSeconds?, maxTurns = 10, context?, workflowId?, options?)`
+ * without waiting: the run's handle once it has started. `inputItems` may be the `RunState` of an
+ * interrupted run (from `RunStateStore`), its interruptions approved or rejected: the run goes on from it. */
+export async function startAgentWorkflow(
+  agent: Agent<any, any>,
+  inputItems: string | AgentInputItem[] | RunState<any, any>,
+  session?: unknown,
+  stream = false,
+  timeoutSeconds?: number,
+  maxTurns: number = DEFAULT_MAX_TURNS,
+  context?: unknown,
+  workflowId?: string,
+  options: RunOptions = {},
+): Promise<RunHandle> {
+  const { id, spec, timeoutMS } = await prepare(agent, inputItems, session, stream, timeoutSeconds, maxTurns, context, workflowId, options);
+  await DBOS.startWorkflow(agentRun, { workflowID: id, ...(timeoutMS ? { timeoutMS } : {}) })(spec);
+  return new RunHandle(id);
+}
+
+/** A run's arguments checked (each refusal names its field and the fix) and made its workflow input. */
+export async function prepare(
+  agent: Agent<any, any>,
+  inputItems: string | AgentInputItem[] | RunState<any, any>,
+  session: unknown,
+  stream: boolean,
+  timeoutSeconds: number | undefined,
+  maxTurns: number,
+  context: unknown,
+  workflowId: string | undefined,
+  options: RunOptions,
+): Promise<{ id: string; spec: RunSpec; timeoutMS?: number }> {
+  registerAgent(agent);
+  const resumed = inputItems instanceof RunState;
+  if (!resumed && typeof inputItems !== "string" && !Array.isArray(inputItems)) {
+    throw new ValidationError("inputItems", "is neither a string, a list of input items nor a RunState", "pass the user's text, a list of items, or a loaded RunState");
+  }
+  let sessionId: string | undefined;
+  if (session !== undefined && session !== null) {
+    const methods = ["getSessionId", "getItems", "addItems", "popItem", "clearSession"] as const;
+    const missing = methods.find((m) => typeof (session as Record<string, unknown>)[m] !== "function");
+    if (missing) {
+      throw new ValidationError("session", `is not a Session of @openai/agents (it has no ${missing}())`, "pass e.g. new MemorySession(), or undefined");
+    }
+    sessionId = await (session as Session).getSessionId();
+    if (typeof sessionId !== "string" || !sessionId) {
+      throw new ValidationError("session", `its getSessionId() gave ${JSON.stringify(sessionId)}`, "give the session a non-empty id: a recovered run finds its session by it");
+    }
+  }
+  if (stream) throw new ValidationError("stream", "streaming is not built for TypeScript agents yet", "pass false");
+  if (timeoutSeconds !== undefined && !(typeof timeoutSeconds === "number" && timeoutSeconds > 0 && timeoutSeconds <= 31_536_000)) {
+    throw new ValidationError("timeoutSeconds", `${timeoutSeconds} is not a number of seconds from 0 to 365 days`, "give e.g. 600, or none");
+  }
+  if (!Number.isInteger(maxTurns) || maxTurns < 1) {
+    throw new ValidationError("maxTurns", `${maxTurns} is not a whole number of turns`, "give 1 or more");
+  }
+  if (workflowId !== undefined) checkRunId("workflowId", workflowId);
+  const { waitForApproval = false, approvalTimeoutSeconds, ...unknown } = options ?? {};
+  const stray = Object.keys(unknown);
+  if (stray.length) throw new ValidationError(`options.${stray[0]}`, "is not an option", "use waitForApproval or approvalTimeoutSeconds");
+  if (typeof waitForApproval !== "boolean") throw new ValidationError("options.waitForApproval", `${JSON.stringify(waitForApproval)} is not true or false`, "pass a boolean");
+  if (approvalTimeoutSeconds !== undefined) {
+    if (!waitForApproval) throw new ValidationError("options.approvalTimeoutSeconds", "applies only to a run that waits for approval", "pass waitForApproval: true with it, or leave it out");
+    if (!(typeof approvalTimeoutSeconds === "number" && approvalTimeoutSeconds > 0 && approvalTimeoutSeconds <= 31_536_000)) {
+      throw new ValidationError("options.approvalTimeoutSeconds", `${approvalTimeoutSeconds} is not a number of seconds from 0 to 365 days`, "give e.g. 3600, or none");
+    }
+  }
+  await ensureDBOSLaunched();
+  const spec: RunSpec = {
+    agent: agent.name, maxTurns, ...(sessionId === undefined ? {} : { sessionId }),
+    ...(resumed ? { state: inputItems.toString() } : { input: inputItems }),
+    ...(context === undefined ? {} : { context }),
+    ...(waitForApproval ? { waitForApproval } : {}),
+    ...(approvalTimeoutSeconds === undefined ? {} : { approvalTimeoutSeconds }),
+  };
+  const id = workflowId ?? crypto.randomUUID().replaceAll("-", "");
+  if (session) liveSessions.set(id, session as Session);  // this process's own object; a recovery asks the factory
+  return { id, spec, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) };
+}
+
