@@ -29,6 +29,18 @@ function logLevel(level: string): string {
   return name;
 }
 
+/** TIMESTEP_OPENAI_API (default `responses`): `chat_completions` for OpenAI-compatible servers (Ollama, vLLM,
+ * LM Studio) that have no Responses API. Read where a run resolves its model by name. */
+export function openaiApi(): "responses" | "chat_completions" {
+  const raw = (process.env.TIMESTEP_OPENAI_API || "responses").trim().toLowerCase().replaceAll("-", "_");
+  if (raw !== "responses" && raw !== "chat_completions") {
+    throw new ValidationError(
+      "TIMESTEP_OPENAI_API", `${JSON.stringify(raw)} is not an OpenAI API`, "set it to chat_completions (Ollama, vLLM, LM Studio) or responses",
+    );
+  }
+  return raw;
+}
+
 /** TIMESTEP_DB_POOL_SIZE (default 20): the most database connections this process opens. */
 function poolSize(value: string): number {
   const size = Number(value);
@@ -63,6 +75,7 @@ export function configureDBOS(options: DBOSOptions = {}): void {
       "give e.g. postgresql://user:password@host:5432/database (DBOS's TypeScript SDK has no SQLite)",
     );
   }
+  openaiApi();  // a bad value is refused here, before any run
   const name = options.name ?? "timestep";
   if (!/^[a-z0-9_-]{3,256}$/.test(name)) {
     throw new ValidationError("name", `${JSON.stringify(name)} is not a valid application name`, "use 3-256 characters of a-z, 0-9, '_' and '-'");

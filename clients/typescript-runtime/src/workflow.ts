@@ -4,7 +4,7 @@ import { DBOS } from "@dbos-inc/dbos-sdk";
 import { Agent, OpenAIProvider, RunState, Runner, type AgentInputItem, type Session } from "@openai/agents";
 
 import { agentNamed, registerAgent } from "./agents.js";
-import { DEFAULT_MAX_TURNS, WORKFLOW, ensureDBOSLaunched, statusOutside } from "./config.js";
+import { DEFAULT_MAX_TURNS, WORKFLOW, ensureDBOSLaunched, openaiApi, statusOutside } from "./config.js";
 import { DurableModelProvider, durableAgent } from "./durable.js";
 import { UnknownAgentError, ValidationError, checkRunId } from "./errors.js";
 import { RunEvents, busRuns, eventsOfThisRun, stoppedByDBOS } from "./events.js";
@@ -197,7 +197,8 @@ async function execute(spec: RunSpec): Promise<RunOutput> {
     );
   }
   const durable = durableAgent(agent);
-  const runner = new Runner({ tracingDisabled: true, modelProvider: new DurableModelProvider(new OpenAIProvider()) });
+  const provider = new OpenAIProvider({ useResponses: openaiApi() === "responses" });
+  const runner = new Runner({ tracingDisabled: true, modelProvider: new DurableModelProvider(provider) });
   let input: string | AgentInputItem[] | RunState<any, any> = spec.state !== undefined ? await RunState.fromString(durable, spec.state) : spec.input!;
   let saved = spec.state !== undefined;
   const runId = DBOS.workflowID!;

@@ -242,7 +242,7 @@ describe("approvals", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not se
 });
 
 describe("bad input gets an error that names the field and the fix", () => {
-  test("no PG_CONNECTION_URI, a database that is not PostgreSQL, a bad pool size", () => {
+  test("no PG_CONNECTION_URI, a database that is not PostgreSQL, a bad OpenAI API or pool size", () => {
     const saved = process.env.PG_CONNECTION_URI;
     delete process.env.PG_CONNECTION_URI;
     try {
@@ -251,6 +251,12 @@ describe("bad input gets an error that names the field and the fix", () => {
         () => configureDBOS({ systemDatabaseUrl: "sqlite:///tmp/x.sqlite" }),
         (e: unknown) => e instanceof ValidationError && e.field === "systemDatabaseUrl" && /postgresql:\/\//.test(e.message),
       );
+      process.env.TIMESTEP_OPENAI_API = "completions";
+      assert.throws(
+        () => configureDBOS({ systemDatabaseUrl: "postgresql://postgres@127.0.0.1:5432/x" }),
+        (e: unknown) => e instanceof ValidationError && e.field === "TIMESTEP_OPENAI_API" && /chat_completions/.test(e.message),
+      );
+      delete process.env.TIMESTEP_OPENAI_API;
       process.env.TIMESTEP_DB_POOL_SIZE = "lots";
       assert.throws(
         () => configureDBOS({ systemDatabaseUrl: "postgresql://postgres@127.0.0.1:5432/x" }),

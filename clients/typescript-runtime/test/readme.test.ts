@@ -52,13 +52,27 @@ function responsesServer(requests: string[]) {
       usage: { input_tokens: 10, output_tokens: 5, total_tokens: 15, input_tokens_details: { cached_tokens: 0 }, output_tokens_details: { reasoning_tokens: 0 } },
     };
   };
+  /** The same two turns as the Chat Completions API answers them (TIMESTEP_OPENAI_API=chat_completions). */
+  const chat = (body: Record<string, unknown>) => {
+    const messages = (body.messages as { role?: string; content?: unknown }[]) ?? [];
+    const result = messages.find((m) => m.role === "tool");
+    const message = result
+      ? { role: "assistant", content: `It is ${String(result.content)}.` }
+      : { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: JSON.stringify({ city: "Paris" }) } }] };
+    return {
+      id: `chatcmpl_${requests.length}`, object: "chat.completion", created: Math.floor(Date.now() / 1000), model: body.model,
+      choices: [{ index: 0, message, finish_reason: result ? "stop" : "tool_calls" }],
+      usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+    };
+  };
   return createServer((req: IncomingMessage, res: ServerResponse) => {
     let data = "";
     req.on("data", (d) => (data += d));
     req.on("end", () => {
       requests.push(`${req.method} ${req.url} ${req.headers.authorization}`);
       res.setHeader("content-type", "application/json");
-      res.end(JSON.stringify(answer(JSON.parse(data || "{}"))));
+      const body = JSON.parse(data || "{}");
+      res.end(JSON.stringify(req.url?.endsWith("/chat/completions") ? chat(body) : answer(body)));
     });
   });
 }
@@ -84,6 +98,7 @@ test("every ```ts block of the README compiles, and the quick start runs as writ
   ], { cwd: PACKAGE }).catch((e: { stdout: string; stderr: string }) => assert.fail(`the README's examples do not compile:\n${e.stdout}${e.stderr}`));
   assert.equal(compiled.stderr, "");
 
+
   const requests: string[] = [];
   const server = responsesServer(requests);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -98,6 +113,23 @@ test("every ```ts block of the README compiles, and the quick start runs as writ
     });
     assert.equal(stdout.trim(), "It is sunny in Paris.");
     assert.deepEqual(requests, ["POST /v1/responses Bearer sk-readme-test", "POST /v1/responses Bearer sk-readme-test"]);
+
+    // The same program against a server with only the Chat Completions API (Ollama, vLLM): one setting.
+    requests.splice(0);
+    writeFileSync(files[0]!, examples[0]!.replaceAll('"my-workflow-1"', `"readme-chat-${process.pid}-${Date.now()}"`));
+    await run(process.execPath, [
+      tsc, "--target", "ES2022", "--module", "NodeNext", "--moduleResolution", "NodeNext", "--strict", "--skipLibCheck",
+      "--types", "node", "--rootDir", dir, "--outDir", `${dir}out`, files[0]!,
+    ], { cwd: PACKAGE });
+    const chat = await run(process.execPath, [`${dir}out/example-1.js`], {
+      cwd: PACKAGE, timeout: 60_000,
+      env: {
+        ...process.env, PG_CONNECTION_URI: DATABASE, OPENAI_API_KEY: "sk-readme-test", OPENAI_BASE_URL: `http://127.0.0.1:${port}/v1`,
+        TIMESTEP_EXECUTOR_ID: `ts-readme-${process.pid}`, TIMESTEP_OPENAI_API: "chat_completions",
+      },
+    });
+    assert.equal(chat.stdout.trim(), "It is sunny in Paris.");
+    assert.deepEqual(requests, ["POST /v1/chat/completions Bearer sk-readme-test", "POST /v1/chat/completions Bearer sk-readme-test"]);
   } finally {
     server.close();
   }
