@@ -359,3 +359,14 @@ async def test_a_streamed_run_of_a_typescript_agent_stores_its_text_as_delta_eve
         assert kinds["ts-assistant"] == kinds["bus-assistant"] == ["accepted", "started", "tool_call", "tool_output", "delta", "completed"]
     finally:
         await nc.close()
+
+
+async def test_a_rate_limited_model_call_of_a_typescript_agent_is_retried_durably_with_a_retrying_event(node_actor, client, system) -> None:
+    await node_actor.stop()
+    await node_actor.start(RATE_LIMITED="1")
+    events = await _events(client, await _published(system.url, "ts-assistant", "get_weather city=Oslo rate=limited"))
+    assert [e["type"] for e in events] == ["accepted", "started", "retrying", "tool_call", "tool_output", "completed"]
+    retrying = events[2]
+    assert (retrying["seq"], retrying["attempt"], retrying["delay_seconds"], retrying["status_code"]) == (3, 1, 0.2, 429)
+    assert retrying["error"]["type"] == "RateLimitError"
+    assert [line.split()[0] for line in node_actor.ran()] == ["model", "model", "get_weather:Oslo", "model"]

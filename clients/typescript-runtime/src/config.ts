@@ -3,6 +3,7 @@
 import { DBOS, DBOSClient } from "@dbos-inc/dbos-sdk";
 
 import { ConfigurationError, ValidationError } from "./errors.js";
+import { retryPolicy } from "./modelRetry.js";
 
 
 /** The workflow's name in DBOS: a rename would strand the runs in flight. */
@@ -75,7 +76,8 @@ export function configureDBOS(options: DBOSOptions = {}): void {
       "give e.g. postgresql://user:password@host:5432/database (DBOS's TypeScript SDK has no SQLite)",
     );
   }
-  openaiApi();  // a bad value is refused here, before any run
+  openaiApi();  // bad values are refused here, before any run
+  retryPolicy();
   const name = options.name ?? "timestep";
   if (!/^[a-z0-9_-]{3,256}$/.test(name)) {
     throw new ValidationError("name", `${JSON.stringify(name)} is not a valid application name`, "use 3-256 characters of a-z, 0-9, '_' and '-'");

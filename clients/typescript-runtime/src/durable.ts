@@ -8,7 +8,7 @@ import {
 
 import { ValidationError } from "./errors.js";
 import { asText, eventsOfThisRun, publishLive } from "./events.js";
-
+import { ModelCallError, failureOf, nextWait, retryPolicy, type Failure } from "./modelRetry.js";
 
 /** A model response as the record keeps it: plain JSON, its usage rebuilt on the way back. */
 type RecordedResponse = Omit<ModelResponse, "usage"> & { usage: ConstructorParameters<typeof Usage>[0] };
@@ -30,8 +30,37 @@ class DurableModel implements Model {
   constructor(private readonly inner: Model) {}
 
   async getResponse(request: ModelRequest): Promise<ModelResponse> {
-    const response = await DBOS.runStep(async () => recorded(await this.inner.getResponse(request)), { name: "model" });
-    return { ...response, usage: new Usage(response.usage) };
+    const policy = retryPolicy();
+    const events = eventsOfThisRun();
+    let attempt = 1;
+    let waited = 0;
+    for (;;) {
+      const base = events?.seq ?? 0;
+      // Each attempt is its own step and records its failure as a value, with the decision to retry (and, for a
+      // bus run, its `retrying` event, stored with it): a replay makes the same attempts and waits the same.
+      const outcome = await DBOS.runStep(async (): Promise<RecordedResponse | Failure> => {
+        try {
+          return recorded(await this.inner.getResponse(request));
+        } catch (e) {
+          const failed = failureOf(e);
+          if (!failed) throw e;
+          const delay = nextWait(failed, attempt, waited, policy);
+          if (delay !== null && events) {
+            await events.emit(base + 1, "retrying", {
+              attempt, delay_seconds: Math.round(delay * 1000) / 1000, retry_at: new Date(Date.now() + delay * 1000).toISOString(),
+              error: { type: failed.providerError, message: failed.message }, status_code: failed.status,
+            });
+          }
+          return { ...failed, delay };
+        }
+      }, { name: "model" });
+      if (!("failed" in outcome)) return { ...outcome, usage: new Usage(outcome.usage) };
+      if (outcome.delay === null) throw new ModelCallError(outcome.providerError, outcome.status, outcome.message, attempt, outcome.headers);
+      if (events) events.seq = base + 1;
+      await DBOS.sleep(outcome.delay * 1000);  // durable: after a crash only what is left is waited
+      attempt += 1;
+      waited += outcome.delay;
+    }
   }
 
   /** A streamed call (a bus run asked with `stream`) is the step `model` too: each text delta is published live

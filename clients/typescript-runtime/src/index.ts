@@ -8,6 +8,7 @@
  */
 
 export * from "./errors.js";
+export { ModelCallError } from "./modelRetry.js";
 export { configureDBOS, ensureDBOSLaunched, shutdownDBOS, type DBOSOptions } from "./config.js";
 export { registerAgent, registeredAgents } from "./agents.js";
 export { setEventSink, type RunEvent } from "./events.js";

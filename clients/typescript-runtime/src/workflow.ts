@@ -1,7 +1,8 @@
 /** The run as a DBOS workflow: starting it, its turns, its approvals, its handle. */
 
 import { DBOS } from "@dbos-inc/dbos-sdk";
-import { Agent, OpenAIProvider, RunState, Runner, type AgentInputItem, type Session } from "@openai/agents";
+import { Agent, OpenAIProvider, RunState, Runner, type AgentInputItem, type Model, type ModelProvider, type Session } from "@openai/agents";
+import OpenAI from "openai";
 
 import { agentNamed, registerAgent } from "./agents.js";
 import { DEFAULT_MAX_TURNS, WORKFLOW, ensureDBOSLaunched, openaiApi, statusOutside } from "./config.js";
@@ -187,6 +188,18 @@ export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<Run
   }
 }, { name: WORKFLOW });
 
+/** Models named by a string, from OpenAI (or OPENAI_BASE_URL), with the client made when a run first names
+ * one (it needs OPENAI_API_KEY) and its own retries off: each attempt is a step of the run, and the waits
+ * between attempts are durable (see `modelRetry`). */
+class OpenAIModels implements ModelProvider {
+  private provider: OpenAIProvider | undefined;
+
+  async getModel(modelName?: string): Promise<Model> {
+    this.provider ??= new OpenAIProvider({ useResponses: openaiApi() === "responses", openAIClient: new OpenAI({ maxRetries: 0 }) });
+    return this.provider.getModel(modelName);
+  }
+}
+
 /** The run itself: the agent's turns, each model call and tool call a step, and its approvals. */
 async function execute(spec: RunSpec): Promise<RunOutput> {
   const agent = agentNamed(spec.agent);
@@ -197,8 +210,7 @@ async function execute(spec: RunSpec): Promise<RunOutput> {
     );
   }
   const durable = durableAgent(agent);
-  const provider = new OpenAIProvider({ useResponses: openaiApi() === "responses" });
-  const runner = new Runner({ tracingDisabled: true, modelProvider: new DurableModelProvider(provider) });
+  const runner = new Runner({ tracingDisabled: true, modelProvider: new DurableModelProvider(new OpenAIModels()) });
   let input: string | AgentInputItem[] | RunState<any, any> = spec.state !== undefined ? await RunState.fromString(durable, spec.state) : spec.input!;
   let saved = spec.state !== undefined;
   const runId = DBOS.workflowID!;
