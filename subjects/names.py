@@ -82,6 +82,12 @@ class Subjects:
         return f"{self.prefix}.runs.command.typescript.{run_id}.{action}"
 
     @property
+    def typescript_approvals(self) -> str:
+        """Internal, request/reply: the pending approvals of the runs TypeScript agent actors execute (an
+        `ApprovalList`, answered with a `Reply`); a Python agent actor adds them to its `approvals.list` answer."""
+        return f"{self.prefix}.approvals.list.typescript"
+
+    @property
     def schedules_create(self) -> str:
         return f"{self.prefix}.schedules.create"
 

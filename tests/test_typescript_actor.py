@@ -234,6 +234,10 @@ async def test_an_approval_with_edited_arguments_over_the_bus_goes_on_as_it_does
         run_id = await _published(system.url, agent, "send_email to=ada@example.com")
         interrupted = await _until(client, run_id, "interrupted")
         assert [(a["call_id"], a["tool"], a["arguments"]) for a in interrupted["approvals"]] == [("call_1", "send_email", '{"to": "ada@example.com"}')]
+        # The approvals inbox lists it, whichever runtime executes the run.
+        waiting = await client.list_approvals(run_id=run_id)
+        assert [(a.call_id, a.agent, a.tool, a.arguments, a.status) for a in waiting] == [("call_1", agent, "send_email", '{"to": "ada@example.com"}', "pending")]
+        assert run_id in {a.run_id for a in await client.list_approvals()}
         with pytest.raises(RequestRefusedError) as refused:
             await client.approve(run_id, "call_9")
         assert refused.value.error.type == "NotWaiting"

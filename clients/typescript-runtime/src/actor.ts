@@ -14,10 +14,10 @@ import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 
 import { registeredAgents } from "./agents.js";
 import { approveToolCall, rejectToolCall } from "./approvals.js";
-import { ensureDBOSLaunched, shutdownDBOS } from "./config.js";
+import { WORKFLOW, ensureDBOSLaunched, shutdownDBOS } from "./config.js";
 import { ConfigurationError, NotWaitingError, ValidationError } from "./errors.js";
 import { setEventSink, type RunEvent } from "./events.js";
-import { startBusRun } from "./workflow.js";
+import { WAITING_EVENT, startBusRun, type Approval } from "./workflow.js";
 
 const WORK_STREAM = "TIMESTEP_WORK";
 const RUNTIME_HEADER = "Timestep-Runtime";
@@ -133,6 +133,19 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     },
   });
 
+  // The approvals the runs executed here wait on, for the approvals inbox (`<prefix>.approvals.list`), which a
+  // Python agent actor answers with its own and these.
+  const inbox = nc.subscribe(`${prefix}.approvals.list.typescript`, {
+    queue: "timestep-agent-typescript",
+    callback: (err, msg) => {
+      if (err) return;
+      pendingRecords(msg.data.length ? msg.json<ApprovalQuery>() : {}).then(
+        (approvals) => msg.respond(JSON.stringify({ ok: true, approvals })),
+        (e) => msg.respond(JSON.stringify({ ok: false, error: { type: "Unavailable", message: `${(e as Error).name}: ${(e as Error).message}; try again` } })),
+      );
+    },
+  });
+
   const consumer = await js.consumers.get(WORK_STREAM, DURABLE);
   const messages = await consumer.consume({ max_messages: 16 });
   const handled = (async () => {
@@ -184,6 +197,7 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     async stop() {
       clearInterval(renewing);
       commands.unsubscribe();
+      inbox.unsubscribe();
       await messages.close();
       await handled.catch(() => undefined);
       await shutdownDBOS();
@@ -228,4 +242,41 @@ async function control(runId: string, action: string, body: ControlBody): Promis
     throw e;
   }
   return { ok: true };
+}
+
+/** An `ApprovalList` (subjects/messages.py), as the Python agent actor passes it on. */
+interface ApprovalQuery {
+  status?: string;
+  run_id?: string;
+  agent?: string;
+  tool?: string;
+  queue?: string;
+  older_than_seconds?: number;
+  newer_than_seconds?: number;
+  limit?: number;
+}
+
+/** The pending approvals of the runs of this application, as `ApprovalRecord`s, newest first. */
+async function pendingRecords(query: ApprovalQuery): Promise<Record<string, unknown>[]> {
+  if (query.status === "decided") return [];
+  const now = Date.now() / 1000;
+  const runs = await DBOS.listWorkflows({ workflowName: WORKFLOW, status: "PENDING", loadInput: true, ...(query.run_id ? { workflowIDs: [query.run_id] } : {}) });
+  const records: Record<string, unknown>[] = [];
+  for (const run of runs) {
+    const waiting = (await DBOS.getEvent<Approval[]>(run.workflowID, WAITING_EVENT, 0)) ?? [];
+    const agent = (run.input?.[0] as { agent?: string } | undefined)?.agent ?? "";
+    for (const a of waiting) {
+      const requestedAt = a.requestedAt ?? run.createdAt / 1000;
+      records.push({
+        run_id: run.workflowID, call_id: a.callId, agent, tool: a.tool, arguments: a.arguments, session_id: null,
+        queue: run.queueName ?? null, metadata: null, requested_at: requestedAt, deadline: a.deadline ?? null, status: "pending",
+      });
+    }
+  }
+  return records
+    .filter((r) => (!query.agent || r.agent === query.agent) && (!query.tool || r.tool === query.tool) && (!query.queue || r.queue === query.queue))
+    .filter((r) => query.older_than_seconds === undefined || (r.requested_at as number) <= now - query.older_than_seconds)
+    .filter((r) => query.newer_than_seconds === undefined || (r.requested_at as number) >= now - query.newer_than_seconds)
+    .sort((a, b) => (b.requested_at as number) - (a.requested_at as number))
+    .slice(0, query.limit ?? 100);
 }

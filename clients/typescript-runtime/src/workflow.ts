@@ -35,6 +35,8 @@ export interface Approval {
   tool: string;
   arguments: string;
   deadline?: number;
+  /** When the run asked (epoch seconds). */
+  requestedAt?: number;
 }
 
 export type Usage4 = { requests: number; inputTokens: number; outputTokens: number; totalTokens: number };
@@ -70,12 +72,14 @@ function usageOf(state: RunState<any, any>): Usage4 {
 }
 
 function approvalsOf(state: RunState<any, any>, timeoutSeconds?: number): Approval[] {
-  const deadline = timeoutSeconds ? Date.now() / 1000 + timeoutSeconds : undefined;
+  const requestedAt = Date.now() / 1000;
+  const deadline = timeoutSeconds ? requestedAt + timeoutSeconds : undefined;
   return state.getInterruptions().map((item) => ({
     callId: (item.rawItem as { callId?: string }).callId ?? "",
     tool: item.name ?? "",
     arguments: item.arguments ?? "",
     ...(deadline === undefined ? {} : { deadline }),
+    requestedAt,
   }));
 }
 
