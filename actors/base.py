@@ -66,33 +66,34 @@ class KnownAgents:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._hosted: dict[str, float] = {}  # name -> when the answer was read (monotonic)
-        self._runtimes: dict[str, tuple[str, float]] = {}  # name -> (runtime, when it was read)
+        self._hosted: dict[str, tuple[str, float]] = {}  # name -> (its hosts' runtime, when read, monotonic)
 
     async def problem(self, name: str) -> str | None:
         """None when `name` is known; else why not, naming the agents that are."""
-        if name in registry.registered_agents():
+        if name in registry.registered_agents() or await self._hosted_runtime(name) is not None:
             return None
-        read = self._hosted.get(name)
-        if read is not None and time.monotonic() - read < self.CACHE_SECONDS:
-            return None
-        if await self.bus.agent_hosted(name):
-            self._hosted[name] = time.monotonic()
-            return None
-        self._hosted.pop(name, None)
         hosted = await self.bus.hosted_agents()
         return f"no agent named {name!r} is hosted by a running agent actor (hosted: {', '.join(hosted) or 'none'})"
 
     async def runtime(self, name: str) -> str:
         """"typescript" when only TypeScript agent actors host `name` (their direct runs go to
-        `<prefix>.runs.start.typescript`), else "python". Asked after `problem` said it is known."""
+        `<prefix>.runs.start.typescript`), else "python". Asked after `problem` said it is known:
+        the answer it read is reused."""
         if name in registry.registered_agents():
             return "python"
-        known = self._runtimes.get(name)
-        if known is not None and time.monotonic() - known[1] < self.CACHE_SECONDS:
-            return known[0]
-        runtime = await self.bus.agent_runtime(name) or "python"
-        self._runtimes[name] = (runtime, time.monotonic())
+        return await self._hosted_runtime(name) or "python"
+
+    async def _hosted_runtime(self, name: str) -> str | None:
+        """The runtime of the live hosts of `name` (None: no live process hosts it), read from the bus
+        once per CACHE_SECONDS; a "not hosted" is not kept, so a new host counts at once."""
+        read = self._hosted.get(name)
+        if read is not None and time.monotonic() - read[1] < self.CACHE_SECONDS:
+            return read[0]
+        runtime = await self.bus.agent_runtime(name)
+        if runtime is None:
+            self._hosted.pop(name, None)
+        else:
+            self._hosted[name] = (runtime, time.monotonic())
         return runtime
 
 

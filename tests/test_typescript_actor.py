@@ -117,6 +117,19 @@ async def _published(url: str, agent: str, text: str, **fields) -> str:
     return run_id
 
 
+async def _held_in_its_tool(node_actor: NodeActor, url: str, tmp_path: Path, text: str) -> str:
+    """The Node actor started again with its tool holding, and a run of `text` published and inside its tool."""
+    await node_actor.stop()
+    hold = tmp_path / "hold"
+    await node_actor.start(HOLD_FILE=str(hold))
+    run_id = await _published(url, "ts-assistant", text)
+    for _ in range(600):
+        if hold.exists():
+            return run_id
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the tool did not start:\n{node_actor.output.decode(errors='replace')}")
+
+
 async def _events(client, run_id: str, timeout: float = 120) -> list[dict]:
     async def gather() -> list[dict]:
         return [msgspec.json.decode(encode_event(e)) async for e in client.events(run_id)]
@@ -158,15 +171,7 @@ async def test_the_python_client_submits_to_a_typescript_agent(node_actor, clien
 async def test_killed_with_sigkill_inside_its_tool_the_node_actor_s_run_resumes_in_the_next_process_without_a_second_model_call(
     node_actor, client, system, tmp_path: Path,
 ) -> None:
-    await node_actor.stop()
-    hold = tmp_path / "hold"
-    await node_actor.start(HOLD_FILE=str(hold))
-    run_id = await _published(system.url, "ts-assistant", "get_weather city=Oslo")
-    for _ in range(600):
-        if hold.exists():
-            break
-        await asyncio.sleep(0.1)
-    assert hold.exists(), f"the tool did not start:\n{node_actor.output.decode(errors='replace')}"
+    run_id = await _held_in_its_tool(node_actor, system.url, tmp_path, "get_weather city=Oslo")
     assert await node_actor.stop(signal.SIGKILL) == -signal.SIGKILL
     first_pid = node_actor.ran()[0].split()[1]
 
@@ -191,15 +196,7 @@ async def test_a_cancel_sent_to_a_typescript_agent_s_run_stops_it_at_its_next_st
 ) -> None:
     """Control goes where every NATS program sends it (`runs.command` through the Python client): the Python
     agent actor sees the run is a TypeScript agent's (its events say so) and passes it on."""
-    await node_actor.stop()
-    hold = tmp_path / "hold"
-    await node_actor.start(HOLD_FILE=str(hold))
-    run_id = await _published(system.url, "ts-assistant", "get_weather city=Rome")
-    for _ in range(600):
-        if hold.exists():
-            break
-        await asyncio.sleep(0.1)
-    assert hold.exists(), f"the tool did not start:\n{node_actor.output.decode(errors='replace')}"
+    run_id = await _held_in_its_tool(node_actor, system.url, tmp_path, "get_weather city=Rome")
     with pytest.raises(RequestRefusedError) as refused:
         await client.approve(run_id, "call_1")
     assert refused.value.error.type == "NotWaiting" and "is not waiting for a decision" in refused.value.error.message
@@ -293,15 +290,7 @@ async def test_timestep_run_and_approve_on_the_command_line_drive_a_typescript_a
 async def test_a_typescript_agent_actor_stopped_with_sigterm_mid_run_exits_and_its_next_process_finishes_the_run(
     node_actor, client, system, tmp_path: Path,
 ) -> None:
-    await node_actor.stop()
-    hold = tmp_path / "hold"
-    await node_actor.start(HOLD_FILE=str(hold))
-    run_id = await _published(system.url, "ts-assistant", "get_weather city=Kyiv")
-    for _ in range(600):
-        if hold.exists():
-            break
-        await asyncio.sleep(0.1)
-    assert hold.exists(), f"the tool did not start:\n{node_actor.output.decode(errors='replace')}"
+    run_id = await _held_in_its_tool(node_actor, system.url, tmp_path, "get_weather city=Kyiv")
     assert await node_actor.stop(signal.SIGTERM) == 0, node_actor.output.decode(errors="replace")
     await node_actor.start()
     events = await _events(client, run_id)

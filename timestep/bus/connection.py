@@ -518,7 +518,7 @@ class Bus:
     async def agent_runtime(self, name: str) -> str | None:
         """"typescript" when every live host of agent `name` is a TypeScript agent actor (its
         announcement says `"runtime": "typescript"`), "python" when a host is a Python one, None when
-        no live process hosts it. Raises when the bucket cannot be read."""
+        no live process hosts it. Raises when the bucket cannot be read: a failed read is not a "no"."""
         keys = await self._host_keys(f"{_agent_key(name)}.*")
         if not keys:
             return None
@@ -535,11 +535,6 @@ class Bus:
             if runtime != "typescript":
                 return "python"
         return "typescript"
-
-    async def agent_hosted(self, name: str) -> bool:
-        """Whether a live process hosts agent `name`. Raises when the bucket cannot be read: a
-        failed read is not a "no"."""
-        return bool(await self._host_keys(f"{_agent_key(name)}.*"))
 
     async def hosted_agents(self) -> list[str]:
         """The agents live processes host. Raises when the bucket cannot be read."""

@@ -78,14 +78,16 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
   const jsm = await jetstreamManager(nc);
   const start = `${prefix}.runs.start.typescript`;
 
-  setEventSink(async (event: RunEvent) => {
+  /** Stored once JetStream acks it; de-duplicated by `<run_id>.<seq>` as on the Python side. */
+  const publishEvent = async (event: RunEvent) => {
     const h = headers();
     h.set("Content-Type", "application/json");
     h.set(RUNTIME_HEADER, "typescript");  // control for the run comes on to these actors (see `commands` below)
     await js.publish(`${prefix}.runs.events.${event.run_id}.${event.type}`, JSON.stringify(event), {
       msgID: event.type === "cancelled" ? `${event.run_id}.cancelled.${event.seq}` : `${event.run_id}.${event.seq}`, headers: h,
     });
-  }, async (piece) => {
+  };
+  setEventSink(publishEvent, async (piece) => {
     nc.publish(`${prefix}.runs.live.${piece.run_id}`, JSON.stringify(piece));  // core NATS: not stored, not waited for
   });
 
@@ -178,12 +180,10 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     } catch (e) {
       if (e instanceof ValidationError) {
         // The run ends here, saying why, instead of leaving its followers waiting.
-        const seq = (spec.seq_base ?? 0) + 1;
-        const h = headers();
-        h.set("Content-Type", "application/json");
-        await js.publish(`${prefix}.runs.events.${run.run_id}.failed`, JSON.stringify({
-          type: "failed", run_id: run.run_id, seq, time: new Date().toISOString(), error: { type: "InvalidRequest", message: e.message, field: e.field },
-        }), { msgID: `${run.run_id}.${seq}`, headers: h });
+        await publishEvent({
+          type: "failed", run_id: run.run_id, seq: (spec.seq_base ?? 0) + 1, time: new Date().toISOString(),
+          error: { type: "InvalidRequest", message: e.message, field: e.field },
+        });
         msg.ack();
         return;
       }
