@@ -48,6 +48,15 @@ class NodeActor:
         }
         self.proc: asyncio.subprocess.Process | None = None
         self.output = b""
+        self.database = database
+
+    async def turns(self, session_id: str) -> list[str]:
+        """The runs holding or waiting for a turn of the session, in order, as the runtime's database has them."""
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.database, autocommit=True) as conn:
+            cursor = await conn.execute("SELECT run_id FROM timestep.session_turns WHERE session_id = %s ORDER BY id", (session_id,))
+            return [row[0] for row in await cursor.fetchall()]
 
     async def start(self, **extra: str) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -117,12 +126,13 @@ async def _published(url: str, agent: str, text: str, **fields) -> str:
     return run_id
 
 
-async def _held_in_its_tool(node_actor: NodeActor, url: str, tmp_path: Path, text: str) -> str:
-    """The Node actor started again with its tool holding, and a run of `text` published and inside its tool."""
+async def _held_in_its_tool(node_actor: NodeActor, url: str, tmp_path: Path, text: str, **fields) -> str:
+    """The Node actor started again with its tool holding, and a run of `text` published and inside its tool
+    (until `hold.release` exists)."""
     await node_actor.stop()
     hold = tmp_path / "hold"
     await node_actor.start(HOLD_FILE=str(hold))
-    run_id = await _published(url, "ts-assistant", text)
+    run_id = await _published(url, "ts-assistant", text, **fields)
     for _ in range(600):
         if hold.exists():
             return run_id
@@ -363,3 +373,56 @@ async def test_a_rate_limited_model_call_of_a_typescript_agent_is_retried_durabl
     assert (retrying["seq"], retrying["attempt"], retrying["delay_seconds"], retrying["status_code"]) == (3, 1, 0.2, 429)
     assert retrying["error"]["type"] == "RateLimitError"
     assert [line.split()[0] for line in node_actor.ran()] == ["model", "model", "get_weather:Oslo", "model"]
+
+
+async def _joined(node_actor: NodeActor, session_id: str, run_id: str) -> None:
+    for _ in range(600):
+        if run_id in await node_actor.turns(session_id):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not join its session:\n{node_actor.output.decode(errors='replace')}")
+
+
+async def test_runs_of_one_session_on_a_typescript_agent_take_turns_and_the_next_sees_the_conversation(
+    node_actor, client, system, tmp_path: Path,
+) -> None:
+    """`session_id` with the `reject` and `enqueue` policies, published with nats-py's standard JetStream
+    publish: a run arriving while another run of its session is inside its tool is refused (`reject`,
+    naming that run) or waits for it (`enqueue`) and then runs on the history it left."""
+    session = f"user-{uuid.uuid4().hex[:8]}"
+    first = await _held_in_its_tool(node_actor, system.url, tmp_path, "get_weather city=Oslo", session_id=session)
+
+    refused = await _published(system.url, "ts-assistant", "hello", session_id=session, session_policy="reject")
+    events = await _events(client, refused, timeout=60)
+    assert [e["type"] for e in events] == ["accepted", "rejected"]
+    error = events[-1]["error"]
+    assert error["type"] == "SessionBusy" and error["field"] == "session_id" and first in error["message"], error
+
+    waiting = await _published(system.url, "ts-assistant", "history?", session_id=session)
+    await _joined(node_actor, session, waiting)  # it waits for its turn in the runtime's database
+    assert await node_actor.turns(session) == [first, waiting]
+    (tmp_path / "hold.release").touch()
+    assert _shape(await _events(client, first))[-1] == ("completed", 5, "get_weather returned: sunny in Oslo")
+    last = await _events(client, waiting)
+    # The first run's user message, tool call, tool output and answer were in the second run's input.
+    assert (last[-1]["type"], last[-1].get("output")) == ("completed", "I have 4 earlier items")
+    assert [e["type"] for e in last] == ["accepted", "started", "completed"]
+    assert await node_actor.turns(session) == []
+    other = await _published(system.url, "ts-assistant", "history?", session_id=f"{session}-other")
+    assert (await _events(client, other))[-1].get("output") == "I have 0 earlier items"
+
+
+async def test_a_run_with_session_policy_interrupt_cancels_the_typescript_agent_s_unfinished_run_of_its_session(
+    node_actor, client, system, tmp_path: Path,
+) -> None:
+    session = f"user-{uuid.uuid4().hex[:8]}"
+    first = await _held_in_its_tool(node_actor, system.url, tmp_path, "get_weather city=Lima", session_id=session)
+    newer = await _published(system.url, "ts-assistant", "history?", session_id=session, session_policy="interrupt")
+    await _joined(node_actor, session, newer)
+    (tmp_path / "hold.release").touch()  # the tool's step ends; the cancelled run stops before its next
+    cancelled = await _events(client, first)
+    assert [e["type"] for e in cancelled] == ["accepted", "started", "tool_call", "tool_output", "cancelled"]
+    done = await _events(client, newer)
+    # It went on with the history so far: the cancelled run wrote none (its answer never came).
+    assert (done[-1]["type"], done[-1].get("output")) == ("completed", "I have 0 earlier items")
+    assert [line.split()[0] for line in node_actor.ran()] == ["model", "get_weather:Lima", "model"]

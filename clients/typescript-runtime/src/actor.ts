@@ -17,6 +17,7 @@ import { approveToolCall, rejectToolCall } from "./approvals.js";
 import { WORKFLOW, ensureDBOSLaunched, shutdownDBOS } from "./config.js";
 import { ConfigurationError, NotWaitingError, ValidationError } from "./errors.js";
 import { setEventSink, type RunEvent } from "./events.js";
+import { SESSION_POLICIES, type SessionPolicy } from "./turns.js";
 import { WAITING_EVENT, startBusRun, type Approval } from "./workflow.js";
 
 const WORK_STREAM = "TIMESTEP_WORK";
@@ -53,8 +54,8 @@ interface StartRun {
   run_id: string;
   timeout_seconds: number | null;
   spec: {
-    agent: string; input?: unknown; state?: unknown; session_id?: unknown; stream?: boolean; max_turns?: number; seq_base?: number;
-    context?: unknown; approval_timeout_seconds?: number | null;
+    agent: string; input?: unknown; state?: unknown; session_id?: string | null; session_policy?: string | null; stream?: boolean;
+    max_turns?: number; seq_base?: number; context?: unknown; approval_timeout_seconds?: number | null;
   };
 }
 
@@ -165,17 +166,19 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     }
     const { spec } = run;
     try {
-      const unsupported = spec.state != null ? "state" : spec.session_id != null ? "session_id" : undefined;
-      if (unsupported) {
-        throw new ValidationError(unsupported, "is not built for TypeScript agent actors yet", "submit the run without it");
-      }
+      if (spec.state != null) throw new ValidationError("state", "is not built for TypeScript agent actors yet", "submit the run without it");
       if (typeof spec.input !== "string" && !Array.isArray(spec.input)) {
         throw new ValidationError("input", "is neither text nor a list of input items", "submit the user's text as input");
       }
-      await startBusRun(
-        run.run_id, spec.agent, spec.input as string, spec.max_turns ?? 10, spec.seq_base ?? 0, run.timeout_seconds, spec.context,
-        spec.approval_timeout_seconds, spec.stream ?? false,
-      );
+      const policy = spec.session_policy ?? undefined;
+      if (policy !== undefined && !SESSION_POLICIES.includes(policy as SessionPolicy)) {
+        throw new ValidationError("session_policy", `${JSON.stringify(policy)} is not a session policy`, "use enqueue, reject or interrupt");
+      }
+      await startBusRun(run.run_id, {
+        agent: spec.agent, input: spec.input as string, maxTurns: spec.max_turns ?? 10, seqBase: spec.seq_base ?? 0,
+        timeoutSeconds: run.timeout_seconds, context: spec.context, approvalTimeoutSeconds: spec.approval_timeout_seconds,
+        stream: spec.stream ?? false, sessionId: spec.session_id ?? null, sessionPolicy: (policy as SessionPolicy | undefined) ?? null,
+      });
       msg.ack();
     } catch (e) {
       if (e instanceof ValidationError) {
@@ -264,11 +267,11 @@ async function pendingRecords(query: ApprovalQuery): Promise<Record<string, unkn
   const records: Record<string, unknown>[] = [];
   for (const run of runs) {
     const waiting = (await DBOS.getEvent<Approval[]>(run.workflowID, WAITING_EVENT, 0)) ?? [];
-    const agent = (run.input?.[0] as { agent?: string } | undefined)?.agent ?? "";
+    const { agent = "", sessionId = null } = (run.input?.[0] as { agent?: string; sessionId?: string } | undefined) ?? {};
     for (const a of waiting) {
       const requestedAt = a.requestedAt ?? run.createdAt / 1000;
       records.push({
-        run_id: run.workflowID, call_id: a.callId, agent, tool: a.tool, arguments: a.arguments, session_id: null,
+        run_id: run.workflowID, call_id: a.callId, agent, tool: a.tool, arguments: a.arguments, session_id: sessionId,
         queue: run.queueName ?? null, metadata: null, requested_at: requestedAt, deadline: a.deadline ?? null, status: "pending",
       });
     }

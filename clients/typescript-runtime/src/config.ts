@@ -4,6 +4,7 @@ import { DBOS, DBOSClient } from "@dbos-inc/dbos-sdk";
 
 import { ConfigurationError, ValidationError } from "./errors.js";
 import { retryPolicy } from "./modelRetry.js";
+import { closeDatabase } from "./store.js";
 
 
 /** The workflow's name in DBOS: a rename would strand the runs in flight. */
@@ -114,16 +115,29 @@ export async function shutdownDBOS(): Promise<void> {
   if (!launched) return;
   await reader?.destroy();
   reader = undefined;
+  await closeDatabase();
   await DBOS.shutdown();
   launched = false;
 }
 
 
+/** The configured system database's URL (configured with the defaults first if needed). */
+export function configuredDatabaseUrl(): string {
+  if (!configured) configureDBOS();
+  return configured!.systemDatabaseUrl;
+}
+
 let reader: DBOSClient | undefined;
 
-/** A run's status read outside its workflow (inside, a read is a step, and a stopped workflow runs none). */
+/** DBOS's client on this process's database: reads, sends and cancels outside any workflow's record
+ * (inside, a read is a step, and a stopped workflow runs none). */
+export async function outside(): Promise<DBOSClient> {
+  reader ??= await DBOSClient.create({ systemDatabaseUrl: configuredDatabaseUrl(), systemDatabasePoolSize: 2 });
+  return reader;
+}
+
+/** A run's status read outside its workflow. */
 export async function statusOutside(runId: string): Promise<string | undefined> {
-  reader ??= await DBOSClient.create({ systemDatabaseUrl: configured!.systemDatabaseUrl, systemDatabasePoolSize: 1 });
-  return (await reader.getWorkflow(runId))?.status;
+  return (await (await outside()).getWorkflow(runId))?.status;
 }
 

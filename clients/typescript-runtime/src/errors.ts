@@ -42,3 +42,16 @@ export function checkRunId(field: string, id: unknown): void {
     throw new ValidationError(field, `${JSON.stringify(id)} is not a run id`, "give 1-200 characters without control characters, or none");
   }
 }
+
+/** A run with session policy `reject` arrived while another run of its session was unfinished (running,
+ * waiting for its turn or for approval). */
+export class SessionBusyError extends Error {
+  override name = "SessionBusyError";
+  readonly field = "session_id";
+  constructor(readonly sessionId: string, readonly runningRunId: string) {
+    super(
+      `session_id: session ${JSON.stringify(sessionId)} has an unfinished run, ${JSON.stringify(runningRunId)}; wait for it to end ` +
+      "(or approve or reject what it waits on), or send with session policy 'enqueue' to run after it or 'interrupt' to cancel it",
+    );
+  }
+}

@@ -12,9 +12,10 @@ export { ModelCallError } from "./modelRetry.js";
 export { configureDBOS, ensureDBOSLaunched, shutdownDBOS, type DBOSOptions } from "./config.js";
 export { registerAgent, registeredAgents } from "./agents.js";
 export { setEventSink, type RunEvent } from "./events.js";
-export { registerSessionFactory } from "./sessions.js";
+export { DatabaseSession, registerSessionFactory } from "./sessions.js";
+export { type SessionPolicy } from "./turns.js";
 export {
-  RunHandle, runAgentWorkflow, startAgentWorkflow, startBusRun, type Approval, type RunOptions, type RunResult,
+  RunHandle, runAgentWorkflow, startAgentWorkflow, startBusRun, type Approval, type BusRun, type RunOptions, type RunResult,
 } from "./workflow.js";
 export { DEFAULT_QUEUE, configureQueue, queueAgentWorkflow, type QueuePolicy, type QueueRunOptions } from "./queues.js";
 export { RunStateStore, approveToolCall, pendingApprovals, rejectToolCall } from "./approvals.js";

@@ -7,9 +7,10 @@ import OpenAI from "openai";
 import { agentNamed, registerAgent } from "./agents.js";
 import { DEFAULT_MAX_TURNS, WORKFLOW, ensureDBOSLaunched, openaiApi, statusOutside } from "./config.js";
 import { DurableModelProvider, durableAgent } from "./durable.js";
-import { UnknownAgentError, ValidationError, checkRunId } from "./errors.js";
+import { SessionBusyError, UnknownAgentError, ValidationError, checkRunId } from "./errors.js";
 import { RunEvents, busRuns, eventsOfThisRun, stoppedByDBOS } from "./events.js";
-import { liveSessions, sessionOf } from "./sessions.js";
+import { liveSessions, sessionOf, storeFor, type SessionStore } from "./sessions.js";
+import { SESSION_POLICIES, releaseTurn, takeTurn, type SessionPolicy } from "./turns.js";
 
 
 /** A run's input as DBOS records it (plain data: the agent by name; a resumed run's state as its string). */
@@ -25,8 +26,12 @@ export interface RunSpec {
   seqBase?: number;
   /** A bus run that streams: its text as `delta` events (and live). */
   stream?: boolean;
-  /** The run's session, by its id (`session.getSessionId()`): the caller's object here, else the factory's. */
+  /** The run's session, by its id (`session.getSessionId()`): the caller's object here, else made again
+   * from `sessionStore`. */
   sessionId?: string;
+  sessionStore?: SessionStore;
+  /** With `sessionId`: what the run does when another run of the session is unfinished (see `turns`). */
+  sessionPolicy?: SessionPolicy;
 }
 
 /** A tool call waiting for a human's decision. `deadline` (epoch seconds): when it is rejected unless decided. */
@@ -153,44 +158,62 @@ async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): P
 }
 
 export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<RunOutput> => {
-  if (spec.seqBase === undefined) {
-    try {
-      return await execute(spec);
-    } finally {
-      liveSessions.delete(DBOS.workflowID!);
-    }
-  }
-  const events = new RunEvents(DBOS.workflowID!, spec.seqBase);
-  busRuns.set(events.runId, events);
+  const runId = DBOS.workflowID!;
+  const events = spec.seqBase === undefined ? undefined : new RunEvents(runId, spec.seqBase);
+  if (events) busRuns.set(runId, events);
+  const turns = spec.sessionId !== undefined && spec.sessionPolicy !== undefined;
+  let ended = true;  // false when DBOS stops the run here to go on elsewhere: it keeps its turn
   try {
-    const started = events.take(1);
-    await DBOS.runStep(() => events.emit(started, "started"), { name: "run.started" });
-    let output: RunOutput;
-    try {
-      output = await execute(spec);
-      if (output.status === "interrupted") {
-        throw new ValidationError("tool", "approvals are not built for TypeScript agent actors yet", "host agents whose tools need no approval");
-      }
-    } catch (e) {
-      if (stoppedByDBOS(e) && (await statusOutside(events.runId)) === "CANCELLED") {
-        // Cancelled: no step runs after a cancel, so `cancelled` is published as it is (a replay's copy
-        // is dropped by its message id).
-        await events.emit(events.take(1), "cancelled");
+    if (turns) {
+      try {
+        await takeTurn(spec.sessionId!, runId, spec.sessionPolicy!);
+      } catch (e) {
+        if (events && e instanceof SessionBusyError) {
+          const rejected = events.take(1);
+          const error = { type: "SessionBusy", message: e.message, field: e.field };
+          await DBOS.runStep(() => events.emit(rejected, "rejected", { error }), { name: "run.rejected" });
+        }
         throw e;
       }
-      const failed = events.take(1);
-      const error = { type: (e as Error).name || "Error", message: (e as Error).message ?? String(e) };
-      await DBOS.runStep(() => events.emit(failed, "failed", { error }), { name: "run.failed" });
-      throw e;
     }
-    const completed = events.take(1);
-    const usage = { requests: output.usage.requests, input_tokens: output.usage.inputTokens, output_tokens: output.usage.outputTokens, total_tokens: output.usage.totalTokens };
-    await DBOS.runStep(() => events.emit(completed, "completed", { output: output.output ?? null, usage }), { name: "run.completed" });
-    return output;
+    return events ? await busRun(spec, events) : await execute(spec);
+  } catch (e) {
+    if (stoppedByDBOS(e) && (await statusOutside(runId)) !== "CANCELLED") ended = false;
+    throw e;
   } finally {
-    busRuns.delete(events.runId);
+    busRuns.delete(runId);
+    liveSessions.delete(runId);
+    if (turns && ended) {
+      // Not given up for a failure here: the next run of the session passes over this one once DBOS has it ended.
+      await releaseTurn(runId).catch((e) => console.warn(`run ${runId} could not release its session turn: ${(e as Error).message}`));
+    }
   }
 }, { name: WORKFLOW });
+
+/** A run from the bus: its events published, each stored before the step that emits it is recorded. */
+async function busRun(spec: RunSpec, events: RunEvents): Promise<RunOutput> {
+  const started = events.take(1);
+  await DBOS.runStep(() => events.emit(started, "started"), { name: "run.started" });
+  let output: RunOutput;
+  try {
+    output = await execute(spec);
+  } catch (e) {
+    if (stoppedByDBOS(e) && (await statusOutside(events.runId)) === "CANCELLED") {
+      // Cancelled: no step runs after a cancel, so `cancelled` is published as it is (a replay's copy
+      // is dropped by its message id).
+      await events.emit(events.take(1), "cancelled");
+      throw e;
+    }
+    const failed = events.take(1);
+    const error = { type: (e as Error).name || "Error", message: (e as Error).message ?? String(e) };
+    await DBOS.runStep(() => events.emit(failed, "failed", { error }), { name: "run.failed" });
+    throw e;
+  }
+  const completed = events.take(1);
+  const usage = { requests: output.usage.requests, input_tokens: output.usage.inputTokens, output_tokens: output.usage.outputTokens, total_tokens: output.usage.totalTokens };
+  await DBOS.runStep(() => events.emit(completed, "completed", { output: output.output ?? null, usage }), { name: "run.completed" });
+  return output;
+}
 
 /** Models named by a string, from OpenAI (or OPENAI_BASE_URL), with the client made when a run first names
  * one (it needs OPENAI_API_KEY) and its own retries off: each attempt is a step of the run, and the waits
@@ -218,7 +241,7 @@ async function execute(spec: RunSpec): Promise<RunOutput> {
   let input: string | AgentInputItem[] | RunState<any, any> = spec.state !== undefined ? await RunState.fromString(durable, spec.state) : spec.input!;
   let saved = spec.state !== undefined;
   const runId = DBOS.workflowID!;
-  const session = spec.sessionId === undefined ? undefined : await sessionOf(runId, spec.sessionId);
+  const session = spec.sessionId === undefined ? undefined : await sessionOf(runId, spec.sessionId, spec.sessionStore);
   for (;;) {
     const options = {
       maxTurns: spec.maxTurns, ...(spec.context === undefined ? {} : { context: spec.context }),
@@ -268,13 +291,28 @@ export interface RunResult {
   interruptions: Approval[];
 }
 
+/** The error a run ended with as its class: DBOS gives back a stored error as a plain `Error` with its name
+ * and fields. */
+function revived(e: unknown): unknown {
+  const stored = e as { name?: unknown; sessionId?: unknown; runningRunId?: unknown } | null;
+  if (stored?.name === "SessionBusyError" && !(e instanceof SessionBusyError) && typeof stored.sessionId === "string" && typeof stored.runningRunId === "string") {
+    return new SessionBusyError(stored.sessionId, stored.runningRunId);
+  }
+  return e;
+}
+
 /** A run started before, in this process or another: its status and, once it ends, its result. */
 export class RunHandle {
   constructor(readonly workflowId: string) {}
 
   /** Wait for the run to end: its result, or the error it ended with. */
   async getResult(): Promise<RunResult> {
-    const done = (await DBOS.retrieveWorkflow<RunOutput>(this.workflowId).getResult()) as RunOutput;
+    let done: RunOutput;
+    try {
+      done = (await DBOS.retrieveWorkflow<RunOutput>(this.workflowId).getResult()) as RunOutput;
+    } catch (e) {
+      throw revived(e);
+    }
     return { workflowId: this.workflowId, status: done.status ?? "completed", output: done.output, usage: done.usage, interruptions: done.interruptions ?? [] };
   }
 
@@ -311,18 +349,33 @@ export async function runAgentWorkflow(...args: Parameters<typeof startAgentWork
   return (await startAgentWorkflow(...args)).getResult();
 }
 
-/** Start the run a governor handed on (`<prefix>.runs.start.typescript`) as workflow `runId`, its events
- * numbered from `seqBase + 1`; a second start of the same id is the same run. For `serveAgents`. */
-export async function startBusRun(
-  runId: string, agent: string, input: string | AgentInputItem[], maxTurns: number, seqBase: number,
-  timeoutSeconds?: number | null, context?: unknown, approvalTimeoutSeconds?: number | null, stream = false,
-): Promise<void> {
+/** A run from the bus, as the governor hands it on (`<prefix>.runs.start.typescript`). */
+export interface BusRun {
+  agent: string;
+  input: string | AgentInputItem[];
+  maxTurns: number;
+  /** Its events are numbered from `seqBase + 1`. */
+  seqBase: number;
+  timeoutSeconds?: number | null;
+  context?: unknown;
+  approvalTimeoutSeconds?: number | null;
+  stream?: boolean;
+  sessionId?: string | null;
+  sessionPolicy?: SessionPolicy | null;
+}
+
+/** Start the run a governor handed on as workflow `runId`; a second start of the same id is the same
+ * run. For `serveAgents`. A session's history is the registered session factory's, else Timestep's
+ * `DatabaseSession`. */
+export async function startBusRun(runId: string, run: BusRun): Promise<void> {
   await ensureDBOSLaunched();
+  const { agent, input, maxTurns, seqBase, timeoutSeconds, context, approvalTimeoutSeconds, stream, sessionId, sessionPolicy } = run;
   // A run from the bus waits for its approvals (approve and reject come over the bus), as on the Python side.
   const spec: RunSpec = {
     agent, input, maxTurns, seqBase, waitForApproval: true, ...(stream ? { stream } : {}),
     ...(approvalTimeoutSeconds ? { approvalTimeoutSeconds } : {}),
     ...(context === undefined || context === null ? {} : { context }),
+    ...(sessionId ? { sessionId, sessionStore: storeFor(undefined), sessionPolicy: sessionPolicy ?? "enqueue" } : {}),
   };
   await DBOS.startWorkflow(agentRun, { workflowID: runId, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) })(spec);
 }
@@ -334,6 +387,10 @@ export interface RunOptions {
   waitForApproval?: boolean;
   /** With `waitForApproval`: a call not decided within this many seconds is rejected (default: no deadline). */
   approvalTimeoutSeconds?: number;
+  /** With a session: what the run does when another run of the session is unfinished. `enqueue` (default):
+   * wait for it, in order of arrival; `reject`: fail at once with `SessionBusyError`, naming it; `interrupt`:
+   * cancel it and go on with the history so far. */
+  sessionPolicy?: SessionPolicy;
 }
 
 /** `runAgentWorkflow(agent, inputItems, session?, stream?, timeoutSeconds?, maxTurns = 10, context?, workflowId?, options?)`
@@ -392,9 +449,15 @@ export async function prepare(
     throw new ValidationError("maxTurns", `${maxTurns} is not a whole number of turns`, "give 1 or more");
   }
   if (workflowId !== undefined) checkRunId("workflowId", workflowId);
-  const { waitForApproval = false, approvalTimeoutSeconds, ...unknown } = options ?? {};
+  const { waitForApproval = false, approvalTimeoutSeconds, sessionPolicy, ...unknown } = options ?? {};
   const stray = Object.keys(unknown);
-  if (stray.length) throw new ValidationError(`options.${stray[0]}`, "is not an option", "use waitForApproval or approvalTimeoutSeconds");
+  if (stray.length) throw new ValidationError(`options.${stray[0]}`, "is not an option", "use waitForApproval, approvalTimeoutSeconds or sessionPolicy");
+  if (sessionPolicy !== undefined) {
+    if (!SESSION_POLICIES.includes(sessionPolicy)) {
+      throw new ValidationError("options.sessionPolicy", `${JSON.stringify(sessionPolicy)} is not a session policy`, "use enqueue, reject or interrupt");
+    }
+    if (sessionId === undefined) throw new ValidationError("options.sessionPolicy", "applies only to a run with a session", "pass a session with it, or leave it out");
+  }
   if (typeof waitForApproval !== "boolean") throw new ValidationError("options.waitForApproval", `${JSON.stringify(waitForApproval)} is not true or false`, "pass a boolean");
   if (approvalTimeoutSeconds !== undefined) {
     if (!waitForApproval) throw new ValidationError("options.approvalTimeoutSeconds", "applies only to a run that waits for approval", "pass waitForApproval: true with it, or leave it out");
@@ -404,7 +467,8 @@ export async function prepare(
   }
   await ensureDBOSLaunched();
   const spec: RunSpec = {
-    agent: agent.name, maxTurns, ...(sessionId === undefined ? {} : { sessionId }),
+    agent: agent.name, maxTurns,
+    ...(sessionId === undefined ? {} : { sessionId, sessionStore: storeFor(session as Session), sessionPolicy: sessionPolicy ?? "enqueue" }),
     ...(resumed ? { state: inputItems.toString() } : { input: inputItems }),
     ...(context === undefined ? {} : { context }),
     ...(waitForApproval ? { waitForApproval } : {}),

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 
 import { Agent } from "@openai/agents";
 
-import { ValidationError, configureDBOS, runAgentWorkflow } from "../src/index.js";
+import { DatabaseSession, ValidationError, configureDBOS, runAgentWorkflow } from "../src/index.js";
 
 const DATABASE = process.env.TIMESTEP_TEST_PG_URL;
 const PROGRAM = fileURLToPath(new URL("../fixtures/weather.js", import.meta.url));
@@ -143,7 +143,8 @@ describe("sessions", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not set
     const resumed = await outcome("recover", id, calls, { SESSION_DIR: sessions });
     assert.equal(resumed.result.output, "The weather: sunny in Paris");
     const names = resumed.steps.map((s) => s.name);
-    assert.deepEqual(names, ["session.get_items", "model", "tool:get_weather", "model", "session.add_items"]);
+    // Its turn of the session first (one step), then the history read, the calls and the history written.
+    assert.deepEqual(names, ["session.join", "session.get_items", "model", "tool:get_weather", "model", "session.add_items"]);
     // The user's message, the tool call, its output and the answer, each once: the history read came from the record.
     const items = JSON.parse(readFileSync(join(sessions, "user-42.json"), "utf8")) as { type?: string; role?: string }[];
     assert.deepEqual(items.map((i) => i.type ?? i.role), ["message", "function_call", "function_call_result", "message"]);
@@ -160,6 +161,87 @@ describe("sessions", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not set
     assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "model-2", "model-2"]);
     const items = JSON.parse(readFileSync(join(sessions, "user-7.json"), "utf8")) as { type?: string; role?: string }[];
     assert.deepEqual(items.map((i) => i.role ?? i.type), ["user", "function_call", "function_call_result", "assistant", "user", "assistant"]);
+  });
+});
+
+describe("session turns (DatabaseSession)", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not set" }, () => {
+  /** The session's items, read by a program of its own executor id (its launch recovers none of the runs). */
+  async function history(sessionId: string, calls: string): Promise<{ type?: string; role?: string }[]> {
+    const { code, out, err } = await program("history", "-", calls, { TIMESTEP_EXECUTOR_ID: `ts-reader-${process.pid}` }, [sessionId]).done;
+    assert.equal(code, 0, err);
+    return (JSON.parse(out.trim().split("\n").at(-1)!) as { items: { type?: string; role?: string }[] }).items;
+  }
+
+  /** Each other program has an executor id of its own: its launch must not recover the held run. */
+  const own = (name: string) => ({ TIMESTEP_EXECUTOR_ID: `ts-${name}-${process.pid}-${made}` });
+
+  async function held(hold: string): Promise<void> {
+    for (let i = 0; !existsSync(hold); i++) {
+      assert.ok(i < 600, "the tool did not start within 60 s");
+      await sleep(100);
+    }
+  }
+
+  test("killed with SIGKILL inside its tool, a DatabaseSession run resumes with no factory's help and writes its history once", async () => {
+    const { id, calls } = fresh();
+    const session = `db-${id}`;
+    const hold = join(dir, `hold-${id}`);
+    const first = program("turn", id, calls, { HOLD_FILE: hold }, [session]);
+    await held(hold);
+    first.child.kill("SIGKILL");
+    await first.done;
+    const resumed = await outcome("recover", id, calls);
+    assert.equal(resumed.result.output, "The weather: sunny in Paris");
+    assert.deepEqual(resumed.steps.map((s) => s.name), ["session.join", "session.get_items", "model", "tool:get_weather", "model", "session.add_items"]);
+    assert.deepEqual((await history(session, calls)).map((i) => i.role ?? i.type), ["user", "function_call", "function_call_result", "assistant"]);
+    // A second run of the session sees the first's tool output in its input: its model answers at once.
+    const again = await outcome("turn", `${id}-again`, calls, own("again"), [session]);
+    assert.equal(again.result.output, "The weather: sunny in Paris");
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "tool", "model-2", "model-2"]);
+  });
+
+  test("while a run of the session is in its tool, `reject` is refused naming it and `enqueue` waits, then runs on its history", async () => {
+    const { id, calls } = fresh();
+    const session = `db-${id}`;
+    const hold = join(dir, `hold-${id}`);
+    const first = program("turn", id, calls, { HOLD_FILE: hold }, [session]);
+    await held(hold);
+
+    const refused = await program("turn", `${id}-refused`, calls, own("refused"), [session, "reject"]).done;
+    assert.equal(refused.code, 2, refused.err);
+    const error = JSON.parse(refused.out.trim().split("\n").at(-1)!) as { error: string; message: string };
+    assert.equal(error.error, "SessionBusyError");
+    assert.match(error.message, new RegExp(`session_id: .*has an unfinished run, "${id}"`));
+
+    const waiting = program("turn", `${id}-waiting`, calls, own("waiting"), [session, "enqueue"]);
+    assert.deepEqual(await firstLine(waiting.child), { joined: true });
+    writeFileSync(`${hold}.release`, "");
+    for (const run of [first, waiting]) {
+      const { code, out, err } = await run.done;
+      assert.equal(code, 0, err);
+      assert.equal((JSON.parse(out.trim().split("\n").at(-1)!) as Outcome).result.output, "The weather: sunny in Paris");
+    }
+    // The waiting run's model came after the first run's end, and saw its tool output.
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "model-2", "model-2"]);
+  });
+
+  test("`interrupt` cancels the session's unfinished run at its next step and goes on with the history so far", async () => {
+    const { id, calls } = fresh();
+    const session = `db-${id}`;
+    const hold = join(dir, `hold-${id}`);
+    const first = program("turn", id, calls, { HOLD_FILE: hold }, [session]);
+    await held(hold);
+    const newer = program("turn", `${id}-newer`, calls, own("newer"), [session, "interrupt"]);
+    assert.deepEqual(await firstLine(newer.child), { joined: true });
+    writeFileSync(`${hold}.release`, "");
+    const cut = await first.done;
+    assert.equal(cut.code, 2, cut.err);
+    assert.match(cut.out, /cancel/i);
+    const done = await newer.done;
+    assert.equal(done.code, 0, done.err);
+    assert.equal((JSON.parse(done.out.trim().split("\n").at(-1)!) as Outcome).result.output, "The weather: sunny in Paris");
+    // The cancelled run made no second model call and wrote no history: the newer run started afresh.
+    assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "model-1", "tool", "model-2"]);
   });
 });
 
@@ -282,5 +364,9 @@ describe("bad input gets an error that names the field and the fix", () => {
     await refused("options.approvalTimeoutSeconds", options({ approvalTimeoutSeconds: 5 }));
     await refused("options.approvalTimeoutSeconds", options({ waitForApproval: true, approvalTimeoutSeconds: -1 }));
     await refused("options.waitForApprovel", options({ waitForApprovel: true }));
+    await refused("options.sessionPolicy", options({ sessionPolicy: "enqueue" }));  // no session
+    await refused("options.sessionPolicy", () =>
+      runAgentWorkflow(agent, "hi", new DatabaseSession("s"), false, undefined, undefined, undefined, undefined, { sessionPolicy: "later" as "enqueue" }));
+    assert.throws(() => new DatabaseSession(""), (e: unknown) => e instanceof ValidationError && e.field === "sessionId");
   });
 });

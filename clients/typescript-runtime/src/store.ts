@@ -1,0 +1,77 @@
+/** Timestep's own tables in the runtime's PostgreSQL database (beside DBOS's): session histories and turns. */
+
+import pg from "pg";
+
+import { configuredDatabaseUrl } from "./config.js";
+
+
+let pool: pg.Pool | undefined;
+let ready: Promise<void> | undefined;
+
+/** The tables' schema: made once per database, by whichever process comes first (an advisory lock
+ * keeps two processes from making it at once). */
+const SCHEMA = `
+  CREATE SCHEMA IF NOT EXISTS timestep;
+  CREATE TABLE IF NOT EXISTS timestep.session_items (
+    id BIGSERIAL PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    item JSONB NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS session_items_by_session ON timestep.session_items (session_id, id);
+  CREATE TABLE IF NOT EXISTS timestep.session_turns (
+    id BIGSERIAL PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    run_id TEXT NOT NULL UNIQUE,
+    created_at DOUBLE PRECISION NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS session_turns_by_session ON timestep.session_turns (session_id, id);
+`;
+
+/** A pooled connection to the runtime's database, its tables made (DBOS configured first). */
+export async function database(): Promise<pg.Pool> {
+  if (!pool) {
+    pool = new pg.Pool({ connectionString: configuredDatabaseUrl(), max: 4 });
+    pool.on("error", () => {});  // an idle connection lost: the next query opens another
+    ready = (async () => {
+      const client = await pool!.connect();
+      try {
+        await client.query("BEGIN");
+        await client.query("SELECT pg_advisory_xact_lock(727274001)");
+        await client.query(SCHEMA);
+        await client.query("COMMIT");
+      } catch (e) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw e;
+      } finally {
+        client.release();
+      }
+    })();
+    ready.catch(() => { pool = undefined; });  // tried again by the next call
+  }
+  const current = pool;
+  await ready;
+  return current;
+}
+
+/** Run `fn` in one transaction. */
+export async function transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await (await database()).connect();
+  try {
+    await client.query("BEGIN");
+    const value = await fn(client);
+    await client.query("COMMIT");
+    return value;
+  } catch (e) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw e;
+  } finally {
+    client.release();
+  }
+}
+
+export async function closeDatabase(): Promise<void> {
+  const closing = pool;
+  pool = undefined;
+  ready = undefined;
+  await closing?.end();
+}
