@@ -426,3 +426,17 @@ async def test_a_run_with_session_policy_interrupt_cancels_the_typescript_agent_
     # It went on with the history so far: the cancelled run wrote none (its answer never came).
     assert (done[-1]["type"], done[-1].get("output")) == ("completed", "I have 0 earlier items")
     assert [line.split()[0] for line in node_actor.ran()] == ["model", "get_weather:Lima", "model"]
+
+
+async def test_a_typescript_agent_s_run_stops_at_its_token_budget_and_retries_as_its_request_says(node_actor, client, system) -> None:
+    """A request's `max_tokens` and `model_retry`, as a Python agent actor takes them."""
+    over = await _events(client, await _published(system.url, "ts-assistant", "get_weather city=Oslo", max_tokens=1))
+    assert [e["type"] for e in over] == ["accepted", "started", "failed"]
+    assert over[-1]["error"]["type"] == "BudgetExceeded" and "over its budget of max_tokens=1" in over[-1]["error"]["message"]
+    assert [line.split()[0] for line in node_actor.ran()] == ["model"], "no tool call after the call that crossed the budget"
+
+    await node_actor.stop()
+    await node_actor.start(RATE_LIMITED="1")
+    once = await _events(client, await _published(system.url, "ts-assistant", "get_weather city=Oslo rate=limited", model_retry={"max_attempts": 1}))
+    assert [e["type"] for e in once] == ["accepted", "started", "failed"], "a 429 not tried again: one attempt allowed"
+    assert once[-1]["error"]["type"] == "RateLimitError" and "(after 1 attempt)" in once[-1]["error"]["message"]

@@ -17,6 +17,7 @@ import { approveToolCall, rejectToolCall } from "./approvals.js";
 import { WORKFLOW, ensureDBOSLaunched, shutdownDBOS } from "./config.js";
 import { ConfigurationError, NotWaitingError, ValidationError } from "./errors.js";
 import { setEventSink, type RunEvent } from "./events.js";
+import { checkMaxTokens, checkModelRetry } from "./limits.js";
 import { SESSION_POLICIES, type SessionPolicy } from "./turns.js";
 import { WAITING_EVENT, startBusRun, type Approval } from "./workflow.js";
 
@@ -56,6 +57,7 @@ interface StartRun {
   spec: {
     agent: string; input?: unknown; state?: unknown; session_id?: string | null; session_policy?: string | null; stream?: boolean;
     max_turns?: number; seq_base?: number; context?: unknown; approval_timeout_seconds?: number | null;
+    max_tokens?: number | null; model_retry?: unknown;
   };
 }
 
@@ -174,10 +176,13 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
       if (policy !== undefined && !SESSION_POLICIES.includes(policy as SessionPolicy)) {
         throw new ValidationError("session_policy", `${JSON.stringify(policy)} is not a session policy`, "use enqueue, reject or interrupt");
       }
+      const maxTokens = checkMaxTokens("max_tokens", spec.max_tokens);
+      const modelRetry = checkModelRetry("model_retry", spec.model_retry, true);
       await startBusRun(run.run_id, {
         agent: spec.agent, input: spec.input as string, maxTurns: spec.max_turns ?? 10, seqBase: spec.seq_base ?? 0,
         timeoutSeconds: run.timeout_seconds, context: spec.context, approvalTimeoutSeconds: spec.approval_timeout_seconds,
         stream: spec.stream ?? false, sessionId: spec.session_id ?? null, sessionPolicy: (policy as SessionPolicy | undefined) ?? null,
+        maxTokens, modelRetry,
       });
       msg.ack();
     } catch (e) {

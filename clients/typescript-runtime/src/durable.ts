@@ -8,7 +8,8 @@ import {
 
 import { ValidationError } from "./errors.js";
 import { asText, eventsOfThisRun, publishLive } from "./events.js";
-import { ModelCallError, failureOf, nextWait, retryPolicy, type Failure } from "./modelRetry.js";
+import { runRetryPolicy, spend } from "./limits.js";
+import { ModelCallError, failureOf, nextWait, type Failure } from "./modelRetry.js";
 
 /** A model response as the record keeps it: plain JSON, its usage rebuilt on the way back. */
 type RecordedResponse = Omit<ModelResponse, "usage"> & { usage: ConstructorParameters<typeof Usage>[0] };
@@ -30,7 +31,7 @@ class DurableModel implements Model {
   constructor(private readonly inner: Model) {}
 
   async getResponse(request: ModelRequest): Promise<ModelResponse> {
-    const policy = retryPolicy();
+    const policy = runRetryPolicy();
     const events = eventsOfThisRun();
     let attempt = 1;
     let waited = 0;
@@ -54,7 +55,10 @@ class DurableModel implements Model {
           return { ...failed, delay };
         }
       }, { name: "model" });
-      if (!("failed" in outcome)) return { ...outcome, usage: new Usage(outcome.usage) };
+      if (!("failed" in outcome)) {
+        spend(outcome.usage?.totalTokens ?? 0);  // over the run's budget: the run stops here, with this call recorded
+        return { ...outcome, usage: new Usage(outcome.usage) };
+      }
       if (outcome.delay === null) throw new ModelCallError(outcome.providerError, outcome.status, outcome.message, attempt, outcome.headers);
       if (events) events.seq = base + 1;
       await DBOS.sleep(outcome.delay * 1000);  // durable: after a crash only what is left is waited
@@ -90,6 +94,7 @@ class DurableModel implements Model {
       return { response: JSON.parse(JSON.stringify(final)), deltas };
     }, { name: "model" });
     events.seq = base + done.deltas;
+    spend((done.response as { usage?: { totalTokens?: number } }).usage?.totalTokens ?? 0);
     yield { type: "response_done", response: done.response } as StreamEvent;
   }
 }

@@ -9,6 +9,7 @@
 
 export * from "./errors.js";
 export { ModelCallError } from "./modelRetry.js";
+export { BudgetExceeded, type ModelRetry } from "./limits.js";
 export { configureDBOS, ensureDBOSLaunched, shutdownDBOS, type DBOSOptions } from "./config.js";
 export { registerAgent, registeredAgents } from "./agents.js";
 export { setEventSink, type RunEvent } from "./events.js";

@@ -11,6 +11,7 @@ import { SessionBusyError, UnknownAgentError, ValidationError, checkRunId } from
 import { RunEvents, busRuns, eventsOfThisRun, stoppedByDBOS } from "./events.js";
 import { liveSessions, sessionOf, storeFor, type SessionStore } from "./sessions.js";
 import { SESSION_POLICIES, releaseTurn, takeTurn, type SessionPolicy } from "./turns.js";
+import { checkMaxTokens, checkModelRetry, clearLimits, setLimits, type ModelRetry } from "./limits.js";
 
 
 /** A run's input as DBOS records it (plain data: the agent by name; a resumed run's state as its string). */
@@ -32,6 +33,10 @@ export interface RunSpec {
   sessionStore?: SessionStore;
   /** With `sessionId`: what the run does when another run of the session is unfinished (see `turns`). */
   sessionPolicy?: SessionPolicy;
+  /** The run's model-token budget (see `BudgetExceeded`). */
+  maxTokens?: number;
+  /** How the run's failed model calls are retried, over TIMESTEP_MODEL_*. */
+  modelRetry?: ModelRetry;
 }
 
 /** A tool call waiting for a human's decision. `deadline` (epoch seconds): when it is rejected unless decided. */
@@ -161,6 +166,7 @@ export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<Run
   const runId = DBOS.workflowID!;
   const events = spec.seqBase === undefined ? undefined : new RunEvents(runId, spec.seqBase);
   if (events) busRuns.set(runId, events);
+  setLimits(runId, spec.maxTokens, spec.modelRetry);
   const turns = spec.sessionId !== undefined && spec.sessionPolicy !== undefined;
   let ended = true;  // false when DBOS stops the run here to go on elsewhere: it keeps its turn
   try {
@@ -182,6 +188,7 @@ export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<Run
     throw e;
   } finally {
     busRuns.delete(runId);
+    clearLimits(runId);
     liveSessions.delete(runId);
     if (turns && ended) {
       // Not given up for a failure here: the next run of the session passes over this one once DBOS has it ended.
@@ -362,6 +369,8 @@ export interface BusRun {
   stream?: boolean;
   sessionId?: string | null;
   sessionPolicy?: SessionPolicy | null;
+  maxTokens?: number | null;
+  modelRetry?: ModelRetry | null;
 }
 
 /** Start the run a governor handed on as workflow `runId`; a second start of the same id is the same
@@ -369,13 +378,14 @@ export interface BusRun {
  * `DatabaseSession`. */
 export async function startBusRun(runId: string, run: BusRun): Promise<void> {
   await ensureDBOSLaunched();
-  const { agent, input, maxTurns, seqBase, timeoutSeconds, context, approvalTimeoutSeconds, stream, sessionId, sessionPolicy } = run;
+  const { agent, input, maxTurns, seqBase, timeoutSeconds, context, approvalTimeoutSeconds, stream, sessionId, sessionPolicy, maxTokens, modelRetry } = run;
   // A run from the bus waits for its approvals (approve and reject come over the bus), as on the Python side.
   const spec: RunSpec = {
     agent, input, maxTurns, seqBase, waitForApproval: true, ...(stream ? { stream } : {}),
     ...(approvalTimeoutSeconds ? { approvalTimeoutSeconds } : {}),
     ...(context === undefined || context === null ? {} : { context }),
     ...(sessionId ? { sessionId, sessionStore: storeFor(undefined), sessionPolicy: sessionPolicy ?? "enqueue" } : {}),
+    ...(maxTokens ? { maxTokens } : {}), ...(modelRetry ? { modelRetry } : {}),
   };
   await DBOS.startWorkflow(agentRun, { workflowID: runId, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) })(spec);
 }
@@ -391,6 +401,11 @@ export interface RunOptions {
    * wait for it, in order of arrival; `reject`: fail at once with `SessionBusyError`, naming it; `interrupt`:
    * cancel it and go on with the history so far. */
   sessionPolicy?: SessionPolicy;
+  /** The run's model-token budget: it fails with `BudgetExceeded` after the model call that crosses it. */
+  maxTokens?: number;
+  /** How its failed model calls are retried (`maxAttempts`, `maxWaitSeconds`, `baseSeconds`, `maxBackoffSeconds`);
+   * a setting left out keeps TIMESTEP_MODEL_*'s. */
+  modelRetry?: ModelRetry;
 }
 
 /** `runAgentWorkflow(agent, inputItems, session?, stream?, timeoutSeconds?, maxTurns = 10, context?, workflowId?, options?)`
@@ -449,9 +464,13 @@ export async function prepare(
     throw new ValidationError("maxTurns", `${maxTurns} is not a whole number of turns`, "give 1 or more");
   }
   if (workflowId !== undefined) checkRunId("workflowId", workflowId);
-  const { waitForApproval = false, approvalTimeoutSeconds, sessionPolicy, ...unknown } = options ?? {};
+  const { waitForApproval = false, approvalTimeoutSeconds, sessionPolicy, maxTokens, modelRetry, ...unknown } = options ?? {};
   const stray = Object.keys(unknown);
-  if (stray.length) throw new ValidationError(`options.${stray[0]}`, "is not an option", "use waitForApproval, approvalTimeoutSeconds or sessionPolicy");
+  if (stray.length) {
+    throw new ValidationError(`options.${stray[0]}`, "is not an option", "use waitForApproval, approvalTimeoutSeconds, sessionPolicy, maxTokens or modelRetry");
+  }
+  const budget = checkMaxTokens("options.maxTokens", maxTokens);
+  const retry = checkModelRetry("options.modelRetry", modelRetry);
   if (sessionPolicy !== undefined) {
     if (!SESSION_POLICIES.includes(sessionPolicy)) {
       throw new ValidationError("options.sessionPolicy", `${JSON.stringify(sessionPolicy)} is not a session policy`, "use enqueue, reject or interrupt");
@@ -473,6 +492,7 @@ export async function prepare(
     ...(context === undefined ? {} : { context }),
     ...(waitForApproval ? { waitForApproval } : {}),
     ...(approvalTimeoutSeconds === undefined ? {} : { approvalTimeoutSeconds }),
+    ...(budget === undefined ? {} : { maxTokens: budget }), ...(retry === undefined ? {} : { modelRetry: retry }),
   };
   const id = workflowId ?? crypto.randomUUID().replaceAll("-", "");
   if (session) liveSessions.set(id, session as Session);  // this process's own object; a recovery asks the factory

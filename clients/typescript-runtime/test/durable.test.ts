@@ -365,6 +365,9 @@ describe("bad input gets an error that names the field and the fix", () => {
     await refused("options.approvalTimeoutSeconds", options({ waitForApproval: true, approvalTimeoutSeconds: -1 }));
     await refused("options.waitForApprovel", options({ waitForApprovel: true }));
     await refused("options.sessionPolicy", options({ sessionPolicy: "enqueue" }));  // no session
+    await refused("options.maxTokens", options({ maxTokens: 0 }));
+    await refused("options.modelRetry.maxAtempts", options({ modelRetry: { maxAtempts: 3 } }));
+    await refused("options.modelRetry.maxAttempts", options({ modelRetry: { maxAttempts: 0.5 } }));
     await refused("options.sessionPolicy", () =>
       runAgentWorkflow(agent, "hi", new DatabaseSession("s"), false, undefined, undefined, undefined, undefined, { sessionPolicy: "later" as "enqueue" }));
     assert.throws(() => new DatabaseSession(""), (e: unknown) => e instanceof ValidationError && e.field === "sessionId");
