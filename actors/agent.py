@@ -198,12 +198,12 @@ class ControlActor(Actor):
 
     async def _list_approvals(self, query: ApprovalList) -> Reply:
         records = await inbox.query_approvals(query)
-        if query.status != "decided":  # TypeScript runs wait in their own database: asked for theirs
-            records = sorted(records + await self._typescript_approvals(query), key=lambda r: r.requested_at, reverse=True)[: query.limit]
+        # TypeScript runs keep their approvals in their own database: asked for theirs, waiting and decided.
+        records = sorted(records + await self._typescript_approvals(query), key=lambda r: r.requested_at, reverse=True)[: query.limit]
         return Reply(ok=True, approvals=records)
 
     async def _typescript_approvals(self, query: ApprovalList) -> list:
-        """The pending approvals of TypeScript agents' runs; none when no TypeScript agent actor answers
+        """The approvals of TypeScript agents' runs the query asks for; none when no TypeScript agent actor answers
         (NATS says at once when nobody listens, so a deployment without one waits for nothing)."""
         try:
             answer = await self.bus.request(self.bus.subjects.typescript_approvals, msgspec.json.encode(query), timeout=5)

@@ -236,7 +236,7 @@ async def _until(client, run_id: str, kind: str, timeout: float = 60) -> dict:
 
 
 async def test_an_approval_with_edited_arguments_over_the_bus_goes_on_as_it_does_for_a_python_agent(node_actor, client, system) -> None:
-    shapes = []
+    shapes, audits = [], []
     for agent in ("ts-assistant", "bus-assistant"):
         run_id = await _published(system.url, agent, "send_email to=ada@example.com")
         interrupted = await _until(client, run_id, "interrupted")
@@ -250,8 +250,13 @@ async def test_an_approval_with_edited_arguments_over_the_bus_goes_on_as_it_does
         assert refused.value.error.type == "NotWaiting"
         await client.approve(run_id, "call_1", arguments='{"to": "bob@example.com"}', decided_by="ada")
         shapes.append(_shape(await _events(client, run_id)))
+        # The audit trail keeps who decided what, whichever runtime executed the run.
+        decided = await client.list_approvals("decided", run_id=run_id)
+        audits.append([(a.call_id, a.agent == agent, a.tool, a.arguments, a.status, a.decided_by, a.always, a.approved_arguments) for a in decided])
+        assert await client.list_approvals(run_id=run_id) == [], "no longer pending"
     typescript, python = shapes
     assert typescript == python
+    assert audits[0] == audits[1] == [("call_1", True, "send_email", '{"to": "ada@example.com"}', "approved", "ada", False, '{"to": "bob@example.com"}')]
     assert [s[0] for s in typescript] == ["accepted", "started", "interrupted", "tool_approved", "tool_call", "tool_output", "completed"]
     assert typescript[3] == ("tool_approved", 4, "call_1", "send_email", False, '{"to": "bob@example.com"}', "ada")
     assert typescript[-1] == ("completed", 7, "send_email returned: sent to bob@example.com")
@@ -266,6 +271,8 @@ async def test_a_rejection_over_the_bus_reaches_the_typescript_agent_s_model_and
     rejected = next(e for e in events if e["type"] == "tool_rejected")
     assert (rejected["call_id"], rejected["tool"], rejected["message"], rejected["expired"]) == ("call_1", "send_email", "not to Ada", False)
     assert events[-1]["type"] == "completed" and events[-1]["output"] == "send_email returned: not to Ada"
+    [audit] = await client.list_approvals("all", run_id=run_id)
+    assert (audit.status, audit.message, audit.decided_by, audit.approved_arguments) == ("rejected", "not to Ada", None, None)
     assert [line.split()[0] for line in node_actor.ran()] == ["model", "model"]
 
 

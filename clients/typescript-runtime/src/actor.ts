@@ -18,6 +18,7 @@ import { WORKFLOW, ensureDBOSLaunched, shutdownDBOS } from "./config.js";
 import { ConfigurationError, NotWaitingError, ValidationError } from "./errors.js";
 import { setEventSink, type RunEvent } from "./events.js";
 import { checkMaxTokens, checkModelRetry } from "./limits.js";
+import { database } from "./store.js";
 import { SESSION_POLICIES, type SessionPolicy } from "./turns.js";
 import { WAITING_EVENT, startBusRun, type Approval } from "./workflow.js";
 
@@ -57,7 +58,7 @@ interface StartRun {
   spec: {
     agent: string; input?: unknown; state?: unknown; session_id?: string | null; session_policy?: string | null; stream?: boolean;
     max_turns?: number; seq_base?: number; context?: unknown; approval_timeout_seconds?: number | null;
-    max_tokens?: number | null; model_retry?: unknown;
+    max_tokens?: number | null; model_retry?: unknown; queue?: string | null;
   };
 }
 
@@ -144,7 +145,7 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
     queue: "timestep-agent-typescript",
     callback: (err, msg) => {
       if (err) return;
-      pendingRecords(msg.data.length ? msg.json<ApprovalQuery>() : {}).then(
+      approvalRecords(msg.data.length ? msg.json<ApprovalQuery>() : {}).then(
         (approvals) => msg.respond(JSON.stringify({ ok: true, approvals })),
         (e) => msg.respond(JSON.stringify({ ok: false, error: { type: "Unavailable", message: `${(e as Error).name}: ${(e as Error).message}; try again` } })),
       );
@@ -182,7 +183,7 @@ export async function serveAgents(options: ServeOptions = {}): Promise<AgentActo
         agent: spec.agent, input: spec.input as string, maxTurns: spec.max_turns ?? 10, seqBase: spec.seq_base ?? 0,
         timeoutSeconds: run.timeout_seconds, context: spec.context, approvalTimeoutSeconds: spec.approval_timeout_seconds,
         stream: spec.stream ?? false, sessionId: spec.session_id ?? null, sessionPolicy: (policy as SessionPolicy | undefined) ?? null,
-        maxTokens, modelRetry,
+        maxTokens, modelRetry, queue: spec.queue ?? null,
       });
       msg.ack();
     } catch (e) {
@@ -264,27 +265,54 @@ interface ApprovalQuery {
   limit?: number;
 }
 
-/** The pending approvals of the runs of this application, as `ApprovalRecord`s, newest first. */
-async function pendingRecords(query: ApprovalQuery): Promise<Record<string, unknown>[]> {
-  if (query.status === "decided") return [];
+/** The approvals of the runs of this application, as `ApprovalRecord`s, newest first: those waiting (from
+ * the runs' own events) and those decided (the audit trail), as `query.status` asks. */
+async function approvalRecords(query: ApprovalQuery): Promise<Record<string, unknown>[]> {
+  const status = query.status ?? "pending";
+  const records = [
+    ...(status === "decided" ? [] : await pendingRecords(query)),
+    ...(status === "pending" ? [] : await decidedRecords(query)),
+  ];
   const now = Date.now() / 1000;
-  const runs = await DBOS.listWorkflows({ workflowName: WORKFLOW, status: "PENDING", loadInput: true, ...(query.run_id ? { workflowIDs: [query.run_id] } : {}) });
-  const records: Record<string, unknown>[] = [];
-  for (const run of runs) {
-    const waiting = (await DBOS.getEvent<Approval[]>(run.workflowID, WAITING_EVENT, 0)) ?? [];
-    const { agent = "", sessionId = null } = (run.input?.[0] as { agent?: string; sessionId?: string } | undefined) ?? {};
-    for (const a of waiting) {
-      const requestedAt = a.requestedAt ?? run.createdAt / 1000;
-      records.push({
-        run_id: run.workflowID, call_id: a.callId, agent, tool: a.tool, arguments: a.arguments, session_id: sessionId,
-        queue: run.queueName ?? null, metadata: null, requested_at: requestedAt, deadline: a.deadline ?? null, status: "pending",
-      });
-    }
-  }
   return records
     .filter((r) => (!query.agent || r.agent === query.agent) && (!query.tool || r.tool === query.tool) && (!query.queue || r.queue === query.queue))
     .filter((r) => query.older_than_seconds === undefined || (r.requested_at as number) <= now - query.older_than_seconds)
     .filter((r) => query.newer_than_seconds === undefined || (r.requested_at as number) >= now - query.newer_than_seconds)
     .sort((a, b) => (b.requested_at as number) - (a.requested_at as number))
     .slice(0, query.limit ?? 100);
+}
+
+/** The audit trail: the decided calls as each run recorded them with its decision. */
+async function decidedRecords(query: ApprovalQuery): Promise<Record<string, unknown>[]> {
+  const where: string[] = [];
+  const args: unknown[] = [];
+  for (const [column, value] of [["run_id", query.run_id], ["agent", query.agent], ["tool", query.tool], ["queue", query.queue]] as const) {
+    if (value) where.push(`${column} = $${args.push(value)}`);
+  }
+  const now = Date.now() / 1000;
+  if (query.older_than_seconds !== undefined) where.push(`requested_at <= $${args.push(now - query.older_than_seconds)}`);
+  if (query.newer_than_seconds !== undefined) where.push(`requested_at >= $${args.push(now - query.newer_than_seconds)}`);
+  const { rows } = await (await database()).query(
+    `SELECT * FROM timestep.approvals ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY requested_at DESC LIMIT $${args.push(query.limit ?? 100)}`,
+    args,
+  );
+  return rows.map((r) => ({ ...r, metadata: null }));
+}
+
+/** The calls the runs executing now wait on. */
+async function pendingRecords(query: ApprovalQuery): Promise<Record<string, unknown>[]> {
+  const runs = await DBOS.listWorkflows({ workflowName: WORKFLOW, status: "PENDING", loadInput: true, ...(query.run_id ? { workflowIDs: [query.run_id] } : {}) });
+  const records: Record<string, unknown>[] = [];
+  for (const run of runs) {
+    const waiting = (await DBOS.getEvent<Approval[]>(run.workflowID, WAITING_EVENT, 0)) ?? [];
+    const { agent = "", sessionId = null, queue = run.queueName ?? null } = (run.input?.[0] as { agent?: string; sessionId?: string; queue?: string } | undefined) ?? {};
+    for (const a of waiting) {
+      const requestedAt = a.requestedAt ?? run.createdAt / 1000;
+      records.push({
+        run_id: run.workflowID, call_id: a.callId, agent, tool: a.tool, arguments: a.arguments, session_id: sessionId,
+        queue, metadata: null, requested_at: requestedAt, deadline: a.deadline ?? null, status: "pending",
+      });
+    }
+  }
+  return records;
 }

@@ -115,7 +115,7 @@ export async function queueAgentWorkflow(
     await DBOS.startWorkflow(agentRun, {
       workflowID: id, queueName: queue, ...(timeoutMS ? { timeoutMS } : {}),
       enqueueOptions: { priority: priority ?? LOWEST_PRIORITY, ...(deduplicationId === undefined ? {} : { deduplicationID: deduplicationId }) },
-    })(spec);
+    })({ ...spec, queue });
   } catch (e) {
     if (!(e instanceof DBOSErrors.DBOSQueueDuplicatedError)) throw e;
     const existing = (await DBOS.listWorkflows({ queueName: queue, status: ["ENQUEUED", "PENDING"] })).find((w) => w.deduplicationID === deduplicationId);

@@ -25,6 +25,25 @@ const SCHEMA = `
     created_at DOUBLE PRECISION NOT NULL
   );
   CREATE INDEX IF NOT EXISTS session_turns_by_session ON timestep.session_turns (session_id, id);
+  CREATE TABLE IF NOT EXISTS timestep.approvals (
+    run_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    session_id TEXT,
+    queue TEXT,
+    requested_at DOUBLE PRECISION NOT NULL,
+    deadline DOUBLE PRECISION,
+    status TEXT NOT NULL,
+    decided_at DOUBLE PRECISION NOT NULL,
+    decided_by TEXT,
+    message TEXT,
+    always BOOLEAN NOT NULL,
+    approved_arguments TEXT,
+    PRIMARY KEY (run_id, call_id)
+  );
+  CREATE INDEX IF NOT EXISTS approvals_by_time ON timestep.approvals (requested_at);
 `;
 
 /** A pooled connection to the runtime's database, its tables made (DBOS configured first). */

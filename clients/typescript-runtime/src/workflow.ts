@@ -12,6 +12,7 @@ import { RunEvents, busRuns, eventsOfThisRun, stoppedByDBOS } from "./events.js"
 import { liveSessions, sessionOf, storeFor, type SessionStore } from "./sessions.js";
 import { SESSION_POLICIES, releaseTurn, takeTurn, type SessionPolicy } from "./turns.js";
 import { checkMaxTokens, checkModelRetry, clearLimits, setLimits, type ModelRetry } from "./limits.js";
+import { database } from "./store.js";
 
 
 /** A run's input as DBOS records it (plain data: the agent by name; a resumed run's state as its string). */
@@ -33,6 +34,8 @@ export interface RunSpec {
   sessionStore?: SessionStore;
   /** With `sessionId`: what the run does when another run of the session is unfinished (see `turns`). */
   sessionPolicy?: SessionPolicy;
+  /** The queue the run came through (a bus run's is the governor's), for its approvals' records. */
+  queue?: string;
   /** The run's model-token budget (see `BudgetExceeded`). */
   maxTokens?: number;
   /** How the run's failed model calls are retried, over TIMESTEP_MODEL_*. */
@@ -106,7 +109,7 @@ function editArguments(state: RunState<any, any>, callId: string, edited: string
 
 /** Wait (durably) until each waiting call of `state` is approved or rejected, or rejected at its deadline.
  * Each wait is a recorded `recv`: after a crash the run waits on, with the deadlines it had. */
-async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): Promise<void> {
+async function awaitDecisions(state: RunState<any, any>, waiting: Approval[], spec: RunSpec): Promise<void> {
   const pending = new Map(waiting.map((a) => [a.callId, a]));
   const items = new Map(state.getInterruptions().map((i) => [(i.rawItem as { callId?: string }).callId ?? "", i]));
   while (pending.size > 0) {
@@ -152,13 +155,34 @@ async function awaitDecisions(state: RunState<any, any>, waiting: Approval[]): P
       }
     }
     const events = eventsOfThisRun();
-    if (events && decided.length) {
-      const seq = events.take(decided.length);
+    if (decided.length) {
+      const seq = events?.take(decided.length) ?? 0;
+      // The audit trail's records and a bus run's events, in the step that records the decision.
       await DBOS.runStep(async () => {
-        for (const [i, { type, ...fields }] of decided.entries()) await events.emit(seq + i, type as string, fields);
+        await recordDecisions(DBOS.workflowID!, spec, decided.map((d) => ({ ...d, asked: waiting.find((a) => a.callId === d.call_id)! })));
+        if (events) for (const [i, { type, ...fields }] of decided.entries()) await events.emit(seq + i, type as string, fields);
       }, { name: "run.decision" });
     }
     await DBOS.setEvent(WAITING_EVENT, [...pending.values()]);
+  }
+}
+
+/** The decided calls as the approvals audit trail keeps them (`ApprovalRecord`s of the contract), once each. */
+async function recordDecisions(runId: string, spec: RunSpec, decided: (Record<string, unknown> & { asked: Approval })[]): Promise<void> {
+  const db = await database();
+  const now = Date.now() / 1000;
+  for (const d of decided) {
+    const status = d.type === "tool_approved" ? "approved" : d.expired ? "expired" : "rejected";
+    await db.query(
+      `INSERT INTO timestep.approvals (run_id, call_id, agent, tool, arguments, session_id, queue, requested_at, deadline, status,
+         decided_at, decided_by, message, always, approved_arguments)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (run_id, call_id) DO NOTHING`,
+      [
+        runId, d.asked.callId, spec.agent, d.asked.tool, d.asked.arguments, spec.sessionId ?? null, spec.queue ?? null, d.asked.requestedAt ?? now,
+        d.asked.deadline ?? null, status, now, d.expired ? "deadline" : (d.decided_by as string | null) ?? null,
+        (d.message as string | null) ?? null, Boolean(d.always), (d.arguments as string | null) ?? null,
+      ],
+    );
   }
 }
 
@@ -282,7 +306,7 @@ async function execute(spec: RunSpec): Promise<RunOutput> {
       const approvals = waiting.map((a) => ({ call_id: a.callId, tool: a.tool, arguments: a.arguments, ...(a.deadline === undefined ? {} : { deadline: a.deadline }) }));
       await DBOS.runStep(() => events.emit(seq, "interrupted", { approvals }), { name: "run.interrupted.event" });
     }
-    await awaitDecisions(result.state, waiting);
+    await awaitDecisions(result.state, waiting, spec);
     input = result.state;
   }
 }
@@ -371,6 +395,7 @@ export interface BusRun {
   sessionPolicy?: SessionPolicy | null;
   maxTokens?: number | null;
   modelRetry?: ModelRetry | null;
+  queue?: string | null;
 }
 
 /** Start the run a governor handed on as workflow `runId`; a second start of the same id is the same
@@ -378,14 +403,14 @@ export interface BusRun {
  * `DatabaseSession`. */
 export async function startBusRun(runId: string, run: BusRun): Promise<void> {
   await ensureDBOSLaunched();
-  const { agent, input, maxTurns, seqBase, timeoutSeconds, context, approvalTimeoutSeconds, stream, sessionId, sessionPolicy, maxTokens, modelRetry } = run;
+  const { agent, input, maxTurns, seqBase, timeoutSeconds, context, approvalTimeoutSeconds, stream, sessionId, sessionPolicy, maxTokens, modelRetry, queue } = run;
   // A run from the bus waits for its approvals (approve and reject come over the bus), as on the Python side.
   const spec: RunSpec = {
     agent, input, maxTurns, seqBase, waitForApproval: true, ...(stream ? { stream } : {}),
     ...(approvalTimeoutSeconds ? { approvalTimeoutSeconds } : {}),
     ...(context === undefined || context === null ? {} : { context }),
     ...(sessionId ? { sessionId, sessionStore: storeFor(undefined), sessionPolicy: sessionPolicy ?? "enqueue" } : {}),
-    ...(maxTokens ? { maxTokens } : {}), ...(modelRetry ? { modelRetry } : {}),
+    ...(maxTokens ? { maxTokens } : {}), ...(modelRetry ? { modelRetry } : {}), ...(queue ? { queue } : {}),
   };
   await DBOS.startWorkflow(agentRun, { workflowID: runId, ...(timeoutSeconds ? { timeoutMS: timeoutSeconds * 1000 } : {}) })(spec);
 }
