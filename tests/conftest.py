@@ -110,7 +110,8 @@ PG_PROCESSES = "processes"
 def _pg_processes(item: pytest.Item) -> bool:
     """Starts processes (Python's or Node's) that each keep a pool of PostgreSQL connections."""
     starts = item.get_closest_marker("processes") is not None or item.get_closest_marker("node") is not None
-    return starts and item.get_closest_marker("postgres") is not None
+    few = item.get_closest_marker("few_pg_connections") is not None  # one Node process: about 12 connections
+    return starts and not few and item.get_closest_marker("postgres") is not None
 
 
 _pg_lock_depth = 0
@@ -161,8 +162,8 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(pytest.mark.xdist_group(PG_PROCESSES))
 
 
-@pytest.hookimpl(trylast=True)  # after pytest grouped the tests by backend
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)  # after pytest grouped the tests by backend, and pytest-xdist named their groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The PostgreSQL process tests first (one group, see above); then, within each backend, the
     modules with a test marked bench, then those with one marked processes, then node or browser,
     then the rest. A module moves as a whole and keeps its order (its module fixtures are set up
@@ -185,6 +186,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier[module(item)] = min(tier.get(module(item), len(_FIRST)), kind(item))
         first.setdefault(module(item), index)
     items.sort(key=lambda item: (not _pg_processes(item), module(item)[0], tier[module(item)], first[module(item)]))
+    _check_groups(config, items)
+
+
+def _check_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker with `--dist loadgroup`: a test of an xdist group has its group in its node id by now
+    (`<id>@<group>`, pytest-xdist's way of telling the scheduler). When it has not (pytest 9.2 ignores the id
+    pytest-xdist sets), every group is silently ignored: the PostgreSQL process tests spread over every worker and
+    wait on each other's lock. Said at once instead."""
+    if not getattr(config.option, "loadgroup", False):  # set on a worker of `--dist loadgroup` only
+        return
+    lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"--dist loadgroup: {len(lost)} tests of an xdist group lost their group (e.g. {lost[0]}); this pytest and "
+            "pytest-xdist do not work together: install the versions pyproject.toml's test extra allows"
+        )
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

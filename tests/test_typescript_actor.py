@@ -27,6 +27,9 @@ from timestep.client import RequestRefusedError
 pytestmark = [
     pytest.mark.node,
     pytest.mark.postgres,
+    # The Python actors are on SQLite; the one Node process keeps at most 12 PostgreSQL connections (a DBOS pool
+    # of 6, Timestep's 4, a client's 2), so these run beside the tests that start several processes on it.
+    pytest.mark.few_pg_connections,
     pytest.mark.skipif(PG_PROBLEM is not None, reason=PG_PROBLEM or ""),
     # The Python actors' database: the Node actor has its own; one backend is enough.
     pytest.mark.parametrize("backend", ["sqlite"], indirect=True),

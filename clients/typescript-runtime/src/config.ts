@@ -20,6 +20,7 @@ export interface DBOSOptions {
 
 let configured: {
   name: string; systemDatabaseUrl: string; executorID: string; applicationVersion: string; logLevel: string; systemDatabasePoolSize: number;
+  schedulerPollingIntervalMs: number;
 } | undefined;
 let launched = false;
 
@@ -90,6 +91,8 @@ export function configureDBOS(options: DBOSOptions = {}): void {
     applicationVersion: process.env.TIMESTEP_APP_VERSION || "timestep-1",
     logLevel: logLevel(process.env.TIMESTEP_LOG_LEVEL || "WARNING"),
     systemDatabasePoolSize: poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20"),
+    // A schedule made or deleted in another process is seen within a second, as on the Python side.
+    schedulerPollingIntervalMs: 1000,
   };
   if (configured && JSON.stringify(configured) === JSON.stringify(config)) return;
   if (launched) {

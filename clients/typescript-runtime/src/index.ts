@@ -18,6 +18,7 @@ export { type SessionPolicy } from "./turns.js";
 export {
   RunHandle, runAgentWorkflow, startAgentWorkflow, startBusRun, type Approval, type BusRun, type RunOptions, type RunResult,
 } from "./workflow.js";
+export { createScheduledAgentWorkflow, deleteSchedule, listSchedules, type ScheduleInfo } from "./schedules.js";
 export { DEFAULT_QUEUE, configureQueue, queueAgentWorkflow, type QueuePolicy, type QueueRunOptions } from "./queues.js";
 export { RunStateStore, approveToolCall, pendingApprovals, rejectToolCall } from "./approvals.js";
 export { serveAgents, type AgentActor, type ServeOptions } from "./actor.js";

@@ -91,6 +91,10 @@ function durableSession(inner: Session, sessionId: string): Session {
   } as Session;
 }
 
+export function hasSessionFactory(): boolean {
+  return sessionFactory !== undefined;
+}
+
 /** Where a run's session comes from when its object is not at hand: `database` for a `DatabaseSession`
  * (and a run from the bus in a process with no factory); else the factory. */
 export type SessionStore = "database" | "factory";
