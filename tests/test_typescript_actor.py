@@ -385,6 +385,21 @@ async def test_a_rate_limited_model_call_of_a_typescript_agent_is_retried_durabl
     assert [line.split()[0] for line in node_actor.ran()] == ["model", "model", "get_weather:Oslo", "model"]
 
 
+async def test_a_rate_limited_streamed_call_of_a_typescript_agent_is_retried_durably_and_streams_once_it_succeeds(
+    node_actor, client, system,
+) -> None:
+    await node_actor.stop()
+    await node_actor.start(RATE_LIMITED="1")
+    run_id = await _published(system.url, "ts-assistant", "get_weather city=Oslo rate=limited", stream=True)
+    events = await _events(client, run_id)
+    assert [e["type"] for e in events] == ["accepted", "started", "retrying", "tool_call", "tool_output", *["delta"] * 5, "completed"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    retrying = events[2]
+    assert (retrying["attempt"], retrying["delay_seconds"], retrying["status_code"], retrying["error"]["type"]) == (1, 0.2, 429, "RateLimitError")
+    assert "".join(e["text"] for e in events if e["type"] == "delta") == "get_weather returned: sunny in Oslo"
+    assert [line.split()[0] for line in node_actor.ran()] == ["model", "model", "get_weather:Oslo", "model"]
+
+
 async def _joined(node_actor: NodeActor, session_id: str, run_id: str) -> None:
     for _ in range(600):
         if run_id in await node_actor.turns(session_id):

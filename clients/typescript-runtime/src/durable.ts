@@ -70,32 +70,60 @@ class DurableModel implements Model {
   /** A streamed call (a bus run asked with `stream`) is the step `model` too: each text delta is published live
    * (core NATS, `<prefix>.runs.live.<run_id>`) and stored as a `delta` event before the next is read, and the
    * step records the final response and the number of deltas, so a replay numbers the run's events the same
-   * and yields the recorded response without calling the model. */
+   * and yields the recorded response without calling the model. A call that fails for a passing reason is
+   * retried as an unstreamed one is: each attempt its own step (the deltas it streamed before it failed stay
+   * published), its `retrying` event stored with it, each wait a DBOS sleep. */
   async *getStreamedResponse(request: ModelRequest): AsyncIterable<StreamEvent> {
     const events = eventsOfThisRun();
     if (!events) throw new ValidationError("stream", "streaming is built for runs from the bus only", "run with stream false");
-    const base = events.seq;
-    const call = ++events.calls;
-    const done = await DBOS.runStep(async () => {
-      let deltas = 0;
-      let offset = 0;
-      let final: unknown;
-      for await (const event of this.inner.getStreamedResponse(request)) {
-        if (event.type === "output_text_delta" && event.delta) {
-          await publishLive({ run_id: events.runId, call, offset, text: event.delta, time: new Date().toISOString() });
-          offset += event.delta.length;
-          deltas += 1;
-          await events.emit(base + deltas, "delta", { text: event.delta });
-        } else if (event.type === "response_done") {
-          final = event.response;
+    const policy = runRetryPolicy();
+    let attempt = 1;
+    let waited = 0;
+    for (;;) {
+      const base = events.seq;
+      const call = ++events.calls;
+      const outcome = await DBOS.runStep(async (): Promise<{ response: unknown; deltas: number } | (Failure & { deltas: number })> => {
+        let deltas = 0;
+        let offset = 0;
+        let final: unknown;
+        try {
+          for await (const event of this.inner.getStreamedResponse(request)) {
+            if (event.type === "output_text_delta" && event.delta) {
+              await publishLive({ run_id: events.runId, call, offset, text: event.delta, time: new Date().toISOString() });
+              offset += event.delta.length;
+              deltas += 1;
+              await events.emit(base + deltas, "delta", { text: event.delta });
+            } else if (event.type === "response_done") {
+              final = event.response;
+            }
+          }
+        } catch (e) {
+          const failed = failureOf(e);
+          if (!failed) throw e;
+          const delay = nextWait(failed, attempt, waited, policy);
+          if (delay !== null) {
+            await events.emit(base + deltas + 1, "retrying", {
+              attempt, delay_seconds: Math.round(delay * 1000) / 1000, retry_at: new Date(Date.now() + delay * 1000).toISOString(),
+              error: { type: failed.providerError, message: failed.message }, status_code: failed.status,
+            });
+          }
+          return { ...failed, delay, deltas };
         }
+        if (final === undefined) throw new Error("the model's stream ended without its response");
+        return { response: JSON.parse(JSON.stringify(final)), deltas };
+      }, { name: "model" });
+      events.seq = base + outcome.deltas;
+      if (!("failed" in outcome)) {
+        spend((outcome.response as { usage?: { totalTokens?: number } }).usage?.totalTokens ?? 0);
+        yield { type: "response_done", response: outcome.response } as StreamEvent;
+        return;
       }
-      if (final === undefined) throw new Error("the model's stream ended without its response");
-      return { response: JSON.parse(JSON.stringify(final)), deltas };
-    }, { name: "model" });
-    events.seq = base + done.deltas;
-    spend((done.response as { usage?: { totalTokens?: number } }).usage?.totalTokens ?? 0);
-    yield { type: "response_done", response: done.response } as StreamEvent;
+      if (outcome.delay === null) throw new ModelCallError(outcome.providerError, outcome.status, outcome.message, attempt, outcome.headers);
+      events.seq += 1;  // its `retrying` event
+      await DBOS.sleep(outcome.delay * 1000);  // durable: after a crash only what is left is waited
+      attempt += 1;
+      waited += outcome.delay;
+    }
   }
 }
 
