@@ -83,7 +83,7 @@ class Subjects:
 
     @property
     def typescript_approvals(self) -> str:
-        """Internal, request/reply: the pending approvals of the runs TypeScript agent actors execute (an
+        """Internal, request/reply: the approvals of the runs TypeScript agent actors execute (an
         `ApprovalList`, answered with a `Reply`); a Python agent actor adds them to its `approvals.list` answer."""
         return f"{self.prefix}.approvals.list.typescript"
 

@@ -7,7 +7,7 @@ import {
 } from "@openai/agents";
 
 import { ValidationError } from "./errors.js";
-import { asText, eventsOfThisRun, publishLive } from "./events.js";
+import { asText, eventsOfThisRun, publishLive, type RunEvents } from "./events.js";
 import { runRetryPolicy, spend } from "./limits.js";
 import { ModelCallError, failureOf, nextWait, type Failure } from "./modelRetry.js";
 
@@ -25,16 +25,46 @@ function recorded(response: ModelResponse): RecordedResponse {
   }));
 }
 
+/** The attempts of one model call: what a failed one decides inside its step (recorded with it, so a replay
+ * makes the same attempts and waits the same), and the durable wait before the next. */
+class Attempts {
+  private readonly policy = runRetryPolicy();
+  private attempt = 1;
+  private waited = 0;
+
+  /** In the attempt's step: `e` as a recorded failure with the wait before the next attempt (null: none), its
+   * `retrying` event (number `seq`) published for a bus run; rethrown when it is not a provider's error. */
+  async failed(e: unknown, events: RunEvents | undefined, seq: number): Promise<Failure> {
+    const failed = failureOf(e);
+    if (!failed) throw e;
+    const delay = nextWait(failed, this.attempt, this.waited, this.policy);
+    if (delay !== null && events) {
+      await events.emit(seq, "retrying", {
+        attempt: this.attempt, delay_seconds: Math.round(delay * 1000) / 1000, retry_at: new Date(Date.now() + delay * 1000).toISOString(),
+        error: { type: failed.providerError, message: failed.message }, status_code: failed.status,
+      });
+    }
+    return { ...failed, delay };
+  }
+
+  /** After a failed attempt's step: the run's error when none is left, else the wait (durable: after a crash only
+   * what is left is waited). */
+  async next(outcome: Failure): Promise<void> {
+    if (outcome.delay === null) throw new ModelCallError(outcome.providerError, outcome.status, outcome.message, this.attempt, outcome.headers);
+    await DBOS.sleep(outcome.delay * 1000);
+    this.attempt += 1;
+    this.waited += outcome.delay;
+  }
+}
+
 /** Each call of `inner` is the step `model` of the run: recorded before the run goes on, and on
  * recovery returned from the record without calling the model again. */
 class DurableModel implements Model {
   constructor(private readonly inner: Model) {}
 
   async getResponse(request: ModelRequest): Promise<ModelResponse> {
-    const policy = runRetryPolicy();
     const events = eventsOfThisRun();
-    let attempt = 1;
-    let waited = 0;
+    const attempts = new Attempts();
     for (;;) {
       const base = events?.seq ?? 0;
       // Each attempt is its own step and records its failure as a value, with the decision to retry (and, for a
@@ -43,27 +73,15 @@ class DurableModel implements Model {
         try {
           return recorded(await this.inner.getResponse(request));
         } catch (e) {
-          const failed = failureOf(e);
-          if (!failed) throw e;
-          const delay = nextWait(failed, attempt, waited, policy);
-          if (delay !== null && events) {
-            await events.emit(base + 1, "retrying", {
-              attempt, delay_seconds: Math.round(delay * 1000) / 1000, retry_at: new Date(Date.now() + delay * 1000).toISOString(),
-              error: { type: failed.providerError, message: failed.message }, status_code: failed.status,
-            });
-          }
-          return { ...failed, delay };
+          return attempts.failed(e, events, base + 1);
         }
       }, { name: "model" });
       if (!("failed" in outcome)) {
         spend(outcome.usage?.totalTokens ?? 0);  // over the run's budget: the run stops here, with this call recorded
         return { ...outcome, usage: new Usage(outcome.usage) };
       }
-      if (outcome.delay === null) throw new ModelCallError(outcome.providerError, outcome.status, outcome.message, attempt, outcome.headers);
-      if (events) events.seq = base + 1;
-      await DBOS.sleep(outcome.delay * 1000);  // durable: after a crash only what is left is waited
-      attempt += 1;
-      waited += outcome.delay;
+      if (events && outcome.delay !== null) events.seq = base + 1;  // its `retrying` event
+      await attempts.next(outcome);
     }
   }
 
@@ -76,9 +94,7 @@ class DurableModel implements Model {
   async *getStreamedResponse(request: ModelRequest): AsyncIterable<StreamEvent> {
     const events = eventsOfThisRun();
     if (!events) throw new ValidationError("stream", "streaming is built for runs from the bus only", "run with stream false");
-    const policy = runRetryPolicy();
-    let attempt = 1;
-    let waited = 0;
+    const attempts = new Attempts();
     for (;;) {
       const base = events.seq;
       const call = ++events.calls;
@@ -98,16 +114,7 @@ class DurableModel implements Model {
             }
           }
         } catch (e) {
-          const failed = failureOf(e);
-          if (!failed) throw e;
-          const delay = nextWait(failed, attempt, waited, policy);
-          if (delay !== null) {
-            await events.emit(base + deltas + 1, "retrying", {
-              attempt, delay_seconds: Math.round(delay * 1000) / 1000, retry_at: new Date(Date.now() + delay * 1000).toISOString(),
-              error: { type: failed.providerError, message: failed.message }, status_code: failed.status,
-            });
-          }
-          return { ...failed, delay, deltas };
+          return { ...(await attempts.failed(e, events, base + deltas + 1)), deltas };
         }
         if (final === undefined) throw new Error("the model's stream ended without its response");
         return { response: JSON.parse(JSON.stringify(final)), deltas };
@@ -118,11 +125,8 @@ class DurableModel implements Model {
         yield { type: "response_done", response: outcome.response } as StreamEvent;
         return;
       }
-      if (outcome.delay === null) throw new ModelCallError(outcome.providerError, outcome.status, outcome.message, attempt, outcome.headers);
-      events.seq += 1;  // its `retrying` event
-      await DBOS.sleep(outcome.delay * 1000);  // durable: after a crash only what is left is waited
-      attempt += 1;
-      waited += outcome.delay;
+      if (outcome.delay !== null) events.seq += 1;  // its `retrying` event
+      await attempts.next(outcome);
     }
   }
 }

@@ -8,7 +8,7 @@ import { RunState, type Agent, type AgentInputItem } from "@openai/agents";
 
 import { DEFAULT_MAX_TURNS, ensureDBOSLaunched } from "./config.js";
 import { ValidationError } from "./errors.js";
-import { DatabaseSession, hasSessionFactory } from "./sessions.js";
+import { DatabaseSession, hasSessionFactory, liveSessions } from "./sessions.js";
 import { agentRun, prepare, type RunSpec } from "./workflow.js";
 
 /** The tick's workflow in DBOS: a rename would strand the schedules made before it. */
@@ -64,7 +64,8 @@ export async function createScheduledAgentWorkflow(
       "pass a DatabaseSession, or call registerSessionFactory((id) => ...) first",
     );
   }
-  const { spec } = await prepare(agent, inputItems, session, stream, undefined, DEFAULT_MAX_TURNS, undefined, undefined, {});
+  const { id, spec } = await prepare(agent, inputItems, session, stream, undefined, DEFAULT_MAX_TURNS, undefined, undefined, {});
+  liveSessions.delete(id);  // no run has that id: each tick makes its session again from the spec
   const scheduleName = name ?? `${agent.name.replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 60)}-${
     createHash("sha256").update(JSON.stringify([cron, agent.name, inputItems, spec.sessionId ?? null])).digest("hex").slice(0, 12)}`;
   if (!/^[A-Za-z0-9_-]{1,100}$/.test(scheduleName)) {

@@ -1,4 +1,4 @@
-/** Timestep's own tables in the runtime's PostgreSQL database (beside DBOS's): session histories and turns. */
+/** Timestep's own tables in the runtime's PostgreSQL database (beside DBOS's): session histories and turns, decided approvals. */
 
 import pg from "pg";
 
@@ -49,32 +49,25 @@ const SCHEMA = `
 /** A pooled connection to the runtime's database, its tables made (DBOS configured first). */
 export async function database(): Promise<pg.Pool> {
   if (!pool) {
-    pool = new pg.Pool({ connectionString: configuredDatabaseUrl(), max: 4 });
-    pool.on("error", () => {});  // an idle connection lost: the next query opens another
-    ready = (async () => {
-      const client = await pool!.connect();
-      try {
-        await client.query("BEGIN");
-        await client.query("SELECT pg_advisory_xact_lock(727274001)");
-        await client.query(SCHEMA);
-        await client.query("COMMIT");
-      } catch (e) {
-        await client.query("ROLLBACK").catch(() => {});
-        throw e;
-      } finally {
-        client.release();
-      }
-    })();
-    ready.catch(() => { pool = undefined; });  // tried again by the next call
+    const made = new pg.Pool({ connectionString: configuredDatabaseUrl(), max: 4 });
+    made.on("error", () => {});  // an idle connection lost: the next query opens another
+    pool = made;
+    ready = inTransaction(made, async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock(727274001)");
+      await c.query(SCHEMA);
+    });
+    ready.catch(() => {  // tried again by the next call, on a new pool
+      if (pool === made) pool = undefined;
+      made.end().catch(() => {});
+    });
   }
   const current = pool;
   await ready;
   return current;
 }
 
-/** Run `fn` in one transaction. */
-export async function transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await (await database()).connect();
+async function inTransaction<T>(on: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await on.connect();
   try {
     await client.query("BEGIN");
     const value = await fn(client);
@@ -86,6 +79,11 @@ export async function transaction<T>(fn: (client: pg.PoolClient) => Promise<T>):
   } finally {
     client.release();
   }
+}
+
+/** Run `fn` in one transaction. */
+export async function transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return inTransaction(await database(), fn);
 }
 
 export async function closeDatabase(): Promise<void> {

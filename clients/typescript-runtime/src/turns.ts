@@ -51,11 +51,10 @@ export async function takeTurn(sessionId: string, runId: string, policy: Session
 /** The run ended (completed, failed, cancelled, refused): the next run of its session may go. Not a step
  * (a cancelled run records nothing more); idempotent, so a replay may do it again. */
 export async function releaseTurn(runId: string): Promise<void> {
-  const db = await database();
-  const { rows } = await db.query("DELETE FROM timestep.session_turns WHERE run_id = $1 RETURNING session_id", [runId]);
-  if (!rows.length) return;
-  const waiting = await db.query(
-    "SELECT run_id FROM timestep.session_turns WHERE session_id = $1 ORDER BY id LIMIT 20", [rows[0].session_id],
+  const sessionId = await dropTurn(runId);
+  if (sessionId === undefined) return;
+  const waiting = await (await database()).query(
+    "SELECT run_id FROM timestep.session_turns WHERE session_id = $1 ORDER BY id LIMIT 20", [sessionId],
   );
   const client = await outside();
   for (const { run_id: other } of waiting.rows as { run_id: string }[]) {
@@ -83,7 +82,7 @@ async function join(sessionId: string, runId: string, policy: SessionPolicy): Pr
   });
   const earlier = await unfinishedBefore(sessionId, position);
   if (policy === "reject" && earlier.length) {
-    await (await database()).query("DELETE FROM timestep.session_turns WHERE run_id = $1", [runId]);
+    await dropTurn(runId);
     return { position, busy: earlier[0]!, blocker: null };
   }
   if (policy === "interrupt") {
@@ -114,14 +113,20 @@ async function unfinishedBefore(sessionId: string, position: number | null, besi
     const now = Date.now() / 1000;
     if (!status) {
       if (now - created < CANCEL_GRACE_SECONDS) found.push(other);  // its workflow is being started
-      else await db.query("DELETE FROM timestep.session_turns WHERE run_id = $1", [other]);
+      else await dropTurn(other);
     } else if (status.status === "PENDING" || status.status === "ENQUEUED") {
       found.push(other);
     } else if (status.status === "CANCELLED" && now - Number(status.updatedAt ?? 0) / 1000 < CANCEL_GRACE_SECONDS) {
       found.push(other);  // it releases its turn itself as it stops
     } else {
-      await db.query("DELETE FROM timestep.session_turns WHERE run_id = $1", [other]);
+      await dropTurn(other);
     }
   }
   return found;
+}
+
+/** The run's turn removed; the session it was of (undefined: it had none). */
+async function dropTurn(runId: string): Promise<string | undefined> {
+  const { rows } = await (await database()).query("DELETE FROM timestep.session_turns WHERE run_id = $1 RETURNING session_id", [runId]);
+  return rows[0]?.session_id as string | undefined;
 }

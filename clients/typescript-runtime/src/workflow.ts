@@ -208,7 +208,15 @@ export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<Run
     }
     return events ? await busRun(spec, events) : await execute(spec);
   } catch (e) {
-    if (stoppedByDBOS(e) && (await statusOutside(runId)) !== "CANCELLED") ended = false;
+    if (stoppedByDBOS(e)) {
+      if ((await statusOutside(runId)) === "CANCELLED") {
+        // Cancelled, wherever it was (waiting for its turn, in a step): no step runs after a cancel, so a bus
+        // run's `cancelled` is published as it is (a replay's copy is dropped by its message id).
+        if (events) await events.emit(events.take(1), "cancelled");
+      } else {
+        ended = false;
+      }
+    }
     throw e;
   } finally {
     busRuns.delete(runId);
@@ -229,15 +237,11 @@ async function busRun(spec: RunSpec, events: RunEvents): Promise<RunOutput> {
   try {
     output = await execute(spec);
   } catch (e) {
-    if (stoppedByDBOS(e) && (await statusOutside(events.runId)) === "CANCELLED") {
-      // Cancelled: no step runs after a cancel, so `cancelled` is published as it is (a replay's copy
-      // is dropped by its message id).
-      await events.emit(events.take(1), "cancelled");
-      throw e;
+    if (!stoppedByDBOS(e)) {  // a stop by DBOS (a cancel, or the run going on elsewhere) is the workflow's to say
+      const failed = events.take(1);
+      const error = { type: (e as Error).name || "Error", message: (e as Error).message ?? String(e) };
+      await DBOS.runStep(() => events.emit(failed, "failed", { error }), { name: "run.failed" });
     }
-    const failed = events.take(1);
-    const error = { type: (e as Error).name || "Error", message: (e as Error).message ?? String(e) };
-    await DBOS.runStep(() => events.emit(failed, "failed", { error }), { name: "run.failed" });
     throw e;
   }
   const completed = events.take(1);

@@ -56,7 +56,20 @@ function program(mode: string, id: string, calls: string, extra: Record<string, 
 async function outcome(mode: string, id: string, calls: string, extra: Record<string, string> = {}, args: string[] = []): Promise<Outcome> {
   const { code, out, err } = await program(mode, id, calls, extra, args).done;
   assert.equal(code, 0, `node weather.js ${mode} ${id} exited ${code}:\n${out}\n${err}`);
-  return JSON.parse(out.trim().split("\n").at(-1)!) as Outcome;
+  return lastJson<Outcome>(out);
+}
+
+/** Wait until the program's tool holds (it writes `hold`, then waits). */
+async function holding(hold: string): Promise<void> {
+  for (let i = 0; !existsSync(hold); i++) {
+    assert.ok(i < 600, "the tool did not start within 60 s");
+    await sleep(100);
+  }
+}
+
+/** The last line a program printed, as JSON. */
+function lastJson<T>(out: string): T {
+  return JSON.parse(out.trim().split("\n").at(-1)!) as T;
 }
 
 /** The first line the program printed, once it has printed one (it goes on running). */
@@ -105,10 +118,7 @@ describe("runAgentWorkflow", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is
       const { id, calls } = fresh();
       const hold = join(dir, `hold-${id}`);
       const first = program(mode, id, calls, { HOLD_FILE: hold });
-      for (let i = 0; !existsSync(hold); i++) {
-        assert.ok(i < 600, "the tool did not start within 60 s");
-        await sleep(100);
-      }
+      await holding(hold);
       first.child.kill("SIGKILL");
       const killed = await first.done;
       assert.equal(killed.signal, "SIGKILL");
@@ -134,10 +144,7 @@ describe("sessions", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not set
     const sessions = mkdtempSync(join(tmpdir(), "timestep-ts-sessions-"));
     const hold = join(dir, `hold-${id}`);
     const first = program("session", id, calls, { HOLD_FILE: hold, SESSION_DIR: sessions }, ["user-42"]);
-    for (let i = 0; !existsSync(hold); i++) {
-      assert.ok(i < 600, "the tool did not start within 60 s");
-      await sleep(100);
-    }
+    await holding(hold);
     first.child.kill("SIGKILL");
     await first.done;
     const resumed = await outcome("recover", id, calls, { SESSION_DIR: sessions });
@@ -169,25 +176,24 @@ describe("session turns (DatabaseSession)", { skip: DATABASE ? false : "TIMESTEP
   async function history(sessionId: string, calls: string): Promise<{ type?: string; role?: string }[]> {
     const { code, out, err } = await program("history", "-", calls, { TIMESTEP_EXECUTOR_ID: `ts-reader-${process.pid}` }, [sessionId]).done;
     assert.equal(code, 0, err);
-    return (JSON.parse(out.trim().split("\n").at(-1)!) as { items: { type?: string; role?: string }[] }).items;
+    return lastJson<{ items: { type?: string; role?: string }[] }>(out).items;
+  }
+
+  /** A run of a new session (a DatabaseSession) started in a program of its own, held inside its tool. */
+  async function heldInItsTool() {
+    const { id, calls } = fresh();
+    const session = `db-${id}`;
+    const hold = join(dir, `hold-${id}`);
+    const first = program("turn", id, calls, { HOLD_FILE: hold }, [session]);
+    await holding(hold);
+    return { id, calls, session, hold, first };
   }
 
   /** Each other program has an executor id of its own: its launch must not recover the held run. */
   const own = (name: string) => ({ TIMESTEP_EXECUTOR_ID: `ts-${name}-${process.pid}-${made}` });
 
-  async function held(hold: string): Promise<void> {
-    for (let i = 0; !existsSync(hold); i++) {
-      assert.ok(i < 600, "the tool did not start within 60 s");
-      await sleep(100);
-    }
-  }
-
   test("killed with SIGKILL inside its tool, a DatabaseSession run resumes with no factory's help and writes its history once", async () => {
-    const { id, calls } = fresh();
-    const session = `db-${id}`;
-    const hold = join(dir, `hold-${id}`);
-    const first = program("turn", id, calls, { HOLD_FILE: hold }, [session]);
-    await held(hold);
+    const { id, calls, session, first } = await heldInItsTool();
     first.child.kill("SIGKILL");
     await first.done;
     const resumed = await outcome("recover", id, calls);
@@ -201,15 +207,11 @@ describe("session turns (DatabaseSession)", { skip: DATABASE ? false : "TIMESTEP
   });
 
   test("while a run of the session is in its tool, `reject` is refused naming it and `enqueue` waits, then runs on its history", async () => {
-    const { id, calls } = fresh();
-    const session = `db-${id}`;
-    const hold = join(dir, `hold-${id}`);
-    const first = program("turn", id, calls, { HOLD_FILE: hold }, [session]);
-    await held(hold);
+    const { id, calls, session, hold, first } = await heldInItsTool();
 
     const refused = await program("turn", `${id}-refused`, calls, own("refused"), [session, "reject"]).done;
     assert.equal(refused.code, 2, refused.err);
-    const error = JSON.parse(refused.out.trim().split("\n").at(-1)!) as { error: string; message: string };
+    const error = lastJson<{ error: string; message: string }>(refused.out);
     assert.equal(error.error, "SessionBusyError");
     assert.match(error.message, new RegExp(`session_id: .*has an unfinished run, "${id}"`));
 
@@ -219,18 +221,14 @@ describe("session turns (DatabaseSession)", { skip: DATABASE ? false : "TIMESTEP
     for (const run of [first, waiting]) {
       const { code, out, err } = await run.done;
       assert.equal(code, 0, err);
-      assert.equal((JSON.parse(out.trim().split("\n").at(-1)!) as Outcome).result.output, "The weather: sunny in Paris");
+      assert.equal(lastJson<Outcome>(out).result.output, "The weather: sunny in Paris");
     }
     // The waiting run's model came after the first run's end, and saw its tool output.
     assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "model-2", "model-2"]);
   });
 
   test("`interrupt` cancels the session's unfinished run at its next step and goes on with the history so far", async () => {
-    const { id, calls } = fresh();
-    const session = `db-${id}`;
-    const hold = join(dir, `hold-${id}`);
-    const first = program("turn", id, calls, { HOLD_FILE: hold }, [session]);
-    await held(hold);
+    const { id, calls, session, hold, first } = await heldInItsTool();
     const newer = program("turn", `${id}-newer`, calls, own("newer"), [session, "interrupt"]);
     assert.deepEqual(await firstLine(newer.child), { joined: true });
     writeFileSync(`${hold}.release`, "");
@@ -239,7 +237,7 @@ describe("session turns (DatabaseSession)", { skip: DATABASE ? false : "TIMESTEP
     assert.match(cut.out, /cancel/i);
     const done = await newer.done;
     assert.equal(done.code, 0, done.err);
-    assert.equal((JSON.parse(done.out.trim().split("\n").at(-1)!) as Outcome).result.output, "The weather: sunny in Paris");
+    assert.equal(lastJson<Outcome>(done.out).result.output, "The weather: sunny in Paris");
     // The cancelled run made no second model call and wrote no history: the newer run started afresh.
     assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "tool", "model-1", "tool", "model-2"]);
   });
@@ -260,7 +258,7 @@ describe("schedules", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not se
     }
     const { code, out, err } = await program("schedules", name, calls, { TIMESTEP_EXECUTOR_ID: `ts-sched-c-${process.pid}` }).done;
     assert.equal(code, 0, err);
-    const answer = JSON.parse(out.trim().split("\n").at(-1)!) as { listed: { name: string; crontab: string; agent: string }[]; deleted: boolean; again: boolean };
+    const answer = lastJson<{ listed: { name: string; crontab: string; agent: string }[]; deleted: boolean; again: boolean }>(out);
     assert.deepEqual(answer.listed.filter((s) => s.name === name).map((s) => [s.crontab, s.agent]), [["* * * * * *", "ts-weather"]]);
     assert.deepEqual([answer.deleted, answer.again], [true, false]);
     // The schedules' loops see the deletion within a second: wait for the runs under way to end, then for nothing new.
@@ -330,7 +328,7 @@ describe("approvals", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not se
     assert.equal(approved.code, 0, approved.err);
     const { code, out, err } = await recovering.done;
     assert.equal(code, 0, `${out}\n${err}`);
-    const resumed = JSON.parse(out.trim().split("\n").at(-1)!) as Outcome;
+    const resumed = lastJson<Outcome>(out);
     assert.equal(resumed.result.status, "completed");
     assert.equal(resumed.result.output, "The weather: sunny in Lyon");
     // The model's first call came from the record; the tool ran once, after the approval, in the new process.
@@ -358,7 +356,7 @@ describe("approvals", { skip: DATABASE ? false : "TIMESTEP_TEST_PG_URL is not se
     assert.equal(rejected.code, 0, rejected.err);
     const { code, out, err } = await first.done;
     assert.equal(code, 0, `${out}\n${err}`);
-    const done = JSON.parse(out.trim().split("\n").at(-1)!) as Outcome;
+    const done = lastJson<Outcome>(out);
     assert.equal(done.result.output, "The weather: not in Paris");
     assert.deepEqual(ran(calls).map(([what]) => what), ["model-1", "model-2"]);
   });
