@@ -193,6 +193,15 @@ export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<Run
   setLimits(runId, spec.maxTokens, spec.modelRetry);
   const turns = spec.sessionId !== undefined && spec.sessionPolicy !== undefined;
   let ended = true;  // false when DBOS stops the run here to go on elsewhere: it keeps its turn
+  let released = false;
+  /** The next run of the session may go: done before the run's last event, as on the Python side, so a follower
+   * that sees the end may send the session's next run at once. Not a step; idempotent. */
+  const release = async () => {
+    if (!turns || released) return;
+    released = true;
+    // Not given up for a failure here: the next run of the session passes over this one once DBOS has it ended.
+    await releaseTurn(runId).catch((e) => console.warn(`run ${runId} could not release its session turn: ${(e as Error).message}`));
+  };
   try {
     if (turns) {
       try {
@@ -206,12 +215,13 @@ export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<Run
         throw e;
       }
     }
-    return events ? await busRun(spec, events) : await execute(spec);
+    return events ? await busRun(spec, events, release) : await execute(spec);
   } catch (e) {
     if (stoppedByDBOS(e)) {
       if ((await statusOutside(runId)) === "CANCELLED") {
         // Cancelled, wherever it was (waiting for its turn, in a step): no step runs after a cancel, so a bus
         // run's `cancelled` is published as it is (a replay's copy is dropped by its message id).
+        await release();
         if (events) await events.emit(events.take(1), "cancelled");
       } else {
         ended = false;
@@ -222,15 +232,12 @@ export const agentRun = DBOS.registerWorkflow(async (spec: RunSpec): Promise<Run
     busRuns.delete(runId);
     clearLimits(runId);
     liveSessions.delete(runId);
-    if (turns && ended) {
-      // Not given up for a failure here: the next run of the session passes over this one once DBOS has it ended.
-      await releaseTurn(runId).catch((e) => console.warn(`run ${runId} could not release its session turn: ${(e as Error).message}`));
-    }
+    if (ended) await release();
   }
 }, { name: WORKFLOW });
 
 /** A run from the bus: its events published, each stored before the step that emits it is recorded. */
-async function busRun(spec: RunSpec, events: RunEvents): Promise<RunOutput> {
+async function busRun(spec: RunSpec, events: RunEvents, release: () => Promise<void>): Promise<RunOutput> {
   const started = events.take(1);
   await DBOS.runStep(() => events.emit(started, "started"), { name: "run.started" });
   let output: RunOutput;
@@ -238,12 +245,14 @@ async function busRun(spec: RunSpec, events: RunEvents): Promise<RunOutput> {
     output = await execute(spec);
   } catch (e) {
     if (!stoppedByDBOS(e)) {  // a stop by DBOS (a cancel, or the run going on elsewhere) is the workflow's to say
+      await release();
       const failed = events.take(1);
       const error = { type: (e as Error).name || "Error", message: (e as Error).message ?? String(e) };
       await DBOS.runStep(() => events.emit(failed, "failed", { error }), { name: "run.failed" });
     }
     throw e;
   }
+  await release();
   const completed = events.take(1);
   const usage = { requests: output.usage.requests, input_tokens: output.usage.inputTokens, output_tokens: output.usage.outputTokens, total_tokens: output.usage.totalTokens };
   await DBOS.runStep(() => events.emit(completed, "completed", { output: output.output ?? null, usage }), { name: "run.completed" });
