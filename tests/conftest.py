@@ -96,6 +96,8 @@ def backends(*postgres_marks: pytest.MarkDecorator) -> list:
 
 
 BACKENDS = backends()
+#: For `@pytest.mark.parametrize("backend", POSTGRES_ONLY, indirect=True)`: a test of what only PostgreSQL has.
+POSTGRES_ONLY = [param for param in BACKENDS if param != "sqlite"]
 
 
 #: The order tests are handed to the xdist workers: the long kinds first, so no long test starts last.

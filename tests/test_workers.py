@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from actors.workers import default_count
+from conftest import POSTGRES_ONLY
 from processes import process_env, up, wait_printed
 from timestep.client import Client, Submission
 
@@ -173,6 +175,55 @@ async def test_workers_die_with_the_first_process_and_fewer_workers_take_over_th
     assert f"hold:{worker_tag}:start:local" in [c for c, _ in timestep_up.calls()]  # the run went on in the only process
 
 
+class Connections:
+    """Samples, every 50 ms in a thread, the PostgreSQL connections open to one database; `most` is the peak."""
+
+    def __init__(self, db_url: str) -> None:
+        import psycopg
+
+        self.database = db_url.rsplit("/", 1)[1]
+        self.conn = psycopg.connect(db_url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
+        self.most, self.busiest = 0, []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.05):
+            rows = self.conn.execute("select left(query, 60), state from pg_stat_activity where datname = %s", (self.database,)).fetchall()
+            if len(rows) > self.most:
+                self.most, self.busiest = len(rows), rows
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join()
+        self.conn.close()
+        return self.most
+
+
+@pytest.mark.parametrize("backend", POSTGRES_ONLY, indirect=True)
+async def test_processes_hold_at_most_their_pool_size_of_postgresql_connections_under_load(timestep_up: Up) -> None:
+    """TIMESTEP_DB_POOL_SIZE bounds each process's connections, Timestep's own tables' included (docs/actors.md:
+    count `workers × (TIMESTEP_DB_POOL_SIZE + 2)`: each process's pool, its lease on its executor id and DBOS's `LISTEN`). Two
+    workers run 80 runs at once, half queued and all in sessions, so DBOS's tables and Timestep's are both busy."""
+    pool = 4
+    connections = Connections(timestep_up.db_url)
+    try:
+        timestep_up.start("--workers", "2", TIMESTEP_DB_POOL_SIZE=str(pool), TIMESTEP_AGENT_CONCURRENCY="32")
+        async with await Client.connect(timestep_up.url) as client:
+            await client.configure_queue("wide", concurrency=32)
+            runs = [
+                await client.submit("bus-assistant", f"think seconds=0.2 #{i}", session_id=f"s{i % 20}", queue="wide" if i % 2 else None)
+                for i in range(80)
+            ]
+            results = [await run.result(timeout=120) for run in runs]
+    finally:
+        most = connections.stop()
+    assert [r.output for r in results] == ["think returned: thought 0.2"] * 80
+    print(f"connections at most: {most} (2 workers, TIMESTEP_DB_POOL_SIZE={pool})", *connections.busiest, sep="\n")
+    assert most <= 2 * (pool + 2), f"{most} connections open at once for 2 workers of pool {pool}"
+
+
 @pytest.mark.parametrize(("args", "env", "says"), [
     (["--workers", "0"], {}, "--workers: '0' is not a whole number of at least 1"),
     (["--workers", "2", "--role", "governor"], {}, "--workers: 2 workers without the agent role"),
@@ -185,6 +236,15 @@ def test_a_bad_worker_count_is_refused_naming_it(args: list[str], env: dict[str,
     )
     assert done.returncode == 2, done.stderr
     assert says in done.stderr
+
+
+def test_a_pool_too_small_to_share_is_refused_naming_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "actors.cli.main", "up", "--agents", "bus_agents"],
+        env=process_env(TIMESTEP_HOME=str(tmp_path / "home"), TIMESTEP_DB_POOL_SIZE="1"), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "TIMESTEP_DB_POOL_SIZE=1 is too small" in done.stderr and "set it to 2 or more" in done.stderr
 
 
 def test_a_worker_that_cannot_start_stops_timestep_up_saying_which(tmp_path: Path) -> None:

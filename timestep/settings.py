@@ -38,6 +38,13 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _pool_size() -> int:
+    value = _int("TIMESTEP_DB_POOL_SIZE", 20)
+    if value < 2:
+        raise SettingError(f"TIMESTEP_DB_POOL_SIZE={value} is too small: DBOS and Timestep's own tables need a connection each; set it to 2 or more")
+    return value
+
+
 def _flag(name: str, default: bool) -> bool:
     """On for 1/true/yes/on, off for 0/false/no/off, else `default`."""
     raw = (os.environ.get(name) or "").strip().lower()
@@ -228,8 +235,9 @@ class Settings:
     agent_concurrency: int
     """TIMESTEP_AGENT_CONCURRENCY (default: `64`): direct runs one agent actor executes at once"""
     db_pool_size: int = 20
-    """TIMESTEP_DB_POOL_SIZE (default: `20`): PostgreSQL connections DBOS may hold per process; processes × this must
-    stay under the server's `max_connections`"""
+    """TIMESTEP_DB_POOL_SIZE (default: `20`, at least `2`): PostgreSQL connections a process may hold for runs (a quarter,
+    at least one, for Timestep's own tables, the rest for DBOS); processes × (this + 2), the two being the
+    process's lease on its executor id and DBOS's notification listener, must stay under the server's `max_connections`"""
     ack_wait_seconds: float = 30.0
     """TIMESTEP_ACK_WAIT (default: `30`): seconds before a message an actor took but did not acknowledge (it crashed)
     goes to another; handlers acknowledge after a short durable hand-off"""
@@ -269,6 +277,12 @@ class Settings:
     agent than it started with: `continue` (an `agent_changed` event says what changed) or `fail`
     (`AgentChangedError`); `register_agent(..., on_change=)` overrides it per agent (see Upgrades while runs wait)"""
 
+    @property
+    def db_pools(self) -> tuple[int, int]:
+        """`db_pool_size` split in two: (DBOS's pool, the pool of Timestep's own tables)."""
+        own = max(1, self.db_pool_size // 4)
+        return self.db_pool_size - own, own
+
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
@@ -287,7 +301,7 @@ class Settings:
             events_max_age_seconds=_float("TIMESTEP_EVENTS_MAX_AGE", 7 * 24 * 3600.0),
             duplicate_window_seconds=_float("TIMESTEP_DUPLICATE_WINDOW", 120.0),
             agent_concurrency=_int("TIMESTEP_AGENT_CONCURRENCY", 64),
-            db_pool_size=_int("TIMESTEP_DB_POOL_SIZE", 20),
+            db_pool_size=_pool_size(),
             ack_wait_seconds=_float("TIMESTEP_ACK_WAIT", 30.0),
             stream_replicas=_int("TIMESTEP_STREAM_REPLICAS", 1),
             http_host=os.environ.get("TIMESTEP_HTTP_HOST") or "127.0.0.1",

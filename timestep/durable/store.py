@@ -16,6 +16,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from timestep.durable import engine as dbos_engine
+from timestep.settings import current as current_settings
 
 T = TypeVar("T")
 
@@ -145,7 +146,9 @@ def get_engine() -> sa.Engine:
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"timeout": 30})
         else:
-            engine = sa.create_engine(_sqlalchemy_url(url), pool_pre_ping=True)
+            # Its share of TIMESTEP_DB_POOL_SIZE (DBOS has the rest), never more: its calls are short.
+            size = current_settings().db_pools[1]
+            engine = sa.create_engine(_sqlalchemy_url(url), pool_pre_ping=True, pool_size=size, max_overflow=0)
         _create_tables(engine)
         _engines[url] = engine
         return engine

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -55,7 +56,7 @@ def configure(name: str = "timestep", system_database_url: str | None = None) ->
         "application_version": settings.application_version,
         "executor_id": settings.executor_id,
         "max_executor_threads": settings.max_threads,
-        "sys_db_pool_size": settings.db_pool_size,
+        "sys_db_pool_size": settings.db_pools[0],
         "scheduler_polling_interval_sec": 1.0,
         "log_level": settings.log_level,
         "serializer": SERIALIZER,
@@ -124,11 +125,21 @@ def use_write_ahead_log(url: str) -> None:
     if path is None:
         return
     connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    deadline = time.monotonic() + 30
     try:
-        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                log.warning("SQLite kept journal mode %s for %s (write-ahead log refused)", mode, path)
+        while True:
+            try:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                    if mode.lower() != "wal":
+                        log.warning("SQLite kept journal mode %s for %s (write-ahead log refused)", mode, path)
+                return
+            except sqlite3.OperationalError as error:
+                # Processes starting together on a new file each ask for the change; SQLite answers "database is
+                # locked" at once (no busy wait: waiting could deadlock) to all but one. Ask again: it is done.
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
     finally:
         connection.close()
 
