@@ -57,6 +57,8 @@ case "$task" in
     for arg in "$@"; do
       if [ "$arg" = "--fast" ]; then args+=(-m "$FAST"); else args+=("$arg"); fi
     done
+    # The suite starts about 500 Python processes: each compiles Timestep's modules unless their bytecode is kept.
+    unset PYTHONDONTWRITEBYTECODE
     exec "$VENV/bin/python" -m pytest -n 4 --dist loadgroup ${args[@]+"${args[@]}"} ;;
   docs) setup docs; NO_MKDOCS_2_WARNING=1 exec "$VENV/bin/mkdocs" serve "$@" ;;
   bench) setup bench; exec "$VENV/bin/python" bench/run.py "$@" ;;

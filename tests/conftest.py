@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -103,10 +104,18 @@ POSTGRES_ONLY = [param for param in BACKENDS if param != "sqlite"]
 #: The order tests are handed to the xdist workers: the long kinds first, so no long test starts last.
 _FIRST = {"bench": 0, "processes": 1, "node": 2, "browser": 2}
 
-#: The xdist group of the tests that start several processes on PostgreSQL: one worker runs them one
-#: after another, so their connections (each process keeps a pool) never add up past the server's
-#: `max_connections` (100 by default) while the other workers run everything else.
+#: The xdist groups of the tests that start several processes on PostgreSQL: each group runs on one worker,
+#: its tests one after another, and a lock with two places (`pg_processes_lock`) lets two such tests hold
+#: connections at once, so their pools (a process holds at most TIMESTEP_DB_POOL_SIZE + 2, 8 in the suite)
+#: never add up past the server's `max_connections` (100 by default) while the other workers run the rest.
+#: Two groups, not one: one group's tests took 15 of the suite's 15 minutes on their worker, one after another.
+#: The modules below (the fault tests, the 3-node cluster, the Node runtime's suite: about as long as the
+#: rest together) form the first group, every other module the second.
 PG_PROCESSES = "processes"
+PG_PROCESSES_2 = "processes-2"
+_FIRST_GROUP_MODULES = {"test_faults.py", "test_scale_out.py", "test_typescript_runtime.py"}
+#: How many tests may keep processes on PostgreSQL at once (test_access's module deployment takes a place too).
+PG_PROCESS_PLACES = 2
 
 
 def _pg_processes(item: pytest.Item) -> bool:
@@ -121,11 +130,11 @@ _pg_lock_depth = 0
 
 @contextlib.contextmanager
 def pg_processes_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Held while processes started for a test keep PostgreSQL connections: an exclusive lock shared by the
-    xdist workers (reentrant within one), so two such tests never hold them at once. The group above keeps
-    most of them on one worker already; this covers the rest: a module with a group of its own lands in
-    another ("access_processes"), and a module-scoped deployment outlives its tests. One CI run failed with
-    "too many clients already" while test_hosting's processes started beside test_access's deployment."""
+    """Held while processes started for a test keep PostgreSQL connections: one of PG_PROCESS_PLACES locks
+    shared by the xdist workers (reentrant within one), so no more than that many such tests hold them at once.
+    The groups above keep most of them on two workers already; this covers the rest: a module with a group of
+    its own lands in another ("access"), and a module-scoped deployment outlives its tests. One CI run failed
+    with "too many clients already" while test_hosting's processes started beside test_access's deployment."""
     global _pg_lock_depth
     if _pg_lock_depth:
         _pg_lock_depth += 1
@@ -137,14 +146,28 @@ def pg_processes_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     import fcntl
 
     # Each worker's base temp is a folder of the run's, the same for every worker (pytest-N/popen-gwK).
-    with open(tmp_path_factory.getbasetemp().parent / "pg-processes.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = tmp_path_factory.getbasetemp().parent
+    with contextlib.ExitStack() as files:
+        places = [files.enter_context(open(folder / f"pg-processes-{n}.lock", "a")) for n in range(PG_PROCESS_PLACES)]
+        while True:
+            place = next((f for f in places if _locked(f, fcntl)), None)
+            if place is not None:
+                break
+            time.sleep(0.1)
         _pg_lock_depth = 1
         try:
             yield
         finally:
             _pg_lock_depth = 0
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(place, fcntl.LOCK_UN)
+
+
+def _locked(file, fcntl) -> bool:
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 @pytest.fixture(autouse=True)
@@ -157,16 +180,17 @@ def _one_pg_processes_test_at_a_time(request: pytest.FixtureRequest, tmp_path_fa
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    """The tests that start processes on PostgreSQL join one xdist group (see PG_PROCESSES), handed
-    out first (below): it is the longest unit of work, so it starts at once on a worker of its own.
+    """The tests that start processes on PostgreSQL join one of two xdist groups (see PG_PROCESSES), handed
+    out first (below): they are the longest units of work, so each starts at once on a worker of its own.
     Marked as each is collected, before xdist names each test's group (`--dist loadgroup`)."""
-    if _pg_processes(item) and not any(m.args == (PG_PROCESSES,) for m in item.iter_markers("xdist_group")):
-        item.add_marker(pytest.mark.xdist_group(PG_PROCESSES))
+    if _pg_processes(item) and item.get_closest_marker("xdist_group") is None:
+        first = item.nodeid.split("::")[0].rsplit("/", 1)[-1] in _FIRST_GROUP_MODULES
+        item.add_marker(pytest.mark.xdist_group(PG_PROCESSES if first else PG_PROCESSES_2))
 
 
 @pytest.hookimpl(trylast=True)  # after pytest grouped the tests by backend, and pytest-xdist named their groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The PostgreSQL process tests first (one group, see above); then, within each backend, the
+    """The PostgreSQL process tests first (two groups, see above); then, within each backend, the
     modules with a test marked bench, then those with one marked processes, then node or browser,
     then the rest. A module moves as a whole and keeps its order (its module fixtures are set up
     once per worker); the tests that take no backend join the SQLite ones, so each worker still
