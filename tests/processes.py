@@ -136,11 +136,21 @@ class Deployment:
         return launched
 
     def start(self, *nodes: str | tuple[str, str], timeout: float = 90) -> None:
-        wait_printed(self._launch(nodes), timeout=timeout)
+        """Start each node and wait until each is ready; if one is not, every process of the deployment is
+        stopped before the error is raised (a test that starts it outside its `try` would leave them running)."""
+        try:
+            wait_printed(self._launch(nodes), timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     async def start_async(self, *nodes: str | tuple[str, str], timeout: float = 90) -> None:
         """`start` for a test whose event loop has other work meanwhile."""
-        await wait_printed_async(self._launch(nodes), timeout=timeout)
+        try:
+            await wait_printed_async(self._launch(nodes), timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def kill(self, *nodes: str | tuple[str, str]) -> list[int]:
         """SIGKILL each node; returns their pids."""
