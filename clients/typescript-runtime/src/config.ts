@@ -44,7 +44,7 @@ export function openaiApi(): "responses" | "chat_completions" {
   return raw;
 }
 
-/** TIMESTEP_DB_POOL_SIZE (default 20): the most database connections this process opens. */
+/** TIMESTEP_DB_POOL_SIZE (default 20): DBOS's pool (the runtime's own tables add up to 4 connections, DBOS's client 2). */
 function poolSize(value: string): number {
   const size = Number(value);
   if (!Number.isInteger(size) || size < 1 || size > 1000) {
