@@ -44,13 +44,28 @@ export function openaiApi(): "responses" | "chat_completions" {
   return raw;
 }
 
-/** TIMESTEP_DB_POOL_SIZE (default 20): DBOS's pool (the runtime's own tables add up to 4 connections, DBOS's client 2). */
+/** TIMESTEP_DB_POOL_SIZE (default 20, at least 3): the PostgreSQL connections this process may hold for runs. */
 function poolSize(value: string): number {
   const size = Number(value);
-  if (!Number.isInteger(size) || size < 1 || size > 1000) {
-    throw new ValidationError("TIMESTEP_DB_POOL_SIZE", `${JSON.stringify(value)} is not a number of connections`, "give a whole number from 1 to 1000");
+  if (!Number.isInteger(size) || size < 3 || size > 1000) {
+    throw new ValidationError("TIMESTEP_DB_POOL_SIZE", `${JSON.stringify(value)} is not a number of connections`, "give a whole number from 3 to 1000");
   }
   return size;
+}
+
+/** The pool size split as on the Python side: a quarter (at least one) for the runtime's own tables, one for
+ * DBOS's client outside workflows, the rest for DBOS. */
+export function poolShares(size: number): { dbos: number; tables: number; client: number } {
+  const tables = Math.max(1, Math.floor(size / 4));
+  return { dbos: size - tables - 1, tables, client: 1 };
+}
+
+let shares = poolShares(20);
+
+/** The configured pool's shares (configured with the defaults first if needed). */
+export function configuredPoolShares(): { dbos: number; tables: number; client: number } {
+  if (!configured) configureDBOS();
+  return shares;
 }
 
 function redact(url: string): string {
@@ -60,7 +75,7 @@ function redact(url: string): string {
 /**
  * Configure DBOS for Timestep (idempotent): the system database from `options` or PG_CONNECTION_URI,
  * the executor id from TIMESTEP_EXECUTOR_ID (default `local`) and the application version from
- * TIMESTEP_APP_VERSION (default `timestep-1`), its pool from TIMESTEP_DB_POOL_SIZE (default 20) and its
+ * TIMESTEP_APP_VERSION (default `timestep-1`), its share of TIMESTEP_DB_POOL_SIZE (default 20; see poolShares) and its
  * log level from TIMESTEP_LOG_LEVEL (default WARNING): the same settings as the Python side. A process
  * recovers the unfinished runs of its executor id and application version when it launches.
  */
@@ -90,7 +105,7 @@ export function configureDBOS(options: DBOSOptions = {}): void {
     executorID: process.env.TIMESTEP_EXECUTOR_ID || "local",
     applicationVersion: process.env.TIMESTEP_APP_VERSION || "timestep-1",
     logLevel: logLevel(process.env.TIMESTEP_LOG_LEVEL || "WARNING"),
-    systemDatabasePoolSize: poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20"),
+    systemDatabasePoolSize: poolShares(poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20")).dbos,
     // A schedule made or deleted in another process is seen within a second, as on the Python side.
     schedulerPollingIntervalMs: 1000,
   };
@@ -102,6 +117,7 @@ export function configureDBOS(options: DBOSOptions = {}): void {
   }
   DBOS.setConfig(config);
   configured = config;
+  shares = poolShares(poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20"));
 }
 
 /** Launch DBOS once (idempotent; configures it with the defaults first if needed). Runs of this
@@ -135,7 +151,7 @@ let reader: DBOSClient | undefined;
 /** DBOS's client on this process's database: reads, sends and cancels outside any workflow's record
  * (inside, a read is a step, and a stopped workflow runs none). */
 export async function outside(): Promise<DBOSClient> {
-  reader ??= await DBOSClient.create({ systemDatabaseUrl: configuredDatabaseUrl(), systemDatabasePoolSize: 2 });
+  reader ??= await DBOSClient.create({ systemDatabaseUrl: configuredDatabaseUrl(), systemDatabasePoolSize: configuredPoolShares().client });
   return reader;
 }
 

@@ -2,7 +2,7 @@
 
 import pg from "pg";
 
-import { configuredDatabaseUrl } from "./config.js";
+import { configuredDatabaseUrl, configuredPoolShares } from "./config.js";
 
 
 let pool: pg.Pool | undefined;
@@ -49,7 +49,7 @@ const SCHEMA = `
 /** A pooled connection to the runtime's database, its tables made (DBOS configured first). */
 export async function database(): Promise<pg.Pool> {
   if (!pool) {
-    const made = new pg.Pool({ connectionString: configuredDatabaseUrl(), max: 4 });
+    const made = new pg.Pool({ connectionString: configuredDatabaseUrl(), max: configuredPoolShares().tables });
     made.on("error", () => {});  // an idle connection lost: the next query opens another
     pool = made;
     ready = inTransaction(made, async (c) => {

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { Agent } from "@openai/agents";
 
 import { DatabaseSession, ValidationError, configureDBOS, createScheduledAgentWorkflow, runAgentWorkflow } from "../src/index.js";
+import { poolShares } from "../src/config.js";
 
 const DATABASE = process.env.TIMESTEP_TEST_PG_URL;
 const PROGRAM = fileURLToPath(new URL("../fixtures/weather.js", import.meta.url));
@@ -378,11 +379,16 @@ describe("bad input gets an error that names the field and the fix", () => {
         (e: unknown) => e instanceof ValidationError && e.field === "TIMESTEP_OPENAI_API" && /chat_completions/.test(e.message),
       );
       delete process.env.TIMESTEP_OPENAI_API;
-      process.env.TIMESTEP_DB_POOL_SIZE = "lots";
-      assert.throws(
-        () => configureDBOS({ systemDatabaseUrl: "postgresql://postgres@127.0.0.1:5432/x" }),
-        (e: unknown) => e instanceof ValidationError && e.field === "TIMESTEP_DB_POOL_SIZE",
-      );
+      for (const size of ["lots", "2"]) {  // DBOS, the runtime's tables and DBOS's client need one each
+        process.env.TIMESTEP_DB_POOL_SIZE = size;
+        assert.throws(
+          () => configureDBOS({ systemDatabaseUrl: "postgresql://postgres@127.0.0.1:5432/x" }),
+          (e: unknown) => e instanceof ValidationError && e.field === "TIMESTEP_DB_POOL_SIZE" && /from 3 to 1000/.test(e.message),
+        );
+      }
+      assert.deepEqual([3, 6, 20].map(poolShares), [
+        { dbos: 1, tables: 1, client: 1 }, { dbos: 4, tables: 1, client: 1 }, { dbos: 14, tables: 5, client: 1 },
+      ]);
     } finally {
       if (saved !== undefined) process.env.PG_CONNECTION_URI = saved;
       delete process.env.TIMESTEP_DB_POOL_SIZE;
