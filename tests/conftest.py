@@ -121,7 +121,7 @@ PG_PROCESS_PLACES = 2
 def _pg_processes(item: pytest.Item) -> bool:
     """Starts processes (Python's or Node's) that each keep a pool of PostgreSQL connections."""
     starts = item.get_closest_marker("processes") is not None or item.get_closest_marker("node") is not None
-    few = item.get_closest_marker("few_pg_connections") is not None  # one Node process: about 12 connections
+    few = item.get_closest_marker("few_pg_connections") is not None  # one Node process: its pool of 6, and DBOS's listener
     return starts and not few and item.get_closest_marker("postgres") is not None
 
 
