@@ -9,6 +9,7 @@ of their own (`fresh_db_url`) and run `tests/worker.py` in subprocesses.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sys
 import time
@@ -143,14 +144,12 @@ def pg_processes_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         finally:
             _pg_lock_depth -= 1
         return
-    import fcntl
-
     # Each worker's base temp is a folder of the run's, the same for every worker (pytest-N/popen-gwK).
     folder = tmp_path_factory.getbasetemp().parent
     with contextlib.ExitStack() as files:
         places = [files.enter_context(open(folder / f"pg-processes-{n}.lock", "a")) for n in range(PG_PROCESS_PLACES)]
         while True:
-            place = next((f for f in places if _locked(f, fcntl)), None)
+            place = next((f for f in places if _locked(f)), None)
             if place is not None:
                 break
             time.sleep(0.1)
@@ -162,7 +161,8 @@ def pg_processes_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
             fcntl.flock(place, fcntl.LOCK_UN)
 
 
-def _locked(file, fcntl) -> bool:
+def _locked(file) -> bool:
+    """Whether this exclusive lock on `file` was free, and is now held."""
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True

@@ -13,8 +13,8 @@ import signal
 import socket
 import sys
 import time
-from datetime import datetime, timezone
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 from timestep.errors import TimestepError, ValidationError

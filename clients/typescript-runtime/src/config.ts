@@ -99,13 +99,14 @@ export function configureDBOS(options: DBOSOptions = {}): void {
   if (!/^[a-z0-9_-]{3,256}$/.test(name)) {
     throw new ValidationError("name", `${JSON.stringify(name)} is not a valid application name`, "use 3-256 characters of a-z, 0-9, '_' and '-'");
   }
+  const split = poolShares(poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20"));
   const config = {
     name,
     systemDatabaseUrl: url,
     executorID: process.env.TIMESTEP_EXECUTOR_ID || "local",
     applicationVersion: process.env.TIMESTEP_APP_VERSION || "timestep-1",
     logLevel: logLevel(process.env.TIMESTEP_LOG_LEVEL || "WARNING"),
-    systemDatabasePoolSize: poolShares(poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20")).dbos,
+    systemDatabasePoolSize: split.dbos,
     // A schedule made or deleted in another process is seen within a second, as on the Python side.
     schedulerPollingIntervalMs: 1000,
   };
@@ -117,7 +118,7 @@ export function configureDBOS(options: DBOSOptions = {}): void {
   }
   DBOS.setConfig(config);
   configured = config;
-  shares = poolShares(poolSize(process.env.TIMESTEP_DB_POOL_SIZE || "20"));
+  shares = split;
 }
 
 /** Launch DBOS once (idempotent; configures it with the defaults first if needed). Runs of this
